@@ -1,0 +1,266 @@
+"""Every Prometheus metric the service exports, and nothing else.
+
+Counters and histograms that change on the request path are ordinary prometheus_client
+metrics with their label children cached, so a callback costs a few dict lookups. Gauges
+describing tracked segments are *not* set on every transition: the tracker keeps plain
+integer tallies, maintained incrementally, and :class:`TrackerCollector` reads them at
+scrape time. A scrape therefore costs O(apps x states), flat in the number of segments.
+
+No label ever carries a room, user, task or file id: ``app_id`` is bounded by the tracker
+(``max_apps``, then ``other``), and every other label has a fixed set of values.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .tracker import TrackerStats
+
+PREFIX = "gme_recording_"
+
+EVENT_TYPES = ("started", "completed", "uploaded", "unknown")
+RESULTS = ("accepted", "duplicate", "out_of_order", "late", "ignored")
+SIGNATURE_FAILURE_REASONS = ("missing", "mismatch", "unknown_app")
+INVALID_REASONS = ("malformed", "too_large", "stale")
+STATES = ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan")
+RECORD_MODES = ("single", "mixed", "unknown")
+EVICTION_REASONS = ("ttl", "capacity")
+LISTENERS = ("callback", "admin")
+
+# Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
+# seconds to minutes, and callbacks normally arrive within a second or two.
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21600, 43200)
+UPLOAD_DELAY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
+CALLBACK_DELAY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class _StatsSource(Protocol):
+    def stats(self) -> TrackerStats: ...
+
+
+class Metrics:
+    """The service's registry and the metrics updated on the request path."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+        self.build_info = Gauge(
+            PREFIX + "build_info", "Always 1; labels give the gme-recwatch and Python versions.",
+            ["version", "python_version"], registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+
+        self.signature_failures = Counter(
+            PREFIX + "signature_failures",
+            "Callbacks rejected because their Signature did not verify, by reason.",
+            ["reason"], registry=r,
+        )
+        self.invalid = Counter(
+            PREFIX + "callbacks_invalid",
+            "Callbacks rejected as invalid (malformed body, too large, or stale Timestamp).",
+            ["reason"], registry=r,
+        )
+        self.callbacks = Counter(
+            PREFIX + "callbacks",
+            "Verified callbacks, by event type and what the tracker made of them.",
+            ["event_type", "result"], registry=r,
+        )
+        self.last_callback = Gauge(
+            PREFIX + "last_callback_timestamp_seconds",
+            "Unix time the last verified callback was received (0 before the first).",
+            registry=r,
+        )
+        self.duration = Histogram(
+            PREFIX + "duration_seconds",
+            "Recorded length of completed segments (completed Timestamp minus started Timestamp).",
+            ["record_mode"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.upload_delay = Histogram(
+            PREFIX + "upload_delay_seconds",
+            "Time from a segment's completion to its upload (sender Timestamps).",
+            ["record_mode"], buckets=UPLOAD_DELAY_BUCKETS, registry=r,
+        )
+        self.callback_delay = Histogram(
+            PREFIX + "callback_delay_seconds",
+            "Receive time minus the callback's Timestamp: how late Tencent's delivery is.",
+            ["event_type"], buckets=CALLBACK_DELAY_BUCKETS, registry=r,
+        )
+        self.http_requests = Counter(
+            PREFIX + "http_requests",
+            "HTTP requests answered, per listener, route template and status code.",
+            ["listener", "route", "method", "code"], registry=r,
+        )
+        self.http_duration = Histogram(
+            PREFIX + "http_request_duration_seconds",
+            "Time to answer HTTP requests, per listener and route template.",
+            ["listener", "route"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self.http_in_flight = Gauge(
+            PREFIX + "http_requests_in_flight", "HTTP requests being answered, per listener.",
+            ["listener"], registry=r,
+        )
+        self.keyring_keys = Gauge(
+            PREFIX + "keyring_keys", "SecretKeys loaded (all apps, counting rotation keys).",
+            registry=r,
+        )
+        self.keyring_reloads = Counter(
+            PREFIX + "keyring_reloads", "Reloads of the keyring file, by result.",
+            ["result"], registry=r,
+        )
+        self.snapshot_failures = Counter(
+            PREFIX + "snapshot_failures",
+            "State snapshots that could not be written or restored.",
+            ["operation"], registry=r,
+        )
+        self.snapshot_last_success = Gauge(
+            PREFIX + "snapshot_last_success_timestamp_seconds",
+            "Unix time of the last state snapshot written (0 = never).", registry=r,
+        )
+        self.snapshot_duration = Gauge(
+            PREFIX + "snapshot_duration_seconds", "How long the last snapshot write took.",
+            registry=r,
+        )
+        self.snapshot_restored = Gauge(
+            PREFIX + "snapshot_restored_segments",
+            "Segments restored from the state file at start.", registry=r,
+        )
+
+        # Series that alerts and dashboards use exist from the first scrape, at zero, so
+        # rate() and increase() see the first event instead of a series appearing at 1.
+        for reason in SIGNATURE_FAILURE_REASONS:
+            self.signature_failures.labels(reason)
+        for reason in INVALID_REASONS:
+            self.invalid.labels(reason)
+        self._callback_children = {
+            (e, res): self.callbacks.labels(e, res) for e in EVENT_TYPES for res in RESULTS
+        }
+        self._delay_children = {e: self.callback_delay.labels(e) for e in EVENT_TYPES}
+        self._duration_children = {m: self.duration.labels(m) for m in RECORD_MODES}
+        self._upload_children = {m: self.upload_delay.labels(m) for m in RECORD_MODES}
+        for op in ("write", "restore"):
+            self.snapshot_failures.labels(op)
+        for res in ("success", "failure"):
+            self.keyring_reloads.labels(res)
+        for listener in LISTENERS:
+            self.http_in_flight.labels(listener)
+
+    def count_callback(self, event_type: str, result: str) -> None:
+        self._callback_children[(event_type, result)].inc()
+
+    def observe_callback_delay(self, event_type: str, seconds: float) -> None:
+        self._delay_children[event_type].observe(max(seconds, 0.0))
+
+    def observe_duration(self, record_mode: str, seconds: float) -> None:
+        self._duration_children[record_mode].observe(max(seconds, 0.0))
+
+    def observe_upload_delay(self, record_mode: str, seconds: float) -> None:
+        self._upload_children[record_mode].observe(max(seconds, 0.0))
+
+    def attach_tracker(self, source: _StatsSource) -> None:
+        self.registry.register(TrackerCollector(source))
+
+
+def _gauge_by_app(name: str, doc: str, values: dict[str, int] | dict[str, float],
+                  apps: Iterable[str]) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=["app_id"])
+    for app in apps:
+        g.add_metric([app], values.get(app, 0))
+    return g
+
+
+def _counter_by_app(name: str, doc: str, values: dict[str, int],
+                    apps: Iterable[str]) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, doc, labels=["app_id"])
+    for app in apps:
+        c.add_metric([app], values.get(app, 0))
+    return c
+
+
+class TrackerCollector(Collector):
+    """Exports the tracker's incrementally maintained tallies at scrape time."""
+
+    def __init__(self, source: _StatsSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._source.stats()
+        apps = s.app_labels
+        active = GaugeMetricFamily(
+            PREFIX + "active_recordings",
+            "Segments recording now (started, not completed), stuck ones included.",
+            labels=["app_id", "record_mode"],
+        )
+        for app in apps:
+            for mode in RECORD_MODES:
+                active.add_metric([app, mode], s.active_recordings.get((app, mode), 0))
+        yield active
+        yield _gauge_by_app(PREFIX + "active_rooms",
+                            "Rooms with at least one segment recording.", s.active_rooms, apps)
+        yield _gauge_by_app(PREFIX + "stuck_recordings",
+                            "Segments recording for longer than the maximum recording duration.",
+                            s.stuck, apps)
+        yield _counter_by_app(PREFIX + "stuck",
+                              "Segments that became stuck.", s.stuck_total, apps)
+        yield _gauge_by_app(PREFIX + "missing_uploads",
+                            "Completed segments with no upload within the upload grace.",
+                            s.missing_uploads, apps)
+        yield _counter_by_app(PREFIX + "missing_uploads",
+                              "Completed segments whose upload did not arrive within the grace.",
+                              s.missing_uploads_total, apps)
+        yield _counter_by_app(PREFIX + "segments_completed",
+                              "Segments whose completion (event 2) was seen; the denominator of "
+                              "the missing-upload ratio.", s.completed_total, apps)
+        yield _gauge_by_app(PREFIX + "oldest_recording_start_timestamp_seconds",
+                            "Start (sender Timestamp) of the oldest segment still recording; "
+                            "0 when none is.", s.oldest_start, apps)
+        orphans = CounterMetricFamily(
+            PREFIX + "orphan_events",
+            "Completed/uploaded events whose start never arrived within the reorder window.",
+            labels=["event_type"],
+        )
+        for et in ("completed", "uploaded"):
+            orphans.add_metric([et], s.orphan_events.get(et, 0))
+        yield orphans
+        tracked = GaugeMetricFamily(PREFIX + "tracked_segments",
+                                    "Segments held in memory, by lifecycle state.", labels=["state"])
+        for state in STATES:
+            tracked.add_metric([state], s.by_state.get(state, 0))
+        yield tracked
+        ev = CounterMetricFamily(
+            PREFIX + "evictions",
+            "Segments dropped from memory, by reason and the state they were in.",
+            labels=["reason", "state"],
+        )
+        for reason in EVICTION_REASONS:
+            for state in STATES:
+                ev.add_metric([reason, state], s.evictions.get((reason, state), 0))
+        yield ev
+        yield GaugeMetricFamily(PREFIX + "tracker_capacity",
+                                "Most segments the tracker holds before evicting.",
+                                value=s.capacity)
+        yield CounterMetricFamily(PREFIX + "app_label_overflow",
+                                  "Callbacks from apps beyond max_apps, reported as app_id=\"other\".",
+                                  value=s.app_overflow)
