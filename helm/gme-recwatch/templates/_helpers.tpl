@@ -1,0 +1,86 @@
+{{/* Chart name, overridable. */}}
+{{- define "gme-recwatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full resource name: <release>-<chart>, or the release name if it already contains the chart name. */}}
+{{- define "gme-recwatch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gme-recwatch.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every resource. */}}
+{{- define "gme-recwatch.labels" -}}
+helm.sh/chart: {{ include "gme-recwatch.chart" . }}
+{{ include "gme-recwatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gme-recwatch
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels that select the pod; immutable once installed. */}}
+{{- define "gme-recwatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gme-recwatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gme-recwatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gme-recwatch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gme-recwatch.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the keyring, chart-managed or the user's. */}}
+{{- define "gme-recwatch.secretName" -}}
+{{- default (printf "%s-keys" (include "gme-recwatch.fullname" .)) .Values.secret.existingSecret -}}
+{{- end -}}
+
+{{- define "gme-recwatch.callbackServiceName" -}}
+{{- include "gme-recwatch.fullname" . -}}
+{{- end -}}
+
+{{- define "gme-recwatch.adminServiceName" -}}
+{{- printf "%s-admin" (include "gme-recwatch.fullname" . | trunc 57 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "gme-recwatch.claimName" -}}
+{{- default (printf "%s-state" (include "gme-recwatch.fullname" .)) .Values.persistence.existingClaim -}}
+{{- end -}}
+
+{{/*
+A setting as an env var value. Helm reads numbers in values as float64, so 1000000 would
+print as "1e+06", which the service cannot parse as an int: whole numbers print as integers.
+*/}}
+{{- define "gme-recwatch.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- int64 . | toString | quote -}}
+{{- else -}}
+{{- toString . | quote -}}
+{{- end -}}
+{{- end -}}
