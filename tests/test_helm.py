@@ -1,0 +1,713 @@
+"""The Helm chart, rendered and linted by the real Helm v4 engine (helm-python-sdk).
+
+No cluster and no helm binary: ``helm_python.Chart.render`` runs Helm's own template engine
+(with values.schema.json validation, as ``helm install`` does) and ``helm_python.lint`` is
+``helm lint``. Core manifests are validated against the Kubernetes OpenAPI schemas shipped by
+kubernetes-validate; the prometheus-operator CRDs (ServiceMonitor, PrometheusRule), which it
+has no schemas for, are checked structurally here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+
+import gme_recwatch
+from gme_recwatch import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "gme-recwatch"
+SYNC = ROOT / "helm" / "sync-assets.sh"
+DASHBOARDS = ROOT / "dashboards"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+# The newest Kubernetes version kubernetes-validate has schemas for.
+KUBE_VERSION = kv_utils.latest_version()
+RELEASE = "rec"
+NAMESPACE = "media"
+# Settings whose chart default differs from the service's, on purpose (values.yaml says why).
+CHART_OWNED = {"keys_file", "state_file"}
+KEYS = [
+    {"bizId": "*", "key": "wildcard-secret-AAAA"},
+    {"bizId": "1400000000", "key": "old-secret-BBBB"},
+    {"bizId": "1400000000", "key": "new-secret-CCCC"},
+]
+
+
+@dataclasses.dataclass
+class Rendered:
+    """One render of the chart: parsed manifests plus the raw text of each template."""
+
+    docs: list[dict[str, Any]]
+    raw: dict[str, str]
+    notes: str
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = [d for d in self.of_kind(kind) if name is None or d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+        return found[0]
+
+    def deployment_text(self) -> str:
+        return self.raw["gme-recwatch/templates/deployment.yaml"]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        pod = self.one("Deployment")["spec"]["template"]["spec"]
+        assert len(pod["containers"]) == 1
+        return pod["containers"][0]
+
+    @property
+    def env(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for e in self.container["env"]:
+            out[e["name"]] = e.get("value", e.get("valueFrom"))
+        return out
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
+    raw = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(raw.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return Rendered(docs=docs, raw=raw, notes=raw.get("gme-recwatch/templates/NOTES.txt", ""))
+
+
+def scenario_values(path: Path | None) -> dict[str, Any]:
+    return {} if path is None else yaml.safe_load(path.read_text())
+
+
+SCENARIO_PARAMS = [pytest.param(None, id="defaults")] + [
+    pytest.param(p, id=p.name.removesuffix("-values.yaml")) for p in SCENARIOS
+]
+
+
+def rule_files() -> list[Path]:
+    """dashboards/rules/*.yaml that are Prometheus rule files (not promtool tests)."""
+    out = []
+    for p in sorted((DASHBOARDS / "rules").glob("*.yaml")):
+        doc = yaml.safe_load(p.read_text())
+        if isinstance(doc, dict) and "groups" in doc:
+            out.append(p)
+    return out
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+# -- chart metadata, lint, schema ------------------------------------------------------------
+
+
+def test_app_version_is_the_package_version(chart: helm.Chart) -> None:
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["appVersion"] == gme_recwatch.__version__
+
+
+def test_scenarios_exist_for_every_optional_part() -> None:
+    names = {p.name for p in SCENARIOS}
+    assert len(names) >= 4, names
+    switched_on = "".join(p.read_text() for p in SCENARIOS)
+    for part in ("ingress:", "networkPolicy:", "podDisruptionBudget:", "persistence:",
+                 "existingClaim:", "serviceMonitor:", "prometheusRule:", "dashboards:",
+                 "existingSecret:", "release: kube-prometheus-stack"):
+        assert part in switched_on, part
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_lint_has_no_errors(scenario: Path | None) -> None:
+    report = helm.lint(CHART, scenario_values(scenario), strict=True,
+                       namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == []
+    # Severity 2 = warning, 3 = error; only informational notes (e.g. "icon is recommended").
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicaCont": 2}, "replicaCont"),
+        ({"config": {"prot": 8080}}, "prot"),
+        ({"ingress": {"enabeld": True}}, "enabeld"),
+        ({"secret": {"keys": [{"bizID": "*", "key": "k"}]}}, "bizID"),
+        ({"config": {"log_level": "verbose"}}, "log_level"),
+        ({"config": {"secret_key": "leaked"}}, "secret_key"),
+    ],
+    ids=["top-level", "config", "ingress", "key-entry", "bad-choice", "secret-key-in-config"],
+)
+def test_a_typo_in_values_fails_rendering_and_lint(chart: helm.Chart, values: dict[str, Any],
+                                                   where: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=where):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    report = helm.lint(CHART, values)
+    assert any(where in e for e in report["errors"]), report
+
+
+def test_numeric_bizid_must_be_quoted(chart: helm.Chart) -> None:
+    """An unquoted 1400000000 would reach the template as 1.4e+09; the schema refuses it."""
+    with pytest.raises(helm.HelmValuesError, match="bizId"):
+        chart.render({"secret": {"keys": [{"bizId": 1400000000, "key": "k"}]}}, name=RELEASE)
+
+
+def test_more_than_one_replica_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="replicaCount"):
+        chart.render({"replicaCount": 2}, name=RELEASE)
+
+
+def test_ingress_without_hosts_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="hosts"):
+        chart.render({"ingress": {"enabled": True}}, name=RELEASE)
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        out |= _schema_paths(sub, path + ".")
+    return out
+
+
+def _value_paths(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """Paths of values.yaml down to where the schema stops describing (free-form k8s objects)."""
+    out = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        sub = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and "properties" in sub:
+            out |= _value_paths(value, sub, path + ".")
+    return out
+
+
+def test_schema_describes_every_value_and_rejects_unknown_keys(chart: helm.Chart) -> None:
+    schema = chart.schema
+    assert schema is not None
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing: set[str] = set()
+
+    def walk(v: dict[str, Any], s: dict[str, Any], prefix: str) -> None:
+        for key, value in v.items():
+            props = s.get("properties", {})
+            if key not in props:
+                missing.add(prefix + key)
+                continue
+            if isinstance(value, dict) and "properties" in props[key]:
+                walk(value, props[key], prefix + key + ".")
+    walk(values, schema, "")
+    assert missing == set()
+
+    # Every object the schema spells out is closed, so a misspelt key cannot slip through.
+    def closed(s: dict[str, Any], path: str) -> None:
+        if "properties" in s:
+            assert s.get("additionalProperties") is False, path or "<root>"
+            for key, sub in s["properties"].items():
+                closed(sub, f"{path}.{key}")
+        if isinstance(s.get("items"), dict):
+            closed(s["items"], path + "[]")
+    closed(schema, "")
+
+
+# -- every manifest is valid Kubernetes --------------------------------------------------------
+
+
+def _validate_servicemonitor(doc: dict[str, Any]) -> None:
+    spec = doc["spec"]
+    assert isinstance(spec["selector"]["matchLabels"], dict) and spec["selector"]["matchLabels"]
+    assert spec["endpoints"], "a ServiceMonitor needs endpoints"
+    for ep in spec["endpoints"]:
+        assert set(ep) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                           "relabelings", "metricRelabelings"}
+        assert isinstance(ep["port"], str)
+        for field in ("interval", "scrapeTimeout"):
+            assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", ep[field]), ep[field]
+    assert set(spec["namespaceSelector"]) <= {"any", "matchNames"}
+
+
+def _validate_prometheusrule(doc: dict[str, Any]) -> None:
+    groups = doc["spec"]["groups"]
+    assert isinstance(groups, list) and groups
+    names = [g["name"] for g in groups]
+    assert len(names) == len(set(names)), "group names must be unique"
+    for g in groups:
+        assert set(g) <= {"name", "interval", "rules", "limit", "partial_response_strategy",
+                          "query_offset", "labels"}, g.keys()
+        for rule in g["rules"]:
+            assert ("alert" in rule) != ("record" in rule), rule
+            assert isinstance(rule["expr"], str) and rule["expr"].strip()
+            assert set(rule) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels",
+                                 "annotations"}, rule.keys()
+            for k, v in {**rule.get("labels", {}), **rule.get("annotations", {})}.items():
+                assert isinstance(k, str) and isinstance(v, str), (k, v)
+
+
+CRD_VALIDATORS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _validate_servicemonitor,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _validate_prometheusrule,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: Path | None) -> None:
+    out = render(chart, scenario_values(scenario))
+    assert out.docs
+    for doc in out.docs:
+        meta = doc["metadata"]
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]), meta["name"]
+        assert len(meta["name"]) <= 63
+        crd_check = CRD_VALIDATORS.get((doc["apiVersion"], doc["kind"]))
+        if crd_check is not None:
+            assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+            crd_check(doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{meta['name']}: {exc.message} at {list(exc.path)}")
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_every_resource_has_the_standard_labels(chart: helm.Chart, scenario: Path | None) -> None:
+    out = render(chart, scenario_values(scenario))
+    for doc in out.docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "gme-recwatch"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == gme_recwatch.__version__
+        assert labels["helm.sh/chart"] == f"gme-recwatch-{chart.version}"
+    deploy = out.one("Deployment")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "gme-recwatch",
+                        "app.kubernetes.io/instance": RELEASE}
+    assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+
+
+# -- Deployment --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_pod_is_hardened(chart: helm.Chart, scenario: Path | None) -> None:
+    out = render(chart, scenario_values(scenario))
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    psc, csc = pod["securityContext"], out.container["securityContext"]
+    assert psc["runAsNonRoot"] is True and csc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == csc["runAsUser"] == 10001
+    assert psc["seccompProfile"] == csc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["automountServiceAccountToken"] is False
+    res = out.container["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"]
+    assert res["limits"]["cpu"] and res["limits"]["memory"]
+    # A read-only root needs writable scratch space and the snapshot directory.
+    mounts = {m["mountPath"]: m for m in out.container["volumeMounts"]}
+    assert "/tmp" in mounts and "/var/lib/gme-recwatch" in mounts
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_one_replica_with_recreate_strategy(chart: helm.Chart, scenario: Path | None) -> None:
+    spec = render(chart, scenario_values(scenario)).one("Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_probes_hit_the_admin_listener_by_port_name(chart: helm.Chart) -> None:
+    c = render(chart).container
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"callback": 8080, "admin": 8081}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["args"] == ["serve"]
+
+
+def test_ports_follow_the_config(chart: helm.Chart) -> None:
+    out = render(chart, {"config": {"port": 9000, "admin_port": 9001}})
+    ports = {p["name"]: p["containerPort"] for p in out.container["ports"]}
+    assert ports == {"callback": 9000, "admin": 9001}
+    assert out.env["GME_RECWATCH_PORT"] == "9000"
+    assert out.env["GME_RECWATCH_ADMIN_PORT"] == "9001"
+    assert out.container["livenessProbe"]["httpGet"]["port"] == "admin"
+
+
+def test_callback_service_carries_only_the_callback_port(chart: helm.Chart) -> None:
+    out = render(chart)
+    callback = out.one("Service", f"{RELEASE}-gme-recwatch")
+    admin = out.one("Service", f"{RELEASE}-gme-recwatch-admin")
+    assert callback["spec"]["ports"] == [
+        {"name": "callback", "port": 8080, "targetPort": "callback", "protocol": "TCP"}]
+    assert admin["spec"]["ports"] == [
+        {"name": "admin", "port": 8081, "targetPort": "admin", "protocol": "TCP"}]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert callback["metadata"]["labels"]["app.kubernetes.io/component"] == "callback"
+    assert admin["metadata"]["labels"]["app.kubernetes.io/component"] == "admin"
+    pod_labels = out.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    for svc in (callback, admin):
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_loadbalancer_exposes_only_the_callback_port(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "loadbalancer-values.yaml"))
+    lbs = [s for s in out.of_kind("Service") if s["spec"]["type"] == "LoadBalancer"]
+    assert len(lbs) == 1
+    assert [p["targetPort"] for p in lbs[0]["spec"]["ports"]] == ["callback"]
+    assert lbs[0]["spec"]["externalTrafficPolicy"] == "Local"
+    assert "echo \"http://$CALLBACK_IP:80/callback\"" in out.notes
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def test_keys_live_in_a_mounted_secret_never_in_the_deployment(chart: helm.Chart) -> None:
+    out = render(chart, {"secret": {"keys": KEYS}})
+    deployment_text = out.deployment_text()
+    for entry in KEYS:
+        assert entry["key"] not in deployment_text
+    assert "GME_RECWATCH_SECRET_KEY" not in deployment_text
+    secret = out.one("Secret")
+    keyring = secret["stringData"]["keyring"]
+    lines = [ln for ln in keyring.splitlines() if ln and not ln.startswith("#")]
+    # Both keys of the app being rotated are in the keyring, so both verify.
+    assert lines == ["*=wildcard-secret-AAAA", "1400000000=old-secret-BBBB",
+                     "1400000000=new-secret-CCCC"]
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "keyring")
+    assert vol["secret"]["secretName"] == secret["metadata"]["name"]
+    assert vol["secret"]["items"] == [{"key": "keyring", "path": "keyring"}]
+    mount = next(m for m in out.container["volumeMounts"] if m["name"] == "keyring")
+    # No subPath: a subPath mount would never see Secret updates, and rotation needs them.
+    assert "subPath" not in mount and mount["readOnly"] is True
+    assert mount["mountPath"] + "/keyring" == out.env["GME_RECWATCH_KEYS_FILE"]
+    # No checksum annotation: the service reloads the file, a restart is not wanted.
+    annotations = pod.get("annotations", {}) | out.one("Deployment")["spec"]["template"][
+        "metadata"].get("annotations", {})
+    assert not any(k.startswith("checksum/") for k in annotations)
+
+
+def test_existing_secret_is_mounted_and_no_secret_is_rendered(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "existing-claim-values.yaml"))
+    assert out.of_kind("Secret") == []
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "keyring")
+    assert vol["secret"]["secretName"] == "recwatch-keyring"
+    assert vol["secret"]["items"] == [{"key": "keys.txt", "path": "keyring"}]
+    assert "recwatch-keyring" in out.notes
+
+
+def test_without_keys_the_notes_warn_loudly(chart: helm.Chart) -> None:
+    assert "WARNING: no keys" in render(chart).notes
+    assert "WARNING" not in render(chart, {"secret": {"keys": KEYS}}).notes
+
+
+# -- every setting is reachable ----------------------------------------------------------------
+
+
+def _settings_fields() -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in settings.fields()}
+
+
+def test_config_mirrors_every_non_secret_setting(chart: helm.Chart) -> None:
+    config = chart.values["config"]
+    public = {n for n, f in _settings_fields().items() if not f.metadata["secret"]}
+    assert set(config) == public
+    for name in public - CHART_OWNED:
+        default = _settings_fields()[name].default
+        assert config[name] == default, f"config.{name}: chart {config[name]!r} != {default!r}"
+    schema_config = chart.schema["properties"]["config"]["properties"]
+    assert set(schema_config) == public
+
+
+def test_rendered_env_loads_into_valid_settings(chart: helm.Chart) -> None:
+    env = {k: v for k, v in render(chart).env.items() if isinstance(v, str)}
+    loaded = settings.load(env)
+    for f in settings.fields():
+        if f.name in CHART_OWNED or f.metadata["secret"]:
+            continue
+        assert getattr(loaded, f.name) == f.default, f.name
+    assert loaded.keys_file == "/etc/gme-recwatch/keys/keyring"
+    assert loaded.state_file == "/var/lib/gme-recwatch/state.snapshot"
+
+
+def _another_value(f: dataclasses.Field[Any]) -> Any:
+    """A valid, non-default value for a setting."""
+    if f.metadata["choices"]:
+        return next(c for c in f.metadata["choices"] if c != f.default)
+    special = {
+        "keys_file": "/run/keys/ring.txt", "state_file": "/data/snap/state.bin",
+        "host": "127.0.0.1", "admin_host": "::", "callback_path": "/gme/hook",
+        "retention_seconds": 172800, "max_segments": 5_000_000,
+    }
+    if f.name in special:
+        return special[f.name]
+    if isinstance(f.default, float):
+        return f.default + 0.25
+    if isinstance(f.default, int):
+        return f.default + 7
+    raise AssertionError(f"no test value for {f.name}")
+
+
+def test_every_setting_can_be_changed_from_values(chart: helm.Chart) -> None:
+    fields = [f for f in settings.fields() if not f.metadata["secret"]]
+    config = {f.name: _another_value(f) for f in fields}
+    out = render(chart, {"config": config})
+    loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
+    for f in fields:
+        assert getattr(loaded, f.name) == config[f.name], f.name
+    mounts = {m["name"]: m["mountPath"] for m in out.container["volumeMounts"]}
+    assert mounts["keyring"] == "/run/keys" and mounts["state"] == "/data/snap"
+    ingress = render(chart, {"config": config, "ingress": {"enabled": True, "hosts": ["h.test"]}})
+    assert ingress.one("Ingress")["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/gme/hook"
+
+
+def test_secret_settings_are_reachable_only_by_reference(chart: helm.Chart) -> None:
+    """secret_key can be set through extraEnv from a Secret, never as a plain value."""
+    secret_fields = [f for f in settings.fields() if f.metadata["secret"]]
+    assert secret_fields
+    ref = {"secretKeyRef": {"name": "gme", "key": "secret-key"}}
+    extra = [{"name": settings.env_name(f.name), "valueFrom": ref} for f in secret_fields]
+    out = render(chart, {"extraEnv": extra})
+    for f in secret_fields:
+        assert out.env[settings.env_name(f.name)] == ref
+        assert f.name not in chart.values["config"]
+
+
+def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "persistence-values.yaml"))
+    assert out.env["GME_RECWATCH_MAX_SEGMENTS"] == "2000000"
+    assert out.env["GME_RECWATCH_SWEEP_INTERVAL_SECONDS"] == "0.5"
+
+
+def test_extra_env_comes_after_config(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "loadbalancer-values.yaml"))
+    names = [e["name"] for e in out.container["env"]]
+    assert names[-1] == "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+# -- persistence -------------------------------------------------------------------------------
+
+
+def test_state_is_on_an_emptydir_by_default(chart: helm.Chart) -> None:
+    out = render(chart)
+    assert out.of_kind("PersistentVolumeClaim") == []
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert "emptyDir" in state
+
+
+def test_persistence_creates_a_claim_for_the_snapshot(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "persistence-values.yaml"))
+    pvc = out.one("PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert pvc["spec"]["storageClassName"] == "standard"
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+
+
+def test_existing_claim_is_used_and_none_is_created(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "existing-claim-values.yaml"))
+    assert out.of_kind("PersistentVolumeClaim") == []
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["persistentVolumeClaim"]["claimName"] == "recwatch-state"
+
+
+# -- Ingress, NOTES, NetworkPolicy, PDB --------------------------------------------------------
+
+
+def test_ingress_is_off_by_default(chart: helm.Chart) -> None:
+    assert render(chart).of_kind("Ingress") == []
+
+
+def test_ingress_routes_only_the_callback_path(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml"))
+    ing = out.one("Ingress")
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"secretName": "recwatch-tls",
+                                   "hosts": ["recwatch.example.com"]}]
+    assert ing["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    (rule,) = ing["spec"]["rules"]
+    assert rule["host"] == "recwatch.example.com"
+    assert rule["http"]["paths"] == [{
+        "path": "/callback",
+        "pathType": "Exact",
+        "backend": {"service": {"name": f"{RELEASE}-gme-recwatch",
+                                "port": {"name": "callback"}}},
+    }]
+    assert "defaultBackend" not in ing["spec"]
+
+
+def test_notes_print_the_console_url_from_the_ingress(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml"))
+    assert "https://recwatch.example.com/callback" in out.notes
+    plain = render(chart, {"ingress": {"enabled": True, "hosts": ["h.test"]}})
+    assert "http://h.test/callback" in plain.notes and "clear text" in plain.notes
+
+
+def test_notes_explain_port_forward_without_an_ingress(chart: helm.Chart) -> None:
+    notes = render(chart).notes
+    assert f"kubectl port-forward --namespace {NAMESPACE} svc/{RELEASE}-gme-recwatch 8080" in notes
+    assert "http://127.0.0.1:8080/callback" in notes
+
+
+def test_network_policy_opens_callbacks_and_keeps_admin_to_monitoring(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml"))
+    np = out.one("NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    callback_rule, admin_rule = np["spec"]["ingress"]
+    assert callback_rule == {"ports": [{"port": "callback", "protocol": "TCP"}]}  # from anywhere
+    assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin_rule["from"] == [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    custom = render(chart, scenario_values(CHART / "ci" / "loadbalancer-values.yaml"))
+    (peer,) = custom.one("NetworkPolicy")["spec"]["ingress"][1]["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "observability"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_pdb_is_optional(chart: helm.Chart) -> None:
+    assert render(chart).of_kind("PodDisruptionBudget") == []
+    pdb = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml")).one(
+        "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+# -- monitoring: ServiceMonitor, PrometheusRule, dashboards ------------------------------------
+
+
+def test_monitoring_objects_are_off_by_default(chart: helm.Chart) -> None:
+    out = render(chart)
+    assert out.of_kind("ServiceMonitor") == [] and out.of_kind("PrometheusRule") == []
+    assert out.of_kind("ConfigMap") == []
+
+
+def test_service_monitor_scrapes_only_the_admin_service(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "monitoring-values.yaml"))
+    sm = out.one("ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (ep,) = sm["spec"]["endpoints"]
+    assert (ep["port"], ep["path"], ep["interval"], ep["scrapeTimeout"]) == (
+        "admin", "/metrics", "15s", "10s")
+    selected = [s for s in out.of_kind("Service")
+                if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in selected] == [f"{RELEASE}-gme-recwatch-admin"]
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_prometheus_rule_is_exactly_the_rule_files(chart: helm.Chart) -> None:
+    files = rule_files()
+    if not files:
+        pytest.skip("dashboards/rules/ has no rule files yet")
+    out = render(chart, scenario_values(CHART / "ci" / "monitoring-values.yaml"))
+    rule = out.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    expected = [g for p in files for g in yaml.safe_load(p.read_text())["groups"]]
+    assert rule["spec"]["groups"] == expected
+
+
+def test_dashboards_configmap_is_exactly_the_dashboard_files(chart: helm.Chart) -> None:
+    files = dashboard_files()
+    if not files:
+        pytest.skip("dashboards/ has no dashboard JSON yet")
+    out = render(chart, scenario_values(CHART / "ci" / "monitoring-values.yaml"))
+    cm = out.one("ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "GME"}
+    assert cm["data"] == {p.name: p.read_text() for p in files}
+    for text in cm["data"].values():
+        json.loads(text)
+    custom = render(chart, {"dashboards": {"enabled": True, "label": "grafana-dash",
+                                           "labelValue": "yes", "folder": ""}})
+    cm2 = custom.one("ConfigMap")
+    assert cm2["metadata"]["labels"]["grafana-dash"] == "yes"
+    assert "grafana_dashboard" not in cm2["metadata"]["labels"]
+    assert "annotations" not in cm2["metadata"]
+
+
+def test_chart_copies_of_the_monitoring_assets_are_byte_identical() -> None:
+    """helm/gme-recwatch/files/ holds copies (Helm cannot read outside the chart); run
+    helm/sync-assets.sh after changing dashboards/."""
+    files = CHART / "files"
+    copied_rules = sorted(p.name for p in (files / "rules").glob("*") if p.name != ".gitkeep")
+    copied_dash = sorted(p.name for p in (files / "dashboards").glob("*") if p.name != ".gitkeep")
+    assert copied_rules == [p.name for p in rule_files()], "run helm/sync-assets.sh"
+    assert copied_dash == [p.name for p in dashboard_files()], "run helm/sync-assets.sh"
+    for p in rule_files():
+        assert (files / "rules" / p.name).read_bytes() == p.read_bytes(), p.name
+    for p in dashboard_files():
+        assert (files / "dashboards" / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_sync_script_check_mode_agrees() -> None:
+    proc = subprocess.run(["bash", str(SYNC), "--check"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- container image ---------------------------------------------------------------------------
+
+
+def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"(?m)^FROM ", dockerfile)[1:]
+    final = stages[-1]
+    assert re.match(r"python:3\.1[12]-slim", final.replace("${PYTHON_VERSION}", "3.12")), final[:40]
+    uid = chart.values["podSecurityContext"]["runAsUser"]
+    assert re.search(rf"(?m)^USER {uid}(:{uid})?$", final)
+    assert re.search(r'(?m)^ENTRYPOINT \["gme-recwatch"\]$', final)
+    assert re.search(r'(?m)^CMD \["serve"\]$', final)
+    exposed = re.search(r"(?m)^EXPOSE (.+)$", final)
+    assert exposed is not None
+    config = chart.values["config"]
+    assert exposed.group(1).split() == [str(config["port"]), str(config["admin_port"])]
+    for compiler in ("gcc", "build-essential", "g++"):
+        assert compiler not in final
+    assert chart.values["image"]["repository"] == "ghcr.io/gme-recwatch/gme-recwatch"
+    assert chart.values["image"]["tag"] == ""  # defaults to appVersion
+
+
+def test_image_tag_defaults_to_app_version_and_is_configurable(chart: helm.Chart) -> None:
+    assert render(chart).container["image"] == (
+        f"ghcr.io/gme-recwatch/gme-recwatch:{gme_recwatch.__version__}")
+    assert render(chart, {"image": {"repository": "r.test/x", "tag": "9"}}).container[
+        "image"] == "r.test/x:9"
+
+
+# -- README ------------------------------------------------------------------------------------
+
+
+def test_readme_values_table_names_every_value(chart: helm.Chart) -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    paths = _value_paths(values, chart.schema)
+    leaves = {p for p in paths if not any(q.startswith(p + ".") for q in paths)}
+    missing = sorted(p for p in leaves if f"`{p}`" not in readme)
+    assert missing == []
