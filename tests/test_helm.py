@@ -244,6 +244,7 @@ def _validate_servicemonitor(doc: dict[str, Any]) -> None:
         for field in ("interval", "scrapeTimeout"):
             assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", ep[field]), ep[field]
     assert set(spec["namespaceSelector"]) <= {"any", "matchNames"}
+    assert set(spec) <= {"jobLabel", "namespaceSelector", "selector", "endpoints"}
 
 
 def _validate_prometheusrule(doc: dict[str, Any]) -> None:
@@ -536,6 +537,12 @@ def test_existing_claim_is_used_and_none_is_created(chart: helm.Chart) -> None:
     assert state["persistentVolumeClaim"]["claimName"] == "recwatch-state"
 
 
+def test_keyring_and_snapshot_cannot_share_a_directory(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match="separate directories"):
+        chart.render({"config": {"keys_file": "/data/keyring", "state_file": "/data/state"}},
+                     name=RELEASE)
+
+
 # -- Ingress, NOTES, NetworkPolicy, PDB --------------------------------------------------------
 
 
@@ -619,6 +626,9 @@ def test_service_monitor_scrapes_only_the_admin_service(chart: helm.Chart) -> No
                 if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
     assert [s["metadata"]["name"] for s in selected] == [f"{RELEASE}-gme-recwatch-admin"]
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # job="gme-recwatch" whatever the release name, as the shipped alerts and dashboards expect.
+    job_label = sm["spec"]["jobLabel"]
+    assert selected[0]["metadata"]["labels"][job_label] == "gme-recwatch"
 
 
 def test_prometheus_rule_is_exactly_the_rule_files(chart: helm.Chart) -> None:
