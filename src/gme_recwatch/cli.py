@@ -1,0 +1,134 @@
+"""Command line: ``gme-recwatch serve | send``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from . import __version__
+from . import settings as settings_mod
+from .events import COMPLETED, STARTED, UPLOADED, encode_callback
+from .settings import SettingsError
+from .signature import KeyringError, parse_secret_list, sign
+
+_EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
+           "1": STARTED, "2": COMPLETED, "3": UPLOADED}
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the callback and admin listeners",
+                       description="Every flag can also be set by its environment variable.")
+    for f in settings_mod.fields():
+        if f.metadata["secret"]:
+            continue  # secrets only from the environment or a file, never on a command line
+        p.add_argument(settings_mod.flag_name(f.name), dest=f.name, metavar="VALUE",
+                       help=f"{f.metadata['help']} [{settings_mod.env_name(f.name)}, "
+                            f"default {f.default!r}]")
+    p.add_argument("--demo", action="store_true",
+                   help="print the configured key and a ready `gme-recwatch send` command "
+                        "(for `make run` with the demo key; never in production)")
+
+
+def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("send", help="send one correctly signed callback, to check the wiring")
+    p.add_argument("--url", default="http://127.0.0.1:8080/callback")
+    p.add_argument("--secret", help="SecretKey (default: $GME_RECWATCH_SECRET_KEY)")
+    p.add_argument("--event", default="started", choices=sorted(_EVENTS),
+                   help="event type: started/1, completed/2, uploaded/3")
+    p.add_argument("--biz-id", type=int, default=1400000000)
+    p.add_argument("--room-id", default="demo-room")
+    p.add_argument("--user-id", default="demo-user")
+    p.add_argument("--task-id", type=int, default=446946705284000000)
+    p.add_argument("--seq-no", type=int, default=0)
+    p.add_argument("--record-mode", type=int, default=1, choices=(0, 1))
+    p.add_argument("--timestamp", type=int, help="sender Timestamp (default: now)")
+    p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gme-recwatch",
+        description="Verify, track and monitor Tencent Cloud GME recording callbacks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _send_parser(sub)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides = {f.name: getattr(args, f.name, None) for f in settings_mod.fields()}
+    try:
+        settings = settings_mod.load(overrides=overrides)
+    except SettingsError as exc:
+        print(f"gme-recwatch: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.has_keys():
+        print("gme-recwatch: no SecretKey configured. Set GME_RECWATCH_SECRET_KEY (one key for "
+              "every app; comma-separated during a rotation) or GME_RECWATCH_KEYS_FILE (a file "
+              "of `BizID=key` lines, e.g. a mounted Kubernetes Secret).", file=sys.stderr)
+        return 2
+
+    from . import logging as log_setup
+    from .app import Service
+    from .server import run
+
+    log_setup.configure(settings.log_level, settings.log_format)
+    try:
+        service = Service(settings)
+    except (OSError, KeyringError, UnicodeDecodeError) as exc:
+        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
+        print(f"gme-recwatch: cannot load GME_RECWATCH_KEYS_FILE={settings.keys_file}: {what}",
+              file=sys.stderr)
+        return 2
+    if args.demo:
+        key = parse_secret_list(settings.secret_key)[0] if settings.secret_key else "<keys file>"
+        url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
+        print(f"\n  gme-recwatch {__version__} (demo)\n"
+              f"  callback URL : {url}\n"
+              f"  metrics      : http://127.0.0.1:{settings.admin_port}/metrics\n"
+              f"  demo key     : {key}   (never use it in production)\n"
+              f"  try          : make send   # or: .venv/bin/gme-recwatch send --url {url} "
+              f"--secret {key}\n", flush=True)
+    asyncio.run(run(service))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", "")
+    keys = parse_secret_list(secret)
+    if not keys:
+        print("gme-recwatch send: pass --secret or set GME_RECWATCH_SECRET_KEY", file=sys.stderr)
+        return 2
+    body = encode_callback(
+        biz_id=args.biz_id, room_id=args.room_id, user_id=args.user_id, task_id=args.task_id,
+        seq_no=args.seq_no, event_type=_EVENTS[args.event], record_mode=args.record_mode,
+        timestamp=args.timestamp if args.timestamp is not None else int(time.time()),
+        file_name=f"{args.biz_id}_{args.room_id}_{args.user_id}/demo_{args.task_id}_audio.mp3",
+    )
+    headers = {"Signature": sign(body, keys[0], args.encoding), "Content-Type": "application/json"}
+    try:
+        resp = httpx.post(args.url, content=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"gme-recwatch send: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{resp.status_code} {resp.text}")
+    return 0 if resp.status_code == 200 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args)
+    return cmd_send(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Runs both listeners in one process and one event loop, and shuts down gracefully.
+
+On SIGTERM (or SIGINT) readiness drops at once, both listeners stop accepting connections,
+requests in flight are answered (up to ``shutdown_timeout_seconds``), then the final state
+snapshot is written and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from .app import Service, build_apps
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`run` (two servers share it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(app: Any, host: str, port: int, timeout: float) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, lifespan="off", access_log=False, log_config=None,
+        server_header=False, timeout_graceful_shutdown=max(1, int(timeout)),
+        # Tencent's sender keeps connections alive between callbacks.
+        timeout_keep_alive=30,
+    )
+
+
+async def run(service: Service) -> None:
+    s = service.settings
+    callback_app, admin_app = build_apps(service)
+    servers = [
+        _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds)),
+        _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds)),
+    ]
+    service.restore()  # before anything listens: ready means the state is back
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(srv.serve()) for srv in servers]
+    while not all(srv.started for srv in servers):
+        if any(t.done() for t in tasks):  # e.g. a port already in use
+            for srv in servers:
+                srv.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise SystemExit(f"could not listen on {s.host}:{s.port} and {s.admin_host}:{s.admin_port}")
+        await asyncio.sleep(0.02)
+    service.start_background()
+    service.log.info("started", callback=f"http://{s.host}:{s.port}{s.callback_path}",
+                     admin=f"http://{s.admin_host}:{s.admin_port}", segments=len(service.tracker),
+                     settings=s.redacted())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    service.log.info("stopping")
+    service.ready = False
+    for srv in servers:
+        srv.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    await service.stop()
+    service.log.info("stopped", segments=len(service.tracker))

@@ -1,0 +1,78 @@
+"""Writing and restoring the tracker snapshot file, atomically and without ever crash-looping."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .metrics import Metrics
+from .tracker import Tracker
+
+
+class SnapshotStore:
+    def __init__(self, path: str, tracker: Tracker, metrics: Metrics, log: Any) -> None:
+        self.path = Path(path) if path else None
+        self.tracker = tracker
+        self.metrics = metrics
+        self.log = log
+
+    def restore(self) -> int:
+        """Load the snapshot if there is one. Any failure is logged and counted; start empty."""
+        if self.path is None:
+            return 0
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            self.log.info("snapshot_absent", path=str(self.path))
+            return 0
+        except OSError as exc:
+            return self._restore_failed(f"unreadable: {exc.strerror or exc}")
+        try:
+            n = self.tracker.restore(data)
+        except ValueError as exc:
+            return self._restore_failed(f"corrupt: {exc}")
+        self.metrics.snapshot_restored.set(n)
+        self.log.info("snapshot_restored", path=str(self.path), segments=n, bytes=len(data))
+        return n
+
+    def _restore_failed(self, why: str) -> int:
+        self.metrics.snapshot_failures.labels("restore").inc()
+        self.log.error("snapshot_restore_failed", path=str(self.path), error=why)
+        return 0
+
+    def write(self) -> bool:
+        """Write atomically (temp file, fsync, rename); False, logged and counted, on failure."""
+        if self.path is None:
+            return False
+        started = time.perf_counter()
+        tmp_name = None
+        try:
+            data = self.tracker.snapshot()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".snapshot-", dir=self.path.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_name, self.path)
+            tmp_name = None
+        except OSError as exc:
+            self.metrics.snapshot_failures.labels("write").inc()
+            self.log.error("snapshot_write_failed", path=str(self.path),
+                           error=exc.strerror or str(exc))
+            return False
+        finally:
+            if tmp_name is not None:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+        elapsed = time.perf_counter() - started
+        self.metrics.snapshot_duration.set(elapsed)
+        self.metrics.snapshot_last_success.set(time.time())
+        self.log.debug("snapshot_written", path=str(self.path), segments=len(self.tracker),
+                       bytes=len(data), seconds=round(elapsed, 4))
+        return True
