@@ -1,0 +1,433 @@
+"""Writes the Grafana dashboards in this folder: `python dashboards/generate.py`.
+
+The JSON files are what Grafana and the Helm chart load; this script is how they are written, so
+every panel gets the same datasource, filters and layout. Edit here, regenerate, commit both:
+tests/test_dashboards.py fails when a JSON file differs from what this script writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+# Selectors every query carries; APP adds the app filter for metrics that have an app_id label.
+SEL = 'job=~"$job", instance=~"$instance"'
+APP = SEL + ', app_id=~"$app_id"'
+
+
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid, wrapping into new rows."""
+
+    def __init__(self) -> None:
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+        self.next_id = 1
+        self.panels: list[dict[str, Any]] = []
+
+    def row(self, title: str) -> None:
+        self.newline()
+        self.panels.append({
+            "type": "row", "title": title, "id": self._id(), "collapsed": False, "panels": [],
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+        })
+        self.y += 1
+
+    def newline(self) -> None:
+        self.y += self.row_h
+        self.x = 0
+        self.row_h = 0
+
+    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self.newline()
+        panel["id"] = self._id()
+        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+
+def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[str, Any]:
+    t: dict[str, Any] = {"datasource": DS, "expr": expr, "legendFormat": legend or "__auto",
+                         "refId": ref, "range": True, "instant": False}
+    t.update(extra)
+    return t
+
+
+def _targets(queries: list[tuple[str, str]] | str) -> list[dict[str, Any]]:
+    if isinstance(queries, str):
+        queries = [(queries, "")]
+    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
+
+
+def _thresholds(red: float | None) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    if red is not None:
+        steps.append({"color": "red", "value": red})
+    return {"mode": "absolute", "steps": steps}
+
+
+def timeseries(title: str, description: str, unit: str, queries: list[tuple[str, str]] | str,
+               *, stack: bool = False, minimum: float | None = 0) -> dict[str, Any]:
+    custom: dict[str, Any] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
+                              "showPoints": "never", "spanNulls": False}
+    if stack:
+        custom["stacking"] = {"mode": "normal", "group": "A"}
+        custom["fillOpacity"] = 40
+    defaults: dict[str, Any] = {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"}}
+    if minimum is not None:
+        defaults["min"] = minimum
+    return {
+        "type": "timeseries", "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["mean", "max", "lastNotNull"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": _targets(queries),
+    }
+
+
+def stat(title: str, description: str, unit: str, expr: str, *, red: float | None = None,
+         kind: str = "stat", decimals: int | None = None) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": unit, "thresholds": _thresholds(red),
+                                "color": {"mode": "thresholds"}}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    options: dict[str, Any] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    if kind == "stat":
+        options.update({"colorMode": "value", "graphMode": "area", "textMode": "auto"})
+    if kind == "gauge":
+        defaults.update({"min": 0, "max": 1})
+        options.update({"showThresholdLabels": False, "showThresholdMarkers": True})
+    return {
+        "type": kind, "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options,
+        "targets": [target(expr, "", "A", instant=True, range=False)],
+    }
+
+
+def bargauge(title: str, description: str, unit: str, queries: list[tuple[str, str]],
+             calc: str) -> dict[str, Any]:
+    return {
+        "type": "bargauge", "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "thresholds": _thresholds(None),
+                                     "color": {"mode": "palette-classic"}}, "overrides": []},
+        "options": {"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
+                    "reduceOptions": {"calcs": [calc], "fields": "", "values": False}},
+        "targets": _targets(queries),
+    }
+
+
+def heatmap(title: str, description: str, unit: str, expr: str) -> dict[str, Any]:
+    return {
+        "type": "heatmap", "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit, "custom": {"hideFrom": {
+            "legend": False, "tooltip": False, "viz": False}}}, "overrides": []},
+        "options": {"calculate": False, "yAxis": {"unit": unit, "axisPlacement": "left"},
+                    "cellGap": 1, "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+                    "rowsFrame": {"layout": "auto"}, "tooltip": {"show": True, "yHistogram": True},
+                    "legend": {"show": True}},
+        "targets": [target(expr, "{{le}}", "A", format="heatmap")],
+    }
+
+
+def table(title: str, description: str, unit: str, queries: list[tuple[str, str]],
+          rename: dict[str, str]) -> dict[str, Any]:
+    targets = [target(expr, legend, chr(ord("A") + i), instant=True, range=False, format="table")
+               for i, (expr, legend) in enumerate(queries)]
+    return {
+        "type": "table", "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit, "custom": {"align": "auto"}}, "overrides": []},
+        "options": {"showHeader": True, "sortBy": [{"displayName": next(iter(rename.values())),
+                                                   "desc": True}]},
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True},
+                                           "renameByName": rename}},
+        ],
+        "targets": targets,
+    }
+
+
+def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
+    group = f"{by}, le" if by else "le"
+    prefix = "{{" + by + "}} " if by else ""
+    return [
+        (f"histogram_quantile({q}, sum by ({group}) "
+         f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))", f"{prefix}p{int(q * 100)}")
+        for q in (0.5, 0.9, 0.99)
+    ]
+
+
+def variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name, "label": label, "type": "query", "datasource": DS,
+        "definition": query, "query": {"query": query, "refId": f"{name}-values"},
+        "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*", "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0, "regex": "", "options": [],
+    }
+
+
+def dashboard(uid: str, title: str, description: str, tags: list[str], panels: list[dict[str, Any]],
+              *, with_app: bool) -> dict[str, Any]:
+    variables: list[dict[str, Any]] = [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False,
+         "multi": False},
+        variable("job", "Job", "label_values(gme_recording_build_info, job)"),
+        variable("instance", "Instance",
+                 'label_values(gme_recording_build_info{job=~"$job"}, instance)'),
+    ]
+    if with_app:
+        variables.append(variable(
+            "app_id", "App (BizID)",
+            'label_values(gme_recording_active_recordings{job=~"$job", instance=~"$instance"}, app_id)'))
+    return {
+        "uid": uid, "title": title, "description": description, "tags": tags,
+        "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+        "refresh": "30s", "time": {"from": "now-6h", "to": "now"}, "timezone": "",
+        "timepicker": {}, "fiscalYearStartMonth": 0, "liveNow": False,
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts", "type": "dashboard",
+        }]},
+        "links": [{"title": "Runbook", "type": "link", "icon": "doc", "targetBlank": True,
+                   "url": "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"}],
+        "templating": {"list": variables},
+        "panels": panels,
+    }
+
+
+def overview() -> dict[str, Any]:
+    lay = Layout()
+    lay.row("Now")
+    lay.add(stat("Active recordings", "Segments recording now (started, not completed), stuck ones "
+                 "included.", "short", f"sum(gme_recording_active_recordings{{{APP}}})"), 4, 4)
+    lay.add(stat("Active rooms", "Rooms with at least one segment recording.", "short",
+                 f"sum(gme_recording_active_rooms{{{APP}}})"), 4, 4)
+    lay.add(stat("Stuck recordings", "Segments recording for longer than the maximum recording "
+                 "duration (GmeRecordingStuck).", "short",
+                 f"sum(gme_recording_stuck_recordings{{{APP}}})", red=1), 4, 4)
+    lay.add(stat("Missing uploads", "Completed segments with no upload callback within the upload "
+                 "grace (GmeRecordingUploadsMissing).", "short",
+                 f"sum(gme_recording_missing_uploads{{{APP}}})", red=1), 4, 4)
+    lay.add(stat("Since last verified callback", "Time since the most recent verified callback on "
+                 "any selected instance (GmeRecordingCallbacksAbsent).", "s",
+                 f"time() - max(gme_recording_last_callback_timestamp_seconds{{{SEL}}} > 0)",
+                 red=1800), 4, 4)
+    lay.add(stat("Signature failure ratio", "Share of callbacks rejected for their signature. Near "
+                 "100% means the SecretKey is wrong or was rotated (GmeRecordingSignatureFailureRatio).",
+                 "percentunit",
+                 f"sum(rate(gme_recording_signature_failures_total{{{SEL}}}[$__rate_interval])) / "
+                 f"(sum(rate(gme_recording_signature_failures_total{{{SEL}}}[$__rate_interval])) + "
+                 f"sum(rate(gme_recording_callbacks_total{{{SEL}}}[$__rate_interval])))",
+                 red=0.25, decimals=1), 4, 4)
+
+    lay.row("Callbacks")
+    lay.add(timeseries("Callbacks by event type and result", "Verified callbacks per second, by "
+                       "event type and what the tracker made of them (accepted, duplicate, "
+                       "out_of_order, late, ignored).", "reqps",
+                       [(f"sum by (event_type, result) (rate(gme_recording_callbacks_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{event_type}} {{result}}")], stack=True), 12, 8)
+    funnel = [(f'sum(rate(gme_recording_callbacks_total{{{SEL}, event_type="{e}", '
+               f'result!~"duplicate|ignored"}}[$__rate_interval]))', e)
+              for e in ("started", "completed", "uploaded")]
+    lay.add(bargauge("Lifecycle funnel", "Mean rate of new started, completed and uploaded events "
+                     "over the time range (duplicates and ignored events left out). Uploads well "
+                     "below completions mean files do not reach COS.", "reqps", funnel, "mean"), 6, 8)
+    lay.add(timeseries("Lifecycle over time", "New started, completed and uploaded events per second; "
+                       "the three lines should run together, shifted by recording length.", "reqps",
+                       funnel), 6, 8)
+    lay.add(timeseries("Signature failures by reason", "Callbacks rejected for their Signature: "
+                       "`mismatch` is a wrong or rotated SecretKey, `missing` a request without the "
+                       "header (often a scanner), `unknown_app` a BizID with no key.", "reqps",
+                       [(f"sum by (reason) (rate(gme_recording_signature_failures_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{reason}}")]), 8, 8)
+    lay.add(timeseries("Invalid callbacks by reason", "Callbacks rejected as malformed, too large or "
+                       "stale.", "reqps",
+                       [(f"sum by (reason) (rate(gme_recording_callbacks_invalid_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{reason}}")]), 8, 8)
+    lay.add(timeseries("Orphan events (lost starts)", "Completed/uploaded events whose start never "
+                       "arrived within the reorder window, per interval.", "short",
+                       [(f"sum by (event_type) (increase(gme_recording_orphan_events_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{event_type}}")]), 8, 8)
+
+    lay.row("Problems")
+    lay.add(timeseries("Active, stuck and missing over time", "Segments recording, stuck, and "
+                       "completed without upload, by app.", "short",
+                       [(f"sum by (app_id) (gme_recording_active_recordings{{{APP}}})",
+                         "active {{app_id}}"),
+                        (f"sum by (app_id) (gme_recording_stuck_recordings{{{APP}}})",
+                         "stuck {{app_id}}"),
+                        (f"sum by (app_id) (gme_recording_missing_uploads{{{APP}}})",
+                         "missing upload {{app_id}}")]), 12, 8)
+    lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
+                       "whose upload did not arrive within the grace.", "short",
+                       [(f"sum by (app_id) (increase(gme_recording_stuck_total{{{APP}}}"
+                         f"[$__rate_interval]))", "stuck {{app_id}}"),
+                        (f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
+                         f"[$__rate_interval]))", "missing upload {{app_id}}")]), 6, 8)
+    lay.add(timeseries("Missing-upload ratio", "Completed segments whose upload did not arrive, as a "
+                       "share of completions, by app (GmeRecordingUploadsMissingRatio).",
+                       "percentunit",
+                       [(f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
+                         f"[$__rate_interval])) / (sum by (app_id) (increase("
+                         f"gme_recording_segments_completed_total{{{APP}}}[$__rate_interval])) > 0)",
+                         "{{app_id}}")]), 6, 8)
+    lay.add(table("Apps now", "Per app: segments recording, stuck, missing an upload, and the start "
+                  "of the oldest recording still running.", "short",
+                  [(f"sum by (app_id) (gme_recording_active_recordings{{{APP}}})", ""),
+                   (f"sum by (app_id) (gme_recording_stuck_recordings{{{APP}}})", ""),
+                   (f"sum by (app_id) (gme_recording_missing_uploads{{{APP}}})", ""),
+                   (f"time() - max by (app_id) "
+                    f"(gme_recording_oldest_recording_start_timestamp_seconds{{{APP}}} > 0)", "")],
+                  {"Value #A": "recording", "Value #B": "stuck", "Value #C": "missing upload",
+                   "Value #D": "oldest recording age (s)"}), 24, 8)
+
+    lay.row("Delays and durations")
+    lay.add(timeseries("Callback delivery delay", "Receive time minus the callback's Timestamp: how "
+                       "late Tencent delivers, p50/p90/p99 by event type.", "s",
+                       quantiles("gme_recording_callback_delay_seconds", "event_type", SEL)), 12, 8)
+    lay.add(heatmap("Callback delivery delay distribution", "Callbacks per delay bucket.", "s",
+                    f"sum by (le) (increase(gme_recording_callback_delay_seconds_bucket{{{SEL}}}"
+                    f"[$__rate_interval]))"), 12, 8)
+    lay.add(timeseries("Recording duration", "Recorded length of completed segments, p50/p90/p99 by "
+                       "record mode.", "s",
+                       quantiles("gme_recording_duration_seconds", "record_mode", SEL)), 12, 8)
+    lay.add(timeseries("Upload delay", "Time from completion to upload (sender Timestamps), "
+                       "p50/p90/p99 by record mode.", "s",
+                       quantiles("gme_recording_upload_delay_seconds", "record_mode", SEL)), 12, 8)
+    lay.add(heatmap("Upload delay distribution", "Uploads per delay bucket.", "s",
+                    f"sum by (le) (increase(gme_recording_upload_delay_seconds_bucket{{{SEL}}}"
+                    f"[$__rate_interval]))"), 24, 8)
+    return dashboard("gme-rec-overview", "GME recordings: overview",
+                     "Tencent Cloud GME server-side recordings as gme-recwatch sees them: lifecycle "
+                     "started -> completed -> uploaded, stuck recordings, missing uploads, callback "
+                     "health.", ["gme", "gme-recwatch"], lay.panels, with_app=True)
+
+
+def service() -> dict[str, Any]:
+    lay = Layout()
+    lay.row("Overview")
+    lay.add(stat("Instances up", "Targets of the selected jobs that Prometheus scraped successfully.",
+                 "short", f"sum(up{{{SEL}}})"), 4, 4)
+    lay.add(stat("Uptime", "Time since the newest selected process started.", "s",
+                 f"time() - max(process_start_time_seconds{{{SEL}}})"), 4, 4)
+    lay.add(stat("Tracker capacity used", "Largest share of tracker capacity in use on any selected "
+                 "instance (GmeRecwatchTrackerNearCapacity above 90%).", "percentunit",
+                 f"max(sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on (instance) "
+                 f"(max by (instance) (gme_recording_tracker_capacity{{{SEL}}}) > 0))",
+                 red=0.9, kind="gauge"), 4, 4)
+    lay.add(stat("Snapshot age", "Time since the last state snapshot was written; empty when "
+                 "snapshots are off (GmeRecwatchSnapshotStale).", "s",
+                 f"time() - max(gme_recording_snapshot_last_success_timestamp_seconds{{{SEL}}} > 0)",
+                 red=900), 4, 4)
+    lay.add(stat("SecretKeys loaded", "Keys in the keyring, all apps, rotation keys included.",
+                 "short", f"sum(gme_recording_keyring_keys{{{SEL}}})"), 4, 4)
+    lay.add(table("Versions", "gme-recwatch and Python version per instance.", "short",
+                  [(f"max by (instance, version, python_version) "
+                    f"(gme_recording_build_info{{{SEL}}})", "")],
+                  {"Value": "up"}), 4, 4)
+
+    lay.row("HTTP")
+    lay.add(timeseries("Requests by listener and code", "HTTP requests answered per second: "
+                       "`callback` is Tencent's traffic, `admin` is probes, scrapes and the API.",
+                       "reqps",
+                       [(f"sum by (listener, code) (rate(gme_recording_http_requests_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{listener}} {{code}}")], stack=True), 8, 8)
+    lay.add(timeseries("Errors by listener", "4xx and 5xx answers per second. On the callback "
+                       "listener, 4xx include rejected (unsigned, badly signed, malformed) callbacks.", "reqps",
+                       [(f"sum by (listener, code) (rate(gme_recording_http_requests_total{{{SEL}, "
+                         f'code=~"5..|4.."}}[$__rate_interval]))', "{{listener}} {{code}}")]), 8, 8)
+    lay.add(timeseries("Error ratio by listener", "Share of answers that are 4xx or 5xx.",
+                       "percentunit",
+                       [(f"sum by (listener) (rate(gme_recording_http_requests_total{{{SEL}, "
+                         f'code=~"5..|4.."}}[$__rate_interval])) / (sum by (listener) '
+                         f"(rate(gme_recording_http_requests_total{{{SEL}}}[$__rate_interval])) > 0)",
+                         "{{listener}}")]), 8, 8)
+    lay.add(timeseries("Latency by listener", "Time to answer, p50/p90/p99 per listener. Tencent "
+                       "gives a callback about 5 s before it retries.", "s",
+                       quantiles("gme_recording_http_request_duration_seconds", "listener", SEL)),
+            12, 8)
+    lay.add(timeseries("Requests in flight", "Requests being answered now, per listener.", "short",
+                       [(f"sum by (listener) (gme_recording_http_requests_in_flight{{{SEL}}})",
+                         "{{listener}}")]), 12, 8)
+
+    lay.row("Tracker")
+    lay.add(timeseries("Tracked segments by state", "Segments held in memory, by lifecycle state.",
+                       "short",
+                       [(f"sum by (state) (gme_recording_tracked_segments{{{SEL}}})", "{{state}}"),
+                        (f"sum(gme_recording_tracker_capacity{{{SEL}}})", "capacity")]), 8, 8)
+    lay.add(timeseries("Tracker capacity used", "Tracked segments as a share of the capacity "
+                       "(GME_RECWATCH_MAX_SEGMENTS), per instance.", "percentunit",
+                       [(f"sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on "
+                         f"(instance) (max by (instance) (gme_recording_tracker_capacity{{{SEL}}})"
+                         f" > 0)", "{{instance}}")]), 8, 8)
+    lay.add(timeseries("Evictions by reason and state", "Segments dropped from memory per second. "
+                       "`capacity` evictions of states other than `uploaded` lose live segments "
+                       "(GmeRecwatchEvictingLiveSegments).", "ops",
+                       [(f"sum by (reason, state) (rate(gme_recording_evictions_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{reason}} {{state}}")]), 8, 8)
+    lay.add(timeseries("App label overflow", "Callbacks per second from apps beyond max_apps, "
+                       'counted as app_id="other".', "reqps",
+                       [(f"sum(rate(gme_recording_app_label_overflow_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "overflow")]), 8, 8)
+    lay.add(timeseries("Snapshot age", "Time since the last state snapshot was written, per "
+                       "instance.", "s",
+                       [(f"time() - (gme_recording_snapshot_last_success_timestamp_seconds{{{SEL}}}"
+                         f" > 0)", "{{instance}}")]), 8, 8)
+    lay.add(timeseries("Snapshot failures", "Snapshot writes/restores that failed per "
+                       "interval, by operation (GmeRecwatchSnapshotFailing).", "short",
+                       [(f"sum by (operation) (increase(gme_recording_snapshot_failures_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "failed {{operation}}")]), 8, 8)
+
+    lay.row("Process")
+    lay.add(timeseries("CPU", "CPU time used per second (1 = one core), per instance.",
+                       "percentunit",
+                       [(f"sum by (instance) (rate(process_cpu_seconds_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{instance}}")]), 8, 8)
+    lay.add(timeseries("Resident memory", "Resident set size per instance; grows with tracked "
+                       "segments.", "bytes",
+                       [(f"sum by (instance) (process_resident_memory_bytes{{{SEL}}})",
+                         "{{instance}}")]), 8, 8)
+    lay.add(timeseries("Snapshot write duration", "How long the last state snapshot write took.",
+                       "s",
+                       [(f"max by (instance) (gme_recording_snapshot_duration_seconds{{{SEL}}})",
+                         "{{instance}}")]), 8, 8)
+    return dashboard("gme-recwatch-svc", "gme-recwatch: service health",
+                     "The gme-recwatch process: HTTP listeners, tracker memory and capacity, state "
+                     "snapshots, CPU and memory.", ["gme", "gme-recwatch"], lay.panels,
+                     with_app=False)
+
+
+DASHBOARDS = {
+    "gme-recordings-overview.json": overview,
+    "gme-recwatch-service.json": service,
+}
+
+
+def render(build: Any) -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    for name, build in DASHBOARDS.items():
+        (HERE / name).write_text(render(build), encoding="utf-8")
+        print(f"wrote dashboards/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
