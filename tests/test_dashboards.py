@@ -1,0 +1,497 @@
+"""The monitoring assets in dashboards/: rules pass promtool, their unit tests pass, the dashboards
+follow the monitoring-mixin conventions and every query parses in Prometheus.
+
+The metric names a panel or rule may use come from gme_recwatch.metrics itself (a registry built
+and collected here), so renaming a metric there breaks these tests until the dashboards follow.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, require_tool
+
+from gme_recwatch import metrics as metrics_module
+
+DASHBOARDS_DIR = ROOT / "dashboards"
+RULE_FILES = sorted((DASHBOARDS_DIR / "rules").glob("*.yaml"))
+RULE_TEST_FILES = sorted((DASHBOARDS_DIR / "tests").glob("*.yaml"))
+DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+RUNBOOK = ROOT / "docs" / "runbook.md"
+INHIBIT_FILE = DASHBOARDS_DIR / "alertmanager-inhibit.yaml"
+RUNBOOK_URL = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md#"
+
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table"}
+# Metrics other exporters or Prometheus itself provide; the service's own come from metrics.py.
+STANDARD_METRICS = {"up"}
+STANDARD_PREFIXES = ("process_",)
+SUBSTITUTIONS = {
+    "$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
+    "$job": ".*", "$instance": ".*", "$app_id": ".*",
+}
+
+
+def test_there_is_something_to_check() -> None:
+    assert len(RULE_FILES) == 2
+    assert RULE_TEST_FILES
+    assert {p.name for p in DASHBOARD_FILES} == {
+        "gme-recordings-overview.json", "gme-recwatch-service.json"}
+
+
+# --------------------------------------------------------------------------- exported metrics
+
+
+class _EveryTally:
+    """Stands in for tracker stats: one app, every tally empty, so the collector emits each family."""
+
+    app_labels = ("lint",)
+    capacity = 1
+    app_overflow = 0
+
+    def __getattr__(self, name: str) -> dict[Any, int]:
+        return {}
+
+
+class _Source:
+    def stats(self) -> Any:
+        return _EveryTally()
+
+
+@cache
+def exported_metrics() -> dict[str, frozenset[str]]:
+    """Every sample name the service exports, mapped to the label names seen on it."""
+    m = metrics_module.Metrics()
+    m.attach_tracker(_Source())
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+                "summary": ("_count", "_sum", "_created"), "gauge": ("",), "info": ("_info",),
+                "unknown": ("",), "stateset": ("",), "gaugehistogram": ("_bucket", "_gcount", "_gsum")}
+    names: dict[str, set[str]] = {}
+    for family in m.registry.collect():
+        for suffix in suffixes[family.type]:
+            names.setdefault(family.name + suffix, set())
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+    return {name: frozenset(labels) for name, labels in names.items()}
+
+
+def test_metric_collection_sees_the_tracker_and_request_metrics() -> None:
+    names = exported_metrics()
+    assert "gme_recording_stuck_recordings" in names
+    assert "gme_recording_http_request_duration_seconds_bucket" in names
+    assert "app_id" in names["gme_recording_missing_uploads"]
+
+
+# --------------------------------------------------------------------------- PromQL scanning
+
+_KEYWORDS = {"and", "or", "unless", "offset", "bool", "inf", "nan", "atan2"}
+# Aggregations may put `by (...)` between their name and their parenthesis.
+_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+                 "bottomk", "topk", "quantile"}
+_LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_NUMBER = re.compile(r"(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?:ms|[smhdwy])?")
+_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _closing(expr: str, i: int, open_: str, close: str) -> int:
+    depth = 0
+    in_string = False
+    while i < len(expr):
+        c = expr[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == open_:
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unbalanced {open_!r} in {expr!r}")
+
+
+def selectors(expr: str) -> Iterator[tuple[str | None, dict[str, tuple[str, str]]]]:
+    """Each vector selector in a PromQL expression: (metric name or None, {label: (op, value)})."""
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if c == '"' or c == "'":
+            end = expr.index(c, i + 1)
+            i = end + 1
+        elif c == "[":
+            i = _closing(expr, i, "[", "]") + 1
+        elif c == "{":
+            end = _closing(expr, i, "{", "}")
+            yield None, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[i + 1:end])}
+            i = end + 1
+        elif c.isdigit() or (c == "." and i + 1 < len(expr) and expr[i + 1].isdigit()):
+            number = _NUMBER.match(expr, i)
+            i = number.end() if number else i + 1
+        elif _IDENT.match(expr, i):
+            word = _IDENT.match(expr, i).group(0)  # type: ignore[union-attr]
+            j = i + len(word)
+            while j < len(expr) and expr[j].isspace():
+                j += 1
+            if word in _LABEL_LIST_KEYWORDS:
+                i = _closing(expr, j, "(", ")") + 1 if j < len(expr) and expr[j] == "(" else j
+            elif word in _KEYWORDS or word in _AGGREGATIONS or (j < len(expr) and expr[j] == "("):
+                i = j
+            elif j < len(expr) and expr[j] == "{":
+                end = _closing(expr, j, "{", "}")
+                yield word, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[j + 1:end])}
+                i = end + 1
+            else:
+                yield word, {}
+                i = j
+        else:
+            i += 1
+
+
+def test_selector_scan_finds_metrics_and_matchers() -> None:
+    expr = ('histogram_quantile(0.9, sum by (le, job) (rate(a_bucket{job=~"$job", code=~"5..|4.."}'
+            '[$__rate_interval]))) / on (job) group_left (x) b > 1e3 and c offset 5m')
+    assert list(selectors(expr)) == [
+        ("a_bucket", {"job": ("=~", "$job"), "code": ("=~", "5..|4..")}), ("b", {}), ("c", {})]
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def load_rules() -> list[dict[str, Any]]:
+    rules = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules.extend(group["rules"])
+    return rules
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [r for r in load_rules() if "alert" in r]
+
+
+def recorded_names() -> set[str]:
+    return {r["record"] for r in load_rules() if "record" in r}
+
+
+def known_metric(name: str) -> bool:
+    return (name in exported_metrics() or name in STANDARD_METRICS
+            or name.startswith(STANDARD_PREFIXES) or name in recorded_names())
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules_passes(path: Path) -> None:
+    promtool = require_tool("promtool")
+    out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+@pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
+def test_promtool_rule_unit_tests_pass(path: Path) -> None:
+    promtool = require_tool("promtool")
+    out = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
+    """The unit tests are not vacuous: loosen one alert and they fail, naming it."""
+    promtool = require_tool("promtool")
+    shutil.copytree(DASHBOARDS_DIR / "rules", tmp_path / "rules")
+    shutil.copytree(DASHBOARDS_DIR / "tests", tmp_path / "tests")
+    alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
+    text = alerts_file.read_text()
+    broken = text.replace("sum by (job, instance, app_id) (gme_recording_stuck_recordings) > 0",
+                          "sum by (job, instance, app_id) (gme_recording_stuck_recordings) > 5")
+    assert broken != text
+    alerts_file.write_text(broken)
+    out = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests" / "alerts.test.yaml")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "GmeRecordingStuck" in out.stdout + out.stderr
+
+
+def test_rule_expressions_use_only_exported_metrics() -> None:
+    unknown = {(r.get("alert") or r.get("record"), name)
+               for r in load_rules() for name, _ in selectors(r["expr"])
+               if name is not None and not known_metric(name)}
+    assert not unknown
+
+
+def test_recording_rules_follow_level_metric_operations_naming() -> None:
+    for name in recorded_names():
+        level, metric, operations = name.split(":")
+        assert level and operations, name
+        assert metric.startswith("gme_recording_") and not metric.endswith("_total"), name
+
+
+def runbook_anchors() -> set[str]:
+    return {m.group(1).strip().lower().replace(" ", "-")
+            for m in re.finditer(r"^#{2,3} (.+)$", RUNBOOK.read_text(), re.MULTILINE)}
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
+def test_alert_follows_mixin_conventions(rule: dict[str, Any]) -> None:
+    name = rule["alert"]
+    assert re.fullmatch(r"Gme(Recording|Recwatch)[A-Z][A-Za-z]+", name)
+    assert rule["labels"]["severity"] in ("critical", "warning")
+    assert "for" in rule
+    ann = rule["annotations"]
+    assert set(ann) == {"summary", "description", "runbook_url"}
+    assert ann["summary"].endswith(".") and "{{" not in ann["summary"]
+    if not rule["expr"].startswith("absent("):  # absent() has no value or labels to show
+        assert "{{" in ann["description"]
+    assert ann["runbook_url"] == RUNBOOK_URL + name.lower()
+    assert name.lower() in runbook_anchors(), f"docs/runbook.md has no section `## {name}`"
+
+
+def _test_cases() -> list[dict[str, Any]]:
+    cases = []
+    for path in RULE_TEST_FILES:
+        cases.extend(yaml.safe_load(path.read_text()).get("tests", []))
+    return cases
+
+
+def _minutes(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([mh])", value)
+    assert m, value
+    return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
+def test_every_alert_has_fire_not_yet_and_healthy_unit_tests(rule: dict[str, Any]) -> None:
+    name = rule["alert"]
+    fires, just_before, healthy = False, False, False
+    for case in _test_cases():
+        checks = [c for c in case.get("alert_rule_test", []) if c["alertname"] == name]
+        firing = {_minutes(c["eval_time"]) for c in checks if c.get("exp_alerts")}
+        quiet = {_minutes(c["eval_time"]) for c in checks if not c.get("exp_alerts")}
+        fires = fires or bool(firing)
+        just_before = just_before or bool(firing & {t + 1 for t in quiet})
+        healthy = healthy or bool(checks and not firing)
+    assert fires, f"no test expects {name} to fire"
+    assert just_before, f"no test checks {name} is quiet one step before it fires"
+    assert healthy, f"no test shows {name} quiet on healthy series"
+
+
+def test_inhibit_rules_name_existing_alerts_and_are_documented() -> None:
+    names = {r["alert"] for r in alerts()}
+    rules = yaml.safe_load(INHIBIT_FILE.read_text())["inhibit_rules"]
+    assert rules
+    for rule in rules:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            m = re.fullmatch(r'alertname(=~|=)"([^"]+)"', matcher)
+            assert m, matcher
+            pattern = m.group(2) if m.group(1) == "=~" else re.escape(m.group(2))
+            assert any(re.fullmatch(pattern, n) for n in names), matcher
+            for part in m.group(2).split("|"):
+                assert part in names, part
+    source_names = {m for r in rules for m in r["source_matchers"]}
+    assert 'alertname="GmeRecordingCallbacksAbsent"' in source_names
+    assert "alertmanager-inhibit.yaml" in RUNBOOK.read_text()
+
+
+# --------------------------------------------------------------------------- dashboards
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def lint_dashboard(d: dict[str, Any]) -> list[str]:
+    """Convention violations in one dashboard, as readable strings; empty when it is clean."""
+    errors: list[str] = []
+    if not re.fullmatch(r"[a-z0-9-]{3,40}", d.get("uid") or ""):
+        errors.append(f"uid {d.get('uid')!r} missing or unstable")
+    if not d.get("title"):
+        errors.append("no title")
+    if int(d.get("schemaVersion", 0)) < 36:
+        errors.append("schemaVersion below 36")
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource")
+    if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        errors.append("no `datasource` variable of type datasource/prometheus")
+    for name in ("job", "instance"):
+        if name not in variables or "label_values(" not in str(variables[name].get("query")):
+            errors.append(f"no `{name}` label_values variable")
+    filters = {"job": "$job", "instance": "$instance"}
+    has_app = "app_id" in variables
+    exported = exported_metrics()
+    for p in panels(d):
+        where = f"panel {p.get('title')!r}"
+        if p.get("type") not in PANEL_TYPES:
+            errors.append(f"{where}: type {p.get('type')!r} not allowed")
+        if not (p.get("description") or "").strip():
+            errors.append(f"{where}: no description")
+        if not p.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+            errors.append(f"{where}: no unit")
+        if (p.get("datasource") or {}).get("uid") != "${datasource}":
+            errors.append(f"{where}: datasource is not ${{datasource}}")
+        if not p.get("targets"):
+            errors.append(f"{where}: no queries")
+        for t in p.get("targets", []):
+            expr = t.get("expr", "")
+            if (t.get("datasource") or {}).get("uid") != "${datasource}":
+                errors.append(f"{where}: query {t.get('refId')} datasource is not ${{datasource}}")
+            for fn in re.finditer(r"\b(rate|irate|increase)\s*\(", expr):
+                body = expr[fn.end() - 1:_closing(expr, fn.end() - 1, "(", ")") + 1]
+                if "[$__rate_interval]" not in body:
+                    errors.append(f"{where}: {fn.group(1)}() without [$__rate_interval]")
+            for metric, matchers in selectors(expr):
+                if metric is None or metric in recorded_names():
+                    continue
+                if not known_metric(metric):
+                    errors.append(f"{where}: unknown metric {metric}")
+                wanted = dict(filters)
+                if has_app and "app_id" in exported.get(metric, ()):
+                    wanted["app_id"] = "$app_id"
+                for label, value in wanted.items():
+                    if matchers.get(label) != ("=~", value):
+                        errors.append(f'{where}: {metric} lacks {label}=~"{value}"')
+    return errors
+
+
+DASHBOARD_IDS = [p.name for p in DASHBOARD_FILES]
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=DASHBOARD_IDS)
+def test_dashboard_passes_lint(path: Path) -> None:
+    d = load_dashboard(path)
+    assert lint_dashboard(d) == []
+    assert list(panels(d)), "no panels"
+
+
+def test_dashboard_uids_are_unique_and_as_published() -> None:
+    uids = {load_dashboard(p)["uid"]: p.name for p in DASHBOARD_FILES}
+    assert uids == {"gme-rec-overview": "gme-recordings-overview.json",
+                    "gme-recwatch-svc": "gme-recwatch-service.json"}
+
+
+def test_overview_filters_by_app() -> None:
+    d = load_dashboard(DASHBOARDS_DIR / "gme-recordings-overview.json")
+    assert "app_id" in {v["name"] for v in d["templating"]["list"]}
+
+
+def _first_query_panel(d: dict[str, Any]) -> dict[str, Any]:
+    return next(p for p in panels(d) if any("rate(" in t["expr"] for t in p["targets"]))
+
+
+def _no_unit(p: dict[str, Any]) -> None:
+    del p["fieldConfig"]["defaults"]["unit"]
+
+
+def _no_description(p: dict[str, Any]) -> None:
+    p["description"] = " "
+
+
+def _fixed_rate_window(p: dict[str, Any]) -> None:
+    p["targets"][0]["expr"] = p["targets"][0]["expr"].replace("$__rate_interval", "5m")
+
+
+def _unknown_metric(p: dict[str, Any]) -> None:
+    p["targets"][0]["expr"] = p["targets"][0]["expr"].replace("gme_recording_", "gme_recordings_", 1)
+
+
+def _no_instance_filter(p: dict[str, Any]) -> None:
+    p["targets"][0]["expr"] = p["targets"][0]["expr"].replace(', instance=~"$instance"', "", 1)
+
+
+def _fixed_datasource(p: dict[str, Any]) -> None:
+    p["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+
+
+@pytest.mark.parametrize(("breakage", "message"), [
+    (_no_unit, "no unit"),
+    (_no_description, "no description"),
+    (_fixed_rate_window, "without [$__rate_interval]"),
+    (_unknown_metric, "unknown metric gme_recordings_"),
+    (_no_instance_filter, 'lacks instance=~"$instance"'),
+    (_fixed_datasource, "datasource is not ${datasource}"),
+])
+def test_lint_catches_a_broken_panel(breakage: Any, message: str) -> None:
+    d = copy.deepcopy(load_dashboard(DASHBOARDS_DIR / "gme-recwatch-service.json"))
+    panel = _first_query_panel(d)
+    breakage(panel)
+    errors = lint_dashboard(d)
+    assert any(message in e and panel["title"] in e for e in errors), errors
+
+
+def test_lint_catches_a_missing_app_filter_and_variables() -> None:
+    d = copy.deepcopy(load_dashboard(DASHBOARDS_DIR / "gme-recordings-overview.json"))
+    panel = next(p for p in panels(d) if "gme_recording_stuck_recordings" in p["targets"][0]["expr"])
+    panel["targets"][0]["expr"] = panel["targets"][0]["expr"].replace(', app_id=~"$app_id"', "")
+    d["templating"]["list"] = [v for v in d["templating"]["list"] if v["name"] != "job"]
+    d["uid"] = ""
+    errors = lint_dashboard(d)
+    assert any('lacks app_id=~"$app_id"' in e for e in errors), errors
+    assert "no `job` label_values variable" in errors
+    assert any(e.startswith("uid") for e in errors)
+
+
+def substitute(expr: str) -> str:
+    for var, value in sorted(SUBSTITUTIONS.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(var, value)
+    assert "$" not in expr, f"unsubstituted variable in {expr!r}"
+    return expr
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, expression with variables substituted)."""
+    return [(path.name, p["title"], substitute(t["expr"]))
+            for path in DASHBOARD_FILES for p in panels(load_dashboard(path)) for t in p["targets"]]
+
+
+def _check_queries_with_promtool(queries: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    rules = {"groups": [{"name": "dashboard-queries", "rules": [
+        {"record": f"dashboard:query_{i}:check", "expr": q} for i, q in enumerate(queries)]}]}
+    path = tmp_path / "dashboard-queries.rules.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return subprocess.run([require_tool("promtool"), "check", "rules", str(path)],
+                          capture_output=True, text=True)
+
+
+def test_every_panel_query_parses_in_prometheus(tmp_path: Path) -> None:
+    queries = panel_queries()
+    assert len(queries) > 40
+    out = _check_queries_with_promtool([q for _, _, q in queries], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in out.stdout
+
+
+def test_query_parse_check_rejects_a_broken_query(tmp_path: Path) -> None:
+    out = _check_queries_with_promtool(["sum by (job) (rate(gme_recording_callbacks_total[1m])"],
+                                       tmp_path)
+    assert out.returncode != 0
+
+
+def test_committed_dashboards_match_the_generator() -> None:
+    spec = importlib.util.spec_from_file_location("dashboards_generate", DASHBOARDS_DIR / "generate.py")
+    assert spec and spec.loader
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for name, build in generate.DASHBOARDS.items():
+        assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == generate.render(build), (
+            f"dashboards/{name} is stale: run `python dashboards/generate.py`")
