@@ -1,0 +1,146 @@
+"""Fixtures that start the real service: `gme-recwatch serve` as a process on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gme_recwatch.events import encode_callback
+from gme_recwatch.signature import sign
+
+SECRET = "e2e-secret-0123456789abcdef"
+BIZ_ID = 1400000000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def callback_body(event_type: int, *, room: str = "room-1", user: str = "user-1",
+                  task: int = 446946705284000001, seq: int = 0, mode: int = 1,
+                  ts: int | None = None, biz: int = BIZ_ID) -> bytes:
+    return encode_callback(biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
+                           event_type=event_type, record_mode=mode,
+                           timestamp=int(time.time()) if ts is None else ts,
+                           file_name=f"{biz}_{room}_{user}/x_{task}_audio.mp3")
+
+
+@dataclass
+class RunningService:
+    proc: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log_path: Path
+    secret: str = SECRET
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def callback_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callback"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def post(self, body: bytes, *, secret: str | None = None, signature: str | None = None,
+             timeout: float = 5.0) -> httpx.Response:
+        sig = signature if signature is not None else sign(body, secret or self.secret)
+        return httpx.post(self.callback_url, content=body, timeout=timeout,
+                          headers={"Signature": sig, "Content-Type": "application/json"})
+
+    def send(self, event_type: int, **kw: object) -> httpx.Response:
+        return self.post(callback_body(event_type, **kw))  # type: ignore[arg-type]
+
+    def metrics_text(self) -> str:
+        return httpx.get(self.admin_url + "/metrics", timeout=5).text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total, found = 0.0, False
+        for fam in text_string_to_metric_families(self.metrics_text()):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+                    found = True
+        if not found:
+            raise KeyError(f"no sample {name}{labels}")
+        return total
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def start_service(tmp_path: Path, **env: str) -> RunningService:
+    """Start `gme-recwatch serve` and wait until /readyz says ready."""
+    port, admin = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "GME_RECWATCH_SECRET_KEY": SECRET,
+        "GME_RECWATCH_HOST": "127.0.0.1",
+        "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
+        "GME_RECWATCH_PORT": str(port),
+        "GME_RECWATCH_ADMIN_PORT": str(admin),
+        "GME_RECWATCH_LOG_FORMAT": "json",
+        "GME_RECWATCH_LOG_LEVEL": "debug",
+        **env,
+    }
+    for k in [k for k in full_env if k.startswith("OTEL_")]:
+        if k not in env:
+            del full_env[k]
+    log_path = tmp_path / f"service-{port}.log"
+    exe = Path(sys.executable).with_name("gme-recwatch")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(exe), "serve"], env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    svc = RunningService(proc, port, admin, log_path, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gme-recwatch exited with {proc.returncode}:\n{svc.logs()}")
+        try:
+            if httpx.get(svc.admin_url + "/readyz", timeout=1).status_code == 200:
+                return svc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    svc.stop(signal.SIGKILL)
+    raise RuntimeError(f"gme-recwatch did not become ready:\n{svc.logs()}")
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[RunningService] = []
+
+    def factory(**env: str) -> RunningService:
+        svc = start_service(tmp_path, **env)
+        started.append(svc)
+        return svc
+
+    yield factory
+    for svc in started:
+        if svc.proc.poll() is None:
+            svc.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def service(service_factory: object) -> RunningService:
+    return service_factory()  # type: ignore[operator]
