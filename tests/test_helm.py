@@ -409,6 +409,15 @@ def test_keys_live_in_a_mounted_secret_never_in_the_deployment(chart: helm.Chart
     assert not any(k.startswith("checksum/") for k in annotations)
 
 
+def test_the_service_parses_the_rendered_keyring(chart: helm.Chart) -> None:
+    signature = pytest.importorskip("gme_recwatch.signature")
+    keyring = render(chart, {"secret": {"keys": KEYS}}).one("Secret")["stringData"]["keyring"]
+    ring = signature.parse_keys_file(keyring)
+    assert ring.keys_for(1400000000) == (b"old-secret-BBBB", b"new-secret-CCCC",
+                                         b"wildcard-secret-AAAA")
+    assert ring.keys_for(1400000001) == (b"wildcard-secret-AAAA",)
+
+
 def test_existing_secret_is_mounted_and_no_secret_is_rendered(chart: helm.Chart) -> None:
     out = render(chart, scenario_values(CHART / "ci" / "existing-claim-values.yaml"))
     assert out.of_kind("Secret") == []
