@@ -457,14 +457,15 @@ class Tracker:
                 # Stale entries (the deadline moved, or the slot was freed and reused) skip.
                 if key is None or deadline > now or math.ceil(deadline) != sec:
                     continue
-                if self._expires[slot] <= now:
-                    self._remove(slot, key, "ttl")
-                    continue
                 self._deadline[slot] = INF  # force re-bucketing of the next deadline
                 meta = self._meta[slot]
+                # Settle first: a segment that got stuck (or lost its upload) before its TTL ran
+                # out is reported and evicted in that state, even if the sweep fell behind.
                 t = self._settle(slot, key, (meta >> _STATE_SHIFT) & _STATE_MASK, now)
                 if t is not None:
                     out.append(t)
+                if self._expires[slot] <= now:
+                    self._remove(slot, key, "ttl")
         return out
 
     # ----------------------------------------------------------------- eviction
