@@ -20,7 +20,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client.exposition import choose_encoder
@@ -324,17 +324,18 @@ def build_admin_app(service: Service) -> Litestar:
 
     @get("/api/v1/segments", summary="Tracked segments, oldest first")
     async def segments(
-        state_filter: Annotated[State | None, Parameter(query="state")] = None,
-        app_id: Annotated[str | None, Parameter(max_length=64)] = None,
-        room_id: Annotated[str | None, Parameter(max_length=256)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        state_filter: Annotated[State | None, QueryParameter(name="state")] = None,
+        app_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        room_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> SegmentList:
         found = tracker.segments(state=state_filter, app_id=app_id, room_id=room_id, limit=limit)
         return SegmentList(len(found), [_out(v) for v in found])
 
     @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments")
-    async def room(app_id: str, room_id: str,
-                   limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000) -> SegmentList:
+    async def room(app_id: Annotated[str, PathParameter(max_length=64)],
+                   room_id: Annotated[str, PathParameter(max_length=256)],
+                   limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000) -> SegmentList:
         found = tracker.segments(app_id=app_id, room_id=room_id, limit=limit)
         return SegmentList(len(found), [_out(v) for v in found])
 
