@@ -337,6 +337,10 @@ def lint_dashboard(d: dict[str, Any]) -> list[str]:
     for name in ("job", "instance"):
         if name not in variables or "label_values(" not in str(variables[name].get("query")):
             errors.append(f"no `{name}` label_values variable")
+    for v in variables.values():
+        m = re.match(r"label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", str(v.get("definition", "")))
+        if m and not known_metric(m.group(1)):
+            errors.append(f"variable {v['name']}: unknown metric {m.group(1)}")
     filters = {"job": "$job", "instance": "$instance"}
     has_app = "app_id" in variables
     exported = exported_metrics()
@@ -444,11 +448,14 @@ def test_lint_catches_a_missing_app_filter_and_variables() -> None:
     panel = next(p for p in panels(d) if "gme_recording_stuck_recordings" in p["targets"][0]["expr"])
     panel["targets"][0]["expr"] = panel["targets"][0]["expr"].replace(', app_id=~"$app_id"', "")
     d["templating"]["list"] = [v for v in d["templating"]["list"] if v["name"] != "job"]
+    app = next(v for v in d["templating"]["list"] if v["name"] == "app_id")
+    app["definition"] = "label_values(gme_recording_no_such_metric, app_id)"
     d["uid"] = ""
     errors = lint_dashboard(d)
     assert any('lacks app_id=~"$app_id"' in e for e in errors), errors
     assert "no `job` label_values variable" in errors
     assert any(e.startswith("uid") for e in errors)
+    assert "variable app_id: unknown metric gme_recording_no_such_metric" in errors
 
 
 def substitute(expr: str) -> str:
