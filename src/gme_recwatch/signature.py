@@ -112,7 +112,7 @@ def parse_keys_file(text: str) -> Keyring:
             raise KeyringError(f"line {n}: expected `BizID=key` or `*=key`")
         if app == WILDCARD:
             default.append(key)
-        elif app.isdigit():
+        elif app.isascii() and app.isdigit():
             per_app.setdefault(int(app), []).append(key)
         else:
             raise KeyringError(f"line {n}: BizID must be digits or `*`")
