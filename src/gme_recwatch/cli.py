@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from . import __version__
+from . import __version__, simulate
 from . import settings as settings_mod
 from .events import COMPLETED, STARTED, UPLOADED, encode_callback
 from .settings import SettingsError
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _send_parser(sub)
+    simulate.add_arguments(sub.add_parser(
+        "simulate", help="send realistic callback traffic like Tencent's sender, then a summary"))
     return parser
 
 
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "simulate":
+        return simulate.main(args)
     return cmd_send(args)
 
 

@@ -1,0 +1,506 @@
+"""Tencent's recording-callback sender, simulated: ``gme-recwatch simulate``.
+
+Many concurrent rooms, each with one recording task. A single-stream task records one file
+per user, a mixed-stream task one file for the room; every file is cut into segments
+(SeqNo 0, 1, ...), and each segment sends started (1), completed (2) and uploaded (3).
+
+Two halves, so that tests can check one without the other:
+
+* :func:`make_plan` is pure and deterministic for a seed: which segments exist, what becomes
+  of them (never completed, never uploaded), which events the sender gives up on (dropped),
+  which arrive out of order, which are retried after delivery (duplicates) and which copies
+  carry a bad signature, and when (in simulated seconds) each request is due.
+* :func:`run` delivers a plan like Tencent's sender: ``Timestamp`` is the sender clock when
+  each attempt is sent, a 5 s response timeout, and retries with back-off for about a minute
+  until it gets HTTP 200. Its :class:`Summary` counts exactly what the service answered, so
+  a test can compare the service's metrics with it.
+
+Simulated time runs ``time_scale`` times faster than real time; ``Timestamp`` is always the
+real sender clock, so durations the service measures shrink by the same factor.
+
+Corpus format (``--write-corpus``), for load tools: one request per line,
+``<Signature>\\t<body>\\n``. A compact JSON body never contains a tab or a newline, so a line
+splits at its first tab (see ``benchmarks/corpus.lua``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Final, Literal
+
+import httpx
+
+from .events import COMPLETED, EVENT_NAMES, STARTED, UPLOADED, encode_callback
+from .signature import parse_secret_list, sign
+
+Copy = Literal["original", "duplicate", "bad_signature"]
+Fate = Literal["normal", "never_complete", "never_upload"]
+EVENT_TYPES: Final = (STARTED, COMPLETED, UPLOADED)
+END_STATES: Final = ("uploaded", "stuck", "upload_missing", "orphan")
+_FIRST_TASK_ID: Final = 446946705284000000  # above 2**53, like Tencent's
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """What traffic to make. Times are simulated seconds unless a name says otherwise."""
+
+    rooms: int = 20
+    """Concurrent rooms, one recording task each."""
+    users_per_room: int = 3
+    """Users in a room: single-stream tasks record one file per user."""
+    segments_per_task: int = 2
+    """Segments (SeqNo 0..n-1) each recorded file is cut into."""
+    mixed_fraction: float = 0.3
+    """Fraction of tasks in mixed-stream mode (one file per room)."""
+    rate: float = 200.0
+    """Most callbacks per real second the sender starts."""
+    spread: float = 60.0
+    """Tasks start at uniformly random times within this many seconds."""
+    duration_min: float = 60.0
+    """Shortest segment."""
+    duration_max: float = 600.0
+    """Longest segment."""
+    upload_delay_min: float = 1.0
+    """Shortest time from completion to upload."""
+    upload_delay_max: float = 30.0
+    """Longest time from completion to upload."""
+    time_scale: float = 1.0
+    """Simulated seconds per real second."""
+    reorder_fraction: float = 0.05
+    """Fraction of segments with one event delivered after the next one."""
+    reorder_delay: float = 5.0
+    """Longest extra delay of such an event behind its successor."""
+    duplicate_fraction: float = 0.02
+    """Fraction of delivered events the sender sends again (a retry whose 200 it missed)."""
+    duplicate_delay: float = 10.0
+    """Longest time from an event to its duplicate."""
+    drop_fraction: float = 0.01
+    """Fraction of events the sender gives up on: never sent."""
+    never_complete_fraction: float = 0.01
+    """Fraction of segments that start and never complete (expected to end stuck)."""
+    never_upload_fraction: float = 0.02
+    """Fraction of segments that complete and never upload (expected upload_missing)."""
+    bad_signature_fraction: float = 0.005
+    """Extra requests, as a fraction of events, that copy an event with a wrong signature."""
+    biz_id: int = 1400000000
+    """BizID (AppID) of every callback."""
+    seed: int = 0
+    """Seed of the plan; also part of room ids so that runs with other seeds do not collide."""
+
+    def validate(self) -> SimConfig:
+        for name in ("reorder_fraction", "duplicate_fraction", "drop_fraction", "mixed_fraction",
+                     "never_complete_fraction", "never_upload_fraction", "bad_signature_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within 0..1")
+        if self.never_complete_fraction + self.never_upload_fraction > 1.0:
+            raise ValueError("never_complete_fraction + never_upload_fraction must be <= 1")
+        for name in ("rooms", "users_per_room", "segments_per_task"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("rate", "time_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.duration_min <= self.duration_max:
+            raise ValueError("need 0 <= duration_min <= duration_max")
+        if not 0 <= self.upload_delay_min <= self.upload_delay_max:
+            raise ValueError("need 0 <= upload_delay_min <= upload_delay_max")
+        if min(self.spread, self.reorder_delay, self.duplicate_delay) < 0:
+            raise ValueError("spread and delays must be >= 0")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One recorded file (segment) and what becomes of it."""
+
+    room_id: str
+    user_id: str
+    task_id: int
+    seq_no: int
+    record_mode: int
+    file_name: str
+    fate: Fate
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One request the sender makes, ``at`` simulated seconds after the run starts."""
+
+    at: float
+    segment: int
+    event_type: int
+    copy: Copy = "original"
+
+
+@dataclass(slots=True)
+class Plan:
+    config: SimConfig
+    segments: list[Segment]
+    sends: list[Send]
+    """Every request, ordered by ``at``."""
+    generated: set[tuple[int, int]]
+    """(segment, event type) pairs that happen at all, fate permitting."""
+    dropped: set[tuple[int, int]]
+    """Events the sender gives up on: generated but never sent."""
+    reordered: int = 0
+
+    def body(self, send: Send, timestamp: int) -> bytes:
+        s = self.segments[send.segment]
+        return encode_callback(
+            biz_id=self.config.biz_id, room_id=s.room_id, user_id=s.user_id, task_id=s.task_id,
+            seq_no=s.seq_no, event_type=send.event_type, record_mode=s.record_mode,
+            timestamp=timestamp, file_name=s.file_name)
+
+
+def make_plan(cfg: SimConfig) -> Plan:
+    """The whole run, decided up front from ``cfg.seed``: no randomness is left for later."""
+    cfg.validate()
+    rng = random.Random(cfg.seed)  # noqa: S311 - a reproducible plan, not a secret
+    segments: list[Segment] = []
+    sends: list[Send] = []
+    generated: set[tuple[int, int]] = set()
+    dropped: set[tuple[int, int]] = set()
+    reordered = 0
+    for r in range(cfg.rooms):
+        room_id = f"sim{cfg.seed}-room{r}"
+        task_id = _FIRST_TASK_ID + cfg.seed % 1_000_000 * 1_000_000 + r
+        mode = 1 if rng.random() < cfg.mixed_fraction else 0
+        users = [f"sim{cfg.seed}-user{r}-{u}" for u in range(cfg.users_per_room)]
+        task_start = rng.uniform(0, cfg.spread)
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(1_700_000_000 + task_start))
+        for user in users if mode == 0 else users[:1]:
+            t = task_start + rng.uniform(0, 1.0)  # users join a moment apart
+            for seq in range(cfg.segments_per_task):
+                x = rng.random()
+                fate: Fate = ("never_complete" if x < cfg.never_complete_fraction else
+                              "never_upload" if x < cfg.never_complete_fraction
+                              + cfg.never_upload_fraction else "normal")
+                base = (f"{cfg.biz_id}_{room_id}_{user}" if mode == 0 else f"{cfg.biz_id}_{room_id}")
+                kind = "audio" if mode == 0 else "mix"
+                seg = len(segments)
+                segments.append(Segment(room_id, user, task_id, seq, mode,
+                                        f"{base}/{stamp}_{task_id}_{seq}_{kind}.mp3", fate))
+                duration = rng.uniform(cfg.duration_min, cfg.duration_max)
+                times = {STARTED: t, COMPLETED: t + duration,
+                         UPLOADED: t + duration + rng.uniform(cfg.upload_delay_min,
+                                                              cfg.upload_delay_max)}
+                t += duration
+                happen = [STARTED] if fate == "never_complete" else (
+                    [STARTED, COMPLETED] if fate == "never_upload" else list(EVENT_TYPES))
+                sent = []
+                for et in happen:
+                    generated.add((seg, et))
+                    if rng.random() < cfg.drop_fraction:
+                        dropped.add((seg, et))
+                    else:
+                        sent.append(et)
+                # Out of order: one event goes out shortly after the one that follows it.
+                if len(sent) >= 2 and rng.random() < cfg.reorder_fraction:
+                    i = rng.randrange(len(sent) - 1)
+                    times[sent[i]] = times[sent[i + 1]] + rng.uniform(0.001, max(cfg.reorder_delay, 0.001))
+                    reordered += 1
+                for et in sent:
+                    sends.append(Send(times[et], seg, et))
+                    if rng.random() < cfg.duplicate_fraction:
+                        sends.append(Send(times[et] + rng.uniform(0, cfg.duplicate_delay), seg, et,
+                                          "duplicate"))
+                for et in happen:
+                    if rng.random() < cfg.bad_signature_fraction:
+                        sends.append(Send(times[et] + rng.uniform(0, 1.0), seg, et, "bad_signature"))
+    sends.sort(key=lambda s: s.at)
+    return Plan(cfg, segments, sends, generated, dropped, reordered)
+
+
+# ----------------------------------------------------------------------------- summary
+
+@dataclass(slots=True)
+class EventCounts:
+    generated: int = 0
+    """Events that happened (fate permitting)."""
+    dropped: int = 0
+    """Events the sender gave up on by plan: never sent."""
+    delivered: int = 0
+    """Distinct events answered 200 at least once."""
+    duplicates: int = 0
+    """Further 200s for events already delivered (the service counts them `duplicate`)."""
+    undelivered: int = 0
+    """Events sent but never answered 200 within the retry budget."""
+    bad_signature: int = 0
+    """Requests with a wrong signature that the service answered (expected 401 mismatch)."""
+
+
+@dataclass(slots=True)
+class Summary:
+    """Exactly what the sender got across, and what the service should end up showing."""
+
+    seed: int
+    segments: int
+    events: dict[str, EventCounts]
+    bad_signature_requests: int
+    """Wrong-signature requests answered by the service (all reasons `mismatch`)."""
+    expected_end_states: dict[str, int]
+    """Segments by the state they end in once every deadline has passed."""
+    untracked_segments: int
+    """Segments none of whose events arrived: the service never hears of them."""
+    orphan_segments: int
+    """Segments seen without their start: each counts once in orphan_events_total."""
+    completed_segments: int
+    """Segments whose completion arrived: segments_completed_total."""
+    reordered_segments: int
+    requests: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    transport_errors: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    elapsed_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Counter[int],
+              sent: set[tuple[int, int]] | None = None) -> Summary:
+    """The summary for a plan, given how often each (segment, event type) was answered 200.
+
+    End states follow the tracker's rules: with the start, the furthest event seen decides
+    (uploaded, else upload_missing, else stuck); without it the segment is an orphan, which
+    ends upload_missing if only its completion arrived.
+    """
+    counts = {EVENT_NAMES[et]: EventCounts() for et in EVENT_TYPES}
+    for (_, et) in plan.generated:
+        counts[EVENT_NAMES[et]].generated += 1
+    for (_, et) in plan.dropped:
+        counts[EVENT_NAMES[et]].dropped += 1
+    for (_, et), n in delivered.items():
+        if n:
+            counts[EVENT_NAMES[et]].delivered += 1
+            counts[EVENT_NAMES[et]].duplicates += n - 1
+    attempted = sent if sent is not None else {(s.segment, s.event_type) for s in plan.sends
+                                                if s.copy != "bad_signature"}
+    for key in attempted:
+        if not delivered.get(key):
+            counts[EVENT_NAMES[key[1]]].undelivered += 1
+    for et, n in bad_answered.items():
+        counts[EVENT_NAMES[et]].bad_signature += n
+
+    ends = dict.fromkeys(END_STATES, 0)
+    untracked = orphans = completed = 0
+    for seg in range(len(plan.segments)):
+        s, c, u = (delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES)
+        completed += c
+        if not (s or c or u):
+            untracked += 1
+        elif s:
+            ends["uploaded" if u else "upload_missing" if c else "stuck"] += 1
+        else:
+            orphans += 1
+            ends["orphan" if u else "upload_missing"] += 1
+    return Summary(
+        seed=plan.config.seed, segments=len(plan.segments), events=counts,
+        bad_signature_requests=sum(bad_answered.values()), expected_end_states=ends,
+        untracked_segments=untracked, orphan_segments=orphans, completed_segments=completed,
+        reordered_segments=plan.reordered)
+
+
+# ----------------------------------------------------------------------------- sending
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """How the sender behaves on the wire; Tencent's own budget by default."""
+
+    url: str
+    secret: str
+    timeout: float = 5.0
+    """Seconds to wait for a response before the attempt counts as failed."""
+    retry_seconds: float = 60.0
+    """Retry a failed event for about this long after its first attempt, then give up."""
+    backoff: float = 1.0
+    """First retry delay; doubles per attempt up to 10 s."""
+    concurrency: int = 64
+    """Most requests in flight."""
+    encoding: Literal["base64", "hex"] = "base64"
+
+
+async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None) -> Summary:
+    """Deliver ``plan`` to ``sender.url``; return what the service answered."""
+    cfg = plan.config
+    own = client is None
+    http = client or httpx.AsyncClient(
+        timeout=sender.timeout, limits=httpx.Limits(max_connections=sender.concurrency))
+    delivered: Counter[tuple[int, int]] = Counter()
+    bad_answered: Counter[int] = Counter()
+    statuses: Counter[str] = Counter()
+    tally = Counter[str]()
+    sem = asyncio.Semaphore(sender.concurrency)
+    wrong_key = "not-" + sender.secret
+    loop = asyncio.get_running_loop()
+
+    async def attempt(send: Send) -> int | None:
+        body = plan.body(send, int(time.time()))
+        key = wrong_key if send.copy == "bad_signature" else sender.secret
+        headers = {"Signature": sign(body, key, sender.encoding), "Content-Type": "application/json"}
+        tally["requests"] += 1
+        try:
+            async with sem:
+                resp = await http.post(sender.url, content=body, headers=headers,
+                                       timeout=sender.timeout)
+        except httpx.TimeoutException:
+            tally["timeouts"] += 1
+            return None
+        except httpx.HTTPError:
+            tally["transport_errors"] += 1
+            return None
+        statuses[str(resp.status_code)] += 1
+        return resp.status_code
+
+    async def deliver(send: Send) -> None:
+        if send.copy == "bad_signature":
+            # A forged or corrupted copy: the rejection is the expected answer, not retried.
+            if await attempt(send) is not None:
+                bad_answered[send.event_type] += 1
+            return
+        first = loop.time()
+        delay = sender.backoff
+        while True:
+            if await attempt(send) == 200:
+                delivered[(send.segment, send.event_type)] += 1
+                return
+            if loop.time() + delay - first > sender.retry_seconds:
+                return
+            tally["retries"] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    started = loop.time()
+    tasks: list[asyncio.Task[None]] = []
+    gap = 1.0 / cfg.rate
+    next_slot = started
+    try:
+        for send in plan.sends:
+            due = max(started + send.at / cfg.time_scale, next_slot)
+            next_slot = due + gap
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(deliver(send)))
+            if len(tasks) >= 4096:  # keep the list of finished tasks short on long runs
+                tasks = [t for t in tasks if not t.done()]
+        await asyncio.gather(*tasks)
+    finally:
+        if own:
+            await http.aclose()
+    summary = summarise(plan, delivered, bad_answered)
+    summary.requests = tally["requests"]
+    summary.statuses = dict(sorted(statuses.items()))
+    summary.transport_errors = tally["transport_errors"]
+    summary.timeouts = tally["timeouts"]
+    summary.retries = tally["retries"]
+    summary.elapsed_seconds = round(loop.time() - started, 3)
+    return summary
+
+
+def write_corpus(plan: Plan, path: str, secret: str, encoding: Literal["base64", "hex"] = "base64",
+                 start: int | None = None) -> int:
+    """Write every request of ``plan`` pre-signed, one ``<Signature>\\t<body>`` line each.
+
+    ``Timestamp`` is ``start`` (default now) plus the request's simulated time. Returns the
+    number of lines written.
+    """
+    t0 = int(time.time()) if start is None else start
+    wrong_key = "not-" + secret
+    with open(path, "wb") as fh:
+        for send in plan.sends:
+            body = plan.body(send, t0 + int(send.at))
+            key = wrong_key if send.copy == "bad_signature" else secret
+            fh.write(sign(body, key, encoding).encode("ascii") + b"\t" + body + b"\n")
+    return len(plan.sends)
+
+
+# ----------------------------------------------------------------------------- command line
+
+_FLAGS: Final = {  # SimConfig field -> help, in --help order
+    "rooms": "concurrent rooms (one task each)",
+    "users_per_room": "users per room (single-stream: one file each)",
+    "segments_per_task": "segments per recorded file",
+    "mixed_fraction": "fraction of mixed-stream tasks",
+    "rate": "most callbacks per second",
+    "spread": "tasks start within this many simulated seconds",
+    "duration_min": "shortest segment, simulated seconds",
+    "duration_max": "longest segment, simulated seconds",
+    "upload_delay_min": "shortest completion-to-upload delay, simulated seconds",
+    "upload_delay_max": "longest completion-to-upload delay, simulated seconds",
+    "time_scale": "simulated seconds per real second (e.g. 100 for short tests)",
+    "reorder_fraction": "fraction of segments with an event delivered out of order",
+    "reorder_delay": "longest delay of an out-of-order event behind its successor, simulated s",
+    "duplicate_fraction": "fraction of events sent again after delivery",
+    "duplicate_delay": "longest delay of a duplicate, simulated seconds",
+    "drop_fraction": "fraction of events never sent",
+    "never_complete_fraction": "fraction of segments that never complete (stuck)",
+    "never_upload_fraction": "fraction of segments that never upload (upload_missing)",
+    "bad_signature_fraction": "extra wrong-signature requests, as a fraction of events",
+    "biz_id": "BizID of every callback",
+    "seed": "seed of the plan (same seed, same plan)",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `simulate` subcommand's flags."""
+    p.add_argument("--url", default="http://127.0.0.1:8080/callback")
+    p.add_argument("--secret", help="SecretKey (default: first of $GME_RECWATCH_SECRET_KEY)")
+    defaults = SimConfig()
+    for name, help_text in _FLAGS.items():
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default),
+                       default=default, help=f"{help_text} [default {default}]")
+    p.add_argument("--timeout", type=float, default=5.0, help="response timeout, s [default 5]")
+    p.add_argument("--retry-seconds", type=float, default=60.0,
+                   help="retry a failed event for this long, s [default 60]")
+    p.add_argument("--backoff", type=float, default=1.0, help="first retry delay, s [default 1]")
+    p.add_argument("--concurrency", type=int, default=64, help="most requests in flight [default 64]")
+    p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
+    p.add_argument("--summary-file", help="also write the JSON summary here")
+    p.add_argument("--write-corpus", metavar="FILE",
+                   help="write the plan's requests pre-signed (`<Signature>\\t<body>` lines) "
+                        "instead of sending them")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    return SimConfig(**{name: getattr(args, name) for name in _FLAGS}).validate()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `gme-recwatch simulate`; 0 when every event that was sent got its 200."""
+    keys = parse_secret_list(args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", ""))
+    if not keys:
+        print("gme-recwatch simulate: pass --secret or set GME_RECWATCH_SECRET_KEY", file=sys.stderr)
+        return 2
+    try:
+        plan = make_plan(config_from_args(args))
+    except ValueError as exc:
+        print(f"gme-recwatch simulate: {exc}", file=sys.stderr)
+        return 2
+    if args.write_corpus:
+        n = write_corpus(plan, args.write_corpus, keys[0], args.encoding)
+        print(json.dumps({"corpus": args.write_corpus, "requests": n,
+                          "segments": len(plan.segments)}))
+        return 0
+    sender = SenderConfig(url=args.url, secret=keys[0], timeout=args.timeout,
+                          retry_seconds=args.retry_seconds, backoff=args.backoff,
+                          concurrency=args.concurrency, encoding=args.encoding)
+    summary = asyncio.run(run(plan, sender))
+    text = summary.to_json()
+    print(text)
+    if args.summary_file:
+        with open(args.summary_file, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    lost = sum(c.undelivered for c in summary.events.values())
+    return 1 if lost else 0
+

@@ -1,0 +1,204 @@
+"""The simulated sender: its plan generator, its summary and its retry behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gme_recwatch import cli, events, signature
+from gme_recwatch.events import COMPLETED, STARTED, UPLOADED
+from gme_recwatch.simulate import (
+    SenderConfig,
+    SimConfig,
+    Summary,
+    make_plan,
+    run,
+    summarise,
+    write_corpus,
+)
+
+SECRET = "sim-secret"
+BIG = SimConfig(rooms=2000, users_per_room=3, segments_per_task=2, mixed_fraction=0.25,
+                reorder_fraction=0.2, duplicate_fraction=0.1, drop_fraction=0.05,
+                never_complete_fraction=0.04, never_upload_fraction=0.06,
+                bad_signature_fraction=0.03, seed=11)
+
+
+def within(observed: float, expected: float, rel: float = 0.12) -> bool:
+    return abs(observed - expected) <= rel * expected
+
+
+def test_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
+    cfg = SimConfig(rooms=50, seed=3)
+    a, b = make_plan(cfg), make_plan(cfg)
+    assert a.segments == b.segments and a.sends == b.sends and a.dropped == b.dropped
+    c = make_plan(SimConfig(rooms=50, seed=4))
+    assert c.sends != a.sends
+    assert not {s.room_id for s in a.segments} & {s.room_id for s in c.segments}
+
+
+def test_fractions_are_respected_on_a_large_plan() -> None:
+    plan = make_plan(BIG)
+    segs = plan.segments
+    tasks = {s.task_id: s.record_mode for s in segs}
+    assert within(sum(tasks.values()) / len(tasks), 0.25)
+    fates = Counter(s.fate for s in segs)
+    assert within(fates["never_complete"] / len(segs), 0.04, 0.2)
+    assert within(fates["never_upload"] / len(segs), 0.06, 0.2)
+    assert within(len(plan.dropped) / len(plan.generated), 0.05)
+    copies = Counter(s.copy for s in plan.sends)
+    sent = len(plan.generated) - len(plan.dropped)
+    assert copies["original"] == sent
+    assert within(copies["duplicate"] / sent, 0.1)
+    assert within(copies["bad_signature"] / len(plan.generated), 0.03, 0.2)
+    assert within(plan.reordered / len(segs), 0.2 * (1 - 0.04), 0.15)
+
+
+def test_zero_fractions_give_clean_traffic() -> None:
+    plan = make_plan(SimConfig(rooms=100, reorder_fraction=0, duplicate_fraction=0, drop_fraction=0,
+                               never_complete_fraction=0, never_upload_fraction=0,
+                               bad_signature_fraction=0))
+    assert not plan.dropped and plan.reordered == 0
+    assert len(plan.sends) == 3 * len(plan.segments)
+    assert {s.copy for s in plan.sends} == {"original"}
+
+
+def test_single_stream_records_a_file_per_user_and_mixed_one_per_room() -> None:
+    plan = make_plan(SimConfig(rooms=200, users_per_room=4, segments_per_task=3, mixed_fraction=0.5))
+    by_task: dict[int, set[str]] = {}
+    for s in plan.segments:
+        by_task.setdefault(s.task_id, set()).add(s.user_id)
+        assert s.file_name.startswith(f"{plan.config.biz_id}_{s.room_id}")
+    for task, users in by_task.items():
+        mode = next(s.record_mode for s in plan.segments if s.task_id == task)
+        assert len(users) == (4 if mode == 0 else 1)
+    assert all(s.task_id > 2**53 for s in plan.segments)
+    seqs = Counter(s.seq_no for s in plan.segments)
+    assert set(seqs) == {0, 1, 2}
+
+
+def test_events_follow_the_lifecycle_unless_reordered_and_sends_are_in_time_order() -> None:
+    plan = make_plan(SimConfig(rooms=300, reorder_fraction=0.0, seed=5))
+    assert [s.at for s in plan.sends] == sorted(s.at for s in plan.sends)
+    when: dict[tuple[int, int], float] = {}
+    for s in plan.sends:
+        if s.copy == "original":
+            when[(s.segment, s.event_type)] = s.at
+    for (seg, et), at in when.items():
+        if et > STARTED and (seg, et - 1) in when:
+            assert when[(seg, et - 1)] <= at
+
+
+def test_an_out_of_order_event_goes_out_after_its_successor() -> None:
+    plan = make_plan(SimConfig(rooms=300, reorder_fraction=1.0, drop_fraction=0,
+                               never_complete_fraction=0, never_upload_fraction=0, seed=5))
+    order: dict[int, list[int]] = {}
+    for s in plan.sends:
+        if s.copy == "original":
+            order.setdefault(s.segment, []).append(s.event_type)
+    assert all(seq != [STARTED, COMPLETED, UPLOADED] for seq in order.values())
+
+
+def test_summary_end_states_follow_the_tracker_rules() -> None:
+    plan = make_plan(SimConfig(rooms=3, users_per_room=1, segments_per_task=2, mixed_fraction=0))
+    assert len(plan.segments) == 6
+    delivered: Counter[tuple[int, int]] = Counter({
+        (0, STARTED): 1, (0, COMPLETED): 2, (0, UPLOADED): 1,  # uploaded, one duplicate
+        (1, STARTED): 1,                                        # stuck
+        (2, STARTED): 1, (2, COMPLETED): 1,                     # upload_missing
+        (3, COMPLETED): 1, (3, UPLOADED): 1,                    # orphan
+        (4, COMPLETED): 1,                                      # orphan, then upload_missing
+    })                                                          # 5: never heard of
+    s = summarise(plan, delivered, Counter({UPLOADED: 2}), sent=set(delivered))
+    assert s.expected_end_states == {"uploaded": 1, "stuck": 0 + 1, "upload_missing": 2, "orphan": 1}
+    assert (s.untracked_segments, s.orphan_segments, s.completed_segments) == (1, 2, 4)
+    assert s.events["completed"].delivered == 4 and s.events["completed"].duplicates == 1
+    assert s.bad_signature_requests == 2 and s.events["uploaded"].bad_signature == 2
+
+
+def _transport(fail_first: int, calls: Counter[str]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.content
+        if signature.sign(body, SECRET) != request.headers["Signature"]:
+            calls["bad"] += 1
+            return httpx.Response(401)
+        ev = events.decode(body)
+        assert isinstance(ev, events.Event)
+        key = f"{ev.room_id}/{ev.user_id}/{ev.seq_no}/{ev.event_type}"
+        calls[key] += 1
+        if calls[key] <= fail_first:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"code": 0})
+
+    return httpx.MockTransport(handler)
+
+
+def _quick(**kw: float) -> SimConfig:
+    base = dict(rooms=5, users_per_room=2, segments_per_task=1, rate=10_000, spread=0.0,
+                duration_min=0.0, duration_max=0.0, upload_delay_min=0.0, upload_delay_max=0.0,
+                reorder_fraction=0.0, duplicate_fraction=0.0, drop_fraction=0.0,
+                never_complete_fraction=0.0, never_upload_fraction=0.0, bad_signature_fraction=0.0)
+    base.update(kw)
+    return SimConfig(**base)  # type: ignore[arg-type]
+
+
+def test_sender_retries_failed_deliveries_until_answered_200() -> None:
+    calls: Counter[str] = Counter()
+    plan = make_plan(_quick(bad_signature_fraction=0.5, seed=2))
+    sender = SenderConfig(url="http://sim.test/callback", secret=SECRET, backoff=0.001, retry_seconds=5)
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=_transport(2, calls)) as client:
+            return await run(plan, sender, client)
+
+    s = asyncio.run(go())
+    originals = sum(1 for x in plan.sends if x.copy == "original")
+    bad = sum(1 for x in plan.sends if x.copy == "bad_signature")
+    assert bad > 0 and calls["bad"] == bad  # a rejected forgery is not retried
+    assert s.retries == 2 * originals
+    assert s.statuses == {"200": originals, "503": 2 * originals, "401": bad}
+    assert all(c.delivered == c.generated and c.undelivered == 0
+               for c in s.events.values())
+
+
+def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:
+    calls: Counter[str] = Counter()
+    plan = make_plan(_quick(rooms=1, users_per_room=1))
+    sender = SenderConfig(url="http://sim.test/callback", secret=SECRET, backoff=0.01, retry_seconds=0.05)
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=_transport(10_000, calls)) as client:
+            return await run(plan, sender, client)
+
+    s = asyncio.run(go())
+    assert all(c.undelivered == 1 and c.delivered == 0 for c in s.events.values())
+    assert s.expected_end_states == dict.fromkeys(("uploaded", "stuck", "upload_missing", "orphan"), 0)
+
+
+def test_corpus_lines_are_signature_tab_body_and_verify(tmp_path: Path) -> None:
+    plan = make_plan(SimConfig(rooms=10, bad_signature_fraction=0.0))
+    path = tmp_path / "corpus.tsv"
+    assert write_corpus(plan, str(path), SECRET, start=1_700_000_000) == len(plan.sends)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == len(plan.sends)
+    for line in lines:
+        sig, body = line.split(b"\t", 1)
+        signature.verify(body, sig.decode(), [SECRET.encode()], "base64")
+        assert isinstance(events.decode(body), events.Event)
+
+
+def test_cli_writes_a_corpus_without_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.tsv"
+    rc = cli.main(["simulate", "--secret", SECRET, "--rooms", "4", "--seed", "9",
+                   "--write-corpus", str(out)])
+    assert rc == 0 and '"requests"' in capsys.readouterr().out
+    assert out.read_bytes().count(b"\n") == len(make_plan(SimConfig(rooms=4, seed=9)).sends)
+
+
+def test_cli_refuses_fractions_outside_zero_to_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["simulate", "--secret", SECRET, "--drop-fraction", "1.5"]) == 2
+    assert "drop_fraction" in capsys.readouterr().err
