@@ -230,12 +230,14 @@ def test_callback_and_delay_metrics_record_sender_time(h: Harness) -> None:
 
 # ------------------------------------------------------------------ admin listener
 
-def test_metrics_endpoint_speaks_prometheus_and_openmetrics(h: Harness) -> None:
+def test_metrics_endpoint_serves_the_text_format_even_when_openmetrics_is_offered(h: Harness) -> None:
+    """OpenMetrics would make the missing_uploads gauge and _total counter one family name."""
     r = h.get("/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     om = h.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
-    assert om.headers["content-type"].startswith("application/openmetrics-text")
-    assert om.text.rstrip().endswith("# EOF")
+    assert om.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE gme_recording_missing_uploads gauge" in om.text
+    assert "# TYPE gme_recording_missing_uploads_total counter" in om.text
 
 
 def test_alerting_series_exist_at_zero_before_any_traffic(h: Harness) -> None:

@@ -23,7 +23,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import PathParameter, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry.sdk.trace.export import SpanExporter
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import generate_latest
 
 from . import __version__
 from .intake import Intake
@@ -35,6 +35,7 @@ from .state import SnapshotStore
 from .tracing import make_provider, tracer
 from .tracker import STATE_NAMES, Clock, SegmentView, SystemClock, Tracker, TrackerConfig
 
+_EXPOSITION = "text/plain; version=0.0.4"  # Litestar appends the charset
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -307,9 +308,11 @@ def build_admin_app(service: Service) -> Litestar:
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True,
          media_type="text/plain; version=0.0.4")
-    async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics.registry), media_type=content_type)
+    async def metrics_endpoint() -> Response[bytes]:
+        # Always the classic text format, never OpenMetrics: the names the dashboards and
+        # alerts rely on (`gme_recording_missing_uploads` gauge beside the
+        # `gme_recording_missing_uploads_total` counter) would be two families of one name there.
+        return Response(generate_latest(metrics.registry), media_type=_EXPOSITION)  # + charset
 
     @get("/healthz", summary="Liveness probe")
     async def healthz() -> dict[str, str]:
