@@ -1,0 +1,367 @@
+"""Configuration from environment variables and CLI flags, validated once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from gme_recwatch import settings as settings_mod
+from gme_recwatch.settings import (
+    ENV_PREFIX,
+    Settings,
+    SettingsError,
+    env_name,
+    flag_name,
+    load,
+)
+
+SECRET = "very-secret-key-0123456789"
+OTHER_SECRET = "second-secret-key-abcdef"
+
+
+def _error(env: dict[str, str] | None = None, overrides: dict[str, str | None] | None = None,
+           **fields: Any) -> str:
+    """The SettingsError message for ``env``/``overrides`` (via load) or ``fields`` (via validate)."""
+    with pytest.raises(SettingsError) as info:
+        if fields:
+            Settings(**fields).validate()
+        else:
+            load(env or {}, overrides)
+    return str(info.value)
+
+
+# --- defaults ----------------------------------------------------------------------------
+
+def test_defaults_are_valid() -> None:
+    s = Settings()
+    assert s.validate() is s
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    assert load({}) == Settings()
+
+
+def test_defaults_suit_tencent_gme() -> None:
+    s = Settings()
+    assert (s.port, s.admin_port) == (8080, 8081)
+    assert s.callback_path == "/callback"
+    assert s.signature_encoding == "auto"
+    assert s.secret_key == ""
+    assert s.keys_file == ""
+    assert s.retention_seconds >= s.upload_grace_seconds
+
+
+def test_load_reads_os_environ_when_no_env_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GME_RECWATCH_PORT", "9123")
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    s = load()
+    assert s.port == 9123
+    assert s.secret_key == SECRET
+
+
+def test_every_setting_has_help_and_a_matching_env_var_and_flag() -> None:
+    for f in settings_mod.fields():
+        assert f.metadata["help"].strip(), f.name
+        assert env_name(f.name) == ENV_PREFIX + f.name.upper()
+        assert flag_name(f.name) == "--" + f.name.replace("_", "-")
+    assert env_name("admin_port") == "GME_RECWATCH_ADMIN_PORT"
+    assert flag_name("admin_port") == "--admin-port"
+
+
+# --- environment variables and CLI overrides ---------------------------------------------
+
+@pytest.mark.parametrize(("var", "raw", "field", "value"), [
+    ("GME_RECWATCH_PORT", "9000", "port", 9000),
+    ("GME_RECWATCH_ADMIN_PORT", "9001", "admin_port", 9001),
+    ("GME_RECWATCH_HOST", "127.0.0.1", "host", "127.0.0.1"),
+    ("GME_RECWATCH_ADMIN_HOST", "10.0.0.5", "admin_host", "10.0.0.5"),
+    ("GME_RECWATCH_CALLBACK_PATH", "/gme/recording", "callback_path", "/gme/recording"),
+    ("GME_RECWATCH_SIGNATURE_ENCODING", "hex", "signature_encoding", "hex"),
+    ("GME_RECWATCH_SIGNATURE_ENCODING", "base64", "signature_encoding", "base64"),
+    ("GME_RECWATCH_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("GME_RECWATCH_LOG_LEVEL", "warning", "log_level", "warning"),
+    ("GME_RECWATCH_LOG_FORMAT", "json", "log_format", "json"),
+    ("GME_RECWATCH_RETENTION_SECONDS", "172800", "retention_seconds", 172800),
+    ("GME_RECWATCH_MAX_SEGMENTS", "1_000", "max_segments", 1000),
+    ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "0.25", "sweep_interval_seconds", 0.25),
+    ("GME_RECWATCH_KEYS_FILE", "/etc/gme/keys", "keys_file", "/etc/gme/keys"),
+    ("GME_RECWATCH_STATE_FILE", "/var/lib/gme/state", "state_file", "/var/lib/gme/state"),
+    ("GME_RECWATCH_SECRET_KEY", SECRET, "secret_key", SECRET),
+])
+def test_environment_variable_overrides_the_default(var: str, raw: str, field: str, value: Any) -> None:
+    s = load({var: raw})
+    assert getattr(s, field) == value
+    assert getattr(Settings(), field) != value
+    assert type(getattr(s, field)) is type(getattr(Settings(), field))
+
+
+def test_surrounding_whitespace_in_env_values_is_stripped() -> None:
+    s = load({"GME_RECWATCH_PORT": " 9000\n", "GME_RECWATCH_LOG_LEVEL": " error "})
+    assert s.port == 9000
+    assert s.log_level == "error"
+
+
+def test_variables_without_the_prefix_are_ignored() -> None:
+    assert load({"PORT": "9999", "RECWATCH_PORT": "9998", "gme_recwatch_port": "9997"}).port == 8080
+
+
+def test_empty_env_value_leaves_the_default() -> None:
+    s = load({"GME_RECWATCH_PORT": "", "GME_RECWATCH_HOST": "", "GME_RECWATCH_LOG_LEVEL": ""})
+    assert (s.port, s.host, s.log_level) == (8080, "0.0.0.0", "info")
+
+
+def test_cli_override_beats_the_environment() -> None:
+    env = {"GME_RECWATCH_PORT": "9000", "GME_RECWATCH_LOG_LEVEL": "error", "GME_RECWATCH_SECRET_KEY": SECRET}
+    s = load(env, {"port": "9100", "log_level": "debug", "secret_key": OTHER_SECRET})
+    assert s.port == 9100
+    assert s.log_level == "debug"
+    assert s.secret_key == OTHER_SECRET
+
+
+def test_cli_override_of_none_keeps_the_environment_value() -> None:
+    s = load({"GME_RECWATCH_PORT": "9000"}, {"port": None, "admin_port": None})
+    assert s.port == 9000
+    assert s.admin_port == 8081
+
+
+def test_cli_override_applies_without_an_environment_value() -> None:
+    assert load({}, {"admin_port": "9200"}).admin_port == 9200
+
+
+def test_invalid_environment_value_is_rejected_when_no_cli_flag_is_given() -> None:
+    assert "GME_RECWATCH_PORT" in _error({"GME_RECWATCH_PORT": "x"}, {"port": None})
+
+
+def test_valid_cli_override_replaces_an_invalid_environment_value() -> None:
+    assert load({"GME_RECWATCH_PORT": "not-a-port"}, {"port": "9000"}).port == 9000
+
+
+def test_admin_port_may_equal_callback_port_on_different_hosts() -> None:
+    s = load({"GME_RECWATCH_HOST": "10.0.0.1", "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
+              "GME_RECWATCH_ADMIN_PORT": "8080"})
+    assert s.port == s.admin_port == 8080
+
+
+# --- invalid values name their environment variable ------------------------------------------
+
+@pytest.mark.parametrize(("var", "raw"), [
+    ("GME_RECWATCH_PORT", "0"),
+    ("GME_RECWATCH_PORT", "-1"),
+    ("GME_RECWATCH_PORT", "65536"),
+    ("GME_RECWATCH_PORT", "100000"),
+    ("GME_RECWATCH_ADMIN_PORT", "0"),
+    ("GME_RECWATCH_ADMIN_PORT", "65536"),
+])
+def test_port_out_of_range_is_rejected_naming_the_variable(var: str, raw: str) -> None:
+    message = _error({var: raw})
+    assert message.startswith(var + "=")
+    assert "1-65535" in message
+
+
+@pytest.mark.parametrize("raw", ["http", "80.5", "8080a", "0x50", "eighty"])
+@pytest.mark.parametrize("var", ["GME_RECWATCH_PORT", "GME_RECWATCH_ADMIN_PORT"])
+def test_non_integer_port_is_rejected_naming_the_variable(var: str, raw: str) -> None:
+    message = _error({var: raw})
+    assert message.startswith(var + "=")
+    assert "integer" in message
+    assert repr(raw) in message
+
+
+@pytest.mark.parametrize(("var", "raw"), [
+    ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "fast"),
+    ("GME_RECWATCH_KEYS_RELOAD_SECONDS", "5s"),
+])
+def test_non_numeric_float_is_rejected_naming_the_variable(var: str, raw: str) -> None:
+    message = _error({var: raw})
+    assert message.startswith(var + "=")
+    assert "number" in message
+
+
+def test_admin_port_equal_to_callback_port_on_the_same_host_is_rejected() -> None:
+    message = _error({"GME_RECWATCH_ADMIN_PORT": "8080"})
+    assert "GME_RECWATCH_ADMIN_PORT" in message
+    assert "GME_RECWATCH_PORT" in message
+
+
+def test_admin_port_equal_to_callback_port_set_by_cli_is_rejected() -> None:
+    message = _error({"GME_RECWATCH_HOST": "127.0.0.1", "GME_RECWATCH_ADMIN_HOST": "127.0.0.1"},
+                     {"port": "9000", "admin_port": "9000"})
+    assert "GME_RECWATCH_ADMIN_PORT" in message
+
+
+@pytest.mark.parametrize("path", ["callback", "gme/callback", "", " /callback", "/call back",
+                                  "http://example.com/callback"])
+def test_callback_path_that_is_not_absolute_is_rejected(path: str) -> None:
+    message = _error(callback_path=path)
+    assert message.startswith("GME_RECWATCH_CALLBACK_PATH=")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/healthz/", "/livez", "/", "//"])
+def test_callback_path_on_a_probe_or_the_root_is_rejected(path: str) -> None:
+    message = _error({"GME_RECWATCH_CALLBACK_PATH": path})
+    assert message.startswith("GME_RECWATCH_CALLBACK_PATH=")
+
+
+@pytest.mark.parametrize("path", ["/callback", "/gme/recording/callback", "/healthz-callback", "/cb/"])
+def test_callback_path_that_is_absolute_and_not_a_probe_is_accepted(path: str) -> None:
+    assert load({"GME_RECWATCH_CALLBACK_PATH": path}).callback_path == path
+
+
+@pytest.mark.parametrize(("var", "raw"), [
+    ("GME_RECWATCH_SIGNATURE_ENCODING", "base32"),
+    ("GME_RECWATCH_SIGNATURE_ENCODING", "sha1"),
+    ("GME_RECWATCH_LOG_LEVEL", "verbose"),
+    ("GME_RECWATCH_LOG_LEVEL", "critical"),
+    ("GME_RECWATCH_LOG_FORMAT", "xml"),
+    ("GME_RECWATCH_ACCEPTED_LOG_LEVEL", "trace"),
+])
+def test_unknown_choice_is_rejected_naming_the_variable_and_the_choices(var: str, raw: str) -> None:
+    message = _error({var: raw})
+    assert message.startswith(var + "=")
+    assert repr(raw) in message
+    assert "must be one of" in message
+
+
+def test_unknown_signature_encoding_lists_the_valid_encodings() -> None:
+    message = _error({"GME_RECWATCH_SIGNATURE_ENCODING": "base32"})
+    for choice in ("auto", "base64", "hex"):
+        assert choice in message
+
+
+def test_retention_shorter_than_upload_grace_is_rejected() -> None:
+    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "600", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900"})
+    assert message.startswith("GME_RECWATCH_RETENTION_SECONDS=")
+
+
+def test_retention_shorter_than_reorder_window_is_rejected() -> None:
+    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "100", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "50"})
+    assert message.startswith("GME_RECWATCH_RETENTION_SECONDS=")
+
+
+def test_retention_equal_to_upload_grace_is_accepted() -> None:
+    s = load({"GME_RECWATCH_RETENTION_SECONDS": "900", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900"})
+    assert s.retention_seconds == s.upload_grace_seconds == 900
+
+
+@pytest.mark.parametrize("raw", ["0", "1023", "-1", str(16 * 1024 * 1024 + 1), "1000000000"])
+def test_max_body_bytes_out_of_range_is_rejected(raw: str) -> None:
+    message = _error({"GME_RECWATCH_MAX_BODY_BYTES": raw})
+    assert message.startswith("GME_RECWATCH_MAX_BODY_BYTES=")
+
+
+@pytest.mark.parametrize("raw", ["1024", str(16 * 1024 * 1024)])
+def test_max_body_bytes_at_the_bounds_is_accepted(raw: str) -> None:
+    assert load({"GME_RECWATCH_MAX_BODY_BYTES": raw}).max_body_bytes == int(raw)
+
+
+@pytest.mark.parametrize("name", [
+    "max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds", "retention_seconds",
+    "snapshot_interval_seconds", "max_segments", "max_apps", "sweep_interval_seconds",
+    "keys_reload_seconds", "shutdown_timeout_seconds",
+])
+@pytest.mark.parametrize("raw", ["0", "-5"])
+def test_non_positive_duration_or_capacity_is_rejected(name: str, raw: str) -> None:
+    message = _error({env_name(name): raw})
+    assert message.startswith(env_name(name) + "=")
+
+
+def test_negative_replay_window_is_rejected_and_zero_turns_it_off() -> None:
+    assert _error({"GME_RECWATCH_REPLAY_WINDOW_SECONDS": "-1"}).startswith(
+        "GME_RECWATCH_REPLAY_WINDOW_SECONDS=")
+    assert load({"GME_RECWATCH_REPLAY_WINDOW_SECONDS": "0"}).replay_window_seconds == 0
+
+
+def test_nan_interval_is_rejected() -> None:
+    assert _error({"GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "nan"}).startswith(
+        "GME_RECWATCH_SWEEP_INTERVAL_SECONDS=")
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+# --- the secret never leaks ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("env", "overrides"), [
+    ({"GME_RECWATCH_PORT": "0"}, None),
+    ({"GME_RECWATCH_PORT": "abc"}, None),
+    ({"GME_RECWATCH_ADMIN_PORT": "8080"}, None),
+    ({"GME_RECWATCH_CALLBACK_PATH": "/healthz"}, None),
+    ({"GME_RECWATCH_LOG_LEVEL": "loud"}, None),
+    ({}, {"signature_encoding": "base32"}),
+    ({}, {"max_body_bytes": "1"}),
+])
+def test_secret_never_appears_in_a_settings_error(
+    env: dict[str, str], overrides: dict[str, str] | None,
+) -> None:
+    env = {"GME_RECWATCH_SECRET_KEY": f"{SECRET},{OTHER_SECRET}", **env}
+    message = _error(env, overrides)
+    assert SECRET not in message
+    assert OTHER_SECRET not in message
+
+
+def test_secret_key_is_the_one_field_marked_secret() -> None:
+    secret_fields = [f.name for f in dataclasses.fields(Settings) if f.metadata["secret"]]
+    assert secret_fields == ["secret_key"]
+
+
+def test_redacted_settings_hide_the_secret() -> None:
+    s = load({"GME_RECWATCH_SECRET_KEY": f"{SECRET},{OTHER_SECRET}"})
+    out = s.redacted()
+    assert out["secret_key"] == "<set>"
+    text = repr(out) + str(out)
+    assert SECRET not in text
+    assert OTHER_SECRET not in text
+
+
+def test_redacted_settings_say_when_the_secret_is_unset() -> None:
+    assert Settings().redacted()["secret_key"] == "<unset>"
+
+
+def test_redacted_settings_keep_every_other_value() -> None:
+    s = load({"GME_RECWATCH_PORT": "9000", "GME_RECWATCH_KEYS_FILE": "/etc/keys"})
+    out = s.redacted()
+    assert set(out) == {f.name for f in dataclasses.fields(Settings)}
+    assert out["port"] == 9000
+    assert out["keys_file"] == "/etc/keys"
+    for f in dataclasses.fields(Settings):
+        if f.name != "secret_key":
+            assert out[f.name] == getattr(s, f.name)
+
+
+def test_repr_of_settings_never_shows_the_secret() -> None:
+    # Settings objects end up in tracebacks and debug logs; the Keyring already hides its keys.
+    s = Settings(secret_key=SECRET)
+    assert SECRET not in repr(s)
+    assert SECRET not in str(s)
+
+
+# --- has_keys ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("secret_key", "keys_file", "expected"), [
+    ("", "", False),
+    ("   ", "", False),
+    (SECRET, "", True),
+    (f"{SECRET},{OTHER_SECRET}", "", True),
+    ("", "/etc/gme/keys", True),
+    (SECRET, "/etc/gme/keys", True),
+])
+def test_has_keys_is_true_when_a_secret_or_keys_file_is_configured(
+    secret_key: str, keys_file: str, expected: bool,
+) -> None:
+    assert Settings(secret_key=secret_key, keys_file=keys_file).has_keys() is expected
+
+
+def test_has_keys_via_environment() -> None:
+    assert load({}).has_keys() is False
+    assert load({"GME_RECWATCH_SECRET_KEY": SECRET}).has_keys() is True
+    assert load({"GME_RECWATCH_KEYS_FILE": "/etc/gme/keys"}).has_keys() is True
+
+
+@pytest.mark.parametrize("secret_key", [",", " , ", ",,,", "\t,\n"])
+def test_has_keys_is_false_when_the_secret_list_holds_no_key(secret_key: str) -> None:
+    # `serve` refuses to start without keys; a list of only separators is no keys at all
+    # (parse_secret_list gives []), so the service would start and reject every callback.
+    assert Settings(secret_key=secret_key).has_keys() is False
