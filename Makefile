@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A demo key so `make run` works out of the box; it is printed at start. Never use it in production.
 DEMO_KEY ?= recwatch-demo-key-change-me
 
-.PHONY: run test venv lint typecheck send simulate bench system-deps clean
+.PHONY: run test venv lint send bench docs system-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
+
+## Regenerate the README's configuration and metrics tables from the code.
+docs: venv
+	$(BIN)/python tools/readme_tables.py --write
+
+## Benchmarks (results and method in BENCHMARKS.md).
+bench: venv
+	bash benchmarks/run_all.sh
 
 ## System packages the tests and benchmarks use (Debian): Prometheus/promtool and wrk.
 system-deps:

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from test_app import SECRET, Harness, body
 
 from gme_recwatch import logging as log_setup
 from gme_recwatch.app import Service, build_apps
 from gme_recwatch.settings import Settings
 from gme_recwatch.signature import sign
-
-from test_app import SECRET, Harness, body
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_app import SECRET, Harness, body
 
 from gme_recwatch import tracing
 from gme_recwatch.app import Service, build_apps
 from gme_recwatch.settings import Settings
-
-from test_app import SECRET, Harness, body
 
 
 def harness_with(exporter: InMemorySpanExporter) -> Harness:

@@ -90,7 +90,7 @@ def peek_biz_id(body: bytes) -> int | None:
     """BizID, only to choose which key to verify with; never trusted beyond that."""
     try:
         return _biz_decoder.decode(body).BizID
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return None
 
 
@@ -100,7 +100,7 @@ def decode(body: bytes) -> Event | UnknownEvent:
         wire = _wire_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise MalformedCallback(str(exc)) from None
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise MalformedCallback(f"invalid JSON: {exc}") from None
     if wire.EventType not in EVENT_NAMES:
         return UnknownEvent(wire.EventType, None if wire.BizID is UNSET else wire.BizID)
@@ -110,7 +110,7 @@ def decode(body: bytes) -> Event | UnknownEvent:
     assert not isinstance(wire.Detail, UnsetType)
     try:
         detail = _detail_decoder.decode(wire.Detail)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MalformedCallback(f"Detail: {exc}") from None
     for name in ("RoomID", "UserID"):
         if "\x00" in getattr(wire, name):

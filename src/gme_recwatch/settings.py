@@ -27,7 +27,9 @@ class SettingsError(ValueError):
 
 
 def _setting(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+    # repr=False for secrets: tracebacks rendered with locals (rich, in console mode) show reprs.
+    return field(default=default, repr=not secret,
+                 metadata={"help": help, "secret": secret, "choices": choices})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,9 @@ class Settings:
         return self
 
     def has_keys(self) -> bool:
-        return bool(self.secret_key.strip() or self.keys_file)
+        from .signature import parse_secret_list
+
+        return bool(parse_secret_list(self.secret_key) or self.keys_file)
 
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict for the start-up log line, secrets replaced."""
@@ -175,6 +179,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         what = "an integer" if kind is int else "a number"
         shown = "<redacted>" if f.metadata["secret"] else repr(raw)
         raise SettingsError(f"{env_name(f.name)}={shown}: must be {what}") from None
+    if f.metadata["choices"]:
+        return raw.strip().lower()
     return raw.strip() if f.name != "secret_key" else raw
 
 

@@ -166,7 +166,7 @@ class KeyringSource:
     def reload(self) -> None:
         """Read the keys file now; raise OSError/KeyringError and keep the old keys on failure."""
         stamp = self._file_stamp()
-        with open(self._path, encoding="utf-8") as fh:
+        with open(self._path, encoding="utf-8-sig") as fh:  # tolerate an editor's BOM
             ring = parse_keys_file(fh.read())
         self._file, self._stamp = ring, stamp
         self.current = self._env.merged(ring)
