@@ -183,20 +183,13 @@ class Metrics:
         self.registry.register(TrackerCollector(source))
 
 
-def _gauge_by_app(name: str, doc: str, values: dict[str, int] | dict[str, float],
-                  apps: Iterable[str]) -> GaugeMetricFamily:
-    g = GaugeMetricFamily(name, doc, labels=["app_id"])
+def _by_app(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
+            values: dict[str, int] | dict[str, float], apps: Iterable[str]) -> Metric:
+    """One sample per app label, zero for apps without a value yet."""
+    fam = family(name, doc, labels=["app_id"])
     for app in apps:
-        g.add_metric([app], values.get(app, 0))
-    return g
-
-
-def _counter_by_app(name: str, doc: str, values: dict[str, int],
-                    apps: Iterable[str]) -> CounterMetricFamily:
-    c = CounterMetricFamily(name, doc, labels=["app_id"])
-    for app in apps:
-        c.add_metric([app], values.get(app, 0))
-    return c
+        fam.add_metric([app], values.get(app, 0))
+    return fam
 
 
 class TrackerCollector(Collector):
@@ -220,23 +213,23 @@ class TrackerCollector(Collector):
             for mode in RECORD_MODES:
                 active.add_metric([app, mode], s.active_recordings.get((app, mode), 0))
         yield active
-        yield _gauge_by_app(PREFIX + "active_rooms",
+        yield _by_app(GaugeMetricFamily, PREFIX + "active_rooms",
                             "Rooms with at least one segment recording.", s.active_rooms, apps)
-        yield _gauge_by_app(PREFIX + "stuck_recordings",
+        yield _by_app(GaugeMetricFamily, PREFIX + "stuck_recordings",
                             "Segments recording for longer than the maximum recording duration.",
                             s.stuck, apps)
-        yield _counter_by_app(PREFIX + "stuck",
+        yield _by_app(CounterMetricFamily, PREFIX + "stuck",
                               "Segments that became stuck.", s.stuck_total, apps)
-        yield _gauge_by_app(PREFIX + "missing_uploads",
+        yield _by_app(GaugeMetricFamily, PREFIX + "missing_uploads",
                             "Completed segments with no upload within the upload grace.",
                             s.missing_uploads, apps)
-        yield _counter_by_app(PREFIX + "missing_uploads",
+        yield _by_app(CounterMetricFamily, PREFIX + "missing_uploads",
                               "Completed segments whose upload did not arrive within the grace.",
                               s.missing_uploads_total, apps)
-        yield _counter_by_app(PREFIX + "segments_completed",
+        yield _by_app(CounterMetricFamily, PREFIX + "segments_completed",
                               "Segments whose completion (event 2) was seen; the denominator of "
                               "the missing-upload ratio.", s.completed_total, apps)
-        yield _gauge_by_app(PREFIX + "oldest_recording_start_timestamp_seconds",
+        yield _by_app(GaugeMetricFamily, PREFIX + "oldest_recording_start_timestamp_seconds",
                             "Start (sender Timestamp) of the oldest segment still recording; "
                             "0 when none is.", s.oldest_start, apps)
         orphans = CounterMetricFamily(
