@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_app import SECRET, Harness, body
 
 from gme_recwatch import logging as log_setup
@@ -75,11 +76,18 @@ def test_accepted_callbacks_log_at_the_chosen_level(captured: io.StringIO) -> No
     assert accepted[0]["task_id"] == "446946705284000000"
 
 
-def test_log_lines_carry_trace_and_span_ids(captured: io.StringIO) -> None:
-    h = harness()
-    h.post(body(1), sig=None)
+def test_log_lines_carry_trace_and_span_ids_when_tracing_is_on(captured: io.StringIO) -> None:
+    service = Service(Settings(secret_key=SECRET), span_exporter=InMemorySpanExporter())
+    cb, admin = build_apps(service)
+    Harness(service, cb, admin).post(body(1), sig=None)
     (line,) = [ln for ln in lines(captured) if ln["event"] == "callback_rejected"]
     assert len(str(line["trace_id"])) == 32 and len(str(line["span_id"])) == 16
+
+
+def test_without_an_exporter_there_are_no_dangling_trace_ids(captured: io.StringIO) -> None:
+    harness().post(body(1), sig=None)
+    (line,) = [ln for ln in lines(captured) if ln["event"] == "callback_rejected"]
+    assert "trace_id" not in line
 
 
 def test_redact_processor_masks_sensitive_fields() -> None:

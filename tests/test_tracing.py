@@ -59,6 +59,8 @@ def test_export_is_off_unless_an_otlp_endpoint_is_configured() -> None:
 
 def test_sdk_disabled_gives_no_provider_and_callbacks_still_work() -> None:
     assert tracing.make_provider(env={"OTEL_SDK_DISABLED": "true"}) is None
-    provider = tracing.make_provider(env={"OTEL_SERVICE_NAME": "recwatch-eu"})
+    assert tracing.make_provider(env={}) is None  # nothing to export to: no-op tracing
+    provider = tracing.make_provider(env={"OTEL_SERVICE_NAME": "recwatch-eu",
+                                          "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
     assert provider is not None
     assert provider.resource.attributes["service.name"] == "recwatch-eu"
