@@ -352,3 +352,40 @@ def test_every_state_is_reachable_in_the_property_space() -> None:
         for gap in (0.5, 60, 150):
             seen.add(_final(list(events), gap)[0])
     assert seen == {"recording", "completed", "uploaded", "stuck", "upload_missing", "orphan"}
+
+
+def test_budgeted_sweep_works_in_rounds_and_loses_nothing(clock: FakeClock) -> None:
+    t = Tracker(CFG, clock)
+    for seq in range(25):
+        t.record(ev(1, seq=seq))
+    clock.advance(101)
+    assert t.has_due()
+    rounds = []
+    while t.has_due():
+        rounds.append(len(t.sweep(budget=10)))
+    assert rounds == [10, 10, 5]
+    assert t.stats().stuck[str(BIZ)] == 25
+    assert_consistent(t)
+
+
+def test_oldest_start_ignores_a_reused_slot(clock: FakeClock) -> None:
+    t = Tracker(TrackerConfig(max_segments=2, retention_seconds=10_000), clock)
+    t.record(ev(1, seq=0, ts=100))
+    t.record(ev(1, seq=1, ts=200))
+    t.record(ev(1, seq=2, ts=300))  # evicts seq 0 (oldest); its slot is reused
+    assert t.stats().oldest_start[str(BIZ)] == 200
+    assert_consistent(t)
+
+
+def test_timer_wheel_stays_proportional_to_segments_under_a_flood(clock: FakeClock) -> None:
+    """Stale wheel entries (evicted segments, moved deadlines) are compacted away."""
+    t = Tracker(TrackerConfig(max_segments=100, retention_seconds=10_000), clock)
+    for seq in range(20_000):
+        t.record(ev(1, seq=seq))
+    assert len(t) == 100
+    assert t._bucket_entries <= 2 * len(t) + 1024
+    assert sum(len(b) for b in t._buckets.values()) == t._bucket_entries
+    clock.advance(30_000)
+    t.sweep()
+    assert len(t) == 0 and not t._buckets
+    assert_consistent(t)

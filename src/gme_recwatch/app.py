@@ -35,6 +35,7 @@ from .state import SnapshotStore
 from .tracing import make_provider, tracer
 from .tracker import STATE_NAMES, Clock, SegmentView, SystemClock, Tracker, TrackerConfig
 
+SWEEP_BUDGET = 5000  # due segments handled per round before yielding to the event loop
 _EXPOSITION = "text/plain; version=0.0.4"  # Litestar appends the charset
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
@@ -73,7 +74,7 @@ class Service:
     def start_background(self) -> None:
         s = self.settings
         self._tasks = [
-            asyncio.create_task(self._every(s.sweep_interval_seconds, self.sweep), name="sweep"),
+            asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._every(s.keys_reload_seconds, self.reload_keys), name="keys"),
         ]
         if s.state_file:
@@ -102,8 +103,23 @@ class Service:
                 self.log.error("background_task_failed", task=fn.__name__,
                                error=type(exc).__name__)
 
-    def sweep(self) -> None:
-        for t in self.tracker.sweep():
+    async def _sweep_loop(self) -> None:
+        # Deadlines can fall due by the hundred thousand in one second (a fleet-wide outage):
+        # sweep in rounds and yield between them, so callbacks are still answered promptly.
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            while True:
+                try:
+                    self.sweep(SWEEP_BUDGET)
+                except Exception as exc:  # the loop must outlive one bad round
+                    self.log.error("background_task_failed", task="sweep", error=type(exc).__name__)
+                    break
+                if not self.tracker.has_due():
+                    break
+                await asyncio.sleep(0)
+
+    def sweep(self, budget: int | None = None) -> None:
+        for t in self.tracker.sweep(budget):
             self.log.warning(
                 f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
                 room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no)
@@ -171,12 +187,13 @@ def instrument(app: ASGIApp, metrics: Metrics, listener: str) -> ASGIApp:
 def _internal_error(log: Any) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
     def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         if isinstance(exc, HTTPException):
-            return Response({"code": exc.status_code, "error": "http", "message": exc.detail},
-                            status_code=exc.status_code)
+            doc = ErrorBody(exc.status_code, "http", exc.detail,
+                            str(exc.extra) if getattr(exc, "extra", None) else None)
+            # exc.headers carries e.g. the Allow header of a 405.
+            return Response(doc, status_code=exc.status_code, headers=exc.headers)
         # A bug, not the client's fault. The exception type only: no body, no headers.
         log.error("internal_error", path=request.url.path, error=type(exc).__name__)
-        return Response({"code": 500, "error": "internal", "message": "internal error"},
-                        status_code=500)
+        return Response(ErrorBody(500, "internal", "internal error"), status_code=500)
 
     return handler
 
@@ -284,7 +301,10 @@ class SegmentList(msgspec.Struct):
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):  # a time no calendar can show
+        return None
 
 
 def _out(v: SegmentView) -> SegmentOut:
@@ -325,7 +345,9 @@ def build_admin_app(service: Service) -> Litestar:
             return Response(Probe("ready", len(tracker)))
         return Response(Probe("not ready"), status_code=503)
 
-    @get("/api/v1/segments", summary="Tracked segments, oldest first")
+    bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
+
+    @get("/api/v1/segments", summary="Tracked segments, oldest first", responses=bad_query)
     async def segments(
         state_filter: Annotated[State | None, QueryParameter(name="state")] = None,
         app_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
@@ -335,7 +357,8 @@ def build_admin_app(service: Service) -> Litestar:
         found = tracker.segments(state=state_filter, app_id=app_id, room_id=room_id, limit=limit)
         return SegmentList(len(found), [_out(v) for v in found])
 
-    @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments")
+    @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments",
+         responses=bad_query)
     async def room(app_id: Annotated[str, PathParameter(max_length=64)],
                    room_id: Annotated[str, PathParameter(max_length=256)],
                    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000) -> SegmentList:

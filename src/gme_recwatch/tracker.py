@@ -227,6 +227,7 @@ class Tracker:
         # Timer wheel: second -> slots due then, plus a heap of the seconds that have a bucket.
         self._buckets: dict[int, array[int]] = {}
         self._bucket_heap: list[int] = []
+        self._bucket_entries = 0  # live and stale entries together, for compaction
         self._terminal_fifo: deque[str] = deque()
         self._creation_fifo: deque[str] = deque()
         # Bounded app labels: index -> label; the last index is "other" once max_apps is hit.
@@ -244,7 +245,10 @@ class Tracker:
         self._missing: list[int] = []
         self._missing_total: list[int] = []
         self._completed_total: list[int] = []
-        self._oldest: list[list[tuple[int, str]]] = []
+        # Per app, a lazy min-heap of `ts_start << slot_bits | slot` for recording segments: one
+        # int per entry instead of a (ts, key) tuple, about 60 bytes less per recording.
+        self._oldest: list[list[int]] = []
+        self._slot_bits = max(1, self.cfg.max_segments.bit_length())
         self._orphan_events = {"completed": 0, "uploaded": 0}
         self._evictions: dict[tuple[str, str], int] = {
             (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES
@@ -302,6 +306,7 @@ class Tracker:
             old_state = -1
             seen = 0
         else:
+            key = self._keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
             meta = self._meta[slot]
             app = meta >> _APP_SHIFT
             seen = meta & _SEEN_MASK
@@ -396,7 +401,7 @@ class Tracker:
                 if n == 0:
                     self._active_rooms[app] += 1
                 heap = self._oldest[app]
-                heapq.heappush(heap, (self._ts_start[slot], key))
+                heapq.heappush(heap, (self._ts_start[slot] << self._slot_bits) | slot)
                 if len(heap) > 2 * sum(self._active[app]) + 1024:
                     self._compact_oldest(app)
             else:
@@ -439,19 +444,54 @@ class Tracker:
             bucket = self._buckets[sec] = array("q")
             heapq.heappush(self._bucket_heap, sec)
         bucket.append(slot)
+        self._bucket_entries += 1
+        if self._bucket_entries > 2 * len(self._index) + 1024:
+            self._compact_wheel()
 
-    def sweep(self) -> list[Transition]:
+    def _compact_wheel(self) -> None:
+        # A moved deadline or a removed segment leaves its old entry until that second comes
+        # round, hours later: under a flood of new keys the stale entries would outgrow the
+        # capacity bound. Rebuild from the live deadlines once they dominate (amortised O(1)).
+        buckets: dict[int, array[int]] = {}
+        for slot in self._index.values():
+            deadline = self._deadline[slot]
+            if deadline != INF:
+                sec = math.ceil(deadline)
+                bucket = buckets.get(sec)
+                if bucket is None:
+                    bucket = buckets[sec] = array("q")
+                bucket.append(slot)
+        self._buckets = buckets
+        self._bucket_heap = list(buckets)
+        heapq.heapify(self._bucket_heap)
+        self._bucket_entries = sum(len(b) for b in buckets.values())
+
+    def sweep(self, budget: int | None = None) -> list[Transition]:
         """Apply every deadline that has passed: state changes and TTL expiry.
 
         Called about once a second; costs O(segments due), never a scan of all segments.
-        Returns the segments that became stuck, upload_missing or orphan, for logging.
+        With a ``budget``, at most that many due entries are handled and the rest stay queued
+        (see :meth:`has_due`), so a caller can yield between rounds. Returns the segments that
+        became stuck, upload_missing or orphan, for logging.
         """
         now = self.clock.monotonic()
         out: list[Transition] = []
-        heap = self._bucket_heap
-        while heap and heap[0] <= now:
-            sec = heapq.heappop(heap)
-            for slot in self._buckets.pop(sec):
+        left = budget if budget is not None else -1
+        # No local alias of the heap: settling can reschedule, and a reschedule can compact the
+        # wheel, which replaces both the heap and the buckets.
+        while self._bucket_heap and self._bucket_heap[0] <= now and left != 0:
+            sec = heapq.heappop(self._bucket_heap)
+            bucket = self._buckets.pop(sec, None)
+            if bucket is None:
+                continue
+            self._bucket_entries -= len(bucket)
+            if 0 < left < len(bucket):
+                self._buckets[sec] = bucket[left:]  # the rest waits for the next round
+                self._bucket_entries += len(bucket) - left
+                heapq.heappush(self._bucket_heap, sec)
+                bucket = bucket[:left]
+            left = max(left - len(bucket), 0) if left > 0 else left
+            for slot in bucket:
                 key = self._keys[slot]
                 deadline = self._deadline[slot]
                 # Stale entries (the deadline moved, or the slot was freed and reused) skip.
@@ -467,6 +507,9 @@ class Tracker:
                 if self._expires[slot] <= now:
                     self._remove(slot, key, "ttl")
         return out
+
+    def has_due(self) -> bool:
+        return bool(self._bucket_heap) and self._bucket_heap[0] <= self.clock.monotonic()
 
     # ----------------------------------------------------------------- eviction
 
@@ -508,24 +551,32 @@ class Tracker:
 
     # ----------------------------------------------------------------- read side
 
-    def _is_recording_since(self, key: str, ts: int) -> bool:
-        slot = self._index.get(key)
-        return slot is not None and self._ts_start[slot] == ts and (
-            (self._meta[slot] >> _STATE_SHIFT) & _STATE_MASK) in _LIVE_RECORDING
+    def _is_recording_since(self, app: int, entry: int) -> bool:
+        """Whether a heap entry still describes a live recording of this app.
+
+        The slot may have been freed and reused since the entry was pushed, so the app and the
+        start time are checked too.
+        """
+        slot = entry & ((1 << self._slot_bits) - 1)
+        meta = self._meta[slot]
+        return (self._keys[slot] is not None and meta >> _APP_SHIFT == app
+                and self._ts_start[slot] == entry >> self._slot_bits
+                and (meta >> _STATE_SHIFT) & _STATE_MASK in _LIVE_RECORDING)
 
     def _compact_oldest(self, app: int) -> None:
         # Entries of segments that stopped recording leave the heap lazily, from the top; drop
         # them all once they dominate, so the heap stays O(recording segments).
-        heap = [e for e in self._oldest[app] if self._is_recording_since(e[1], e[0])]
+        # A set: a reused slot whose new segment started in the same second as its old one makes
+        # two identical entries, and only one of them may survive or the heap never shrinks.
+        heap = list({e for e in self._oldest[app] if self._is_recording_since(app, e)})
         heapq.heapify(heap)
         self._oldest[app] = heap
 
     def _oldest_start(self, app: int) -> float:
         heap = self._oldest[app]
         while heap:
-            ts, key = heap[0]
-            if self._is_recording_since(key, ts):
-                return float(ts)
+            if self._is_recording_since(app, heap[0]):
+                return float(heap[0] >> self._slot_bits)
             heapq.heappop(heap)
         return 0.0
 
