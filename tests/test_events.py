@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gme_recwatch.events import (
     COMPLETED,
     MAX_ID_LENGTH,
+    MAX_TIMESTAMP,
     STARTED,
     UPLOADED,
     Event,
@@ -271,9 +272,16 @@ def test_overlong_id_is_malformed(field: str) -> None:
 
 
 def test_largest_int64_ids_are_accepted() -> None:
-    ev = decode(_body(BizID=I64_MAX, TaskID=I64_MAX, Timestamp=I64_MAX, Detail={"SeqNo": I64_MAX}))
+    ev = decode(_body(BizID=I64_MAX, TaskID=I64_MAX, Detail={"SeqNo": I64_MAX}))
     assert isinstance(ev, Event)
-    assert (ev.biz_id, ev.task_id, ev.timestamp, ev.seq_no) == (I64_MAX,) * 4
+    assert (ev.biz_id, ev.task_id, ev.seq_no) == (I64_MAX,) * 3
+
+
+def test_timestamp_is_accepted_up_to_the_year_9999_and_malformed_beyond() -> None:
+    ev = decode(_body(Timestamp=MAX_TIMESTAMP))
+    assert isinstance(ev, Event) and ev.timestamp == MAX_TIMESTAMP
+    assert "Timestamp" in _malformed(_body(Timestamp=MAX_TIMESTAMP + 1))
+    assert "Timestamp" in _malformed(_body(Timestamp=I64_MAX))
 
 
 @pytest.mark.parametrize("field", ["RoomID", "UserID"])
@@ -412,7 +420,7 @@ int64s = st.integers(min_value=0, max_value=I64_MAX)
     biz_id=int64s, room_id=ids, user_id=ids, task_id=int64s, seq_no=int64s,
     event_type=st.sampled_from([STARTED, COMPLETED, UPLOADED]),
     record_mode=st.integers(min_value=-(2**63), max_value=I64_MAX),
-    timestamp=int64s, file_name=st.text(max_size=200),
+    timestamp=st.integers(min_value=0, max_value=MAX_TIMESTAMP), file_name=st.text(max_size=200),
 )
 def test_encode_callback_output_decodes_to_the_same_values(
     biz_id: int, room_id: str, user_id: str, task_id: int, seq_no: int, event_type: int,

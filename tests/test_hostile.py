@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,9 +40,10 @@ from hypothesis import strategies as st
 from gme_recwatch import logging as gme_logging
 from gme_recwatch import signature as signature_mod
 from gme_recwatch.app import Service, build_apps
-from gme_recwatch.events import encode_callback
+from gme_recwatch.events import Event, encode_callback
 from gme_recwatch.settings import Settings
 from gme_recwatch.signature import sign
+from gme_recwatch.tracker import FakeClock, Tracker, TrackerConfig
 
 SECRET = "hostile-test-SECRET-4f1c9e27d3"
 BIZ_ID = 1400000000
@@ -369,6 +372,18 @@ def test_correctly_signed_hostile_bodies_are_decoded_safely(
     world.bump("signed_inputs")
 
 
+def test_accepted_far_future_timestamp_keeps_the_segments_api_answering(world: World) -> None:
+    """A signed callback whose Timestamp is 2**63-1 (in range for the decoder) is accepted (replay window off by
+    default); the drill-down API must still answer, not 500 on formatting that date."""
+    body = encode_callback(biz_id=BIZ_ID, room_id="far-future", user_id="u", task_id=7, seq_no=0,
+                           event_type=1, record_mode=1, timestamp=2**63 - 1)
+    r = exchange(world, body, [("Signature", sign(body, SECRET))], signed=True)
+    assert r.status_code in (200, 400)
+    for path in ("/api/v1/segments?limit=1000", f"/api/v1/rooms/{BIZ_ID}/far-future"):
+        api = world.admin_get(path)
+        assert api.status_code < 500, (path, api.status_code, api.text)
+
+
 def test_signature_header_edge_cases(world: World) -> None:
     """Exact outcomes for the header variants that a proxy or a confused client could produce."""
     body = encode_callback(biz_id=BIZ_ID, room_id="hdr", user_id="u", task_id=9, seq_no=0,
@@ -407,6 +422,57 @@ def test_body_over_the_limit_is_rejected_while_streaming(world: World) -> None:
     assert sent <= MAX_BODY + 2 * 1024, f"read {sent} bytes for a {MAX_BODY}-byte limit"
     r = exchange(world, b"{}", [("Content-Length", str(10 * MAX_BODY))], signed=False)
     assert r.status_code == 413
+
+
+# --------------------------------------------------------------------------- schemathesis
+
+# Schemathesis needs its schema at import time; this service is separate from `world`'s.
+_ST_SERVICE = Service(Settings(secret_key=SECRET))
+_ST_SERVICE.ready = True  # as once started: /readyz's 503 belongs to start-up and shutdown
+_ST_CALLBACK, _ST_ADMIN = build_apps(_ST_SERVICE)
+admin_schema = schemathesis.openapi.from_asgi("/schema/openapi.json", _ST_ADMIN)
+callback_schema = schemathesis.openapi.from_dict(
+    schemathesis.openapi.from_asgi("/schema/callback/openapi.json", _ST_ADMIN).raw_schema)
+callback_schema.app = _ST_CALLBACK
+ST_COUNTS: dict[str, int] = {}
+
+
+def _no_secrets(text: str) -> None:
+    assert SECRET not in text
+
+
+@admin_schema.parametrize()
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_admin_api_conforms_to_its_schema(case: Any) -> None:
+    """Every schemathesis check (no 5xx, documented status codes and bodies, methods) holds."""
+    ST_COUNTS[case.operation.label] = ST_COUNTS.get(case.operation.label, 0) + 1
+    r = case.call()
+    _no_secrets(r.text)
+    case.validate_response(r)
+
+
+@callback_schema.parametrize()
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_callback_api_conforms_to_its_schema(case: Any) -> None:
+    """The callback listener against the schema the admin port publishes for it."""
+    label = "callback " + case.operation.label
+    ST_COUNTS[label] = ST_COUNTS.get(label, 0) + 1
+    r = case.call()
+    assert r.status_code < 500
+    if case.method == "POST" and case.path == "/callback" and r.status_code >= 400:
+        assert r.json()["error"] in SIGNATURE_REASONS + INVALID_REASONS, (r.status_code, r.text)
+    _no_secrets(r.text)
+    case.validate_response(r)
+
+
+def test_schemathesis_never_got_a_5xx_and_figures() -> None:
+    for svc in (_ST_SERVICE,):
+        for fam in svc.metrics.http_requests.collect():
+            for s in fam.samples:
+                if s.name.endswith("_total") and s.value:
+                    assert not s.labels["code"].startswith("5"), s
+    figure("schemathesis_cases", dict(sorted(ST_COUNTS.items())))
+    figure("schemathesis_cases_total", sum(ST_COUNTS.values()))
 
 
 # --------------------------------------------------------------------------- secrets
@@ -468,6 +534,54 @@ def test_hostile_figures(world: World) -> None:
 
 
 # --------------------------------------------------------------------------- floods
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _retained(value: Any, depth: int = 0) -> int:
+    """Elements held by a container, and by the containers inside it (two levels down)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return 0
+    n = len(value)
+    if depth < 2 and isinstance(value, (dict, list, deque)):
+        items = value.values() if isinstance(value, dict) else value
+        n += sum(_retained(v, depth + 1) for v in items if not isinstance(v, (str, int, float)))
+    return n
+
+
+def test_a_million_distinct_segments_stay_within_capacity() -> None:
+    """1M distinct keys against a 100k tracker: never above capacity, every eviction counted, and
+    what the tracker holds stops growing once it is full (it is O(capacity), not O(events))."""
+    cap, n, every = 100_000, 1_000_000, 100_000
+    tracker = Tracker(TrackerConfig(max_segments=cap), FakeClock())
+    base = _rss_mib()
+    rss: list[float] = []
+    held: list[int] = []
+    started = time.perf_counter()
+    for i in range(n):
+        tracker.record(Event(BIZ_ID, f"room-{i // 10}", "user", 446946705284000000 + i, 0,
+                             1 + i % 3, 1, 1_700_000_000))
+        if i % every == every - 1:
+            assert len(tracker) <= cap
+            rss.append(round(_rss_mib(), 1))
+            held.append(sum(_retained(v) for v in vars(tracker).values()))
+    elapsed = time.perf_counter() - started
+    stats = tracker.stats()
+    evicted = sum(v for (reason, _), v in stats.evictions.items() if reason == "capacity")
+    figure("tracker_flood", {"segments": n, "capacity": cap, "evicted": evicted,
+                             "rss_mib_before": round(base, 1), "rss_mib_every_100k": rss,
+                             "elements_held_every_100k": held, "seconds": round(elapsed, 1),
+                             "per_second": round(n / elapsed)})
+    assert len(tracker) == cap and evicted == n - cap
+    assert sum(stats.by_state.values()) == cap
+    # Lazily compacted structures oscillate with a period of about `cap` inserts, so the peak of
+    # 100k..500k covers them. Anything kept per *event* adds 500k elements over the last 500k
+    # events; allow half of that for a lazier compaction than today's.
+    growth = max(held[5:]) - max(held[1:5])
+    assert growth < (n - 5 * every) // 2, f"held elements grow with events, not capacity: {held}"
 
 
 def test_signed_flood_through_the_intake_is_bounded_and_the_admin_still_answers(

@@ -25,6 +25,9 @@ _I64: Final = 2**63 - 1  # ids and times are stored in int64 columns
 
 _Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Count = Annotated[int, Meta(ge=0, le=_I64)]
+# A Unix time up to the year 9999: anything later is garbage, and would break date formatting.
+MAX_TIMESTAMP: Final = 253402300799
+_Time = Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP)]
 
 
 class MalformedCallback(ValueError):
@@ -43,7 +46,7 @@ class _Wire(Struct):
     UserID: _Id | UnsetType = UNSET
     TaskID: _Count | UnsetType = UNSET
     RecordMode: int | UnsetType = UNSET
-    Timestamp: _Count | UnsetType = UNSET
+    Timestamp: _Time | UnsetType = UNSET
     Detail: Raw | UnsetType = UNSET
 
 
