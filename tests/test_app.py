@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import metric_value
 
 from gme_recwatch.app import Service, build_apps
 from gme_recwatch.events import encode_callback
@@ -59,16 +59,7 @@ class Harness:
         return self.request(self.admin, "GET", path, **kw)
 
     def metric(self, name: str, **labels: str) -> float:
-        text = self.get("/metrics").text
-        total, found = 0.0, False
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-                    found = True
-        if not found:
-            raise KeyError(f"{name}{labels}")
-        return total
+        return metric_value(self.get("/metrics").text, name, **labels)
 
 
 def make(**overrides: Any) -> Harness:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import load_vectors
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,13 +24,7 @@ from gme_recwatch.events import (
     peek_biz_id,
 )
 
-try:  # tests/ as a package (tests/__init__.py) or as a plain rootdir on sys.path
-    from .conftest import SHARED
-except ImportError:
-    from conftest import SHARED  # type: ignore[no-redef]
-
-VECTORS: list[dict[str, Any]] = json.loads(
-    (SHARED / "vectors" / "signed-callbacks.json").read_text(encoding="utf-8"))
+VECTORS: list[dict[str, Any]] = load_vectors()
 BY_NAME = {v["name"]: v for v in VECTORS}
 TASK_ID = 446946705284000000
 FILE_NAME = "1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3"

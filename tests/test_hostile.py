@@ -34,6 +34,7 @@ import httpx
 import pytest
 import schemathesis
 import structlog
+from conftest import figures_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,11 +62,7 @@ def figure(name: str, value: Any) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _write_figures() -> Iterator[None]:
-    yield
-    path = os.environ.get("GME_RECWATCH_FIGURES")
-    if path and FIGURES:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"module": "test_hostile", **FIGURES}) + "\n")
+    yield from figures_writer("test_hostile", FIGURES)
 
 
 # --------------------------------------------------------------------------- the service

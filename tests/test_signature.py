@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import load_vectors
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -27,15 +27,9 @@ from gme_recwatch.signature import (
     verify,
 )
 
-try:  # tests/ as a package (tests/__init__.py) or as a plain rootdir on sys.path
-    from .conftest import SHARED
-except ImportError:
-    from conftest import SHARED  # type: ignore[no-redef]
-
 _real_compare_digest = hmac.compare_digest
 
-VECTORS_FILE = SHARED / "vectors" / "signed-callbacks.json"
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
+VECTORS: list[dict[str, Any]] = load_vectors()
 ENCODINGS = ("base64", "hex", "auto")
 
 APP_A = 1400000000

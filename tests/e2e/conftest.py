@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import metric_value
 
 from gme_recwatch.events import encode_callback
 from gme_recwatch.signature import sign
@@ -68,17 +69,7 @@ class RunningService:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels`."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total, found = 0.0, False
-        for fam in text_string_to_metric_families(self.metrics_text()):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-                    found = True
-        if not found:
-            raise KeyError(f"no sample {name}{labels}")
-        return total
+        return metric_value(self.metrics_text(), name, **labels)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

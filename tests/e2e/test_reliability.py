@@ -10,7 +10,6 @@ Set ``GME_RECWATCH_FIGURES=<path>`` to append the figures quoted in docs/reliabi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import statistics
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import figures_writer
 
 from gme_recwatch.signature import sign
 
@@ -34,11 +34,7 @@ FIGURES: dict[str, Any] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def _write_figures() -> Iterator[None]:
-    yield
-    path = os.environ.get("GME_RECWATCH_FIGURES")
-    if path and FIGURES:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"module": "test_reliability", **FIGURES}) + "\n")
+    yield from figures_writer("test_reliability", FIGURES)
 
 
 # --------------------------------------------------------------------------- load generator
