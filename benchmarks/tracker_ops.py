@@ -7,6 +7,10 @@ completed, uploaded for each segment), events built before the clock starts. Swe
 * idle: a sweep with nothing due (what the once-a-second loop costs almost always);
 * due: the clock moved past ``max_recording_seconds``, every segment turns stuck in one
   sweep: the worst case, reported per segment due.
+* budgeted: the same, but swept the way the service does it, ``sweep(5000)`` rounds until
+  ``has_due()`` is false; the worst round is the longest the event loop is blocked. At 1M,
+  also ``Service.sweep(5000)`` rounds, which add the ``segment_stuck`` log line per segment
+  (JSON to /dev/null).
 
     .venv/bin/python benchmarks/tracker_ops.py
 """
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _fill import events, machine
 
+from gme_recwatch import logging as log_setup
 from gme_recwatch.events import COMPLETED, STARTED, UPLOADED
 from gme_recwatch.tracker import FakeClock, Tracker, TrackerConfig
 
@@ -59,6 +67,53 @@ def sweep(n: int) -> dict[str, float]:
             "us_per_due_segment": due / n * 1e6}
 
 
+BUDGET = 5000  # gme_recwatch.app.SWEEP_BUDGET
+
+
+def _rounds(sweep_once: Callable[[], object], has_due: Callable[[], bool]) -> tuple[int, float, float, float]:
+    """Rounds until nothing is due: count, worst, median and total seconds. GC stays on."""
+    times = []
+    while has_due():
+        t0 = time.perf_counter()
+        sweep_once()
+        times.append(time.perf_counter() - t0)
+    return len(times), max(times), statistics.median(times), sum(times)
+
+
+def budgeted(n: int) -> dict[str, float]:
+    """All n due at once, swept in rounds of BUDGET: rounds, worst round, total."""
+    clock = FakeClock()
+    cfg = TrackerConfig(max_segments=n)
+    tracker = Tracker(cfg, clock)
+    for ev in events(n, (STARTED,)):
+        tracker.record(ev)
+    clock.advance(1.5 + cfg.max_recording_seconds)
+    gc.collect()
+    rounds, worst, median, total = _rounds(lambda: tracker.sweep(BUDGET), tracker.has_due)
+    assert tracker.stats().by_state["stuck"] == n
+    return {"budget": BUDGET, "budgeted_rounds": rounds, "worst_round_ms": worst * 1000,
+            "median_round_ms": median * 1000, "budgeted_total_ms": total * 1000}
+
+
+def service_rounds(n: int) -> dict[str, float]:
+    """As budgeted(), through Service.sweep(BUDGET): the round the event loop really runs."""
+    from gme_recwatch.app import SWEEP_BUDGET, Service
+    from gme_recwatch.settings import Settings
+
+    assert SWEEP_BUDGET == BUDGET
+    log_setup.configure("info", "json", open(os.devnull, "w"))
+    clock = FakeClock()
+    service = Service(Settings(secret_key="bench-secret-0123456789", max_segments=n), clock)
+    for ev in events(n, (STARTED,)):
+        service.tracker.record(ev)
+    clock.advance(1.5 + service.settings.max_recording_seconds)
+    gc.collect()
+    rounds, worst, median, total = _rounds(lambda: service.sweep(BUDGET), service.tracker.has_due)
+    assert service.tracker.stats().by_state["stuck"] == n
+    return {"segments": n, "budget": BUDGET, "rounds": rounds, "worst_round_ms": worst * 1000,
+            "median_round_ms": median * 1000, "total_ms": total * 1000}
+
+
 def main() -> int:
     print(json.dumps({"machine": machine()}))
     print("| segments | events | events/s | µs/event |")
@@ -68,12 +123,22 @@ def main() -> int:
         print(f"| {n:,} | {r['events']:,} | {r['events_per_second']:,.0f} | {r['us_per_event']:.2f} |",
               flush=True)
     print()
-    print("| segments | idle sweep µs | all-due sweep ms | µs per due segment |")
-    print("|---:|---:|---:|---:|")
+    print(f"| segments | idle sweep µs | all-due sweep ms (unbudgeted) | µs per due segment "
+          f"| rounds of {BUDGET} | median / worst round ms | budgeted total ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in (10_000, 100_000, 1_000_000):
         r = sweep(n)
+        gc.collect()
+        r.update(budgeted(n))  # after the unbudgeted tracker is gone: one 1M tracker at a time
         print(f"| {n:,} | {r['idle_sweep_us']:.1f} | {r['all_due_sweep_ms']:,.1f} | "
-              f"{r['us_per_due_segment']:.2f} |", flush=True)
+              f"{r['us_per_due_segment']:.2f} | {r['budgeted_rounds']} | {r['median_round_ms']:.1f} / "
+              f"{r['worst_round_ms']:.1f} | {r['budgeted_total_ms']:,.1f} |", flush=True)
+    print()
+    r = service_rounds(1_000_000)
+    print(json.dumps(r))
+    print(f"| Service.sweep({BUDGET}) with segment_stuck logging, 1,000,000 due | rounds {r['rounds']} "
+          f"| median / worst round {r['median_round_ms']:.1f} / {r['worst_round_ms']:.1f} ms "
+          f"| total {r['total_ms']:,.1f} ms |", flush=True)
     return 0
 
 
