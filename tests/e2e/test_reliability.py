@@ -232,14 +232,20 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
     assert statuses and statuses[0] == 401 and all(400 <= c < 500 for c in statuses), reply[:300]
     assert svc.metric("gme_recording_signature_failures_total", reason="mismatch") == 1
 
-    # A 100 KiB Signature header: a counted 4xx, not a crash.
-    r = httpx.post(svc.callback_url, content=b"{}", headers={"Signature": "A" * 102400}, timeout=5)
-    assert 400 <= r.status_code < 500
+    # A 100 KiB Signature header: a counted 4xx when h11 takes the header in one read; when
+    # TCP splits it past h11's 16 KiB limit for an incomplete header, the HTTP server itself
+    # refuses it by closing the connection (docs/reliability.md, known limits). Never a crash.
+    try:
+        r = httpx.post(svc.callback_url, content=b"{}", headers={"Signature": "A" * 102400}, timeout=5)
+        oversized: int | str = r.status_code
+        assert 400 <= r.status_code < 500
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        oversized = "closed by the HTTP server"
     assert svc.send(1, room="after-lies").status_code == 200
     assert svc.metric("gme_recording_tracked_segments") == 1
     no_5xx(svc)
     FIGURES["content_length_lie"] = {"announced_10MB_answered_413_seconds": round(big_lie, 3),
-                                     "oversized_header_status": r.status_code,
+                                     "oversized_header_status": oversized,
                                      "short_lie_statuses": statuses}
 
 
