@@ -245,10 +245,11 @@ class Tracker:
         self._missing: list[int] = []
         self._missing_total: list[int] = []
         self._completed_total: list[int] = []
-        # Per app, a lazy min-heap of `ts_start << slot_bits | slot` for recording segments: one
-        # int per entry instead of a (ts, key) tuple, about 60 bytes less per recording.
-        self._oldest: list[list[int]] = []
-        self._slot_bits = max(1, self.cfg.max_segments.bit_length())
+        # Oldest recording start, per app: how many recording segments started in each second,
+        # and a lazy min-heap of those seconds. Nothing per segment: recordings that start in the
+        # same second share one entry, and there are at most `retention_seconds` seconds.
+        self._starts: list[dict[int, int]] = []
+        self._start_heap: list[list[int]] = []
         self._orphan_events = {"completed": 0, "uploaded": 0}
         self._evictions: dict[tuple[str, str], int] = {
             (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES
@@ -276,7 +277,8 @@ class Tracker:
                     self._missing_total, self._completed_total):
             col.append(0)
         self._active.append([0, 0, 0])
-        self._oldest.append([])
+        self._starts.append({})
+        self._start_heap.append([])
         return len(self._app_labels) - 1
 
     def app_label(self, biz_id: int) -> str:
@@ -400,12 +402,25 @@ class Tracker:
                 self._rooms[room] = n + 1
                 if n == 0:
                     self._active_rooms[app] += 1
-                heap = self._oldest[app]
-                heapq.heappush(heap, (self._ts_start[slot] << self._slot_bits) | slot)
-                if len(heap) > 2 * sum(self._active[app]) + 1024:
-                    self._compact_oldest(app)
+                ts = self._ts_start[slot]
+                starts = self._starts[app]
+                n = starts.get(ts, 0)
+                starts[ts] = n + 1
+                if n == 0:
+                    heap = self._start_heap[app]
+                    heapq.heappush(heap, ts)
+                    if len(heap) > 2 * len(starts) + 64:  # seconds that emptied and came back
+                        self._start_heap[app] = heap = list(starts)
+                        heapq.heapify(heap)
             else:
                 self._active[app][mode] -= 1
+                ts = self._ts_start[slot]
+                starts = self._starts[app]
+                left = starts[ts] - 1
+                if left:
+                    starts[ts] = left
+                else:
+                    del starts[ts]  # its heap entry goes lazily
                 n = self._rooms[room] - 1
                 if n:
                     self._rooms[room] = n
@@ -551,34 +566,11 @@ class Tracker:
 
     # ----------------------------------------------------------------- read side
 
-    def _is_recording_since(self, app: int, entry: int) -> bool:
-        """Whether a heap entry still describes a live recording of this app.
-
-        The slot may have been freed and reused since the entry was pushed, so the app and the
-        start time are checked too.
-        """
-        slot = entry & ((1 << self._slot_bits) - 1)
-        meta = self._meta[slot]
-        return (self._keys[slot] is not None and meta >> _APP_SHIFT == app
-                and self._ts_start[slot] == entry >> self._slot_bits
-                and (meta >> _STATE_SHIFT) & _STATE_MASK in _LIVE_RECORDING)
-
-    def _compact_oldest(self, app: int) -> None:
-        # Entries of segments that stopped recording leave the heap lazily, from the top; drop
-        # them all once they dominate, so the heap stays O(recording segments).
-        # A set: a reused slot whose new segment started in the same second as its old one makes
-        # two identical entries, and only one of them may survive or the heap never shrinks.
-        heap = list({e for e in self._oldest[app] if self._is_recording_since(app, e)})
-        heapq.heapify(heap)
-        self._oldest[app] = heap
-
     def _oldest_start(self, app: int) -> float:
-        heap = self._oldest[app]
-        while heap:
-            if self._is_recording_since(app, heap[0]):
-                return float(heap[0] >> self._slot_bits)
+        heap, starts = self._start_heap[app], self._starts[app]
+        while heap and heap[0] not in starts:
             heapq.heappop(heap)
-        return 0.0
+        return float(heap[0]) if heap else 0.0
 
     def stats(self) -> TrackerStats:
         """Current tallies; O(apps x states), independent of the number of segments."""
