@@ -389,3 +389,19 @@ def test_timer_wheel_stays_proportional_to_segments_under_a_flood(clock: FakeClo
     t.sweep()
     assert len(t) == 0 and not t._buckets
     assert_consistent(t)
+
+
+def test_snapshot_with_freed_slots_restores_only_live_segments(clock: FakeClock) -> None:
+    t = Tracker(CFG, clock)
+    for seq in range(6):
+        t.record(ev(1, seq=seq))
+    clock.advance(500)
+    t.record(ev(2, seq=4))          # seq 4 keeps living; the rest expire
+    clock.advance(600)
+    t.sweep()
+    assert len(t) == 1
+    t.record(ev(3, seq=9))          # reuses a freed slot
+    t2 = Tracker(CFG, clock)
+    assert t2.restore(t.snapshot()) == 2
+    assert sorted((v.seq_no, v.state) for v in t2.segments()) == [(4, "upload_missing"), (9, "uploaded")]
+    assert_consistent(t2)

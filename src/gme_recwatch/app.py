@@ -78,8 +78,7 @@ class Service:
             asyncio.create_task(self._every(s.keys_reload_seconds, self.reload_keys), name="keys"),
         ]
         if s.state_file:
-            self._tasks.append(asyncio.create_task(
-                self._every(s.snapshot_interval_seconds, self.store.write), name="snapshot"))
+            self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="snapshot"))
         self.ready = True
 
     async def stop(self) -> None:
@@ -102,6 +101,14 @@ class Service:
             except Exception as exc:  # a background loop must outlive one bad round
                 self.log.error("background_task_failed", task=fn.__name__,
                                error=type(exc).__name__)
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_interval_seconds)
+            try:
+                await self.store.write_in_background()
+            except Exception as exc:  # the loop must outlive one bad round
+                self.log.error("background_task_failed", task="snapshot", error=type(exc).__name__)
 
     async def _sweep_loop(self) -> None:
         # Deadlines can fall due by the hundred thousand in one second (a fleet-wide outage):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import time
@@ -44,13 +45,26 @@ class SnapshotStore:
         return 0
 
     def write(self) -> bool:
-        """Write atomically (temp file, fsync, rename); False, logged and counted, on failure."""
+        """Snapshot and write now, all on this thread (used at shutdown)."""
         if self.path is None:
             return False
         started = time.perf_counter()
+        return self._persist(self.tracker.snapshot(), started)
+
+    async def write_in_background(self) -> bool:
+        """Snapshot on the event loop (consistent, a memcpy per column), then write the file
+        and fsync on a worker thread, so callbacks are not held up by the disk."""
+        if self.path is None:
+            return False
+        started = time.perf_counter()
+        data = self.tracker.snapshot()
+        return await asyncio.to_thread(self._persist, data, started)
+
+    def _persist(self, data: bytes, started: float) -> bool:
+        """Write atomically (temp file, fsync, rename); False, logged and counted, on failure."""
+        assert self.path is not None
         tmp_name = None
         try:
-            data = self.tracker.snapshot()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=".snapshot-", dir=self.path.parent)
             with os.fdopen(fd, "wb") as fh:

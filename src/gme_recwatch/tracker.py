@@ -62,7 +62,7 @@ _LIVE_RECORDING = (RECORDING, STUCK)
 _LATE_STATES = (STUCK, UPLOAD_MISSING, ORPHAN)
 INF: Final = math.inf
 SEP: Final = "\x00"  # events.decode rejects NUL in ids, so it cannot occur inside a part
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 
 
 class Clock(Protocol):
@@ -195,14 +195,18 @@ def _room_of(key: str) -> str:
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
+    """Whole columns, free slots included (their key is None): dumping an array is a memcpy,
+    where gathering live slots one by one took over a second at a million segments."""
+
     version: int
     wall_time: float
-    keys: list[str]
+    mono_to_wall: float  # add to the receive-clock columns to get wall-clock times
+    keys: list[str | None]  # None for a free slot
     meta: bytes
     ts_start: bytes
     ts_complete: bytes
     ts_upload: bytes
-    r_first: bytes  # the four receive-clock columns are stored as wall-clock seconds
+    r_first: bytes
     r_complete: bytes
     expires: bytes
 
@@ -672,22 +676,14 @@ class Tracker:
     # ----------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
-        """Serialise every segment; receive-clock times become wall-clock times."""
+        """Serialise every segment, with the offset that turns receive-clock times into wall time."""
         mono_now, wall_now = self.clock.monotonic(), self.clock.time()
-        shift = wall_now - mono_now
-        slots = list(self._index.values())
-
-        def col(src: array[int] | array[float], add: float = 0.0) -> bytes:
-            if add:
-                return array(src.typecode, (src[s] + add for s in slots)).tobytes()
-            return array(src.typecode, (src[s] for s in slots)).tobytes()
-
         return msgspec.msgpack.encode(_Snapshot(
-            version=SNAPSHOT_VERSION, wall_time=wall_now, keys=list(self._index),
-            meta=col(self._meta), ts_start=col(self._ts_start),
-            ts_complete=col(self._ts_complete), ts_upload=col(self._ts_upload),
-            r_first=col(self._r_first, shift), r_complete=col(self._r_complete, shift),
-            expires=col(self._expires, shift),
+            version=SNAPSHOT_VERSION, wall_time=wall_now, mono_to_wall=wall_now - mono_now,
+            keys=self._keys, meta=self._meta.tobytes(), ts_start=self._ts_start.tobytes(),
+            ts_complete=self._ts_complete.tobytes(), ts_upload=self._ts_upload.tobytes(),
+            r_first=self._r_first.tobytes(), r_complete=self._r_complete.tobytes(),
+            expires=self._expires.tobytes(),
         ))
 
     def restore(self, data: bytes) -> int:
@@ -703,7 +699,10 @@ class Tracker:
             raise ValueError(f"not a gme-recwatch snapshot: {exc}") from None
         if snap.version != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snap.version}")
-        n = len(snap.keys)
+        keys = snap.keys
+        n = len(keys)
+        if len(snap.meta) != 8 * n:
+            raise ValueError(f"snapshot has {n} keys for {len(snap.meta) // 8} rows")
         cols = {}
         for name, code in (("meta", "q"), ("ts_start", "q"), ("ts_complete", "q"),
                            ("ts_upload", "q"), ("r_first", "d"), ("r_complete", "d"),
@@ -716,16 +715,19 @@ class Tracker:
             if len(a) != n:
                 raise ValueError(f"snapshot column {name} has {len(a)} rows, expected {n}")
             cols[name] = a
-        for key in snap.keys:
+        for key in keys:
+            if key is None:
+                continue
             try:
                 split_key(key)
             except ValueError:
                 raise ValueError("snapshot holds a malformed segment key") from None
         now = self.clock.monotonic()
-        shift = now - self.clock.time()
+        # old receive-clock time -> wall time -> this process's receive clock
+        shift = snap.mono_to_wall + (now - self.clock.time())
         restored = 0
-        for i, key in enumerate(snap.keys):
-            if key in self._index:
+        for i, key in enumerate(keys):
+            if key is None or key in self._index:
                 continue
             app = self.app_slot(split_key(key)[0])
             meta = cols["meta"][i]
