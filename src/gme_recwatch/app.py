@@ -74,11 +74,12 @@ class Service:
     def start_background(self) -> None:
         s = self.settings
         self._tasks = [
-            asyncio.create_task(self._sweep_loop(), name="sweep"),
-            asyncio.create_task(self._every(s.keys_reload_seconds, self.reload_keys), name="keys"),
+            asyncio.create_task(self._every("sweep", s.sweep_interval_seconds, self._sweep_all)),
+            asyncio.create_task(self._every("keys", s.keys_reload_seconds, self._reload_keys)),
         ]
         if s.state_file:
-            self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="snapshot"))
+            self._tasks.append(asyncio.create_task(
+                self._every("snapshot", s.snapshot_interval_seconds, self.store.write_in_background)))
         self.ready = True
 
     async def stop(self) -> None:
@@ -93,37 +94,24 @@ class Service:
         if self.provider is not None:
             self.provider.shutdown()
 
-    async def _every(self, seconds: float, fn: Callable[[], Any]) -> None:
+    async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
-                fn()
+                await fn()
             except Exception as exc:  # a background loop must outlive one bad round
-                self.log.error("background_task_failed", task=fn.__name__,
-                               error=type(exc).__name__)
+                self.log.error("background_task_failed", task=name, error=type(exc).__name__)
 
-    async def _snapshot_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.snapshot_interval_seconds)
-            try:
-                await self.store.write_in_background()
-            except Exception as exc:  # the loop must outlive one bad round
-                self.log.error("background_task_failed", task="snapshot", error=type(exc).__name__)
-
-    async def _sweep_loop(self) -> None:
+    async def _sweep_all(self) -> None:
         # Deadlines can fall due by the hundred thousand in one second (a fleet-wide outage):
         # sweep in rounds and yield between them, so callbacks are still answered promptly.
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
-            while True:
-                try:
-                    self.sweep(SWEEP_BUDGET)
-                except Exception as exc:  # the loop must outlive one bad round
-                    self.log.error("background_task_failed", task="sweep", error=type(exc).__name__)
-                    break
-                if not self.tracker.has_due():
-                    break
-                await asyncio.sleep(0)
+        self.sweep(SWEEP_BUDGET)
+        while self.tracker.has_due():
+            await asyncio.sleep(0)
+            self.sweep(SWEEP_BUDGET)
+
+    async def _reload_keys(self) -> None:
+        self.reload_keys()
 
     def sweep(self, budget: int | None = None) -> None:
         for t in self.tracker.sweep(budget):
@@ -205,6 +193,14 @@ def _internal_error(log: Any) -> Callable[[Request[Any, Any, Any], Exception], R
     return handler
 
 
+def _one_signature(values: list[str]) -> str | None:
+    """The Signature header's value. Repeated headers are never what Tencent sends: unless they
+    agree, they count as a mismatch rather than a guess at which one to believe."""
+    if not values:
+        return None
+    return values[0] if len(set(values)) == 1 else "!"
+
+
 def _remote(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -258,11 +254,11 @@ def callback_asgi(service: Service) -> Callable[[Scope, Receive, Send], Awaitabl
             return
         client = scope.get("client")
         remote = client[0] if client else "unknown"
-        signatures: list[bytes] = []
+        signatures: list[str] = []
         declared: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"signature":
-                signatures.append(value)
+                signatures.append(value.decode("latin-1"))
             elif name == b"content-length":
                 declared = value
         if declared is not None:
@@ -289,11 +285,7 @@ def callback_asgi(service: Service) -> Callable[[Scope, Receive, Send], Awaitabl
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        # Repeated Signature headers are never what Tencent sends: a mismatch unless they agree.
-        header = None
-        if signatures:
-            header = signatures[0].decode("latin-1") if len(set(signatures)) == 1 else "!"
-        r = intake.handle(b"".join(chunks), header, remote)
+        r = intake.handle(b"".join(chunks), _one_signature(signatures), remote)
         await reply_with(send, r.status, r.body)
 
     return handle
@@ -326,9 +318,8 @@ def build_callback_app(service: Service, *, with_openapi: bool = False) -> Lites
         except ClientException as exc:
             reply = intake.reject_malformed(remote, str(exc.detail))
         else:
-            headers = request.headers.getall("signature", [])
-            header = headers[0] if len(set(headers)) == 1 else ("!" if headers else None)
-            reply = intake.handle(body, header, remote)
+            reply = intake.handle(body, _one_signature(request.headers.getall("signature", [])),
+                                  remote)
         return Response(reply.body, status_code=reply.status,  # type: ignore[arg-type]
                         media_type=MediaType.JSON)
 

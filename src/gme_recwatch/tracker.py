@@ -285,9 +285,6 @@ class Tracker:
         self._start_heap.append([])
         return len(self._app_labels) - 1
 
-    def app_label(self, biz_id: int) -> str:
-        return self._app_labels[self.app_slot(biz_id)]
-
     def register_apps(self, biz_ids: list[int]) -> None:
         """Create zero-valued series for apps known in advance (from the keyring)."""
         for b in biz_ids:
