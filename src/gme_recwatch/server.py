@@ -26,6 +26,19 @@ class _Server(uvicorn.Server):
         yield
 
 
+class ListenError(RuntimeError):
+    """A listener could not start (uvicorn has already logged why, e.g. the port is taken)."""
+
+
+async def _serve(server: _Server) -> None:
+    # uvicorn ends a failed start with SystemExit inside its task, which would escape the
+    # event loop as "Task exception was never retrieved" before run() could say what failed.
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise ListenError(f"uvicorn exited with {exc.code}") from None
+
+
 def _config(app: Any, host: str, port: int, timeout: float) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, lifespan="off", access_log=False, log_config=None,
@@ -47,7 +60,7 @@ async def run(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(srv.serve()) for srv in servers]
+    tasks = [asyncio.create_task(_serve(srv)) for srv in servers]
     while not all(srv.started for srv in servers):
         if any(t.done() for t in tasks):  # e.g. a port already in use
             for srv in servers:

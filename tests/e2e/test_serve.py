@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 
@@ -35,3 +39,16 @@ def test_bad_signature_is_rejected_and_counted(service: RunningService) -> None:
     assert r.status_code == 401 and r.json()["error"] == "mismatch"
     assert service.metric("gme_recording_signature_failures_total", reason="mismatch") == 1
     assert service.metric("gme_recording_tracked_segments") == 0
+
+
+def test_port_in_use_fails_fast_with_a_clear_message(service: RunningService) -> None:
+    env = {**os.environ, "GME_RECWATCH_SECRET_KEY": "k", "GME_RECWATCH_HOST": "127.0.0.1",
+           # both ports are already held by `service`
+           "GME_RECWATCH_PORT": str(service.port), "GME_RECWATCH_ADMIN_PORT": str(service.admin_port),
+           "GME_RECWATCH_LOG_FORMAT": "json"}
+    exe = str(Path(sys.executable).with_name("gme-recwatch"))
+    r = subprocess.run([exe, "serve"], env=env, capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "address already in use" in out and "could not listen" in out
+    assert "Task exception was never retrieved" not in out
