@@ -19,7 +19,9 @@ import tracemalloc
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _fill import STATE_MIX, events, machine, rss_bytes
 
-from gme_recwatch.tracker import FakeClock, Tracker, TrackerConfig
+from gme_recwatch.clock import FakeClock
+from gme_recwatch.settings import Settings
+from gme_recwatch.stores import MemoryStore
 
 
 def measure(n: int, lifecycle: tuple[int, ...], use_tracemalloc: bool) -> dict[str, float]:
@@ -28,9 +30,9 @@ def measure(n: int, lifecycle: tuple[int, ...], use_tracemalloc: bool) -> dict[s
     if use_tracemalloc:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if use_tracemalloc else 0
-    tracker = Tracker(TrackerConfig(max_segments=max(n, 1)), FakeClock())
+    tracker = MemoryStore(Settings(max_segments=max(n, 1)).lifecycle(), FakeClock())
     for ev in events(n, lifecycle):
-        tracker.record(ev)
+        tracker.record_now(ev)
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - base if use_tracemalloc else 0
     if use_tracemalloc:

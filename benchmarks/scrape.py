@@ -18,14 +18,15 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _fill import machine, mixed_events
 from prometheus_client import generate_latest
 
+from gme_recwatch.clock import FakeClock
 from gme_recwatch.metrics import Metrics
-from gme_recwatch.tracker import FakeClock, Tracker, TrackerConfig
+from gme_recwatch.settings import Settings
+from gme_recwatch.stores import MemoryStore
 
 
 def main() -> int:
     metrics = Metrics()
-    tracker = Tracker(TrackerConfig(), FakeClock())
-    metrics.attach_tracker(tracker)
+    tracker = MemoryStore(Settings().lifecycle(), FakeClock())
     print(json.dumps({"machine": machine()}))
     print("| segments | median ms | p99 ms | bytes |")
     print("|---:|---:|---:|---:|")
@@ -33,14 +34,16 @@ def main() -> int:
     for target in (0, 100_000, 1_000_000):
         add = target - filled
         for ev in mixed_events(filled, add):
-            tracker.record(ev)
+            tracker.record_now(ev)
         filled = target
         assert len(tracker) == target
         for _ in range(5):
+            metrics.store.update(tracker.stats_now())
             generate_latest(metrics.registry)
         times = []
         for _ in range(200):
             t0 = time.perf_counter()
+            metrics.store.update(tracker.stats_now())  # what the /metrics handler does first
             body = generate_latest(metrics.registry)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()

@@ -17,6 +17,7 @@ completed, uploaded for each segment), events built before the clock starts. Swe
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -26,22 +27,25 @@ import time
 from collections.abc import Callable
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+
 from _fill import events, machine
 
 from gme_recwatch import logging as log_setup
+from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import COMPLETED, STARTED, UPLOADED
-from gme_recwatch.tracker import FakeClock, Tracker, TrackerConfig
+from gme_recwatch.settings import Settings
+from gme_recwatch.stores import MemoryStore
 
 
 def transitions(n: int) -> dict[str, float]:
     evs = list(events(n, (STARTED, COMPLETED, UPLOADED)))
     # Interleave: every segment's started first, then completions, then uploads.
     ordered = evs[0::3] + evs[1::3] + evs[2::3]
-    tracker = Tracker(TrackerConfig(max_segments=n), FakeClock())
+    tracker = MemoryStore(Settings(max_segments=n).lifecycle(), FakeClock())
     gc.collect()
     t0 = time.perf_counter()
     for ev in ordered:
-        tracker.record(ev)
+        tracker.record_now(ev)
     dt = time.perf_counter() - t0
     return {"segments": n, "events": len(ordered), "seconds": dt, "events_per_second": len(ordered) / dt,
             "us_per_event": dt / len(ordered) * 1e6}
@@ -49,25 +53,25 @@ def transitions(n: int) -> dict[str, float]:
 
 def sweep(n: int) -> dict[str, float]:
     clock = FakeClock()
-    cfg = TrackerConfig(max_segments=n)
-    tracker = Tracker(cfg, clock)
+    cfg = Settings(max_segments=n).lifecycle()
+    tracker = MemoryStore(cfg, clock)
     for ev in events(n, (STARTED,)):
-        tracker.record(ev)
+        tracker.record_now(ev)
     clock.advance(1.5)
     t0 = time.perf_counter()
     for _ in range(100):
-        tracker.sweep()
+        tracker.sweep_now()
     idle = (time.perf_counter() - t0) / 100
     clock.advance(cfg.max_recording_seconds)
     t0 = time.perf_counter()
-    out = tracker.sweep()
+    out = tracker.sweep_now()
     due = time.perf_counter() - t0
-    assert len(out) == n and tracker.stats().by_state["stuck"] == n
+    assert len(out) == n and tracker.stats_now().by_state["stuck"] == n
     return {"segments": n, "idle_sweep_us": idle * 1e6, "all_due_sweep_ms": due * 1000,
             "us_per_due_segment": due / n * 1e6}
 
 
-BUDGET = 5000  # gme_recwatch.app.SWEEP_BUDGET
+BUDGET = 5000  # gme_recwatch.service.SWEEP_BUDGET
 
 
 def _rounds(sweep_once: Callable[[], object], has_due: Callable[[], bool]) -> tuple[int, float, float, float]:
@@ -83,33 +87,44 @@ def _rounds(sweep_once: Callable[[], object], has_due: Callable[[], bool]) -> tu
 def budgeted(n: int) -> dict[str, float]:
     """All n due at once, swept in rounds of BUDGET: rounds, worst round, total."""
     clock = FakeClock()
-    cfg = TrackerConfig(max_segments=n)
-    tracker = Tracker(cfg, clock)
+    cfg = Settings(max_segments=n).lifecycle()
+    tracker = MemoryStore(cfg, clock)
     for ev in events(n, (STARTED,)):
-        tracker.record(ev)
+        tracker.record_now(ev)
     clock.advance(1.5 + cfg.max_recording_seconds)
     gc.collect()
-    rounds, worst, median, total = _rounds(lambda: tracker.sweep(BUDGET), tracker.has_due)
-    assert tracker.stats().by_state["stuck"] == n
+    rounds, worst, median, total = _rounds(lambda: tracker.sweep_now(BUDGET), tracker.has_due)
+    assert tracker.stats_now().by_state["stuck"] == n
     return {"budget": BUDGET, "budgeted_rounds": rounds, "worst_round_ms": worst * 1000,
             "median_round_ms": median * 1000, "budgeted_total_ms": total * 1000}
 
 
 def service_rounds(n: int) -> dict[str, float]:
-    """As budgeted(), through Service.sweep(BUDGET): the round the event loop really runs."""
-    from gme_recwatch.app import SWEEP_BUDGET, Service
+    """As budgeted(), with the segment_stuck log line per segment: one round of Service.sweep."""
+    from gme_recwatch.service import SWEEP_BUDGET, Service
     from gme_recwatch.settings import Settings
 
     assert SWEEP_BUDGET == BUDGET
     log_setup.configure("info", "json", open(os.devnull, "w"))
     clock = FakeClock()
     service = Service(Settings(secret_key="bench-secret-0123456789", max_segments=n), clock)
+    store = service.store
+    assert isinstance(store, MemoryStore)
     for ev in events(n, (STARTED,)):
-        service.tracker.record(ev)
+        store.record_now(ev)
     clock.advance(1.5 + service.settings.max_recording_seconds)
     gc.collect()
-    rounds, worst, median, total = _rounds(lambda: service.sweep(BUDGET), service.tracker.has_due)
-    assert service.tracker.stats().by_state["stuck"] == n
+    loop = asyncio.new_event_loop()
+
+    def one_round() -> None:  # what one pass of Service.sweep does between two yields
+        done = loop.run_until_complete(store.sweep(BUDGET))
+        for t in done.transitions:
+            service.log.warning(f"segment_{t.state}", state=t.state, app_id=t.app_id,
+                                biz_id=t.biz_id, room_id=t.room_id, user_id=t.user_id,
+                                task_id=str(t.task_id), seq_no=t.seq_no)
+
+    rounds, worst, median, total = _rounds(one_round, store.has_due)
+    assert store.stats_now().by_state["stuck"] == n
     return {"segments": n, "budget": BUDGET, "rounds": rounds, "worst_round_ms": worst * 1000,
             "median_round_ms": median * 1000, "total_ms": total * 1000}
 

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from conftest import metric_value
 
-from gme_recwatch.app import Service, build_apps
+from gme_recwatch.app import build_apps
+from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import encode_callback
+from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 from gme_recwatch.signature import sign
-from gme_recwatch.tracker import FakeClock
 
 SECRET = "app-test-secret"
 BIZ = 1400000000
@@ -58,6 +59,9 @@ class Harness:
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request(self.admin, "GET", path, **kw)
 
+    def tracked(self) -> int:
+        return int(asyncio.run(self.service.store.count()))
+
     def metric(self, name: str, **labels: str) -> float:
         return metric_value(self.get("/metrics").text, name, **labels)
 
@@ -65,6 +69,7 @@ class Harness:
 def make(**overrides: Any) -> Harness:
     settings = Settings(**{"secret_key": SECRET, **overrides}).validate()
     service = Service(settings, clock=FakeClock(wall=time.time()))
+    asyncio.run(service.start())
     service.ready = True
     cb, admin = build_apps(service)
     return Harness(service, cb, admin)
@@ -80,7 +85,7 @@ def h() -> Harness:
 def test_signed_callback_is_answered_code_zero_and_tracked(h: Harness) -> None:
     r = h.post(body(1))
     assert r.status_code == 200 and r.json() == {"code": 0}
-    assert len(h.service.tracker) == 1
+    assert h.tracked() == 1
     assert h.metric("gme_recording_callbacks_total", event_type="started", result="accepted") == 1
 
 
@@ -112,7 +117,7 @@ def test_bad_or_missing_signature_is_401_counted_and_changes_nothing(
     assert r.status_code == 401
     assert r.json()["error"] == reason
     assert h.metric("gme_recording_signature_failures_total", reason=reason) == 1
-    assert len(h.service.tracker) == 0
+    assert h.tracked() == 0
     assert h.metric("gme_recording_last_callback_timestamp_seconds") == 0
 
 
@@ -120,7 +125,7 @@ def test_signature_under_another_key_is_a_mismatch(h: Harness) -> None:
     b = body(1)
     r = h.post(b, sig=sign(b, "someone-elses-key"))
     assert r.status_code == 401 and r.json()["error"] == "mismatch"
-    assert len(h.service.tracker) == 0
+    assert h.tracked() == 0
 
 
 def test_repeated_signature_headers_that_disagree_are_a_mismatch(h: Harness) -> None:
@@ -147,7 +152,7 @@ def test_signed_but_malformed_body_is_400_malformed(h: Harness) -> None:
         assert r.status_code == 400, bad
         assert r.json()["error"] == "malformed"
     assert h.metric("gme_recording_callbacks_invalid_total", reason="malformed") == 5
-    assert len(h.service.tracker) == 0
+    assert h.tracked() == 0
 
 
 def test_unknown_event_type_is_acknowledged_and_counted(h: Harness) -> None:
@@ -155,7 +160,7 @@ def test_unknown_event_type_is_acknowledged_and_counted(h: Harness) -> None:
     r = h.post(b)
     assert r.status_code == 200 and r.json() == {"code": 0}
     assert h.metric("gme_recording_callbacks_total", event_type="unknown", result="ignored") == 1
-    assert len(h.service.tracker) == 0
+    assert h.tracked() == 0
 
 
 def test_body_over_the_limit_is_413_too_large() -> None:
@@ -188,7 +193,7 @@ def test_stale_timestamp_is_rejected_when_replay_window_is_set() -> None:
     r = h.post(body(1, ts=int(time.time()) - 3600))
     assert r.status_code == 400 and r.json()["error"] == "stale"
     assert h.metric("gme_recording_callbacks_invalid_total", reason="stale") == 1
-    assert len(h.service.tracker) == 0
+    assert h.tracked() == 0
     assert h.post(body(1, ts=int(time.time()) - 60)).status_code == 200
 
 

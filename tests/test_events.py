@@ -367,10 +367,14 @@ def test_decode_of_arbitrary_bytes_raises_only_malformed_callback(body: bytes) -
     assert isinstance(ev, (Event, UnknownEvent))
 
 
+# Only what JSON can say: json.dumps writes infinities as `Infinity`, which is not JSON, and
+# a body that is not JSON says nothing about how decoding treats a JSON object. Few leaves keep
+# generation cheap on a loaded 2-core machine (a slow-generation health check once failed CI).
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
 )
 field_names = st.sampled_from(
     ["BizID", "RoomID", "UserID", "TaskID", "RecordMode", "Timestamp", "EventType", "Detail", "X"])
@@ -379,7 +383,7 @@ field_names = st.sampled_from(
 @given(st.dictionaries(field_names, json_values, max_size=8))
 def test_decode_of_arbitrary_json_objects_raises_only_malformed_callback(obj: dict[str, Any]) -> None:
     try:
-        ev = decode(json.dumps(obj).encode())
+        ev = decode(json.dumps(obj, allow_nan=False).encode())
     except MalformedCallback:
         return
     assert isinstance(ev, (Event, UnknownEvent))
@@ -479,7 +483,7 @@ def test_peek_biz_id_never_raises_on_arbitrary_bytes(body: bytes) -> None:
 
 @given(st.dictionaries(field_names, json_values, max_size=8))
 def test_peek_biz_id_never_raises_on_arbitrary_json_objects(obj: dict[str, Any]) -> None:
-    result = peek_biz_id(json.dumps(obj).encode())
+    result = peek_biz_id(json.dumps(obj, allow_nan=False).encode())
     if isinstance(obj.get("BizID"), int) and not isinstance(obj.get("BizID"), bool):
         assert result == obj["BizID"]
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -14,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from test_app import SECRET, Harness, body
 
 from gme_recwatch import logging as log_setup
-from gme_recwatch.app import Service, build_apps
+from gme_recwatch.app import build_apps
+from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 from gme_recwatch.signature import sign
 
@@ -110,7 +112,7 @@ def test_keys_file_errors_are_logged_without_key_material(captured: io.StringIO,
     keys.write_text("garbage-line-with-new-secret-value\n")
     import os
     os.utime(keys, (time.time() + 5, time.time() + 5))
-    h.service.reload_keys()
+    asyncio.run(h.service.reload_keys())
     out = captured.getvalue()
     assert "keyring_reload_failed" in out
     assert "new-secret-value" not in out and "first-key-value" not in out

@@ -8,7 +8,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from test_app import SECRET, Harness, body
 
 from gme_recwatch import tracing
-from gme_recwatch.app import Service, build_apps
+from gme_recwatch.app import build_apps
+from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 
 

@@ -6,6 +6,7 @@ tests/test_readme.py fails when the README and the code disagree.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from prometheus_client.metrics import MetricWrapperBase
 
 from gme_recwatch import settings
-from gme_recwatch.app import Service
+from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -31,7 +32,11 @@ def config_table() -> str:
 
 def metrics_table() -> str:
     service = Service(Settings(secret_key="docs-only"))  # noqa: S106
-    service.tracker.register_apps([1400000000])  # so the per-app series show their labels
+    async def with_an_app() -> None:  # so the per-app series show their labels
+        await service.store.register_apps([1400000000])
+        await service.refresh_stats()
+
+    asyncio.run(with_an_app())
     declared = {m._name: m._labelnames for m in vars(service.metrics).values()
                 if isinstance(m, MetricWrapperBase)}
     rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]

@@ -79,8 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
     from . import logging as log_setup
-    from .app import Service
     from .server import run
+    from .service import Service
 
     log_setup.configure(settings.log_level, settings.log_format)
     try:

@@ -8,7 +8,8 @@ so that a new event type from Tencent is answered 200 instead of causing retry s
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from enum import IntEnum
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -17,7 +18,29 @@ STARTED: Final = 1
 COMPLETED: Final = 2
 UPLOADED: Final = 3
 EVENT_NAMES: Final = {STARTED: "started", COMPLETED: "completed", UPLOADED: "uploaded"}
-RECORD_MODE_NAMES: Final = {0: "single", 1: "mixed"}
+
+
+class RecordMode(IntEnum):
+    """Tencent's ``RecordMode``, with anything unexpected kept apart as ``unknown``."""
+
+    SINGLE = 0
+    MIXED = 1
+    UNKNOWN = 2
+
+    @classmethod
+    def of(cls, wire: int) -> RecordMode:
+        return cls(wire) if wire in (0, 1) else cls.UNKNOWN
+
+    @property
+    def label(self) -> str:
+        return MODE_NAMES[self]
+
+
+MODE_NAMES: Final[tuple[str, ...]] = tuple(m.name.lower() for m in RecordMode)
+
+# Why a callback was refused before its signature was even looked at, or after it held:
+# the body is not a callback, it is too large, or its Timestamp is outside the replay window.
+InvalidReason = Literal["malformed", "too_large", "stale"]
 
 # Bounds that keep one hostile-but-signed body from costing unbounded memory.
 MAX_ID_LENGTH: Final = 256
@@ -73,7 +96,7 @@ class Event(Struct, frozen=True, gc=False):
 
     @property
     def record_mode_name(self) -> str:
-        return RECORD_MODE_NAMES.get(self.record_mode, "unknown")
+        return MODE_NAMES[RecordMode.of(self.record_mode)]
 
 
 class UnknownEvent(Struct, frozen=True, gc=False):

@@ -1,59 +1,66 @@
-"""The callback pipeline, one way: bytes -> verified -> decoded event -> tracker -> metrics/logs.
+"""The callback pipeline, one way: bytes -> verified -> decoded event -> store -> metrics/logs.
 
-No HTTP and no I/O here: the HTTP layer hands over the body and the ``Signature`` header and
-sends back the :class:`Reply`. Nothing read from the body is trusted, logged as fact or
-allowed to change state before the signature holds. (BizID is peeked beforehand only to
-choose which app's keys to try.)
+No HTTP here: the HTTP layer hands over what it read (the body, or why it could not read one)
+and the ``Signature`` header, and gets back an :data:`Outcome` -- :class:`Accepted` with the
+store's result, or :class:`Rejected` with a reason -- which it maps to a status and a body.
+Every rejection is counted and logged here, once, with its reason. Nothing read from the body
+is trusted, logged as fact or allowed to change state before the signature holds. (BizID is
+peeked beforehand only to choose which app's keys to try.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
-import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import events, signature
-from .events import Event, MalformedCallback, UnknownEvent
+from .clock import Clock
+from .events import InvalidReason, MalformedCallback, UnknownEvent
+from .lifecycle import Result
 from .metrics import Metrics
 from .settings import Settings
-from .signature import KeyringSource, SignatureError
-from .tracker import Clock, Tracker
+from .signature import FailureReason, KeyringSource, SignatureError
+from .stores import Store
 
-_OK = b'{"code":0}'
-
-_MESSAGES = {
-    "missing": "the Signature header is missing",
-    "mismatch": "the Signature does not match the body under any configured SecretKey",
-    "unknown_app": "no SecretKey is configured for this BizID",
-    "malformed": "the body is not a valid GME recording callback",
-    "too_large": "the body exceeds the configured limit",
-    "stale": "the callback's Timestamp is outside the replay window",
-}
+Reason = FailureReason | InvalidReason
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes
-    reason: str | None = None
+class Accepted:
+    """The callback was verified and its effect is stored (or it was a type we ignore)."""
+
+    result: Result
 
 
-def _error(status: int, reason: str, detail: str | None = None) -> Reply:
-    doc: dict[str, Any] = {"code": status, "error": reason, "message": _MESSAGES[reason]}
-    if detail:
-        doc["detail"] = detail
-    return Reply(status, msgspec.json.encode(doc), reason)
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The callback was refused; nothing changed but the counter of ``reason``."""
+
+    reason: Reason
+    detail: str | None = None
+
+
+Outcome = Accepted | Rejected
+_ACCEPTED: Final = {r: Accepted(r) for r in Result}
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """What the HTTP layer hands over instead of a body it would not or could not read."""
+
+    reason: Literal["too_large", "malformed"]
+    detail: str | None = None
 
 
 class Intake:
-    def __init__(self, settings: Settings, keys: KeyringSource, tracker: Tracker,
+    def __init__(self, settings: Settings, keys: KeyringSource, store: Store,
                  metrics: Metrics, tracer: trace.Tracer, log: Any, clock: Clock) -> None:
         self.settings = settings
         self.keys = keys
-        self.tracker = tracker
+        self.store = store
         self.metrics = metrics
         self.tracer = tracer
         self.log = log
@@ -62,54 +69,57 @@ class Intake:
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
 
-    def reject_too_large(self, remote: str) -> Reply:
-        self.metrics.invalid.labels("too_large").inc()
-        self.log.warning("callback_rejected", reason="too_large", remote=remote,
-                         limit_bytes=self.settings.max_body_bytes)
-        return _error(413, "too_large")
-
-    def reject_malformed(self, remote: str, detail: str) -> Reply:
-        self.metrics.invalid.labels("malformed").inc()
-        self.log.warning("callback_rejected", reason="malformed", remote=remote, detail=detail)
-        return _error(400, "malformed", detail)
-
-    def handle(self, body: bytes, header: str | None, remote: str) -> Reply:
+    async def handle(self, body: bytes | Unreadable, header: str | None, remote: str) -> Outcome:
+        """Verify, decode and store one callback; the outcome says what became of it."""
+        if isinstance(body, Unreadable):
+            limit = {"limit_bytes": self.settings.max_body_bytes} if body.reason == "too_large" else {}
+            return self._invalid(body.reason, remote, body.detail, **limit)
         if not self._tracing:
-            return self._handle(body, header, remote, trace.INVALID_SPAN)
+            return await self._handle(body, header, remote, trace.INVALID_SPAN)
         with self.tracer.start_as_current_span("gme.callback", kind=trace.SpanKind.SERVER) as span:
-            reply = self._handle(body, header, remote, span)
-            span.set_attribute("gme.outcome", reply.reason or "accepted")
-            if reply.status >= 400:
-                span.set_status(Status(StatusCode.ERROR, reply.reason))
-            return reply
+            outcome = await self._handle(body, header, remote, span)
+            if isinstance(outcome, Rejected):
+                span.set_attribute("gme.outcome", outcome.reason)
+                span.set_status(Status(StatusCode.ERROR, outcome.reason))
+            else:
+                span.set_attribute("gme.outcome", outcome.result.value)
+            return outcome
 
-    def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Reply:
+    def _invalid(self, reason: InvalidReason, remote: str, detail: str | None,
+                 **fields: Any) -> Rejected:
+        self.metrics.invalid.labels(reason).inc()
+        self.log.warning("callback_rejected", reason=reason, remote=remote,
+                         **({"detail": detail} if detail else {}), **fields)
+        return Rejected(reason, detail)
+
+    async def _handle(self, body: bytes, header: str | None, remote: str,
+                      span: trace.Span) -> Outcome:
+        biz = None
         try:
             ring = self.keys.current
             # Peeking costs a JSON parse: only worth it when keys differ per app.
             biz = events.peek_biz_id(body) if header and ring.per_app else None
-            keys = ring.keys_for(biz)
-            signature.verify(body, header, keys, self.settings.signature_encoding)
+            signature.verify(body, header, ring.keys_for(biz), self.settings.signature_encoding)
         except SignatureError as exc:
             self.metrics.signature_failures.labels(exc.reason).inc()
             # The BizID is unverified here: logged as a claim, for finding a misconfigured app.
             self.log.warning("callback_rejected", reason=exc.reason, remote=remote,
                              claimed_biz_id=biz, body_bytes=len(body))
-            return _error(401, exc.reason)
+            return Rejected(exc.reason)
 
         now = self.clock.time()
         self.metrics.last_callback.set(now)
         try:
             ev = events.decode(body)
         except MalformedCallback as exc:
-            return self.reject_malformed(remote, str(exc))
+            return self._invalid("malformed", remote, str(exc))
 
         if isinstance(ev, UnknownEvent):
-            self.metrics.count_callback("unknown", "ignored")
+            self.metrics.count_callback("unknown", Result.IGNORED)
             span.set_attribute("gme.event_type", ev.event_type)
             self.log.info("callback_unknown_event_type", event_type=ev.event_type,
                           biz_id=ev.biz_id, remote=remote)
-            return Reply(200, _OK, "ignored")
+            return _ACCEPTED[Result.IGNORED]
 
         span.set_attributes({
             "gme.biz_id": ev.biz_id, "gme.room_id": ev.room_id, "gme.user_id": ev.user_id,
@@ -118,15 +128,10 @@ class Intake:
         })
         window = self.settings.replay_window_seconds
         if window and abs(now - ev.timestamp) > window:
-            self.metrics.invalid.labels("stale").inc()
-            self.log.warning("callback_rejected", reason="stale", remote=remote,
-                             biz_id=ev.biz_id, room_id=ev.room_id, timestamp=ev.timestamp,
-                             skew_seconds=round(now - ev.timestamp, 3))
-            return _error(400, "stale")
-        return self._track(ev, now, remote)
+            return self._invalid("stale", remote, None, biz_id=ev.biz_id, room_id=ev.room_id,
+                                 timestamp=ev.timestamp, skew_seconds=round(now - ev.timestamp, 3))
 
-    def _track(self, ev: Event, now: float, remote: str) -> Reply:
-        out = self.tracker.record(ev)
+        out = await self.store.record(ev)
         m = self.metrics
         m.count_callback(out.event_type, out.result)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)
@@ -135,7 +140,7 @@ class Intake:
         if out.upload_delay is not None:
             m.observe_upload_delay(out.record_mode, out.upload_delay)
         self._accepted_log(
-            "callback_accepted", result=out.result, event_type=out.event_type,
+            "callback_accepted", result=out.result.value, event_type=out.event_type,
             biz_id=ev.biz_id, room_id=ev.room_id, user_id=ev.user_id, task_id=str(ev.task_id),
             seq_no=ev.seq_no, remote=remote)
-        return Reply(200, _OK, None if out.result == "accepted" else out.result)
+        return _ACCEPTED[out.result]

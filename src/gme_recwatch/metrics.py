@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,18 +29,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-
-if TYPE_CHECKING:
-    from .tracker import TrackerStats
+from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .lifecycle import RESULTS, STATE_NAMES
+from .signature import FailureReason
+from .stores.base import StoreStats
 
 PREFIX = "gme_recording_"
 
-EVENT_TYPES = ("started", "completed", "uploaded", "unknown")
-RESULTS = ("accepted", "duplicate", "out_of_order", "late", "ignored")
-SIGNATURE_FAILURE_REASONS = ("missing", "mismatch", "unknown_app")
-INVALID_REASONS = ("malformed", "too_large", "stale")
-STATES = ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan")
-RECORD_MODES = ("single", "mixed", "unknown")
+# Every label value is one of these: each imported from where the thing is defined.
+EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
+SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
+STATES = STATE_NAMES
+RECORD_MODES = MODE_NAMES
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
 
@@ -50,10 +51,6 @@ DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 21
 UPLOAD_DELAY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
 CALLBACK_DELAY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-class _StatsSource(Protocol):
-    def stats(self) -> TrackerStats: ...
 
 
 class Metrics:
@@ -166,6 +163,9 @@ class Metrics:
             self.keyring_reloads.labels(res)
         for listener in LISTENERS:
             self.http_in_flight.labels(listener)
+        # The store's gauges and counters, last: read from its tallies at scrape time.
+        self.store = StoreCollector()
+        self.registry.register(self.store)
 
     def count_callback(self, event_type: str, result: str) -> None:
         self._callback_children[(event_type, result)].inc()
@@ -179,9 +179,6 @@ class Metrics:
     def observe_upload_delay(self, record_mode: str, seconds: float) -> None:
         self._upload_children[record_mode].observe(max(seconds, 0.0))
 
-    def attach_tracker(self, source: _StatsSource) -> None:
-        self.registry.register(TrackerCollector(source))
-
 
 def _by_app(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
             values: dict[str, int] | dict[str, float], apps: Iterable[str]) -> Metric:
@@ -192,17 +189,25 @@ def _by_app(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: s
     return fam
 
 
-class TrackerCollector(Collector):
-    """Exports the tracker's incrementally maintained tallies at scrape time."""
+def empty_stats() -> StoreStats:
+    return StoreStats([], {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, capacity=0, app_overflow=0)
 
-    def __init__(self, source: _StatsSource) -> None:
-        self._source = source
+
+class StoreCollector(Collector):
+    """Exports the store's tallies: the admin listener hands over fresh ones (:meth:`update`)
+    before each scrape, since asking a store may mean a round trip the registry cannot await."""
+
+    def __init__(self) -> None:
+        self.latest = empty_stats()
+
+    def update(self, stats: StoreStats) -> None:
+        self.latest = stats
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        s = self._source.stats()
+        s = self.latest
         apps = s.app_labels
         active = GaugeMetricFamily(
             PREFIX + "active_recordings",

@@ -15,7 +15,8 @@ from typing import Any
 
 import uvicorn
 
-from .app import Service, build_apps
+from .app import build_apps
+from .service import Service
 
 
 class _Server(uvicorn.Server):
@@ -55,7 +56,7 @@ async def run(service: Service) -> None:
         _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds)),
         _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds)),
     ]
-    service.restore()  # before anything listens: ready means the state is back
+    await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,7 +71,7 @@ async def run(service: Service) -> None:
         await asyncio.sleep(0.02)
     service.start_background()
     service.log.info("started", callback=f"http://{s.host}:{s.port}{s.callback_path}",
-                     admin=f"http://{s.admin_host}:{s.admin_port}", segments=len(service.tracker),
+                     admin=f"http://{s.admin_host}:{s.admin_port}", segments=await service.store.count(),
                      settings=s.redacted())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -81,4 +82,4 @@ async def run(service: Service) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     stopper.cancel()
     await service.stop()
-    service.log.info("stopped", segments=len(service.tracker))
+    service.log.info("stopped")

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import lifecycle
+
 ENV_PREFIX = "GME_RECWATCH_"
 
 SignatureEncoding = Literal["auto", "base64", "hex"]
@@ -137,6 +139,17 @@ class Settings:
             choices = _meta(name)["choices"]
             need(getattr(self, name) in choices, name, "must be one of " + ", ".join(choices))
         return self
+
+    def lifecycle(self) -> lifecycle.Config:
+        """What the lifecycle rules and the stores need of these settings."""
+        return lifecycle.Config(
+            max_recording_seconds=self.max_recording_seconds,
+            upload_grace_seconds=self.upload_grace_seconds,
+            reorder_window_seconds=self.reorder_window_seconds,
+            retention_seconds=self.retention_seconds,
+            max_segments=self.max_segments,
+            max_apps=self.max_apps,
+        )
 
     def has_keys(self) -> bool:
         from .signature import parse_secret_list

@@ -38,13 +38,14 @@ from typing import Final, Literal
 
 import httpx
 
+from . import lifecycle
 from .events import COMPLETED, EVENT_NAMES, STARTED, UPLOADED, encode_callback
 from .signature import parse_secret_list, sign
 
 Copy = Literal["original", "duplicate", "bad_signature"]
 Fate = Literal["normal", "never_complete", "never_upload"]
 EVENT_TYPES: Final = (STARTED, COMPLETED, UPLOADED)
-END_STATES: Final = ("uploaded", "stuck", "upload_missing", "orphan")
+END_STATES: Final = tuple(s.label for s in lifecycle.END_STATES)
 _FIRST_TASK_ID: Final = 446946705284000000  # above 2**53, like Tencent's
 
 

@@ -1,4 +1,6 @@
-"""Writing and restoring the tracker snapshot file, atomically and without ever crash-looping."""
+"""The snapshot file of the in-memory store: written atomically every few seconds and at
+shutdown, read back at start, and never a reason to crash-loop. (The format is the store's:
+:mod:`gme_recwatch.stores.snapshot`.)"""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .clock import Clock
 from .metrics import Metrics
-from .tracker import Tracker
+from .stores import Snapshottable
 
 
-class SnapshotStore:
-    def __init__(self, path: str, tracker: Tracker, metrics: Metrics, log: Any) -> None:
+class SnapshotFile:
+    def __init__(self, path: str, store: Snapshottable, metrics: Metrics, log: Any,
+                 clock: Clock) -> None:
         self.path = Path(path) if path else None
-        self.tracker = tracker
+        self.store = store
         self.metrics = metrics
         self.log = log
+        self.clock = clock
 
     def restore(self) -> int:
         """Load the snapshot if there is one. Any failure is logged and counted; start empty."""
@@ -32,7 +37,7 @@ class SnapshotStore:
         except OSError as exc:
             return self._restore_failed(f"unreadable: {exc.strerror or exc}")
         try:
-            n = self.tracker.restore(data)
+            n = self.store.restore(data)
         except ValueError as exc:
             return self._restore_failed(f"corrupt: {exc}")
         self.metrics.snapshot_restored.set(n)
@@ -49,7 +54,7 @@ class SnapshotStore:
         if self.path is None:
             return False
         started = time.perf_counter()
-        return self._persist(self.tracker.snapshot(), started)
+        return self._persist(self.store.snapshot(), started)
 
     async def write_in_background(self) -> bool:
         """Snapshot on the event loop (consistent, a memcpy per column), then write the file
@@ -57,7 +62,7 @@ class SnapshotStore:
         if self.path is None:
             return False
         started = time.perf_counter()
-        data = self.tracker.snapshot()
+        data = self.store.snapshot()
         return await asyncio.to_thread(self._persist, data, started)
 
     def _persist(self, data: bytes, started: float) -> bool:
@@ -86,7 +91,7 @@ class SnapshotStore:
                     pass
         elapsed = time.perf_counter() - started
         self.metrics.snapshot_duration.set(elapsed)
-        self.metrics.snapshot_last_success.set(time.time())
-        self.log.debug("snapshot_written", path=str(self.path), segments=len(self.tracker),
+        self.metrics.snapshot_last_success.set(self.clock.time())
+        self.log.debug("snapshot_written", path=str(self.path), segments=len(self.store),
                        bytes=len(data), seconds=round(elapsed, 4))
         return True

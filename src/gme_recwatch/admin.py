@@ -1,0 +1,138 @@
+"""The admin listener: ``/metrics``, the probes, the drill-down API and the OpenAPI schemas of
+both listeners. It must stay inside the cluster."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, Response, get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.params import PathParameter, QueryParameter
+from prometheus_client import generate_latest
+
+from . import __version__
+from .callback import callback_schema
+from .errors import ErrorBody, internal_error
+from .lifecycle import StateName
+from .service import Service
+from .stores import SegmentView
+
+_EXPOSITION = "text/plain; version=0.0.4"  # Litestar appends the charset
+
+
+class Probe(msgspec.Struct):
+    status: str
+    segments: int | None = None
+
+
+class SegmentOut(msgspec.Struct):
+    """One segment; ids are strings so that JavaScript clients keep TaskID exact."""
+
+    app_id: str
+    biz_id: str
+    room_id: str
+    user_id: str
+    task_id: str
+    seq_no: int
+    state: str
+    record_mode: str
+    events_seen: list[str]
+    started_at: str | None
+    completed_at: str | None
+    uploaded_at: str | None
+    first_received_at: str
+    next_deadline_at: str | None
+    expires_at: str
+
+
+class SegmentList(msgspec.Struct):
+    count: int
+    segments: list[SegmentOut]
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):  # a time no calendar can show
+        return None
+
+
+def _out(v: SegmentView) -> SegmentOut:
+    return SegmentOut(
+        app_id=v.app_id, biz_id=str(v.biz_id), room_id=v.room_id, user_id=v.user_id,
+        task_id=str(v.task_id), seq_no=v.seq_no, state=v.state, record_mode=v.record_mode,
+        events_seen=v.events_seen, started_at=_iso(v.started_at),
+        completed_at=_iso(v.completed_at), uploaded_at=_iso(v.uploaded_at),
+        first_received_at=_iso(v.first_received_at) or "",
+        next_deadline_at=_iso(v.next_deadline_at), expires_at=_iso(v.expires_at) or "",
+    )
+
+
+def _found(views: list[SegmentView]) -> SegmentList:
+    return SegmentList(len(views), [_out(v) for v in views])
+
+
+def build_admin_app(service: Service) -> Litestar:
+    metrics = service.metrics
+    store = service.store
+
+    @get("/metrics", summary="Prometheus metrics", include_in_schema=True,
+         media_type="text/plain; version=0.0.4")
+    async def metrics_endpoint() -> Response[bytes]:
+        await service.refresh_stats()
+        # Always the classic text format, never OpenMetrics: the names the dashboards and
+        # alerts rely on (`gme_recording_missing_uploads` gauge beside the
+        # `gme_recording_missing_uploads_total` counter) would be two families of one name there.
+        return Response(generate_latest(metrics.registry), media_type=_EXPOSITION)  # + charset
+
+    @get("/healthz", summary="Liveness probe")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="Readiness: started and state restored",
+         responses={503: ResponseSpec(data_container=Probe, description="Not ready yet, or stopping")})
+    async def readyz() -> Response[Probe]:
+        if service.ready:
+            return Response(Probe("ready", await store.count()))
+        return Response(Probe("not ready"), status_code=503)
+
+    bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
+
+    @get("/api/v1/segments", summary="Tracked segments, oldest first", responses=bad_query)
+    async def segments(
+        state_filter: Annotated[StateName | None, QueryParameter(name="state")] = None,
+        app_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        room_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> SegmentList:
+        return _found(await store.segments(state=state_filter, app_id=app_id, room_id=room_id,
+                                           limit=limit))
+
+    @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments",
+         responses=bad_query)
+    async def room(app_id: Annotated[str, PathParameter(max_length=64)],
+                   room_id: Annotated[str, PathParameter(max_length=256)],
+                   limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000) -> SegmentList:
+        return _found(await store.segments(app_id=app_id, room_id=room_id, limit=limit))
+
+    schema = callback_schema(service.settings.callback_path, service.settings.max_body_bytes)
+
+    @get("/schema/callback/openapi.json", summary="OpenAPI schema of the callback listener")
+    async def callback_openapi() -> dict[str, Any]:
+        return schema
+
+    return Litestar(
+        route_handlers=[metrics_endpoint, healthz, readyz, segments, room, callback_openapi],
+        openapi_config=OpenAPIConfig(
+            title="gme-recwatch admin API", version=__version__, path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        exception_handlers={Exception: internal_error(service.log)},
+        logging_config=None,
+    )

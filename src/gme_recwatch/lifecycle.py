@@ -1,0 +1,204 @@
+"""The lifecycle rules of a recording segment, written once and shared by every store.
+
+Pure: no clock, no storage, no I/O. A store keeps, per segment, which events it has seen, when
+it received the first event and the completion, and hands them to these functions; whatever
+holds the state (a process's memory, Redis) obeys the same rules, and the conformance tests in
+``tests/test_stores.py`` hold every store to them.
+
+A segment is one recorded file, keyed by (BizID, RoomID, UserID, TaskID, SeqNo). Its state is
+a function of which events (1 started, 2 completed, 3 uploaded) have been seen, when we
+received them, and the time now -- so arrival order does not matter, and a duplicate changes
+nothing but a counter.
+
+Two clocks, on purpose:
+
+* Durations (recording length, upload delay) come from the callbacks' ``Timestamp``: the
+  sender's clock, stamped when Tencent sent each callback. Our receive times would add
+  Tencent's delivery delay and retries to every duration.
+* Deadlines (stuck, upload grace, reorder window, TTL) run on *our* clock from when we received
+  events: they must fire even if the sender's clock is wrong or no further callback arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING, Final, Literal
+
+from .events import COMPLETED, EVENT_NAMES, STARTED, UPLOADED, Event
+
+INF: Final = math.inf
+
+
+class State(IntEnum):
+    """Where a segment is in its lifecycle. The value is the code stores pack."""
+
+    RECORDING = 0  # started, not completed
+    COMPLETED = 1  # completed, upload not seen yet, still within the upload grace
+    UPLOADED = 2  # terminal: the file is in COS
+    STUCK = 3  # still recording after max_recording_seconds
+    UPLOAD_MISSING = 4  # completed, no upload within the upload grace
+    ORPHAN = 5  # completed or uploaded, and the start never came within the reorder window
+
+    @property
+    def label(self) -> str:
+        """The value of the ``state`` label and of the API's ``state`` field."""
+        return STATE_NAMES[self]
+
+
+STATE_NAMES: Final[tuple[str, ...]] = tuple(s.name.lower() for s in State)
+if TYPE_CHECKING:
+    StateName = str
+else:  # for the API's schema: the state names, from the one definition above
+    StateName = Literal[STATE_NAMES]
+
+# Segments that count as recording (a stuck one may well still be recording).
+LIVE_RECORDING: Final = frozenset({State.RECORDING, State.STUCK})
+# States a segment enters on a deadline: an event arriving in one of them is `late`.
+PROBLEM_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING, State.ORPHAN})
+
+
+class Result(StrEnum):
+    """What a verified callback did, as counted in ``gme_recording_callbacks_total{result}``."""
+
+    ACCEPTED = "accepted"  # new information, in lifecycle order
+    DUPLICATE = "duplicate"  # that event was already seen: nothing changes
+    OUT_OF_ORDER = "out_of_order"  # a later event of the lifecycle was seen first
+    LATE = "late"  # arrived after a deadline had already declared the segment a problem
+    IGNORED = "ignored"  # an EventType this version does not know
+
+
+RESULTS: Final[tuple[str, ...]] = tuple(r.value for r in Result)
+# Where a segment ends when nothing more arrives: the simulator predicts these.
+END_STATES: Final = (State.UPLOADED, State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
+
+# Events seen, as bits of one small int.
+SEEN_STARTED: Final = 1
+SEEN_COMPLETED: Final = 2
+SEEN_UPLOADED: Final = 4
+SEEN_BIT: Final = {STARTED: SEEN_STARTED, COMPLETED: SEEN_COMPLETED, UPLOADED: SEEN_UPLOADED}
+EVENT_LABEL: Final = EVENT_NAMES
+
+
+def events_seen(seen: int) -> list[str]:
+    """The names of the events in a ``seen`` set, in lifecycle order."""
+    return [name for bit, name in ((SEEN_STARTED, "started"), (SEEN_COMPLETED, "completed"),
+                                   (SEEN_UPLOADED, "uploaded")) if seen & bit]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the rules and the stores need to know. Built from the settings, which hold the
+    defaults (:meth:`gme_recwatch.settings.Settings.lifecycle`); nothing here has one."""
+
+    max_recording_seconds: float
+    upload_grace_seconds: float
+    reorder_window_seconds: float
+    retention_seconds: float
+    max_segments: int
+    max_apps: int
+
+
+def derive_state(seen: int, r_first: float, r_complete: float, now: float,
+                 cfg: Config) -> tuple[State, float]:
+    """(state, when the state will next change by itself) from the events seen and when we
+    received them; ``INF`` when only an event can change it.
+
+    ``r_first`` is when we received the segment's first event (which is the start whenever only
+    the start has been seen), ``r_complete`` when we received the completion.
+    """
+    if seen & SEEN_STARTED:
+        if seen & SEEN_UPLOADED:
+            return State.UPLOADED, INF
+        if not seen & SEEN_COMPLETED:
+            d = r_first + cfg.max_recording_seconds
+            return (State.STUCK, INF) if now >= d else (State.RECORDING, d)
+        d = r_complete + cfg.upload_grace_seconds
+        return (State.UPLOAD_MISSING, INF) if now >= d else (State.COMPLETED, d)
+    window = r_first + cfg.reorder_window_seconds
+    if now < window:
+        # A start may still be on its way: show the segment as what the events say so far.
+        if seen & SEEN_UPLOADED:
+            return State.UPLOADED, window
+        return State.COMPLETED, min(window, r_complete + cfg.upload_grace_seconds)
+    if seen & SEEN_UPLOADED:
+        return State.ORPHAN, INF
+    d = r_complete + cfg.upload_grace_seconds
+    return (State.UPLOAD_MISSING, INF) if now >= d else (State.ORPHAN, d)
+
+
+def start_is_lost(seen: int, r_first: float, now: float, cfg: Config) -> bool:
+    """True once the reorder window has run out with no start seen: the start counts as lost
+    (``gme_recording_orphan_events_total``), once per segment."""
+    return not seen & SEEN_STARTED and now >= r_first + cfg.reorder_window_seconds
+
+
+def classify(seen: int, bit: int, state: State | None) -> Result:
+    """The result of an event with ``bit`` for a segment that had seen ``seen`` and was in
+    ``state`` (None: the segment is new)."""
+    if seen & bit:
+        return Result.DUPLICATE
+    if state in PROBLEM_STATES:
+        return Result.LATE
+    if seen > bit:  # a later event of the lifecycle was seen first
+        return Result.OUT_OF_ORDER
+    return Result.ACCEPTED
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one event did: its result, and the durations it completed (sender clock)."""
+
+    result: Result
+    event_type: str
+    record_mode: str
+    app_id: str
+    duration: float | None = None
+    upload_delay: float | None = None
+
+
+def measure(out: Outcome, seen: int, bit: int, ts_start: int, ts_complete: int,
+            ts_upload: int) -> None:
+    """Fill in the durations that the event with ``bit`` completed, now that ``seen`` holds it."""
+    if seen & SEEN_STARTED and seen & SEEN_COMPLETED and bit in (SEEN_STARTED, SEEN_COMPLETED):
+        out.duration = float(ts_complete - ts_start)
+    if seen & SEEN_COMPLETED and seen & SEEN_UPLOADED and bit in (SEEN_COMPLETED, SEEN_UPLOADED):
+        out.upload_delay = float(ts_upload - ts_complete)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A segment that crossed a deadline into stuck, upload_missing or orphan."""
+
+    state: str
+    biz_id: int
+    room_id: str
+    user_id: str
+    task_id: int
+    seq_no: int
+    app_id: str
+
+
+# ------------------------------------------------------------------ segment identity
+
+SEP: Final = "\x00"  # events.decode rejects NUL in ids, so it cannot occur inside a part
+
+
+def make_key(biz_id: int, room_id: str, user_id: str, task_id: int, seq_no: int) -> str:
+    """One string per segment: compact, and a prefix (BizID, room) per room."""
+    return f"{biz_id}{SEP}{room_id}{SEP}{user_id}{SEP}{task_id}{SEP}{seq_no}"
+
+
+def key_of(ev: Event) -> str:
+    return make_key(ev.biz_id, ev.room_id, ev.user_id, ev.task_id, ev.seq_no)
+
+
+def split_key(key: str) -> tuple[int, str, str, int, int]:
+    biz, room, user, task, seq = key.split(SEP)
+    return int(biz), room, user, int(task), int(seq)
+
+
+def room_of(key: str) -> str:
+    """The (BizID, RoomID) prefix of a key: what ``active_rooms`` counts."""
+    return key[: key.index(SEP, key.index(SEP) + 1)]

@@ -1,0 +1,127 @@
+"""The wiring: picks the store, builds the intake, owns the background loops.
+
+Three loops run beside the listeners: the deadline sweep (about once a second), the keyring
+reload, and -- for a store that keeps its state in this process -- the snapshot file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from .clock import Clock, SystemClock
+from .intake import Intake
+from .logging import get_logger
+from .metrics import Metrics
+from .settings import Settings
+from .signature import KeyringError, KeyringSource
+from .snapshots import SnapshotFile
+from .stores import MemoryStore, Snapshottable, Store
+from .tracing import make_provider, tracer
+
+SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
+
+
+def open_store(settings: Settings, clock: Clock) -> Store:
+    """The store the settings ask for: the in-memory one unless told otherwise."""
+    return MemoryStore(settings.lifecycle(), clock)
+
+
+class Service:
+    """Everything both listeners share: keys, store, metrics, intake, snapshots, loops."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None,
+                 span_exporter: SpanExporter | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.log = get_logger()
+        self.metrics = Metrics()
+        self.keys = KeyringSource(settings.secret_key, settings.keys_file)
+        self.metrics.keyring_keys.set(len(self.keys.current))
+        self.store = store if store is not None else open_store(settings, self.clock)
+        self.provider = make_provider(span_exporter)
+        self.intake = Intake(settings, self.keys, self.store, self.metrics,
+                             tracer(self.provider), self.log, self.clock)
+        self.snapshots = (
+            SnapshotFile(settings.state_file, self.store, self.metrics, self.log, self.clock)
+            if settings.state_file and isinstance(self.store, Snapshottable) else None)
+        self.ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Bring the state back (before anything listens: ready means the state is back)."""
+        await self.store.register_apps(self.keys.current.app_ids())
+        if self.snapshots is not None:
+            self.snapshots.restore()
+
+    def start_background(self) -> None:
+        s = self.settings
+        self._tasks = [
+            asyncio.create_task(self._every("sweep", s.sweep_interval_seconds, self.sweep)),
+            asyncio.create_task(self._every("keys", s.keys_reload_seconds, self.reload_keys)),
+        ]
+        if self.snapshots is not None:
+            self._tasks.append(asyncio.create_task(
+                self._every("snapshot", s.snapshot_interval_seconds,
+                            self.snapshots.write_in_background)))
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop the loops, write the final snapshot, close the store, flush traces."""
+        self.ready = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.snapshots is not None:
+            self.snapshots.write()
+        await self.store.close()
+        if self.provider is not None:
+            self.provider.shutdown()
+
+    async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await fn()
+            except Exception as exc:  # a background loop must outlive one bad round
+                self.log.error("background_task_failed", task=name, error=type(exc).__name__)
+
+    async def sweep(self, budget: int = SWEEP_BUDGET) -> None:
+        """Apply every deadline that has passed, logging each segment that became a problem.
+
+        Deadlines can fall due by the hundred thousand in one second (a fleet-wide outage): the
+        sweep goes in rounds and yields between them, so callbacks are still answered promptly.
+        """
+        while True:
+            done = await self.store.sweep(budget)
+            for t in done.transitions:
+                self.log.warning(
+                    f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
+                    room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no)
+            if not done.more:
+                return
+            await asyncio.sleep(0)
+
+    async def refresh_stats(self) -> None:
+        """Hand the store's current tallies to the metrics, for the next scrape."""
+        self.metrics.store.update(await self.store.stats())
+
+    async def reload_keys(self) -> None:
+        try:
+            changed = self.keys.maybe_reload()
+        except (OSError, KeyringError, UnicodeDecodeError) as exc:
+            self.metrics.keyring_reloads.labels("failure").inc()
+            # The message names a line number or an OS error, never key material.
+            self.log.error("keyring_reload_failed", path=self.settings.keys_file,
+                           error=str(exc) if isinstance(exc, KeyringError) else type(exc).__name__)
+            return
+        if changed:
+            self.metrics.keyring_reloads.labels("success").inc()
+            self.metrics.keyring_keys.set(len(self.keys.current))
+            await self.store.register_apps(self.keys.current.app_ids())
+            self.log.info("keyring_reloaded", keys=len(self.keys.current),
+                          apps=self.keys.current.app_ids())

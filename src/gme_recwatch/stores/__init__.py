@@ -1,0 +1,7 @@
+"""Where segment state lives: :mod:`.memory` (embedded, the default) behind the interface in
+:mod:`.base`. The service picks one from the settings; nothing else knows which."""
+
+from .base import SegmentView, Snapshottable, Store, StoreStats, Sweep
+from .memory import MemoryStore
+
+__all__ = ["MemoryStore", "SegmentView", "Snapshottable", "Store", "StoreStats", "Sweep"]

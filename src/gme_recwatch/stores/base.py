@@ -1,0 +1,106 @@
+"""What every store offers: the interface the intake, the service and the API use.
+
+A store holds the tracked segments and applies :mod:`gme_recwatch.lifecycle` to them. The
+methods are async because a store may be across a network; the in-memory store answers
+without ever suspending. Nothing above this interface knows which store is in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..events import Event
+from ..lifecycle import Outcome, Transition
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """The tallies the gauges and counters are exported from; O(apps x states) to produce."""
+
+    app_labels: list[str]
+    active_recordings: dict[tuple[str, str], int]
+    active_rooms: dict[str, int]
+    stuck: dict[str, int]
+    stuck_total: dict[str, int]
+    missing_uploads: dict[str, int]
+    missing_uploads_total: dict[str, int]
+    completed_total: dict[str, int]
+    oldest_start: dict[str, float]
+    orphan_events: dict[str, int]
+    by_state: dict[str, int]
+    evictions: dict[tuple[str, str], int]
+    capacity: int
+    app_overflow: int
+    segments: int = 0
+
+
+@dataclass(slots=True)
+class SegmentView:
+    """One segment as the drill-down API shows it; times are Unix times."""
+
+    biz_id: int
+    room_id: str
+    user_id: str
+    task_id: int
+    seq_no: int
+    app_id: str
+    state: str
+    record_mode: str
+    events_seen: list[str]
+    started_at: float | None
+    completed_at: float | None
+    uploaded_at: float | None
+    first_received_at: float
+    next_deadline_at: float | None
+    expires_at: float
+
+
+@dataclass(slots=True)
+class Sweep:
+    """One round of deadlines: the segments that became a problem, and whether more are due."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    more: bool = False
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where segment state lives. Every method obeys the lifecycle rules; see the module doc."""
+
+    async def record(self, ev: Event) -> Outcome:
+        """Apply one verified event. When this returns, its effect is stored."""
+        ...
+
+    async def sweep(self, budget: int) -> Sweep:
+        """Apply deadlines that have passed (state changes, retention), at most ``budget`` of
+        them; each transition is reported exactly once."""
+        ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def count(self) -> int:
+        """Segments tracked."""
+        ...
+
+    async def register_apps(self, biz_ids: list[int]) -> None:
+        """Give apps known in advance (from the keyring) their label, so their series exist."""
+        ...
+
+    async def segments(self, *, state: str | None = None, app_id: str | None = None,
+                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        """Matching segments, oldest first (by when we first heard of them): for the API."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Snapshottable(Protocol):
+    """A store whose whole state can be written to a file and read back at start."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> int: ...
+
+    def __len__(self) -> int: ...

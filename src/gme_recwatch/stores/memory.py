@@ -1,0 +1,303 @@
+"""The embedded store: every segment in this process's memory. The default; needs nothing.
+
+Every transition is O(1) (apart from an occasional capacity eviction), every gauge an
+incrementally kept tally (:mod:`.tallies`), deadlines a bucket queue (:mod:`..deadlines`),
+segments typed columns (:mod:`.columns`). State survives a restart through a snapshot file
+(:mod:`.snapshot`), written by the service.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from ..clock import Clock, SystemClock
+from ..deadlines import DeadlineQueue
+from ..events import MODE_NAMES, Event, RecordMode
+from ..lifecycle import (
+    EVENT_LABEL,
+    INF,
+    PROBLEM_STATES,
+    SEEN_BIT,
+    SEEN_COMPLETED,
+    SEEN_STARTED,
+    SEEN_UPLOADED,
+    SEP,
+    Config,
+    Outcome,
+    Result,
+    State,
+    Transition,
+    classify,
+    derive_state,
+    events_seen,
+    key_of,
+    measure,
+    room_of,
+    split_key,
+    start_is_lost,
+)
+from . import snapshot
+from .base import SegmentView, StoreStats, Sweep
+from .columns import SegmentTable
+from .tallies import Tallies
+
+
+class MemoryStore:
+    """In-memory lifecycle store for up to ``cfg.max_segments`` segments."""
+
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self._index: dict[str, int] = {}
+        self._table = SegmentTable()
+        self._deadlines = DeadlineQueue()
+        self._tallies = Tallies(cfg.max_apps)
+        # Capacity eviction order: uploaded segments first, oldest first; then the oldest of all.
+        self._terminal_fifo: deque[str] = deque()
+        self._creation_fifo: deque[str] = deque()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # ------------------------------------------------------------ the Store interface
+
+    async def record(self, ev: Event) -> Outcome:
+        return self.record_now(ev)
+
+    async def sweep(self, budget: int) -> Sweep:
+        transitions = self.sweep_now(budget)
+        return Sweep(transitions, self._deadlines.has_due(self.clock.monotonic()))
+
+    async def stats(self) -> StoreStats:
+        return self.stats_now()
+
+    async def count(self) -> int:
+        return len(self._index)
+
+    async def register_apps(self, biz_ids: list[int]) -> None:
+        for biz_id in biz_ids:
+            self._tallies.app(biz_id)
+
+    async def segments(self, *, state: str | None = None, app_id: str | None = None,
+                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        return self.find(state=state, app_id=app_id, room_id=room_id, limit=limit)
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------ events
+
+    def record_now(self, ev: Event) -> Outcome:
+        """:meth:`record`, for callers that are not coroutines (benchmarks, the snapshot)."""
+        now = self.clock.monotonic()
+        t = self._table
+        bit = SEEN_BIT[ev.event_type]
+        key = key_of(ev)
+        slot = self._index.get(key)
+        if slot is None:
+            app = self._tallies.app(ev.biz_id)
+            mode = RecordMode.of(ev.record_mode)
+            slot = self._insert(key, app, mode, now)
+            old: State | None = None
+            seen = 0
+        else:
+            key = t.keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
+            app, mode, seen, old = t.app(slot), t.mode(slot), t.seen(slot), t.state(slot)
+        out = Outcome(classify(seen, bit, old), EVENT_LABEL[ev.event_type], MODE_NAMES[mode],
+                      self._tallies.labels[app])
+        if out.result is Result.DUPLICATE:
+            return out
+        seen |= bit
+        if bit == SEEN_COMPLETED:
+            t.ts_complete[slot] = ev.timestamp
+            t.r_complete[slot] = now
+            self._tallies.completed_total[app] += 1
+        elif bit == SEEN_UPLOADED:
+            t.ts_upload[slot] = ev.timestamp
+        else:
+            t.ts_start[slot] = ev.timestamp
+        measure(out, seen, bit, t.ts_start[slot], t.ts_complete[slot], t.ts_upload[slot])
+        t.set_seen(slot, seen)
+        t.expires[slot] = now + self.cfg.retention_seconds
+        self._settle(slot, key, old, now)
+        return out
+
+    def _insert(self, key: str, app: int, mode: RecordMode, now: float) -> int:
+        if len(self._index) >= self.cfg.max_segments:
+            self._evict_for_capacity()
+        slot = self._table.allocate(key, app, mode, now, now + self.cfg.retention_seconds)
+        self._index[key] = slot
+        self._creation_fifo.append(key)
+        return slot
+
+    def _settle(self, slot: int, key: str, old: State | None, now: float) -> Transition | None:
+        """Recompute a slot's state and next deadline; update every tally it changes."""
+        t = self._table
+        seen = t.seen(slot)
+        new, state_deadline = derive_state(seen, t.r_first[slot], t.r_complete[slot], now, self.cfg)
+        if not t.start_lost(slot) and start_is_lost(seen, t.r_first[slot], now, self.cfg):
+            t.mark_start_lost(slot)
+            self._tallies.orphan_events["uploaded" if seen & SEEN_UPLOADED else "completed"] += 1
+        transition = None
+        if new != old:
+            app = t.app(slot)
+            self._tallies.move(app, t.mode(slot), room_of(key), t.ts_start[slot], old, new)
+            if new == State.UPLOADED:
+                self._terminal_fifo.append(key)
+            if new in PROBLEM_STATES:
+                biz, room, user, task, seq = split_key(key)
+                transition = Transition(new.label, biz, room, user, task, seq,
+                                        self._tallies.labels[app])
+            t.set_state(slot, new)
+        self._deadlines.set(slot, min(state_deadline, t.expires[slot]))
+        return transition
+
+    # ------------------------------------------------------------ deadlines
+
+    def sweep_now(self, budget: int | None = None) -> list[Transition]:
+        """Apply every deadline that has passed: state changes and retention expiry.
+
+        Costs O(segments due), never a scan. With a ``budget``, at most that many due entries
+        are handled and the rest stay queued. Returns the segments that became stuck,
+        upload_missing or orphan, for logging.
+        """
+        now = self.clock.monotonic()
+        out: list[Transition] = []
+        t = self._table
+        for slot in self._deadlines.pop_due(now, budget):
+            key = t.keys[slot]
+            if key is None:
+                continue
+            # Settle first: a segment that got stuck (or lost its upload) before its TTL ran out
+            # is reported and evicted in that state, even if the sweep fell behind.
+            moved = self._settle(slot, key, t.state(slot), now)
+            if moved is not None:
+                out.append(moved)
+            if t.expires[slot] <= now:
+                self._remove(slot, key, "ttl")
+        return out
+
+    def has_due(self) -> bool:
+        return self._deadlines.has_due(self.clock.monotonic())
+
+    # ------------------------------------------------------------ eviction
+
+    def _remove(self, slot: int, key: str, reason: str) -> None:
+        t = self._table
+        state = t.state(slot)
+        self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], state, None)
+        self._tallies.evictions[(reason, state.label)] += 1
+        del self._index[key]
+        t.release(slot)
+        self._deadlines.clear(slot)
+
+    def _evict_for_capacity(self) -> None:
+        """Make room for one segment: the oldest uploaded segment, else the oldest of all."""
+        self._compact_fifos()
+        for fifo, terminal_only in ((self._terminal_fifo, True), (self._creation_fifo, False)):
+            while fifo:
+                key = fifo.popleft()
+                slot = self._index.get(key)
+                if slot is None:
+                    continue
+                if terminal_only and self._table.state(slot) != State.UPLOADED:
+                    continue
+                self._remove(slot, key, "capacity")
+                return
+
+    def _compact_fifos(self) -> None:
+        # The FIFOs keep keys of removed segments until they reach the front; rebuild them when
+        # stale entries dominate, so their size stays O(segments) (amortised O(1) per insert).
+        limit = 2 * len(self._index) + 1024
+        if len(self._creation_fifo) > limit:
+            self._creation_fifo = deque(self._index)
+        if len(self._terminal_fifo) > limit:
+            self._terminal_fifo = deque(
+                k for k, s in self._index.items() if self._table.state(s) == State.UPLOADED)
+
+    # ------------------------------------------------------------ read side
+
+    def stats_now(self) -> StoreStats:
+        """Current tallies; O(apps x states), independent of the number of segments."""
+        return self._tallies.stats(self.cfg.max_segments, len(self._index))
+
+    def _view(self, key: str, slot: int) -> SegmentView:
+        t = self._table
+        seen = t.seen(slot)
+        biz, room, user, task, seq = split_key(key)
+        mono_now, wall_now = self.clock.monotonic(), self.clock.time()
+
+        def wall(mono: float) -> float:
+            return wall_now - (mono_now - mono)
+
+        deadline = self._deadlines.get(slot)
+        return SegmentView(
+            biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
+            app_id=self._tallies.labels[t.app(slot)], state=t.state(slot).label,
+            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen),
+            started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
+            completed_at=float(t.ts_complete[slot]) if seen & SEEN_COMPLETED else None,
+            uploaded_at=float(t.ts_upload[slot]) if seen & SEEN_UPLOADED else None,
+            first_received_at=wall(t.r_first[slot]),
+            next_deadline_at=None if deadline == INF else wall(deadline),
+            expires_at=wall(t.expires[slot]),
+        )
+
+    def find(self, *, state: str | None = None, app_id: str | None = None,
+             room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        """:meth:`segments` without the coroutine. A scan: it serves the admin drill-down API,
+        never the callback path or a scrape."""
+        t = self._table
+        labels = self._tallies.labels
+        matches: list[tuple[float, str, int]] = []
+        for key, slot in self._index.items():
+            if state is not None and t.state(slot).label != state:
+                continue
+            if app_id is not None and labels[t.app(slot)] != app_id and (
+                    not key.startswith(app_id + SEP)):
+                continue
+            if room_id is not None and key.split(SEP, 2)[1] != room_id:
+                continue
+            matches.append((t.r_first[slot], key, slot))
+        return [self._view(k, s) for _, k, s in heapq.nsmallest(limit, matches)]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """Every segment, in the format of :mod:`.snapshot`."""
+        return snapshot.encode(self._table, self.clock.time(), self.clock.monotonic())
+
+    def restore(self, data: bytes) -> int:
+        """Load a snapshot into an empty store; raise ValueError if it is not a valid one.
+
+        Time that passed while the service was down counts against every deadline.
+        """
+        if self._index:
+            raise ValueError("restore needs an empty store")
+        loaded = snapshot.decode(data)
+        cols = loaded.columns
+        now = self.clock.monotonic()
+        # old receive-clock time -> wall time -> this process's receive clock
+        shift = loaded.mono_to_wall + (now - self.clock.time())
+        t = self._table
+        restored = 0
+        for i, key in enumerate(loaded.keys):
+            if key is None or key in self._index:
+                continue
+            meta = int(cols["meta"][i])
+            slot = self._insert(key, self._tallies.app(split_key(key)[0]),
+                                SegmentTable.meta_mode(meta), now)
+            t.restore_meta(slot, meta)
+            t.ts_start[slot] = int(cols["ts_start"][i])
+            t.ts_complete[slot] = int(cols["ts_complete"][i])
+            t.ts_upload[slot] = int(cols["ts_upload"][i])
+            t.r_first[slot] = cols["r_first"][i] + shift
+            t.r_complete[slot] = cols["r_complete"][i] + shift
+            t.expires[slot] = cols["expires"][i] + shift
+            self._settle(slot, key, None, now)
+            restored += 1
+        return restored

@@ -1,0 +1,461 @@
+"""The conformance suite: every store obeys the lifecycle rules the same way.
+
+Each test runs against every backend (``backend`` fixture), with a fake clock: time moves,
+nothing sleeps. What only one store has (snapshots, its internal bounds) is tested in that
+store's own module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+from conftest import Tracked
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gme_recwatch.clock import FakeClock
+from gme_recwatch.events import Event
+from gme_recwatch.lifecycle import SEEN_BIT, STATE_NAMES, Config, State, classify, derive_state
+from gme_recwatch.settings import Settings
+from gme_recwatch.stores import MemoryStore, StoreStats
+
+DEFAULTS = Settings().lifecycle()
+CFG = replace(DEFAULTS, max_recording_seconds=100, upload_grace_seconds=50,
+              reorder_window_seconds=10, retention_seconds=1000, max_segments=1000, max_apps=5)
+BIZ = 1400000000
+TASK = 446946705284000000
+BACKENDS = ["memory"]
+
+Make = Callable[..., Tracked]
+
+
+def ev(event_type: int, *, ts: int = 1_700_000_000, seq: int = 0, room: str = "r1",
+       user: str = "u1", biz: int = BIZ, mode: int = 1, task: int = TASK) -> Event:
+    return Event(biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
+                 event_type=event_type, record_mode=mode, timestamp=ts)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make(backend: str) -> Iterator[Make]:
+    """Opens stores of the backend under test: ``make(config, clock)``, each one empty."""
+    loop = asyncio.new_event_loop()
+
+    def open_store(cfg: Config = CFG, clock: FakeClock | None = None) -> Tracked:
+        clock = clock or FakeClock()
+        assert backend == "memory"
+        return Tracked(MemoryStore(cfg, clock), clock, loop)
+
+    yield open_store
+    loop.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def tracker(make: Make, clock: FakeClock) -> Tracked:
+    return make(CFG, clock)
+
+
+def state_of(t: Tracked, seq: int = 0, room: str = "r1") -> str:
+    views = [v for v in t.segments(room_id=room, limit=1000) if v.seq_no == seq]
+    assert len(views) == 1
+    return str(views[0].state)
+
+
+def assert_consistent(t: Tracked) -> None:
+    """Every incrementally kept gauge equals a full recount of the tracked segments."""
+    inc, full = t.stats(), t.recount()
+    for name in ("active_recordings", "active_rooms", "stuck", "missing_uploads", "by_state",
+                 "oldest_start"):
+        assert getattr(inc, name) == getattr(full, name), name
+    assert sum(inc.by_state.values()) == len(t)
+
+
+def test_start_then_complete_then_upload_is_accepted_in_order(tracker: Tracked) -> None:
+    results = [tracker.record(ev(e, ts=1000 + 10 * e)).result for e in (1, 2, 3)]
+    assert results == ["accepted", "accepted", "accepted"]
+    assert state_of(tracker) == "uploaded"
+    assert_consistent(tracker)
+
+
+def test_started_segment_is_recording_and_counts_an_active_room(tracker: Tracked) -> None:
+    tracker.record(ev(1))
+    s = tracker.stats()
+    assert s.active_recordings[(str(BIZ), "mixed")] == 1
+    assert s.active_rooms[str(BIZ)] == 1
+    assert s.by_state["recording"] == 1
+
+
+def test_duplicate_changes_nothing_but_its_counter(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1))
+    before = tracker.stats()
+    view_before = tracker.segments()[0]
+    clock.advance(5)
+    assert tracker.record(ev(1)).result == "duplicate"
+    assert tracker.stats() == before
+    assert tracker.segments()[0].expires_at == view_before.expires_at + 0  # TTL not refreshed
+    assert tracker.segments()[0].first_received_at == view_before.first_received_at
+
+
+def test_upload_before_start_is_counted_out_of_order(tracker: Tracked) -> None:
+    assert tracker.record(ev(3)).result == "accepted"  # nothing to be out of order with yet
+    assert tracker.record(ev(1)).result == "out_of_order"
+    assert tracker.record(ev(2)).result == "out_of_order"
+    assert state_of(tracker) == "uploaded"
+    assert_consistent(tracker)
+
+
+def test_recording_past_maximum_duration_becomes_stuck(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1))
+    clock.advance(99)
+    assert tracker.sweep() == []
+    assert state_of(tracker) == "recording"
+    clock.advance(1.5)
+    moved = tracker.sweep()
+    assert [(m.state, m.room_id, m.task_id) for m in moved] == [("stuck", "r1", TASK)]
+    s = tracker.stats()
+    assert s.stuck[str(BIZ)] == 1 and s.stuck_total[str(BIZ)] == 1
+    assert s.active_recordings[(str(BIZ), "mixed")] == 1  # still recording, as far as we know
+    assert_consistent(tracker)
+
+
+def test_completion_of_stuck_segment_is_late_and_it_continues(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1, ts=1000))
+    clock.advance(150)
+    tracker.sweep()
+    out = tracker.record(ev(2, ts=1150))
+    assert out.result == "late" and out.duration == 150
+    s = tracker.stats()
+    assert s.stuck[str(BIZ)] == 0 and s.stuck_total[str(BIZ)] == 1
+    assert state_of(tracker) == "completed"
+    assert_consistent(tracker)
+
+
+def test_completed_without_upload_within_grace_is_upload_missing(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1))
+    tracker.record(ev(2))
+    clock.advance(49)
+    tracker.sweep()
+    assert state_of(tracker) == "completed"
+    clock.advance(2)
+    assert [m.state for m in tracker.sweep()] == ["upload_missing"]
+    s = tracker.stats()
+    assert s.missing_uploads[str(BIZ)] == 1 and s.missing_uploads_total[str(BIZ)] == 1
+    assert s.completed_total[str(BIZ)] == 1
+    assert tracker.record(ev(3)).result == "late"
+    assert tracker.stats().missing_uploads[str(BIZ)] == 0
+    assert state_of(tracker) == "uploaded"
+    assert_consistent(tracker)
+
+
+def test_completion_whose_start_never_arrives_is_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(2))
+    clock.advance(9)
+    tracker.sweep()
+    assert state_of(tracker) == "completed"
+    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 0}
+    clock.advance(2)
+    assert [m.state for m in tracker.sweep()] == ["orphan"]
+    assert tracker.stats().orphan_events == {"completed": 1, "uploaded": 0}
+    assert tracker.record(ev(1)).result == "late"
+    assert state_of(tracker) == "completed"
+    assert_consistent(tracker)
+
+
+def test_orphan_completion_still_alerts_on_its_missing_upload(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(2))
+    clock.advance(51)
+    tracker.sweep()
+    assert state_of(tracker) == "upload_missing"
+    assert tracker.stats().orphan_events["completed"] == 1
+
+
+def test_upload_whose_start_never_arrives_is_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(3))
+    clock.advance(11)
+    tracker.sweep()
+    assert state_of(tracker) == "orphan"
+    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 1}
+
+
+def test_start_within_reorder_window_is_not_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(3))
+    clock.advance(5)
+    assert tracker.record(ev(1)).result == "out_of_order"
+    clock.advance(100)
+    tracker.sweep()
+    assert state_of(tracker) == "uploaded"
+    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 0}
+
+
+def test_durations_come_from_sender_timestamps(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1, ts=1000))
+    clock.advance(3)  # our clock's gap must not matter
+    out = tracker.record(ev(2, ts=1300))
+    assert out.duration == 300.0
+    assert tracker.record(ev(3, ts=1312)).upload_delay == 12.0
+
+
+def test_durations_are_measured_whatever_the_arrival_order(tracker: Tracked) -> None:
+    assert tracker.record(ev(3, ts=1312)).upload_delay is None
+    assert tracker.record(ev(2, ts=1300)).upload_delay == 12.0
+    assert tracker.record(ev(1, ts=1000)).duration == 300.0
+
+
+def test_segments_expire_after_retention_and_are_counted(tracker: Tracked, clock: FakeClock) -> None:
+    for e in (1, 2, 3):
+        tracker.record(ev(e))
+    tracker.record(ev(1, seq=1))
+    clock.advance(1001)
+    tracker.sweep()
+    assert len(tracker) == 0
+    s = tracker.stats()
+    assert s.evictions[("ttl", "uploaded")] == 1 and s.evictions[("ttl", "stuck")] == 1
+    assert s.active_rooms[str(BIZ)] == 0
+    assert_consistent(tracker)
+
+
+def test_retention_counts_from_the_last_event(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1))
+    clock.advance(900)
+    tracker.record(ev(2))
+    clock.advance(900)
+    tracker.sweep()
+    assert len(tracker) == 1
+
+
+def test_capacity_evicts_terminal_segments_first(make: Make) -> None:
+    t = make(replace(DEFAULTS, max_segments=3, retention_seconds=10_000))
+    t.record(ev(1, seq=0))                    # oldest, live
+    for e in (1, 2, 3):
+        t.record(ev(e, seq=1))                # terminal
+    t.record(ev(1, seq=2))
+    t.record(ev(1, seq=3))                    # over capacity: the terminal one goes
+    assert len(t) == 3
+    assert sorted(v.seq_no for v in t.segments()) == [0, 2, 3]
+    assert t.stats().evictions[("capacity", "uploaded")] == 1
+    t.record(ev(1, seq=4))                    # no terminal left: the oldest goes
+    assert sorted(v.seq_no for v in t.segments()) == [2, 3, 4]
+    assert t.stats().evictions[("capacity", "recording")] == 1
+    assert_consistent(t)
+
+
+def test_app_labels_are_bounded_and_overflow_is_other(make: Make) -> None:
+    t = make(replace(DEFAULTS, max_apps=2))
+    for biz in (1, 2, 3, 4):
+        t.record(ev(1, biz=biz))
+    s = t.stats()
+    assert s.app_labels == ["1", "2", "other"]
+    assert s.active_recordings[("other", "mixed")] == 2
+    assert s.app_overflow == 2
+    assert_consistent(t)
+
+
+def test_active_rooms_count_rooms_not_segments(tracker: Tracked) -> None:
+    tracker.record(ev(1, user="a"))
+    tracker.record(ev(1, user="b"))
+    tracker.record(ev(1, room="r2"))
+    assert tracker.stats().active_rooms[str(BIZ)] == 2
+    tracker.record(ev(2, user="a"))
+    assert tracker.stats().active_rooms[str(BIZ)] == 2
+    tracker.record(ev(2, user="b"))
+    assert tracker.stats().active_rooms[str(BIZ)] == 1
+    assert_consistent(tracker)
+
+
+def test_oldest_recording_start_follows_the_oldest_live_segment(tracker: Tracked) -> None:
+    tracker.record(ev(1, seq=0, ts=500))
+    tracker.record(ev(1, seq=1, ts=700))
+    assert tracker.stats().oldest_start[str(BIZ)] == 500
+    tracker.record(ev(2, seq=0, ts=800))
+    assert tracker.stats().oldest_start[str(BIZ)] == 700
+    tracker.record(ev(2, seq=1, ts=900))
+    assert tracker.stats().oldest_start[str(BIZ)] == 0
+
+
+def test_record_mode_single_and_unknown_are_separate_label_values(tracker: Tracked) -> None:
+    tracker.record(ev(1, mode=0, seq=0))
+    tracker.record(ev(1, mode=7, seq=1))
+    s = tracker.stats()
+    assert s.active_recordings[(str(BIZ), "single")] == 1
+    assert s.active_recordings[(str(BIZ), "unknown")] == 1
+
+
+def test_segments_api_filters_and_orders_oldest_first(tracker: Tracked, clock: FakeClock) -> None:
+    tracker.record(ev(1, room="a", seq=0))
+    clock.advance(1)
+    tracker.record(ev(1, room="b", seq=0))
+    clock.advance(1)
+    tracker.record(ev(2, room="a", seq=1))
+    assert [v.room_id for v in tracker.segments()] == ["a", "b", "a"]
+    assert [v.seq_no for v in tracker.segments(room_id="a")] == [0, 1]
+    assert [v.room_id for v in tracker.segments(state="completed")] == ["a"]
+    assert len(tracker.segments(limit=1)) == 1
+    assert tracker.segments(app_id="999") == []
+
+
+# ------------------------------------------------------------------ properties
+
+EVENT_LISTS = st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=6)
+# Every event of a delivery arrives within SPAN seconds, well inside the reorder window (10 s).
+SPAN = 5.0
+# When the outcome is read, relative to the first arrival: anywhere, except within SPAN after a
+# deadline (reorder 10, grace 50, stuck 100, retention 1000), where arrival order legitimately
+# decides which side of the deadline a segment is on.
+CHECK_TIMES = st.sampled_from([(SPAN, 10), (10 + SPAN, 50), (50 + SPAN, 100), (100 + SPAN, 1000),
+                               (1000 + SPAN, 1500)]).flatmap(lambda lo_hi: st.floats(*lo_hi))
+PROPERTY = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _deliver(make: Make, events: list[int], gaps: list[float], check_at: float) -> tuple[
+        str | None, StoreStats]:
+    clock = FakeClock()
+    t = make(CFG, clock)
+    start = clock.mono
+    for e, gap in zip(events, gaps, strict=True):
+        t.record(ev(e, ts=1000 + e))
+        clock.advance(gap)
+    clock.mono, clock.wall = start + check_at, clock.wall + (start + check_at - clock.mono)
+    t.sweep()
+    assert_consistent(t)
+    views = t.segments()
+    return (views[0].state if views else None), t.stats()
+
+
+@PROPERTY
+@given(events=EVENT_LISTS, check_at=CHECK_TIMES, data=st.data())
+def test_order_and_duplicates_within_the_reorder_window_do_not_change_the_outcome(
+        make: Make, events: list[int], check_at: float, data: st.DataObject) -> None:
+    """While a segment's events all arrive within the reorder window, any permutation with any
+    duplicates ends in the same state, with the same counts, as in-order delivery -- read at any
+    time, across every deadline (except within the arrival spread of one, where the order
+    decides which side of it the segment is on: see the next property)."""
+    shuffled = data.draw(st.permutations(events))
+    extra = data.draw(st.lists(st.sampled_from(sorted(set(events))), max_size=3))
+    delivery = list(shuffled) + extra
+    gaps = data.draw(st.lists(st.floats(0, SPAN / len(delivery)), min_size=len(delivery),
+                              max_size=len(delivery)))
+    in_order = sorted(set(events))
+    state_a, stats_a = _deliver(make, in_order, [0.0] * len(in_order), check_at)
+    state_b, stats_b = _deliver(make, delivery, gaps, check_at)
+    assert state_a == state_b
+    for name in ("by_state", "completed_total", "stuck_total", "missing_uploads_total",
+                 "orphan_events"):
+        assert getattr(stats_a, name) == getattr(stats_b, name), name
+
+
+class _Oracle:
+    """The documented rules, replayed step by step for one segment: what a store must say."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.seen = 0
+        self.r_first = self.r_complete = self.expires = 0.0
+
+    def state(self, now: float) -> str | None:
+        if self.seen and now >= self.expires:
+            self.seen = 0  # retention ran out: forgotten
+        if not self.seen:
+            return None
+        return derive_state(self.seen, self.r_first, self.r_complete, now, self.cfg)[0].label
+
+    def record(self, event_type: int, now: float) -> str:
+        state = self.state(now)
+        bit = SEEN_BIT[event_type]
+        if state is None:
+            self.r_first = self.r_complete = now
+        result = classify(self.seen, bit, None if state is None else State[state.upper()])
+        if result != "duplicate":
+            self.seen |= bit
+            if bit == SEEN_BIT[2]:
+                self.r_complete = now
+            self.expires = now + self.cfg.retention_seconds
+        return str(result)
+
+
+@PROPERTY
+@given(steps=st.lists(st.tuples(st.sampled_from([1, 2, 3]),
+                                st.sampled_from([0, 1, 9, 10, 11, 49, 50, 51, 99, 100, 101, 999,
+                                                 1000, 1001])),
+                      min_size=1, max_size=8))
+def test_across_deadlines_results_and_states_follow_the_documented_rules(
+        make: Make, steps: list[tuple[int, int]]) -> None:
+    """Events separated by gaps that cross every deadline: each result (`late` after a deadline
+    made the segment a problem, `out_of_order`, `duplicate`) and the state after each step are
+    what the lifecycle rules say, replayed independently of any store."""
+    clock = FakeClock()
+    t = make(CFG, clock)
+    oracle = _Oracle(CFG)
+    for event_type, gap in steps:
+        clock.advance(gap)
+        t.sweep()  # the service sweeps every second; gaps are whole seconds
+        assert str(t.record(ev(event_type)).result) == oracle.record(event_type, clock.mono)
+        views = t.segments()
+        assert (views[0].state if views else None) == oracle.state(clock.mono)
+        assert_consistent(t)
+
+
+@PROPERTY
+@given(ops=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 5), st.integers(0, 3),
+                              st.sampled_from(["ra", "rb", "rc"]), st.floats(0, 60)),
+                    max_size=40),
+       capacity=st.integers(2, 12))
+def test_gauges_always_equal_a_recount(make: Make, ops: list[tuple[int, int, int, str, float]],
+                                       capacity: int) -> None:
+    """Across events, deadlines, TTL expiry and capacity eviction, tallies never drift."""
+    t = make(replace(CFG, retention_seconds=200, max_segments=capacity, max_apps=2))
+    for event_type, seq, biz, room, dt in ops:
+        t.record(ev(event_type, seq=seq, biz=biz, room=room))
+        t.clock.advance(dt)
+        t.sweep()
+        assert len(t) <= capacity
+        assert_consistent(t)
+
+
+def test_every_state_is_reachable_in_the_property_space(make: Make) -> None:
+    """Guard for the first property: its check times do produce every state."""
+    seen = set()
+    for events in itertools.product([1, 2, 3], repeat=2):
+        for check_at in (7.0, 30.0, 75.0, 500.0):
+            seen.add(_deliver(make, list(events), [0.0, 0.0], check_at)[0])
+    assert seen >= set(STATE_NAMES)
+
+
+def test_budgeted_sweep_works_in_rounds_and_loses_nothing(make: Make, clock: FakeClock) -> None:
+    t = make(CFG, clock)
+    for seq in range(25):
+        t.record(ev(1, seq=seq))
+    clock.advance(101)
+    rounds = []
+    more = True
+    while more:
+        done = t.sweep_round(10)
+        rounds.append(len(done.transitions))
+        more = done.more
+    assert rounds == [10, 10, 5]
+    assert t.stats().stuck[str(BIZ)] == 25
+    assert_consistent(t)
+
+
+def test_oldest_start_ignores_a_reused_slot(make: Make) -> None:
+    t = make(replace(DEFAULTS, max_segments=2, retention_seconds=10_000))
+    t.record(ev(1, seq=0, ts=100))
+    t.record(ev(1, seq=1, ts=200))
+    t.record(ev(1, seq=2, ts=300))  # evicts seq 0 (oldest); its slot is reused
+    assert t.stats().oldest_start[str(BIZ)] == 200
+    assert_consistent(t)
+
+
