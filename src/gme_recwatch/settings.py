@@ -1,143 +1,133 @@
 """Configuration from environment variables and CLI flags, validated once at start.
 
-Every setting is a field of :class:`Settings` with its environment variable, CLI flag and
-one-line help in the field metadata. The README's configuration table is checked against
-this module by ``tests/test_settings.py``, so the two cannot drift apart.
+Every setting is a field of :class:`Settings`, a typed msgspec model: the type and its
+constraints (``Meta(ge=...)``, ``Literal`` choices) are what is checked, the ``description`` is
+the one-line help, and ``extra`` marks secrets and says in words what a constraint means. The
+environment variable and the flag are derived from the field name. The README's configuration
+table is generated from this module (``make docs``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+from msgspec import Meta
 
 from . import lifecycle
 
-ENV_PREFIX = "GME_RECWATCH_"
+ENV_PREFIX: Final = "GME_RECWATCH_"
 
 SignatureEncoding = Literal["auto", "base64", "hex"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-
-_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
     """A setting has an invalid value; the message names the environment variable."""
 
 
-def _setting(default: Any, help: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
-    # repr=False for secrets: tracebacks rendered with locals (rich, in console mode) show reprs.
-    return field(default=default, repr=not secret,
-                 metadata={"help": help, "secret": secret, "choices": choices})
+def _help(text: str, *, rule: str = "", secret: bool = False) -> Meta:
+    """The field's help; ``rule`` says in words what its constraint asks of a value."""
+    return Meta(description=text, extra={"rule": rule, "secret": secret})
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+def _seconds(text: str, *, rule: str = "must be > 0") -> Meta:
+    return Meta(gt=0, description=text, extra={"rule": rule, "secret": False})
+
+
+_Port = Annotated[int, Meta(ge=1, le=65535)]
+_PORT_RULE: Final = "must be a port number 1-65535"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service can be told. Defaults suit Tencent GME; see the README for why."""
 
-    secret_key: str = _setting(
-        "",
+    secret_key: Annotated[str, _help(
         "SecretKey (the GME console's permission key) for every app; several, comma-separated, "
-        "are all accepted during a rotation.",
-        secret=True,
-    )
-    keys_file: str = _setting(
-        "",
+        "are all accepted during a rotation.", secret=True)] = ""
+    keys_file: Annotated[str, _help(
         "Path of a keyring file (e.g. a mounted Kubernetes Secret): lines of `BizID=key` or "
-        "`*=key`; reloaded when it changes.",
-    )
-    host: str = _setting("0.0.0.0", "Address of the callback listener (the only internet-facing one).")
-    port: int = _setting(8080, "Port of the callback listener.")
-    admin_host: str = _setting("0.0.0.0", "Address of the admin listener (/metrics, probes, API).")
-    admin_port: int = _setting(8081, "Port of the admin listener; keep it inside the cluster.")
-    callback_path: str = _setting("/callback", "Path Tencent POSTs callbacks to (the URL in the GME console).")
-    signature_encoding: str = _setting(
-        "auto",
+        "`*=key`; reloaded when it changes.")] = ""
+    host: Annotated[str, _help(
+        "Address of the callback listener (the only internet-facing one).")] = "0.0.0.0"
+    port: Annotated[_Port, _help("Port of the callback listener.", rule=_PORT_RULE)] = 8080
+    admin_host: Annotated[str, _help(
+        "Address of the admin listener (/metrics, probes, API).")] = "0.0.0.0"
+    admin_port: Annotated[_Port, _help(
+        "Port of the admin listener; keep it inside the cluster.", rule=_PORT_RULE)] = 8081
+    callback_path: Annotated[str, _help(
+        "Path Tencent POSTs callbacks to (the URL in the GME console).")] = "/callback"
+    signature_encoding: Annotated[SignatureEncoding, _help(
         "Encoding of the Signature header: `base64`, `hex`, or `auto` (either, by its length).",
-        choices=("auto", "base64", "hex"),
-    )
-    max_body_bytes: int = _setting(65536, "Largest callback body accepted; enforced while it streams in.")
-    replay_window_seconds: int = _setting(
-        0,
-        "Reject verified callbacks whose Timestamp is further than this from now as `stale`; 0 = off.",
-    )
-    log_level: str = _setting("info", "Log level: debug, info, warning or error.", choices=_LOG_LEVELS)
-    log_format: str = _setting(
-        "auto",
+    )] = "auto"
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024), _help(
+        "Largest callback body accepted; enforced while it streams in.",
+        rule="must be 1024..16777216")] = 65536
+    replay_window_seconds: Annotated[int, Meta(ge=0), _help(
+        "Reject verified callbacks whose Timestamp is further than this from now as `stale`; "
+        "0 = off.", rule="must be >= 0 (0 turns it off)")] = 0
+    log_level: Annotated[LogLevel, _help("Log level: debug, info, warning or error.")] = "info"
+    log_format: Annotated[LogFormat, _help(
         "Log format: `json`, `console`, or `auto` (console on a terminal, JSON otherwise).",
-        choices=("auto", "json", "console"),
-    )
-    accepted_log_level: str = _setting(
-        "debug",
-        "Level of the log line for each accepted callback.",
-        choices=_LOG_LEVELS,
-    )
-    max_recording_seconds: int = _setting(
-        21600, "A segment still recording after this long is `stuck` (default 6 h)."
-    )
-    upload_grace_seconds: int = _setting(
-        900, "A completed segment with no upload after this long is `upload_missing` (default 15 min)."
-    )
-    reorder_window_seconds: int = _setting(
-        120,
-        "How long a completed/uploaded event waits for its start before the start counts as lost "
-        "(`orphan`); covers Tencent's ~1 min of retries.",
-    )
-    retention_seconds: int = _setting(
-        86400, "Every segment is forgotten this long after its last event (default 24 h)."
-    )
-    max_segments: int = _setting(
-        1_000_000, "Capacity of the tracker; past it, terminal segments are evicted first, then the oldest."
-    )
-    max_apps: int = _setting(
-        50, "Distinct BizIDs given their own `app_id` label value; further apps are reported as `other`."
-    )
-    state_file: str = _setting(
-        "", "Where to snapshot tracker state so a restart keeps it; empty = no snapshots."
-    )
-    snapshot_interval_seconds: int = _setting(
-        30, "How often the state snapshot is written (also on shutdown)."
-    )
-    sweep_interval_seconds: float = _setting(1.0, "Resolution of the deadline sweep.")
-    keys_reload_seconds: float = _setting(5.0, "How often the keyring file is checked for changes.")
-    shutdown_timeout_seconds: float = _setting(
-        10.0, "On SIGTERM, how long in-flight requests get to finish."
-    )
+    )] = "auto"
+    accepted_log_level: Annotated[LogLevel, _help(
+        "Level of the log line for each accepted callback.")] = "debug"
+    max_recording_seconds: Annotated[int, _seconds(
+        "A segment still recording after this long is `stuck` (default 6 h).")] = 21600
+    upload_grace_seconds: Annotated[int, _seconds(
+        "A completed segment with no upload after this long is `upload_missing` "
+        "(default 15 min).")] = 900
+    reorder_window_seconds: Annotated[int, _seconds(
+        "How long a completed/uploaded event waits for its start before the start counts as "
+        "lost (`orphan`); covers Tencent's ~1 min of retries.")] = 120
+    retention_seconds: Annotated[int, _seconds(
+        "Every segment is forgotten this long after its last event (default 24 h).")] = 86400
+    max_segments: Annotated[int, Meta(ge=1), _help(
+        "Capacity of the tracker; past it, terminal segments are evicted first, then the "
+        "oldest.", rule="must be >= 1")] = 1_000_000
+    max_apps: Annotated[int, Meta(ge=1), _help(
+        "Distinct BizIDs given their own `app_id` label value; further apps are reported as "
+        "`other`.", rule="must be >= 1")] = 50
+    state_file: Annotated[str, _help(
+        "Where to snapshot tracker state so a restart keeps it; empty = no snapshots.")] = ""
+    snapshot_interval_seconds: Annotated[int, _seconds(
+        "How often the state snapshot is written (also on shutdown).")] = 30
+    sweep_interval_seconds: Annotated[float, _seconds("Resolution of the deadline sweep.")] = 1.0
+    keys_reload_seconds: Annotated[float, _seconds(
+        "How often the keyring file is checked for changes.")] = 5.0
+    shutdown_timeout_seconds: Annotated[float, _seconds(
+        "On SIGTERM, how long in-flight requests get to finish.")] = 10.0
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({inner})"
+
+    __str__ = __repr__
 
     def validate(self) -> Settings:
-        """Check ranges and choices; raise :class:`SettingsError` naming the variable."""
+        """Check types, ranges, choices and how settings fit together; raise
+        :class:`SettingsError` naming the variable."""
+        _convert(msgspec.structs.asdict(self), strict=True)
 
         def need(cond: bool, name: str, what: str) -> None:
             if not cond:
-                value = getattr(self, name)
-                shown = "<redacted>" if _meta(name)["secret"] else repr(value)
-                raise SettingsError(f"{env_name(name)}={shown}: {what}")
+                raise SettingsError(f"{env_name(name)}={_shown(name, getattr(self, name))}: {what}")
 
-        for name in ("port", "admin_port"):
-            need(1 <= getattr(self, name) <= 65535, name, "must be a port number 1-65535")
         need(self.port != self.admin_port or self.host != self.admin_host, "admin_port",
              "must differ from GME_RECWATCH_PORT: /metrics must never be served on the callback port")
         need(self.callback_path.startswith("/") and " " not in self.callback_path, "callback_path",
              "must be an absolute URL path such as /callback")
         need(self.callback_path.rstrip("/") not in ("/healthz", "/livez", ""), "callback_path",
              "must not be / or the liveness probe path")
-        need(1024 <= self.max_body_bytes <= 16 * 1024 * 1024, "max_body_bytes", "must be 1024..16777216")
-        need(self.replay_window_seconds >= 0, "replay_window_seconds", "must be >= 0 (0 turns it off)")
-        for name in ("max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds",
-                     "retention_seconds", "snapshot_interval_seconds"):
-            need(getattr(self, name) > 0, name, "must be > 0")
         need(self.retention_seconds >= max(self.upload_grace_seconds, self.reorder_window_seconds),
              "retention_seconds", "must be at least the upload grace and the reorder window")
-        need(self.max_segments >= 1, "max_segments", "must be >= 1")
-        need(self.max_apps >= 1, "max_apps", "must be >= 1")
-        for name in ("sweep_interval_seconds", "keys_reload_seconds", "shutdown_timeout_seconds"):
-            need(getattr(self, name) > 0, name, "must be > 0")
-        for name in ("signature_encoding", "log_level", "log_format", "accepted_log_level"):
-            choices = _meta(name)["choices"]
-            need(getattr(self, name) in choices, name, "must be one of " + ", ".join(choices))
         return self
 
     def lifecycle(self) -> lifecycle.Config:
@@ -159,14 +149,49 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict for the start-up log line, secrets replaced."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        for f in fields():
             value = getattr(self, f.name)
             out[f.name] = ("<set>" if value else "<unset>") if f.metadata["secret"] else value
         return out
 
 
-def _meta(name: str) -> Mapping[str, Any]:
-    return {f.name: f.metadata for f in dataclasses.fields(Settings)}[name]
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One setting, as the CLI, the README table and the chart tests see it."""
+
+    name: str
+    default: Any
+    type: type
+    metadata: Mapping[str, Any]  # help, secret, choices, rule
+
+
+def _describe(name: str, annotation: Any, default: Any) -> Field:
+    base: Any = annotation
+    metas: list[Meta] = []
+    while get_origin(base) is Annotated:
+        base, *more = get_args(base)
+        metas = [m for m in more if isinstance(m, Meta)] + metas
+    extra: dict[str, Any] = {}
+    help_text = ""
+    for m in metas:
+        extra.update(m.extra or {})
+        help_text = m.description or help_text
+    choices = get_args(base) if get_origin(base) is Literal else ()
+    kind = type(default)
+    return Field(name, default, kind, {"help": help_text, "secret": extra.get("secret", False),
+                                      "choices": choices, "rule": extra.get("rule", "")})
+
+
+_HINTS: Final = get_type_hints(Settings, include_extras=True)
+_FIELDS: Final = tuple(
+    _describe(name, _HINTS[name], default)
+    for name, default in zip(Settings.__struct_fields__, Settings.__struct_defaults__, strict=True)
+)
+_BY_NAME: Final = {f.name: f for f in _FIELDS}
+
+
+def fields() -> tuple[Field, ...]:
+    return _FIELDS
 
 
 def env_name(field_name: str) -> str:
@@ -177,34 +202,69 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def fields() -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(Settings)
+def _shown(name: str, value: Any) -> str:
+    return "<redacted>" if _BY_NAME[name].metadata["secret"] else repr(value)
 
 
-def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = type(f.default)
+_FIELD_IN_ERROR = re.compile(r"at `\$\.(\w+)`")
+
+
+def _convert(values: dict[str, Any], *, strict: bool) -> Settings:
+    """``values`` as :class:`Settings`, or a :class:`SettingsError` in words a user acts on."""
     try:
-        if kind is int:
-            return int(raw.strip().replace("_", ""))
-        if kind is float:
-            return float(raw.strip())
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        shown = "<redacted>" if f.metadata["secret"] else repr(raw)
-        raise SettingsError(f"{env_name(f.name)}={shown}: must be {what}") from None
+        return msgspec.convert(values, Settings, strict=strict)
+    except msgspec.ValidationError as exc:
+        found = _FIELD_IN_ERROR.search(str(exc))
+        if found is None:  # not about one field: msgspec's own words
+            raise SettingsError(str(exc)) from None
+        f = _BY_NAME[found.group(1)]
+        raise SettingsError(f"{env_name(f.name)}={_shown(f.name, values[f.name])}: "
+                            f"{_requirement(f, values[f.name])}") from None
+
+
+def _requirement(f: Field, value: Any) -> str:
     if f.metadata["choices"]:
-        return raw.strip().lower()
-    return raw.strip() if f.name != "secret_key" else raw
+        return "must be one of " + ", ".join(f.metadata["choices"])
+    wanted = "an integer" if f.type is int else "a number" if f.type is float else None
+    if wanted and not _is_a(f.type, value):
+        return f"must be {wanted}"
+    return f.metadata["rule"] or "is invalid"
 
 
-def load(env: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None) -> Settings:
+def _is_a(kind: type, value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            kind(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, kind) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+def _clean(f: Field, raw: str) -> str:
+    """What a user typed, as the model expects it: trimmed (a secret is taken as typed),
+    `1_000` as an integer, choices in lower case."""
+    if f.metadata["secret"]:
+        return raw
+    raw = raw.strip()
+    if f.type is int:
+        return raw.replace("_", "")
+    return raw.lower() if f.metadata["choices"] else raw
+
+
+_MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file")
+
+
+def load(env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, str | None] | None = None) -> Settings:
     """Build settings from environment variables, then CLI overrides (strings), and validate."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for f in fields():
+    for f in _FIELDS:
         raw = env.get(env_name(f.name))
         if overrides and overrides.get(f.name) is not None:
             raw = overrides[f.name]
-        if raw is not None and (raw != "" or f.name in ("secret_key", "keys_file", "state_file")):
-            values[f.name] = _convert(f, raw)
-    return Settings(**values).validate()
+        if raw is not None and (raw != "" or f.name in _MAY_BE_EMPTY):
+            values[f.name] = _clean(f, raw)
+    return _convert(values, strict=False).validate()
