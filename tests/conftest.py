@@ -132,3 +132,25 @@ class Tracked:
         s.active_rooms = {a: len(r) for a, r in rooms.items()}
         s.oldest_start = oldest
         return s
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/ from what the code produces now (review the diff)")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Whatever a test does to structlog and the root logger is undone after it, so no test
+    logs into a stream another test closed (pytest-randomly runs them in any order)."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)

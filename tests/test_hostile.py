@@ -527,8 +527,15 @@ def test_constant_time_comparison_runs_for_every_candidate_key(
 
 
 def test_no_secret_or_signature_in_logs_metrics_bodies_or_schemas(world: World) -> None:
-    """Runs after the hostile traffic above: grep everything the service produced."""
+    """Greps everything the service produced: this module's traffic whenever it ran before,
+    and at least one accepted and one rejected callback of its own."""
     world.signatures.add(sign(b"{}", SECRET))
+    body = encode_callback(biz_id=BIZ_ID, room_id="grep", user_id="u", task_id=3, seq_no=0,
+                           event_type=1, record_mode=1, timestamp=int(time.time()))
+    good, forged = sign(body, SECRET), sign(body, SECRET + "x")
+    world.signatures.update({good, forged})
+    assert exchange(world, body, [("Signature", good)], signed=True).status_code == 200
+    assert exchange(world, body, [("Signature", forged)], signed=True).status_code == 401
     metrics = world.admin_get("/metrics").text
     schemas = [world.admin_get(p).text for p in ("/schema/openapi.json", "/schema/callback/openapi.json")]
     logs = world.logs.getvalue()
