@@ -21,13 +21,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+_PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
+             "redis-cli": "redis-tools", "wrk": "wrk", "buildah": "buildah",
+             "debootstrap": "debootstrap"}
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; skip with a clear reason when it is missing, fail under CI=true."""
     path = shutil.which(name)
     if path:
         return path
     reason = (
-        f"`{name}` is not installed (Debian package `prometheus` provides prometheus and promtool;"
+        f"`{name}` is not installed (Debian package `{_PACKAGES.get(name, name)}`;"
         f" run `make system-deps`)"
     )
     if in_ci():
@@ -154,3 +159,72 @@ def _restore_logging() -> Iterator[None]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# ------------------------------------------------------------------ a real redis-server
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port, with its own directory."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        import socket
+        import subprocess
+
+        self.binary = require_tool("redis-server")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--dir", str(self.dir), "--save", "", "--appendonly",
+                     "yes" if appendonly else "no", "--appendfsync", "always",
+                     "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        self._subprocess = subprocess
+        self.proc: Any = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import socket
+        import time
+
+        self.proc = self._subprocess.Popen(self.args, stdout=self._subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def used_memory(self) -> int:
+        import redis as redis_sync
+
+        info = redis_sync.Redis(port=self.port).info("memory")
+        return int(info["used_memory"])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -364,3 +364,30 @@ def test_has_keys_is_false_when_the_secret_list_holds_no_key(secret_key: str) ->
     # `serve` refuses to start without keys; a list of only separators is no keys at all
     # (parse_secret_list gives []), so the service would start and reject every callback.
     assert Settings(secret_key=secret_key).has_keys() is False
+
+
+# --- the shared store ----------------------------------------------------------------------
+
+def test_a_password_in_the_redis_url_is_never_shown() -> None:
+    s = load({"GME_RECWATCH_REDIS_URL": "rediss://app:hunter2@redis.internal:6380/1"})
+    assert s.redis_url == "rediss://app:hunter2@redis.internal:6380/1"
+    shown = repr(s) + str(s.redacted())
+    assert "hunter2" not in shown
+    assert "rediss://app:<redacted>@redis.internal:6380/1" in shown
+    message = _error({"GME_RECWATCH_REDIS_URL": "rediss://:hunter2@h/0",
+                      "GME_RECWATCH_STATE_FILE": "/var/lib/state"})
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://h:6380", "unix:///run/redis.sock"])
+def test_redis_urls_of_the_three_kinds_are_accepted(url: str) -> None:
+    assert load({"GME_RECWATCH_REDIS_URL": url}).redis_url == url
+
+
+def test_a_redis_url_of_another_scheme_is_refused_naming_the_variable() -> None:
+    assert _error({"GME_RECWATCH_REDIS_URL": "http://redis:6379"}).startswith("GME_RECWATCH_REDIS_URL=")
+
+
+def test_a_redis_url_and_a_state_file_exclude_each_other() -> None:
+    message = _error({"GME_RECWATCH_REDIS_URL": "redis://r:6379", "GME_RECWATCH_STATE_FILE": "/s"})
+    assert message.startswith("GME_RECWATCH_STATE_FILE=") and "Redis" in message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -22,13 +23,14 @@ from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import SEEN_BIT, STATE_NAMES, Config, State, classify, derive_state
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import MemoryStore, StoreStats
+from gme_recwatch.stores.redis import RedisStore
 
 DEFAULTS = Settings().lifecycle()
 CFG = replace(DEFAULTS, max_recording_seconds=100, upload_grace_seconds=50,
               reorder_window_seconds=10, retention_seconds=1000, max_segments=1000, max_apps=5)
 BIZ = 1400000000
 TASK = 446946705284000000
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "redis"]
 
 Make = Callable[..., Tracked]
 
@@ -45,17 +47,34 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make(backend: str) -> Iterator[Make]:
-    """Opens stores of the backend under test: ``make(config, clock)``, each one empty."""
+def make(backend: str, request: pytest.FixtureRequest) -> Iterator[Make]:
+    """Opens stores of the backend under test: ``make(config, clock)``, each one empty (a Redis
+    store gets a key prefix of its own on the session's redis-server)."""
     loop = asyncio.new_event_loop()
+    opened: list[Tracked] = []
 
     def open_store(cfg: Config = CFG, clock: FakeClock | None = None) -> Tracked:
         clock = clock or FakeClock()
-        assert backend == "memory"
-        return Tracked(MemoryStore(cfg, clock), clock, loop)
+        if backend == "memory":
+            return Tracked(MemoryStore(cfg, clock), clock, loop)
+        server = request.getfixturevalue("redis_server")
+        store = RedisStore.from_url(server.url, cfg, prefix=f"t{uuid.uuid4().hex[:12]}:",
+                                    clock=clock)
+        opened.append(t := Tracked(store, clock, loop))
+        return t
 
     yield open_store
+    for t in opened:
+        t.run(_drop(t.store))
+        t.run(t.store.close())
     loop.close()
+
+
+async def _drop(store: RedisStore) -> None:
+    """Delete what one test's store wrote, so the session's Redis stays small."""
+    keys = [k async for k in store.client.scan_iter(match=store.prefix + "*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await store.client.delete(*keys[i:i + 1000])
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def build_admin_app(service: Service) -> Litestar:
     @get("/readyz", summary="Readiness: started and state restored",
          responses={503: ResponseSpec(data_container=Probe, description="Not ready yet, or stopping")})
     async def readyz() -> Response[Probe]:
-        if service.ready:
+        if service.ready and service.store_healthy:
             return Response(Probe("ready", await store.count()))
         return Response(Probe("not ready"), status_code=503)
 

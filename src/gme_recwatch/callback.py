@@ -25,10 +25,10 @@ from .intake import Accepted, Intake, Outcome, Reason, Unreadable
 from .service import Service
 
 # What each rejection is answered with. 4xx tells Tencent not to retry: the same bytes would
-# be refused again.
+# be refused again. 503 asks it to retry: nothing was stored.
 STATUS: Final[dict[str, int]] = {
     "missing": 401, "mismatch": 401, "unknown_app": 401,
-    "malformed": 400, "stale": 400, "too_large": 413,
+    "malformed": 400, "stale": 400, "too_large": 413, "unavailable": 503,
 }
 MESSAGES: Final[dict[str, str]] = {
     "missing": "the Signature header is missing",
@@ -37,6 +37,7 @@ MESSAGES: Final[dict[str, str]] = {
     "malformed": "the body is not a valid GME recording callback",
     "too_large": "the body exceeds the configured limit",
     "stale": "the callback's Timestamp is outside the replay window",
+    "unavailable": "the state store is unavailable; the callback was not recorded, retry it",
 }
 _OK: Final = b'{"code":0}'
 _JSON: Final = (b"content-type", b"application/json")
@@ -144,6 +145,7 @@ def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
               400: ResponseSpec(ErrorBody, description="Malformed body, or stale Timestamp"),
               401: ResponseSpec(ErrorBody, description="Signature missing, wrong, or no key for the app"),
               413: ResponseSpec(ErrorBody, description="Body larger than the configured limit"),
+              503: ResponseSpec(ErrorBody, description="State store unavailable: not recorded, retry"),
           },
           description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
                       "the `Signature` header. Answers `{\"code\":0}` when accepted.")

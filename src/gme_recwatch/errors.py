@@ -10,6 +10,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from .stores import StoreUnavailable
+
 
 class ErrorBody(msgspec.Struct):
     """A rejection: `error` is the reason counted in the metrics."""
@@ -24,6 +26,10 @@ def internal_error(log: Any) -> Callable[[Request[Any, Any, Any], Exception], Re
     """Litestar's HTTP errors as :class:`ErrorBody`; anything else a logged, bodiless 500."""
 
     def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        if isinstance(exc, StoreUnavailable):
+            log.warning("store_unavailable", path=request.url.path, error=str(exc))
+            return Response(ErrorBody(503, "unavailable", "the state store is unavailable"),
+                            status_code=503)
         if isinstance(exc, HTTPException):
             doc = ErrorBody(exc.status_code, "http", exc.detail,
                             str(exc.extra) if getattr(exc, "extra", None) else None)

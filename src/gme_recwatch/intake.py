@@ -23,9 +23,12 @@ from .lifecycle import Result
 from .metrics import Metrics
 from .settings import Settings
 from .signature import FailureReason, KeyringSource, SignatureError
-from .stores import Store
+from .stores import Store, StoreUnavailable
 
-Reason = FailureReason | InvalidReason
+# The store could not take the callback (unreachable, too slow): answered so that Tencent
+# retries it, counted as gme_recording_backend_errors_total{operation="record"}.
+Unavailable = Literal["unavailable"]
+Reason = FailureReason | InvalidReason | Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,13 @@ class Intake:
             return self._invalid("stale", remote, None, biz_id=ev.biz_id, room_id=ev.room_id,
                                  timestamp=ev.timestamp, skew_seconds=round(now - ev.timestamp, 3))
 
-        out = await self.store.record(ev)
+        try:
+            out = await self.store.record(ev)
+        except StoreUnavailable as exc:
+            self.metrics.backend_errors.labels("record").inc()
+            self.log.warning("callback_not_stored", reason="unavailable", error=str(exc),
+                             biz_id=ev.biz_id, room_id=ev.room_id, remote=remote)
+            return Rejected("unavailable")
         m = self.metrics
         m.count_callback(out.event_type, out.result)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)

@@ -42,6 +42,7 @@ SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
+BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
 
@@ -145,6 +146,17 @@ class Metrics:
             "Segments restored from the state file at start.", registry=r,
         )
 
+        self.backend_errors = Counter(
+            PREFIX + "backend_errors",
+            "Operations on the state store that failed (unreachable, timed out, refused).",
+            ["operation"], registry=r,
+        )
+        self.backend_up = Gauge(
+            PREFIX + "backend_up",
+            "1 while the state store answers (always 1 for the in-memory store), else 0.",
+            registry=r,
+        )
+        self.backend_up.set(1)
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
@@ -163,6 +175,8 @@ class Metrics:
             self.keyring_reloads.labels(res)
         for listener in LISTENERS:
             self.http_in_flight.labels(listener)
+        for op in BACKEND_OPERATIONS:
+            self.backend_errors.labels(op)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)

@@ -19,15 +19,25 @@ from .metrics import Metrics
 from .settings import Settings
 from .signature import KeyringError, KeyringSource
 from .snapshots import SnapshotFile
-from .stores import MemoryStore, Snapshottable, Store
+from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
 from .tracing import make_provider, tracer
 
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
 
 
 def open_store(settings: Settings, clock: Clock) -> Store:
-    """The store the settings ask for: the in-memory one unless told otherwise."""
-    return MemoryStore(settings.lifecycle(), clock)
+    """The store the settings ask for: Redis when a URL is set, else this process's memory."""
+    if not settings.redis_url:
+        return MemoryStore(settings.lifecycle(), clock)
+    from .stores.redis import RedisStore
+
+    password = None
+    if settings.redis_password_file:
+        with open(settings.redis_password_file, encoding="utf-8") as fh:
+            password = fh.read().strip()
+    return RedisStore.from_url(settings.redis_url, settings.lifecycle(), password=password,
+                               prefix=settings.redis_prefix,
+                               timeout=settings.redis_timeout_seconds)
 
 
 class Service:
@@ -49,7 +59,28 @@ class Service:
             SnapshotFile(settings.state_file, self.store, self.metrics, self.log, self.clock)
             if settings.state_file and isinstance(self.store, Snapshottable) else None)
         self.ready = False
+        self._store_failing_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def store_healthy(self) -> bool:
+        """False once the store has failed every check for ``store_unready_after_seconds``."""
+        since = self._store_failing_since
+        return since is None or (
+            self.clock.monotonic() - since < self.settings.store_unready_after_seconds)
+
+    def _store_answered(self, ok: bool, operation: str, error: Exception | None = None) -> None:
+        if ok:
+            if self._store_failing_since is not None:
+                self.log.info("store_recovered", operation=operation)
+            self._store_failing_since = None
+            self.metrics.backend_up.set(1)
+            return
+        self.metrics.backend_errors.labels(operation).inc()
+        self.metrics.backend_up.set(0)
+        if self._store_failing_since is None:
+            self._store_failing_since = self.clock.monotonic()
+            self.log.error("store_unavailable", operation=operation, error=str(error))
 
     async def start(self) -> None:
         """Bring the state back (before anything listens: ready means the state is back)."""
@@ -63,6 +94,8 @@ class Service:
             asyncio.create_task(self._every("sweep", s.sweep_interval_seconds, self.sweep)),
             asyncio.create_task(self._every("keys", s.keys_reload_seconds, self.reload_keys)),
         ]
+        if hasattr(self.store, "ping"):
+            self._tasks.append(asyncio.create_task(self._every("store", 1.0, self.check_store)))
         if self.snapshots is not None:
             self._tasks.append(asyncio.create_task(
                 self._every("snapshot", s.snapshot_interval_seconds,
@@ -97,7 +130,11 @@ class Service:
         sweep goes in rounds and yields between them, so callbacks are still answered promptly.
         """
         while True:
-            done = await self.store.sweep(budget)
+            try:
+                done = await self.store.sweep(budget)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "sweep", exc)
+                return  # the deadlines wait in the store; the next round applies them
             for t in done.transitions:
                 self.log.warning(
                     f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
@@ -106,9 +143,23 @@ class Service:
                 return
             await asyncio.sleep(0)
 
+    async def check_store(self) -> None:
+        try:
+            await self.store.ping()  # type: ignore[attr-defined]
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
+        else:
+            self._store_answered(True, "ping")
+
     async def refresh_stats(self) -> None:
-        """Hand the store's current tallies to the metrics, for the next scrape."""
-        self.metrics.store.update(await self.store.stats())
+        """Hand the store's current tallies to the metrics, for the next scrape. When the store
+        does not answer, the last ones stay and ``gme_recording_backend_up`` says 0."""
+        try:
+            self.metrics.store.update(await self.store.stats())
+        except StoreUnavailable as exc:
+            self._store_answered(False, "stats", exc)
+        else:
+            self._store_answered(True, "stats")
 
     async def reload_keys(self) -> None:
         try:

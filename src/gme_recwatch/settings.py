@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from msgspec import Meta
@@ -94,6 +95,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_apps: Annotated[int, Meta(ge=1), _help(
         "Distinct BizIDs given their own `app_id` label value; further apps are reported as "
         "`other`.", rule="must be >= 1")] = 50
+    redis_url: Annotated[str, _help(
+        "`redis://`, `rediss://` (TLS) or `unix://` URL of a Valkey or Redis >= 7 that every "
+        "replica shares; empty = state in this process's memory. A password in it is never "
+        "logged; prefer GME_RECWATCH_REDIS_PASSWORD_FILE.")] = ""
+    redis_password_file: Annotated[str, _help(
+        "File holding the Redis password (e.g. a mounted Kubernetes Secret); overrides one in "
+        "the URL.")] = ""
+    redis_prefix: Annotated[str, _help(
+        "Prefix of every Redis key, so several installations can share one Redis.")] = "gme-recwatch:"
+    redis_timeout_seconds: Annotated[float, _seconds(
+        "Timeout of each Redis command: a callback that cannot be stored within it is answered "
+        "503, and Tencent retries it.")] = 1.0
+    store_unready_after_seconds: Annotated[float, _seconds(
+        "How long the state store may be unreachable before /readyz says not ready.")] = 5.0
     state_file: Annotated[str, _help(
         "Where to snapshot tracker state so a restart keeps it; empty = no snapshots.")] = ""
     snapshot_interval_seconds: Annotated[int, _seconds(
@@ -126,6 +141,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
              "must be an absolute URL path such as /callback")
         need(self.callback_path.rstrip("/") not in ("/healthz", "/livez", ""), "callback_path",
              "must not be / or the liveness probe path")
+        need(not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+             "redis_url", "must start with redis://, rediss:// or unix://")
+        need(not (self.redis_url and self.state_file), "state_file",
+             "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis")
         need(self.retention_seconds >= max(self.upload_grace_seconds, self.reorder_window_seconds),
              "retention_seconds", "must be at least the upload grace and the reorder window")
         return self
@@ -152,6 +171,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for f in fields():
             value = getattr(self, f.name)
             out[f.name] = ("<set>" if value else "<unset>") if f.metadata["secret"] else value
+        out["redis_url"] = without_password(self.redis_url)
         return out
 
 
@@ -203,7 +223,19 @@ def flag_name(field_name: str) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
+    if name == "redis_url" and isinstance(value, str):
+        return repr(without_password(value))
     return "<redacted>" if _BY_NAME[name].metadata["secret"] else repr(value)
+
+
+def without_password(url: str) -> str:
+    """A URL fit to log: any password in it replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}<redacted>@{host}"))
 
 
 _FIELD_IN_ERROR = re.compile(r"at `\$\.(\w+)`")
@@ -253,7 +285,8 @@ def _clean(f: Field, raw: str) -> str:
     return raw.lower() if f.metadata["choices"] else raw
 
 
-_MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file")
+_MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file", "redis_url",
+                         "redis_password_file")
 
 
 def load(env: Mapping[str, str] | None = None,

@@ -328,6 +328,9 @@ class SenderConfig:
     concurrency: int = 64
     """Most requests in flight."""
     encoding: Literal["base64", "hex"] = "base64"
+    also_urls: tuple[str, ...] = ()
+    """Further replicas: each attempt goes to one of ``url`` and these at random, as a load
+    balancer would spread Tencent's deliveries."""
 
 
 async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None) -> Summary:
@@ -342,6 +345,11 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
     tally = Counter[str]()
     sem = asyncio.Semaphore(sender.concurrency)
     wrong_key = "not-" + sender.secret
+    urls = (sender.url, *sender.also_urls)
+    spread = random.Random(cfg.seed)  # noqa: S311 - load spreading, not a secret
+
+    def pick_url() -> str:
+        return urls[0] if len(urls) == 1 else spread.choice(urls)
     loop = asyncio.get_running_loop()
 
     async def attempt(send: Send) -> int | None:
@@ -351,7 +359,7 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
         tally["requests"] += 1
         try:
             async with sem:
-                resp = await http.post(sender.url, content=body, headers=headers,
+                resp = await http.post(pick_url(), content=body, headers=headers,
                                        timeout=sender.timeout)
         except httpx.TimeoutException:
             tally["timeouts"] += 1
@@ -455,6 +463,9 @@ _FLAGS: Final = {  # SimConfig field -> help, in --help order
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `simulate` subcommand's flags."""
     p.add_argument("--url", default="http://127.0.0.1:8080/callback")
+    p.add_argument("--also-url", action="append", default=[], metavar="URL",
+                   help="another replica's callback URL; deliveries are spread at random over "
+                        "--url and these (repeatable)")
     p.add_argument("--secret", help="SecretKey (default: first of $GME_RECWATCH_SECRET_KEY)")
     defaults = SimConfig()
     for name, help_text in _FLAGS.items():
@@ -495,7 +506,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     sender = SenderConfig(url=args.url, secret=keys[0], timeout=args.timeout,
                           retry_seconds=args.retry_seconds, backoff=args.backoff,
-                          concurrency=args.concurrency, encoding=args.encoding)
+                          concurrency=args.concurrency, encoding=args.encoding,
+                          also_urls=tuple(args.also_url))
     summary = asyncio.run(run(plan, sender))
     text = summary.to_json()
     print(text)

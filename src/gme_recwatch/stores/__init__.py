@@ -1,7 +1,9 @@
-"""Where segment state lives: :mod:`.memory` (embedded, the default) behind the interface in
-:mod:`.base`. The service picks one from the settings; nothing else knows which."""
+"""Where segment state lives: :mod:`.memory` (embedded, the default) or :mod:`.redis` (shared
+by replicas), behind the interface in :mod:`.base`. The service picks one from the settings;
+nothing else knows which."""
 
-from .base import SegmentView, Snapshottable, Store, StoreStats, Sweep
+from .base import SegmentView, Snapshottable, Store, StoreStats, StoreUnavailable, Sweep
 from .memory import MemoryStore
 
-__all__ = ["MemoryStore", "SegmentView", "Snapshottable", "Store", "StoreStats", "Sweep"]
+__all__ = ["MemoryStore", "SegmentView", "Snapshottable", "Store", "StoreStats",
+           "StoreUnavailable", "Sweep"]

@@ -14,6 +14,11 @@ from ..events import Event
 from ..lifecycle import Outcome, Transition
 
 
+class StoreUnavailable(Exception):
+    """The store could not be reached, or did not answer in time: nothing was changed that the
+    caller can count on. The message names the operation and the error type, never a URL."""
+
+
 @dataclass(slots=True)
 class StoreStats:
     """The tallies the gauges and counters are exported from; O(apps x states) to produce."""

@@ -1,0 +1,266 @@
+"""The shared store: segment state in Valkey or Redis (>= 7), for any number of replicas.
+
+Every change is one call of ``redis_lifecycle.lua``, which Redis runs atomically: a callback is
+answered only after its effect is in Redis, and when several replicas sweep at once each
+deadline fires in exactly one of them. Deadlines run on Redis's own clock (``TIME``), the one
+every replica agrees on. The script holds the lifecycle rules of :mod:`..lifecycle` in Lua; the
+conformance suite (tests/test_stores.py) holds both stores to the same behaviour.
+
+Gauges describe the shared state (every replica exports the same values: aggregate them with
+``max``). Counters count what *this* replica did -- the transitions its sweeps applied, the
+completions it received -- so summing them over replicas gives the truth.
+
+Redis Cluster is not supported: the script touches keys it cannot declare up front. Use a
+standalone Redis or Valkey, with a replica and Sentinel, or a managed one (TencentDB for Redis
+standard architecture).
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from importlib import resources
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..clock import Clock
+from ..events import MODE_NAMES, Event, RecordMode
+from ..lifecycle import (
+    EVENT_LABEL,
+    SEEN_BIT,
+    SEEN_COMPLETED,
+    SEEN_STARTED,
+    SEEN_UPLOADED,
+    SEP,
+    STATE_NAMES,
+    Config,
+    Outcome,
+    Result,
+    State,
+    Transition,
+    events_seen,
+    key_of,
+    split_key,
+)
+from .base import SegmentView, StoreStats, StoreUnavailable, Sweep
+
+_SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").read_text()
+_RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
+_FORMAT: Final = struct.Struct("<BbBBHdddddd")
+_PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
+_SCAN_BATCH: Final = 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class RedisStore:
+    """Lifecycle store in Redis, shared by every replica configured with the same prefix."""
+
+    def __init__(self, client: aioredis.Redis, cfg: Config, prefix: str = "gme-recwatch:",
+                 clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock  # None: Redis TIME, the clock every replica agrees on
+        self._script = client.register_script(_SCRIPT)
+        self._cfg_args = [cfg.max_recording_seconds, cfg.upload_grace_seconds,
+                          cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
+                          cfg.max_apps]
+        # Counters of what this replica did (see the module doc), by app label.
+        self._stuck_total: dict[str, int] = {}
+        self._missing_total: dict[str, int] = {}
+        self._completed_total: dict[str, int] = {}
+        self._orphan_events = {"completed": 0, "uploaded": 0}
+        self._evictions: dict[tuple[str, str], int] = {
+            (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES}
+        self._app_overflow = 0
+
+    @classmethod
+    def from_url(cls, url: str, cfg: Config, *, password: str | None = None,
+                 prefix: str = "gme-recwatch:", timeout: float = 1.0,
+                 clock: Clock | None = None) -> RedisStore:
+        """A store on ``redis://``, ``rediss://`` (TLS) or ``unix://``. Every command times out
+        after ``timeout`` seconds, so a slow or absent Redis becomes a quick 503, never a hang."""
+        # One immediate retry on a fresh connection: after Redis restarts, every pooled
+        # connection is stale, and the first command on each would fail for nothing. (A script
+        # whose reply was lost and that runs again sees its event as a duplicate.)
+        client = aioredis.Redis.from_url(
+            url, password=password or None, socket_timeout=timeout,
+            socket_connect_timeout=timeout, health_check_interval=10,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+            decode_responses=False)
+        return cls(client, cfg, prefix, clock)
+
+    async def _run(self, op: str, *args: Any) -> Any:
+        now = "" if self.clock is None else repr(self.clock.time())
+        try:
+            return await self._script(args=[op, self.prefix, now, *self._cfg_args, *args])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"ping: {type(exc).__name__}") from exc
+
+    # ------------------------------------------------------------ the Store interface
+
+    async def record(self, ev: Event) -> Outcome:
+        bit = SEEN_BIT[ev.event_type]
+        mode = RecordMode.of(ev.record_mode)
+        reply = await self._run("record", key_of(ev), bit, ev.timestamp, int(mode),
+                                str(ev.biz_id))
+        result, label, mode_code, duration, upload_delay, entered, orphaned, evicted, overflow = reply
+        app = label.decode()
+        out = Outcome(_RESULTS[result], EVENT_LABEL[ev.event_type], MODE_NAMES[mode_code], app,
+                      None if duration is None else float(duration),
+                      None if upload_delay is None else float(upload_delay))
+        if out.result is not Result.DUPLICATE and bit == SEEN_COMPLETED:
+            self._completed_total[app] = self._completed_total.get(app, 0) + 1
+        self._app_overflow += overflow
+        self._count(app, entered, orphaned, evicted, "capacity")
+        return out
+
+    def _count(self, app: str, entered: int, orphaned: bytes | str, evicted: int,
+               reason: str) -> None:
+        if entered == State.STUCK:
+            self._stuck_total[app] = self._stuck_total.get(app, 0) + 1
+        elif entered == State.UPLOAD_MISSING:
+            self._missing_total[app] = self._missing_total.get(app, 0) + 1
+        if orphaned:
+            self._orphan_events[orphaned.decode() if isinstance(orphaned, bytes) else orphaned] += 1
+        if evicted >= 0:
+            self._evictions[(reason, STATE_NAMES[evicted])] += 1
+
+    async def sweep(self, budget: int) -> Sweep:
+        changed, more = await self._run("sweep", budget)
+        done = Sweep(more=more > 0)
+        for raw_key, entered, orphaned, evicted, label in changed:
+            key, app = raw_key.decode(), label.decode()
+            self._count(app, entered, orphaned, evicted, "ttl")
+            if entered >= 0:
+                biz, room, user, task, seq = split_key(key)
+                done.transitions.append(Transition(STATE_NAMES[entered], biz, room, user, task,
+                                                   seq, app))
+        return done
+
+    async def register_apps(self, biz_ids: list[int]) -> None:
+        await self._run("apps", *(str(b) for b in biz_ids))
+
+    async def count(self) -> int:
+        try:
+            return int(await self.client.hget(self.prefix + "t", "n") or 0)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"count: {type(exc).__name__}") from exc
+
+    async def stats(self) -> StoreStats:
+        p = self.prefix
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(p + "t")
+                pipe.lrange(p + "applist", 0, -1)
+                tallies, labels_raw = await pipe.execute()
+                labels = [x.decode() for x in labels_raw]
+                for idx in range(len(labels)):
+                    pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
+                oldest = await pipe.execute() if labels else []
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"stats: {type(exc).__name__}") from exc
+        t = {k.decode(): int(v) for k, v in tallies.items()}
+
+        def per_app(field: str) -> dict[str, int]:
+            return {label: t.get(f"{field}:{i}", 0) for i, label in enumerate(labels)}
+
+        return StoreStats(
+            app_labels=labels,
+            active_recordings={(label, MODE_NAMES[m]): t.get(f"a:{i}:{m}", 0)
+                               for i, label in enumerate(labels) for m in range(len(MODE_NAMES))},
+            active_rooms=per_app("r"),
+            stuck=per_app("s"),
+            stuck_total={a: self._stuck_total.get(a, 0) for a in labels},
+            missing_uploads=per_app("m"),
+            missing_uploads_total={a: self._missing_total.get(a, 0) for a in labels},
+            completed_total={a: self._completed_total.get(a, 0) for a in labels},
+            oldest_start={label: (float(o[0][1]) if o else 0.0)
+                          for label, o in zip(labels, oldest, strict=True)},
+            orphan_events=dict(self._orphan_events),
+            by_state={name: t.get(f"st:{i}", 0) for i, name in enumerate(STATE_NAMES)},
+            evictions=dict(self._evictions),
+            capacity=self.cfg.max_segments,
+            app_overflow=self._app_overflow,
+            segments=t.get("n", 0),
+        )
+
+    async def segments(self, *, state: str | None = None, app_id: str | None = None,
+                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        """Matching segments, oldest first. Problem states come from their index; any other
+        query scans (SCAN, never KEYS), narrowed to one room when a room is given."""
+        p = self.prefix
+        try:
+            labels = [_text(x) for x in await self.client.lrange(p + "applist", 0, -1)]
+            if state is not None and state in {s.label for s in _PROBLEMS}:
+                code = STATE_NAMES.index(state)
+                keys = [_text(k) for k in await self.client.zrange(f"{p}ix:{code}", 0, -1)]
+            else:
+                pattern = p + "s:"
+                if app_id is not None and app_id.isdigit() and room_id is not None:
+                    pattern += _glob_escape(f"{app_id}{SEP}{room_id}{SEP}")
+                keys = [_text(k)[len(p) + 2:]
+                        async for k in self.client.scan_iter(match=pattern + "*",
+                                                             count=_SCAN_BATCH)]
+            views: list[tuple[float, str, tuple[Any, ...]]] = []
+            for start in range(0, len(keys), _SCAN_BATCH):
+                batch = keys[start:start + _SCAN_BATCH]
+                for key, raw in zip(batch, await self.client.mget([p + "s:" + k for k in batch]),
+                                    strict=True):
+                    if raw is None:
+                        continue
+                    seg = _FORMAT.unpack(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
+                    label = labels[seg[4]] if seg[4] < len(labels) else "other"
+                    if state is not None and STATE_NAMES[seg[1]] != state:
+                        continue
+                    if app_id is not None and label != app_id and not key.startswith(app_id + SEP):
+                        continue
+                    if room_id is not None and key.split(SEP, 2)[1] != room_id:
+                        continue
+                    views.append((seg[8], key, (*seg, label)))
+            due = await self._deadlines([k for _, k, _ in heapq.nsmallest(limit, views)])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
+        return [_view(k, seg, due.get(k)) for _, k, seg in heapq.nsmallest(limit, views)]
+
+    async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
+        if not keys:
+            return {}
+        scores = await self.client.zmscore(self.prefix + "due", keys)
+        return dict(zip(keys, scores, strict=True))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _view(key: str, seg: tuple[Any, ...], deadline: float | None) -> SegmentView:
+    seen, state, mode, _flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
+    biz, room, user, task, seq = split_key(key)
+    return SegmentView(
+        biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
+        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode], events_seen=events_seen(seen),
+        started_at=ts_s if seen & SEEN_STARTED else None,
+        completed_at=ts_c if seen & SEEN_COMPLETED else None,
+        uploaded_at=ts_u if seen & SEEN_UPLOADED else None,
+        first_received_at=r_first,
+        next_deadline_at=deadline,
+        expires_at=expires,
+    )

@@ -1,0 +1,129 @@
+"""What only the Redis store has: several replicas on one Redis, Redis's clock, outages and
+restarts of a real redis-server. (Its lifecycle behaviour is in test_stores.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import RedisServer
+
+from gme_recwatch.clock import FakeClock
+from gme_recwatch.events import Event
+from gme_recwatch.settings import Settings
+from gme_recwatch.stores import StoreUnavailable
+from gme_recwatch.stores.redis import RedisStore
+
+CFG = replace(Settings().lifecycle(), max_recording_seconds=100, upload_grace_seconds=50,
+              reorder_window_seconds=10, retention_seconds=1000)
+
+
+def ev(event_type: int, seq: int = 0) -> Event:
+    return Event(1400000000, "room", "user", 7, seq, event_type, 1, 1_700_000_000)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server this test may stop, kill and restart."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    yield server
+    server.stop()
+
+
+def test_three_replicas_sweeping_at_once_report_a_stuck_segment_exactly_once(
+        redis_server: RedisServer) -> None:
+    async def go() -> list[int]:
+        clock = FakeClock()
+        prefix = f"x{uuid.uuid4().hex[:8]}:"
+        replicas = [RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=clock)
+                    for _ in range(3)]
+        for seq in range(50):
+            await replicas[seq % 3].record(ev(1, seq))
+        clock.advance(101)
+        rounds = await asyncio.gather(*(r.sweep(7) for _ in range(10) for r in replicas))
+        found = [len(s.transitions) for s in rounds]
+        stuck_totals = [sum((await r.stats()).stuck_total.values()) for r in replicas]
+        shared = (await replicas[0].stats()).stuck
+        for r in replicas:  # one shared gauge
+            assert (await r.stats()).stuck == shared
+        assert shared["1400000000"] == 50
+        for r in replicas:
+            await r.close()
+        return [sum(found), sum(stuck_totals)]
+
+    assert asyncio.run(go()) == [50, 50]  # summed over replicas: each deadline fired once
+
+
+def test_without_an_injected_clock_deadlines_run_on_redis_time(redis_server: RedisServer) -> None:
+    async def go() -> float:
+        store = RedisStore.from_url(redis_server.url, CFG, prefix=f"c{uuid.uuid4().hex[:8]}:")
+        await store.record(ev(1))
+        (view,) = await store.segments()
+        await store.close()
+        return view.first_received_at
+
+    assert asyncio.run(go()) == pytest.approx(time.time(), abs=5)
+
+
+def test_every_segment_key_expires_on_its_own(redis_server: RedisServer) -> None:
+    async def go() -> list[int]:
+        prefix = f"e{uuid.uuid4().hex[:8]}:"
+        store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=FakeClock())
+        for seq in range(5):
+            await store.record(ev(1, seq))
+        ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=prefix + "s:*")]
+        await store.close()
+        return ttls
+
+    ttls = asyncio.run(go())
+    assert len(ttls) == 5
+    assert all(CFG.retention_seconds < t <= CFG.retention_seconds + 3600 for t in ttls)
+
+
+def test_an_unreachable_redis_fails_fast_with_store_unavailable_and_recovers(
+        own_redis: RedisServer) -> None:
+    async def go() -> tuple[float, int]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="o:", timeout=0.5,
+                                    clock=FakeClock())
+        await store.record(ev(1, 0))
+        own_redis.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="record"):
+            await store.record(ev(1, 1))
+        with pytest.raises(StoreUnavailable):
+            await store.stats()
+        elapsed = time.monotonic() - started
+        own_redis.start()
+        await store.record(ev(1, 2))  # the same client reconnects by itself
+        n = await store.count()
+        await store.close()
+        return elapsed, n
+
+    elapsed, n = asyncio.run(go())
+    assert elapsed < 3  # well under Tencent's 5 s
+    assert n == 2  # the first and the last; nothing of the failed one
+
+
+def test_a_redis_restart_with_aof_keeps_every_acknowledged_callback(own_redis: RedisServer) -> None:
+    async def record_all() -> None:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="a:", clock=FakeClock())
+        for seq in range(20):
+            await store.record(ev(1, seq))
+        await store.close()
+
+    async def read_back() -> tuple[int, dict[str, int]]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="a:", clock=FakeClock())
+        n, stats = await store.count(), await store.stats()
+        await store.close()
+        return n, stats.by_state
+
+    asyncio.run(record_all())
+    own_redis.kill()  # no shutdown save: only the AOF (fsync always, as configured) survives
+    own_redis.start()
+    n, by_state = asyncio.run(read_back())
+    assert n == 20 and by_state["recording"] == 20
