@@ -37,6 +37,7 @@ RELEASE = "rec"
 NAMESPACE = "media"
 # Settings whose chart default differs from the service's, on purpose (values.yaml says why).
 CHART_OWNED = {"keys_file", "state_file"}
+REDIS_OWNED = {"redis_url", "redis_password_file"}  # set from `redis.*`, not `config`
 KEYS = [
     {"bizId": "*", "key": "wildcard-secret-AAAA"},
     {"bizId": "1400000000", "key": "old-secret-BBBB"},
@@ -171,8 +172,8 @@ def test_numeric_bizid_must_be_quoted(chart: helm.Chart) -> None:
         chart.render({"secret": {"keys": [{"bizId": 1400000000, "key": "k"}]}}, name=RELEASE)
 
 
-def test_more_than_one_replica_is_refused(chart: helm.Chart) -> None:
-    with pytest.raises(helm.HelmValuesError, match="replicaCount"):
+def test_more_than_one_replica_without_redis_is_refused_saying_why(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match=r"replicaCount: 2 needs redis.url.*only part"):
         chart.render({"replicaCount": 2}, name=RELEASE)
 
 
@@ -324,12 +325,15 @@ def test_pod_is_hardened(chart: helm.Chart, scenario: Path | None) -> None:
     res = out.container["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"]
     assert res["limits"]["cpu"] and res["limits"]["memory"]
-    # A read-only root needs writable scratch space and the snapshot directory.
+    # A read-only root needs writable scratch space, and the snapshot directory unless the
+    # state is in Redis.
     mounts = {m["mountPath"]: m for m in out.container["volumeMounts"]}
-    assert "/tmp" in mounts and "/var/lib/gme-recwatch" in mounts
+    assert "/tmp" in mounts
+    assert ("/var/lib/gme-recwatch" in mounts) is not bool(out.env.get("GME_RECWATCH_REDIS_URL"))
 
 
-@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+@pytest.mark.parametrize("scenario", [p for p in SCENARIO_PARAMS
+                                      if "redis" not in str(p.values[0])])
 def test_one_replica_with_recreate_strategy(chart: helm.Chart, scenario: Path | None) -> None:
     spec = render(chart, scenario_values(scenario)).one("Deployment")["spec"]
     assert spec["replicas"] == 1
@@ -442,7 +446,7 @@ def _settings_fields() -> dict[str, dataclasses.Field[Any]]:
 
 def test_config_mirrors_every_non_secret_setting(chart: helm.Chart) -> None:
     config = chart.values["config"]
-    public = {n for n, f in _settings_fields().items() if not f.metadata["secret"]}
+    public = {n for n, f in _settings_fields().items() if not f.metadata["secret"]} - REDIS_OWNED
     assert set(config) == public
     for name in public - CHART_OWNED:
         default = _settings_fields()[name].default
@@ -470,9 +474,7 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
         "keys_file": "/run/keys/ring.txt", "state_file": "/data/snap/state.bin",
         "host": "127.0.0.1", "admin_host": "::", "callback_path": "/gme/hook",
         "retention_seconds": 172800, "max_segments": 5_000_000,
-        # A Redis URL and a state file exclude each other: the URL stays empty here, and
-        # the Redis layout has tests of its own.
-        "redis_url": "", "redis_password_file": "/run/redis/password", "redis_prefix": "stage:",
+        "redis_prefix": "stage:",
     }
     if f.name in special:
         return special[f.name]
@@ -484,7 +486,7 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
 
 
 def test_every_setting_can_be_changed_from_values(chart: helm.Chart) -> None:
-    fields = [f for f in settings.fields() if not f.metadata["secret"]]
+    fields = [f for f in settings.fields() if not f.metadata["secret"] and f.name not in REDIS_OWNED]
     config = {f.name: _another_value(f) for f in fields}
     out = render(chart, {"config": config})
     loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
@@ -733,3 +735,45 @@ def test_readme_values_table_names_every_value(chart: helm.Chart) -> None:
     leaves = {p for p in paths if not any(q.startswith(p + ".") for q in paths)}
     missing = sorted(p for p in leaves if f"`{p}`" not in readme)
     assert missing == []
+
+
+# -- shared state on Redis ---------------------------------------------------------------------
+
+
+def test_with_redis_replicas_share_it_roll_one_by_one_and_spread(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "redis-values.yaml"))
+    spec = out.one("Deployment")["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = spec["template"]["spec"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= spec["selector"]["matchLabels"].items()
+    assert out.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert not out.of_kind("PersistentVolumeClaim")  # no snapshot: the state is in Redis
+    assert "state" not in {v["name"] for v in pod["volumes"]}
+    loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
+    assert loaded.redis_url == "redis://gme-redis-master.gme.svc:6379/0"
+    assert loaded.state_file == ""
+    assert loaded.redis_password_file == "/etc/gme-recwatch/redis/password"
+    secret_vol = next(v for v in pod["volumes"] if v["name"] == "redis-password")
+    assert secret_vol["secret"] == {"secretName": "gme-redis", "defaultMode": 288,
+                                    "items": [{"key": "redis-password", "path": "password"}]}
+    mounts = {m["name"]: m["mountPath"] for m in out.container["volumeMounts"]}
+    assert mounts["redis-password"] == "/etc/gme-recwatch/redis"
+    assert "hunter" not in out.deployment_text()  # the password is only ever a file
+
+
+def test_one_replica_on_redis_gets_no_budget_or_spread_it_could_not_use(chart: helm.Chart) -> None:
+    out = render(chart, {"redis": {"url": "rediss://r.internal:6380/0"}})
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in pod
+    assert not out.of_kind("PodDisruptionBudget")
+    assert out.env["GME_RECWATCH_REDIS_URL"] == "rediss://r.internal:6380/0"
+    assert "GME_RECWATCH_REDIS_PASSWORD_FILE" not in out.env
+
+
+def test_a_redis_url_of_another_scheme_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="url"):
+        chart.render({"redis": {"url": "http://redis:6379"}}, name=RELEASE)

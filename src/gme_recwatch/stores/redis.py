@@ -54,6 +54,8 @@ _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Resul
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
+MAX_CONNECTIONS: Final = 32
+SWEEP_BATCH: Final = 500
 
 
 def _text(value: Any) -> str:
@@ -95,12 +97,14 @@ class RedisStore:
         # One immediate retry on a fresh connection: after Redis restarts, every pooled
         # connection is stale, and the first command on each would fail for nothing. (A script
         # whose reply was lost and that runs again sees its event as a duplicate.)
-        client = aioredis.Redis.from_url(
+        # At most MAX_CONNECTIONS to Redis; a callback beyond them waits for one, within the
+        # same timeout, instead of opening connections without bound.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url, password=password or None, socket_timeout=timeout,
             socket_connect_timeout=timeout, health_check_interval=10,
             retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-            decode_responses=False)
-        return cls(client, cfg, prefix, clock)
+            max_connections=MAX_CONNECTIONS, timeout=timeout, decode_responses=False)
+        return cls(aioredis.Redis(connection_pool=pool), cfg, prefix, clock)
 
     async def _run(self, op: str, *args: Any) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
@@ -145,7 +149,9 @@ class RedisStore:
             self._evictions[(reason, STATE_NAMES[evicted])] += 1
 
     async def sweep(self, budget: int) -> Sweep:
-        changed, more = await self._run("sweep", budget)
+        # A script holds Redis while it runs: rounds of SWEEP_BATCH keep every replica's
+        # callbacks moving while a flood of deadlines is applied.
+        changed, more = await self._run("sweep", min(budget, SWEEP_BATCH))
         done = Sweep(more=more > 0)
         for raw_key, entered, orphaned, evicted, label in changed:
             key, app = raw_key.decode(), label.decode()
@@ -249,6 +255,7 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
 
 def _view(key: str, seg: tuple[Any, ...], deadline: float | None) -> SegmentView:
