@@ -18,6 +18,9 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 # Selectors every query carries; APP adds the app filter for metrics that have an app_id label.
 SEL = 'job=~"$job", instance=~"$instance"'
 APP = SEL + ', app_id=~"$app_id"'
+# State gauges describe the shared state: every replica on one Redis exports the same value,
+# so replicas are collapsed with max before anything is summed (one replica: the value itself).
+SHARED = "max without (instance, pod)"
 
 
 class Layout:
@@ -214,15 +217,15 @@ def overview() -> dict[str, Any]:
     lay = Layout()
     lay.row("Now")
     lay.add(stat("Active recordings", "Segments recording now (started, not completed), stuck ones "
-                 "included.", "short", f"sum(gme_recording_active_recordings{{{APP}}})"), 4, 4)
+                 "included.", "short", f"sum({SHARED} (gme_recording_active_recordings{{{APP}}}))"), 4, 4)
     lay.add(stat("Active rooms", "Rooms with at least one segment recording.", "short",
-                 f"sum(gme_recording_active_rooms{{{APP}}})"), 4, 4)
+                 f"sum({SHARED} (gme_recording_active_rooms{{{APP}}}))"), 4, 4)
     lay.add(stat("Stuck recordings", "Segments recording for longer than the maximum recording "
                  "duration (GmeRecordingStuck).", "short",
-                 f"sum(gme_recording_stuck_recordings{{{APP}}})", red=1), 4, 4)
+                 f"sum({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Missing uploads", "Completed segments with no upload callback within the upload "
                  "grace (GmeRecordingUploadsMissing).", "short",
-                 f"sum(gme_recording_missing_uploads{{{APP}}})", red=1), 4, 4)
+                 f"sum({SHARED} (gme_recording_missing_uploads{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Since last verified callback", "Time since the most recent verified callback on "
                  "any selected instance (GmeRecordingCallbacksAbsent).", "s",
                  f"time() - max(gme_recording_last_callback_timestamp_seconds{{{SEL}}} > 0)",
@@ -267,11 +270,11 @@ def overview() -> dict[str, Any]:
     lay.row("Problems")
     lay.add(timeseries("Active, stuck and missing over time", "Segments recording, stuck, and "
                        "completed without upload, by app.", "short",
-                       [(f"sum by (app_id) (gme_recording_active_recordings{{{APP}}})",
+                       [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))",
                          "active {{app_id}}"),
-                        (f"sum by (app_id) (gme_recording_stuck_recordings{{{APP}}})",
+                        (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))",
                          "stuck {{app_id}}"),
-                        (f"sum by (app_id) (gme_recording_missing_uploads{{{APP}}})",
+                        (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))",
                          "missing upload {{app_id}}")]), 12, 8)
     lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
                        "whose upload did not arrive within the grace.", "short",
@@ -288,9 +291,9 @@ def overview() -> dict[str, Any]:
                          "{{app_id}}")]), 6, 8)
     lay.add(table("Apps now", "Per app: segments recording, stuck, missing an upload, and the start "
                   "of the oldest recording still running.", "short",
-                  [(f"sum by (app_id) (gme_recording_active_recordings{{{APP}}})", ""),
-                   (f"sum by (app_id) (gme_recording_stuck_recordings{{{APP}}})", ""),
-                   (f"sum by (app_id) (gme_recording_missing_uploads{{{APP}}})", ""),
+                  [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))", ""),
+                   (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", ""),
+                   (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))", ""),
                    (f"time() - max by (app_id) "
                     f"(gme_recording_oldest_recording_start_timestamp_seconds{{{APP}}} > 0)", "")],
                   {"Value #A": "recording", "Value #B": "stuck", "Value #C": "missing upload",
@@ -368,8 +371,8 @@ def service() -> dict[str, Any]:
     lay.row("Tracker")
     lay.add(timeseries("Tracked segments by state", "Segments held in memory, by lifecycle state.",
                        "short",
-                       [(f"sum by (state) (gme_recording_tracked_segments{{{SEL}}})", "{{state}}"),
-                        (f"sum(gme_recording_tracker_capacity{{{SEL}}})", "capacity")]), 8, 8)
+                       [(f"sum by (state) ({SHARED} (gme_recording_tracked_segments{{{SEL}}}))", "{{state}}"),
+                        (f"max(gme_recording_tracker_capacity{{{SEL}}})", "capacity")]), 8, 8)
     lay.add(timeseries("Tracker capacity used", "Tracked segments as a share of the capacity "
                        "(GME_RECWATCH_MAX_SEGMENTS), per instance.", "percentunit",
                        [(f"sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on "
