@@ -66,15 +66,18 @@ class PrometheusError(RuntimeError):
 
 
 class PrometheusServer:
-    """`prometheus` on a free loopback port, scraping `target` (host:port) as job `job` every 1s.
+    """`prometheus` on a free loopback port, scraping `target` (host:port, or several) as job
+    `job` every 1s, and each of `more_jobs` (job -> targets) likewise.
 
     `target=None` makes it scrape itself, which is enough to exercise rules about scrape health.
     """
 
-    def __init__(self, target: str | None, rule_files: Sequence[Path], workdir: Path, *,
-                 job: str = "gme-recwatch", metrics_path: str = "/metrics",
-                 interval: str = "1s", binary: str | None = None) -> None:
+    def __init__(self, target: str | Sequence[str] | None, rule_files: Sequence[Path],
+                 workdir: Path, *, job: str = "gme-recwatch", metrics_path: str = "/metrics",
+                 interval: str = "1s", binary: str | None = None,
+                 more_jobs: Mapping[str, Sequence[str]] | None = None) -> None:
         self.target = target
+        self.more_jobs = dict(more_jobs or {})
         self.rule_files = [Path(p).resolve() for p in rule_files]
         self.workdir = workdir
         self.job = job
@@ -94,13 +97,19 @@ class PrometheusServer:
             "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval,
                        "scrape_timeout": self.interval},
             "rule_files": [str(p) for p in self.rule_files],
-            "scrape_configs": [{"job_name": self.job, "metrics_path": self.metrics_path,
-                                "static_configs": [{"targets": [
-                                    self.target or f"127.0.0.1:{self.port}"]}]}],
+            "scrape_configs": [
+                {"job_name": job, "metrics_path": self.metrics_path,
+                 "static_configs": [{"targets": list(targets)}]}
+                for job, targets in ((self.job, self._targets()), *self.more_jobs.items())],
         }
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
+
+    def _targets(self) -> list[str]:
+        if self.target is None:
+            return [f"127.0.0.1:{self.port}"]
+        return [self.target] if isinstance(self.target, str) else list(self.target)
 
     def start(self, timeout: float = 30) -> PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
