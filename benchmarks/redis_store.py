@@ -82,7 +82,7 @@ async def sweep_under_load(server: RedisServer, due: int) -> dict[str, float]:
                         max_recording_seconds=3600)
     clock = FakeClock(wall=time.time())
     store = RedisStore.from_url(server.url, settings.lifecycle(), prefix="w:", clock=clock)
-    log_setup.configure("warning", "json", open("/dev/null", "w"))  # noqa: SIM115
+    log_setup.configure("warning", "json", open("/dev/null", "w"))
     service = Service(settings, clock=clock, store=store)
     await fill(store, [Event(1400000000, f"room-{i // 4}", f"u{i % 4}", 1, 0, STARTED, 1,
                              1_700_000_000) for i in range(due)])

@@ -18,5 +18,8 @@ echo "== 3. /metrics scrape time"
 $PY benchmarks/scrape.py
 echo "== 4. tracker transitions and deadline sweep"
 $PY benchmarks/tracker_ops.py
-echo "== 5. per-callback cost of the intake pipeline (explains 1.)"
+echo "== 5. the Redis store: ingest against in-memory, memory per segment, scrape, sweep"
+$PY benchmarks/ingest_backends.py --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}"
+$PY benchmarks/redis_store.py
+echo "== 6. per-callback cost of the intake pipeline (explains 1.)"
 (cd benchmarks && ../$PY intake_cost.py)
