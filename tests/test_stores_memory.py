@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import msgspec
 import pytest
 from conftest import Tracked
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_stores import CFG, DEFAULTS, TASK, assert_consistent, ev
 
 from gme_recwatch.clock import FakeClock
@@ -45,6 +48,8 @@ def test_snapshot_restores_state_and_deadlines_keep_running(
     clock.advance(30)  # "down" for 30 s: past the reorder window, short of grace and stuck
     t2 = tracked(loop, clock)
     assert t2.store.restore(data) == 3
+    assert_consistent(t2)  # the tallies came back as they were written
+    t2.sweep()  # the first sweep applies what fell due while the service was down
     assert {v.seq_no: v.state for v in t2.segments()} == {0: "recording", 1: "orphan", 2: "uploaded"}
     assert_consistent(t2)
     clock.advance(71)
@@ -120,3 +125,96 @@ def test_snapshot_with_freed_slots_restores_only_live_segments(
     assert t2.store.restore(t.store.snapshot()) == 2
     assert sorted((v.seq_no, v.state) for v in t2.segments()) == [(4, "upload_missing"), (9, "uploaded")]
     assert_consistent(t2)
+
+
+GOLDEN_V2 = Path(__file__).resolve().parent / "golden" / "snapshot-v2.msgpack"
+
+
+def test_a_snapshot_written_by_the_previous_version_still_restores(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """tests/golden/snapshot-v2.msgpack was written by the tracker before the store split (format
+    version 2, columns only): a recording, a completion without its start, an uploaded segment,
+    at wall time 1_700_000_000."""
+    clock = FakeClock(mono=50.0, wall=1_700_000_030.0)  # another process, 30 s later
+    t = tracked(loop, clock)
+    assert t.store.restore(GOLDEN_V2.read_bytes()) == 3
+    assert {v.seq_no: v.state for v in t.segments()} == {0: "recording", 1: "orphan", 2: "uploaded"}
+    assert [v.first_received_at for v in t.segments()] == [1_700_000_000.0] * 3
+    assert t.segments()[0].task_id == TASK
+    assert_consistent(t)
+    clock.advance(71)
+    t.sweep()
+    assert {v.seq_no: v.state for v in t.segments()} == {0: "stuck", 1: "upload_missing", 2: "uploaded"}
+
+
+def test_restore_brings_back_tallies_eviction_order_and_deadlines_without_recounting(
+        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    cfg = replace(DEFAULTS, max_segments=3, retention_seconds=10_000, max_recording_seconds=100)
+    t = tracked(loop, clock, cfg)
+    for e in (1, 2, 3):
+        t.record(ev(e, seq=1))                # terminal: the first to go at capacity
+    t.record(ev(1, seq=0))
+    t.record(ev(1, seq=2, room="r2"))
+    before = t.stats()
+    t2 = tracked(loop, clock, cfg)
+    t2.store.restore(t.store.snapshot())
+    assert t2.stats() == before
+    t2.record(ev(1, seq=3))                   # over capacity: the uploaded one goes, as before
+    assert sorted(v.seq_no for v in t2.segments()) == [0, 2, 3]
+    clock.advance(101)
+    assert sorted(m.seq_no for m in t2.sweep()) == [0, 2, 3]
+    assert_consistent(t2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 6), st.floats(0, 80)),
+                    max_size=30),
+       downtime=st.floats(0, 300))
+def test_a_restored_store_goes_on_exactly_as_the_original_would(
+        ops: list[tuple[int, int, float]], downtime: float) -> None:
+    """Snapshot at any point, restore elsewhere after any downtime: from the next sweep on, the
+    restored store and the original agree on every segment and every tally."""
+    loop = asyncio.new_event_loop()
+    try:
+        clock = FakeClock()
+        cfg = replace(CFG, max_segments=5)
+        a = tracked(loop, clock, cfg)
+        for event_type, seq, dt in ops:
+            a.record(ev(event_type, seq=seq))
+            clock.advance(dt)
+            a.sweep()
+        data = a.store.snapshot()
+        clock.advance(downtime)
+        b = tracked(loop, FakeClock(mono=7.0, wall=clock.wall), cfg)
+        b.store.restore(data)
+        a.sweep()
+        b.sweep()
+        def view(t: Tracked) -> list[tuple[int, str, float | None]]:
+            return sorted((v.seq_no, v.state, None if v.next_deadline_at is None
+                           else round(v.next_deadline_at, 3)) for v in t.segments())
+
+        assert view(a) == view(b)
+        for name in ("active_recordings", "stuck", "missing_uploads", "by_state", "oldest_start"):
+            assert getattr(a.stats(), name) == getattr(b.stats(), name), name
+        assert_consistent(b)
+    finally:
+        loop.close()
+
+
+def test_a_snapshot_still_being_encoded_is_not_overwritten_by_the_next(
+        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    """Periodic snapshots reuse their column buffers; one prepared while the previous is still
+    encoding (a worker thread, at shutdown) must get buffers of its own."""
+    t = tracked(loop, clock)
+    t.record(ev(1, seq=0))
+    first = t.store.prepare_snapshot()
+    t.record(ev(1, seq=1))
+    second = t.store.prepare_snapshot()
+    t.record(ev(1, seq=2))
+    third_data = t.store.snapshot()
+    for encode, n in ((first, 1), (second, 2)):
+        restored = tracked(loop, clock)
+        assert restored.store.restore(encode()) == n
+    restored = tracked(loop, clock)
+    assert restored.store.restore(third_data) == 3
+    assert_consistent(restored)

@@ -93,6 +93,25 @@ class DeadlineQueue:
                 out.append(slot)
         return out
 
+    def dump(self) -> tuple[bytes, dict[int, bytes]]:
+        """Everything, as bytes: the per-slot deadlines and the buckets (for a snapshot)."""
+        return self._when.tobytes(), {sec: b.tobytes() for sec, b in self._buckets.items()}
+
+    @classmethod
+    def load(cls, when: bytes, buckets: dict[int, bytes]) -> DeadlineQueue:
+        """The queue :meth:`dump` described, rebuilt with a memcpy per bucket, not per slot."""
+        q = cls()
+        q._when.frombytes(when)
+        for sec, raw in buckets.items():
+            bucket = array("q")
+            bucket.frombytes(raw)
+            q._buckets[sec] = bucket
+            q._entries += len(bucket)
+        q._heap = list(q._buckets)
+        heapq.heapify(q._heap)
+        q._pending = len(q._when) - q._when.count(INF)
+        return q
+
     def _compact(self) -> None:
         # Rebuild the buckets from the live deadlines once stale entries dominate: under a flood
         # of new keys, entries of evicted slots would otherwise outgrow every bound until their

@@ -141,6 +141,11 @@ class Metrics:
             PREFIX + "snapshot_duration_seconds", "How long the last snapshot write took.",
             registry=r,
         )
+        self.snapshot_loop_seconds = Gauge(
+            PREFIX + "snapshot_loop_seconds",
+            "How long the last periodic snapshot held the event loop (the copy; encoding and "
+            "writing run on a worker thread).", registry=r,
+        )
         self.snapshot_restored = Gauge(
             PREFIX + "snapshot_restored_segments",
             "Segments restored from the state file at start.", registry=r,

@@ -84,9 +84,9 @@ class Service:
 
     async def start(self) -> None:
         """Bring the state back (before anything listens: ready means the state is back)."""
-        await self.store.register_apps(self.keys.current.app_ids())
         if self.snapshots is not None:
-            self.snapshots.restore()
+            self.snapshots.restore()  # first: a snapshot brings its own app labels back
+        await self.store.register_apps(self.keys.current.app_ids())
 
     def start_background(self) -> None:
         s = self.settings

@@ -57,13 +57,14 @@ class SnapshotFile:
         return self._persist(self.store.snapshot(), started)
 
     async def write_in_background(self) -> bool:
-        """Snapshot on the event loop (consistent, a memcpy per column), then write the file
-        and fsync on a worker thread, so callbacks are not held up by the disk."""
+        """Copy the state on the event loop (consistent, a memcpy per column), then encode,
+        write and fsync on a worker thread, so callbacks are not held up by the disk."""
         if self.path is None:
             return False
         started = time.perf_counter()
-        data = self.store.snapshot()
-        return await asyncio.to_thread(self._persist, data, started)
+        encode = self.store.prepare_snapshot()
+        self.metrics.snapshot_loop_seconds.set(time.perf_counter() - started)
+        return await asyncio.to_thread(lambda: self._persist(encode(), started))
 
     def _persist(self, data: bytes, started: float) -> bool:
         """Write atomically (temp file, fsync, rename); False, logged and counted, on failure."""

@@ -7,6 +7,7 @@ without ever suspending. Nothing above this interface knows which store is in us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -105,6 +106,10 @@ class Snapshottable(Protocol):
     """A store whose whole state can be written to a file and read back at start."""
 
     def snapshot(self) -> bytes: ...
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        """Copy the state now; the returned call encodes the copy (on a worker thread)."""
+        ...
 
     def restore(self, data: bytes) -> int: ...
 

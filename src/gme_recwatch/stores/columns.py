@@ -56,6 +56,16 @@ class SegmentTable:
         """Slots, free ones included."""
         return len(self.keys)
 
+    @classmethod
+    def from_columns(cls, keys: list[str | None], columns: dict[str, bytes]) -> SegmentTable:
+        """A table holding whole columns read back from a snapshot (a memcpy each)."""
+        t = cls()
+        t.keys = keys
+        for name, _ in COLUMNS:
+            getattr(t, name).frombytes(columns[name])
+        t._free = array("q", [i for i, k in enumerate(keys) if k is None])
+        return t
+
     def allocate(self, key: str, app: int, mode: RecordMode, now: float, expires: float) -> int:
         """A slot for a new segment that has seen nothing yet, received ``now``."""
         if self._free:

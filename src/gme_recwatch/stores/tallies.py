@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import heapq
 
+import msgspec
+
 from ..events import MODE_NAMES, RecordMode
 from ..lifecycle import LIVE_RECORDING, STATE_NAMES, State
 from .base import StoreStats
 
 OTHER = "other"
+
+
+class TallyState(msgspec.Struct, array_like=True):
+    """Every tally, for a snapshot: restored as is, so a restart recounts nothing."""
+
+    labels: list[str]
+    app_index: dict[int, int]
+    other: int | None
+    app_overflow: int
+    by_state: list[int]
+    active: list[list[int]]
+    rooms: dict[str, int]
+    active_rooms: list[int]
+    stuck: list[int]
+    stuck_total: list[int]
+    missing: list[int]
+    missing_total: list[int]
+    completed_total: list[int]
+    starts: list[dict[int, int]]
+    orphan_events: dict[str, int]
+    evictions: list[tuple[str, str, int]]
 
 
 class Tallies:
@@ -124,6 +147,37 @@ class Tallies:
         else:
             del self._rooms[room]
             self._active_rooms[app] -= 1
+
+    # ------------------------------------------------------------ snapshots
+
+    def dump(self) -> TallyState:
+        """A copy of every tally (shallow copies: the caller encodes it elsewhere)."""
+        return TallyState(
+            list(self.labels), dict(self._app_index), self._other, self.app_overflow,
+            list(self.by_state), [list(row) for row in self._active], dict(self._rooms),
+            list(self._active_rooms), list(self._stuck), list(self._stuck_total),
+            list(self._missing), list(self._missing_total), list(self.completed_total),
+            [dict(s) for s in self._starts], dict(self.orphan_events),
+            [(r, st, n) for (r, st), n in self.evictions.items()])
+
+    def load(self, state: TallyState) -> None:
+        self.labels = state.labels
+        self._app_index = state.app_index
+        self._other = state.other
+        self.app_overflow = state.app_overflow
+        self.by_state = state.by_state
+        self._active = state.active
+        self._rooms = state.rooms
+        self._active_rooms = state.active_rooms
+        self._stuck, self._stuck_total = state.stuck, state.stuck_total
+        self._missing, self._missing_total = state.missing, state.missing_total
+        self.completed_total = state.completed_total
+        self._starts = state.starts
+        self._start_heap = [list(s) for s in state.starts]
+        for heap in self._start_heap:
+            heapq.heapify(heap)
+        self.orphan_events = state.orphan_events
+        self.evictions = {(r, st): n for r, st, n in state.evictions}
 
     # ------------------------------------------------------------ read side
 
