@@ -67,12 +67,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def start(kind: str, workdir: Path,
-          extra_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, str | None]:
+def start(kind: str, workdir: Path, extra_env: dict[str, str],
+          stack: str = "auto") -> tuple[subprocess.Popen[bytes], str, str | None]:
     port = free_port()
     log_path = workdir / f"{kind}-{port}.log"
+    if kind == "bare" and stack == "granian":
+        cmd = [*pin(1), str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws",
+               "--working-dir", str(ROOT / "benchmarks"), "--log-level", "warning",
+               "bare_app:app"]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_ok(f"http://127.0.0.1:{port}/healthz", proc)
+        return proc, f"http://127.0.0.1:{port}/callback", None
     if kind == "bare":
-        cmd = [*pin(1), str(BIN / "python"), str(ROOT / "benchmarks" / "bare_app.py"), "--port", str(port)]
+        cmd = [*pin(1), str(BIN / "python"), str(ROOT / "benchmarks" / "bare_app.py"), "--port", str(port),
+               "--stack", stack]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_ok(f"http://127.0.0.1:{port}/healthz", proc)
@@ -82,7 +92,7 @@ def start(kind: str, workdir: Path,
     env.update(GME_RECWATCH_SECRET_KEY=SECRET, GME_RECWATCH_HOST="127.0.0.1",
                GME_RECWATCH_ADMIN_HOST="127.0.0.1", GME_RECWATCH_PORT=str(port),
                GME_RECWATCH_ADMIN_PORT=str(admin), GME_RECWATCH_LOG_LEVEL="info",
-               GME_RECWATCH_LOG_FORMAT="json")
+               GME_RECWATCH_LOG_FORMAT="json", GME_RECWATCH_HTTP_STACK=stack)
     env.update(extra_env)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*pin(1), str(BIN / "gme-recwatch"), "serve"], env=env, stdout=log,

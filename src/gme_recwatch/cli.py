@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
     from . import logging as log_setup
-    from .server import run
+    from .server import event_loop_factory, run
     from .service import Service
 
     log_setup.configure(settings.log_level, settings.log_format)
@@ -99,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"  demo key     : {key}   (never use it in production)\n"
               f"  try          : make send   # or: .venv/bin/gme-recwatch send --url {url} "
               f"--secret {key}\n", flush=True)
-    asyncio.run(run(service))
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.http_stack)) as runner:
+        runner.run(run(service))
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
@@ -40,21 +40,35 @@ async def _serve(server: _Server) -> None:
         raise ListenError(f"uvicorn exited with {exc.code}") from None
 
 
-def _config(app: Any, host: str, port: int, timeout: float) -> uvicorn.Config:
+def _config(app: Any, host: str, port: int, timeout: float, stack: str = "auto") -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, lifespan="off", access_log=False, log_config=None,
+        # "auto": httptools when installed (a dependency), else h11; see event_loop() for uvloop.
+        http="h11" if stack == "python" else "auto",
         server_header=False, timeout_graceful_shutdown=max(1, int(timeout)),
         # Tencent's sender keeps connections alive between callbacks.
         timeout_keep_alive=30,
     )
 
 
+def event_loop_factory(stack: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for the `auto` stack when uvloop is installed; None: asyncio's own."""
+    if stack == "python":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # a platform without uvloop wheels: asyncio, same behaviour, slower
+        return None
+    return uvloop.new_event_loop
+
+
 async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)
     servers = [
-        _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds)),
-        _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds)),
+        _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds, s.http_stack)),
+        _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds,
+                        s.http_stack)),
     ]
     await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()

@@ -27,6 +27,7 @@ ENV_PREFIX: Final = "GME_RECWATCH_"
 SignatureEncoding = Literal["auto", "base64", "hex"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+HttpStack = Literal["auto", "python"]
 
 
 class SettingsError(ValueError):
@@ -116,6 +117,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_seconds: Annotated[float, _seconds("Resolution of the deadline sweep.")] = 1.0
     keys_reload_seconds: Annotated[float, _seconds(
         "How often the keyring file is checked for changes.")] = 5.0
+    http_stack: Annotated[HttpStack, _help(
+        "HTTP server stack: `auto` (uvicorn on uvloop with the httptools parser, the fastest "
+        "measured; falls back by itself where those are not installed) or `python` (asyncio "
+        "and the pure-Python h11 parser).")] = "auto"
     shutdown_timeout_seconds: Annotated[float, _seconds(
         "On SIGTERM, how long in-flight requests get to finish.")] = 10.0
 

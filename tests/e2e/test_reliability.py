@@ -214,7 +214,9 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
     assert svc.metric("gme_recording_callbacks_invalid_total", reason="too_large") == 1
 
     # Announces 20 bytes and sends 2000: the first 20 are the body (a signature mismatch);
-    # the rest is not a valid request and the HTTP server itself answers 400.
+    # the rest is not a valid request. With h11 the mismatch is answered 401, then the HTTP
+    # server answers 400 to the rest; httptools parses the whole buffer first and answers 400
+    # for the connection at once, dropping the 401. Either way: 4xx only, nothing stored.
     body = callback_body(1, room="short-lie") + b" " * 1800
     s = _connect(svc)
     s.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: " + sign(body, SECRET).encode()
@@ -229,8 +231,10 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
         pass
     s.close()
     statuses = [int(line.split(b" ")[1]) for line in reply.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
-    assert statuses and statuses[0] == 401 and all(400 <= c < 500 for c in statuses), reply[:300]
-    assert svc.metric("gme_recording_signature_failures_total", reason="mismatch") == 1
+    assert statuses and all(400 <= c < 500 for c in statuses), reply[:300]
+    assert statuses[0] == 401 or statuses == [400], statuses
+    assert svc.metric("gme_recording_signature_failures_total", reason="mismatch") <= 1
+    assert svc.metric("gme_recording_tracked_segments") == 0
 
     # A 100 KiB Signature header: a counted 4xx when h11 takes the header in one read; when
     # TCP splits it past h11's 16 KiB limit for an incomplete header, the HTTP server itself

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import RunningService, callback_body
 
@@ -52,3 +54,24 @@ def test_port_in_use_fails_fast_with_a_clear_message(service: RunningService) ->
     assert r.returncode != 0
     assert "address already in use" in out and "could not listen" in out
     assert "Task exception was never retrieved" not in out
+
+
+@pytest.mark.parametrize("stack", ["auto", "python"])
+def test_both_http_stacks_keep_every_http_behaviour(service_factory: object, stack: str) -> None:
+    """uvloop + httptools (the default) and the pure-Python fallback answer alike: a signed
+    callback 200, another method 405 with Allow, a streamed body over the limit 413."""
+    svc: RunningService = service_factory(GME_RECWATCH_HTTP_STACK=stack,  # type: ignore[operator]
+                                          GME_RECWATCH_MAX_BODY_BYTES="4096")
+    assert f'"http_stack": "{stack}"' in svc.logs()
+    assert svc.send(1, room=f"stack-{stack}").status_code == 200
+    r = httpx.get(svc.callback_url)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = httpx.post(svc.callback_url, content=chunks(), headers={"Signature": "x"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert svc.stop() == 0
+    assert '"event": "stopped"' in svc.logs()
