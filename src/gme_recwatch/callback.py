@@ -1,10 +1,11 @@
 """The internet-facing listener: ``POST <callback_path>`` and a liveness probe, nothing else.
 
-The callback route is a plain ASGI handler -- the hot path, with nothing in between: Litestar's
+The listener is plain ASGI -- the hot path, with nothing in between: Litestar's router and its
 request and response objects cost more per callback than verification, decoding and storing
-together (BENCHMARKS.md). It reads the body and the ``Signature`` header straight from ASGI,
-enforces the body limit while the body streams in, hands both to the intake, and maps the
-intake's outcome to a status and a body here, and only here.
+together (BENCHMARKS.md); the admin listener is the Litestar app. The callback route reads the
+body and the ``Signature`` header straight from ASGI, enforces the body limit while the body
+streams in, hands both to the intake, and maps the intake's outcome to a status and a body
+here, and only here.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
-from litestar import Litestar, Request, asgi, get, post
+from litestar import Litestar, Request, get, post
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.types import Receive, Scope, Send
+from litestar.types import Message, Receive, Scope, Send
 
 from . import __version__
-from .errors import ErrorBody, internal_error
+from .errors import ErrorBody
 from .intake import Accepted, Intake, Outcome, Reason, Unreadable
 from .service import Service
 
@@ -122,13 +123,56 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def build_callback_app(service: Service) -> Litestar:
-    """The internet-facing app. It serves no schema: the admin listener publishes it."""
+_HEALTHY: Final = b'{"status":"ok"}'
+_NOT_FOUND: Final = b'{"code":404,"error":"http","message":"Not Found"}'
+_INTERNAL: Final = b'{"code":500,"error":"internal","message":"internal error"}'
+
+
+def build_callback_app(service: Service) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The internet-facing app: the callback route, the liveness probe, 404 for anything else.
+
+    A plain ASGI dispatcher, no framework: with the fast HTTP stack, routing through Litestar
+    cost as much as the whole callback's own work (BENCHMARKS.md). It serves no schema: the
+    admin listener publishes it (:func:`callback_schema`).
+    """
     s = service.settings
-    route = asgi(s.callback_path, copy_scope=False)(callback_asgi(service.intake, s.max_body_bytes))
-    return Litestar(route_handlers=[route, healthz], openapi_config=None,
-                    exception_handlers={Exception: internal_error(service.log)},
-                    logging_config=None)
+    callback = callback_asgi(service.intake, s.max_body_bytes)
+    path, log = s.callback_path, service.log
+
+    async def plain(send: Send, status: int, body: bytes,
+                    extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON, (b"content-length", str(len(body)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]  # no lifespan, no websockets
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            if scope["path"] == path:
+                scope["path_template"] = path  # the route label of the request metrics
+                await callback(scope, receive, tracking)
+            elif scope["path"] == "/healthz":
+                scope["path_template"] = "/healthz"
+                if scope.get("method") in ("GET", "HEAD"):
+                    await plain(tracking, 200, _HEALTHY)
+                else:
+                    await plain(tracking, 405, _METHOD_NOT_ALLOWED, ((b"allow", b"GET, HEAD"),))
+            else:
+                await plain(tracking, 404, _NOT_FOUND)
+        except Exception as exc:  # a bug, not the client's fault: the type only, never a body
+            log.error("internal_error", path=scope["path"], error=type(exc).__name__)
+            if not started:
+                await plain(send, 500, _INTERNAL)
+
+    return app
 
 
 def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
