@@ -159,15 +159,34 @@ def top_frames(raw: Path, n: int = 20) -> list[tuple[str, float, float]]:
     return [(f, 100 * c / samples, 100 * total_t[f] / samples) for f, c in rows]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
+def wrk_arguments(doc: str | None, rounds: int = 3) -> argparse.ArgumentParser:
+    """The options every wrk-driven benchmark takes."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rooms", type=int, default=20000,
                    help="corpus size: rooms x 4 users x 1 segment x 3 events")
     p.add_argument("--out", default=os.environ.get("BENCH_OUT", "/tmp/gme-recwatch-bench"))
+    return p
+
+
+def corpus_for(out: Path, rooms: int) -> Path:
+    """Pre-signed valid callbacks of distinct segments, written once by the simulator."""
+    corpus = out / f"corpus-{rooms}.tsv"
+    if not corpus.exists():
+        subprocess.run([str(BIN / "gme-recwatch"), "simulate", "--secret", SECRET, "--seed", "1",
+                        "--rooms", str(rooms), "--users-per-room", "4", "--segments-per-task", "1",
+                        "--mixed-fraction", "0", "--spread", "600",
+                        "--reorder-fraction", "0", "--duplicate-fraction", "0", "--drop-fraction", "0",
+                        "--never-complete-fraction", "0", "--never-upload-fraction", "0",
+                        "--bad-signature-fraction", "0", "--write-corpus", str(corpus)], check=True)
+    return corpus
+
+
+def main() -> int:
+    p = wrk_arguments(__doc__)
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the full service (to measure a variant)")
     p.add_argument("--profile", action="store_true", help="py-spy the last full-service run")
@@ -175,14 +194,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=out))
-    corpus = out / f"corpus-{args.rooms}.tsv"
-    if not corpus.exists():
-        subprocess.run([str(BIN / "gme-recwatch"), "simulate", "--secret", SECRET, "--seed", "1",
-                        "--rooms", str(args.rooms), "--users-per-room", "4", "--segments-per-task", "1",
-                        "--mixed-fraction", "0", "--spread", "600",
-                        "--reorder-fraction", "0", "--duplicate-fraction", "0", "--drop-fraction", "0",
-                        "--never-complete-fraction", "0", "--never-upload-fraction", "0",
-                        "--bad-signature-fraction", "0", "--write-corpus", str(corpus)], check=True)
+    corpus = corpus_for(out, args.rooms)
     lines = sum(1 for _ in corpus.open("rb"))
     runs: list[dict[str, Any]] = []
     ok = True

@@ -8,10 +8,8 @@ a fresh process per run, the full service's counts checked).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,26 +24,12 @@ CONFIGS = [("bare", "python"), ("bare", "auto"), ("bare", "granian"), ("full", "
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--duration", type=int, default=10)
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rooms", type=int, default=20000)
-    p.add_argument("--out", default="/tmp/gme-recwatch-bench")
+    p = ingest.wrk_arguments(__doc__, rounds=5)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="stacks-", dir=out))
-    corpus = out / f"corpus-{args.rooms}.tsv"
-    if not corpus.exists():
-        subprocess.run([str(ingest.BIN / "gme-recwatch"), "simulate", "--secret", ingest.SECRET,
-                        "--seed", "1", "--rooms", str(args.rooms), "--users-per-room", "4",
-                        "--segments-per-task", "1", "--mixed-fraction", "0", "--spread", "600",
-                        "--reorder-fraction", "0", "--duplicate-fraction", "0",
-                        "--drop-fraction", "0", "--never-complete-fraction", "0",
-                        "--never-upload-fraction", "0", "--bad-signature-fraction", "0",
-                        "--write-corpus", str(corpus)], check=True)
+    corpus = ingest.corpus_for(out, args.rooms)
     runs: list[dict[str, Any]] = []
     ok = True
     for rnd in range(args.rounds):

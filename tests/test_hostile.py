@@ -127,7 +127,7 @@ def world() -> Iterator[World]:
     saved_handlers, saved_level = root.handlers[:], root.level
     # Logging is configured before the service is built: the intake binds its logger then.
     gme_logging.configure(level="debug", fmt="json", stream=logs)
-    service = Service(Settings(secret_key=SECRET, max_body_bytes=MAX_BODY))
+    service = Service(Settings(secret_key=SECRET, max_body_bytes=MAX_BODY, log_level="debug"))
     callback, admin = build_apps(service)
     loop = asyncio.new_event_loop()
     w = World(service, callback, admin, loop, logs)

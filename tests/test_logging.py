@@ -71,11 +71,21 @@ def test_secrets_signatures_and_bodies_never_reach_the_logs(captured: io.StringI
 
 
 def test_accepted_callbacks_log_at_the_chosen_level(captured: io.StringIO) -> None:
-    h = harness()  # default: debug
+    h = harness(log_level="debug")  # accepted_log_level's default: debug
     h.post(body(1))
     accepted = [ln for ln in lines(captured) if ln["event"] == "callback_accepted"]
     assert accepted and accepted[0]["level"] == "debug"
     assert accepted[0]["task_id"] == "446946705284000000"
+
+
+def test_accepted_callbacks_below_the_log_level_are_not_even_formatted(captured: io.StringIO) -> None:
+    h = harness(log_level="info")  # the default: the debug line is skipped before it is built
+    assert not h.service.intake._log_accepted
+    h.post(body(1))
+    assert [ln for ln in lines(captured) if ln["event"] == "callback_accepted"] == []
+    h2 = harness(log_level="info", accepted_log_level="info")
+    h2.post(body(1, seq=1))
+    assert [ln["level"] for ln in lines(captured) if ln["event"] == "callback_accepted"] == ["info"]
 
 
 def test_log_lines_carry_trace_and_span_ids_when_tracing_is_on(captured: io.StringIO) -> None:

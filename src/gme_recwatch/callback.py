@@ -10,6 +10,7 @@ here, and only here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from litestar import Litestar, Request, get, post
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import Receive, Scope, Send
 
 from . import __version__
 from .errors import ErrorBody
@@ -148,28 +149,22 @@ def build_callback_app(service: Service) -> Callable[[Scope, Receive, Send], Awa
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]  # no lifespan, no websockets
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             if scope["path"] == path:
                 scope["path_template"] = path  # the route label of the request metrics
-                await callback(scope, receive, tracking)
+                await callback(scope, receive, send)
             elif scope["path"] == "/healthz":
                 scope["path_template"] = "/healthz"
                 if scope.get("method") in ("GET", "HEAD"):
-                    await plain(tracking, 200, _HEALTHY)
+                    await plain(send, 200, _HEALTHY)
                 else:
-                    await plain(tracking, 405, _METHOD_NOT_ALLOWED, ((b"allow", b"GET, HEAD"),))
+                    await plain(send, 405, _METHOD_NOT_ALLOWED, ((b"allow", b"GET, HEAD"),))
             else:
-                await plain(tracking, 404, _NOT_FOUND)
+                await plain(send, 404, _NOT_FOUND)
         except Exception as exc:  # a bug, not the client's fault: the type only, never a body
             log.error("internal_error", path=scope["path"], error=type(exc).__name__)
-            if not started:
+            # Unless the answer had already begun (then the server closes the connection).
+            with contextlib.suppress(Exception):
                 await plain(send, 500, _INTERNAL)
 
     return app

@@ -48,18 +48,9 @@ class _SnapshotV2(msgspec.Struct, array_like=True):
     expires: bytes
 
 
-class SnapshotV3(msgspec.Struct, array_like=True):
-    version: int
-    wall_time: float
-    mono_to_wall: float
-    keys: list[str | None]
-    meta: bytes
-    ts_start: bytes
-    ts_complete: bytes
-    ts_upload: bytes
-    r_first: bytes
-    r_complete: bytes
-    expires: bytes
+class SnapshotV3(_SnapshotV2):
+    """Version 2's fields, then what makes a restore a memcpy."""
+
     deadlines: bytes  # the deadline queue's per-slot column
     buckets: dict[int, bytes]  # and its buckets: whole second -> slots
     terminal: list[str]  # uploaded segments, oldest first: the first evicted at capacity
