@@ -225,7 +225,7 @@ def overview() -> dict[str, Any]:
                  f"sum({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Missing uploads", "Completed segments with no upload callback within the upload "
                  "grace (GmeRecordingUploadsMissing).", "short",
-                 f"sum({SHARED} (gme_recording_missing_uploads{{{APP}}}))", red=1), 4, 4)
+                 f"sum({SHARED} (gme_recording_uploads_missing{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Since last verified callback", "Time since the most recent verified callback on "
                  "any selected instance (GmeRecordingCallbacksAbsent).", "s",
                  f"time() - max(gme_recording_last_callback_timestamp_seconds{{{SEL}}} > 0)",
@@ -274,7 +274,7 @@ def overview() -> dict[str, Any]:
                          "active {{app_id}}"),
                         (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))",
                          "stuck {{app_id}}"),
-                        (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))",
+                        (f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))",
                          "missing upload {{app_id}}")]), 12, 8)
     lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
                        "whose upload did not arrive within the grace.", "short",
@@ -293,7 +293,7 @@ def overview() -> dict[str, Any]:
                   "of the oldest recording still running.", "short",
                   [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))", ""),
                    (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", ""),
-                   (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))", ""),
+                   (f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))", ""),
                    (f"time() - max by (app_id) "
                     f"(gme_recording_oldest_recording_start_timestamp_seconds{{{APP}}} > 0)", "")],
                   {"Value #A": "recording", "Value #B": "stuck", "Value #C": "missing upload",

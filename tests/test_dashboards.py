@@ -84,7 +84,7 @@ def test_metric_collection_sees_the_tracker_and_request_metrics() -> None:
     names = exported_metrics()
     assert "gme_recording_stuck_recordings" in names
     assert "gme_recording_http_request_duration_seconds_bucket" in names
-    assert "app_id" in names["gme_recording_missing_uploads"]
+    assert "app_id" in names["gme_recording_uploads_missing"]
 
 
 # --------------------------------------------------------------------------- PromQL scanning

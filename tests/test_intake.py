@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gme_recwatch.clock import FakeClock
-from gme_recwatch.events import encode_callback
+from gme_recwatch.events import canary_callback, encode_callback
 from gme_recwatch.intake import Accepted, Rejected, Unreadable
 from gme_recwatch.lifecycle import Result
 from gme_recwatch.service import Service
@@ -116,3 +116,23 @@ def test_the_intake_stores_through_whatever_store_the_service_was_given(run: Any
     b = body(ts=int(time.time()))
     run(service.intake.handle(b, sign(b, SECRET), "t"))
     assert len(store) == 1
+
+
+def test_a_canary_is_verified_counted_apart_and_never_stored(run: Any) -> None:
+    service = make()
+    b = canary_callback(1400000000, NOW)
+    assert run(service.intake.handle(b, sign(b, SECRET), "t")) == Accepted(Result.IGNORED)
+    assert run(service.store.count()) == 0
+    assert counts(service) == {}
+    m = service.metrics
+    assert m.canary_last_success._value.get() == NOW
+    assert m.last_callback._value.get() == 0
+
+
+def test_a_canary_must_be_signed_and_fresh(run: Any) -> None:
+    service = make(replay_window_seconds=300)
+    b = canary_callback(1400000000, NOW)
+    assert run(service.intake.handle(b, sign(b, "wrong"), "t")) == Rejected("mismatch")
+    old = canary_callback(1400000000, NOW - 3600)
+    assert run(service.intake.handle(old, sign(old, SECRET), "t")) == Rejected("stale")
+    assert service.metrics.canary_last_success._value.get() == 0

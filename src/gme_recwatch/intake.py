@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import events, signature
 from .clock import Clock
-from .events import InvalidReason, MalformedCallback, UnknownEvent
+from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, UnknownEvent
 from .lifecycle import Result
 from .logging import level_number
 from .metrics import Metrics
@@ -49,6 +49,8 @@ class Rejected:
 
 Outcome = Accepted | Rejected
 _ACCEPTED: Final = {r: Accepted(r) for r in Result}
+# Answered like any accepted callback; the result is never counted in recording metrics.
+_CANARY: Final = Accepted(Result.IGNORED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,13 @@ class Intake:
                          **({"detail": detail} if detail else {}), **fields)
         return Rejected(reason, detail)
 
+    def _canary(self, ev: Event, now: float, remote: str) -> Outcome:
+        """A verified canary: proof the public path works, counted apart from recordings."""
+        self.metrics.canaries.inc()
+        self.metrics.canary_last_success.set(now)
+        self.log.debug("canary_received", biz_id=ev.biz_id, remote=remote)
+        return _CANARY
+
     async def _handle(self, body: bytes, header: str | None, remote: str,
                       span: trace.Span) -> Outcome:
         biz = None
@@ -116,11 +125,14 @@ class Intake:
             return Rejected(exc.reason)
 
         now = self.clock.time()
-        self.metrics.last_callback.set(now)
         try:
             ev = events.decode(body)
         except MalformedCallback as exc:
+            self.metrics.last_callback.set(now)
             return self._invalid("malformed", remote, str(exc))
+        canary = isinstance(ev, Event) and ev.room_id == CANARY_ROOM_ID
+        if not canary:
+            self.metrics.last_callback.set(now)
 
         if isinstance(ev, UnknownEvent):
             self.metrics.count_callback("unknown", Result.IGNORED)
@@ -138,6 +150,8 @@ class Intake:
         if window and abs(now - ev.timestamp) > window:
             return self._invalid("stale", remote, None, biz_id=ev.biz_id, room_id=ev.room_id,
                                  timestamp=ev.timestamp, skew_seconds=round(now - ev.timestamp, 3))
+        if canary:
+            return self._canary(ev, now, remote)
 
         try:
             out = await self.store.record(ev)

@@ -25,7 +25,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -162,6 +162,14 @@ class Metrics:
             registry=r,
         )
         self.backend_up.set(1)
+        self.canary_last_success = Gauge(
+            PREFIX + "canary_last_success_timestamp_seconds",
+            "Unix time the last verified canary callback (`gme-recwatch canary`) was received "
+            "(0 before the first). Canaries count nowhere else.", registry=r,
+        )
+        self.canaries = Counter(
+            PREFIX + "canary_callbacks", "Verified canary callbacks received.", registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
@@ -212,15 +220,60 @@ def empty_stats() -> StoreStats:
     return StoreStats([], {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, capacity=0, app_overflow=0)
 
 
+# OpenMetrics caps an exemplar's label names and values at 128 characters in all.
+EXEMPLAR_MAX_CHARS = 128
+
+
+def exemplar_labels(room_id: str, user_id: str, task_id: int, seq_no: int) -> dict[str, str]:
+    """A segment's key as exemplar labels, room and user ids shortened to fit the cap.
+
+    Exemplars are not labels: they are kept per sample, one at a time, so a room id here costs
+    no series. Ids are shortened (with a trailing ``~``) rather than dropped, so the link from a
+    graph still finds the room in the segments API by prefix or in the logs.
+    """
+    fixed = {"task_id": str(task_id), "seq_no": str(seq_no)}
+    budget = EXEMPLAR_MAX_CHARS - sum(len(k) + len(v) for k, v in fixed.items()) - len(
+        "room_id") - len("user_id")
+    room, user = room_id, user_id
+    if len(room) + len(user) > budget:
+        half = budget // 2
+        if len(room) > half and len(user) > half:
+            room, user = room[: half - 1] + "~", user[: budget - half - 1] + "~"
+        elif len(room) > half:
+            room = room[: budget - len(user) - 1] + "~"
+        else:
+            user = user[: budget - len(room) - 1] + "~"
+    return {"room_id": room, "user_id": user, **fixed}
+
+
 class StoreCollector(Collector):
     """Exports the store's tallies: the admin listener hands over fresh ones (:meth:`update`)
-    before each scrape, since asking a store may mean a round trip the registry cannot await."""
+    before each scrape, since asking a store may mean a round trip the registry cannot await.
+
+    The problem counters (``stuck``, ``missing_uploads``) carry as exemplar the last segment
+    this process saw cross into that state, per app (:meth:`note`); exemplars only appear in
+    the OpenMetrics exposition.
+    """
 
     def __init__(self) -> None:
         self.latest = empty_stats()
+        self._exemplars: dict[tuple[str, str], Exemplar] = {}
 
     def update(self, stats: StoreStats) -> None:
         self.latest = stats
+
+    def note(self, state: str, app_id: str, labels: dict[str, str], value: float,
+             timestamp: float) -> None:
+        """Remember a segment that became ``state`` as the exemplar of that state's counter."""
+        self._exemplars[(state, app_id)] = Exemplar(labels, value, timestamp)
+
+    def _problem_counter(self, name: str, doc: str, state: str, values: dict[str, int],
+                         apps: Iterable[str]) -> Metric:
+        fam = CounterMetricFamily(name, doc, labels=["app_id"])
+        for app in apps:
+            fam.add_sample(name + "_total", {"app_id": app}, values.get(app, 0),
+                           exemplar=self._exemplars.get((state, app)))
+        return fam
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -242,14 +295,15 @@ class StoreCollector(Collector):
         yield _by_app(GaugeMetricFamily, PREFIX + "stuck_recordings",
                             "Segments recording for longer than the maximum recording duration.",
                             s.stuck, apps)
-        yield _by_app(CounterMetricFamily, PREFIX + "stuck",
-                              "Segments that became stuck.", s.stuck_total, apps)
-        yield _by_app(GaugeMetricFamily, PREFIX + "missing_uploads",
+        yield self._problem_counter(PREFIX + "stuck", "Segments that became stuck.", "stuck",
+                                    s.stuck_total, apps)
+        yield _by_app(GaugeMetricFamily, PREFIX + "uploads_missing",
                             "Completed segments with no upload within the upload grace.",
                             s.missing_uploads, apps)
-        yield _by_app(CounterMetricFamily, PREFIX + "missing_uploads",
-                              "Completed segments whose upload did not arrive within the grace.",
-                              s.missing_uploads_total, apps)
+        yield self._problem_counter(
+            PREFIX + "missing_uploads",
+            "Completed segments whose upload did not arrive within the grace.", "upload_missing",
+            s.missing_uploads_total, apps)
         yield _by_app(CounterMetricFamily, PREFIX + "segments_completed",
                               "Segments whose completion (event 2) was seen; the denominator of "
                               "the missing-upload ratio.", s.completed_total, apps)
