@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,18 @@ def in_ci() -> bool:
 _PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
              "redis-cli": "redis-tools", "wrk": "wrk", "buildah": "buildah",
              "debootstrap": "debootstrap"}
+
+
+def load_script(path: Path) -> Any:
+    """A script outside the package (dashboards/rules.py, tools/...) as a module, loaded once."""
+    name = "script_" + path.stem.replace("-", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def require_tool(name: str) -> str:

@@ -211,8 +211,8 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
     shutil.copytree(DASHBOARDS_DIR / "tests", tmp_path / "tests")
     alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
     text = alerts_file.read_text()
-    broken = text.replace("max by (job, app_id) (gme_recording_stuck_recordings) > 0",
-                          "max by (job, app_id) (gme_recording_stuck_recordings) > 5")
+    broken = text.replace('(increase(gme_recording_stuck_total{job=~".*gme-recwatch.*"}[30m])) > 0',
+                          '(increase(gme_recording_stuck_total{job=~".*gme-recwatch.*"}[30m])) > 5')
     assert broken != text
     alerts_file.write_text(broken)
     out = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests" / "alerts.test.yaml")],

@@ -167,6 +167,11 @@ class Metrics:
             "Unix time the last verified canary callback (`gme-recwatch canary`) was received "
             "(0 before the first). Canaries count nowhere else.", registry=r,
         )
+        self.canary_interval = Gauge(
+            PREFIX + "canary_interval_seconds",
+            "How often a canary is expected (GME_RECWATCH_CANARY_INTERVAL_SECONDS); 0 = none.",
+            registry=r,
+        )
         self.canaries = Counter(
             PREFIX + "canary_callbacks", "Verified canary callbacks received.", registry=r,
         )

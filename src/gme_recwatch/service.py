@@ -54,6 +54,7 @@ class Service:
         self.metrics = Metrics()
         self.keys = KeyringSource(settings.secret_key, settings.keys_file)
         self.metrics.keyring_keys.set(len(self.keys.current))
+        self.metrics.canary_interval.set(settings.canary_interval_seconds)
         self.store = store if store is not None else open_store(settings, self.clock)
         self.provider = make_provider(span_exporter)
         self.intake = Intake(settings, self.keys, self.store, self.metrics,

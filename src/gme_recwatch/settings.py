@@ -121,6 +121,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "HTTP server stack: `auto` (uvicorn on uvloop with the httptools parser, the fastest "
         "measured; falls back by itself where those are not installed) or `python` (asyncio "
         "and the pure-Python h11 parser).")] = "auto"
+    canary_interval_seconds: Annotated[int, Meta(ge=0), _help(
+        "How often a canary (`gme-recwatch canary`, e.g. the chart's CronJob) is sent to this "
+        "service; 0 = none. Exported so that GmeRecwatchCanaryFailing pages only where a canary "
+        "is expected.", rule="must be >= 0 (0 = no canary)")] = 0
     shutdown_timeout_seconds: Annotated[float, _seconds(
         "On SIGTERM, how long in-flight requests get to finish.")] = 10.0
 
