@@ -25,7 +25,7 @@ def in_ci() -> bool:
 
 _PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
              "redis-cli": "redis-tools", "wrk": "wrk", "buildah": "buildah",
-             "debootstrap": "debootstrap"}
+             "debootstrap": "debootstrap", "prometheus-alertmanager": "prometheus-alertmanager"}
 
 
 def load_script(path: Path) -> Any:
