@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
 from .signature import FailureReason
 from .stores.base import StoreStats
@@ -39,6 +40,7 @@ PREFIX = "gme_recording_"
 # Every label value is one of these: each imported from where the thing is defined.
 EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
 SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
@@ -75,6 +77,17 @@ class Metrics:
             PREFIX + "signature_failures",
             "Callbacks rejected because their Signature did not verify, by reason.",
             ["reason"], registry=r,
+        )
+        self.signature_hints = Counter(
+            PREFIX + "signature_hints",
+            "Rejected signatures that a misconfiguration explains, by hint (diagnosis is "
+            "rate-limited: a sample of the failures, not all of them).",
+            ["hint"], registry=r,
+        )
+        self.signature_diagnoses_skipped = Counter(
+            PREFIX + "signature_diagnoses_skipped",
+            "Rejected signatures not diagnosed because the diagnosis was over its rate limit.",
+            registry=r,
         )
         self.invalid = Counter(
             PREFIX + "callbacks_invalid",
@@ -166,6 +179,8 @@ class Metrics:
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
             self.signature_failures.labels(reason)
+        for hint in SIGNATURE_HINTS:
+            self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
         self._callback_children = {

@@ -68,6 +68,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signature_encoding: Annotated[SignatureEncoding, _help(
         "Encoding of the Signature header: `base64`, `hex`, or `auto` (either, by its length).",
     )] = "auto"
+    signature_hints_per_second: Annotated[float, Meta(ge=0), _help(
+        "Most rejected signatures diagnosed a second (each tries the misconfigurations that "
+        "would explain it and logs a `signature_hint`); 0 = off.",
+        rule="must be >= 0 (0 turns it off)")] = 2.0
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024), _help(
         "Largest callback body accepted; enforced while it streams in.",
         rule="must be 1024..16777216")] = 65536
