@@ -51,22 +51,25 @@ def test_a_refused_take_costs_nothing() -> None:
     assert bucket.try_take()
 
 
-def test_reservations_are_spaced_one_interval_apart_after_the_burst() -> None:
+def test_delay_says_when_the_next_token_is_there_and_takes_nothing() -> None:
     clock = FakeClock()
     bucket = TokenBucket(10.0, 2, clock.monotonic)
-    waits = [bucket.reserve() for _ in range(5)]
-    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    assert bucket.delay() == 0.0
+    assert bucket.try_take() and bucket.try_take() and not bucket.try_take()
+    assert bucket.delay() == pytest.approx(0.1)
+    assert bucket.delay() == pytest.approx(0.1)  # asking again does not push it back
+    clock.advance(bucket.delay())
+    assert bucket.delay() == 0.0 and bucket.try_take() and not bucket.try_take()
 
 
-def test_a_reservation_takes_the_token_even_though_the_caller_waits_for_it() -> None:
+def test_waiters_that_wake_late_still_pass_one_interval_apart() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(1.0, 1, clock.monotonic)
-    assert bucket.reserve() == 0.0
-    assert bucket.reserve() == pytest.approx(1.0)
-    clock.advance(1.0)
-    assert not bucket.try_take()  # the second reservation owns this one
-    clock.advance(1.0)
+    bucket = TokenBucket(5.0, 1, clock.monotonic)
     assert bucket.try_take()
+    clock.advance(10.0)  # a stalled loop: every waiter wakes at once, long after its turn
+    taken = [bucket.try_take() for _ in range(10)]
+    assert taken == [True] + [False] * 9
+    assert bucket.delay() == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, 0)])

@@ -1,7 +1,8 @@
 """A token bucket on a monotonic clock, for work that must stay rare whatever arrives.
 
 Two users: the signature diagnosis (``hints.py``), which skips work over its rate, and the COS
-checker (``cos.py``), which waits for its turn. Both take the clock as a parameter, so tests
+checker (``cos.py``), which waits for a token (:meth:`TokenBucket.delay`, then
+:meth:`TokenBucket.try_take`). Both take the clock as a parameter, so tests
 move time instead of sleeping.
 
 The bucket is kept as one number, the time at which it will next be full again (GCRA, the
@@ -41,14 +42,12 @@ class TokenBucket:
         self._tat = tat + self._interval
         return True
 
-    def reserve(self) -> float:
-        """Take the next token, now or in the future: the seconds to wait before using it.
+    def delay(self) -> float:
+        """Seconds until a token is there (0 when one is now); nothing is taken.
 
-        The token is the caller's from this moment, so callers that reserve one after another
-        are spaced ``1/rate`` apart even when they all sleep at once.
+        A waiter sleeps this long and tries again: tokens are taken when they are used, so a
+        stalled event loop that wakes many waiters late still lets them through one interval
+        apart, never in a burst.
         """
-        now = self._monotonic()
-        tat = max(self._tat, now)
-        self._tat = tat + self._interval
-        wait = tat - self._tolerance - now
+        wait = max(self._tat, self._monotonic()) - self._tolerance - self._monotonic()
         return wait if wait > _SLACK else 0.0
