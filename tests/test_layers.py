@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"lifecycle", "deadlines"},
     {"stores"},
     {"settings", "metrics", "logging", "tracing"},
-    {"intake", "snapshots"},
+    {"intake", "snapshots", "cos"},
     {"service"},
     {"errors", "instrument", "callback", "admin", "app"},
     {"server", "simulate"},

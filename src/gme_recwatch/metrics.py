@@ -47,6 +47,7 @@ RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
+RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
 # seconds to minutes, and callbacks normally arrive within a second or two.
@@ -175,6 +176,12 @@ class Metrics:
             registry=r,
         )
         self.backend_up.set(1)
+        self.reconcile_checks = Counter(
+            PREFIX + "reconcile_checks",
+            "Lookups of recorded files in COS, by result: found, not_found, or error (timeout, "
+            "5xx, 403, no such bucket: no answer to trust).",
+            ["result"], registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
@@ -197,6 +204,8 @@ class Metrics:
             self.http_in_flight.labels(listener)
         for op in BACKEND_OPERATIONS:
             self.backend_errors.labels(op)
+        for result in RECONCILE_RESULTS:
+            self.reconcile_checks.labels(result)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
