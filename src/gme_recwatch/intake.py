@@ -3,9 +3,11 @@
 No HTTP here: the HTTP layer hands over what it read (the body, or why it could not read one)
 and the ``Signature`` header, and gets back an :data:`Outcome` -- :class:`Accepted` with the
 store's result, or :class:`Rejected` with a reason -- which it maps to a status and a body.
-Every rejection is counted and logged here, once, with its reason. Nothing read from the body
-is trusted, logged as fact or allowed to change state before the signature holds. (BizID is
-peeked beforehand only to choose which app's keys to try.)
+Every rejection is counted and logged here, once, with its reason; a rejected signature may
+add one rate-limited ``signature_hint`` line naming the misconfiguration that explains it.
+Nothing read from the body is trusted, logged as fact or allowed to change state before the
+signature holds. (BizID is peeked beforehand only to choose which app's keys to try, and to
+name the app a hint is about.)
 """
 
 from __future__ import annotations
