@@ -415,7 +415,8 @@ class CosChecker:
                 code = exc.response.get("Error", {}).get("Code", "")
                 request_id = (meta.get("HTTPHeaders", {}).get("x-cos-request-id")
                               or meta.get("RequestId", ""))
-                detail = f"HTTP {status} {code}".strip() + (
+                named = code if code and code != str(status) else ""  # a HEAD has no body
+                detail = f"HTTP {status} {named}".strip() + (
                     f" (request id {request_id})" if request_id else "")
                 if status == 404:
                     return _MISSING
