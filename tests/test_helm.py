@@ -479,6 +479,10 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
         "host": "127.0.0.1", "admin_host": "::", "callback_path": "/gme/hook",
         "retention_seconds": 172800, "max_segments": 5_000_000,
         "redis_prefix": "stage:",
+        "cos_bucket": "gme-records-1250000000", "cos_region": "ap-shanghai",
+        "cos_endpoint": "https://cos.example.test", "cos_buckets_file": "/run/cos/buckets",
+        "cos_credentials_file": "/run/cos/credentials",
+        "cos_key_template": "recordings/{biz_id}/{file_name}",
     }
     if f.name in special:
         return special[f.name]

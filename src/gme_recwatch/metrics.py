@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
 from .signature import FailureReason
 from .stores.base import StoreStats
@@ -39,12 +40,14 @@ PREFIX = "gme_recording_"
 # Every label value is one of these: each imported from where the thing is defined.
 EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
 SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
+RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
 # seconds to minutes, and callbacks normally arrive within a second or two.
@@ -75,6 +78,17 @@ class Metrics:
             PREFIX + "signature_failures",
             "Callbacks rejected because their Signature did not verify, by reason.",
             ["reason"], registry=r,
+        )
+        self.signature_hints = Counter(
+            PREFIX + "signature_hints",
+            "Rejected signatures that a misconfiguration explains, by hint (diagnosis is "
+            "rate-limited: a sample of the failures, not all of them).",
+            ["hint"], registry=r,
+        )
+        self.signature_diagnoses_skipped = Counter(
+            PREFIX + "signature_diagnoses_skipped",
+            "Rejected signatures not diagnosed because the diagnosis was over its rate limit.",
+            registry=r,
         )
         self.invalid = Counter(
             PREFIX + "callbacks_invalid",
@@ -175,10 +189,18 @@ class Metrics:
         self.canaries = Counter(
             PREFIX + "canary_callbacks", "Verified canary callbacks received.", registry=r,
         )
+        self.reconcile_checks = Counter(
+            PREFIX + "reconcile_checks",
+            "Lookups of recorded files in COS, by result: found, not_found, or error (timeout, "
+            "5xx, 403, no such bucket: no answer to trust).",
+            ["result"], registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
             self.signature_failures.labels(reason)
+        for hint in SIGNATURE_HINTS:
+            self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
         self._callback_children = {
@@ -195,6 +217,8 @@ class Metrics:
             self.http_in_flight.labels(listener)
         for op in BACKEND_OPERATIONS:
             self.backend_errors.labels(op)
+        for result in RECONCILE_RESULTS:
+            self.reconcile_checks.labels(result)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
