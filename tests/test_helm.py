@@ -691,7 +691,7 @@ def test_prometheus_rule_with_the_default_knobs_is_exactly_the_rule_files(chart:
     assert files
     values = scenario_values(CHART / "ci" / "monitoring-values.yaml")
     values["prometheusRule"] = {**values["prometheusRule"], "selector": RULES.DEFAULT_SELECTOR,
-                                "ruleLabels": {}, "disabledAlerts": []}
+                                "ruleLabels": {}, "disabledAlerts": [], "alerts": {}}
     out = render(chart, values)
     rule = out.one("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
