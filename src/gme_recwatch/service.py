@@ -14,7 +14,7 @@ from typing import Any, Final
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .clock import Clock, SystemClock
-from .cos import CosChecker, CosConfig
+from .cos import CosChecker, CosConfig, CosConfigError
 from .intake import Intake
 from .logging import get_logger
 from .metrics import Metrics
@@ -62,7 +62,12 @@ class Service:
         self.snapshots = (
             SnapshotFile(settings.state_file, self.store, self.metrics, self.log, self.clock)
             if settings.state_file and isinstance(self.store, Snapshottable) else None)
-        cos = CosConfig.from_settings(settings)
+        try:
+            cos = CosConfig.from_settings(settings)
+        except OSError as exc:  # the buckets or credentials file: say which, never what is in it
+            raise CosConfigError(f"cannot read a COS file (GME_RECWATCH_COS_BUCKETS_FILE or "
+                                 f"GME_RECWATCH_COS_CREDENTIALS_FILE): {type(exc).__name__}"
+                                 ) from None
         self.reconciler = None if cos is None else Reconciler(
             self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log,
             self.clock)
