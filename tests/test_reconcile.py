@@ -394,3 +394,37 @@ def test_a_lease_outlasts_the_wait_of_every_claim_held() -> None:
     assert rec.max_claims == 32
     assert lease_seconds(rec.checker, rec.max_claims) >= 16 + 10
     assert msgspec.json.encode(rec.lease)  # a plain number, handed to the store as is
+
+
+def test_a_lookup_that_raises_is_logged_and_its_claim_comes_back_after_the_lease(
+        s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
+    clock = FakeClock()
+    service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
+    rec = service.reconciler
+    assert rec is not None
+
+    async def boom(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    async def go() -> None:
+        await service.start()
+        await service.store.record(event(1))
+        clock.advance(101)
+        await service.sweep()
+        real = rec.checker.check
+        rec.checker.check = boom  # type: ignore[method-assign]
+        assert await rec.round() == 1
+        await rec.drain()
+        rec.checker.check = real  # type: ignore[method-assign]
+        assert await rec.round() == 0  # still leased
+        clock.advance(rec.lease + 1)
+        assert await rec.round() == 1
+        await rec.drain()
+        await service.stop()
+
+    asyncio.run(go())
+    assert [kw["task"] for kw in service.log.named("background_task_failed")] == [
+        "reconcile_check"]
+    (line,) = service.log.named("segment_reconciled")
+    assert line["seq_no"] == 0

@@ -91,6 +91,9 @@ class Reconciler:
                 await self.round()
             except StoreUnavailable as exc:
                 self.log.error("reconcile_claim_failed", error=str(exc))
+            except Exception as exc:  # the loop must outlive one bad round
+                self.log.error("background_task_failed", task="reconcile",
+                               error=type(exc).__name__)
             self._wake.clear()
             try:
                 async with asyncio.timeout(interval):
@@ -113,6 +116,10 @@ class Reconciler:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._checking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Unexpected: the claim stays leased, and is looked up again when its lease ends.
+            self.log.error("background_task_failed", task="reconcile_check",
+                           error=type(task.exception()).__name__)
         self.wake()
 
     async def drain(self) -> None:
@@ -153,7 +160,7 @@ class Reconciler:
             self.metrics.callbacks_lost.labels(event).inc()
         self.metrics.segments_reconciled.inc()
         where = {} if result is None else {"bucket": result.bucket, "object_key": result.key}
-        self.log.info("segment_reconciled", state=State.UPLOADED.label, app_id=r.app_id,
+        self.log.info("segment_reconciled", app_id=r.app_id,
                       biz_id=r.biz_id, room_id=r.room_id, user_id=r.user_id,
                       task_id=str(r.task_id), seq_no=r.seq_no, lost_callbacks=list(r.lost),
                       **where)
