@@ -637,3 +637,41 @@ def test_without_checks_nothing_is_ever_claimed(tracker: Tracked, clock: FakeClo
     assert (tr.state, tr.confirmed) == ("stuck", None)
     assert claim(tracker) == []
     assert view(tracker).confirmed is None
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("event"), st.sampled_from([1, 2, 3]), st.integers(0, 2)),
+    st.tuples(st.just("advance"), st.sampled_from([5.0, 30.0, 60.0, 120.0]), st.just(0)),
+    st.tuples(st.just("sweep"), st.just(0), st.just(0)),
+    st.tuples(st.just("claim"), st.integers(1, 3), st.just(0)),
+    st.tuples(st.just("answer"), st.sampled_from(["found", "not_found", "error"]), st.just(0)),
+), max_size=25)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_checks_interleaved_with_callbacks_keep_every_tally_true(make: Make, ops: list) -> None:  # type: ignore[type-arg]
+    """Any interleaving of callbacks, deadlines, claims and answers: the gauges equal a recount,
+    a held segment is never a problem, and the pending count is the held segments."""
+    clock = FakeClock()
+    t = make(CHECKING, clock)
+    claimed: list[Claim] = []
+    for op, a, b in ops:
+        if op == "event":
+            t.record(fev(a, seq=b))
+        elif op == "advance":
+            clock.advance(a)
+        elif op == "sweep":
+            t.sweep()
+        elif op == "claim":
+            claimed += claim(t, limit=a)
+        elif claimed:
+            resolve(t, claimed.pop(0).key, a)
+        assert_consistent(t)
+        views = t.segments(limit=1000)
+        held = t.stats().checks_pending
+        assert held <= sum(v.state in ("recording", "completed", "orphan") for v in views)
+        for v in views:
+            if v.state in ("stuck", "upload_missing"):
+                assert v.confirmed is not None  # paged only after a lookup answered
