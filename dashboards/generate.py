@@ -364,6 +364,26 @@ def overview() -> dict[str, Any]:
                     f"(gme_recording_oldest_recording_start_timestamp_seconds{{{APP}}} > 0)", "")],
                   {"Value #A": "recording", "Value #B": "stuck", "Value #C": "missing upload",
                    "Value #D": "oldest recording age (s)"}), 24, 8)
+    reconciled = f"sum(increase(gme_recording_segments_reconciled_total{{{SEL}}}[1h]))"
+    uploads_seen = (f'sum(increase(gme_recording_callbacks_total{{{SEL}, event_type="uploaded", '
+                    f'result=~"accepted|out_of_order|late"}}[1h]))')
+    lay.add(timeseries("Callbacks lost by Tencent", "Of the recorded files that reached COS in the "
+                       "last hour (an upload callback arrived, or a lookup found the file after a "
+                       "deadline), the share only found by the lookup: their completed and/or "
+                       "uploaded callbacks never arrived (GmeRecordingCallbacksLost). Needs a COS "
+                       "bucket (GME_RECWATCH_COS_BUCKET); empty without one.", "percentunit",
+                       [(f"{reconciled} / ({reconciled} + {uploads_seen} > 0)", "lost")]), 12, 8)
+    lay.add(timeseries("COS lookups", "Files looked up in COS before a segment is called stuck or "
+                       "its upload missing, per interval, by result (found: reconciled, the "
+                       "callbacks were lost; not_found: the problem is confirmed; error: it stands "
+                       "unconfirmed), the callbacks found lost by event type, and the segments "
+                       "waiting for a lookup.", "short",
+                       [(f"sum by (result) (increase(gme_recording_reconcile_checks_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "lookup {{result}}"),
+                        (f"sum by (event_type) (increase(gme_recording_callbacks_lost_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "lost {{event_type}} callbacks"),
+                        (f"max(gme_recording_reconcile_pending{{{SEL}}})", "waiting for a lookup")]),
+            12, 8)
 
     lay.row("Delays and durations")
     lay.add(timeseries("Callback delivery delay", "Receive time minus the callback's Timestamp: how "

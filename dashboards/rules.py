@@ -241,6 +241,26 @@ def groups() -> list[Group]:
               "segments whose start never arrived: Tencent is losing start callbacks, or the "
               "service was blind when they were sent.", "warning", "15m",
               {"ratio": 0.05, "min_orphans": 10}),
+        # Of the files that reached COS (an upload callback arrived, or the file was found in
+        # COS after a deadline), the share whose callbacks the sender lost. Needs a COS bucket;
+        # without one both counts of found files stay at 0 and this never fires.
+        Alert("GmeRecordingCallbacksLost",
+              "sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+              "/ (sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+              "  + sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
+              'result=~"accepted|out_of_order|late"}[1h])) > 0) > $ratio\n'
+              "and on ($BY)\n"
+              "sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+              "+ sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
+              'result=~"accepted|out_of_order|late"}[1h])) >= $min_lifecycles',
+              "Tencent is losing GME recording callbacks: files are in COS but were never "
+              "reported.",
+              "{{ $value | humanizePercentage }} of the recorded files of job {{ $labels.job }} "
+              "(namespace {{ $labels.namespace }}) that reached COS in the last hour were found "
+              "there by a lookup after a deadline: their completed and/or uploaded callbacks never "
+              "arrived. No recording is lost; alerts about them were avoided, but anything fed by "
+              "the callbacks (your own pipeline) missed these files.", "warning", "15m",
+              {"ratio": 0.02, "min_lifecycles": 50}),
     ])
     service = Group("gme-recwatch.service", [
         Alert("GmeRecwatchBackendDown", "min by ($BY, instance) (gme_recording_backend_up{$S}) == 0",

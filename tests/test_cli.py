@@ -57,6 +57,16 @@ def test_serve_with_an_unreadable_keys_file_says_so(capsys: pytest.CaptureFixtur
     assert "cannot load GME_RECWATCH_KEYS_FILE" in capsys.readouterr().err
 
 
+def test_serve_with_an_unreadable_cos_file_says_which_setting(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    assert cli.main(["serve", "--cos-bucket", "gme-records-1250000000", "--cos-region",
+                     "ap-guangzhou", "--cos-credentials-file", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid COS configuration" in err and "GME_RECWATCH_COS_CREDENTIALS_FILE" in err
+    assert "KEYS_FILE" not in err
+
+
 def test_send_without_a_secret_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["send"]) == 2
     assert "--secret" in capsys.readouterr().err

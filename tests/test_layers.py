@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"lifecycle", "deadlines"},
     {"stores"},
     {"settings", "metrics", "logging", "tracing"},
-    {"intake", "snapshots", "cos"},
+    {"intake", "snapshots", "cos", "reconcile"},
     {"service"},
     {"errors", "instrument", "callback", "admin", "app"},
     {"server", "simulate"},

@@ -13,11 +13,16 @@ from gme_recwatch.lifecycle import (
     SEEN_STARTED,
     SEEN_UPLOADED,
     STATE_NAMES,
+    Check,
     Outcome,
     Result,
     State,
+    check_after_answer,
     classify,
     derive_state,
+    events_seen,
+    found_in_cos,
+    holds_for_check,
     make_key,
     measure,
     room_of,
@@ -96,3 +101,38 @@ def test_segment_keys_round_trip_and_name_their_room() -> None:
     assert split_key(key) == (1400000000, "room 1", "user:1", 2**63 - 1, 7)
     assert room_of(key) == room_of(make_key(1400000000, "room 1", "other", 1, 0))
     assert room_of(key) != room_of(make_key(1400000001, "room 1", "user:1", 1, 0))
+
+
+# ------------------------------------------------------------------ COS checks
+
+def test_a_deadline_into_stuck_or_upload_missing_holds_for_a_check_only_with_checks_on() -> None:
+    on = replace(CFG, check_in_cos=True)
+    for new in (State.STUCK, State.UPLOAD_MISSING):
+        assert holds_for_check(State.RECORDING, new, Check.NONE, on)
+        assert holds_for_check(State.RECORDING, new, Check.PENDING, on)
+        assert not holds_for_check(State.RECORDING, new, Check.NONE, CFG)
+        # Once the lookup answered (not there, or no answer), the problem stands.
+        assert not holds_for_check(State.RECORDING, new, Check.CONFIRMED, on)
+        assert not holds_for_check(State.RECORDING, new, Check.UNCONFIRMED, on)
+        assert not holds_for_check(new, new, Check.NONE, on)  # already there
+    # Orphans and uploads are never held: a file in COS would not change them.
+    assert not holds_for_check(State.COMPLETED, State.ORPHAN, Check.NONE, on)
+    assert not holds_for_check(State.COMPLETED, State.UPLOADED, Check.NONE, on)
+    assert not holds_for_check(None, State.STUCK, Check.NONE, on)
+
+
+def test_a_file_found_in_cos_completes_and_uploads_the_segment_and_names_what_was_lost() -> None:
+    assert found_in_cos(SEEN_STARTED) == (SEEN_STARTED | SEEN_COMPLETED | SEEN_UPLOADED,
+                                          SEEN_COMPLETED | SEEN_UPLOADED)
+    assert found_in_cos(SEEN_STARTED | SEEN_COMPLETED) == (
+        SEEN_STARTED | SEEN_COMPLETED | SEEN_UPLOADED, SEEN_UPLOADED)
+    seen, lost = found_in_cos(SEEN_STARTED | SEEN_COMPLETED)
+    assert derive_state(seen, 0, 0, 1e9, CFG) == (State.UPLOADED, INF)
+    assert events_seen(lost) == ["uploaded"]
+
+
+def test_a_lookup_answer_confirms_or_leaves_the_problem_unconfirmed() -> None:
+    assert check_after_answer("found") is Check.NONE
+    assert check_after_answer("not_found").confirmed is True
+    assert check_after_answer("error").confirmed is False
+    assert Check.NONE.confirmed is None and Check.PENDING.confirmed is None

@@ -218,3 +218,25 @@ def test_a_snapshot_still_being_encoded_is_not_overwritten_by_the_next(
     restored = tracked(loop, clock)
     assert restored.store.restore(third_data) == 3
     assert_consistent(restored)
+
+
+def test_a_pending_check_and_its_file_name_survive_a_snapshot(
+        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    """A claim dies with its process: after a restore the check is handed out again."""
+    cfg = replace(CFG, check_in_cos=True)
+    t = tracked(loop, clock, cfg)
+    t.record(msgspec.structs.replace(ev(1), file_name="rec/0.mp3"))
+    clock.advance(101)
+    t.sweep()
+    assert len(t.run(t.store.claim(10, 60.0))) == 1  # claimed, never answered
+    t2 = tracked(loop, clock, cfg)
+    t2.store.restore(t.store.snapshot())
+    (c,) = t2.run(t2.store.claim(10, 60.0))
+    assert (c.file_name, c.pending) == ("rec/0.mp3", "stuck")
+    assert t2.stats().checks_pending == 1
+    assert t2.run(t2.store.resolve(c.key, "not_found")).confirmed is True
+    t3 = tracked(loop, clock, cfg)
+    t3.store.restore(t2.store.snapshot())
+    (v,) = t3.segments()
+    assert (v.state, v.confirmed) == ("stuck", True)
+    assert_consistent(t3)

@@ -45,6 +45,11 @@ class SegmentOut(msgspec.Struct):
     first_received_at: str
     next_deadline_at: str | None
     expires_at: str
+    confirmed: bool | None = None
+    """With COS checks, for a stuck or upload_missing segment: true when its file was looked up
+    and is not there, false when the lookup failed (no answer to trust); otherwise null."""
+    lost_events: list[str] = msgspec.field(default_factory=list)
+    """Events whose callbacks never arrived though the file was found in COS (reconciled)."""
 
 
 class SegmentList(msgspec.Struct):
@@ -69,6 +74,7 @@ def _out(v: SegmentView) -> SegmentOut:
         completed_at=_iso(v.completed_at), uploaded_at=_iso(v.uploaded_at),
         first_received_at=_iso(v.first_received_at) or "",
         next_deadline_at=_iso(v.next_deadline_at), expires_at=_iso(v.expires_at) or "",
+        confirmed=v.confirmed, lost_events=v.lost_events,
     )
 
 

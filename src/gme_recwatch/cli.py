@@ -101,8 +101,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .service import Service
 
     log_setup.configure(settings.log_level, settings.log_format)
+    from .cos import CosConfigError
+
     try:
         service = Service(settings)
+    except CosConfigError as exc:
+        print(f"gme-recwatch: invalid COS configuration: {exc}", file=sys.stderr)
+        return 2
     except (OSError, KeyringError, UnicodeDecodeError) as exc:
         what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
         print(f"gme-recwatch: cannot load GME_RECWATCH_KEYS_FILE={settings.keys_file}: {what}",

@@ -3,8 +3,8 @@
 Tencent says plainly that recording callbacks can be lost; the file may sit safely in COS all
 the same. :class:`CosChecker` answers :class:`Found`, :class:`NotFound` or
 :class:`CheckError` for one recorded file, for the deadline sweep to consult before it calls a
-segment stuck or its upload missing. (Not wired into the sweep yet: this module is the
-foundation, tested on its own against a real S3 server.)
+segment stuck or its upload missing (:mod:`.reconcile` does, for the held segments the
+stores hand out).
 
 **Client: aiobotocore.** COS speaks the S3 API (SigV4 signing, ``HeadObject``), so any
 well-kept S3 client works with ``endpoint_url=https://cos.<region>.myqcloud.com``. aiobotocore

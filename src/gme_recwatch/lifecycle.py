@@ -98,6 +98,8 @@ class Config:
     retention_seconds: float
     max_segments: int
     max_apps: int
+    check_in_cos: bool = False
+    """Look a file up in COS before calling its segment stuck or its upload missing."""
 
 
 def derive_state(seen: int, r_first: float, r_complete: float, now: float,
@@ -178,6 +180,99 @@ class Transition:
     task_id: int
     seq_no: int
     app_id: str
+    confirmed: bool | None = None
+    """With COS checks: True when the file was looked up and is not there, False when the
+    lookup failed; None without checks (and for orphans, which are never looked up)."""
+
+
+# ------------------------------------------------------------------ checking files in COS
+#
+# With ``Config.check_in_cos``, a deadline that would make a segment stuck or its upload
+# missing does not do so at once: the segment is *held* in the state it is in (its check is
+# pending) until its file has been looked up in COS. The lookup runs outside the store, never on
+# the request path; its answer is handed back with :func:`resolve`:
+#
+# * found: the file is in COS, so the completion and the upload happened; the callbacks that
+#   never arrived were lost by the sender. The segment becomes uploaded (those events marked
+#   seen and lost), and no problem is ever reported for it.
+# * not found: the problem stands, confirmed. The segment enters the problem state.
+# * error (timeout, 5xx, 403): the problem stands, unconfirmed.
+#
+# A callback that arrives while a check is pending applies as usual and ends the hold (the
+# state is derived anew; a late upload simply resolves the segment).
+
+# States a deadline may only enter after a look in COS.
+CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING})
+
+
+class Check(IntEnum):
+    """Where a segment's COS check is; the value is the code stores pack (2 bits)."""
+
+    NONE = 0  # not checked (or checks are off)
+    PENDING = 1  # a deadline passed: held until its file is looked up
+    CONFIRMED = 2  # looked up: the file is not there
+    UNCONFIRMED = 3  # the lookup failed: no answer to trust
+
+    @property
+    def confirmed(self) -> bool | None:
+        """The API's and the log line's ``confirmed``."""
+        return {Check.CONFIRMED: True, Check.UNCONFIRMED: False}.get(self)
+
+
+CheckAnswer = Literal["found", "not_found", "error"]
+
+
+def holds_for_check(old: State | None, new: State, check: Check, cfg: Config) -> bool:
+    """True when a segment about to move from ``old`` to ``new`` must instead stay in ``old``
+    until its file is looked up: checks are on, ``new`` is a problem a file in COS disproves,
+    and no lookup has answered for it yet. (A new segment, ``old`` None, has a state to enter.)"""
+    return (cfg.check_in_cos and old is not None and new in CHECKED_STATES and new != old
+            and check in (Check.NONE, Check.PENDING))
+
+
+def found_in_cos(seen: int) -> tuple[int, int]:
+    """The events seen once a file is found in COS (it was completed and uploaded), and those
+    whose callback never arrived, lost by the sender (as ``seen`` bits: see
+    :func:`events_seen`). A new event voids any earlier answer: stores set the check back to
+    :attr:`Check.NONE` whenever an event adds to ``seen``."""
+    lost = (SEEN_COMPLETED | SEEN_UPLOADED) & ~seen
+    return seen | lost, lost
+
+
+def check_after_answer(answer: CheckAnswer) -> Check:
+    """What a lookup's answer makes of a pending check (a found file ends it)."""
+    return {"found": Check.NONE, "not_found": Check.CONFIRMED,
+            "error": Check.UNCONFIRMED}[answer]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A segment whose file is to be looked up: what the lookup needs, and what it is about
+    to become (``pending``: stuck or upload_missing)."""
+
+    key: str
+    pending: str
+    file_name: str
+    app_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """A segment whose file was found in COS: it is uploaded, and ``lost`` names the events
+    whose callbacks never arrived."""
+
+    biz_id: int
+    room_id: str
+    user_id: str
+    task_id: int
+    seq_no: int
+    app_id: str
+    lost: tuple[str, ...]
+
+
+# What a store makes of a lookup's answer: the segment was reconciled, entered its problem state,
+# or nothing (it moved on meanwhile -- a callback arrived -- or was forgotten).
+Resolution = Reconciled | Transition | None
 
 
 # ------------------------------------------------------------------ segment identity

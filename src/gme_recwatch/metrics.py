@@ -48,6 +48,7 @@ BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
 RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
+LOST_EVENT_TYPES = ("completed", "uploaded")  # what a file found in COS proves happened
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
 # seconds to minutes, and callbacks normally arrive within a second or two.
@@ -195,6 +196,17 @@ class Metrics:
             "5xx, 403, no such bucket: no answer to trust).",
             ["result"], registry=r,
         )
+        self.callbacks_lost = Counter(
+            PREFIX + "callbacks_lost",
+            "Callbacks the sender never delivered, found out because the segment's file was in "
+            "COS when its deadline passed, by event type (completed, uploaded).",
+            ["event_type"], registry=r,
+        )
+        self.segments_reconciled = Counter(
+            PREFIX + "segments_reconciled",
+            "Segments found uploaded in COS though a callback never arrived: made uploaded "
+            "instead of stuck or upload_missing.", registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
@@ -219,6 +231,8 @@ class Metrics:
             self.backend_errors.labels(op)
         for result in RECONCILE_RESULTS:
             self.reconcile_checks.labels(result)
+        for event in LOST_EVENT_TYPES:
+            self.callbacks_lost.labels(event)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
@@ -361,6 +375,10 @@ class StoreCollector(Collector):
             for state in STATES:
                 ev.add_metric([reason, state], s.evictions.get((reason, state), 0))
         yield ev
+        yield GaugeMetricFamily(PREFIX + "reconcile_pending",
+                                "Segments past their deadline waiting for their file to be "
+                                "looked up in COS (0 without a bucket).",
+                                value=s.checks_pending)
         yield GaugeMetricFamily(PREFIX + "tracker_capacity",
                                 "Most segments the tracker holds before evicting.",
                                 value=s.capacity)

@@ -1,7 +1,8 @@
 """The wiring: picks the store, builds the intake, owns the background loops.
 
-Three loops run beside the listeners: the deadline sweep (about once a second), the keyring
-reload, and -- for a store that keeps its state in this process -- the snapshot file.
+Loops run beside the listeners: the deadline sweep (about once a second), the keyring reload,
+-- for a store that keeps its state in this process -- the snapshot file, and with a COS bucket
+the reconciler, which looks files up before a segment is called stuck or its upload missing.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from typing import Any, Final
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .clock import Clock, SystemClock
+from .cos import CosChecker, CosConfig, CosConfigError
 from .intake import Intake
-from .lifecycle import State
 from .logging import get_logger
-from .metrics import Metrics, exemplar_labels
+from .metrics import Metrics
+from .reconcile import Reconciler, report_problem
 from .settings import Settings
 from .signature import KeyringError, KeyringSource
 from .snapshots import SnapshotFile
 from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
 from .tracing import make_provider, tracer
 
-# Problem states whose counters carry the last segment that entered them as an exemplar.
-EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
 
 
@@ -62,6 +62,15 @@ class Service:
         self.snapshots = (
             SnapshotFile(settings.state_file, self.store, self.metrics, self.log, self.clock)
             if settings.state_file and isinstance(self.store, Snapshottable) else None)
+        try:
+            cos = CosConfig.from_settings(settings)
+        except OSError as exc:  # the buckets or credentials file: say which, never what is in it
+            raise CosConfigError(f"cannot read a COS file (GME_RECWATCH_COS_BUCKETS_FILE or "
+                                 f"GME_RECWATCH_COS_CREDENTIALS_FILE): {type(exc).__name__}"
+                                 ) from None
+        self.reconciler = None if cos is None else Reconciler(
+            self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log,
+            self.clock)
         self.ready = False
         self._store_failing_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,6 +100,8 @@ class Service:
         if self.snapshots is not None:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
         await self.store.register_apps(self.keys.current.app_ids())
+        if self.reconciler is not None:
+            await self.reconciler.checker.open()  # loads botocore's model: not on a request
 
     def start_background(self) -> None:
         s = self.settings
@@ -104,6 +115,8 @@ class Service:
             self._tasks.append(asyncio.create_task(
                 self._every("snapshot", s.snapshot_interval_seconds,
                             self.snapshots.write_in_background)))
+        if self.reconciler is not None:
+            self._tasks.append(asyncio.create_task(self.reconciler.run(s.sweep_interval_seconds)))
         self.ready = True
 
     async def stop(self) -> None:
@@ -113,8 +126,12 @@ class Service:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.reconciler is not None:
+            await self.reconciler.stop()  # their checks stay pending: looked up after restart
         if self.snapshots is not None:
             self.snapshots.write()
+        if self.reconciler is not None:
+            await self.reconciler.checker.close()
         await self.store.close()
         if self.provider is not None:
             self.provider.shutdown()
@@ -132,6 +149,8 @@ class Service:
 
         Deadlines can fall due by the hundred thousand in one second (a fleet-wide outage): the
         sweep goes in rounds and yields between them, so callbacks are still answered promptly.
+        With a COS bucket, segments that would become stuck or miss their upload are held for a
+        lookup instead; the sweep never waits for one, it wakes the reconciler.
         """
         while True:
             try:
@@ -140,14 +159,9 @@ class Service:
                 self._store_answered(False, "sweep", exc)
                 return  # the deadlines wait in the store; the next round applies them
             for t in done.transitions:
-                if t.state in EXEMPLAR_STATES:
-                    self.metrics.store.note(
-                        t.state, t.app_id,
-                        exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1,
-                        self.clock.time())
-                self.log.warning(
-                    f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
-                    room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no)
+                report_problem(t, self.metrics, self.log, self.clock)
+            if self.reconciler is not None:
+                self.reconciler.wake()
             if not done.more:
                 return
             await asyncio.sleep(0)

@@ -142,7 +142,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cos_bucket: Annotated[str, _help(
         "COS bucket the GME console uploads recordings to (`<name>-<APPID>`, e.g. "
         "`gme-records-1250000000`), where a recorded file can be looked up; empty = no "
-        "lookups. (The lookup is not yet used by the deadline sweep.)",
+        "lookups: a segment past its deadline is then stuck or missing its upload only once its "
+        "file has been looked up and is not there (see Reconciliation).",
         rule="must be a bucket name: 3-63 lower-case letters, digits, dots and dashes")] = ""
     cos_buckets_file: Annotated[str, _help(
         "File of `BizID=bucket` lines for apps whose recordings go to a bucket of their own; "
@@ -238,6 +239,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             retention_seconds=self.retention_seconds,
             max_segments=self.max_segments,
             max_apps=self.max_apps,
+            check_in_cos=self.cos_enabled,
         )
 
     def has_keys(self) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..events import Event
-from ..lifecycle import Outcome, Transition
+from ..lifecycle import CheckAnswer, Claim, Outcome, Resolution, Transition
 
 
 class StoreUnavailable(Exception):
@@ -39,6 +39,8 @@ class StoreStats:
     capacity: int
     app_overflow: int
     segments: int = 0
+    checks_pending: int = 0
+    """Segments held until their file is looked up in COS (claimed or not)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +62,11 @@ class SegmentView:
     first_received_at: float
     next_deadline_at: float | None
     expires_at: float
+    confirmed: bool | None = None
+    """With COS checks, for a stuck or upload_missing segment: True when its file was looked up
+    and is not there, False when the lookup failed; None otherwise."""
+    lost_events: list[str] = field(default_factory=list)
+    """Events whose callbacks never arrived though the file was found in COS."""
 
 
 @dataclass(slots=True)
@@ -81,6 +88,16 @@ class Store(Protocol):
     async def sweep(self, budget: int) -> Sweep:
         """Apply deadlines that have passed (state changes, retention), at most ``budget`` of
         them; each transition is reported exactly once."""
+        ...
+
+    async def claim(self, limit: int, lease: float) -> list[Claim]:
+        """Up to ``limit`` segments whose check is pending and not claimed by anyone else, each
+        claimed for ``lease`` seconds: a claim not resolved by then is handed out again (its
+        claimant died). Oldest first."""
+        ...
+
+    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
+        """Apply a lookup's answer to a claimed segment; None if it moved on meanwhile."""
         ...
 
     async def stats(self) -> StoreStats: ...

@@ -5,11 +5,15 @@ about 1.4x these columns (measured: benchmarks/memory.py), and the columns make 
 memcpy per column. Per slot:
 
 * ``meta``: the packed small fields (events seen, state, record mode, the start-lost mark, the
-  app label index); read and written only through the accessors below.
+  app label index, and in the top bits the COS check and the events found lost); read and
+  written only through the accessors below.
 * ``ts_start`` / ``ts_complete`` / ``ts_upload``: the sender's Timestamps (durations).
 * ``r_first`` / ``r_complete``: when we received the first event and the completion
   (deadlines), on the store's monotonic clock.
 * ``expires``: when the segment is forgotten (retention), on the same clock.
+
+Beside the columns, ``file_names``: each segment's FileName, kept only when files are looked
+up in COS (otherwise every entry is the one empty string).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from array import array
 from typing import Final
 
 from ..events import RecordMode
-from ..lifecycle import State
+from ..lifecycle import Check, State
 
 # Layout of `meta`: bits 0-2 events seen, 3-5 state, 6-7 record mode, 8 start lost, 9+ app.
 _SEEN_MASK: Final = 0b111
@@ -28,6 +32,13 @@ _MODE_SHIFT: Final = 6
 _MODE_MASK: Final = 0b11 << _MODE_SHIFT
 _START_LOST: Final = 1 << 8
 _APP_SHIFT: Final = 9
+# The top bits, clear in snapshots written before COS checks: the check, and the lost events.
+_CHECK_SHIFT: Final = 56
+_CHECK_MASK: Final = 0b11 << _CHECK_SHIFT
+_LOST_SHIFT: Final = 57  # the `seen` bits of completed (2) and uploaded (4) land on 58 and 59
+_LOST_MASK: Final = 0b110 << _LOST_SHIFT
+_APP_MASK: Final = (1 << (_CHECK_SHIFT - _APP_SHIFT)) - 1
+_CHECKS: Final = tuple(Check)
 _STATES: Final = tuple(State)
 _MODES: Final = tuple(RecordMode)
 
@@ -38,11 +49,12 @@ COLUMNS: Final = (("meta", "q"), ("ts_start", "q"), ("ts_complete", "q"), ("ts_u
 class SegmentTable:
     """Typed columns indexed by slot; freed slots are reused."""
 
-    __slots__ = ("_free", "expires", "keys", "meta", "r_complete", "r_first", "ts_complete",
+    __slots__ = ("_free", "expires", "file_names", "keys", "meta", "r_complete", "r_first", "ts_complete",
                  "ts_start", "ts_upload")
 
     def __init__(self) -> None:
         self.keys: list[str | None] = []  # None marks a free slot
+        self.file_names: list[str] = []
         self._free = array("q")
         self.meta = array("q")
         self.ts_start = array("q")
@@ -61,6 +73,7 @@ class SegmentTable:
         """A table holding whole columns read back from a snapshot (a memcpy each)."""
         t = cls()
         t.keys = keys
+        t.file_names = [""] * len(keys)
         for name, _ in COLUMNS:
             getattr(t, name).frombytes(columns[name])
         t._free = array("q", [i for i, k in enumerate(keys) if k is None])
@@ -71,9 +84,11 @@ class SegmentTable:
         if self._free:
             slot = self._free.pop()
             self.keys[slot] = key
+            self.file_names[slot] = ""
         else:
             slot = len(self.keys)
             self.keys.append(key)
+            self.file_names.append("")
             for col in (self.meta, self.ts_start, self.ts_complete, self.ts_upload):
                 col.append(0)
             for dcol in (self.r_first, self.r_complete, self.expires):
@@ -86,6 +101,7 @@ class SegmentTable:
 
     def release(self, slot: int) -> None:
         self.keys[slot] = None
+        self.file_names[slot] = ""
         self._free.append(slot)
 
     # ------------------------------------------------------------ the packed fields
@@ -106,7 +122,20 @@ class SegmentTable:
         return _MODES[(self.meta[slot] & _MODE_MASK) >> _MODE_SHIFT]
 
     def app(self, slot: int) -> int:
-        return self.meta[slot] >> _APP_SHIFT
+        return (self.meta[slot] >> _APP_SHIFT) & _APP_MASK
+
+    def check(self, slot: int) -> Check:
+        return _CHECKS[(self.meta[slot] & _CHECK_MASK) >> _CHECK_SHIFT]
+
+    def set_check(self, slot: int, check: Check) -> None:
+        self.meta[slot] = (self.meta[slot] & ~_CHECK_MASK) | (check << _CHECK_SHIFT)
+
+    def lost(self, slot: int) -> int:
+        """The events (as `seen` bits) whose callbacks were lost: found in COS instead."""
+        return (self.meta[slot] & _LOST_MASK) >> _LOST_SHIFT
+
+    def set_lost(self, slot: int, lost: int) -> None:
+        self.meta[slot] = (self.meta[slot] & ~_LOST_MASK) | (lost << _LOST_SHIFT)
 
     def start_lost(self, slot: int) -> bool:
         return bool(self.meta[slot] & _START_LOST)
@@ -115,10 +144,16 @@ class SegmentTable:
         self.meta[slot] |= _START_LOST
 
     def restore_meta(self, slot: int, meta: int) -> None:
-        """Take the events seen and the start-lost mark of a snapshot's ``meta``; the state is
-        derived anew, and the app and mode are the ones :meth:`allocate` was given."""
-        self.meta[slot] = (self.meta[slot] & ~(_SEEN_MASK | _START_LOST)) | (
-            meta & (_SEEN_MASK | _START_LOST))
+        """Take the events seen, the start-lost mark, the check and the lost events of a
+        snapshot's ``meta``; the state is derived anew, and the app and mode are the ones
+        :meth:`allocate` was given."""
+        kept = _SEEN_MASK | _START_LOST | _CHECK_MASK | _LOST_MASK
+        self.meta[slot] = (self.meta[slot] & ~kept) | (meta & kept)
+
+    @staticmethod
+    def meta_app(meta: int) -> int:
+        """The app label index packed in a ``meta`` value read from a snapshot."""
+        return (meta >> _APP_SHIFT) & _APP_MASK
 
     @staticmethod
     def meta_mode(meta: int) -> RecordMode:

@@ -25,14 +25,22 @@ from ..lifecycle import (
     SEEN_STARTED,
     SEEN_UPLOADED,
     SEP,
+    Check,
+    CheckAnswer,
+    Claim,
     Config,
     Outcome,
+    Reconciled,
+    Resolution,
     Result,
     State,
     Transition,
+    check_after_answer,
     classify,
     derive_state,
     events_seen,
+    found_in_cos,
+    holds_for_check,
     key_of,
     measure,
     room_of,
@@ -63,6 +71,11 @@ class MemoryStore:
         # Capacity eviction order: uploaded segments first, oldest first; then the oldest of all.
         self._terminal_fifo: deque[str] = deque()
         self._creation_fifo: deque[str] = deque()
+        # COS checks: keys whose check is pending, oldest first (stale entries are skipped when
+        # claimed), the claims handed out with when their lease ends, and how many are pending.
+        self._checks: deque[str] = deque()
+        self._leases: dict[str, float] = {}
+        self._pending_checks = 0
 
     def __len__(self) -> int:
         return len(self._index)
@@ -78,6 +91,12 @@ class MemoryStore:
 
     async def stats(self) -> StoreStats:
         return self.stats_now()
+
+    async def claim(self, limit: int, lease: float) -> list[Claim]:
+        return self.claim_now(limit, lease)
+
+    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
+        return self.resolve_now(key, answer)
 
     async def count(self) -> int:
         return len(self._index)
@@ -119,6 +138,10 @@ class MemoryStore:
         if out.result is Result.DUPLICATE:
             return out
         seen |= bit
+        if self.cfg.check_in_cos:
+            if ev.file_name and not t.file_names[slot]:
+                t.file_names[slot] = ev.file_name
+            self._set_check(slot, Check.NONE)  # a new event voids any hold or answer
         if bit == SEEN_COMPLETED:
             t.ts_complete[slot] = ev.timestamp
             t.r_complete[slot] = now
@@ -149,6 +172,12 @@ class MemoryStore:
         if not t.start_lost(slot) and start_is_lost(seen, t.r_first[slot], now, self.cfg):
             t.mark_start_lost(slot)
             self._tallies.orphan_events["uploaded" if seen & SEEN_UPLOADED else "completed"] += 1
+        check = t.check(slot)
+        if old is not None and holds_for_check(old, new, check, self.cfg):
+            if check is Check.NONE:
+                self._set_check(slot, Check.PENDING)
+                self._checks.append(key)
+            new = old  # held where it is until its file is looked up
         transition = None
         if new != old:
             app = t.app(slot)
@@ -158,7 +187,7 @@ class MemoryStore:
             if new in PROBLEM_STATES:
                 biz, room, user, task, seq = split_key(key)
                 transition = Transition(new.label, biz, room, user, task, seq,
-                                        self._tallies.labels[app])
+                                        self._tallies.labels[app], t.check(slot).confirmed)
             t.set_state(slot, new)
         self._deadlines.set(slot, min(state_deadline, t.expires[slot]))
         return transition
@@ -191,6 +220,57 @@ class MemoryStore:
     def has_due(self) -> bool:
         return self._deadlines.has_due(self._now())
 
+    # ------------------------------------------------------------ COS checks
+
+    def _set_check(self, slot: int, check: Check) -> None:
+        t = self._table
+        old = t.check(slot)
+        if old is check:
+            return
+        self._pending_checks += (check is Check.PENDING) - (old is Check.PENDING)
+        t.set_check(slot, check)
+
+    def claim_now(self, limit: int, lease: float) -> list[Claim]:
+        """:meth:`claim` without the coroutine."""
+        now = self._now()
+        expired = [k for k, until in self._leases.items() if until <= now]
+        for key in expired:  # their claimant never answered: hand them out again, first
+            del self._leases[key]
+            self._checks.appendleft(key)
+        t = self._table
+        out: list[Claim] = []
+        while self._checks and len(out) < limit:
+            key = self._checks.popleft()
+            slot = self._index.get(key)
+            if slot is None or key in self._leases or t.check(slot) is not Check.PENDING:
+                continue  # forgotten, already claimed, or moved on since it was queued
+            self._leases[key] = now + lease
+            pending, _ = derive_state(t.seen(slot), t.r_first[slot], t.r_complete[slot], now,
+                                      self.cfg)
+            out.append(Claim(key, pending.label, t.file_names[slot],
+                             self._tallies.labels[t.app(slot)]))
+        return out
+
+    def resolve_now(self, key: str, answer: CheckAnswer) -> Resolution:
+        """:meth:`resolve` without the coroutine."""
+        self._leases.pop(key, None)
+        slot = self._index.get(key)
+        t = self._table
+        if slot is None or t.check(slot) is not Check.PENDING:
+            return None
+        now = self._now()
+        if answer != "found":
+            self._set_check(slot, check_after_answer(answer))
+            return self._settle(slot, key, t.state(slot), now)
+        seen, lost = found_in_cos(t.seen(slot))
+        t.set_seen(slot, seen)
+        t.set_lost(slot, lost)
+        self._set_check(slot, Check.NONE)
+        self._settle(slot, key, t.state(slot), now)
+        biz, room, user, task, seq = split_key(key)
+        return Reconciled(biz, room, user, task, seq, self._tallies.labels[t.app(slot)],
+                          tuple(events_seen(lost)))
+
     # ------------------------------------------------------------ eviction
 
     def _remove(self, slot: int, key: str, reason: str) -> None:
@@ -198,6 +278,7 @@ class MemoryStore:
         state = t.state(slot)
         self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], state, None)
         self._tallies.evictions[(reason, state.label)] += 1
+        self._set_check(slot, Check.NONE)
         del self._index[key]
         t.release(slot)
         self._deadlines.clear(slot)
@@ -230,11 +311,13 @@ class MemoryStore:
 
     def stats_now(self) -> StoreStats:
         """Current tallies; O(apps x states), independent of the number of segments."""
-        return self._tallies.stats(self.cfg.max_segments, len(self._index))
+        stats = self._tallies.stats(self.cfg.max_segments, len(self._index))
+        stats.checks_pending = self._pending_checks
+        return stats
 
     def _view(self, key: str, slot: int) -> SegmentView:
         t = self._table
-        seen = t.seen(slot)
+        seen, lost = t.seen(slot), t.lost(slot)
         biz, room, user, task, seq = split_key(key)
         mono_now, wall_now = self._now(), self.clock.time()
 
@@ -247,11 +330,14 @@ class MemoryStore:
             app_id=self._tallies.labels[t.app(slot)], state=t.state(slot).label,
             record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen),
             started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
-            completed_at=float(t.ts_complete[slot]) if seen & SEEN_COMPLETED else None,
-            uploaded_at=float(t.ts_upload[slot]) if seen & SEEN_UPLOADED else None,
+            completed_at=(float(t.ts_complete[slot])
+                          if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None),
+            uploaded_at=(float(t.ts_upload[slot])
+                         if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None),
             first_received_at=wall(t.r_first[slot]),
             next_deadline_at=None if deadline == INF else wall(deadline),
             expires_at=wall(t.expires[slot]),
+            confirmed=t.check(slot).confirmed, lost_events=events_seen(lost),
         )
 
     def find(self, *, state: str | None = None, app_id: str | None = None,
@@ -297,7 +383,8 @@ class MemoryStore:
             version=snapshot_format.VERSION, wall_time=wall_now, mono_to_wall=wall_now - self._now(),
             keys=list(t.keys), **columns,  # type: ignore[arg-type]  # bytearrays encode as bytes
             deadlines=when, buckets=buckets, terminal=list(self._terminal_fifo),
-            tallies=self._tallies.dump())
+            tallies=self._tallies.dump(),
+            file_names=list(t.file_names) if self.cfg.check_in_cos else None)
 
         def encode() -> bytes:
             try:
@@ -339,6 +426,9 @@ class MemoryStore:
         self._tallies.max_apps = self.cfg.max_apps
         self._terminal_fifo = deque(snap.terminal)
         self._creation_fifo = deque(self._index)
+        if snap.file_names is not None:
+            self._table.file_names = snap.file_names
+        self._requeue_checks()
         while len(self._index) > self.cfg.max_segments:  # the capacity was lowered since
             self._evict_for_capacity()
         return len(self._index)
@@ -364,4 +454,17 @@ class MemoryStore:
             t.expires[slot] = cols["expires"][i]
             self._settle(slot, key, None, now)
             restored += 1
+        self._requeue_checks()
         return restored
+
+    def _requeue_checks(self) -> None:
+        """After a restore: every pending check is looked up again (claims die with a process)."""
+        t = self._table
+        pending = sorted((t.r_first[s], k) for k, s in self._index.items()
+                         if t.check(s) is Check.PENDING)
+        if not self.cfg.check_in_cos:  # checks were turned off since: no segment stays held
+            for _, k in pending:
+                t.set_check(self._index[k], Check.NONE)
+            pending = []
+        self._checks = deque(k for _, k in pending)
+        self._pending_checks = len(pending)

@@ -38,8 +38,13 @@ from ..lifecycle import (
     SEEN_UPLOADED,
     SEP,
     STATE_NAMES,
+    Check,
+    CheckAnswer,
+    Claim,
     Config,
     Outcome,
+    Reconciled,
+    Resolution,
     Result,
     State,
     Transition,
@@ -78,7 +83,7 @@ class RedisStore:
         self._script = client.register_script(_SCRIPT)
         self._cfg_args = [cfg.max_recording_seconds, cfg.upload_grace_seconds,
                           cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
-                          cfg.max_apps]
+                          cfg.max_apps, int(cfg.check_in_cos)]
         # Counters of what this replica did (see the module doc), by app label.
         self._stuck_total: dict[str, int] = {}
         self._missing_total: dict[str, int] = {}
@@ -125,7 +130,7 @@ class RedisStore:
         bit = SEEN_BIT[ev.event_type]
         mode = RecordMode.of(ev.record_mode)
         reply = await self._run("record", key_of(ev), bit, ev.timestamp, int(mode),
-                                str(ev.biz_id))
+                                str(ev.biz_id), ev.file_name if self.cfg.check_in_cos else "")
         result, label, mode_code, duration, upload_delay, entered, orphaned, evicted, overflow = reply
         app = label.decode()
         out = Outcome(_RESULTS[result], EVENT_LABEL[ev.event_type], MODE_NAMES[mode_code], app,
@@ -162,6 +167,27 @@ class RedisStore:
                                                    seq, app))
         return done
 
+    async def claim(self, limit: int, lease: float) -> list[Claim]:
+        # Atomic in the script: with several replicas, each segment is claimed by one of them.
+        claimed = await self._run("claim", limit, lease)
+        return [Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label))
+                for key, pending, file, label in claimed]
+
+    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
+        reply = await self._run("resolve", key, answer)
+        if reply[0] == -2:
+            return None
+        entered, lost, check, orphaned, label = reply
+        app = _text(label)
+        self._count(app, entered, orphaned, -1, "ttl")
+        biz, room, user, task, seq = split_key(key)
+        if answer == "found":
+            return Reconciled(biz, room, user, task, seq, app, tuple(events_seen(lost)))
+        if entered < 0:
+            return None
+        return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
+                          Check(check).confirmed)
+
     async def register_apps(self, biz_ids: list[int]) -> None:
         await self._run("apps", *(str(b) for b in biz_ids))
 
@@ -177,7 +203,8 @@ class RedisStore:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(p + "t")
                 pipe.lrange(p + "applist", 0, -1)
-                tallies, labels_raw = await pipe.execute()
+                pipe.zcard(p + "chk")
+                tallies, labels_raw, pending = await pipe.execute()
                 labels = [x.decode() for x in labels_raw]
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
@@ -207,6 +234,7 @@ class RedisStore:
             capacity=self.cfg.max_segments,
             app_overflow=self._app_overflow,
             segments=t.get("n", 0),
+            checks_pending=int(pending),
         )
 
     async def segments(self, *, state: str | None = None, app_id: str | None = None,
@@ -233,7 +261,9 @@ class RedisStore:
                                     strict=True):
                     if raw is None:
                         continue
-                    seg = _FORMAT.unpack(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
+                    # The packed fields, then the FileName (not shown).
+                    seg = _FORMAT.unpack_from(
+                        raw if isinstance(raw, bytes) else raw.encode("latin-1"))
                     label = labels[seg[4]] if seg[4] < len(labels) else "other"
                     if state is not None and STATE_NAMES[seg[1]] != state:
                         continue
@@ -259,15 +289,18 @@ class RedisStore:
 
 
 def _view(key: str, seg: tuple[Any, ...], deadline: float | None) -> SegmentView:
-    seen, state, mode, _flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
+    seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
+    lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
     return SegmentView(
         biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
         state=STATE_NAMES[state], record_mode=MODE_NAMES[mode], events_seen=events_seen(seen),
         started_at=ts_s if seen & SEEN_STARTED else None,
-        completed_at=ts_c if seen & SEEN_COMPLETED else None,
-        uploaded_at=ts_u if seen & SEEN_UPLOADED else None,
+        completed_at=ts_c if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None,
+        uploaded_at=ts_u if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None,
         first_received_at=r_first,
         next_deadline_at=deadline,
         expires_at=expires,
+        confirmed=Check((flags >> 1) & 3).confirmed,
+        lost_events=events_seen(lost),
     )

@@ -5,7 +5,7 @@
 --
 -- ARGV: op, prefix, now (or "" for Redis TIME: the one clock every replica agrees on),
 --       max_recording, upload_grace, reorder_window, retention, max_segments, max_apps,
---       then the op's own arguments.
+--       check_in_cos (1 or 0), then the op's own arguments.
 --
 -- Keys (under the prefix):
 --   s:<segment key>   the segment, packed (see pack/unpack); expires shortly after retention
@@ -17,6 +17,8 @@
 --   rooms             hash: room -> its segments recording
 --   sc:<app>, ss:<app> per app: recording starts per second (hash) and those seconds (zset)
 --   apps, applist     BizID -> label index; the labels in order ("other" once max_apps is hit)
+--   chk               zset: segments whose COS check is pending -> when they may be claimed
+--                     (first receive time; once claimed, when the claim's lease runs out)
 
 local op, P = ARGV[1], ARGV[2]
 local now
@@ -28,20 +30,25 @@ else
 end
 local MAX_REC, GRACE, WINDOW, RETENTION = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAX_SEGMENTS, MAX_APPS = tonumber(ARGV[8]), tonumber(ARGV[9])
+local CHECK_IN_COS = ARGV[10] == "1"
 
 local INF = math.huge
 local S, C, U = 1, 2, 4
 local RECORDING, COMPLETED, UPLOADED, STUCK, UPLOAD_MISSING, ORPHAN = 0, 1, 2, 3, 4, 5
 local PROBLEM = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
 local LIVE = {[RECORDING] = true, [STUCK] = true}
+-- seg.flags: bit 0 the start-lost mark, bits 1-2 the COS check (lifecycle.Check), bits 3-4
+-- the events found lost (the `seen` bits of completed and uploaded, shifted by 2).
 local START_LOST = 1
+local CHECK_NONE, CHECK_PENDING, CHECK_CONFIRMED, CHECK_UNCONFIRMED = 0, 1, 2, 3
+local CHECKED = {[STUCK] = true, [UPLOAD_MISSING] = true}
 -- Results, in the order of lifecycle.Result.
 local ACCEPTED, DUPLICATE, OUT_OF_ORDER, LATE = 0, 1, 2, 3
 local SEP = "\0"
 -- A segment's key lives this much past its retention: the sweep normally removes it first.
 local KEY_GRACE = 3600
 
-local band, bor = bit.band, bit.bor
+local band, bor, bnot, lshift, rshift = bit.band, bit.bor, bit.bnot, bit.lshift, bit.rshift
 
 local function has(seen, b) return band(seen, b) ~= 0 end
 
@@ -77,20 +84,41 @@ local function classify(seen, b, state)
   return ACCEPTED
 end
 
+-- lifecycle.holds_for_check
+local function holds(old, new, check)
+  return CHECK_IN_COS and old ~= nil and CHECKED[new] and new ~= old
+    and (check == CHECK_NONE or check == CHECK_PENDING)
+end
+
 local FORMAT = "<BbBBHdddddd"
 
+-- The packed fields, then the FileName (kept with COS checks on; empty otherwise).
 local function unpack(raw)
-  local seen, state, mode, flags, app, ts_s, ts_c, ts_u, r_first, r_complete, expires =
+  local seen, state, mode, flags, app, ts_s, ts_c, ts_u, r_first, r_complete, expires, pos =
     struct.unpack(FORMAT, raw)
   return {seen = seen, state = state, mode = mode, flags = flags, app = app, ts_s = ts_s,
-          ts_c = ts_c, ts_u = ts_u, r_first = r_first, r_complete = r_complete, expires = expires}
+          ts_c = ts_c, ts_u = ts_u, r_first = r_first, r_complete = r_complete, expires = expires,
+          file = string.sub(raw, pos)}
 end
 
 local function save(key, seg)
   redis.call("SET", P .. "s:" .. key,
     struct.pack(FORMAT, seg.seen, seg.state, seg.mode, seg.flags, seg.app, seg.ts_s, seg.ts_c,
-      seg.ts_u, seg.r_first, seg.r_complete, seg.expires),
+      seg.ts_u, seg.r_first, seg.r_complete, seg.expires) .. seg.file,
     "PX", math.max(1, math.floor((seg.expires + KEY_GRACE - now) * 1000)))
+end
+
+local function check_of(seg) return rshift(band(seg.flags, 6), 1) end
+
+local function set_check(key, seg, check)
+  local old = check_of(seg)
+  if old == check then return end
+  seg.flags = bor(band(seg.flags, bnot(6)), lshift(check, 1))
+  if check == CHECK_PENDING then
+    redis.call("ZADD", P .. "chk", seg.r_first, key)  -- oldest first
+  elseif old == CHECK_PENDING then
+    redis.call("ZREM", P .. "chk", key)
+  end
 end
 
 local function room_of(key)
@@ -173,6 +201,10 @@ local function settle(key, seg, old)
     seg.flags = bor(seg.flags, START_LOST)
     orphaned = has(seg.seen, U) and "uploaded" or "completed"
   end
+  if holds(old, new, check_of(seg)) then
+    set_check(key, seg, CHECK_PENDING)  -- held where it is until its file is looked up
+    new = old
+  end
   local entered = -1
   if new ~= old then
     move(key, seg, old, new)
@@ -185,6 +217,7 @@ end
 
 local function remove(key, seg)
   move(key, seg, seg.state, nil)
+  redis.call("ZREM", P .. "chk", key)
   redis.call("DEL", P .. "s:" .. key)
   redis.call("ZREM", P .. "due", key)
   redis.call("HINCRBY", P .. "t", "n", -1)
@@ -208,8 +241,9 @@ local function evict_one()
 end
 
 if op == "record" then
-  -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID
-  local key, b, ts, mode, biz = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), ARGV[14]
+  -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
+  local key, b, ts, mode, biz = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
+  local file = ARGV[16]
   local raw = redis.call("GET", P .. "s:" .. key)
   local seg, old
   local evicted, overflow = -1, 0
@@ -223,7 +257,7 @@ if op == "record" then
     local app
     app, overflow = app_index(biz)
     seg = {seen = 0, state = -1, mode = mode, flags = 0, app = app, ts_s = 0, ts_c = 0, ts_u = 0,
-           r_first = now, r_complete = now, expires = now + RETENTION}
+           r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
     redis.call("HINCRBY", P .. "t", "n", 1)
   end
   local result = classify(seg.seen, b, old)
@@ -232,6 +266,10 @@ if op == "record" then
     return {result, label, seg.mode, false, false, -1, "", evicted, overflow}
   end
   seg.seen = bor(seg.seen, b)
+  if CHECK_IN_COS then
+    if seg.file == "" then seg.file = file end
+    set_check(key, seg, CHECK_NONE)  -- a new event voids any hold or answer
+  end
   if b == C then
     seg.ts_c = ts
     seg.r_complete = now
@@ -252,7 +290,7 @@ if op == "record" then
 end
 
 if op == "sweep" then
-  local budget = tonumber(ARGV[10])
+  local budget = tonumber(ARGV[11])
   local due = redis.call("ZRANGEBYSCORE", P .. "due", "-inf", now, "LIMIT", 0, budget)
   local out = {}
   for _, key in ipairs(due) do
@@ -280,8 +318,53 @@ if op == "sweep" then
   return {out, more}
 end
 
+if op == "claim" then
+  -- limit, lease seconds. Atomic: a segment is claimed by one replica at a time; a claim not
+  -- resolved within its lease (the replica died) becomes claimable again.
+  local limit, lease = tonumber(ARGV[11]), tonumber(ARGV[12])
+  local keys = redis.call("ZRANGEBYSCORE", P .. "chk", "-inf", now, "LIMIT", 0, limit)
+  local out = {}
+  for _, key in ipairs(keys) do
+    local raw = redis.call("GET", P .. "s:" .. key)
+    if not raw then
+      redis.call("ZREM", P .. "chk", key)
+    else
+      local seg = unpack(raw)
+      redis.call("ZADD", P .. "chk", now + lease, key)
+      local pending = derive(seg.seen, seg.r_first, seg.r_complete)
+      out[#out + 1] = {key, pending, seg.file, app_label(seg.app)}
+    end
+  end
+  return out
+end
+
+if op == "resolve" then
+  -- key, answer ("found", "not_found", "error")
+  local key, answer = ARGV[11], ARGV[12]
+  local raw = redis.call("GET", P .. "s:" .. key)
+  if not raw then
+    redis.call("ZREM", P .. "chk", key)
+    return {-2}
+  end
+  local seg = unpack(raw)
+  if check_of(seg) ~= CHECK_PENDING then return {-2} end
+  local lost = 0
+  if answer == "found" then
+    -- lifecycle.found_in_cos
+    lost = band(bor(C, U), bnot(seg.seen))
+    seg.seen = bor(seg.seen, lost)
+    seg.flags = bor(band(seg.flags, bnot(24)), lshift(lost, 2))
+    set_check(key, seg, CHECK_NONE)
+  else
+    set_check(key, seg, answer == "not_found" and CHECK_CONFIRMED or CHECK_UNCONFIRMED)
+  end
+  local entered, orphaned = settle(key, seg, seg.state)
+  save(key, seg)
+  return {entered, lost, check_of(seg), orphaned, app_label(seg.app)}
+end
+
 if op == "apps" then
-  for i = 10, #ARGV do app_index(ARGV[i]) end
+  for i = 11, #ARGV do app_index(ARGV[i]) end
   return redis.call("LRANGE", P .. "applist", 0, -1)
 end
 

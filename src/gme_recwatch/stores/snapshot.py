@@ -23,7 +23,7 @@ from typing import Final
 import msgspec
 
 from ..lifecycle import split_key
-from .columns import COLUMNS
+from .columns import COLUMNS, SegmentTable
 from .tallies import TallyState
 
 VERSION: Final = 3
@@ -55,6 +55,7 @@ class SnapshotV3(_SnapshotV2):
     buckets: dict[int, bytes]  # and its buckets: whole second -> slots
     terminal: list[str]  # uploaded segments, oldest first: the first evicted at capacity
     tallies: TallyState
+    file_names: list[str] | None = None  # per slot, with COS checks on; older ones lack it
 
 
 @dataclass(slots=True)
@@ -122,5 +123,10 @@ def _check_v3(snap: SnapshotV3, n: int) -> None:
     if any(len(col) != apps for col in per_app) or len(t.by_state) != 6:
         raise ValueError("snapshot tallies do not match its apps")
     meta = array("q", snap.meta)
-    if meta and max(meta) >> 9 >= max(apps, 1):
+    top = max(meta) if meta else 0
+    if top >= 1 << 56:  # some hold a COS check in the top bits: look at each (slower)
+        top = max(SegmentTable.meta_app(m) for m in meta) << 9
+    if meta and top >> 9 >= max(apps, 1):
         raise ValueError("snapshot holds a segment of an app it does not list")
+    if snap.file_names is not None and len(snap.file_names) != n:
+        raise ValueError(f"snapshot has {len(snap.file_names)} file names for {n} rows")

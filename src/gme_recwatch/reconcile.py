@@ -1,0 +1,178 @@
+"""Reconciliation: look a file up in COS before calling its segment stuck or its upload missing.
+
+With a COS bucket configured, a deadline does not make a segment a problem at once: the store
+holds it where it is, its check pending (:func:`gme_recwatch.lifecycle.holds_for_check`).
+:class:`Reconciler` runs beside the sweep, never on the request path: it claims pending checks
+from the store (with several replicas on Redis, each segment is claimed by one of them, under a
+lease that hands it out again if that replica dies), looks each file up with
+:class:`~gme_recwatch.cos.CosChecker` (bounded concurrency and rate, timeout, one retry) and
+hands the answer back to the store, then counts and logs what it made of it:
+
+* found: ``segment_reconciled`` (info) with the full key and the events whose callbacks the
+  sender lost, counted in ``gme_recording_callbacks_lost_total{event_type}`` and
+  ``gme_recording_segments_reconciled_total``; no stuck or missing-upload count, gauge or page.
+* not found: ``segment_stuck`` / ``segment_upload_missing`` with ``confirmed=true``.
+* lookup failed: the same line with ``confirmed=false`` and why.
+
+A flood of due segments (a fleet-wide outage) waits in the store: at most ``max_claims``
+segments are claimed at a time, so the checker's queue stays short, claims do not outlive their
+lease waiting for a turn, and COS sees no more than the checker's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from .clock import Clock
+from .cos import CheckError, CheckResult, CosChecker, result_name
+from .lifecycle import CheckAnswer, Claim, Reconciled, State, Transition, split_key
+from .metrics import Metrics, exemplar_labels
+from .stores import Store, StoreUnavailable
+
+# Problem states whose counters carry the last segment that entered them as an exemplar.
+EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
+CLAIMS_PER_LOOKUP_SLOT: Final = 4  # claims held per concurrent lookup: a short queue, never idle
+
+
+def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock,
+                   **extra: Any) -> None:
+    """Log (and note as an exemplar) a segment that entered a problem state."""
+    if t.state in EXEMPLAR_STATES:
+        metrics.store.note(t.state, t.app_id,
+                           exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1,
+                           clock.time())
+    if t.confirmed is not None:
+        extra["confirmed"] = t.confirmed
+    log.warning(f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
+                room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no,
+                **extra)
+
+
+def lease_seconds(checker: CosChecker, max_claims: int) -> float:
+    """How long a claim lasts: the time the last of ``max_claims`` claims waits for its turn
+    at the checker's rate, plus two timed-out attempts and the back-off, four times over, and
+    never under a minute. Only a replica that died leaves a claim to run out."""
+    c = checker.config
+    worst = max_claims / c.requests_per_second + 2 * c.timeout + 1.0
+    return max(60.0, 4 * worst)
+
+
+class Reconciler:
+    """Claims pending checks, looks their files up, hands the answers to the store."""
+
+    def __init__(self, store: Store, checker: CosChecker, metrics: Metrics, log: Any,
+                 clock: Clock, *, max_claims: int | None = None,
+                 lease: float | None = None) -> None:
+        self.store = store
+        self.checker = checker
+        self.metrics = metrics
+        self.log = log
+        self.clock = clock
+        self.max_claims = max_claims or CLAIMS_PER_LOOKUP_SLOT * checker.config.max_concurrency
+        self.lease = lease if lease is not None else lease_seconds(checker, self.max_claims)
+        self._checking: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Claims being looked up now (queued at the checker or in a request)."""
+        return len(self._checking)
+
+    def wake(self) -> None:
+        """Claim again now (the sweep held segments, or a lookup freed a place)."""
+        self._wake.set()
+
+    async def run(self, interval: float) -> None:
+        """Claim and look up, for ever: at least every ``interval`` seconds, and at once when
+        woken. A failed round is logged; the next one tries again."""
+        while True:
+            try:
+                await self.round()
+            except StoreUnavailable as exc:
+                self.log.error("reconcile_claim_failed", error=str(exc))
+            except Exception as exc:  # the loop must outlive one bad round
+                self.log.error("background_task_failed", task="reconcile",
+                               error=type(exc).__name__)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def round(self) -> int:
+        """Claim as many pending checks as there is room for and start their lookups; returns
+        how many were claimed."""
+        room = self.max_claims - len(self._checking)
+        if room <= 0:
+            return 0
+        claims = await self.store.claim(room, self.lease)
+        for claim in claims:
+            task = asyncio.create_task(self._check(claim))
+            self._checking.add(task)
+            task.add_done_callback(self._done)
+        return len(claims)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._checking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Unexpected: the claim stays leased, and is looked up again when its lease ends.
+            self.log.error("background_task_failed", task="reconcile_check",
+                           error=type(task.exception()).__name__)
+        self.wake()
+
+    async def drain(self) -> None:
+        """Wait for every lookup started so far (tests, and a graceful stop)."""
+        while self._checking:
+            await asyncio.gather(*self._checking, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Abandon lookups in flight: their claims stay pending in the store (a snapshot keeps
+        them; in Redis their lease runs out), so another round looks them up again."""
+        for task in list(self._checking):
+            task.cancel()
+        await asyncio.gather(*self._checking, return_exceptions=True)
+
+    async def _check(self, claim: Claim) -> None:
+        biz, room, user, task, seq = split_key(claim.key)
+        result: CheckResult | None = None
+        if claim.file_name:
+            result = await self.checker.check(biz, claim.file_name, room_id=room,
+                                              user_id=user, task_id=task, seq_no=seq)
+            answer: CheckAnswer = result_name(result)
+        else:  # no callback carried a FileName: nothing to look up, nothing confirmed
+            answer = "error"
+        try:
+            resolution = await self.store.resolve(claim.key, answer)
+        except StoreUnavailable as exc:
+            # The claim's lease runs out and the segment is looked up again.
+            self.log.error("reconcile_resolve_failed", error=str(exc))
+            return
+        if isinstance(resolution, Reconciled):
+            self._reconciled(resolution, result)
+        elif isinstance(resolution, Transition):
+            report_problem(resolution, self.metrics, self.log, self.clock,
+                           **_why(result, claim))
+
+    def _reconciled(self, r: Reconciled, result: CheckResult | None) -> None:
+        for event in r.lost:
+            self.metrics.callbacks_lost.labels(event).inc()
+        self.metrics.segments_reconciled.inc()
+        where = {} if result is None else {"bucket": result.bucket, "object_key": result.key}
+        self.log.info("segment_reconciled", app_id=r.app_id,
+                      biz_id=r.biz_id, room_id=r.room_id, user_id=r.user_id,
+                      task_id=str(r.task_id), seq_no=r.seq_no, lost_callbacks=list(r.lost),
+                      **where)
+
+
+def _why(result: CheckResult | None, claim: Claim) -> dict[str, Any]:
+    """What the problem line says of the lookup: where, and why it is unconfirmed."""
+    if result is None:
+        return {"check_error": "no_file_name",
+                "check_detail": "no callback of this segment carried a FileName"}
+    out: dict[str, Any] = {"bucket": result.bucket, "object_key": result.key}
+    if isinstance(result, CheckError):
+        out["check_error"] = result.reason
+        out["check_detail"] = result.detail
+    return out
