@@ -13,15 +13,16 @@ ARG BASE=python:3.12-slim-bookworm
 FROM ${BASE} AS builder
 # renovate: datasource=pypi depName=uv
 ARG UV_VERSION=0.13.9
-# Set by the release workflow (the commit's time): bytecode is then compiled with source
-# hashes instead of file times, so the same commit gives the same files.
+# The commit's time, from make image and the release workflow: the wheel's files are dated
+# with it, so the same commit gives the same bytes.
 ARG SOURCE_DATE_EPOCH
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_PYTHON_DOWNLOADS=never \
-    UV_LINK_MODE=copy
+    UV_LINK_MODE=copy \
+    UV_NO_INSTALLER_METADATA=1
 WORKDIR /src
 # binutils for `strip` below; the builder stage never reaches the image. The base's Debian
 # release fixes its version.
@@ -40,22 +41,24 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3
 COPY README.md ./
 COPY src ./src
-# The project itself as a built wheel (--no-editable): /opt/venv holds no reference to /src.
-# Some wheels ship their extensions with debug symbols (uvloop's alone is 13 MB of 15); the
-# image has no debugger to read them.
+# The project itself, as a built wheel (--no-editable): /opt/venv holds no reference to /src.
+# Then debug symbols come off the extensions (some wheels ship them: uvloop's .so is 13 MB of
+# 15); the image has no debugger to read them.
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3 \
  && find /opt/venv -name '*.so' -exec strip --strip-debug {} +
 
 # -- runtime: the venv on the same base; no build tools, no caches, non-root ------------------
 FROM ${BASE} AS runtime
+# useradd dates the account with it (/etc/shadow) instead of today.
+ARG SOURCE_DATE_EPOCH
 LABEL org.opencontainers.image.title="gme-recwatch" \
       org.opencontainers.image.description="Verified intake and lifecycle monitoring for Tencent Cloud GME recording callbacks" \
       org.opencontainers.image.licenses="Apache-2.0"
 # UID/GID 10001 match podSecurityContext in the Helm chart; the state directory is the only
 # place the service writes besides /tmp.
 RUN groupadd --system --gid 10001 recwatch \
- && useradd --system --uid 10001 --gid 10001 --no-create-home \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --no-log-init \
         --home-dir /nonexistent --shell /usr/sbin/nologin recwatch \
  && mkdir -p /var/lib/gme-recwatch \
  && chown 10001:10001 /var/lib/gme-recwatch

@@ -49,7 +49,7 @@ test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools docker
 	$(BIN)/mypy
 
 ## After editing dependencies in pyproject.toml: resolve them again into uv.lock.
