@@ -703,7 +703,8 @@ def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     # The base is a build argument whose default is the official slim image of one Python minor.
     base = re.search(r"(?m)^ARG BASE=(\S+)$", dockerfile)
-    assert base is not None and re.fullmatch(r"python:3\.1[1-9]-slim-bookworm", base.group(1))
+    assert base is not None and re.fullmatch(
+        r"python:3\.1[1-9]-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)), base
     stages = re.split(r"(?m)^FROM ", dockerfile)[1:]
     # Builder and runtime on the same base: the venv links to the base's python3.
     assert [s.split()[0] for s in stages] == ["${BASE}", "${BASE}"]
