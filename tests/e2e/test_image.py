@@ -252,6 +252,8 @@ class Image:
 
 @pytest.fixture(scope="module")
 def image(buildah: Buildah, base_image: str) -> Iterator[Image]:
+    for stale in buildah.images(IMAGE):  # left by a run that was killed: free the disk
+        buildah("rmi", "--force", stale, check=False)
     tag = f"{IMAGE}:{os.getpid()}"
     started = time.monotonic()
     image_id = make_image(buildah, base_image, tag)
