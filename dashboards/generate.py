@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = {"type": "prometheus", "uid": "${prometheus_datasource}"}
+LOKI = {"type": "loki", "uid": "${loki_datasource}"}
+RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"
+# The service's upload grace (GME_RECWATCH_UPLOAD_GRACE_SECONDS, 15 min by default): missing
+# uploads counted now are of segments completed that long ago.
+UPLOAD_GRACE = "15m"
 
-# Selectors every query carries; APP adds the app filter for metrics that have an app_id label.
-SEL = 'job=~"$job", instance=~"$instance"'
+# Selectors every query carries: the release (cluster, namespace, job) and the instance; APP adds
+# the app filter for metrics that have an app_id label.
+SEL = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job", instance=~"$instance"'
 APP = SEL + ', app_id=~"$app_id"'
 # State gauges describe the shared state: every replica on one Redis exports the same value,
 # so replicas are collapsed with max before anything is summed (one replica: the value itself).
@@ -81,7 +87,8 @@ def _thresholds(red: float | None) -> dict[str, Any]:
 
 
 def timeseries(title: str, description: str, unit: str, queries: list[tuple[str, str]] | str,
-               *, stack: bool = False, minimum: float | None = 0) -> dict[str, Any]:
+               *, stack: bool = False, minimum: float | None = 0,
+               links: list[dict[str, Any]] | None = None, exemplars: bool = False) -> dict[str, Any]:
     custom: dict[str, Any] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
                               "showPoints": "never", "spanNulls": False}
     if stack:
@@ -90,13 +97,19 @@ def timeseries(title: str, description: str, unit: str, queries: list[tuple[str,
     defaults: dict[str, Any] = {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"}}
     if minimum is not None:
         defaults["min"] = minimum
+    if links:
+        defaults["links"] = links
+    targets = _targets(queries)
+    if exemplars:
+        for t in targets:
+            t["exemplar"] = True
     return {
         "type": "timeseries", "title": title, "description": description, "datasource": DS,
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {"legend": {"displayMode": "table", "placement": "bottom",
                                "calcs": ["mean", "max", "lastNotNull"]},
                     "tooltip": {"mode": "multi", "sort": "desc"}},
-        "targets": _targets(queries),
+        "targets": targets,
     }
 
 
@@ -172,33 +185,69 @@ def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
     ]
 
 
-def variable(name: str, label: str, query: str) -> dict[str, Any]:
+def variable(name: str, label: str, query: str, *, all_value: str = ".+") -> dict[str, Any]:
+    """A multi-select label variable, refreshed when the time range changes. `.+` as "All" for
+    job and instance (every series has them); `.*` for cluster and namespace, which a
+    Prometheus outside Kubernetes, or with one cluster, does not set."""
     return {
         "name": name, "label": label, "type": "query", "datasource": DS,
         "definition": query, "query": {"query": query, "refId": f"{name}-values"},
-        "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*", "sort": 1,
+        "refresh": 2, "includeAll": True, "multi": True, "allValue": all_value, "sort": 1,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "hide": 0, "regex": "", "options": [],
     }
 
 
+def datasource_variable(kind: str, label: str) -> dict[str, Any]:
+    return {"name": f"{kind}_datasource", "label": label, "type": "datasource", "query": kind,
+            "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [],
+            "includeAll": False, "multi": False}
+
+
+def segments_link(state: str) -> list[dict[str, Any]]:
+    """Data links from a problem count to the segments behind it: the drill-down API (through
+    `api_url`, e.g. a `kubectl port-forward` of the admin Service) and the log lines in Loki."""
+    event = f"segment_{state}"
+    logs = ('{namespace=~\"${namespace}\"} | json | event=\"' + event +
+            '\" | biz_id=\"${__field.labels.app_id}\"')
+    explore = ('/explore?left={"datasource":"${loki_datasource}","queries":[{"refId":"A",'
+               '"expr":"' + logs + '"}],"range":{"from":"${__from}","to":"${__to}"}}')
+    return [
+        {"title": f"Segments {state} in app ${{__field.labels.app_id}} (API)", "targetBlank": True,
+         "url": f"${{api_url}}/api/v1/segments?state={state}&app_id=${{__field.labels.app_id}}"},
+        {"title": f"{event} log lines (Loki)", "targetBlank": True, "url": explore},
+    ]
+
+
 def dashboard(uid: str, title: str, description: str, tags: list[str], panels: list[dict[str, Any]],
               *, with_app: bool) -> dict[str, Any]:
     variables: list[dict[str, Any]] = [
-        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False,
-         "multi": False},
-        variable("job", "Job", "label_values(gme_recording_build_info, job)"),
+        datasource_variable("prometheus", "Prometheus data source"),
+        datasource_variable("loki", "Loki data source"),
+        variable("cluster", "Cluster", "label_values(gme_recording_build_info, cluster)",
+                 all_value=".*"),
+        variable("namespace", "Namespace",
+                 'label_values(gme_recording_build_info{cluster=~"$cluster"}, namespace)',
+                 all_value=".*"),
+        variable("job", "Job", 'label_values(gme_recording_build_info{cluster=~"$cluster", '
+                               'namespace=~"$namespace"}, job)'),
         variable("instance", "Instance",
-                 'label_values(gme_recording_build_info{job=~"$job"}, instance)'),
+                 'label_values(gme_recording_build_info{cluster=~"$cluster", '
+                 'namespace=~"$namespace", job=~"$job"}, instance)'),
     ]
     if with_app:
         variables.append(variable(
-            "app_id", "App (BizID)",
-            'label_values(gme_recording_active_recordings{job=~"$job", instance=~"$instance"}, app_id)'))
+            "app_id", "App (BizID)", f"label_values(gme_recording_active_recordings{{{SEL}}}, app_id)"))
+        variables.append({
+            "name": "api_url", "label": "Segments API", "type": "textbox",
+            "description": "Base URL of the admin listener for the data links, e.g. after "
+                           "kubectl port-forward svc/<release>-gme-recwatch-admin 8081",
+            "query": "http://127.0.0.1:8081", "current": {"text": "http://127.0.0.1:8081",
+                                                           "value": "http://127.0.0.1:8081"},
+            "hide": 0, "options": []})
     return {
         "uid": uid, "title": title, "description": description, "tags": tags,
-        "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+        "editable": False, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
         "refresh": "30s", "time": {"from": "now-6h", "to": "now"}, "timezone": "",
         "timepicker": {}, "fiscalYearStartMonth": 0, "liveNow": False,
         "annotations": {"list": [{
@@ -207,7 +256,7 @@ def dashboard(uid: str, title: str, description: str, tags: list[str], panels: l
             "name": "Annotations & Alerts", "type": "dashboard",
         }]},
         "links": [{"title": "Runbook", "type": "link", "icon": "doc", "targetBlank": True,
-                   "url": "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"}],
+                   "url": RUNBOOK}],
         "templating": {"list": variables},
         "panels": panels,
     }
@@ -225,16 +274,22 @@ def overview() -> dict[str, Any]:
                  f"sum({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Missing uploads", "Completed segments with no upload callback within the upload "
                  "grace (GmeRecordingUploadsMissing).", "short",
-                 f"sum({SHARED} (gme_recording_missing_uploads{{{APP}}}))", red=1), 4, 4)
+                 f"sum({SHARED} (gme_recording_uploads_missing{{{APP}}}))", red=1), 4, 4)
     lay.add(stat("Since last verified callback", "Time since the most recent verified callback on "
-                 "any selected instance (GmeRecordingCallbacksAbsent).", "s",
+                 "any selected instance (GmeRecordingCallbacksAbsent compares with last week).", "s",
                  f"time() - max(gme_recording_last_callback_timestamp_seconds{{{SEL}}} > 0)",
                  red=1800), 4, 4)
-    lay.add(stat("Signature failure ratio", "Share of callbacks rejected for their signature. Near "
-                 "100% means the SecretKey is wrong or was rotated (GmeRecordingSignatureFailureRatio).",
-                 "percentunit",
-                 f"sum(rate(gme_recording_signature_failures_total{{{SEL}}}[$__rate_interval])) / "
-                 f"(sum(rate(gme_recording_signature_failures_total{{{SEL}}}[$__rate_interval])) + "
+    lay.add(stat("Since last canary", "Time since a canary callback (gme-recwatch canary, the "
+                 "chart's CronJob) last came through the public path; empty when no canary runs "
+                 "(GmeRecwatchCanaryFailing past 150 s).", "s",
+                 f"time() - max(gme_recording_canary_last_success_timestamp_seconds{{{SEL}}} > 0)",
+                 red=150), 4, 4)
+    signed_failures = (f'sum(rate(gme_recording_signature_failures_total{{{SEL}, reason!="missing"}}'
+                       f"[$__rate_interval]))")
+    lay.add(stat("Signature failure ratio", "Share of signed callbacks rejected for their signature "
+                 "(unsigned scanner requests left out). Near 100% means the SecretKey is wrong or "
+                 "was rotated (GmeRecordingSignatureFailureRatio).", "percentunit",
+                 f"{signed_failures} / ({signed_failures} + "
                  f"sum(rate(gme_recording_callbacks_total{{{SEL}}}[$__rate_interval])))",
                  red=0.25, decimals=1), 4, 4)
 
@@ -254,8 +309,9 @@ def overview() -> dict[str, Any]:
                        "the three lines should run together, shifted by recording length.", "reqps",
                        funnel), 6, 8)
     lay.add(timeseries("Signature failures by reason", "Callbacks rejected for their Signature: "
-                       "`mismatch` is a wrong or rotated SecretKey, `missing` a request without the "
-                       "header (often a scanner), `unknown_app` a BizID with no key.", "reqps",
+                       "`mismatch` is a wrong or rotated SecretKey, `unknown_app` a BizID with no "
+                       "key, `missing` a request without the header (scanners; graphed here, pages "
+                       "nobody).", "reqps",
                        [(f"sum by (reason) (rate(gme_recording_signature_failures_total{{{SEL}}}"
                          f"[$__rate_interval]))", "{{reason}}")]), 8, 8)
     lay.add(timeseries("Invalid callbacks by reason", "Callbacks rejected as malformed, too large or "
@@ -263,37 +319,47 @@ def overview() -> dict[str, Any]:
                        [(f"sum by (reason) (rate(gme_recording_callbacks_invalid_total{{{SEL}}}"
                          f"[$__rate_interval]))", "{{reason}}")]), 8, 8)
     lay.add(timeseries("Orphan events (lost starts)", "Completed/uploaded events whose start never "
-                       "arrived within the reorder window, per interval.", "short",
+                       "arrived within the reorder window, per interval (GmeRecordingOrphansSpike). "
+                       "Links: the orphan segments in the API and the segment_orphan log lines.",
+                       "short",
                        [(f"sum by (event_type) (increase(gme_recording_orphan_events_total{{{SEL}}}"
-                         f"[$__rate_interval]))", "{{event_type}}")]), 8, 8)
+                         f"[$__rate_interval]))", "{{event_type}}")],
+                       links=segments_link("orphan")), 8, 8)
 
     lay.row("Problems")
-    lay.add(timeseries("Active, stuck and missing over time", "Segments recording, stuck, and "
-                       "completed without upload, by app.", "short",
-                       [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))",
-                         "active {{app_id}}"),
-                        (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))",
-                         "stuck {{app_id}}"),
-                        (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))",
-                         "missing upload {{app_id}}")]), 12, 8)
+    lay.add(timeseries("Stuck recordings by app", "Segments recording for longer than the maximum "
+                       "recording duration, by app (the standing count; GmeRecordingStuck pages on "
+                       "new ones). Links: that app's stuck segments in the API, and the "
+                       "segment_stuck log lines.", "short",
+                       [(f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))",
+                         "{{app_id}}")], links=segments_link("stuck")), 6, 8)
+    lay.add(timeseries("Missing uploads by app", "Completed segments with no upload within the "
+                       "upload grace, by app (the standing count; GmeRecordingUploadsMissing pages "
+                       "on new ones). Links: that app's segments in the API, and the log lines.",
+                       "short",
+                       [(f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))",
+                         "{{app_id}}")], links=segments_link("upload_missing")), 6, 8)
     lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
-                       "whose upload did not arrive within the grace.", "short",
+                       "whose upload did not arrive within the grace. With exemplar storage on, "
+                       "the dots carry the room, user, task and SeqNo of the last one.", "short",
                        [(f"sum by (app_id) (increase(gme_recording_stuck_total{{{APP}}}"
                          f"[$__rate_interval]))", "stuck {{app_id}}"),
                         (f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
-                         f"[$__rate_interval]))", "missing upload {{app_id}}")]), 6, 8)
-    lay.add(timeseries("Missing-upload ratio", "Completed segments whose upload did not arrive, as a "
-                       "share of completions, by app (GmeRecordingUploadsMissingRatio).",
+                         f"[$__rate_interval]))", "missing upload {{app_id}}")],
+                       exemplars=True), 6, 8)
+    lay.add(timeseries("Missing-upload ratio", "Segments completed in the hour up to one upload "
+                       "grace ago whose upload did not arrive, as a share of them, by app "
+                       "(GmeRecordingUploadsMissingRatio). Both sides count the same segments.",
                        "percentunit",
                        [(f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
-                         f"[$__rate_interval])) / (sum by (app_id) (increase("
-                         f"gme_recording_segments_completed_total{{{APP}}}[$__rate_interval])) > 0)",
-                         "{{app_id}}")]), 6, 8)
+                         f"[1h])) / (sum by (app_id) (increase("
+                         f"gme_recording_segments_completed_total{{{APP}}}[1h] offset {UPLOAD_GRACE}))"
+                         f" > 0)", "{{app_id}}")]), 6, 8)
     lay.add(table("Apps now", "Per app: segments recording, stuck, missing an upload, and the start "
                   "of the oldest recording still running.", "short",
                   [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))", ""),
                    (f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", ""),
-                   (f"sum by (app_id) ({SHARED} (gme_recording_missing_uploads{{{APP}}}))", ""),
+                   (f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))", ""),
                    (f"time() - max by (app_id) "
                     f"(gme_recording_oldest_recording_start_timestamp_seconds{{{APP}}} > 0)", "")],
                   {"Value #A": "recording", "Value #B": "stuck", "Value #C": "missing upload",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,19 @@ def in_ci() -> bool:
 
 _PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
              "redis-cli": "redis-tools", "wrk": "wrk", "buildah": "buildah",
-             "debootstrap": "debootstrap"}
+             "debootstrap": "debootstrap", "prometheus-alertmanager": "prometheus-alertmanager"}
+
+
+def load_script(path: Path) -> Any:
+    """A script outside the package (dashboards/rules.py, tools/...) as a module, loaded once."""
+    name = "script_" + path.stem.replace("-", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def require_tool(name: str) -> str:
@@ -226,5 +240,117 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+# ------------------------------------------------------------------ a real S3 server (moto)
+
+class S3Server:
+    """moto's S3 server as a process of our own on a free loopback port, enforcing SigV4 keys.
+
+    Four IAM users exist: ``reader`` may HEAD and GET objects and HEAD buckets (what the COS
+    checker needs), ``objects_only`` may not HEAD a bucket, ``writer`` may do anything (what the
+    simulator and the tests' set-up need), ``nobody`` may do nothing. (moto calls the bucket
+    HEAD ``s3:HeadBucket``; AWS and COS call it ``ListBucket`` and ``cos:HeadBucket``.)
+    Authentication is switched on once they exist, so a wrong or unknown key gets a real 403.
+    """
+
+    REGION = "ap-guangzhou"
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log_path = workdir / "moto.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/moto-api/data.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto server did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+        iam = self._client("iam", "setup", "setup")
+        self.keys: dict[str, tuple[str, str]] = {}
+        policies = {
+            "reader": ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"],
+            "objects_only": ["s3:GetObject"],
+            "writer": ["s3:*"],
+            "nobody": [],
+        }
+        for user, actions in policies.items():
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            self.keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+            if actions:
+                iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+        httpx.post(self.url + "/moto-api/reset-auth", content=b"0", timeout=5).raise_for_status()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _client(self, service: str, key_id: str, secret: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, endpoint_url=self.url, region_name=self.REGION,
+                            aws_access_key_id=key_id, aws_secret_access_key=secret,
+                            config=Config(s3={"addressing_style": "path"},
+                                          retries={"total_max_attempts": 1}))
+
+    def s3(self, user: str = "writer") -> Any:
+        """A synchronous boto3 S3 client acting as ``user``."""
+        return self._client("s3", *self.keys[user])
+
+    def bucket(self, name: str, objects: dict[str, bytes] | None = None) -> str:
+        """Create a bucket (once) and put objects in it."""
+        s3 = self.s3()
+        try:
+            s3.create_bucket(Bucket=name,
+                             CreateBucketConfiguration={"LocationConstraint": self.REGION})
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        for key, data in (objects or {}).items():
+            s3.put_object(Bucket=name, Key=key, Body=data)
+        return name
+
+    def keys_of(self, bucket: str) -> list[str]:
+        listed = self.s3().list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted(o["Key"] for o in listed)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto"))
     yield server
     server.stop()

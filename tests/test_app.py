@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from conftest import metric_value
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from gme_recwatch.app import build_apps
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import encode_callback
+from gme_recwatch.metrics import EXEMPLAR_MAX_CHARS, exemplar_labels
 from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 from gme_recwatch.signature import sign
@@ -226,14 +228,52 @@ def test_callback_and_delay_metrics_record_sender_time(h: Harness) -> None:
 
 # ------------------------------------------------------------------ admin listener
 
-def test_metrics_endpoint_serves_the_text_format_even_when_openmetrics_is_offered(h: Harness) -> None:
-    """OpenMetrics would make the missing_uploads gauge and _total counter one family name."""
+def test_metrics_endpoint_serves_the_text_format_unless_openmetrics_is_asked_for(h: Harness) -> None:
     r = h.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE gme_recording_uploads_missing gauge" in r.text
+    assert "# EOF" not in r.text
     om = h.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
-    assert om.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert "# TYPE gme_recording_missing_uploads gauge" in om.text
-    assert "# TYPE gme_recording_missing_uploads_total counter" in om.text
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert om.text.endswith("# EOF\n")
+    # A strict parser rejects two families of one name (the old gauge beside the counter).
+    families = {f.name: f.type for f in text_string_to_metric_families(om.text)}
+    assert families["gme_recording_uploads_missing"] == "gauge"
+    assert families["gme_recording_missing_uploads"] == "counter"
+    assert families["gme_recording_stuck"] == "counter"
+
+
+def test_problem_counters_carry_the_last_segment_as_an_exemplar_in_openmetrics_only() -> None:
+    h = make(max_recording_seconds=100, upload_grace_seconds=100)
+    now = int(time.time())
+    h.post(body(1, room="room-stuck", seq=1, ts=now))
+    h.post(body(1, room="room-upl", seq=2, ts=now))
+    h.post(body(2, room="room-upl", seq=2, ts=now))
+    clock = h.service.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(101)
+    asyncio.run(h.service.sweep())
+    om = h.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
+    samples = {(s.name, s.labels.get("app_id")): s for f in text_string_to_metric_families(om)
+               for s in f.samples}
+    stuck = samples[("gme_recording_stuck_total", str(BIZ))]
+    assert stuck.value == 1
+    assert stuck.exemplar is not None
+    assert stuck.exemplar.labels == {"room_id": "room-stuck", "user_id": "u1",
+                                     "task_id": "446946705284000000", "seq_no": "1"}
+    missing = samples[("gme_recording_missing_uploads_total", str(BIZ))]
+    assert missing.exemplar is not None and missing.exemplar.labels["room_id"] == "room-upl"
+    assert "room-stuck" not in h.get("/metrics").text  # never in the classic format
+
+
+@pytest.mark.parametrize(("room", "user"), [("r" * 300, "u"), ("r", "u" * 300), ("r" * 90, "u" * 90),
+                                            ("room", "user")])
+def test_exemplar_labels_fit_the_openmetrics_cap(room: str, user: str) -> None:
+    labels = exemplar_labels(room, user, 446946705284000000, 12345)
+    assert sum(len(k) + len(v) for k, v in labels.items()) <= EXEMPLAR_MAX_CHARS
+    assert labels["room_id"].rstrip("~") == room[: len(labels["room_id"].rstrip("~"))]
+    shortened = "~" in labels["room_id"] + labels["user_id"]
+    assert (labels["room_id"], labels["user_id"]) == (room, user) or shortened
 
 
 def test_alerting_series_exist_at_zero_before_any_traffic(h: Harness) -> None:

@@ -21,6 +21,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import load_script
 from kubernetes_validate import utils as kv_utils
 
 import gme_recwatch
@@ -111,6 +112,9 @@ def rule_files() -> list[Path]:
         if isinstance(doc, dict) and "groups" in doc:
             out.append(p)
     return out
+
+
+RULES = load_script(DASHBOARDS / "rules.py")
 
 
 def dashboard_files() -> list[Path]:
@@ -475,6 +479,10 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
         "host": "127.0.0.1", "admin_host": "::", "callback_path": "/gme/hook",
         "retention_seconds": 172800, "max_segments": 5_000_000,
         "redis_prefix": "stage:",
+        "cos_bucket": "gme-records-1250000000", "cos_region": "ap-shanghai",
+        "cos_endpoint": "https://cos.example.test", "cos_buckets_file": "/run/cos/buckets",
+        "cos_credentials_file": "/run/cos/credentials",
+        "cos_key_template": "recordings/{biz_id}/{file_name}",
     }
     if f.name in special:
         return special[f.name]
@@ -525,12 +533,32 @@ def test_extra_env_comes_after_config(chart: helm.Chart) -> None:
 # -- persistence -------------------------------------------------------------------------------
 
 
-def test_state_is_on_an_emptydir_by_default(chart: helm.Chart) -> None:
+def test_state_survives_upgrades_by_default_on_a_claim(chart: helm.Chart) -> None:
     out = render(chart)
+    pvc = out.one("PersistentVolumeClaim")
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert out.env["GME_RECWATCH_STATE_FILE"].startswith("/var/lib/gme-recwatch/")
+
+
+def test_without_persistence_the_snapshot_is_on_an_emptydir(chart: helm.Chart) -> None:
+    out = render(chart, {"persistence": {"enabled": False}})
     assert out.of_kind("PersistentVolumeClaim") == []
     pod = out.one("Deployment")["spec"]["template"]["spec"]
     state = next(v for v in pod["volumes"] if v["name"] == "state")
     assert "emptyDir" in state
+
+
+def test_a_pod_leaves_a_lost_node_after_30s(chart: helm.Chart) -> None:
+    pod = render(chart, {"tolerations": [{"key": "gpu", "operator": "Exists"}]}).one(
+        "Deployment")["spec"]["template"]["spec"]
+    lost = {t["key"]: t for t in pod["tolerations"] if t.get("effect") == "NoExecute"}
+    assert set(lost) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    assert {t["tolerationSeconds"] for t in lost.values()} == {30}
+    assert {"key": "gpu", "operator": "Exists"} in pod["tolerations"]
+    default = render(chart, {"nodeFailureTolerationSeconds": None}).one("Deployment")
+    assert "tolerations" not in default["spec"]["template"]["spec"]
 
 
 def test_persistence_creates_a_claim_for_the_snapshot(chart: helm.Chart) -> None:
@@ -645,16 +673,86 @@ def test_service_monitor_scrapes_only_the_admin_service(chart: helm.Chart) -> No
     assert selected[0]["metadata"]["labels"][job_label] == "gme-recwatch"
 
 
-def test_prometheus_rule_is_exactly_the_rule_files(chart: helm.Chart) -> None:
+def _rule_groups(out: Rendered) -> list[dict[str, Any]]:
+    rule = out.one("PrometheusRule")
+    groups: list[dict[str, Any]] = rule["spec"]["groups"]
+    return groups
+
+
+def _alert(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
+    return found
+
+
+def test_prometheus_rule_with_the_default_knobs_is_exactly_the_rule_files(chart: helm.Chart) -> None:
+    """The chart's templated copy and the plain files come from one definition: with the plain
+    files' selector, rendering gives them back rule for rule."""
     files = rule_files()
-    if not files:
-        pytest.skip("dashboards/rules/ has no rule files yet")
-    out = render(chart, scenario_values(CHART / "ci" / "monitoring-values.yaml"))
+    assert files
+    values = scenario_values(CHART / "ci" / "monitoring-values.yaml")
+    values["prometheusRule"] = {**values["prometheusRule"], "selector": RULES.DEFAULT_SELECTOR,
+                                "ruleLabels": {}, "disabledAlerts": []}
+    out = render(chart, values)
     rule = out.one("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     expected = [g for p in files for g in yaml.safe_load(p.read_text())["groups"]]
     assert rule["spec"]["groups"] == expected
+
+
+def test_every_rule_is_narrowed_to_the_release_namespace_and_job(chart: helm.Chart) -> None:
+    out = render(chart, {"prometheusRule": {"enabled": True}})
+    groups = _rule_groups(out)
+    exprs = [r["expr"] for g in groups for r in g["rules"]]
+    selector = f'namespace="{NAMESPACE}", job="gme-recwatch"'
+    for expr in exprs:
+        for m in re.finditer(r"\b(gme_recording_\w+|process_\w+|up)\{([^}]*)\}", expr):
+            assert m.group(2).startswith(selector), expr
+    assert _alert(groups, "GmeRecwatchAbsent")["expr"] == f"absent(up{{{selector}}} == 1)"
+    # A fixed job for the release follows into the rules.
+    named = render(chart, {"prometheusRule": {"enabled": True}, "serviceMonitor": {"job": "rec-prod"}})
+    assert 'job="rec-prod"' in _alert(_rule_groups(named), "GmeRecwatchDown")["expr"]
+
+
+def test_alert_knobs_are_values(chart: helm.Chart) -> None:
+    assert chart.values["prometheusRule"]["alerts"] == RULES.defaults()
+    out = render(chart, {"prometheusRule": {
+        "enabled": True,
+        "runbookUrl": "https://wiki.example.com/gme",
+        "disabledAlerts": ["GmeRecwatchAppLabelOverflow"],
+        "ruleLabels": {"team": "media-sre", "severity": "ignored"},
+        "alerts": {"GmeRecordingStuck": {"for": "7m", "severity": "critical", "window": "1h"},
+                   "GmeRecordingSignatureFailureRatio": {"ratio": 0.5}},
+    }})
+    groups = _rule_groups(out)
+    names = {r.get("alert") for g in groups for r in g["rules"]}
+    assert "GmeRecwatchAppLabelOverflow" not in names and "GmeRecordingStuck" in names
+    stuck = _alert(groups, "GmeRecordingStuck")
+    assert stuck["for"] == "7m"
+    assert stuck["labels"] == {"severity": "critical", "team": "media-sre"}
+    assert "[1h]" in stuck["expr"] and "[30m]" not in stuck["expr"]
+    assert stuck["annotations"]["runbook_url"] == "https://wiki.example.com/gme#gmerecordingstuck"
+    assert "{{ $value | humanize }}" in stuck["annotations"]["description"]
+    ratio = _alert(groups, "GmeRecordingSignatureFailureRatio")
+    assert "ratio_rate5m > 0.5\n" in ratio["expr"]
+    # Untouched knobs keep their defaults.
+    assert _alert(groups, "GmeRecwatchBackendDown")["for"] == "1m"
+
+
+def test_an_unknown_alert_name_in_the_switch_off_list_fails(chart: helm.Chart) -> None:
+    schema = chart.schema["properties"]["prometheusRule"]["properties"]
+    assert schema["disabledAlerts"]["items"]["enum"] == list(RULES.defaults())
+    assert schema["alerts"]["propertyNames"]["enum"] == list(RULES.defaults())
+    with pytest.raises(helm.HelmValuesError, match="disabledAlerts"):
+        chart.render({"prometheusRule": {"enabled": True, "disabledAlerts": ["GmeRecordingStuk"]}},
+                     name=RELEASE, namespace=NAMESPACE)
+
+
+def test_chart_rule_templates_are_what_the_generator_writes() -> None:
+    for name, text in RULES.render(RULES.Chart()).items():
+        assert (CHART / "files" / "rules" / name).read_text() == text, "run dashboards/rules.py"
+    for name, text in RULES.render(RULES.Plain()).items():
+        assert (DASHBOARDS / "rules" / name).read_text() == text, "run dashboards/rules.py"
 
 
 def test_dashboards_configmap_is_exactly_the_dashboard_files(chart: helm.Chart) -> None:
@@ -676,18 +774,14 @@ def test_dashboards_configmap_is_exactly_the_dashboard_files(chart: helm.Chart) 
     assert "annotations" not in cm2["metadata"]
 
 
-def test_chart_copies_of_the_monitoring_assets_are_byte_identical() -> None:
-    """helm/gme-recwatch/files/ holds copies (Helm cannot read outside the chart); run
-    helm/sync-assets.sh after changing dashboards/."""
-    files = CHART / "files"
-    copied_rules = sorted(p.name for p in (files / "rules").glob("*") if p.name != ".gitkeep")
-    copied_dash = sorted(p.name for p in (files / "dashboards").glob("*") if p.name != ".gitkeep")
-    assert copied_rules == [p.name for p in rule_files()], "run helm/sync-assets.sh"
-    assert copied_dash == [p.name for p in dashboard_files()], "run helm/sync-assets.sh"
-    for p in rule_files():
-        assert (files / "rules" / p.name).read_bytes() == p.read_bytes(), p.name
+def test_chart_copies_of_the_dashboards_are_byte_identical() -> None:
+    """helm/gme-recwatch/files/dashboards holds copies (Helm cannot read outside the chart);
+    run helm/sync-assets.sh after changing dashboards/."""
+    files = CHART / "files" / "dashboards"
+    copied = sorted(p.name for p in files.glob("*") if p.name != ".gitkeep")
+    assert copied == [p.name for p in dashboard_files()], "run helm/sync-assets.sh"
     for p in dashboard_files():
-        assert (files / "dashboards" / p.name).read_bytes() == p.read_bytes(), p.name
+        assert (files / p.name).read_bytes() == p.read_bytes(), p.name
 
 
 def test_sync_script_check_mode_agrees() -> None:
@@ -782,3 +876,41 @@ def test_one_replica_on_redis_gets_no_budget_or_spread_it_could_not_use(chart: h
 def test_a_redis_url_of_another_scheme_is_refused(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmValuesError, match="url"):
         chart.render({"redis": {"url": "http://redis:6379"}}, name=RELEASE)
+
+
+# -- canary ------------------------------------------------------------------------------------
+
+
+def test_the_canary_runs_every_minute_against_the_public_url(chart: helm.Chart) -> None:
+    out = render(chart, {"canary": {"enabled": True}, "ingress": {
+        "enabled": True, "hosts": ["rec.example.com"],
+        "tls": [{"secretName": "t", "hosts": ["rec.example.com"]}]}})
+    cron = out.one("CronJob")
+    assert cron["spec"]["schedule"] == "* * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == out.container["image"]
+    assert container["args"][:2] == ["canary", "--url=https://rec.example.com/callback"]
+    assert f"--keys-file={chart.values['config']['keys_file']}" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    # The service is told to expect it, so GmeRecwatchCanaryFailing can page.
+    assert out.env["GME_RECWATCH_CANARY_INTERVAL_SECONDS"] == "60"
+    # Its pods are not the service's: the Deployment's selector does not pick them.
+    selector = out.one("Deployment")["spec"]["selector"]["matchLabels"]
+    labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= labels.items()
+
+
+def test_the_canary_url_falls_back_to_the_service_and_can_be_set(chart: helm.Chart) -> None:
+    inside = render(chart, {"canary": {"enabled": True}}).one("CronJob")
+    args = inside["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--url=http://{RELEASE}-gme-recwatch.{NAMESPACE}.svc:8080/callback" in args
+    set_url = render(chart, {"canary": {"enabled": True, "url": "https://gme.example.com/hook"}})
+    args = set_url.one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert "--url=https://gme.example.com/hook" in args
+    off = render(chart)
+    assert off.of_kind("CronJob") == []
+    assert off.env["GME_RECWATCH_CANARY_INTERVAL_SECONDS"] == "0"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gme_recwatch.clock import FakeClock
-from gme_recwatch.events import encode_callback
+from gme_recwatch.events import canary_callback, encode_callback
 from gme_recwatch.intake import Accepted, Rejected, Unreadable
 from gme_recwatch.lifecycle import Result
 from gme_recwatch.service import Service
@@ -116,3 +116,123 @@ def test_the_intake_stores_through_whatever_store_the_service_was_given(run: Any
     b = body(ts=int(time.time()))
     run(service.intake.handle(b, sign(b, SECRET), "t"))
     assert len(store) == 1
+
+
+def test_a_canary_is_verified_counted_apart_and_never_stored(run: Any) -> None:
+    service = make()
+    b = canary_callback(1400000000, NOW)
+    assert run(service.intake.handle(b, sign(b, SECRET), "t")) == Accepted(Result.IGNORED)
+    assert run(service.store.count()) == 0
+    assert counts(service) == {}
+    m = service.metrics
+    assert m.canary_last_success._value.get() == NOW
+    assert m.last_callback._value.get() == 0
+
+
+def test_a_canary_must_be_signed_and_fresh(run: Any) -> None:
+    service = make(replay_window_seconds=300)
+    b = canary_callback(1400000000, NOW)
+    assert run(service.intake.handle(b, sign(b, "wrong"), "t")) == Rejected("mismatch")
+    old = canary_callback(1400000000, NOW - 3600)
+    assert run(service.intake.handle(old, sign(old, SECRET), "t")) == Rejected("stale")
+    assert service.metrics.canary_last_success._value.get() == 0
+
+
+# --------------------------------------------------------------------------- signature hints
+
+def hints(service: Service) -> dict[str, float]:
+    m = service.metrics
+    out = {s.labels["hint"]: s.value for fam in m.signature_hints.collect() for s in fam.samples
+           if s.name.endswith("_total") and s.value}
+    skipped = m.signature_diagnoses_skipped._value.get()
+    return {**out, **({"skipped": skipped} if skipped else {})}
+
+
+def test_a_hex_signature_under_base64_is_rejected_as_before_and_explained(run: Any) -> None:
+    from structlog.testing import capture_logs
+
+    service = make(signature_encoding="base64")
+    b = body()
+    header = sign(b, SECRET, "hex")
+    with capture_logs() as logs:
+        outcome = run(service.intake.handle(b, header, "t"))
+    assert outcome == Rejected("mismatch")
+    assert run(service.store.count()) == 0
+    assert counts(service) == {"gme_recording_signature_failures_total[('reason', 'mismatch')]": 1.0}
+    assert hints(service) == {"hex_encoding": 1.0}
+    rejected_line, hint_line = logs
+    assert rejected_line["event"] == "callback_rejected"
+    assert hint_line["event"] == "signature_hint" and hint_line["log_level"] == "warning"
+    assert hint_line["hint"] == "hex_encoding" and hint_line["claimed_biz_id"] == 1400000000
+    assert "set GME_RECWATCH_SIGNATURE_ENCODING=auto" in hint_line["fix"]
+    assert SECRET not in repr(logs) and header not in repr(logs)
+
+
+def test_an_unknown_app_signed_with_another_app_s_key_is_explained(run: Any, tmp_path: Any) -> None:
+    from structlog.testing import capture_logs
+
+    keys = tmp_path / "keys"
+    keys.write_text("1400000001=key-of-the-other-app\n")
+    service = Service(Settings(keys_file=str(keys)).validate(), clock=FakeClock(wall=NOW))
+    b = body()
+    with capture_logs() as logs:
+        assert run(service.intake.handle(b, sign(b, "key-of-the-other-app"), "t")) == Rejected(
+            "unknown_app")
+    assert hints(service) == {"other_app_key": 1.0}
+    (line,) = [x for x in logs if x["event"] == "signature_hint"]
+    assert line["verifies_for_biz_id"] == 1400000001 and line["claimed_biz_id"] == 1400000000
+    assert "key-of-the-other-app" not in repr(logs)
+
+
+def test_a_missing_signature_is_not_diagnosed(run: Any) -> None:
+    service = make()
+    run(service.intake.handle(body(), None, "t"))
+    run(service.intake.handle(body(), "  ", "t"))
+    assert hints(service) == {}
+
+
+def test_a_flood_of_bad_signatures_is_diagnosed_a_burst_then_at_the_rate(run: Any) -> None:
+    from structlog.testing import capture_logs
+
+    from gme_recwatch.hints import HINTS_BURST
+
+    service = make(signature_encoding="base64", signature_hints_per_second=2)
+    b = body()
+    header = sign(b, SECRET, "hex")
+    with capture_logs() as logs:
+        for _ in range(1000):
+            assert run(service.intake.handle(b, header, "t")) == Rejected("mismatch")
+    assert hints(service) == {"hex_encoding": HINTS_BURST, "skipped": 1000 - HINTS_BURST}
+    assert [x["event"] for x in logs].count("signature_hint") == 1  # once a minute per app
+    service.clock.advance(1.0)  # type: ignore[attr-defined]
+    run(service.intake.handle(b, header, "t"))
+    run(service.intake.handle(b, header, "t"))
+    run(service.intake.handle(b, header, "t"))
+    assert hints(service)["hex_encoding"] == HINTS_BURST + 2
+
+
+def test_with_hints_off_nothing_is_diagnosed_or_skipped(run: Any) -> None:
+    service = make(signature_encoding="base64", signature_hints_per_second=0)
+    b = body()
+    assert run(service.intake.handle(b, sign(b, SECRET, "hex"), "t")) == Rejected("mismatch")
+    assert hints(service) == {} and service.intake.doctor is None
+
+
+def test_the_rendered_hint_line_holds_no_key_or_signature(run: Any) -> None:
+    import io
+    import json
+
+    from gme_recwatch import logging as gme_logging
+
+    stream = io.StringIO()
+    gme_logging.configure(level="info", fmt="json", stream=stream)
+    service = make(signature_encoding="hex")
+    b = body()
+    header = sign(b, SECRET, "base64")
+    run(service.intake.handle(b, header, "t"))
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["event"] for x in lines] == ["callback_rejected", "signature_hint"]
+    assert lines[1]["hint"] == "base64_encoding"
+    text = stream.getvalue()
+    assert SECRET not in text and header not in text and bytes.hex(b) not in text
+    assert '"RoomID"' not in text  # nor the body

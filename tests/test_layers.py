@@ -12,11 +12,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "gme_recwatch"
 
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS: list[set[str]] = [
-    {"clock", "events", "signature"},
+    {"clock", "ratelimit", "events", "signature", "hints"},
     {"lifecycle", "deadlines"},
     {"stores"},
     {"settings", "metrics", "logging", "tracing"},
-    {"intake", "snapshots"},
+    {"intake", "snapshots", "cos"},
     {"service"},
     {"errors", "instrument", "callback", "admin", "app"},
     {"server", "simulate"},
@@ -73,7 +73,7 @@ def test_no_module_imports_a_higher_layer(path: Path) -> None:
 
 @pytest.mark.parametrize("path", [p for p in SOURCES if _module_of(p) in
                                   {"lifecycle", "deadlines", "stores", "clock", "events",
-                                   "signature", "intake"}],
+                                   "signature", "hints", "ratelimit", "intake"}],
                          ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_rules_stores_and_intake_know_no_http(path: Path) -> None:
     own, third = _imports(path)

@@ -127,3 +127,14 @@ def test_keys_file_errors_are_logged_without_key_material(captured: io.StringIO,
     assert "keyring_reload_failed" in out
     assert "new-secret-value" not in out and "first-key-value" not in out
     assert h.metric("gme_recording_keyring_reloads_total", result="failure") == 1
+
+
+def test_the_cos_client_s_debug_lines_stay_quiet_even_at_debug(captured: io.StringIO) -> None:
+    """botocore's debug lines print request headers (Authorization names the API key) as plain
+    text, where the redacting processor cannot see them."""
+    for name in log_setup.QUIET_LOGGERS:
+        logging.getLogger(name).debug("Authorization: AWS4-HMAC-SHA256 Credential=AKIDleak")
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
+    assert "AKIDleak" not in captured.getvalue()
+    logging.getLogger("botocore.endpoint").warning("still heard")
+    assert "still heard" in captured.getvalue()

@@ -63,7 +63,10 @@ def test_load_reads_os_environ_when_no_env_is_given(monkeypatch: pytest.MonkeyPa
 def test_every_setting_has_help_and_a_matching_env_var_and_flag() -> None:
     for f in settings_mod.fields():
         assert f.metadata["help"].strip(), f.name
-        assert env_name(f.name) == ENV_PREFIX + f.name.upper()
+        if f.metadata["env"]:  # Tencent Cloud's own variables, read where tools expect them
+            assert f.metadata["secret"] and env_name(f.name).startswith("TENCENTCLOUD_")
+        else:
+            assert env_name(f.name) == ENV_PREFIX + f.name.upper()
         assert flag_name(f.name) == "--" + f.name.replace("_", "-")
     assert env_name("admin_port") == "GME_RECWATCH_ADMIN_PORT"
     assert flag_name("admin_port") == "--admin-port"
@@ -301,9 +304,9 @@ def test_secret_never_appears_in_a_settings_error(
     assert OTHER_SECRET not in message
 
 
-def test_secret_key_is_the_one_field_marked_secret() -> None:
+def test_the_keys_are_the_fields_marked_secret() -> None:
     secret_fields = [f.name for f in settings_mod.fields() if f.metadata["secret"]]
-    assert secret_fields == ["secret_key"]
+    assert secret_fields == ["secret_key", "cos_secret_id", "cos_secret_key"]
 
 
 def test_redacted_settings_hide_the_secret() -> None:
@@ -326,7 +329,7 @@ def test_redacted_settings_keep_every_other_value() -> None:
     assert out["port"] == 9000
     assert out["keys_file"] == "/etc/keys"
     for f in settings_mod.fields():
-        if f.name != "secret_key":
+        if not f.metadata["secret"]:
             assert out[f.name] == getattr(s, f.name)
 
 
@@ -391,3 +394,86 @@ def test_a_redis_url_of_another_scheme_is_refused_naming_the_variable() -> None:
 def test_a_redis_url_and_a_state_file_exclude_each_other() -> None:
     message = _error({"GME_RECWATCH_REDIS_URL": "redis://r:6379", "GME_RECWATCH_STATE_FILE": "/s"})
     assert message.startswith("GME_RECWATCH_STATE_FILE=") and "Redis" in message
+
+
+# --- COS -----------------------------------------------------------------------------------
+
+COS = {"GME_RECWATCH_COS_BUCKET": "gme-records-1250000000", "GME_RECWATCH_COS_REGION": "ap-guangzhou"}
+
+
+def test_cos_is_off_unless_a_bucket_is_configured() -> None:
+    assert not load({}).cos_enabled
+    assert load(COS).cos_enabled
+    assert load({"GME_RECWATCH_COS_BUCKETS_FILE": "/etc/buckets",
+                 "GME_RECWATCH_COS_REGION": "ap-guangzhou"}).cos_enabled
+
+
+def test_cos_credentials_come_from_tencent_cloud_s_standard_variables() -> None:
+    s = load({**COS, "TENCENTCLOUD_SECRET_ID": "AKIDexample", "TENCENTCLOUD_SECRET_KEY": "sk-1"})
+    assert (s.cos_secret_id, s.cos_secret_key) == ("AKIDexample", "sk-1")
+    assert env_name("cos_secret_id") == "TENCENTCLOUD_SECRET_ID"
+    assert env_name("cos_secret_key") == "TENCENTCLOUD_SECRET_KEY"
+    assert load({"GME_RECWATCH_COS_SECRET_KEY": "ignored"}).cos_secret_key == ""
+
+
+def test_cos_credentials_never_show_in_repr_or_the_start_up_line() -> None:
+    s = load({**COS, "TENCENTCLOUD_SECRET_ID": "AKIDvisible", "TENCENTCLOUD_SECRET_KEY": "sk-visible"})
+    shown = repr(s) + str(s) + repr(s.redacted())
+    assert "AKIDvisible" not in shown and "sk-visible" not in shown
+    assert s.redacted()["cos_secret_key"] == "<set>"
+
+
+def test_a_cos_bucket_needs_a_region() -> None:
+    with pytest.raises(SettingsError, match="GME_RECWATCH_COS_REGION='': must be set"):
+        load({"GME_RECWATCH_COS_BUCKET": "gme-records-1250000000"})
+
+
+@pytest.mark.parametrize("bucket", ["Gme-Records", "ab", "gme_records", "-gme", "a" * 64])
+def test_a_cos_bucket_that_is_no_bucket_name_is_refused(bucket: str) -> None:
+    with pytest.raises(SettingsError, match=r"GME_RECWATCH_COS_BUCKET=.*bucket name"):
+        load({**COS, "GME_RECWATCH_COS_BUCKET": bucket})
+
+
+@pytest.mark.parametrize("region", ["AP-Guangzhou", "ap guangzhou", "ap_guangzhou"])
+def test_a_region_that_is_no_region_name_is_refused(region: str) -> None:
+    with pytest.raises(SettingsError, match="GME_RECWATCH_COS_REGION"):
+        load({**COS, "GME_RECWATCH_COS_REGION": region})
+
+
+@pytest.mark.parametrize("endpoint", ["cos.ap-guangzhou.myqcloud.com", "ftp://x", "http://"])
+def test_a_cos_endpoint_must_be_an_http_url(endpoint: str) -> None:
+    with pytest.raises(SettingsError, match=r"GME_RECWATCH_COS_ENDPOINT.*http"):
+        load({**COS, "GME_RECWATCH_COS_ENDPOINT": endpoint})
+
+
+@pytest.mark.parametrize("template", ["{file_name}", "recordings/{biz_id}/{file_name}",
+                                      "{room_id}/{user_id}/{task_id}-{seq_no}/{file_name}"])
+def test_key_templates_with_known_placeholders_are_accepted(template: str) -> None:
+    assert load({"GME_RECWATCH_COS_KEY_TEMPLATE": template}).cos_key_template == template
+
+
+@pytest.mark.parametrize(("template", "words"), [
+    ("{biz_id}.mp3", "must contain {file_name}"),
+    ("{file_name.__class__}", "is not a placeholder"),
+    ("{file_name!r}", "is not a placeholder"),
+    ("{seq_no:04d}/{file_name}", "is not a placeholder"),
+    ("{bucket}/{file_name}", "{bucket} is not a placeholder"),
+    ("{}{file_name}", "is not a placeholder"),
+    ("{file_name", "not a valid template"),
+    ("/{file_name}", "no leading slash"),
+])
+def test_a_key_template_with_anything_else_is_refused_saying_why(template: str, words: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load({"GME_RECWATCH_COS_KEY_TEMPLATE": template})
+    assert "GME_RECWATCH_COS_KEY_TEMPLATE" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize(("var", "raw"), [("GME_RECWATCH_COS_MAX_CONCURRENCY", "0"),
+                                          ("GME_RECWATCH_COS_MAX_CONCURRENCY", "257"),
+                                          ("GME_RECWATCH_COS_REQUESTS_PER_SECOND", "0"),
+                                          ("GME_RECWATCH_COS_TIMEOUT_SECONDS", "-1"),
+                                          ("GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND", "-1"),
+                                          ("GME_RECWATCH_COS_ADDRESSING_STYLE", "dns")])
+def test_cos_and_hint_limits_out_of_range_are_refused(var: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=var):
+        load({var: raw})

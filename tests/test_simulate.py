@@ -202,3 +202,124 @@ def test_cli_writes_a_corpus_without_sending(tmp_path: Path, capsys: pytest.Capt
 def test_cli_refuses_fractions_outside_zero_to_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["simulate", "--secret", SECRET, "--drop-fraction", "1.5"]) == 2
     assert "drop_fraction" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- files in a bucket
+
+def test_every_segment_that_uploads_leaves_a_file_and_no_other_does() -> None:
+    plan = make_plan(BIG)
+    uploading = {seg for _, seg in plan.uploads}
+    assert len(uploading) == len(plan.uploads)  # one file per segment
+    for i, s in enumerate(plan.segments):
+        assert (i in uploading) is (s.fate == "normal")
+    # a lost "uploaded" callback does not unmake the file
+    assert any((seg, UPLOADED) in plan.dropped for seg in uploading)
+    assert [at for at, _ in plan.uploads] == sorted(at for at, _ in plan.uploads)
+
+
+def test_a_file_lands_after_its_completion_and_before_its_uploaded_callback() -> None:
+    plan = make_plan(_quick(rooms=30, duration_min=10, duration_max=20, upload_delay_min=5,
+                            upload_delay_max=9, seed=4))
+    due = {(x.segment, x.event_type): x.at for x in plan.sends}
+    for at, seg in plan.uploads:
+        assert due[(seg, COMPLETED)] < at < due[(seg, UPLOADED)]
+
+
+def _s3_args(**kw: str | bool) -> object:
+    import argparse
+
+    base: dict[str, str | bool] = {"s3_bucket": "", "s3_endpoint": "", "s3_region": "ap-guangzhou",
+                                   "s3_key_template": "{file_name}", "s3_create_bucket": False}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_s3_flags_that_do_not_fit_together_are_refused_without_key_material() -> None:
+    from gme_recwatch.simulate import s3_target_from_args
+
+    assert s3_target_from_args(_s3_args(), {}) is None  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs --s3-bucket"):
+        s3_target_from_args(_s3_args(s3_endpoint="http://127.0.0.1:1"), {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--s3-key-template"):
+        s3_target_from_args(_s3_args(s3_bucket="b-1", s3_key_template="{x}"), {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="go together") as info:
+        s3_target_from_args(_s3_args(s3_bucket="b-1"),  # type: ignore[arg-type]
+                            {"TENCENTCLOUD_SECRET_KEY": "sk-never-shown"})
+    assert "sk-never-shown" not in str(info.value)
+    target = s3_target_from_args(_s3_args(s3_bucket="b-1", s3_endpoint="http://h:1/"),  # type: ignore[arg-type]
+                                 {"TENCENTCLOUD_SECRET_ID": "id", "TENCENTCLOUD_SECRET_KEY": "k"})
+    assert target is not None and target.endpoint == "http://h:1" and target.credentials
+    assert "k" not in repr(target.credentials)
+
+
+def test_cli_refuses_s3_with_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["simulate", "--secret", SECRET, "--write-corpus", str(tmp_path / "c"),
+                   "--s3-bucket", "b-1250000000"])
+    assert rc == 2 and "not with --write-corpus" in capsys.readouterr().err
+
+
+def test_the_sender_writes_each_uploaded_file_to_a_real_s3_bucket(s3_server: object) -> None:
+    import uuid
+
+    from conftest import S3Server
+
+    from gme_recwatch.cos import CosChecker, CosConfig, Credentials, Found, NotFound
+    from gme_recwatch.simulate import S3Target
+
+    assert isinstance(s3_server, S3Server)
+    bucket = f"sim-{uuid.uuid4().hex[:10]}"
+    plan = make_plan(_quick(rooms=12, users_per_room=2, segments_per_task=2, drop_fraction=0.3,
+                            never_complete_fraction=0.15, never_upload_fraction=0.2, seed=5))
+    target = S3Target(bucket=bucket, endpoint=s3_server.url, region=s3_server.REGION,
+                      key_template="recordings/{biz_id}/{file_name}",
+                      credentials=Credentials(*s3_server.keys["writer"]), create_bucket=True)
+    sender = SenderConfig(url="http://sim.test/callback", secret=SECRET, retry_seconds=0.0)
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=_transport(0, Counter())) as client:
+            return await run(plan, sender, client, s3=target)
+
+    summary = asyncio.run(go())
+    uploading = {seg for _, seg in plan.uploads}
+    assert 0 < len(uploading) < len(plan.segments)
+    expected_keys = sorted(f"recordings/{plan.config.biz_id}/{plan.segments[seg].file_name}"
+                           for seg in uploading)
+    assert s3_server.keys_of(bucket) == expected_keys
+    assert (summary.files_uploaded, summary.upload_errors) == (len(uploading), 0)
+    lost = sum(1 for seg in uploading if (seg, UPLOADED) in plan.dropped)
+    assert lost > 0 and summary.uploaded_files_without_callback == lost
+
+    # The checker, configured like the service, finds exactly those files.
+    config = CosConfig(region=s3_server.REGION, default_bucket=bucket, endpoint=s3_server.url,
+                       key_template="recordings/{biz_id}/{file_name}",
+                       credentials=Credentials(*s3_server.keys["reader"]),
+                       requests_per_second=1000)
+
+    async def look() -> list[object]:
+        async with CosChecker(config) as checker:
+            return [await checker.check(plan.config.biz_id, s.file_name) for s in plan.segments]
+
+    results = asyncio.run(look())
+    for i, result in enumerate(results):
+        assert isinstance(result, Found if i in uploading else NotFound), (i, result)
+
+
+def test_a_bucket_that_refuses_writes_counts_upload_errors(s3_server: object) -> None:
+    from conftest import S3Server
+
+    from gme_recwatch.cos import Credentials
+    from gme_recwatch.simulate import S3Target
+
+    assert isinstance(s3_server, S3Server)
+    bucket = s3_server.bucket("sim-readonly-1250000000")
+    plan = make_plan(_quick(rooms=2, users_per_room=1))
+    target = S3Target(bucket=bucket, endpoint=s3_server.url, region=s3_server.REGION,
+                      credentials=Credentials(*s3_server.keys["reader"]))
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=_transport(0, Counter())) as client:
+            return await run(plan, SenderConfig(url="http://sim.test/callback", secret=SECRET),
+                             client, s3=target)
+
+    summary = asyncio.run(go())
+    assert (summary.files_uploaded, summary.upload_errors) == (0, len(plan.uploads))
+    assert s3_server.keys_of(bucket) == []

@@ -7,12 +7,12 @@ import time
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Litestar, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import PathParameter, QueryParameter
-from prometheus_client import generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .callback import callback_schema
@@ -20,8 +20,6 @@ from .errors import ErrorBody, internal_error
 from .lifecycle import StateName
 from .service import Service
 from .stores import SegmentView
-
-_EXPOSITION = "text/plain; version=0.0.4"  # Litestar appends the charset
 
 
 class Probe(msgspec.Struct):
@@ -84,12 +82,12 @@ def build_admin_app(service: Service) -> Litestar:
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True,
          media_type="text/plain; version=0.0.4")
-    async def metrics_endpoint() -> Response[bytes]:
+    async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         await service.refresh_stats()
-        # Always the classic text format, never OpenMetrics: the names the dashboards and
-        # alerts rely on (`gme_recording_missing_uploads` gauge beside the
-        # `gme_recording_missing_uploads_total` counter) would be two families of one name there.
-        return Response(generate_latest(metrics.registry), media_type=_EXPOSITION)  # + charset
+        # The classic text format unless the scraper asks for OpenMetrics (Prometheus does when
+        # exemplar storage is on); only OpenMetrics carries the problem counters' exemplars.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(metrics.registry), media_type=content_type)
 
     @get("/healthz", summary="Liveness probe")
     async def healthz() -> dict[str, str]:

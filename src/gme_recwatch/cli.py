@@ -1,4 +1,4 @@
-"""Command line: ``gme-recwatch serve | send``."""
+"""Command line: ``gme-recwatch serve | send | simulate | canary``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import httpx
 
 from . import __version__, simulate
 from . import settings as settings_mod
-from .events import COMPLETED, STARTED, UPLOADED, encode_callback
+from .events import COMPLETED, STARTED, UPLOADED, canary_callback, encode_callback
 from .settings import SettingsError
-from .signature import KeyringError, parse_secret_list, sign
+from .signature import KeyringError, parse_keys_file, parse_secret_list, sign
 
 _EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
            "1": STARTED, "2": COMPLETED, "3": UPLOADED}
@@ -55,6 +55,23 @@ def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
 
 
+def _canary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "canary", help="send one signed synthetic callback through the public path; exit 1 if "
+                       "it is not accepted",
+        description="Proves that Tencent's callbacks can reach the service: run it every minute "
+                    "(the Helm chart's canary CronJob does) against the public callback URL. The "
+                    "service counts a verified canary in "
+                    "gme_recording_canary_last_success_timestamp_seconds and nowhere else.")
+    p.add_argument("--url", required=True, help="the public callback URL, as set in the GME console")
+    p.add_argument("--secret", help="SecretKey (default: $GME_RECWATCH_SECRET_KEY)")
+    p.add_argument("--keys-file", default=os.environ.get("GME_RECWATCH_KEYS_FILE", ""),
+                   help="or a keyring file of `BizID=key` lines (default: $GME_RECWATCH_KEYS_FILE)")
+    p.add_argument("--biz-id", type=int, default=1400000000, help="the AppID to sign as")
+    p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gme-recwatch",
@@ -63,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _send_parser(sub)
+    _canary_parser(sub)
     simulate.add_arguments(sub.add_parser(
         "simulate", help="send realistic callback traffic like Tencent's sender, then a summary"))
     return parser
@@ -111,6 +129,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _post(command: str, url: str, body: bytes, key: str, encoding: str,
+          timeout: float) -> httpx.Response | None:
+    """POST a body signed as Tencent would; None (after saying why) when there is no answer."""
+    headers = {"Signature": sign(body, key, encoding), "Content-Type": "application/json"}  # type: ignore[arg-type]
+    try:
+        return httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        print(f"gme-recwatch {command}: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", "")
     keys = parse_secret_list(secret)
@@ -123,14 +152,47 @@ def cmd_send(args: argparse.Namespace) -> int:
         timestamp=args.timestamp if args.timestamp is not None else int(time.time()),
         file_name=f"{args.biz_id}_{args.room_id}_{args.user_id}/demo_{args.task_id}_audio.mp3",
     )
-    headers = {"Signature": sign(body, keys[0], args.encoding), "Content-Type": "application/json"}
-    try:
-        resp = httpx.post(args.url, content=body, headers=headers, timeout=args.timeout)
-    except httpx.HTTPError as exc:
-        print(f"gme-recwatch send: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    resp = _post("send", args.url, body, keys[0], args.encoding, args.timeout)
+    if resp is None:
         return 1
     print(f"{resp.status_code} {resp.text}")
     return 0 if resp.status_code == 200 else 1
+
+
+def _canary_key(args: argparse.Namespace) -> str | None:
+    """The key to sign with: --secret, $GME_RECWATCH_SECRET_KEY, else the keyring's for the app."""
+    keys = parse_secret_list(args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", ""))
+    if keys:
+        return keys[0]
+    if args.keys_file:
+        with open(args.keys_file, encoding="utf-8") as f:
+            ring = parse_keys_file(f.read())
+        for_app = ring.keys_for(args.biz_id)
+        return for_app[0].decode("utf-8") if for_app else None
+    return None
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    try:
+        key = _canary_key(args)
+    except (OSError, KeyringError, UnicodeDecodeError) as exc:
+        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
+        print(f"gme-recwatch canary: cannot load {args.keys_file}: {what}", file=sys.stderr)
+        return 2
+    if key is None:
+        print("gme-recwatch canary: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
+              f"--keys-file with a key for BizID {args.biz_id}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    resp = _post("canary", args.url, canary_callback(args.biz_id, int(time.time())), key,
+                 args.encoding, args.timeout)
+    if resp is None:
+        return 1
+    ms = (time.monotonic() - started) * 1000
+    ok = resp.status_code == 200
+    print(f"canary {'ok' if ok else 'failed'}: {resp.status_code} {resp.text.strip()[:200]} "
+          f"in {ms:.0f} ms", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "simulate":
         return simulate.main(args)
+    if args.command == "canary":
+        return cmd_canary(args)
     return cmd_send(args)
 
 

@@ -154,6 +154,18 @@ def decode(body: bytes) -> Event | UnknownEvent:
     )
 
 
+# The room `gme-recwatch canary` sends from. A verified callback for it proves the public path
+# (DNS, Ingress, TLS, the listener, the key) works; it is counted apart and never tracked.
+CANARY_ROOM_ID: Final = "__gme_recwatch_canary__"
+
+
+def canary_callback(biz_id: int, timestamp: int) -> bytes:
+    """The synthetic callback ``gme-recwatch canary`` sends: a start in the canary room."""
+    return encode_callback(biz_id=biz_id, room_id=CANARY_ROOM_ID, user_id="canary", task_id=0,
+                           seq_no=0, event_type=STARTED, record_mode=1, timestamp=timestamp,
+                           file_name="")
+
+
 def encode_callback(
     *, biz_id: int, room_id: str, user_id: str, task_id: int, seq_no: int, event_type: int,
     record_mode: int, timestamp: int, file_name: str = "",

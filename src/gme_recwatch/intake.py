@@ -3,9 +3,11 @@
 No HTTP here: the HTTP layer hands over what it read (the body, or why it could not read one)
 and the ``Signature`` header, and gets back an :data:`Outcome` -- :class:`Accepted` with the
 store's result, or :class:`Rejected` with a reason -- which it maps to a status and a body.
-Every rejection is counted and logged here, once, with its reason. Nothing read from the body
-is trusted, logged as fact or allowed to change state before the signature holds. (BizID is
-peeked beforehand only to choose which app's keys to try.)
+Every rejection is counted and logged here, once, with its reason; a rejected signature may
+add one rate-limited ``signature_hint`` line naming the misconfiguration that explains it.
+Nothing read from the body is trusted, logged as fact or allowed to change state before the
+signature holds. (BizID is peeked beforehand only to choose which app's keys to try, and to
+name the app a hint is about.)
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import events, signature
 from .clock import Clock
-from .events import InvalidReason, MalformedCallback, UnknownEvent
+from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, UnknownEvent
+from .hints import SignatureDoctor
 from .lifecycle import Result
 from .logging import level_number
 from .metrics import Metrics
 from .settings import Settings
-from .signature import FailureReason, KeyringSource, SignatureError
+from .signature import FailureReason, Keyring, KeyringSource, SignatureError
 from .stores import Store, StoreUnavailable
 
 # The store could not take the callback (unreachable, too slow): answered so that Tencent
@@ -49,6 +52,8 @@ class Rejected:
 
 Outcome = Accepted | Rejected
 _ACCEPTED: Final = {r: Accepted(r) for r in Result}
+# Answered like any accepted callback; the result is never counted in recording metrics.
+_CANARY: Final = Accepted(Result.IGNORED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ class Intake:
             settings.log_level)
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self.doctor = (SignatureDoctor(settings.signature_hints_per_second, clock.monotonic)
+                       if settings.signature_hints_per_second > 0 else None)
 
     async def handle(self, body: bytes | Unreadable, header: str | None, remote: str) -> Outcome:
         """Verify, decode and store one callback; the outcome says what became of it."""
@@ -100,6 +107,35 @@ class Intake:
                          **({"detail": detail} if detail else {}), **fields)
         return Rejected(reason, detail)
 
+    def _canary(self, ev: Event, now: float, remote: str) -> Outcome:
+        """A verified canary: proof the public path works, counted apart from recordings."""
+        self.metrics.canaries.inc()
+        self.metrics.canary_last_success.set(now)
+        self.log.debug("canary_received", biz_id=ev.biz_id, remote=remote)
+        return _CANARY
+
+    def _explain(self, body: bytes, header: str, ring: Keyring, biz: int | None,
+                 remote: str) -> None:
+        """Say which misconfiguration would make a rejected signature verify, if one would.
+        The callback stays rejected; the hint names settings and BizIDs, never key material."""
+        assert self.doctor is not None
+        found = self.doctor.examine(body, header, ring, biz, self.settings.signature_encoding)
+        if found is None:
+            self.metrics.signature_diagnoses_skipped.inc()
+            return
+        hint = found.hint
+        if hint is None:
+            return
+        self.metrics.signature_hints.labels(hint.kind).inc()
+        if found.log:
+            self.log.warning(
+                "signature_hint", hint=hint.kind, fix=hint.fix,
+                claimed_biz_id=found.biz_id,
+                remote=remote,
+                **({"deviations": list(hint.deviations)} if len(hint.deviations) > 1 else {}),
+                **({"verifies_for_biz_id": hint.key_biz_id} if hint.key_biz_id is not None else {}),
+                **({"unlogged_repeats": found.repeats} if found.repeats else {}))
+
     async def _handle(self, body: bytes, header: str | None, remote: str,
                       span: trace.Span) -> Outcome:
         biz = None
@@ -113,14 +149,19 @@ class Intake:
             # The BizID is unverified here: logged as a claim, for finding a misconfigured app.
             self.log.warning("callback_rejected", reason=exc.reason, remote=remote,
                              claimed_biz_id=biz, body_bytes=len(body))
+            if header is not None and exc.reason != "missing" and self.doctor is not None:
+                self._explain(body, header, ring, biz, remote)
             return Rejected(exc.reason)
 
         now = self.clock.time()
-        self.metrics.last_callback.set(now)
         try:
             ev = events.decode(body)
         except MalformedCallback as exc:
+            self.metrics.last_callback.set(now)
             return self._invalid("malformed", remote, str(exc))
+        canary = isinstance(ev, Event) and ev.room_id == CANARY_ROOM_ID
+        if not canary:
+            self.metrics.last_callback.set(now)
 
         if isinstance(ev, UnknownEvent):
             self.metrics.count_callback("unknown", Result.IGNORED)
@@ -138,6 +179,8 @@ class Intake:
         if window and abs(now - ev.timestamp) > window:
             return self._invalid("stale", remote, None, biz_id=ev.biz_id, room_id=ev.room_id,
                                  timestamp=ev.timestamp, skew_seconds=round(now - ev.timestamp, 3))
+        if canary:
+            return self._canary(ev, now, remote)
 
         try:
             out = await self.store.record(ev)

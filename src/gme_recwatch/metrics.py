@@ -25,11 +25,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
 from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
 from .signature import FailureReason
 from .stores.base import StoreStats
@@ -39,12 +40,14 @@ PREFIX = "gme_recording_"
 # Every label value is one of these: each imported from where the thing is defined.
 EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
 SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
+RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
 # seconds to minutes, and callbacks normally arrive within a second or two.
@@ -75,6 +78,17 @@ class Metrics:
             PREFIX + "signature_failures",
             "Callbacks rejected because their Signature did not verify, by reason.",
             ["reason"], registry=r,
+        )
+        self.signature_hints = Counter(
+            PREFIX + "signature_hints",
+            "Rejected signatures that a misconfiguration explains, by hint (diagnosis is "
+            "rate-limited: a sample of the failures, not all of them).",
+            ["hint"], registry=r,
+        )
+        self.signature_diagnoses_skipped = Counter(
+            PREFIX + "signature_diagnoses_skipped",
+            "Rejected signatures not diagnosed because the diagnosis was over its rate limit.",
+            registry=r,
         )
         self.invalid = Counter(
             PREFIX + "callbacks_invalid",
@@ -162,10 +176,31 @@ class Metrics:
             registry=r,
         )
         self.backend_up.set(1)
+        self.canary_last_success = Gauge(
+            PREFIX + "canary_last_success_timestamp_seconds",
+            "Unix time the last verified canary callback (`gme-recwatch canary`) was received "
+            "(0 before the first). Canaries count nowhere else.", registry=r,
+        )
+        self.canary_interval = Gauge(
+            PREFIX + "canary_interval_seconds",
+            "How often a canary is expected (GME_RECWATCH_CANARY_INTERVAL_SECONDS); 0 = none.",
+            registry=r,
+        )
+        self.canaries = Counter(
+            PREFIX + "canary_callbacks", "Verified canary callbacks received.", registry=r,
+        )
+        self.reconcile_checks = Counter(
+            PREFIX + "reconcile_checks",
+            "Lookups of recorded files in COS, by result: found, not_found, or error (timeout, "
+            "5xx, 403, no such bucket: no answer to trust).",
+            ["result"], registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
             self.signature_failures.labels(reason)
+        for hint in SIGNATURE_HINTS:
+            self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
         self._callback_children = {
@@ -182,6 +217,8 @@ class Metrics:
             self.http_in_flight.labels(listener)
         for op in BACKEND_OPERATIONS:
             self.backend_errors.labels(op)
+        for result in RECONCILE_RESULTS:
+            self.reconcile_checks.labels(result)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
@@ -212,15 +249,60 @@ def empty_stats() -> StoreStats:
     return StoreStats([], {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, capacity=0, app_overflow=0)
 
 
+# OpenMetrics caps an exemplar's label names and values at 128 characters in all.
+EXEMPLAR_MAX_CHARS = 128
+
+
+def exemplar_labels(room_id: str, user_id: str, task_id: int, seq_no: int) -> dict[str, str]:
+    """A segment's key as exemplar labels, room and user ids shortened to fit the cap.
+
+    Exemplars are not labels: they are kept per sample, one at a time, so a room id here costs
+    no series. Ids are shortened (with a trailing ``~``) rather than dropped, so the link from a
+    graph still finds the room in the segments API by prefix or in the logs.
+    """
+    fixed = {"task_id": str(task_id), "seq_no": str(seq_no)}
+    budget = EXEMPLAR_MAX_CHARS - sum(len(k) + len(v) for k, v in fixed.items()) - len(
+        "room_id") - len("user_id")
+    room, user = room_id, user_id
+    if len(room) + len(user) > budget:
+        half = budget // 2
+        if len(room) > half and len(user) > half:
+            room, user = room[: half - 1] + "~", user[: budget - half - 1] + "~"
+        elif len(room) > half:
+            room = room[: budget - len(user) - 1] + "~"
+        else:
+            user = user[: budget - len(room) - 1] + "~"
+    return {"room_id": room, "user_id": user, **fixed}
+
+
 class StoreCollector(Collector):
     """Exports the store's tallies: the admin listener hands over fresh ones (:meth:`update`)
-    before each scrape, since asking a store may mean a round trip the registry cannot await."""
+    before each scrape, since asking a store may mean a round trip the registry cannot await.
+
+    The problem counters (``stuck``, ``missing_uploads``) carry as exemplar the last segment
+    this process saw cross into that state, per app (:meth:`note`); exemplars only appear in
+    the OpenMetrics exposition.
+    """
 
     def __init__(self) -> None:
         self.latest = empty_stats()
+        self._exemplars: dict[tuple[str, str], Exemplar] = {}
 
     def update(self, stats: StoreStats) -> None:
         self.latest = stats
+
+    def note(self, state: str, app_id: str, labels: dict[str, str], value: float,
+             timestamp: float) -> None:
+        """Remember a segment that became ``state`` as the exemplar of that state's counter."""
+        self._exemplars[(state, app_id)] = Exemplar(labels, value, timestamp)
+
+    def _problem_counter(self, name: str, doc: str, state: str, values: dict[str, int],
+                         apps: Iterable[str]) -> Metric:
+        fam = CounterMetricFamily(name, doc, labels=["app_id"])
+        for app in apps:
+            fam.add_sample(name + "_total", {"app_id": app}, values.get(app, 0),
+                           exemplar=self._exemplars.get((state, app)))
+        return fam
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -242,14 +324,15 @@ class StoreCollector(Collector):
         yield _by_app(GaugeMetricFamily, PREFIX + "stuck_recordings",
                             "Segments recording for longer than the maximum recording duration.",
                             s.stuck, apps)
-        yield _by_app(CounterMetricFamily, PREFIX + "stuck",
-                              "Segments that became stuck.", s.stuck_total, apps)
-        yield _by_app(GaugeMetricFamily, PREFIX + "missing_uploads",
+        yield self._problem_counter(PREFIX + "stuck", "Segments that became stuck.", "stuck",
+                                    s.stuck_total, apps)
+        yield _by_app(GaugeMetricFamily, PREFIX + "uploads_missing",
                             "Completed segments with no upload within the upload grace.",
                             s.missing_uploads, apps)
-        yield _by_app(CounterMetricFamily, PREFIX + "missing_uploads",
-                              "Completed segments whose upload did not arrive within the grace.",
-                              s.missing_uploads_total, apps)
+        yield self._problem_counter(
+            PREFIX + "missing_uploads",
+            "Completed segments whose upload did not arrive within the grace.", "upload_missing",
+            s.missing_uploads_total, apps)
         yield _by_app(CounterMetricFamily, PREFIX + "segments_completed",
                               "Segments whose completion (event 2) was seen; the denominator of "
                               "the missing-upload ratio.", s.completed_total, apps)

@@ -14,14 +14,17 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from .clock import Clock, SystemClock
 from .intake import Intake
+from .lifecycle import State
 from .logging import get_logger
-from .metrics import Metrics
+from .metrics import Metrics, exemplar_labels
 from .settings import Settings
 from .signature import KeyringError, KeyringSource
 from .snapshots import SnapshotFile
 from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
 from .tracing import make_provider, tracer
 
+# Problem states whose counters carry the last segment that entered them as an exemplar.
+EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
 
 
@@ -51,6 +54,7 @@ class Service:
         self.metrics = Metrics()
         self.keys = KeyringSource(settings.secret_key, settings.keys_file)
         self.metrics.keyring_keys.set(len(self.keys.current))
+        self.metrics.canary_interval.set(settings.canary_interval_seconds)
         self.store = store if store is not None else open_store(settings, self.clock)
         self.provider = make_provider(span_exporter)
         self.intake = Intake(settings, self.keys, self.store, self.metrics,
@@ -136,6 +140,11 @@ class Service:
                 self._store_answered(False, "sweep", exc)
                 return  # the deadlines wait in the store; the next round applies them
             for t in done.transitions:
+                if t.state in EXEMPLAR_STATES:
+                    self.metrics.store.note(
+                        t.state, t.app_id,
+                        exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1,
+                        self.clock.time())
                 self.log.warning(
                     f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
                     room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no)

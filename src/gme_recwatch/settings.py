@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args, get_origin, get_type_hints
@@ -28,15 +29,22 @@ SignatureEncoding = Literal["auto", "base64", "hex"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 HttpStack = Literal["auto", "python"]
+AddressingStyle = Literal["auto", "virtual", "path"]
+
+# What a COS object key template may name: the callback's own fields, nothing else.
+COS_KEY_PLACEHOLDERS: Final = ("biz_id", "room_id", "user_id", "task_id", "seq_no", "file_name")
+BUCKET_NAME: Final = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")  # S3's and COS's rule
+_REGION: Final = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 class SettingsError(ValueError):
     """A setting has an invalid value; the message names the environment variable."""
 
 
-def _help(text: str, *, rule: str = "", secret: bool = False) -> Meta:
-    """The field's help; ``rule`` says in words what its constraint asks of a value."""
-    return Meta(description=text, extra={"rule": rule, "secret": secret})
+def _help(text: str, *, rule: str = "", secret: bool = False, env: str = "") -> Meta:
+    """The field's help; ``rule`` says in words what its constraint asks of a value; ``env``
+    names a standard variable read instead of ``GME_RECWATCH_<NAME>``."""
+    return Meta(description=text, extra={"rule": rule, "secret": secret, "env": env})
 
 
 def _seconds(text: str, *, rule: str = "must be > 0") -> Meta:
@@ -68,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signature_encoding: Annotated[SignatureEncoding, _help(
         "Encoding of the Signature header: `base64`, `hex`, or `auto` (either, by its length).",
     )] = "auto"
+    signature_hints_per_second: Annotated[float, Meta(ge=0), _help(
+        "Most rejected signatures diagnosed a second (each tries the misconfigurations that "
+        "would explain it and logs a `signature_hint`); 0 = off.",
+        rule="must be >= 0 (0 turns it off)")] = 2.0
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024), _help(
         "Largest callback body accepted; enforced while it streams in.",
         rule="must be 1024..16777216")] = 65536
@@ -121,8 +133,56 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "HTTP server stack: `auto` (uvicorn on uvloop with the httptools parser, the fastest "
         "measured; falls back by itself where those are not installed) or `python` (asyncio "
         "and the pure-Python h11 parser).")] = "auto"
+    canary_interval_seconds: Annotated[int, Meta(ge=0), _help(
+        "How often a canary (`gme-recwatch canary`, e.g. the chart's CronJob) is sent to this "
+        "service; 0 = none. Exported so that GmeRecwatchCanaryFailing pages only where a canary "
+        "is expected.", rule="must be >= 0 (0 = no canary)")] = 0
     shutdown_timeout_seconds: Annotated[float, _seconds(
         "On SIGTERM, how long in-flight requests get to finish.")] = 10.0
+    cos_bucket: Annotated[str, _help(
+        "COS bucket the GME console uploads recordings to (`<name>-<APPID>`, e.g. "
+        "`gme-records-1250000000`), where a recorded file can be looked up; empty = no "
+        "lookups. (The lookup is not yet used by the deadline sweep.)",
+        rule="must be a bucket name: 3-63 lower-case letters, digits, dots and dashes")] = ""
+    cos_buckets_file: Annotated[str, _help(
+        "File of `BizID=bucket` lines for apps whose recordings go to a bucket of their own; "
+        "other apps use GME_RECWATCH_COS_BUCKET.")] = ""
+    cos_region: Annotated[str, _help(
+        "COS region of the bucket(s), e.g. `ap-guangzhou`; needed with a bucket.",
+        rule="must be a region name such as ap-guangzhou, and is needed with a bucket")] = ""
+    cos_endpoint: Annotated[str, _help(
+        "COS endpoint URL; empty = `https://cos.<region>.myqcloud.com`. Set it for a private "
+        "endpoint or an S3-compatible test server.",
+        rule="must be an http:// or https:// URL")] = ""
+    cos_addressing_style: Annotated[AddressingStyle, _help(
+        "Where the bucket goes in a COS request: `virtual` (the host name, as COS expects), "
+        "`path` (the URL path, as S3 test servers expect), or `auto` (virtual for the default "
+        "endpoint, path for GME_RECWATCH_COS_ENDPOINT).")] = "auto"
+    cos_key_template: Annotated[str, _help(
+        "Object key of a recorded file: `{file_name}` (the callback's FileName), with a prefix "
+        "if the bucket has one, e.g. `recordings/{biz_id}/{file_name}`. Placeholders: "
+        "{biz_id}, {room_id}, {user_id}, {task_id}, {seq_no}, {file_name}.",
+        rule="must contain {file_name}, name only the listed placeholders, and not start "
+             "with /")] = "{file_name}"
+    cos_credentials_file: Annotated[str, _help(
+        "File holding the COS API key in Tencent Cloud's credentials format (`[default]`, "
+        "`secret_id = ...`, `secret_key = ...`), e.g. a mounted Kubernetes Secret; wins over "
+        "TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY.")] = ""
+    cos_secret_id: Annotated[str, _help(
+        "SecretId of a Tencent Cloud API key (CAM, not the GME permission key) allowed to HEAD "
+        "objects in the bucket(s); never logged. Without one, lookups are anonymous.",
+        secret=True, env="TENCENTCLOUD_SECRET_ID")] = ""
+    cos_secret_key: Annotated[str, _help(
+        "SecretKey of that Tencent Cloud API key; never logged.",
+        secret=True, env="TENCENTCLOUD_SECRET_KEY")] = ""
+    cos_max_concurrency: Annotated[int, Meta(ge=1, le=256), _help(
+        "Most COS lookups in flight at once.", rule="must be 1..256")] = 8
+    cos_requests_per_second: Annotated[float, _seconds(
+        "Most COS requests started a second (retries included), however many files are due.",
+        rule="must be > 0")] = 20.0
+    cos_timeout_seconds: Annotated[float, _seconds(
+        "Timeout of each COS request; a timed-out lookup is retried once, after a short "
+        "back-off.")] = 5.0
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
@@ -152,7 +212,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
              "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis")
         need(self.retention_seconds >= max(self.upload_grace_seconds, self.reorder_window_seconds),
              "retention_seconds", "must be at least the upload grace and the reorder window")
+        need(not self.cos_bucket or bool(BUCKET_NAME.match(self.cos_bucket)), "cos_bucket",
+             _BY_NAME["cos_bucket"].metadata["rule"])
+        need(not self.cos_region or bool(_REGION.match(self.cos_region)), "cos_region",
+             _BY_NAME["cos_region"].metadata["rule"])
+        need(bool(self.cos_region) or not (self.cos_bucket or self.cos_buckets_file), "cos_region",
+             "must be set with GME_RECWATCH_COS_BUCKET or GME_RECWATCH_COS_BUCKETS_FILE")
+        need(not self.cos_endpoint or _is_http_url(self.cos_endpoint), "cos_endpoint",
+             "must be an http:// or https:// URL such as https://cos.ap-guangzhou.myqcloud.com")
+        problem = key_template_problem(self.cos_key_template)
+        need(problem is None, "cos_key_template", problem or "")
         return self
+
+    @property
+    def cos_enabled(self) -> bool:
+        """True when a bucket is configured, for every app or some."""
+        return bool(self.cos_bucket or self.cos_buckets_file)
 
     def lifecycle(self) -> lifecycle.Config:
         """What the lifecycle rules and the stores need of these settings."""
@@ -187,7 +262,7 @@ class Field:
     name: str
     default: Any
     type: type
-    metadata: Mapping[str, Any]  # help, secret, choices, rule
+    metadata: Mapping[str, Any]  # help, secret, choices, rule, env
 
 
 def _describe(name: str, annotation: Any, default: Any) -> Field:
@@ -204,7 +279,8 @@ def _describe(name: str, annotation: Any, default: Any) -> Field:
     choices = get_args(base) if get_origin(base) is Literal else ()
     kind = type(default)
     return Field(name, default, kind, {"help": help_text, "secret": extra.get("secret", False),
-                                      "choices": choices, "rule": extra.get("rule", "")})
+                                      "choices": choices, "rule": extra.get("rule", ""),
+                                      "env": extra.get("env", "")})
 
 
 _HINTS: Final = get_type_hints(Settings, include_extras=True)
@@ -220,7 +296,43 @@ def fields() -> tuple[Field, ...]:
 
 
 def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+    """``GME_RECWATCH_<NAME>``, or the standard variable a field declares (Tencent Cloud's
+    ``TENCENTCLOUD_SECRET_ID`` and ``TENCENTCLOUD_SECRET_KEY``)."""
+    f = _BY_NAME.get(field_name)
+    return (f.metadata["env"] if f is not None and f.metadata["env"]
+            else ENV_PREFIX + field_name.upper())
+
+
+def key_template_problem(template: str) -> str | None:
+    """Why ``template`` is not a usable COS object key template, or None when it is.
+
+    Only bare placeholders are allowed: no attribute or index access, conversions or format
+    specs, so a template can never reach into an object or raise while formatting a key.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"is not a valid template ({exc})"
+    names = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in COS_KEY_PLACEHOLDERS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (
+                f":{spec}" if spec else "") + "}"
+            return (f"{shown} is not a placeholder; use "
+                    + ", ".join("{" + p + "}" for p in COS_KEY_PLACEHOLDERS))
+        names.append(name)
+    if "file_name" not in names:
+        return "must contain {file_name}: the callback's FileName is what tells one recording from another"
+    if template.startswith("/"):
+        return "must not start with /: COS object keys have no leading slash"
+    return None
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
 
 
 def flag_name(field_name: str) -> str:

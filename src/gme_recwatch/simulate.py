@@ -18,6 +18,14 @@ Two halves, so that tests can check one without the other:
 Simulated time runs ``time_scale`` times faster than real time; ``Timestamp`` is always the
 real sender clock, so durations the service measures shrink by the same factor.
 
+With ``--s3-bucket`` (and ``--s3-endpoint`` for anything but COS itself), the sender also
+writes each recorded file it "uploads" to an S3-compatible bucket, as GME writes recordings to
+COS: at a time between the segment's completion and its "uploaded" callback, whether or not
+that callback then gets through. Segments that never complete or never upload leave no file.
+So a bucket and the service can be compared end to end: a file whose callback was lost is
+there, a file that never uploaded is not (``files_uploaded``,
+``uploaded_files_without_callback`` in the summary).
+
 Corpus format (``--write-corpus``), for load tools: one request per line,
 ``<Signature>\\t<body>\\n``. A compact JSON body never contains a tab or a newline, so a line
 splits at its first tab (see ``benchmarks/corpus.lua``).
@@ -39,7 +47,9 @@ from typing import Final, Literal
 import httpx
 
 from . import lifecycle
+from .cos import CosConfig, Credentials, object_key, open_client
 from .events import COMPLETED, EVENT_NAMES, STARTED, UPLOADED, encode_callback
+from .settings import key_template_problem
 from .signature import parse_secret_list, sign
 
 Copy = Literal["original", "duplicate", "bad_signature"]
@@ -152,6 +162,9 @@ class Plan:
     dropped: set[tuple[int, int]]
     """Events the sender gives up on: generated but never sent."""
     reordered: int = 0
+    uploads: list[tuple[float, int]] = field(default_factory=list)
+    """(simulated time, segment) of every file that reaches the bucket, ordered by time:
+    segments that upload, whether their "uploaded" callback is then sent or not."""
 
     def body(self, send: Send, timestamp: int) -> bytes:
         s = self.segments[send.segment]
@@ -169,6 +182,7 @@ def make_plan(cfg: SimConfig) -> Plan:
     sends: list[Send] = []
     generated: set[tuple[int, int]] = set()
     dropped: set[tuple[int, int]] = set()
+    uploads: list[tuple[float, int]] = []
     reordered = 0
     for r in range(cfg.rooms):
         room_id = f"sim{cfg.seed}-room{r}"
@@ -196,6 +210,8 @@ def make_plan(cfg: SimConfig) -> Plan:
                 t += duration
                 happen = [STARTED] if fate == "never_complete" else (
                     [STARTED, COMPLETED] if fate == "never_upload" else list(EVENT_TYPES))
+                if UPLOADED in happen:  # the file lands while the upload is under way
+                    uploads.append(((times[COMPLETED] + times[UPLOADED]) / 2, seg))
                 sent = []
                 for et in happen:
                     generated.add((seg, et))
@@ -217,7 +233,8 @@ def make_plan(cfg: SimConfig) -> Plan:
                     if rng.random() < cfg.bad_signature_fraction:
                         sends.append(Send(times[et] + rng.uniform(0, 1.0), seg, et, "bad_signature"))
     sends.sort(key=lambda s: s.at)
-    return Plan(cfg, segments, sends, generated, dropped, reordered)
+    uploads.sort()
+    return Plan(cfg, segments, sends, generated, dropped, reordered, uploads)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -262,6 +279,13 @@ class Summary:
     timeouts: int = 0
     retries: int = 0
     elapsed_seconds: float = 0.0
+    files_uploaded: int = 0
+    """Files written to the bucket (``--s3-bucket``); 0 without one."""
+    upload_errors: int = 0
+    """Files the bucket refused or did not answer for."""
+    uploaded_files_without_callback: int = 0
+    """Files in the bucket whose "uploaded" callback never got its 200: what a COS lookup
+    finds although the service was never told."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -314,6 +338,77 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
 # ----------------------------------------------------------------------------- sending
 
 @dataclass(frozen=True, slots=True)
+class S3Target:
+    """The S3-compatible bucket the simulated recordings are written to, as GME writes to COS."""
+
+    bucket: str
+    endpoint: str = ""
+    """Empty = COS itself, ``https://cos.<region>.myqcloud.com``."""
+    region: str = "ap-guangzhou"
+    key_template: str = "{file_name}"
+    """The object key, as the service's ``GME_RECWATCH_COS_KEY_TEMPLATE``."""
+    credentials: Credentials | None = None
+    create_bucket: bool = False
+    concurrency: int = 8
+
+    def config(self) -> CosConfig:
+        return CosConfig(region=self.region, default_bucket=self.bucket, endpoint=self.endpoint,
+                         key_template=self.key_template, credentials=self.credentials,
+                         max_concurrency=self.concurrency, timeout=10.0)
+
+
+def _recording(plan: Plan, seg: int) -> bytes:
+    """A stand-in for the recorded audio: small, and says what it stands for."""
+    return f"gme-recwatch simulate: {plan.segments[seg].file_name}\n".encode()
+
+
+async def _upload_all(plan: Plan, target: S3Target, started: float, tally: Counter[str]) -> set[int]:
+    """Write every planned file at its time; the segments whose file is in the bucket."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    cfg = plan.config
+    loop = asyncio.get_running_loop()
+    done: set[int] = set()
+    sem = asyncio.Semaphore(target.concurrency)
+    async with open_client(target.config()) as s3:
+        if target.create_bucket:
+            try:
+                await s3.create_bucket(Bucket=target.bucket, CreateBucketConfiguration={
+                    "LocationConstraint": target.region})
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    # Every put will fail the same way and be counted; say why once.
+                    print(f"gme-recwatch simulate: cannot create bucket {target.bucket}: {code}",
+                          file=sys.stderr)
+            except (BotoCoreError, OSError) as exc:
+                print(f"gme-recwatch simulate: cannot reach {target.config().endpoint_url}: "
+                      f"{type(exc).__name__}", file=sys.stderr)
+
+        async def put(seg: int) -> None:
+            s = plan.segments[seg]
+            key = object_key(target.key_template, biz_id=cfg.biz_id, file_name=s.file_name,
+                             room_id=s.room_id, user_id=s.user_id, task_id=s.task_id,
+                             seq_no=s.seq_no)
+            try:
+                async with sem:
+                    await s3.put_object(Bucket=target.bucket, Key=key, Body=_recording(plan, seg))
+            except (ClientError, BotoCoreError, OSError):
+                tally["upload_errors"] += 1
+                return
+            tally["files_uploaded"] += 1
+            done.add(seg)
+
+        tasks = []
+        for at, seg in plan.uploads:
+            wait = started + at / cfg.time_scale - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(put(seg)))
+        await asyncio.gather(*tasks)
+    return done
+
+@dataclass(frozen=True, slots=True)
 class SenderConfig:
     """How the sender behaves on the wire; Tencent's own budget by default."""
 
@@ -333,8 +428,10 @@ class SenderConfig:
     balancer would spread Tencent's deliveries."""
 
 
-async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None) -> Summary:
-    """Deliver ``plan`` to ``sender.url``; return what the service answered."""
+async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None,
+              s3: S3Target | None = None) -> Summary:
+    """Deliver ``plan`` to ``sender.url``, writing its files to ``s3`` if given; return what
+    the service answered (and what the bucket took)."""
     cfg = plan.config
     own = client is None
     http = client or httpx.AsyncClient(
@@ -390,6 +487,7 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
 
     started = loop.time()
     tasks: list[asyncio.Task[None]] = []
+    uploading = asyncio.create_task(_upload_all(plan, s3, started, tally)) if s3 else None
     gap = 1.0 / cfg.rate
     next_slot = started
     try:
@@ -403,7 +501,10 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
             if len(tasks) >= 4096:  # keep the list of finished tasks short on long runs
                 tasks = [t for t in tasks if not t.done()]
         await asyncio.gather(*tasks)
+        in_bucket = await uploading if uploading is not None else set()
     finally:
+        if uploading is not None and not uploading.done():
+            uploading.cancel()
         if own:
             await http.aclose()
     summary = summarise(plan, delivered, bad_answered)
@@ -413,6 +514,10 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
     summary.timeouts = tally["timeouts"]
     summary.retries = tally["retries"]
     summary.elapsed_seconds = round(loop.time() - started, 3)
+    summary.files_uploaded = tally["files_uploaded"]
+    summary.upload_errors = tally["upload_errors"]
+    summary.uploaded_files_without_callback = sum(
+        1 for seg in in_bucket if not delivered.get((seg, UPLOADED)))
     return summary
 
 
@@ -479,6 +584,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=64, help="most requests in flight [default 64]")
     p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
     p.add_argument("--summary-file", help="also write the JSON summary here")
+    s3 = p.add_argument_group(
+        "recordings in a bucket", "also write each file the sender 'uploads' to an S3-compatible "
+        "bucket, as GME writes recordings to COS; the API key comes from TENCENTCLOUD_SECRET_ID "
+        "/ TENCENTCLOUD_SECRET_KEY (anonymous without)")
+    s3.add_argument("--s3-bucket", metavar="BUCKET", help="bucket to write the files to")
+    s3.add_argument("--s3-endpoint", metavar="URL", default="",
+                    help="S3 endpoint, e.g. http://127.0.0.1:5000 [default: COS in --s3-region]")
+    s3.add_argument("--s3-region", default="ap-guangzhou", help="region [default ap-guangzhou]")
+    s3.add_argument("--s3-key-template", default="{file_name}",
+                    help="object key, as GME_RECWATCH_COS_KEY_TEMPLATE [default {file_name}]")
+    s3.add_argument("--s3-create-bucket", action="store_true",
+                    help="create the bucket first if it does not exist (test servers)")
     p.add_argument("--write-corpus", metavar="FILE",
                    help="write the plan's requests pre-signed (`<Signature>\\t<body>` lines) "
                         "instead of sending them")
@@ -486,6 +603,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(**{name: getattr(args, name) for name in _FLAGS}).validate()
+
+
+def s3_target_from_args(args: argparse.Namespace,
+                        env: dict[str, str] | None = None) -> S3Target | None:
+    """The bucket the flags name, or None; ValueError (no key material in it) when they do not
+    fit together."""
+    if not args.s3_bucket:
+        if args.s3_endpoint:
+            raise ValueError("--s3-endpoint needs --s3-bucket")
+        return None
+    problem = key_template_problem(args.s3_key_template)
+    if problem:
+        raise ValueError(f"--s3-key-template {problem}")
+    source = os.environ if env is None else env
+    secret_id = source.get("TENCENTCLOUD_SECRET_ID", "").strip()
+    secret_key = source.get("TENCENTCLOUD_SECRET_KEY", "").strip()
+    if bool(secret_id) != bool(secret_key):
+        raise ValueError("TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY go together")
+    return S3Target(bucket=args.s3_bucket, endpoint=args.s3_endpoint.rstrip("/"),
+                    region=args.s3_region, key_template=args.s3_key_template,
+                    credentials=Credentials(secret_id, secret_key) if secret_id else None,
+                    create_bucket=args.s3_create_bucket)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -499,7 +638,16 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gme-recwatch simulate: {exc}", file=sys.stderr)
         return 2
+    try:
+        target = s3_target_from_args(args)
+    except ValueError as exc:
+        print(f"gme-recwatch simulate: {exc}", file=sys.stderr)
+        return 2
     if args.write_corpus:
+        if target is not None:
+            print("gme-recwatch simulate: --s3-* writes files while sending; not with "
+                  "--write-corpus", file=sys.stderr)
+            return 2
         n = write_corpus(plan, args.write_corpus, keys[0], args.encoding)
         print(json.dumps({"corpus": args.write_corpus, "requests": n,
                           "segments": len(plan.segments)}))
@@ -508,12 +656,12 @@ def main(args: argparse.Namespace) -> int:
                           retry_seconds=args.retry_seconds, backoff=args.backoff,
                           concurrency=args.concurrency, encoding=args.encoding,
                           also_urls=tuple(args.also_url))
-    summary = asyncio.run(run(plan, sender))
+    summary = asyncio.run(run(plan, sender, s3=target))
     text = summary.to_json()
     print(text)
     if args.summary_file:
         with open(args.summary_file, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     lost = sum(c.undelivered for c in summary.events.values())
-    return 1 if lost else 0
+    return 1 if lost or summary.upload_errors else 0
 

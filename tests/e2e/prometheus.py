@@ -75,8 +75,13 @@ class PrometheusServer:
     def __init__(self, target: str | Sequence[str] | None, rule_files: Sequence[Path],
                  workdir: Path, *, job: str = "gme-recwatch", metrics_path: str = "/metrics",
                  interval: str = "1s", binary: str | None = None,
-                 more_jobs: Mapping[str, Sequence[str]] | None = None) -> None:
+                 more_jobs: Mapping[str, Sequence[str]] | None = None,
+                 target_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 alertmanager: str | None = None) -> None:
         self.target = target
+        # host:port -> labels Prometheus adds to that target's series (e.g. its namespace)
+        self.target_labels = {t: dict(v) for t, v in (target_labels or {}).items()}
+        self.alertmanager = alertmanager
         self.more_jobs = dict(more_jobs or {})
         self.rule_files = [Path(p).resolve() for p in rule_files]
         self.workdir = workdir
@@ -99,9 +104,13 @@ class PrometheusServer:
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
                 {"job_name": job, "metrics_path": self.metrics_path,
-                 "static_configs": [{"targets": list(targets)}]}
+                 "static_configs": [{"targets": [t], "labels": self.target_labels.get(t, {})}
+                                    for t in targets]}
                 for job, targets in ((self.job, self._targets()), *self.more_jobs.items())],
         }
+        if self.alertmanager:
+            config["alerting"] = {"alertmanagers": [
+                {"static_configs": [{"targets": [self.alertmanager]}]}]}
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -211,3 +220,57 @@ class PrometheusServer:
                 seen = [(a["labels"].get("alertname"), a["state"]) for a in self.alerts()]
                 raise PrometheusError(f"alert {name} not {state} after {timeout}s; active: {seen}")
             time.sleep(0.5)
+
+
+class AlertmanagerServer:
+    """Debian's `prometheus-alertmanager` on a free loopback port with the given config (e.g.
+    the shipped inhibit rules), its state in `workdir`, clustering off."""
+
+    def __init__(self, config: Mapping[str, Any], workdir: Path, binary: str) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.binary = binary
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> AlertmanagerServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(dict(self.config), sort_keys=False))
+        self.port = free_port()
+        with open(self.workdir / "alertmanager.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--config.file={path}", f"--storage.path={self.workdir / 'data'}",
+                 f"--web.listen-address={self.address}", "--cluster.listen-address=",
+                 "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{self.address}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise PrometheusError("alertmanager did not become ready: " + (
+            self.workdir / "alertmanager.log").read_text(errors="replace"))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"http://{self.address}/api/v2/alerts", timeout=5)
+        r.raise_for_status()
+        result: list[dict[str, Any]] = r.json()
+        return result

@@ -48,7 +48,7 @@ def test_completed_without_upload_becomes_a_missing_upload(service_factory) -> N
     svc: RunningService = service_factory(**FAST)
     svc.send(1, room="room-m")
     svc.send(2, room="room-m")
-    wait_for(lambda: svc.metric("gme_recording_missing_uploads", app_id=APP) == 1)
+    wait_for(lambda: svc.metric("gme_recording_uploads_missing", app_id=APP) == 1)
     assert svc.metric("gme_recording_missing_uploads_total", app_id=APP) == 1
     assert svc.metric("gme_recording_segments_completed_total", app_id=APP) == 1
     assert '"segment_upload_missing"' in svc.logs()

@@ -111,3 +111,38 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
         time.sleep(0.5)
     assert got == want
     assert "internal_error" not in svc.logs()
+
+
+def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server) -> None:
+    """`gme-recwatch simulate --s3-endpoint ... --s3-bucket ...` as a user runs it: the callbacks
+    reach the service, and every file that "uploads" is in the bucket, including those whose
+    uploaded callback was lost on the way."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    svc: RunningService = service_factory()
+    bucket = f"sim-e2e-{uuid.uuid4().hex[:8]}"
+    secret_id, secret_key = s3_server.keys["writer"]
+    exe = str(Path(sys.executable).with_name("gme-recwatch"))
+    env = {**os.environ, "TENCENTCLOUD_SECRET_ID": secret_id, "TENCENTCLOUD_SECRET_KEY": secret_key}
+    r = subprocess.run(
+        [exe, "simulate", "--url", svc.callback_url, "--secret", svc.secret, "--rooms", "6",
+         "--time-scale", "200", "--spread", "5", "--duration-min", "2", "--duration-max", "5",
+         "--drop-fraction", "0.2", "--never-upload-fraction", "0.2", "--seed", "3",
+         "--bad-signature-fraction", "0", "--retry-seconds", "2",
+         "--s3-endpoint", s3_server.url, "--s3-bucket", bucket, "--s3-create-bucket",
+         "--s3-key-template", "recordings/{file_name}"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    keys = s3_server.keys_of(bucket)
+    assert summary["files_uploaded"] == len(keys) > 0 and summary["upload_errors"] == 0
+    assert all(k.startswith("recordings/1400000000_sim3-room") for k in keys)
+    assert summary["uploaded_files_without_callback"] > 0  # what reconciliation will find
+    assert summary["events"]["uploaded"]["delivered"] == (
+        len(keys) - summary["uploaded_files_without_callback"])
+    assert secret_key not in r.stdout + r.stderr + svc.logs()

@@ -84,3 +84,40 @@ print as "1e+06", which the service cannot parse as an int: whole numbers print 
 {{- toString . | quote -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The `job` label Prometheus gives this release's targets, as the ServiceMonitor sets it; ""
+when it comes from a Service label the chart cannot read. */}}
+{{- define "gme-recwatch.job" -}}
+{{- $sm := .Values.serviceMonitor -}}
+{{- if $sm.job -}}
+{{- $sm.job -}}
+{{- else if eq $sm.jobLabel "app.kubernetes.io/name" -}}
+{{- include "gme-recwatch.name" . -}}
+{{- else if not $sm.jobLabel -}}
+{{- include "gme-recwatch.adminServiceName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The matchers that narrow every rule to this release: its namespace and job. */}}
+{{- define "gme-recwatch.ruleSelector" -}}
+{{- if .Values.prometheusRule.selector -}}
+{{- .Values.prometheusRule.selector -}}
+{{- else -}}
+{{- $job := include "gme-recwatch.job" . -}}
+{{- printf "namespace=%q" .Release.Namespace -}}
+{{- if $job }}{{ printf ", job=%q" $job }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The URL the canary posts to: canary.url, else the public URL the Ingress serves, else the
+callback Service inside the cluster (which proves less: no Ingress, no TLS). */}}
+{{- define "gme-recwatch.canaryUrl" -}}
+{{- if .Values.canary.url -}}
+{{- .Values.canary.url -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}
+{{- $host := first .Values.ingress.hosts -}}
+{{- printf "%s://%s%s" (ternary "https" "http" (gt (len .Values.ingress.tls) 0)) $host .Values.config.callback_path -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc:%v%s" (include "gme-recwatch.callbackServiceName" .) .Release.Namespace .Values.service.callback.port .Values.config.callback_path -}}
+{{- end -}}
+{{- end -}}

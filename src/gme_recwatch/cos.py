@@ -1,0 +1,480 @@
+"""Is a recorded file in COS? One HEAD request per file, bounded, timed out, retried once.
+
+Tencent says plainly that recording callbacks can be lost; the file may sit safely in COS all
+the same. :class:`CosChecker` answers :class:`Found`, :class:`NotFound` or
+:class:`CheckError` for one recorded file, for the deadline sweep to consult before it calls a
+segment stuck or its upload missing. (Not wired into the sweep yet: this module is the
+foundation, tested on its own against a real S3 server.)
+
+**Client: aiobotocore.** COS speaks the S3 API (SigV4 signing, ``HeadObject``), so any
+well-kept S3 client works with ``endpoint_url=https://cos.<region>.myqcloud.com``. aiobotocore
+is botocore -- the core of AWS's own SDK, the most used S3 client in Python -- on asyncio and
+aiohttp: a HEAD waits on the event loop, not on a thread, and standard S3 requests against a
+custom endpoint are its everyday use. Tencent's cos-python-sdk-v5 is synchronous (requests; a
+thread per lookup) and signs in COS's own scheme, which S3 test servers do not speak; a
+hand-written SigV4 signer over httpx would be ours to maintain. The cost is size: botocore
+carries every AWS service's model, about 30 MB installed, plus aiohttp (about 8 MB); the
+image grows by roughly 40 MB. Building a client loads the S3 model (a few hundred ms of CPU),
+so :meth:`CosChecker.open` belongs at start-up, never on a request path.
+
+**Bounded.** At most ``cos_max_concurrency`` requests in flight (a semaphore), at most
+``cos_requests_per_second`` started (a token bucket on the monotonic clock, retries
+included), each within ``cos_timeout_seconds``. A timeout, a connection error or a 5xx is
+retried once after a short back-off; 403 and anything unexpected are errors at once. A flood of
+due segments queues here; it never hammers COS.
+
+**Trustworthy "not found".** A HEAD on a missing object and a HEAD in a missing bucket both
+answer a bare 404 (a HEAD has no body to tell them apart). So the first 404 from a bucket is
+followed by a HEAD on the bucket itself; a bucket that does not exist (a typo in the setting)
+makes every lookup an error, never a confirmed "missing", and so does a key without leave to
+HEAD the bucket (``cos:HeadBucket``). Answers are remembered for :data:`BUCKET_TTL` seconds.
+The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s).
+
+**Credentials.** A Tencent Cloud API key (CAM; not the GME permission key): from a file in
+Tencent Cloud's credentials format (``cos_credentials_file``) or ``TENCENTCLOUD_SECRET_ID`` /
+``TENCENTCLOUD_SECRET_KEY``. They are handed to the client and nowhere else: never logged, not
+in any ``repr`` or error text here, and botocore's own debug logging (which prints request
+headers) is held at WARNING by ``logging.configure``. Without a key, requests are anonymous,
+which only a public-read bucket answers. botocore's default credential chain (``~/.aws``,
+instance metadata) is never consulted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
+
+from . import __version__
+from .clock import Clock, SystemClock
+from .ratelimit import TokenBucket
+from .settings import BUCKET_NAME, Settings, key_template_problem
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+    from .metrics import Metrics
+
+_T = TypeVar("_T")
+CheckResultName = Literal["found", "not_found", "error"]
+CHECK_RESULTS: Final[tuple[str, ...]] = get_args(CheckResultName)
+ErrorReason = Literal["timeout", "connection", "server_error", "forbidden", "no_such_bucket",
+                      "unexpected_status", "no_bucket"]
+ERROR_REASONS: Final[tuple[str, ...]] = get_args(ErrorReason)
+_RETRIED: Final = frozenset({"timeout", "connection", "server_error"})
+RETRY_BACKOFF: Final = 0.5  # seconds before the one retry, times 1..1.5 so retries spread out
+BUCKET_TTL: Final = 300.0  # seconds a bucket's existence is taken as known
+
+
+# ------------------------------------------------------------------------------- results
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The object is there."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    last_modified: float | None = None
+    """Unix time COS says the object was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """COS answered that the object does not exist, in a bucket that does."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckError:
+    """No answer to trust: the file may or may not be there."""
+
+    reason: ErrorReason
+    bucket: str
+    key: str
+    detail: str = ""
+    """What happened, for a log line: a status, an error code, an exception type."""
+    status: int | None = None
+    attempts: int = 1
+
+
+CheckResult = Found | NotFound | CheckError
+
+
+def result_name(result: CheckResult) -> CheckResultName:
+    """The ``result`` label of ``gme_recording_reconcile_checks_total``."""
+    if isinstance(result, Found):
+        return "found"
+    return "not_found" if isinstance(result, NotFound) else "error"
+
+
+# ------------------------------------------------------------------------------- configuration
+
+class CosConfigError(ValueError):
+    """A COS file could not be read or parsed; the message never contains key material."""
+
+
+class Credentials:
+    """A Tencent Cloud API key. Its ``repr`` and ``str`` never show it."""
+
+    __slots__ = ("secret_id", "secret_key")
+
+    def __init__(self, secret_id: str, secret_key: str) -> None:
+        self.secret_id = secret_id
+        self.secret_key = secret_key
+
+    def __repr__(self) -> str:
+        return "Credentials(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Credentials) and other.secret_id == self.secret_id
+                and other.secret_key == self.secret_key)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def parse_credentials_file(text: str) -> Credentials:
+    """Tencent Cloud's credentials file: ``secret_id = ...`` and ``secret_key = ...`` under
+    ``[default]`` (the section header may be left out)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    added = 0
+    if not any(line.strip().startswith("[") for line in text.splitlines()):
+        text, added = "[default]\n" + text, 1
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        # configparser quotes the offending line, which may hold the key: say where, not what.
+        errors = getattr(exc, "errors", None)  # ParsingError: [(line number, line), ...]
+        line = errors[0][0] if errors else getattr(exc, "lineno", None)
+        where = f" near line {line - added}" if line else ""
+        raise CosConfigError(f"credentials file: not in `secret_id = ...` form{where}") from None
+    if not parser.has_section("default"):
+        raise CosConfigError("credentials file: no [default] section")
+    section = parser["default"]
+    secret_id = section.get("secret_id", "").strip()
+    secret_key = section.get("secret_key", "").strip()
+    if not secret_id or not secret_key:
+        raise CosConfigError("credentials file: needs both secret_id and secret_key in [default]")
+    return Credentials(secret_id, secret_key)
+
+
+def parse_buckets_file(text: str) -> dict[int, str]:
+    """``BizID=bucket`` lines; blank lines and ``#`` comments are ignored."""
+    buckets: dict[int, str] = {}
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        app, sep, bucket = (part.strip() for part in line.partition("="))
+        if not sep or not bucket:
+            raise CosConfigError(f"buckets file line {n}: expected `BizID=bucket`")
+        if not (app.isascii() and app.isdigit()):
+            raise CosConfigError(f"buckets file line {n}: BizID must be digits "
+                                 "(GME_RECWATCH_COS_BUCKET is the bucket of every other app)")
+        if not BUCKET_NAME.match(bucket):
+            raise CosConfigError(f"buckets file line {n}: {bucket!r} is not a bucket name")
+        if int(app) in buckets and buckets[int(app)] != bucket:
+            raise CosConfigError(f"buckets file line {n}: BizID {app} has two buckets")
+        buckets[int(app)] = bucket
+    return buckets
+
+
+def object_key(template: str, *, biz_id: int, file_name: str, room_id: str = "",
+               user_id: str = "", task_id: int = 0, seq_no: int = 0) -> str:
+    """The object key of one recorded file, from a template settings validated."""
+    return template.format(biz_id=biz_id, file_name=file_name, room_id=room_id,
+                           user_id=user_id, task_id=task_id, seq_no=seq_no)
+
+
+@dataclass(frozen=True, slots=True)
+class CosConfig:
+    """Where to look, with what key, and how hard. Built once, from :class:`Settings`."""
+
+    region: str
+    default_bucket: str = ""
+    buckets: Mapping[int, str] = field(default_factory=dict)
+    endpoint: str = ""
+    addressing_style: str = "auto"
+    key_template: str = "{file_name}"
+    credentials: Credentials | None = None
+    max_concurrency: int = 8
+    requests_per_second: float = 20.0
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        problem = key_template_problem(self.key_template)
+        if problem:
+            raise CosConfigError(f"key template {problem}")
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.endpoint or f"https://cos.{self.region}.myqcloud.com"
+
+    @property
+    def style(self) -> Literal["virtual", "path"]:
+        if self.addressing_style == "auto":
+            return "path" if self.endpoint else "virtual"
+        return "path" if self.addressing_style == "path" else "virtual"
+
+    def bucket_for(self, biz_id: int) -> str:
+        """The bucket an app's recordings go to; "" when none is configured for it."""
+        return self.buckets.get(biz_id, self.default_bucket)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CosConfig | None:
+        """The configuration, reading the buckets and credentials files; None when no bucket
+        is configured. Raises :class:`CosConfigError` (no key material in it) or OSError."""
+        if not settings.cos_enabled:
+            return None
+        buckets: dict[int, str] = {}
+        if settings.cos_buckets_file:
+            with open(settings.cos_buckets_file, encoding="utf-8-sig") as fh:
+                buckets = parse_buckets_file(fh.read())
+        return cls(
+            region=settings.cos_region, default_bucket=settings.cos_bucket, buckets=buckets,
+            endpoint=settings.cos_endpoint.rstrip("/"),
+            addressing_style=settings.cos_addressing_style,
+            key_template=settings.cos_key_template, credentials=load_credentials(settings),
+            max_concurrency=settings.cos_max_concurrency,
+            requests_per_second=settings.cos_requests_per_second,
+            timeout=settings.cos_timeout_seconds,
+        )
+
+
+def load_credentials(settings: Settings) -> Credentials | None:
+    """The file's key if a file is set, else TENCENTCLOUD_SECRET_ID/KEY, else None (anonymous)."""
+    if settings.cos_credentials_file:
+        with open(settings.cos_credentials_file, encoding="utf-8-sig") as fh:
+            return parse_credentials_file(fh.read())
+    secret_id, secret_key = settings.cos_secret_id.strip(), settings.cos_secret_key.strip()
+    if not secret_id and not secret_key:
+        return None
+    if not (secret_id and secret_key):
+        raise CosConfigError("TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY go together: "
+                             "one of them is empty")
+    return Credentials(secret_id, secret_key)
+
+
+@contextlib.asynccontextmanager
+async def open_client(config: CosConfig) -> Any:
+    """An S3 client for COS, with our timeouts and none of botocore's own retries."""
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
+    from botocore import UNSIGNED
+
+    creds = config.credentials
+    client_config = AioConfig(
+        connect_timeout=config.timeout, read_timeout=config.timeout,
+        retries={"total_max_attempts": 1},  # the one retry is ours, through the rate limit
+        max_pool_connections=config.max_concurrency,
+        s3={"addressing_style": config.style},
+        signature_version="s3v4" if creds else UNSIGNED,
+        user_agent_extra=f"gme-recwatch/{__version__}",
+    )
+    session = AioSession()
+    async with session.create_client(
+            "s3", region_name=config.region, endpoint_url=config.endpoint_url,
+            aws_access_key_id=creds.secret_id if creds else None,
+            aws_secret_access_key=creds.secret_key if creds else None,
+            config=client_config) as client:
+        client.meta.events.register_first("needs-retry.s3", _no_region_redirects)
+        yield client
+
+
+def _no_region_redirects(request_dict: dict[str, Any], **_: Any) -> None:
+    """A COS bucket does not move between regions: a 301 or 400 is an error to report, not a cue
+    for botocore's region redirector to send requests of its own, outside our limits. Marking
+    the request as already redirected is what makes the redirector stand aside."""
+    request_dict.setdefault("context", {}).setdefault("s3_redirect", {})["redirected"] = True
+
+
+# ------------------------------------------------------------------------------- the checker
+
+class _Missing:
+    """A 404: what was missing depends on what was asked."""
+
+
+_MISSING: Final = _Missing()
+
+
+class CosChecker:
+    """HEADs recorded files in COS: bounded concurrency and rate, a timeout, one retry.
+
+    Use as ``async with CosChecker(config) as checker: await checker.check(...)``. Every check
+    is counted in ``gme_recording_reconcile_checks_total{result}`` when given the metrics.
+    """
+
+    def __init__(self, config: CosConfig, *, metrics: Metrics | None = None,
+                 clock: Clock | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 retry_backoff: float = RETRY_BACKOFF, bucket_ttl: float = BUCKET_TTL,
+                 client: S3Client | None = None) -> None:
+        self.config = config
+        self._metrics = metrics
+        self._clock = clock or SystemClock()
+        self._sleep = sleep
+        self._retry_backoff = retry_backoff
+        self._bucket_ttl = bucket_ttl
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._bucket = TokenBucket(config.requests_per_second, 1, self._clock.monotonic)
+        self._pace = asyncio.Lock()
+        # bucket -> (True: exists, False: does not, None: may not be asked), when learnt
+        self._buckets_known: dict[str, tuple[bool | None, float]] = {}
+        self._bucket_locks: dict[str, asyncio.Lock] = {}
+        self._client: S3Client | None = client
+        self._stack: contextlib.AsyncExitStack | None = None
+        self.in_flight = 0
+        self.requests = 0
+        self._jitter = random.Random()  # noqa: S311 - spreads retries, not a secret
+
+    async def open(self) -> CosChecker:
+        if self._client is None:
+            self._stack = contextlib.AsyncExitStack()
+            self._client = await self._stack.enter_async_context(open_client(self.config))
+        return self
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+            self._client = None
+
+    async def __aenter__(self) -> CosChecker:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"CosChecker(endpoint={c.endpoint_url!r}, bucket={c.default_bucket!r}, "
+                f"apps={sorted(c.buckets)}, credentials={'<set>' if c.credentials else '<unset>'})")
+
+    async def check(self, biz_id: int, file_name: str, *, room_id: str = "", user_id: str = "",
+                    task_id: int = 0, seq_no: int = 0) -> CheckResult:
+        """Look one recorded file up: :class:`Found`, :class:`NotFound` or :class:`CheckError`."""
+        key = object_key(self.config.key_template, biz_id=biz_id, file_name=file_name,
+                         room_id=room_id, user_id=user_id, task_id=task_id, seq_no=seq_no)
+        bucket = self.config.bucket_for(biz_id)
+        if not bucket:
+            result: CheckResult = CheckError("no_bucket", "", key,
+                                             f"no COS bucket is configured for BizID {biz_id}")
+        else:
+            result = await self._check(bucket, key)
+        if self._metrics is not None:
+            self._metrics.reconcile_checks.labels(result_name(result)).inc()
+        return result
+
+    async def _check(self, bucket: str, key: str) -> CheckResult:
+        result = await self._head_object(bucket, key)
+        if isinstance(result, CheckError) and result.reason in _RETRIED:
+            await self._sleep(self._retry_backoff * (1 + self._jitter.random() / 2))
+            again = await self._head_object(bucket, key)
+            result = (CheckError(again.reason, bucket, key, again.detail, again.status, attempts=2)
+                      if isinstance(again, CheckError) else again)
+        if isinstance(result, NotFound):
+            return await self._confirm_bucket(result)
+        return result
+
+    async def _request(self, call: Callable[[], Awaitable[_T]], bucket: str,
+                       key: str) -> _T | CheckError | _Missing:
+        """One request under the concurrency and rate limits and the timeout: the response,
+        :data:`_MISSING` for a 404 (the caller knows what was missing), or a :class:`CheckError`."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            ReadTimeoutError,
+        )
+
+        async with self._slots:
+            async with self._pace:  # one waiter at a time, first come first served
+                while not self._bucket.try_take():
+                    await self._sleep(self._bucket.delay())
+            self.in_flight += 1
+            self.requests += 1
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    return await call()
+            except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
+                return CheckError("timeout", bucket, key,
+                                  f"no answer within {self.config.timeout:g} s ({type(exc).__name__})")
+            except ClientError as exc:
+                meta = exc.response.get("ResponseMetadata", {})
+                status = meta.get("HTTPStatusCode")
+                code = exc.response.get("Error", {}).get("Code", "")
+                request_id = (meta.get("HTTPHeaders", {}).get("x-cos-request-id")
+                              or meta.get("RequestId", ""))
+                named = code if code and code != str(status) else ""  # a HEAD has no body
+                detail = f"HTTP {status} {named}".strip() + (
+                    f" (request id {request_id})" if request_id else "")
+                if status == 404:
+                    return _MISSING
+                reason: ErrorReason = ("forbidden" if status == 403 else
+                                       "server_error" if isinstance(status, int) and status >= 500
+                                       else "unexpected_status")
+                return CheckError(reason, bucket, key, detail, status)
+            except (BotoCoreError, OSError) as exc:
+                # Connection refused or reset, DNS, TLS: the type says which; botocore's
+                # messages name the URL, never a header.
+                return CheckError("connection", bucket, key, type(exc).__name__)
+            finally:
+                self.in_flight -= 1
+
+    async def _head_object(self, bucket: str, key: str) -> CheckResult:
+        client = self._require_client()
+        got = await self._request(lambda: client.head_object(Bucket=bucket, Key=key), bucket, key)
+        if isinstance(got, CheckError):
+            return got
+        if isinstance(got, _Missing):
+            return NotFound(bucket, key)
+        modified = got.get("LastModified")
+        return Found(bucket, key, got.get("ContentLength"),
+                     modified.timestamp() if modified is not None else None)
+
+    async def _confirm_bucket(self, result: NotFound) -> CheckResult:
+        """A 404 means "no such object" only in a bucket that exists: check the bucket, once
+        per :data:`BUCKET_TTL`, and never for two lookups at once."""
+        bucket = result.bucket
+        lock = self._bucket_locks.setdefault(bucket, asyncio.Lock())
+        async with lock:
+            known = self._buckets_known.get(bucket)
+            now = self._clock.monotonic()
+            if known is None or now - known[1] >= self._bucket_ttl:
+                client = self._require_client()
+                got = await self._request(lambda: client.head_bucket(Bucket=bucket), bucket,
+                                          result.key)
+                if isinstance(got, CheckError) and got.reason in _RETRIED:
+                    return CheckError(got.reason, bucket, result.key,
+                                      f"object not found; the bucket check failed: {got.detail}",
+                                      got.status)
+                exists = (False if isinstance(got, _Missing) else
+                          None if isinstance(got, CheckError) else True)
+                known = (exists, now)
+                self._buckets_known[bucket] = known
+        if known[0] is None:
+            # Without leave to HEAD the bucket, a 404 could as well be a misspelt bucket: say
+            # so rather than confirm a missing file on the strength of it.
+            return CheckError("forbidden", bucket, result.key,
+                              "object not found, but the bucket could not be checked: grant "
+                              "cos:HeadBucket on it so that 'not found' can be trusted", 403)
+        if not known[0]:
+            return CheckError("no_such_bucket", bucket, result.key,
+                              f"bucket {bucket!r} does not exist at {self.config.endpoint_url}",
+                              404)
+        return result
+
+    def _require_client(self) -> S3Client:
+        if self._client is None:
+            raise RuntimeError("CosChecker.open() was not called")
+        return self._client
