@@ -42,11 +42,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY README.md ./
 COPY src ./src
 # The project itself, as a built wheel (--no-editable): /opt/venv holds no reference to /src.
-# Then debug symbols come off the extensions (some wheels ship them: uvloop's .so is 13 MB of
-# 15); the image has no debugger to read them.
+# Then two cuts that change nothing the service runs: debug symbols come off the extensions
+# (some wheels ship them: uvloop's .so is 13 MB of 15), as the image has no debugger; and
+# botocore keeps the model of S3 alone (its others, every AWS service, are 26 MB), as COS
+# lookups speak S3 and nothing else. tests/e2e/test_image.py looks a file up from the image.
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3 \
- && find /opt/venv -name '*.so' -exec strip --strip-debug {} +
+ && find /opt/venv -name '*.so' -exec strip --strip-debug {} + \
+ && find /opt/venv/lib/python3*/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
+        ! -name s3 -exec rm -rf {} +
 
 # -- runtime: the venv on the same base; no build tools, no caches, non-root ------------------
 FROM ${BASE} AS runtime

@@ -25,6 +25,7 @@ import signal
 import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, figures_writer, in_ci, metric_value, require_tool
+from conftest import ROOT, S3Server, figures_writer, in_ci, metric_value, require_tool
 
 from gme_recwatch.signature import sign
 
@@ -334,6 +335,30 @@ def test_every_module_a_start_imports_has_bytecode(buildah: Buildah, container: 
                   "python", "-B", "-c", script)
     assert "the configuration is valid" in out
     assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_the_image_looks_a_recording_up_in_cos(buildah: Buildah, container: Container,
+                                               s3_server: S3Server) -> None:
+    """The image keeps botocore's S3 model only: a lookup from inside it, against a real S3
+    server (moto) on loopback, finds a file that is there and not one that is not."""
+    bucket = f"gme-image-{uuid.uuid4().hex[:10]}"
+    present = "1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3"
+    s3_server.bucket(bucket, {present: b"12345"})
+    key_id, secret = s3_server.keys["reader"]
+    script = (
+        "import asyncio, sys\n"
+        "from gme_recwatch.cos import CosChecker, CosConfig, Credentials\n"
+        "region, bucket, url, key_id, secret, present = sys.argv[1:]\n"
+        "config = CosConfig(region=region, default_bucket=bucket, endpoint=url,\n"
+        "                   credentials=Credentials(key_id, secret))\n"
+        "async def look():\n"
+        "    async with CosChecker(config) as checker:\n"
+        "        for name in (present, 'absent.mp3'):\n"
+        "            print(type(await checker.check(1400000000, name)).__name__)\n"
+        "asyncio.run(look())\n")
+    out = buildah("run", container.name, "--", "python", "-B", "-c", script, s3_server.REGION,
+                  bucket, s3_server.url, key_id, secret, present)
+    assert out.splitlines() == ["Found", "NotFound"]
 
 
 def test_the_same_commit_builds_the_same_image(buildah: Buildah, base_image: str,
