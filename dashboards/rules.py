@@ -99,11 +99,19 @@ def groups() -> list[Group]:
          "max by ($BY) (sum by ($BY, instance) (gme_recording_tracked_segments{$S}))"),
     ])
     availability = Group("gme-recwatch.availability", [
-        Alert("GmeRecwatchAbsent", "absent(up{$S} == 1)",
+        # Nothing at all, or one release gone while others are up (it had targets within the
+        # hour): staging being up must not hide production being absent.
+        Alert("GmeRecwatchAbsent",
+              "absent(up{$S} == 1)\n"
+              "or\n"
+              "count by ($BY) (max_over_time(up{$S}[1h]))\n"
+              "unless\n"
+              "count by ($BY) (up{$S} == 1)",
               "No gme-recwatch instance is up.",
-              "Prometheus has scraped no healthy gme-recwatch target for the alert's duration: GME "
-              "recording callbacks are neither verified nor tracked. Outside the Helm chart, the "
-              "selector in this rule must match your scrape job.", "critical", "5m"),
+              "Prometheus has scraped no healthy gme-recwatch target {{ with $labels.namespace }}in "
+              "namespace {{ . }} {{ end }}for the alert's duration: GME recording callbacks are "
+              "neither verified nor tracked. Outside the Helm chart, the selector in this rule "
+              "must match your scrape job.", "critical", "5m"),
         Alert("GmeRecwatchDown", "up{$S} == 0",
               "A gme-recwatch instance cannot be scraped.",
               "Prometheus cannot scrape {{ $labels.instance }} (job {{ $labels.job }}, namespace "

@@ -189,32 +189,37 @@ def test_alert_follows_mixin_conventions(rule: dict[str, Any]) -> None:
     assert name.lower() in runbook_anchors(), f"docs/runbook.md has no section `## {name}`"
 
 
-def _test_cases() -> list[dict[str, Any]]:
+def _test_cases() -> list[tuple[int, dict[str, Any]]]:
+    """(evaluation step in minutes, test case) of every promtool test file."""
     cases = []
     for path in RULE_TEST_FILES:
-        cases.extend(yaml.safe_load(path.read_text()).get("tests", []))
+        doc = yaml.safe_load(path.read_text())
+        step = _minutes(doc.get("evaluation_interval", "1m"))
+        cases.extend((step, case) for case in doc.get("tests", []))
     return cases
 
 
 def _minutes(value: str) -> int:
-    m = re.fullmatch(r"(\d+)([mh])", value)
-    assert m, value
-    return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
+    total = 0
+    for n, unit in re.findall(r"(\d+)([dhm])", value):
+        total += int(n) * {"d": 1440, "h": 60, "m": 1}[unit]
+    assert total or value in ("0m", "0s"), value
+    return total
 
 
 @pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
 def test_every_alert_has_fire_not_yet_and_healthy_unit_tests(rule: dict[str, Any]) -> None:
     name = rule["alert"]
     fires, just_before, healthy = False, False, False
-    for case in _test_cases():
+    for step, case in _test_cases():
         checks = [c for c in case.get("alert_rule_test", []) if c["alertname"] == name]
         firing = {_minutes(c["eval_time"]) for c in checks if c.get("exp_alerts")}
         quiet = {_minutes(c["eval_time"]) for c in checks if not c.get("exp_alerts")}
         fires = fires or bool(firing)
-        just_before = just_before or bool(firing & {t + 1 for t in quiet})
+        just_before = just_before or bool(firing & {t + step for t in quiet})
         healthy = healthy or bool(checks and not firing)
     assert fires, f"no test expects {name} to fire"
-    assert just_before, f"no test checks {name} is quiet one step before it fires"
+    assert just_before, f"no test checks {name} is quiet one evaluation before it fires"
     assert healthy, f"no test shows {name} quiet on healthy series"
 
 

@@ -283,18 +283,28 @@ def _rule_promql(d: dict[str, Any], promtool: str) -> Iterator[Finding]:
         m = re.fullmatch(r"label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)", _query_of(t).strip())
         if t.get("type") == "query" and m:
             exprs.append(("template-label-promql-rule", t["name"], expand(m.group(1), d)))
+    if not exprs or _compiles([e for _, _, e in exprs], promtool) is None:
+        return  # one promtool run for the whole dashboard when all is well
     for rule, where, expr in exprs:
-        doc = {"groups": [{"name": "lint", "rules": [{"record": "lint:check", "expr": expr}]}]}
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            json.dump(doc, f)
-        try:
-            out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True,  # noqa: S603
-                                 text=True, check=False)
-        finally:
-            Path(f.name).unlink()
-        if out.returncode != 0:
-            message = (out.stderr or out.stdout).strip().splitlines()[-1]
+        message = _compiles([expr], promtool)
+        if message is not None:
             yield Finding(rule, "error", where, f"invalid PromQL: {message}")
+
+
+def _compiles(exprs: list[str], promtool: str) -> str | None:
+    """None when promtool compiles every expression (as recording rules), else its complaint."""
+    doc = {"groups": [{"name": "lint", "rules": [
+        {"record": f"lint:query_{i}:check", "expr": e} for i, e in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(doc, f)
+    try:
+        out = subprocess.run([promtool, "check", "rules", f.name],  # noqa: S603
+                             capture_output=True, text=True, check=False)
+    finally:
+        Path(f.name).unlink()
+    if out.returncode == 0:
+        return None
+    return (out.stderr or out.stdout).strip().splitlines()[-1]
 
 
 def lint(d: dict[str, Any], promtool: str | None = None) -> list[Finding]:

@@ -65,6 +65,17 @@ class PrometheusError(RuntimeError):
     pass
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; always reaped."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 class PrometheusServer:
     """`prometheus` on a free loopback port, scraping `target` (host:port, or several) as job
     `job` every 1s, and each of `more_jobs` (job -> targets) likewise.
@@ -154,13 +165,7 @@ class PrometheusServer:
         return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc, timeout=15)
 
     def __enter__(self) -> PrometheusServer:
         return self.start()
@@ -261,13 +266,7 @@ class AlertmanagerServer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=10)
 
     def alerts(self) -> list[dict[str, Any]]:
         r = httpx.get(f"http://{self.address}/api/v2/alerts", timeout=5)
