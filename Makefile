@@ -5,12 +5,33 @@ BIN := $(VENV)/bin
 # A demo key so `make run` works out of the box; it is printed at start. Never use it in production.
 DEMO_KEY ?= recwatch-demo-key-change-me
 
-.PHONY: run test venv lint send bench docs system-deps clean
+# Every Python package comes from uv.lock (exact versions and hashes), installed by uv. A fresh
+# machine has only python3 and pip, so uv itself is fetched with pip, at this version, into
+# $(TOOLS); nothing is installed outside the checkout.
+# renovate: datasource=pypi depName=uv
+UV_VERSION ?= 0.13.9
+TOOLS ?= .tools
+UV := $(TOOLS)/uv-$(UV_VERSION)/bin/uv
+# Trust the machine's CA store, as pip, curl and git do here: that is where a corporate or
+# proxy CA lives. Use the python3 given above and never download another interpreter.
+export UV_SYSTEM_CERTS ?= 1
+export UV_PYTHON_DOWNLOADS ?= never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# `make image`: the tag, and optionally the base image and the engine (docker, podman, buildah).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/gme_recwatch/__init__.py)
+IMAGE ?= gme-recwatch:$(VERSION)
+BASE ?=
+ENGINE ?=
+
+.PHONY: run test venv lint lock upgrade send bench docs image system-deps clean
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+		--target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION)
+
+$(BIN)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --python $(PYTHON)
 	touch $@
 
 venv: $(BIN)/.installed
@@ -28,20 +49,33 @@ test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools docker
 	$(BIN)/mypy
+
+## After editing dependencies in pyproject.toml: resolve them again into uv.lock.
+lock: $(UV)
+	$(UV) lock
+
+## Move every locked package to the newest release its range allows (Renovate does this weekly).
+upgrade: $(UV)
+	$(UV) lock --upgrade
 
 ## Regenerate the README's configuration and metrics tables from the code.
 docs: venv
 	$(BIN)/python tools/readme_tables.py --write
 
-## Benchmarks (results and method in BENCHMARKS.md).
+## Benchmarks (results and method in BENCHMARKS.md); PROFILE=1 adds py-spy and a profile.
 bench: venv
+	$(if $(PROFILE),$(UV) sync --locked --python $(PYTHON) --group profile)
 	bash benchmarks/run_all.sh
 
-## System packages the tests and benchmarks use (Debian): Prometheus/promtool and wrk.
+## Build the container image with whichever of docker, podman or buildah works here.
+image:
+	IMAGE="$(IMAGE)" BASE="$(BASE)" ENGINE="$(ENGINE)" bash tools/build-image.sh
+
+## System packages the tests and benchmarks use (Debian): Prometheus/promtool, wrk, redis, buildah.
 system-deps:
 	bash .ci/system-deps
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

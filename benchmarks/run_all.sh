@@ -2,7 +2,7 @@
 # Every benchmark, in one go: `make bench` calls this. Results (JSON, corpus, py-spy profile,
 # service logs) go to $BENCH_OUT (default /tmp/gme-recwatch-bench); the tables print here.
 # Needs wrk (`make system-deps`) and, for the ingest profile, py-spy in the venv
-# (`.venv/bin/pip install py-spy`); without py-spy the profile is skipped.
+# (`make bench PROFILE=1` installs it); without py-spy the profile is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -67,6 +67,31 @@ def test_serve_with_an_unreadable_cos_file_says_which_setting(
     assert "KEYS_FILE" not in err
 
 
+def test_serve_check_accepts_a_valid_configuration_without_listening_or_writing(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """`serve --check` builds what a start builds and exits 0, but never listens (its ports are
+    taken here, which a real start refuses) and never writes (no snapshot appears)."""
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    state = tmp_path / "state" / "state.snapshot"
+    state.parent.mkdir()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        assert cli.main(["serve", "--check", "--host", "127.0.0.1", "--port", port,
+                         "--admin-host", "127.0.0.1", "--admin-port", port,
+                         "--state-file", str(state)]) == 2  # same host and port: refused
+        assert cli.main(["serve", "--check", "--host", "127.0.0.1", "--port", port,
+                         "--state-file", str(state)]) == 0
+    assert "the configuration is valid" in capsys.readouterr().out
+    assert list(state.parent.iterdir()) == []
+
+
+def test_serve_check_without_a_key_fails_like_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--check"]) == 2
+    assert "no SecretKey configured" in capsys.readouterr().err
+
+
 def test_send_without_a_secret_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["send"]) == 2
     assert "--secret" in capsys.readouterr().err

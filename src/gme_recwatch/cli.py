@@ -33,6 +33,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--demo", action="store_true",
                    help="print the configured key and a ready `gme-recwatch send` command "
                         "(for `make run` with the demo key; never in production)")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration and the keys, build everything a start builds, "
+                        "then exit (0: it would start) without listening or writing anything")
 
 
 def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
     from . import logging as log_setup
-    from .server import event_loop_factory, run
+    from .server import check, event_loop_factory, run
     from .service import Service
 
     log_setup.configure(settings.log_level, settings.log_format)
@@ -113,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"gme-recwatch: cannot load GME_RECWATCH_KEYS_FILE={settings.keys_file}: {what}",
               file=sys.stderr)
         return 2
+    if args.check:
+        check(service)
+        print(f"gme-recwatch {__version__}: the configuration is valid", flush=True)
+        return 0
     if args.demo:
         key = parse_secret_list(settings.secret_key)[0] if settings.secret_key else "<keys file>"
         url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"

@@ -14,8 +14,9 @@ custom endpoint are its everyday use. Tencent's cos-python-sdk-v5 is synchronous
 thread per lookup) and signs in COS's own scheme, which S3 test servers do not speak; a
 hand-written SigV4 signer over httpx would be ours to maintain. The cost is size: botocore
 carries every AWS service's model, about 30 MB installed, plus aiohttp (about 8 MB); the
-image grows by roughly 40 MB. Building a client loads the S3 model (a few hundred ms of CPU),
-so :meth:`CosChecker.open` belongs at start-up, never on a request path.
+image keeps botocore's S3 model only (Dockerfile), so it grows by about 9 MB. Building a
+client loads the S3 model (a few hundred ms of CPU), so :meth:`CosChecker.open` belongs at
+start-up, never on a request path.
 
 **Bounded.** At most ``cos_max_concurrency`` requests in flight (a semaphore), at most
 ``cos_requests_per_second`` started (a token bucket on the monotonic clock, retries

@@ -62,6 +62,19 @@ def event_loop_factory(stack: str) -> Callable[[], asyncio.AbstractEventLoop] | 
     return uvloop.new_event_loop
 
 
+def check(service: Service) -> None:
+    """Build what :func:`run` builds before it listens (both apps, both listeners' uvicorn
+    configuration, the event loop) without listening or touching the state: `serve --check`.
+    It imports every module a start imports, which the image build relies on."""
+    s = service.settings
+    callback_app, admin_app = build_apps(service)
+    for app, host, port in ((callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)):
+        _config(app, host, port, s.shutdown_timeout_seconds, s.http_stack).load()
+    factory = event_loop_factory(s.http_stack)
+    if factory is not None:
+        factory().close()
+
+
 async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)

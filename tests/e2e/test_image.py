@@ -1,0 +1,510 @@
+"""The container image, for real: the Dockerfile built by `make image` (buildah), then run the
+way the image says (its entrypoint, its command, its user) and driven over HTTP on loopback.
+
+No registry is reachable here and there is no Docker daemon, so the base image is made from
+Debian packages: `debootstrap --variant=minbase` with python3 and python3-venv, given this
+machine's CA bundle and pip settings so that pip and uv inside the build reach the package
+index through the same TLS proxy as the host. buildah runs as root without a daemon, on the
+`vfs` storage driver with `chroot` isolation, in a storage of its own under
+~/.cache/gme-recwatch-image ($GME_RECWATCH_IMAGE_CACHE), where the base is kept between runs:
+it is made again only when its recipe, the mirror, the CA bundle or the pip settings change.
+
+Skipped without buildah, debootstrap or root, except under CI=true, where it must run.
+Set ``GME_RECWATCH_FIGURES=<path>`` to append the times and sizes quoted in README.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, S3Server, figures_writer, in_ci, metric_value, require_tool
+
+from gme_recwatch.signature import sign
+
+from .conftest import SECRET, callback_body, free_port
+
+pytestmark = pytest.mark.e2e
+
+# The base: what a python:3.x-slim image offers the Dockerfile, made from Debian packages.
+SUITE = "bookworm"
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
+RECIPE = 1  # bump when make_base() changes what it puts in the base
+BASE_REPO = "localhost/gme-recwatch-test-base"
+IMAGE = "localhost/gme-recwatch-test"
+BUNDLE_IN_BASE = "/etc/ssl/certs/ca-certificates.crt"
+STATE_DIR = "var/lib/gme-recwatch"
+# The whole image minus its base. python:3.12-slim-bookworm, the default base, is about 125 MB
+# uncompressed, so this keeps the default image under 200 MB.
+ADDED_BUDGET_BYTES = 75_000_000
+
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    yield from figures_writer("test_image", FIGURES)
+
+
+# ------------------------------------------------------------------ buildah, in a storage of its own
+
+class Buildah:
+    """buildah on the vfs driver with chroot isolation, in its own storage under `cache`."""
+
+    def __init__(self, binary: str, cache: Path) -> None:
+        self.binary = binary
+        cache.mkdir(parents=True, exist_ok=True)
+        conf = cache / "storage.conf"
+        conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{cache / "storage"}"\n'
+                        f'runroot = "{cache / "run"}"\n')
+        # Read by every buildah this process starts, `make image` included.
+        self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf),
+                    "BUILDAH_ISOLATION": "chroot"}
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> str:
+        proc = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"buildah {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stderr[-4000:]}")
+        return proc.stdout.strip()
+
+    def inspect_image(self, image: str) -> dict[str, Any] | None:
+        out = subprocess.run([self.binary, "inspect", "--type", "image", image], env=self.env,
+                             capture_output=True, text=True, check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def images(self, repo: str) -> list[str]:
+        """Every name:tag in the storage under `repo`."""
+        listing = json.loads(self("images", "--json") or "[]")
+        return [n for img in listing for n in img.get("names") or [] if n.startswith(repo + ":")]
+
+
+def _require_root() -> None:
+    if os.geteuid() == 0:
+        return
+    reason = "debootstrap and buildah's vfs/chroot storage need root"
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true so this test must not skip", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def buildah() -> Buildah:
+    binary = require_tool("buildah")
+    require_tool("debootstrap")
+    _require_root()
+    cache = Path(os.environ.get("GME_RECWATCH_IMAGE_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "gme-recwatch-image")
+    return Buildah(binary, cache)
+
+
+# ------------------------------------------------------------------ what the host knows
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses here ($GME_RECWATCH_DEBIAN_MIRROR wins)."""
+    if os.environ.get("GME_RECWATCH_DEBIAN_MIRROR"):
+        return os.environ["GME_RECWATCH_DEBIAN_MIRROR"]
+    uris: list[str] = []
+    apt = Path("/etc/apt")
+    for f in sorted(apt.glob("sources.list.d/*.sources")):
+        uris += [u for line in f.read_text().splitlines() if line.startswith("URIs:")
+                 for u in line.split()[1:]]
+    for f in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:
+        if f.exists():
+            uris += re.findall(r"(?m)^deb\s+(?:\[[^]]*\]\s+)?(\S+)", f.read_text())
+    for uri in uris:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri
+    return "http://deb.debian.org/debian"
+
+
+def host_pip_settings() -> tuple[bytes, dict[str, str]]:
+    """The CA bundle pip trusts here, and the pip settings that say how to reach the index.
+
+    Settings that name this machine's files (find-links, constraints, file:// indexes) are left
+    out: the base could not see them."""
+    cfg = configparser.ConfigParser()
+    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), Path.home() / ".pip/pip.conf",
+             Path.home() / ".config/pip/pip.conf"]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    cfg.read([f for f in files if f.is_file()])
+    found: dict[str, str] = {}
+    for section in ("global", "install"):
+        if cfg.has_section(section):
+            found.update(cfg.items(section))
+    for key in ("index-url", "extra-index-url", "trusted-host", "cert"):
+        env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+        if env:
+            found[key] = env
+    settings = {}
+    for key in ("index-url", "extra-index-url"):
+        urls = [u for u in found.get(key, "").split() if u.startswith(("http://", "https://"))]
+        if urls:
+            settings[key] = " ".join(urls)
+    if found.get("trusted-host"):
+        settings["trusted-host"] = found["trusted-host"]
+    candidates = [found.get("cert"), os.environ.get("SSL_CERT_FILE"),
+                  os.environ.get("REQUESTS_CA_BUNDLE"), "/etc/ssl/certs/ca-certificates.crt"]
+    bundle = next(Path(c) for c in candidates if c and Path(c).is_file())
+    return bundle.read_bytes(), settings
+
+
+def _tree_bytes(root: Path) -> int:
+    """Apparent size of every regular file under `root` (what an uncompressed layer holds)."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+# ------------------------------------------------------------------ the base, kept between runs
+
+@pytest.fixture(scope="module")
+def base_image(buildah: Buildah, tmp_path_factory: pytest.TempPathFactory) -> str:
+    mirror = debian_mirror()
+    bundle, pip_settings = host_pip_settings()
+    pip_conf = "[global]\ncert = " + BUNDLE_IN_BASE + "\n" + "".join(
+        f"{k} = {v}\n" for k, v in sorted(pip_settings.items()))
+    env = {"SSL_CERT_FILE": BUNDLE_IN_BASE}
+    if "index-url" in pip_settings:  # uv reads no pip.conf
+        env["UV_DEFAULT_INDEX"] = pip_settings["index-url"].split()[0]
+    recipe = json.dumps([RECIPE, SUITE, PACKAGES, mirror, hashlib.sha256(bundle).hexdigest(),
+                         pip_conf, env])
+    name = f"{BASE_REPO}:{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
+    if buildah.inspect_image(name) is not None:
+        FIGURES.update(base_cached=True, base_seconds=0.0)
+        return name
+    for old in buildah.images(BASE_REPO):  # a recipe that changed: its base is of no more use
+        buildah("rmi", old, check=False)
+
+    started = time.monotonic()
+    rootfs = tmp_path_factory.mktemp("base") / "rootfs"
+    proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                           SUITE, str(rootfs), mirror], capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert proc.returncode == 0, f"debootstrap from {mirror} failed:\n{proc.stdout[-3000:]}"
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (rootfs / junk).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    (rootfs / BUNDLE_IN_BASE.lstrip("/")).write_bytes(bundle)
+    (rootfs / "etc/pip.conf").write_text(pip_conf)
+    size = _tree_bytes(rootfs)
+    ctr = buildah("from", "scratch")
+    try:
+        mnt = buildah("mount", ctr)
+        subprocess.run(["cp", "-a", f"{rootfs}/.", mnt], check=True)
+        buildah("umount", ctr)
+        config = ["config", "--cmd", "/bin/bash",
+                  "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "--label", f"io.gme-recwatch.test-base.bytes={size}"]
+        for k, v in env.items():
+            config += ["--env", f"{k}={v}"]
+        buildah(*config, ctr)
+        buildah("commit", "--quiet", ctr, name)
+    finally:
+        buildah("rm", ctr, check=False)
+        shutil.rmtree(rootfs, ignore_errors=True)
+    FIGURES.update(base_cached=False, base_seconds=round(time.monotonic() - started, 1))
+    return name
+
+
+# ------------------------------------------------------------------ the image, built by `make image`
+
+def make_image(buildah: Buildah, base: str, tag: str) -> str:
+    """`make image` on `base`; the image ID."""
+    proc = subprocess.run(["make", "--no-print-directory", "image", "ENGINE=buildah",
+                           f"BASE={base}", f"IMAGE={tag}"], cwd=ROOT, env=buildah.env,
+                          capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, f"make image failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-3000:]}"
+    assert f"built {tag}" in proc.stdout
+    info = buildah.inspect_image(tag)
+    assert info is not None
+    return str(info["FromImageID"])
+
+
+@dataclass
+class Image:
+    tag: str
+    id: str
+    config: dict[str, Any]
+    base_bytes: int
+
+
+@pytest.fixture(scope="module")
+def image(buildah: Buildah, base_image: str) -> Iterator[Image]:
+    for stale in buildah.images(IMAGE):  # left by a run that was killed: free the disk
+        buildah("rmi", "--force", stale, check=False)
+    tag = f"{IMAGE}:{os.getpid()}"
+    started = time.monotonic()
+    image_id = make_image(buildah, base_image, tag)
+    FIGURES["build_seconds"] = round(time.monotonic() - started, 1)
+    info = buildah.inspect_image(tag)
+    base = buildah.inspect_image(base_image)
+    assert info is not None and base is not None
+    base_bytes = int(base["OCIv1"]["config"]["Labels"]["io.gme-recwatch.test-base.bytes"])
+    yield Image(tag, image_id, info["OCIv1"]["config"], base_bytes)
+    for name in buildah.images(IMAGE):
+        buildah("rmi", "--force", name, check=False)
+
+
+@dataclass
+class Container:
+    name: str
+    rootfs: Path
+
+
+@pytest.fixture(scope="module")
+def container(buildah: Buildah, image: Image) -> Iterator[Container]:
+    """A container of the image, its root filesystem mounted for the tests to look at (one for
+    the module: with vfs, each container is a full copy of the image)."""
+    name = buildah("from", "--pull=never", image.tag)
+    try:
+        yield Container(name, Path(buildah("mount", name)))
+    finally:
+        buildah("rm", name, check=False)
+
+
+# ------------------------------------------------------------------ the image as it is
+
+def test_image_runs_serve_as_uid_10001_from_its_state_directory(image: Image) -> None:
+    c = image.config
+    assert c["User"] == "10001:10001"
+    assert c["Entrypoint"] == ["gme-recwatch"] and c["Cmd"] == ["serve"]
+    assert set(c["ExposedPorts"]) == {"8080/tcp", "8081/tcp"}
+    assert c["WorkingDir"] == "/" + STATE_DIR
+    env = dict(e.split("=", 1) for e in c["Env"])
+    assert env["GME_RECWATCH_STATE_FILE"] == f"/{STATE_DIR}/state.snapshot"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_image_holds_no_compiler_no_tests_no_caches_and_stays_small(
+        image: Image, container: Container) -> None:
+    root = container.rootfs
+    for tool in ("gcc", "cc", "c++", "g++", "clang", "ld", "as", "strip", "make", "uv", "pip"):
+        for d in ("usr/bin", "usr/local/bin", "opt/venv/bin"):
+            assert not (root / d / tool).exists(), f"/{d}/{tool} is in the image"
+    for gone in ("src", "dist", "opt/uv", "root/.cache"):
+        assert not (root / gone).exists(), f"/{gone} is in the image"
+    site = next((root / "opt/venv/lib").glob("python3.*/site-packages"))
+    assert (site / "gme_recwatch/__init__.py").is_file()  # installed, not a link to a source tree
+    assert not list(site.glob("*.pth")), "an editable install leaves a .pth file"
+    ours = [p for p in site.rglob("*") if p.name in ("conftest.py", "e2e") or "tests/golden" in str(p)]
+    assert ours == []
+    assert list(site.glob("*/uv_cache.json")) == []  # build-time file times, which differ every build
+    image_bytes = _tree_bytes(root)
+    added = image_bytes - image.base_bytes
+    FIGURES.update(image_bytes=image_bytes, base_bytes=image.base_bytes, added_bytes=added,
+                   venv_bytes=_tree_bytes(root / "opt/venv"))
+    assert added < ADDED_BUDGET_BYTES, f"the image adds {added / 1e6:.1f} MB to its base"
+
+
+def test_every_module_a_start_imports_has_bytecode(buildah: Buildah, container: Container) -> None:
+    """The root filesystem is read-only when it runs, so whatever lacks bytecode in the image
+    is compiled again at every start."""
+    script = (
+        "import importlib.util, json, os, sys\n"
+        "from gme_recwatch.cli import main\n"
+        "assert main(['serve', '--check']) == 0\n"
+        "roots = (sys.prefix + os.sep, sys.base_prefix + os.sep)\n"
+        "print(json.dumps(sorted(f for m in list(sys.modules.values())\n"
+        "    for f in [getattr(m, '__file__', None) or '']\n"
+        "    if f.endswith('.py') and f.startswith(roots)\n"
+        "    and not os.path.exists(importlib.util.cache_from_source(f)))))\n")
+    out = buildah("run", "--env", f"GME_RECWATCH_SECRET_KEY={SECRET}", container.name, "--",
+                  "python", "-B", "-c", script)
+    assert "the configuration is valid" in out
+    assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_the_image_looks_a_recording_up_in_cos(buildah: Buildah, container: Container,
+                                               s3_server: S3Server) -> None:
+    """The image keeps botocore's S3 model only: a lookup from inside it, against a real S3
+    server (moto) on loopback, finds a file that is there and not one that is not."""
+    bucket = f"gme-image-{uuid.uuid4().hex[:10]}"
+    present = "1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3"
+    s3_server.bucket(bucket, {present: b"12345"})
+    key_id, secret = s3_server.keys["reader"]
+    script = (
+        "import asyncio, sys\n"
+        "from gme_recwatch.cos import CosChecker, CosConfig, Credentials\n"
+        "region, bucket, url, key_id, secret, present = sys.argv[1:]\n"
+        "config = CosConfig(region=region, default_bucket=bucket, endpoint=url,\n"
+        "                   credentials=Credentials(key_id, secret))\n"
+        "async def look():\n"
+        "    async with CosChecker(config) as checker:\n"
+        "        for name in (present, 'absent.mp3'):\n"
+        "            print(type(await checker.check(1400000000, name)).__name__)\n"
+        "asyncio.run(look())\n")
+    out = buildah("run", container.name, "--", "python", "-B", "-c", script, s3_server.REGION,
+                  bucket, s3_server.url, key_id, secret, present)
+    assert out.splitlines() == ["Found", "NotFound"]
+
+
+def test_the_same_commit_builds_the_same_image(buildah: Buildah, base_image: str,
+                                               image: Image) -> None:
+    started = time.monotonic()
+    again = make_image(buildah, base_image, f"{IMAGE}:{os.getpid()}-again")
+    FIGURES["rebuild_seconds"] = round(time.monotonic() - started, 1)
+    assert again == image.id
+
+
+# ------------------------------------------------------------------ the image running
+
+def _tree(root: Path) -> dict[str, tuple[int, ...]]:
+    """Every path under `root` with what a write would change: type and mode, owner, size,
+    mtime and ctime."""
+    out: dict[str, tuple[int, ...]] = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel in ("proc", "sys", "dev"):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.normpath(os.path.join(rel, name))] = (
+                st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = proc_stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(proc_stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    pid: int  # the entrypoint's process: what a container runtime signals
+    port: int
+    admin_port: int
+    log: Path
+
+    def admin(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
+
+    def post(self, body: bytes, secret: str = SECRET) -> httpx.Response:
+        return httpx.post(f"http://127.0.0.1:{self.port}/callback", content=body, timeout=5,
+                          headers={"Signature": sign(body, secret),
+                                   "Content-Type": "application/json"})
+
+    def stop(self) -> int:
+        """SIGTERM to the service, as `docker stop` and the kubelet send it."""
+        os.kill(self.pid, signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def run_image(buildah: Buildah, image: Image, container: Container, log: Path) -> Running:
+    """The image's entrypoint and command, as its user, on loopback ports of this machine."""
+    port, admin_port = free_port(), free_port()
+    env = {"GME_RECWATCH_SECRET_KEY": SECRET, "GME_RECWATCH_HOST": "127.0.0.1",
+           "GME_RECWATCH_ADMIN_HOST": "127.0.0.1", "GME_RECWATCH_PORT": str(port),
+           "GME_RECWATCH_ADMIN_PORT": str(admin_port), "GME_RECWATCH_LOG_FORMAT": "json",
+           # only the snapshot written on SIGTERM
+           "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600"}
+    argv = [buildah.binary, "run"]
+    for k, v in env.items():
+        argv += ["--env", f"{k}={v}"]
+    argv += [container.name, "--", *image.config["Entrypoint"], *image.config["Cmd"]]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, env=buildah.env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    pid = 0
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the image exited with {proc.returncode}:\n{log.read_text()}"
+        if not pid:
+            pid = next((p for p in _descendants(proc.pid)
+                        if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]
+                        .rsplit(b"/", 1)[-1].startswith(b"python")), 0)
+        try:
+            if pid and httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=1).status_code == 200:
+                return Running(proc, pid, port, admin_port, log)
+        except (httpx.HTTPError, FileNotFoundError):
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the image did not become ready:\n{log.read_text()}")
+
+
+def test_the_image_serves_writes_only_its_state_and_snapshots_on_sigterm(
+        buildah: Buildah, image: Image, container: Container, tmp_path: Path) -> None:
+    before = _tree(container.rootfs)
+    log = tmp_path / "service.log"
+    started = time.monotonic()
+    svc = run_image(buildah, image, container, log)
+    FIGURES["start_to_ready_seconds"] = round(time.monotonic() - started, 2)
+    try:
+        status = Path(f"/proc/{svc.pid}/status").read_text()
+        assert re.search(r"(?m)^Uid:\s+10001\s+10001\s+10001\s+10001$", status), status
+        assert re.search(r"(?m)^Gid:\s+10001\s+10001\s+10001\s+10001$", status), status
+
+        r = svc.post(callback_body(1, room="image-room"))
+        assert r.status_code == 200 and r.json() == {"code": 0}
+        assert svc.post(callback_body(1, room="image-room"), secret="wrong").status_code == 401
+        metrics = svc.admin("/metrics")
+        assert metrics.status_code == 200
+        assert metric_value(metrics.text, "gme_recording_callbacks_total", event_type="started",
+                            result="accepted") == 1
+        ready = svc.admin("/readyz")
+        assert ready.status_code == 200 and ready.json()["segments"] == 1
+
+        assert svc.stop() == 0, log.read_text()
+    finally:
+        if svc.proc.poll() is None:
+            svc.proc.kill()
+            svc.proc.wait()
+    assert '"event": "stopped"' in log.read_text()
+    snapshot = container.rootfs / STATE_DIR / "state.snapshot"
+    assert snapshot.is_file() and snapshot.stat().st_uid == 10001
+
+    after = _tree(container.rootfs)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    # buildah itself marks every container it runs with /run/.containerenv, as podman does.
+    runtime_own = {"run", "run/.containerenv"}
+    elsewhere = [p for p in changed if p not in runtime_own
+                 and not any(p == d or p.startswith(d + "/") for d in (STATE_DIR, "tmp"))]
+    assert elsewhere == []
+    assert f"{STATE_DIR}/state.snapshot" in changed
+
+    # A restart of the same container finds the segment in the snapshot.
+    again = run_image(buildah, image, container, log)
+    try:
+        assert again.admin("/readyz").json()["segments"] == 1
+        assert metric_value(again.admin("/metrics").text,
+                            "gme_recording_snapshot_restored_segments") == 1
+        assert again.stop() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+            again.proc.wait()
