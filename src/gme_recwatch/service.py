@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from . import blind
 from .clock import Clock, SystemClock
 from .cos import CosChecker, CosConfig, CosConfigError
 from .intake import Intake
@@ -73,6 +74,7 @@ class Service:
             self.clock)
         self.ready = False
         self._store_failing_since: float | None = None
+        self._store_failing_since_wall = 0.0  # the same moment, for a blind window
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -86,6 +88,9 @@ class Service:
         if ok:
             if self._store_failing_since is not None:
                 self.log.info("store_recovered", operation=operation)
+                self._blind_window(blind.after_outage(
+                    self._store_failing_since_wall, self.clock.time(),
+                    self.settings.sender_retry_seconds))
             self._store_failing_since = None
             self.metrics.backend_up.set(1)
             return
@@ -93,12 +98,17 @@ class Service:
         self.metrics.backend_up.set(0)
         if self._store_failing_since is None:
             self._store_failing_since = self.clock.monotonic()
+            self._store_failing_since_wall = self.clock.time()
             self.log.error("store_unavailable", operation=operation, error=str(error))
 
     async def start(self) -> None:
         """Bring the state back (before anything listens: ready means the state is back)."""
         if self.snapshots is not None:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
+            saved = self.snapshots.store.restored_from
+            if saved is not None:
+                self._blind_window(blind.after_restart(
+                    saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
         await self.store.register_apps(self.keys.current.app_ids())
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
@@ -129,12 +139,22 @@ class Service:
         if self.reconciler is not None:
             await self.reconciler.stop()  # their checks stay pending: looked up after restart
         if self.snapshots is not None:
-            self.snapshots.write()
+            self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
         if self.reconciler is not None:
             await self.reconciler.checker.close()
         await self.store.close()
         if self.provider is not None:
             self.provider.shutdown()
+
+    def _blind_window(self, window: blind.Window | None) -> None:
+        """Count, expose and log a blind window (see :mod:`gme_recwatch.blind`)."""
+        if window is None:
+            return
+        self.metrics.blind_seconds.labels(window.cause).inc(window.seconds)
+        self.metrics.blind_window_start.set(window.start)
+        self.metrics.blind_window_end.set(window.end)
+        self.log.warning("blind_window", start=window.start, end=window.end, cause=window.cause,
+                         blind_seconds=round(window.seconds, 3))
 
     async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while True:

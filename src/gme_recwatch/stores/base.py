@@ -122,12 +122,20 @@ class Store(Protocol):
 class Snapshottable(Protocol):
     """A store whose whole state can be written to a file and read back at start."""
 
-    def snapshot(self) -> bytes: ...
+    def snapshot(self, clean: bool = False) -> bytes:
+        """The whole state; ``clean`` marks the final snapshot of a clean stop."""
+        ...
 
     def prepare_snapshot(self) -> Callable[[], bytes]:
         """Copy the state now; the returned call encodes the copy (on a worker thread)."""
         ...
 
     def restore(self, data: bytes) -> int: ...
+
+    @property
+    def restored_from(self) -> tuple[float, bool] | None:
+        """(when, clean) of the snapshot restored: its wall time, and whether a clean stop
+        wrote it; None before a restore."""
+        ...
 
     def __len__(self) -> int: ...

@@ -76,6 +76,7 @@ class MemoryStore:
         self._checks: deque[str] = deque()
         self._leases: dict[str, float] = {}
         self._pending_checks = 0
+        self._restored_from: tuple[float, bool] | None = None
 
     def __len__(self) -> int:
         return len(self._index)
@@ -363,11 +364,16 @@ class MemoryStore:
 
     # ------------------------------------------------------------ snapshots
 
-    def snapshot(self) -> bytes:
-        """Every segment, in the format of :mod:`.snapshot`."""
-        return self.prepare_snapshot()()
+    def snapshot(self, clean: bool = False) -> bytes:
+        """Every segment, in the format of :mod:`.snapshot`; ``clean`` marks the final snapshot
+        of a clean stop."""
+        return self.prepare_snapshot(clean)()
 
-    def prepare_snapshot(self) -> Callable[[], bytes]:
+    @property
+    def restored_from(self) -> tuple[float, bool] | None:
+        return self._restored_from
+
+    def prepare_snapshot(self, clean: bool = False) -> Callable[[], bytes]:
         """Copy what a snapshot needs now (cheap: a memcpy per column and bucket), and return
         the encoding of that copy, to run anywhere (a worker thread) while the store goes on."""
         t = self._table
@@ -384,7 +390,7 @@ class MemoryStore:
             keys=list(t.keys), **columns,  # type: ignore[arg-type]  # bytearrays encode as bytes
             deadlines=when, buckets=buckets, terminal=list(self._terminal_fifo),
             tallies=self._tallies.dump(),
-            file_names=list(t.file_names) if self.cfg.check_in_cos else None)
+            file_names=list(t.file_names) if self.cfg.check_in_cos else None, clean=clean)
 
         def encode() -> bytes:
             try:
@@ -414,6 +420,7 @@ class MemoryStore:
         if self._index:
             raise ValueError("restore needs an empty store")
         loaded = snapshot_format.decode(data)
+        self._restored_from = (loaded.wall_time, loaded.clean)
         # This store's clock continues the snapshot's: old receive times stay as they are.
         self._offset = self.clock.time() - loaded.mono_to_wall - self.clock.monotonic()
         if loaded.v3 is None:
