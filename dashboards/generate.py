@@ -481,6 +481,13 @@ def service() -> dict[str, Any]:
                        "interval, by operation (GmeRecwatchSnapshotFailing).", "short",
                        [(f"sum by (operation) (increase(gme_recording_snapshot_failures_total{{{SEL}}}"
                          f"[$__rate_interval]))", "failed {{operation}}")]), 8, 8)
+    lay.add(timeseries("Blind seconds", "Seconds in which callbacks may have been sent and "
+                       "never recorded, beyond what Tencent's retries cover, per interval, by "
+                       "cause: a crash (from the last snapshot), a clean restart longer than the "
+                       "retry horizon, a store outage beyond it. Each window is logged as "
+                       "blind_window.", "s",
+                       [(f"sum by (cause) (increase(gme_recording_blind_seconds_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{cause}}")]), 8, 8)
 
     lay.row("Process")
     lay.add(timeseries("CPU", "CPU time used per second (1 = one core), per instance.",
