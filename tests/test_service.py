@@ -170,3 +170,23 @@ def test_store_outage_is_blind_beyond_the_retry_horizon_only() -> None:
     assert [kw for e, kw in log.events if e == "blind_window"] == [
         {"start": failed + 60, "end": failed + 90, "cause": "store_unreachable",
          "blind_seconds": 30}]
+
+
+def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state"
+    crashed = Service(Settings(secret_key=SECRET, state_file=str(path)), clock=clock)
+    crashed.store.record_now(started(0))  # type: ignore[attr-defined]
+    assert crashed.snapshots is not None and crashed.snapshots.write()
+    clock.advance(5)
+    service, log = _restart(path, clock)
+    service.store.record_now(started(1))  # type: ignore[attr-defined]
+    clock.advance(service.settings.max_recording_seconds + 1)
+    asyncio.run(service.sweep())
+    by_event = {(e, kw["seq_no"]): kw for e, kw in log.events if e.startswith("segment_")}
+    assert set(by_event) == {("segment_unverified", 0), ("segment_stuck", 1)}
+    assert by_event[("segment_unverified", 0)]["blind_window_end"] == clock.time() - (
+        service.settings.max_recording_seconds + 1)
+    assert service.metrics.registry.get_sample_value(
+        "gme_recording_unverified_total", {"app_id": "1400000000"}) == 1

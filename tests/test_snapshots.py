@@ -102,3 +102,12 @@ def test_a_version_2_snapshot_reads_as_written_before_a_crash() -> None:
     restored.restore(data)
     assert restored.restored_from is not None
     assert restored.restored_from[1] is False
+
+
+def test_blind_marks_survive_a_snapshot() -> None:
+    clock = FakeClock()
+    s = store(clock)
+    assert s.mark_blind_now(1.0, 2.0) == len(s)
+    restored = MemoryStore(Settings(secret_key="x").lifecycle(), FakeClock())
+    restored.restore(s.snapshot())
+    assert {(v.blind_window_start, v.blind_window_end) for v in restored.find()} == {(1.0, 2.0)}

@@ -173,6 +173,12 @@ class Metrics:
         )
         for cause in BLIND_CAUSES:
             self.blind_seconds.labels(cause)
+        self.unverified = Counter(
+            PREFIX + "unverified",
+            "Segments this process's sweeps made unverified: live when a blind window opened, "
+            "their deadline passed with no callback and no COS check to settle them.",
+            ["app_id"], registry=r,
+        )
         self.blind_window_start = Gauge(
             PREFIX + "blind_window_start_timestamp_seconds",
             "Unix time the last blind window opened (0 = none since start).", registry=r,

@@ -75,6 +75,7 @@ class Service:
         self.ready = False
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
+        self._unmarked: list[blind.Window] = []  # windows whose live segments are not marked yet
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -109,6 +110,7 @@ class Service:
             if saved is not None:
                 self._blind_window(blind.after_restart(
                     saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
+                await self.mark_blind()  # before any sweep can page them
         await self.store.register_apps(self.keys.current.app_ids())
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
@@ -155,6 +157,22 @@ class Service:
         self.metrics.blind_window_end.set(window.end)
         self.log.warning("blind_window", start=window.start, end=window.end, cause=window.cause,
                          blind_seconds=round(window.seconds, 3))
+        self._unmarked.append(window)
+
+    async def mark_blind(self) -> None:
+        """Mark the live segments of every window detected since the last call (see
+        :func:`gme_recwatch.lifecycle.after_blind`); a store that does not answer leaves them
+        for the next call."""
+        while self._unmarked:
+            w = self._unmarked[0]
+            try:
+                n = await self.store.mark_blind(w.start, w.end)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "sweep", exc)
+                return
+            self._unmarked.pop(0)
+            self.log.info("blind_window_marked", start=w.start, end=w.end, cause=w.cause,
+                          segments=n)
 
     async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -171,7 +189,15 @@ class Service:
         sweep goes in rounds and yields between them, so callbacks are still answered promptly.
         With a COS bucket, segments that would become stuck or miss their upload are held for a
         lookup instead; the sweep never waits for one, it wakes the reconciler.
+
+        After a store outage, the store is checked first: a blind window it ends marks its live
+        segments before their deadlines are applied.
         """
+        if self._store_failing_since is not None and hasattr(self.store, "ping"):
+            await self.check_store()
+        await self.mark_blind()
+        if self._unmarked:
+            return  # not marked yet: applying deadlines now would page them on silence
         while True:
             try:
                 done = await self.store.sweep(budget)
@@ -179,7 +205,13 @@ class Service:
                 self._store_answered(False, "sweep", exc)
                 return  # the deadlines wait in the store; the next round applies them
             for t in done.transitions:
-                report_problem(t, self.metrics, self.log, self.clock)
+                if t.blind_window is None:
+                    report_problem(t, self.metrics, self.log, self.clock)
+                    continue
+                self.metrics.unverified.labels(t.app_id).inc()
+                report_problem(t, self.metrics, self.log, self.clock,
+                               blind_window_start=t.blind_window[0],
+                               blind_window_end=t.blind_window[1])
             if self.reconciler is not None:
                 self.reconciler.wake()
             if not done.more:

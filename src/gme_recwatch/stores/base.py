@@ -67,6 +67,10 @@ class SegmentView:
     and is not there, False when the lookup failed; None otherwise."""
     lost_events: list[str] = field(default_factory=list)
     """Events whose callbacks never arrived though the file was found in COS."""
+    blind_window_start: float | None = None
+    """For a segment live when a blind window opened (and not heard from since): the window's
+    start and end. An ``unverified`` segment always has one: the window that caused it."""
+    blind_window_end: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +105,12 @@ class Store(Protocol):
         ...
 
     async def stats(self) -> StoreStats: ...
+
+    async def mark_blind(self, start: float, end: float) -> int:
+        """Mark every live segment (recording, or awaiting its upload) with the blind window
+        ``start``-``end`` (Unix times): its deadline will not page it on silence alone (see
+        :func:`gme_recwatch.lifecycle.after_blind`). Returns how many were marked."""
+        ...
 
     async def count(self) -> int:
         """Segments tracked."""

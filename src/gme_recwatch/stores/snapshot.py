@@ -62,6 +62,7 @@ class SnapshotV3(_SnapshotV2):
     tallies: TallyState
     file_names: list[str] | None = None  # per slot, with COS checks on; older ones lack it
     clean: bool = False  # written by a clean stop (the final snapshot); older ones lack it
+    blind: dict[str, tuple[float, float]] | None = None  # segments marked blind -> the window
 
 
 @dataclass(slots=True)
@@ -129,7 +130,7 @@ def _check_v3(snap: SnapshotV3, n: int) -> None:
     apps = len(t.labels)
     per_app = (t.active, t.active_rooms, t.stuck, t.stuck_total, t.missing, t.missing_total,
                t.completed_total, t.starts)
-    if any(len(col) != apps for col in per_app) or len(t.by_state) != 6:
+    if any(len(col) != apps for col in per_app) or not 6 <= len(t.by_state) <= 7:
         raise ValueError("snapshot tallies do not match its apps")
     meta = array("q", snap.meta)
     top = max(meta) if meta else 0
