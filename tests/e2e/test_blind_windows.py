@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from .conftest import RunningService
 
 Factory = Callable[..., RunningService]
@@ -47,6 +49,16 @@ def _stuck(svc: RunningService) -> float:
     return svc.metric("gme_recording_tracked_segments", state="stuck")
 
 
+def _unverified(svc: RunningService) -> float:
+    return svc.metric("gme_recording_tracked_segments", state="unverified")
+
+
+def _segments(svc: RunningService, state: str) -> list[dict[str, Any]]:
+    reply = httpx.get(svc.admin_url + "/api/v1/segments", params={"state": state}, timeout=5)
+    assert reply.status_code == 200, reply.text
+    return list(reply.json()["segments"])
+
+
 def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Factory,
                                                           tmp_path: Path) -> None:
     env = _env(tmp_path / "state")
@@ -64,6 +76,17 @@ def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Facto
                - window["blind_seconds"]) < 0.001
     assert restarted.metric("gme_recording_blind_window_start_timestamp_seconds") == \
         window["start"]
+    assert restarted.send(1, room="after").status_code == 200
+    # "before" may have completed while the process was down: not paged, unverified; "after"
+    # started once it listened again: paged as usual.
+    _wait(lambda: _stuck(restarted) == 1 and _unverified(restarted) == 1)
+    unverified = _segments(restarted, "unverified")
+    assert [s["room_id"] for s in unverified] == ["before"]
+    assert unverified[0]["blind_window_start"] == time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(window["start"]))
+    assert [s["room_id"] for s in _segments(restarted, "stuck")] == ["after"]
+    assert restarted.metric("gme_recording_unverified_total") == 1
+    assert '"event": "segment_unverified"' in restarted.logs()
 
 
 def test_clean_restart_within_the_retry_horizon_changes_no_paging(service_factory: Factory,
