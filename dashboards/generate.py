@@ -339,6 +339,17 @@ def overview() -> dict[str, Any]:
                        "short",
                        [(f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))",
                          "{{app_id}}")], links=segments_link("upload_missing")), 6, 8)
+    lay.add(timeseries("Unverified segments", "Segments live when a blind window opened whose "
+                       "deadline passed with no callback and no COS check to settle them: they "
+                       "would be stuck or missing an upload, but the callback may have been lost "
+                       "while the service was not listening. Not paged: look them up in COS "
+                       "(runbook: Blind windows). Standing count, and new ones per interval by "
+                       "app.", "short",
+                       [(f"sum({SHARED} (gme_recording_tracked_segments{{{SEL}, "
+                         f'state="unverified"}}))', "unverified now"),
+                        (f"sum by (app_id) (increase(gme_recording_unverified_total{{{APP}}}"
+                         f"[$__rate_interval]))", "new {{app_id}}")],
+                       links=segments_link("unverified")), 6, 8)
     lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
                        "whose upload did not arrive within the grace. With exemplar storage on, "
                        "the dots carry the room, user, task and SeqNo of the last one.", "short",
