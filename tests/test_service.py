@@ -190,3 +190,56 @@ def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(
         service.settings.max_recording_seconds + 1)
     assert service.metrics.registry.get_sample_value(
         "gme_recording_unverified_total", {"app_id": "1400000000"}) == 1
+
+
+def _redis_service(url: str, prefix: str, clock: FakeClock) -> tuple[Service, Log]:
+    from gme_recwatch.stores.redis import RedisStore
+
+    settings = Settings(secret_key=SECRET, max_recording_seconds=100)
+    store = RedisStore.from_url(url, settings.lifecycle(), prefix=prefix, clock=clock)
+    service = Service(settings, clock=clock, store=store)
+    log = Log()
+    service.log = log
+    return service, log
+
+
+def _windows(log: Log) -> list[dict[str, Any]]:
+    return [kw for e, kw in log.events if e == "blind_window"]
+
+
+def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(
+        redis_server: Any) -> None:
+    import uuid
+
+    clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
+
+    async def run() -> None:
+        first, log = _redis_service(redis_server.url, prefix, clock)
+        await first.start()
+        assert _windows(log) == []  # nothing ran before
+        await first.store.record(started(0))
+        stopped = clock.time()
+        await first.stop()  # the last replica stops cleanly
+        clock.advance(30)
+        quick, log = _redis_service(redis_server.url, prefix, clock)
+        await quick.start()
+        assert _windows(log) == []  # a rolling restart within the retry horizon
+        clock.advance(3)
+        other, log = _redis_service(redis_server.url, prefix, clock)
+        await other.start()
+        assert _windows(log) == []  # `quick` is alive
+        await other.store.close()
+        await quick.store.close()  # both die: no clean stop
+        clock.advance(100)
+        late, log = _redis_service(redis_server.url, prefix, clock)
+        await late.start()
+        assert _windows(log) == [{"start": stopped + 33 + 60, "end": stopped + 133,
+                                  "cause": "all_replicas_down", "blind_seconds": 40}]
+        await late.store.record(started(1))
+        clock.advance(101)
+        await late.sweep()
+        states = {kw["seq_no"]: e for e, kw in log.events if e.startswith("segment_")}
+        assert states == {0: "segment_unverified", 1: "segment_stuck"}
+        await late.stop()
+
+    asyncio.run(run())

@@ -12,6 +12,11 @@ stopped and started answering -- and gets back the window, if any, that the send
 * After a crash (no clean marker), every callback acknowledged since the last snapshot is lost,
   whatever the length of the downtime: Tencent got its 200 and will not retry. The window
   opens at that snapshot and closes at the restart.
+* On the shared Redis store nothing acknowledged is ever lost; what is lost is what nobody
+  answered. Every replica writes a heartbeat (Redis ``TIME``) every few seconds and the last
+  one to stop cleanly notes its stop time: a replica that starts while no heartbeat is fresher
+  than two periods (every replica was down) is blind from the last sign of life (the newest
+  heartbeat, or that clean stop) plus ``retry`` until now.
 * During a store outage callbacks are answered 503 and retried for ``retry`` seconds: only
   the part of the outage beyond the retry horizon is blind.
 """
@@ -21,9 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Cause = Literal["restart_after_crash", "restart_after_clean_stop", "store_unreachable"]
+Cause = Literal["restart_after_crash", "restart_after_clean_stop", "all_replicas_down",
+                "store_unreachable"]
 CAUSES: Final[tuple[Cause, ...]] = ("restart_after_crash", "restart_after_clean_stop",
-                                    "store_unreachable")
+                                    "all_replicas_down", "store_unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,19 @@ def after_restart(saved_at: float, clean: bool, now: float, retry: float) -> Win
     if now <= saved_at:  # a clock stepped back: nothing to measure
         return None
     return Window(saved_at, now, "restart_after_crash")
+
+
+def after_all_down(newest_beat: float | None, stopped: float | None, now: float,
+                   retry: float, period: float) -> Window | None:
+    """The window of a start on a shared store whose newest heartbeat (of another replica) is
+    ``newest_beat`` and whose last clean stop of the last replica was ``stopped`` (None: not
+    known). None while another replica is alive, or when nothing ever ran before."""
+    if newest_beat is not None and now - newest_beat <= 2 * period:
+        return None  # someone was listening
+    known = [t for t in (newest_beat, stopped) if t is not None]
+    if not known:
+        return None
+    return _beyond_retries(max(known), now, retry, "all_replicas_down")
 
 
 def after_outage(failing_since: float, recovered_at: float, retry: float) -> Window | None:

@@ -8,6 +8,7 @@ the reconciler, which looks files up before a segment is called stuck or its upl
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -27,6 +28,7 @@ from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
 from .tracing import make_provider, tracer
 
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
+HEARTBEAT_SECONDS: Final = 5.0  # on a shared store: how often each replica says it is alive
 
 
 def open_store(settings: Settings, clock: Clock) -> Store:
@@ -76,6 +78,7 @@ class Service:
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
         self._unmarked: list[blind.Window] = []  # windows whose live segments are not marked yet
+        self.replica = uuid.uuid4().hex  # this process, among the replicas of a shared store
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -111,9 +114,30 @@ class Service:
                 self._blind_window(blind.after_restart(
                     saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
                 await self.mark_blind()  # before any sweep can page them
+        if hasattr(self.store, "heartbeat"):
+            await self._after_all_down()
         await self.store.register_apps(self.keys.current.app_ids())
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
+
+    async def _after_all_down(self) -> None:
+        """On a shared store: a blind window if every replica was down, then our heartbeat."""
+        store: Any = self.store
+        try:
+            newest, stopped, now = await store.last_alive()
+            self._blind_window(blind.after_all_down(newest, stopped, now,
+                                                    self.settings.sender_retry_seconds,
+                                                    HEARTBEAT_SECONDS))
+            await self.mark_blind()
+            await store.heartbeat(self.replica)
+        except StoreUnavailable as exc:  # not a reason not to start: the store check says so
+            self._store_answered(False, "ping", exc)
+
+    async def heartbeat(self) -> None:
+        try:
+            await self.store.heartbeat(self.replica)  # type: ignore[attr-defined]
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
 
     def start_background(self) -> None:
         s = self.settings
@@ -123,6 +147,9 @@ class Service:
         ]
         if hasattr(self.store, "ping"):
             self._tasks.append(asyncio.create_task(self._every("store", 1.0, self.check_store)))
+        if hasattr(self.store, "heartbeat"):
+            self._tasks.append(asyncio.create_task(
+                self._every("heartbeat", HEARTBEAT_SECONDS, self.heartbeat)))
         if self.snapshots is not None:
             self._tasks.append(asyncio.create_task(
                 self._every("snapshot", s.snapshot_interval_seconds,
@@ -144,6 +171,11 @@ class Service:
             self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
         if self.reconciler is not None:
             await self.reconciler.checker.close()
+        if hasattr(self.store, "leave"):
+            try:  # the marker of a clean stop, as the final snapshot's is
+                await self.store.leave(self.replica, HEARTBEAT_SECONDS)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "ping", exc)
         await self.store.close()
         if self.provider is not None:
             self.provider.shutdown()

@@ -188,6 +188,21 @@ class RedisStore:
         return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
                           Check(check).confirmed)
 
+    async def heartbeat(self, replica: str) -> None:
+        """This replica is alive, on Redis's clock (see :func:`gme_recwatch.blind.after_all_down`)."""
+        await self._run("beat", replica)
+
+    async def last_alive(self) -> tuple[float | None, float | None, float]:
+        """(the newest heartbeat, the last replica's clean stop, now): None when not known."""
+        newest, stopped, now = await self._run("alive")
+        return (float(newest) if newest else None, float(stopped) if stopped else None,
+                float(now))
+
+    async def leave(self, replica: str, period: float) -> None:
+        """A clean stop: this replica's heartbeat goes; if it was the last one alive, its stop
+        time is noted."""
+        await self._run("leave", replica, period)
+
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the deadline index, each one script: Redis is never held for long. (A
         # segment that moves in the index meanwhile may be passed over or seen twice.)
