@@ -496,8 +496,9 @@ def service() -> dict[str, Any]:
                        "never recorded, beyond what Tencent's retries cover, per interval, by "
                        "cause: a crash (from the last snapshot), a clean restart longer than the "
                        "retry horizon, a store outage beyond it. Each window is logged as "
-                       "blind_window.", "s",
-                       [(f"sum by (cause) (increase(gme_recording_blind_seconds_total{{{SEL}}}"
+                       "blind_window. Every replica of a shared store sees the same store "
+                       "outage: the max over them, not the sum.", "s",
+                       [(f"max by (cause) (increase(gme_recording_blind_seconds_total{{{SEL}}}"
                          f"[$__rate_interval]))", "{{cause}}")]), 8, 8)
 
     lay.row("Process")
