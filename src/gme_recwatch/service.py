@@ -262,10 +262,13 @@ class Service:
         """Hand the store's current tallies to the metrics, for the next scrape. When the store
         does not answer, the last ones stay and ``gme_recording_backend_up`` says 0."""
         try:
-            self.metrics.store.update(await self.store.stats())
+            stats = await self.store.stats()
         except StoreUnavailable as exc:
             self._store_answered(False, "stats", exc)
         else:
+            self.metrics.store.update(stats)
+            for app in stats.app_labels:  # every app's series exists before its first one
+                self.metrics.unverified.labels(app)
             self._store_answered(True, "stats")
 
     async def reload_keys(self) -> None:
