@@ -339,6 +339,17 @@ def overview() -> dict[str, Any]:
                        "short",
                        [(f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))",
                          "{{app_id}}")], links=segments_link("upload_missing")), 6, 8)
+    lay.add(timeseries("Unverified segments", "Segments live when a blind window opened whose "
+                       "deadline passed with no callback and no COS check to settle them: they "
+                       "would be stuck or missing an upload, but the callback may have been lost "
+                       "while the service was not listening. Not paged: look them up in COS "
+                       "(runbook: Blind windows). Standing count, and new ones per interval by "
+                       "app.", "short",
+                       [(f"sum({SHARED} (gme_recording_tracked_segments{{{SEL}, "
+                         f'state="unverified"}}))', "unverified now"),
+                        (f"sum by (app_id) (increase(gme_recording_unverified_total{{{APP}}}"
+                         f"[$__rate_interval]))", "new {{app_id}}")],
+                       links=segments_link("unverified")), 6, 8)
     lay.add(timeseries("New stuck and missing uploads", "Segments per interval that became stuck or "
                        "whose upload did not arrive within the grace. With exemplar storage on, "
                        "the dots carry the room, user, task and SeqNo of the last one.", "short",
@@ -481,6 +492,14 @@ def service() -> dict[str, Any]:
                        "interval, by operation (GmeRecwatchSnapshotFailing).", "short",
                        [(f"sum by (operation) (increase(gme_recording_snapshot_failures_total{{{SEL}}}"
                          f"[$__rate_interval]))", "failed {{operation}}")]), 8, 8)
+    lay.add(timeseries("Blind seconds", "Seconds in which callbacks may have been sent and "
+                       "never recorded, beyond what Tencent's retries cover, per interval, by "
+                       "cause: a crash (from the last snapshot), a clean restart longer than the "
+                       "retry horizon, a store outage beyond it. Each window is logged as "
+                       "blind_window. Every replica of a shared store sees the same store "
+                       "outage: the max over them, not the sum.", "s",
+                       [(f"max by (cause) (increase(gme_recording_blind_seconds_total{{{SEL}}}"
+                         f"[$__rate_interval]))", "{{cause}}")]), 8, 8)
 
     lay.row("Process")
     lay.add(timeseries("CPU", "CPU time used per second (1 = one core), per instance.",

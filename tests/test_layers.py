@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "gme_recwatch"
 
 # Lowest first. A module may import its own layer and the ones below, never one above.
 LAYERS: list[set[str]] = [
-    {"clock", "ratelimit", "events", "signature", "hints"},
+    {"clock", "ratelimit", "events", "signature", "hints", "blind"},
     {"lifecycle", "deadlines"},
     {"stores"},
     {"settings", "metrics", "logging", "tracing"},

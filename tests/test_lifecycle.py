@@ -90,7 +90,8 @@ def test_durations_are_measured_when_the_event_completing_them_arrives() -> None
 
 
 def test_state_and_mode_names_are_the_label_values() -> None:
-    assert STATE_NAMES == ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan")
+    assert STATE_NAMES == ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan",
+                           "unverified")
     assert [s.label for s in State] == list(STATE_NAMES)
     assert [RecordMode.of(m).label for m in (0, 1, 2, -1, 7)] == [
         "single", "mixed", "unknown", "unknown", "unknown"]

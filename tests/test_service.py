@@ -82,3 +82,164 @@ def test_stop_writes_the_final_snapshot(tmp_path: Path) -> None:
     restored = Service(Settings(secret_key=SECRET, state_file=str(path)))
     asyncio.run(restored.start())
     assert asyncio.run(restored.store.count()) == 1
+
+
+def _blind(service: Service, cause: str) -> float:
+    value = service.metrics.registry.get_sample_value(
+        "gme_recording_blind_seconds_total", {"cause": cause})
+    assert value is not None
+    return value
+
+
+def _restart(path: Path, clock: FakeClock, retry: float = 60.0) -> tuple[Service, Log]:
+    service = Service(Settings(secret_key=SECRET, state_file=str(path),
+                               sender_retry_seconds=retry), clock=clock)
+    log = Log()
+    service.log = log
+    asyncio.run(service.start())
+    return service, log
+
+
+def _clean_stop(path: Path, clock: FakeClock) -> None:
+    service = Service(Settings(secret_key=SECRET, state_file=str(path)), clock=clock)
+    service.store.record_now(started(0))  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        await service.start()
+        service.start_background()
+        await service.stop()
+
+    asyncio.run(run())
+
+
+def test_clean_restart_within_the_retry_horizon_is_no_blind_window(tmp_path: Path) -> None:
+    clock = FakeClock()
+    _clean_stop(tmp_path / "state", clock)
+    clock.advance(30)
+    service, log = _restart(tmp_path / "state", clock)
+    assert [e for e, _ in log.events if e == "blind_window"] == []
+    assert _blind(service, "restart_after_clean_stop") == 0
+    assert service.metrics.registry.get_sample_value(
+        "gme_recording_blind_window_start_timestamp_seconds") == 0
+
+
+def test_clean_restart_beyond_the_retry_horizon_is_blind_for_the_excess(tmp_path: Path) -> None:
+    clock = FakeClock()
+    _clean_stop(tmp_path / "state", clock)
+    stopped = clock.time()
+    clock.advance(100)
+    service, log = _restart(tmp_path / "state", clock, retry=60)
+    assert _blind(service, "restart_after_clean_stop") == 40
+    windows = [kw for e, kw in log.events if e == "blind_window"]
+    assert windows == [{"start": stopped + 60, "end": stopped + 100,
+                        "cause": "restart_after_clean_stop", "blind_seconds": 40}]
+    r = service.metrics.registry
+    assert r.get_sample_value("gme_recording_blind_window_start_timestamp_seconds") == stopped + 60
+    assert r.get_sample_value("gme_recording_blind_window_end_timestamp_seconds") == stopped + 100
+
+
+def test_restart_after_a_crash_is_blind_from_the_last_snapshot(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state"
+    crashed = Service(Settings(secret_key=SECRET, state_file=str(path)), clock=clock)
+    crashed.store.record_now(started(0))  # type: ignore[attr-defined]
+    assert crashed.snapshots is not None
+    assert crashed.snapshots.write()  # a periodic snapshot; then kill -9: no final one
+    saved = clock.time()
+    clock.advance(5)
+    service, log = _restart(path, clock)
+    assert _blind(service, "restart_after_crash") == 5
+    assert [kw for e, kw in log.events if e == "blind_window"] == [
+        {"start": saved, "end": saved + 5, "cause": "restart_after_crash", "blind_seconds": 5}]
+
+
+def test_store_outage_is_blind_beyond_the_retry_horizon_only() -> None:
+    clock = FakeClock()
+    service = Service(Settings(secret_key=SECRET, sender_retry_seconds=60), clock=clock)
+    log = Log()
+    service.log = log
+    service._store_answered(False, "ping", RuntimeError("down"))
+    clock.advance(30)
+    service._store_answered(True, "ping")  # short: Tencent's retries covered it
+    assert _blind(service, "store_unreachable") == 0
+    service._store_answered(False, "ping", RuntimeError("down"))
+    failed = clock.time()
+    clock.advance(90)
+    service._store_answered(True, "ping")
+    assert _blind(service, "store_unreachable") == 30
+    assert [kw for e, kw in log.events if e == "blind_window"] == [
+        {"start": failed + 60, "end": failed + 90, "cause": "store_unreachable",
+         "blind_seconds": 30}]
+
+
+def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state"
+    crashed = Service(Settings(secret_key=SECRET, state_file=str(path)), clock=clock)
+    crashed.store.record_now(started(0))  # type: ignore[attr-defined]
+    assert crashed.snapshots is not None and crashed.snapshots.write()
+    clock.advance(5)
+    service, log = _restart(path, clock)
+    service.store.record_now(started(1))  # type: ignore[attr-defined]
+    clock.advance(service.settings.max_recording_seconds + 1)
+    asyncio.run(service.sweep())
+    by_event = {(e, kw["seq_no"]): kw for e, kw in log.events if e.startswith("segment_")}
+    assert set(by_event) == {("segment_unverified", 0), ("segment_stuck", 1)}
+    assert by_event[("segment_unverified", 0)]["blind_window_end"] == clock.time() - (
+        service.settings.max_recording_seconds + 1)
+    assert service.metrics.registry.get_sample_value(
+        "gme_recording_unverified_total", {"app_id": "1400000000"}) == 1
+
+
+def _redis_service(url: str, prefix: str, clock: FakeClock) -> tuple[Service, Log]:
+    from gme_recwatch.stores.redis import RedisStore
+
+    settings = Settings(secret_key=SECRET, max_recording_seconds=100)
+    store = RedisStore.from_url(url, settings.lifecycle(), prefix=prefix, clock=clock)
+    service = Service(settings, clock=clock, store=store)
+    log = Log()
+    service.log = log
+    return service, log
+
+
+def _windows(log: Log) -> list[dict[str, Any]]:
+    return [kw for e, kw in log.events if e == "blind_window"]
+
+
+def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(
+        redis_server: Any) -> None:
+    import uuid
+
+    clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
+
+    async def run() -> None:
+        first, log = _redis_service(redis_server.url, prefix, clock)
+        await first.start()
+        assert _windows(log) == []  # nothing ran before
+        await first.store.record(started(0))
+        stopped = clock.time()
+        await first.stop()  # the last replica stops cleanly
+        clock.advance(30)
+        quick, log = _redis_service(redis_server.url, prefix, clock)
+        await quick.start()
+        assert _windows(log) == []  # a rolling restart within the retry horizon
+        clock.advance(3)
+        other, log = _redis_service(redis_server.url, prefix, clock)
+        await other.start()
+        assert _windows(log) == []  # `quick` is alive
+        await other.store.close()
+        await quick.store.close()  # both die: no clean stop
+        clock.advance(100)
+        late, log = _redis_service(redis_server.url, prefix, clock)
+        await late.start()
+        assert _windows(log) == [{"start": stopped + 33 + 60, "end": stopped + 133,
+                                  "cause": "all_replicas_down", "blind_seconds": 40}]
+        await late.store.record(started(1))
+        clock.advance(101)
+        await late.sweep()
+        states = {kw["seq_no"]: e for e, kw in log.events if e.startswith("segment_")}
+        assert states == {0: "segment_unverified", 1: "segment_stuck"}
+        await late.stop()
+
+    asyncio.run(run())

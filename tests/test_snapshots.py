@@ -86,3 +86,28 @@ def test_a_write_into_a_path_that_is_a_directory_fails_counted_and_logged(tmp_pa
     assert value(metrics.snapshot_failures, operation="write") == 1
     assert "snapshot_write_failed" in log.events()
     assert [p.name for p in tmp_path.iterdir()] == ["snap"]  # the temp file was removed
+
+
+def test_only_a_clean_stop_marks_the_snapshot_clean() -> None:
+    clock = FakeClock()
+    for clean in (False, True):
+        restored = MemoryStore(Settings(secret_key="x").lifecycle(), FakeClock())
+        restored.restore(store(clock).snapshot(clean=clean))
+        assert restored.restored_from == (clock.time(), clean)
+
+
+def test_a_version_2_snapshot_reads_as_written_before_a_crash() -> None:
+    data = (Path(__file__).parent / "golden" / "snapshot-v2.msgpack").read_bytes()
+    restored = MemoryStore(Settings(secret_key="x").lifecycle(), FakeClock())
+    restored.restore(data)
+    assert restored.restored_from is not None
+    assert restored.restored_from[1] is False
+
+
+def test_blind_marks_survive_a_snapshot() -> None:
+    clock = FakeClock()
+    s = store(clock)
+    assert s.mark_blind_now(1.0, 2.0) == len(s)
+    restored = MemoryStore(Settings(secret_key="x").lifecycle(), FakeClock())
+    restored.restore(s.snapshot())
+    assert {(v.blind_window_start, v.blind_window_end) for v in restored.find()} == {(1.0, 2.0)}

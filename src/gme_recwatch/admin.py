@@ -50,6 +50,10 @@ class SegmentOut(msgspec.Struct):
     and is not there, false when the lookup failed (no answer to trust); otherwise null."""
     lost_events: list[str] = msgspec.field(default_factory=list)
     """Events whose callbacks never arrived though the file was found in COS (reconciled)."""
+    blind_window_start: str | None = None
+    """For a segment that was live when a blind window opened and has not been heard from
+    since (every ``unverified`` one): that window's start and end; otherwise null."""
+    blind_window_end: str | None = None
 
 
 class SegmentList(msgspec.Struct):
@@ -75,6 +79,7 @@ def _out(v: SegmentView) -> SegmentOut:
         first_received_at=_iso(v.first_received_at) or "",
         next_deadline_at=_iso(v.next_deadline_at), expires_at=_iso(v.expires_at) or "",
         confirmed=v.confirmed, lost_events=v.lost_events,
+        blind_window_start=_iso(v.blind_window_start), blind_window_end=_iso(v.blind_window_end),
     )
 
 

@@ -40,6 +40,7 @@ class State(IntEnum):
     STUCK = 3  # still recording after max_recording_seconds
     UPLOAD_MISSING = 4  # completed, no upload within the upload grace
     ORPHAN = 5  # completed or uploaded, and the start never came within the reorder window
+    UNVERIFIED = 6  # would be stuck or upload_missing, but its callback may have been lost blind
 
     @property
     def label(self) -> str:
@@ -72,6 +73,7 @@ class Result(StrEnum):
 RESULTS: Final[tuple[str, ...]] = tuple(r.value for r in Result)
 # Where a segment ends when nothing more arrives: the simulator predicts these.
 END_STATES: Final = (State.UPLOADED, State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
+# (UNVERIFIED is one too, but only after a blind window, which the simulator never makes.)
 
 # Events seen, as bits of one small int.
 SEEN_STARTED: Final = 1
@@ -141,7 +143,7 @@ def classify(seen: int, bit: int, state: State | None) -> Result:
     ``state`` (None: the segment is new)."""
     if seen & bit:
         return Result.DUPLICATE
-    if state in PROBLEM_STATES:
+    if state in PROBLEM_STATES or state == State.UNVERIFIED:
         return Result.LATE
     if seen > bit:  # a later event of the lifecycle was seen first
         return Result.OUT_OF_ORDER
@@ -183,6 +185,8 @@ class Transition:
     confirmed: bool | None = None
     """With COS checks: True when the file was looked up and is not there, False when the
     lookup failed; None without checks (and for orphans, which are never looked up)."""
+    blind_window: tuple[float, float] | None = None
+    """For an unverified segment: the blind window (start, end; Unix times) that caused it."""
 
 
 # ------------------------------------------------------------------ checking files in COS
@@ -273,6 +277,33 @@ class Reconciled:
 # What a store makes of a lookup's answer: the segment was reconciled, entered its problem state,
 # or nothing (it moved on meanwhile -- a callback arrived -- or was forgotten).
 Resolution = Reconciled | Transition | None
+
+
+# ------------------------------------------------------------------ blind windows
+#
+# A blind window (:mod:`gme_recwatch.blind`) is time in which a callback may have been sent and
+# never recorded. When one is detected, every segment still *live* then -- recording, or
+# completed and awaiting its upload -- is marked with it: its next callback may have been the
+# one lost. Such a segment is not paged on the strength of silence alone:
+#
+# * with COS checks on, its deadline holds it for a lookup as for any segment (found: uploaded;
+#   not found: the problem stands, confirmed);
+# * without, a deadline that would make it stuck or its upload missing makes it
+#   ``unverified`` instead: its own state, counted and logged, never paged.
+#
+# Any new event for a marked segment clears the mark: we are hearing from it again, and what
+# follows is paged as usual. An event for an unverified segment is ``late`` and the state is
+# derived anew (a late upload makes it uploaded, a late completion puts it back to waiting for
+# its upload), as for the other problem states.
+
+BLIND_MARKED: Final = frozenset({State.RECORDING, State.COMPLETED})
+
+
+def after_blind(new: State, blind: bool, cfg: Config) -> State:
+    """The state a segment enters instead of ``new`` when it is marked blind (``blind``)."""
+    if blind and not cfg.check_in_cos and new in CHECKED_STATES:
+        return State.UNVERIFIED
+    return new
 
 
 # ------------------------------------------------------------------ segment identity

@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .blind import CAUSES as BLIND_CAUSES
 from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
 from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
@@ -164,6 +165,27 @@ class Metrics:
         self.snapshot_restored = Gauge(
             PREFIX + "snapshot_restored_segments",
             "Segments restored from the state file at start.", registry=r,
+        )
+        self.blind_seconds = Counter(
+            PREFIX + "blind_seconds",
+            "Seconds in which callbacks may have been sent and never recorded, beyond what "
+            "the sender's retries cover, by cause.", ["cause"], registry=r,
+        )
+        for cause in BLIND_CAUSES:
+            self.blind_seconds.labels(cause)
+        self.unverified = Counter(
+            PREFIX + "unverified",
+            "Segments this process's sweeps made unverified: live when a blind window opened, "
+            "their deadline passed with no callback and no COS check to settle them.",
+            ["app_id"], registry=r,
+        )
+        self.blind_window_start = Gauge(
+            PREFIX + "blind_window_start_timestamp_seconds",
+            "Unix time the last blind window opened (0 = none since start).", registry=r,
+        )
+        self.blind_window_end = Gauge(
+            PREFIX + "blind_window_end_timestamp_seconds",
+            "Unix time the last blind window closed (0 = none since start).", registry=r,
         )
 
         self.backend_errors = Counter(

@@ -8,11 +8,13 @@ the reconciler, which looks files up before a segment is called stuck or its upl
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from . import blind
 from .clock import Clock, SystemClock
 from .cos import CosChecker, CosConfig, CosConfigError
 from .intake import Intake
@@ -26,6 +28,7 @@ from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
 from .tracing import make_provider, tracer
 
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
+HEARTBEAT_SECONDS: Final = 5.0  # on a shared store: how often each replica says it is alive
 
 
 def open_store(settings: Settings, clock: Clock) -> Store:
@@ -73,6 +76,9 @@ class Service:
             self.clock)
         self.ready = False
         self._store_failing_since: float | None = None
+        self._store_failing_since_wall = 0.0  # the same moment, for a blind window
+        self._unmarked: list[blind.Window] = []  # windows whose live segments are not marked yet
+        self.replica = uuid.uuid4().hex  # this process, among the replicas of a shared store
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -86,6 +92,9 @@ class Service:
         if ok:
             if self._store_failing_since is not None:
                 self.log.info("store_recovered", operation=operation)
+                self._blind_window(blind.after_outage(
+                    self._store_failing_since_wall, self.clock.time(),
+                    self.settings.sender_retry_seconds))
             self._store_failing_since = None
             self.metrics.backend_up.set(1)
             return
@@ -93,15 +102,42 @@ class Service:
         self.metrics.backend_up.set(0)
         if self._store_failing_since is None:
             self._store_failing_since = self.clock.monotonic()
+            self._store_failing_since_wall = self.clock.time()
             self.log.error("store_unavailable", operation=operation, error=str(error))
 
     async def start(self) -> None:
         """Bring the state back (before anything listens: ready means the state is back)."""
         if self.snapshots is not None:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
+            saved = self.snapshots.store.restored_from
+            if saved is not None:
+                self._blind_window(blind.after_restart(
+                    saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
+                await self.mark_blind()  # before any sweep can page them
+        if hasattr(self.store, "heartbeat"):
+            await self._after_all_down()
         await self.store.register_apps(self.keys.current.app_ids())
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
+
+    async def _after_all_down(self) -> None:
+        """On a shared store: a blind window if every replica was down, then our heartbeat."""
+        store: Any = self.store
+        try:
+            newest, stopped, now = await store.last_alive()
+            self._blind_window(blind.after_all_down(newest, stopped, now,
+                                                    self.settings.sender_retry_seconds,
+                                                    HEARTBEAT_SECONDS))
+            await self.mark_blind()
+            await store.heartbeat(self.replica)
+        except StoreUnavailable as exc:  # not a reason not to start: the store check says so
+            self._store_answered(False, "ping", exc)
+
+    async def heartbeat(self) -> None:
+        try:
+            await self.store.heartbeat(self.replica)  # type: ignore[attr-defined]
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
 
     def start_background(self) -> None:
         s = self.settings
@@ -111,6 +147,9 @@ class Service:
         ]
         if hasattr(self.store, "ping"):
             self._tasks.append(asyncio.create_task(self._every("store", 1.0, self.check_store)))
+        if hasattr(self.store, "heartbeat"):
+            self._tasks.append(asyncio.create_task(
+                self._every("heartbeat", HEARTBEAT_SECONDS, self.heartbeat)))
         if self.snapshots is not None:
             self._tasks.append(asyncio.create_task(
                 self._every("snapshot", s.snapshot_interval_seconds,
@@ -129,12 +168,43 @@ class Service:
         if self.reconciler is not None:
             await self.reconciler.stop()  # their checks stay pending: looked up after restart
         if self.snapshots is not None:
-            self.snapshots.write()
+            self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
         if self.reconciler is not None:
             await self.reconciler.checker.close()
+        if hasattr(self.store, "leave"):
+            try:  # the marker of a clean stop, as the final snapshot's is
+                await self.store.leave(self.replica, HEARTBEAT_SECONDS)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "ping", exc)
         await self.store.close()
         if self.provider is not None:
             self.provider.shutdown()
+
+    def _blind_window(self, window: blind.Window | None) -> None:
+        """Count, expose and log a blind window (see :mod:`gme_recwatch.blind`)."""
+        if window is None:
+            return
+        self.metrics.blind_seconds.labels(window.cause).inc(window.seconds)
+        self.metrics.blind_window_start.set(window.start)
+        self.metrics.blind_window_end.set(window.end)
+        self.log.warning("blind_window", start=window.start, end=window.end, cause=window.cause,
+                         blind_seconds=round(window.seconds, 3))
+        self._unmarked.append(window)
+
+    async def mark_blind(self) -> None:
+        """Mark the live segments of every window detected since the last call (see
+        :func:`gme_recwatch.lifecycle.after_blind`); a store that does not answer leaves them
+        for the next call."""
+        while self._unmarked:
+            w = self._unmarked[0]
+            try:
+                n = await self.store.mark_blind(w.start, w.end)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "sweep", exc)
+                return
+            self._unmarked.pop(0)
+            self.log.info("blind_window_marked", start=w.start, end=w.end, cause=w.cause,
+                          segments=n)
 
     async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -151,7 +221,15 @@ class Service:
         sweep goes in rounds and yields between them, so callbacks are still answered promptly.
         With a COS bucket, segments that would become stuck or miss their upload are held for a
         lookup instead; the sweep never waits for one, it wakes the reconciler.
+
+        After a store outage, the store is checked first: a blind window it ends marks its live
+        segments before their deadlines are applied.
         """
+        if self._store_failing_since is not None and hasattr(self.store, "ping"):
+            await self.check_store()
+        await self.mark_blind()
+        if self._unmarked:
+            return  # not marked yet: applying deadlines now would page them on silence
         while True:
             try:
                 done = await self.store.sweep(budget)
@@ -159,7 +237,13 @@ class Service:
                 self._store_answered(False, "sweep", exc)
                 return  # the deadlines wait in the store; the next round applies them
             for t in done.transitions:
-                report_problem(t, self.metrics, self.log, self.clock)
+                if t.blind_window is None:
+                    report_problem(t, self.metrics, self.log, self.clock)
+                    continue
+                self.metrics.unverified.labels(t.app_id).inc()
+                report_problem(t, self.metrics, self.log, self.clock,
+                               blind_window_start=t.blind_window[0],
+                               blind_window_end=t.blind_window[1])
             if self.reconciler is not None:
                 self.reconciler.wake()
             if not done.more:
@@ -178,10 +262,13 @@ class Service:
         """Hand the store's current tallies to the metrics, for the next scrape. When the store
         does not answer, the last ones stay and ``gme_recording_backend_up`` says 0."""
         try:
-            self.metrics.store.update(await self.store.stats())
+            stats = await self.store.stats()
         except StoreUnavailable as exc:
             self._store_answered(False, "stats", exc)
         else:
+            self.metrics.store.update(stats)
+            for app in stats.app_labels:  # every app's series exists before its first one
+                self.metrics.unverified.labels(app)
             self._store_answered(True, "stats")
 
     async def reload_keys(self) -> None:

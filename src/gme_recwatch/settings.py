@@ -122,6 +122,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "503, and Tencent retries it.")] = 1.0
     store_unready_after_seconds: Annotated[float, _seconds(
         "How long the state store may be unreachable before /readyz says not ready.")] = 5.0
+    sender_retry_seconds: Annotated[float, _seconds(
+        "How long Tencent keeps retrying a callback that was not answered 200: a downtime or "
+        "store outage shorter than this after a clean stop loses nothing.")] = 60.0
     state_file: Annotated[str, _help(
         "Where to snapshot tracker state so a restart keeps it; empty = no snapshots.")] = ""
     snapshot_interval_seconds: Annotated[int, _seconds(

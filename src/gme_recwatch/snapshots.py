@@ -49,12 +49,13 @@ class SnapshotFile:
         self.log.error("snapshot_restore_failed", path=str(self.path), error=why)
         return 0
 
-    def write(self) -> bool:
-        """Snapshot and write now, all on this thread (used at shutdown)."""
+    def write(self, clean: bool = False) -> bool:
+        """Snapshot and write now, all on this thread (used at shutdown: ``clean`` marks the
+        final snapshot of a clean stop)."""
         if self.path is None:
             return False
         started = time.perf_counter()
-        return self._persist(self.store.snapshot(), started)
+        return self._persist(self.store.snapshot(clean), started)
 
     async def write_in_background(self) -> bool:
         """Copy the state on the event loop (consistent, a memcpy per column), then encode,

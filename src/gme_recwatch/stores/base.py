@@ -67,6 +67,10 @@ class SegmentView:
     and is not there, False when the lookup failed; None otherwise."""
     lost_events: list[str] = field(default_factory=list)
     """Events whose callbacks never arrived though the file was found in COS."""
+    blind_window_start: float | None = None
+    """For a segment live when a blind window opened (and not heard from since): the window's
+    start and end. An ``unverified`` segment always has one: the window that caused it."""
+    blind_window_end: float | None = None
 
 
 @dataclass(slots=True)
@@ -102,6 +106,12 @@ class Store(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
+    async def mark_blind(self, start: float, end: float) -> int:
+        """Mark every live segment (recording, or awaiting its upload) with the blind window
+        ``start``-``end`` (Unix times): its deadline will not page it on silence alone (see
+        :func:`gme_recwatch.lifecycle.after_blind`). Returns how many were marked."""
+        ...
+
     async def count(self) -> int:
         """Segments tracked."""
         ...
@@ -122,12 +132,20 @@ class Store(Protocol):
 class Snapshottable(Protocol):
     """A store whose whole state can be written to a file and read back at start."""
 
-    def snapshot(self) -> bytes: ...
+    def snapshot(self, clean: bool = False) -> bytes:
+        """The whole state; ``clean`` marks the final snapshot of a clean stop."""
+        ...
 
     def prepare_snapshot(self) -> Callable[[], bytes]:
         """Copy the state now; the returned call encodes the copy (on a worker thread)."""
         ...
 
     def restore(self, data: bytes) -> int: ...
+
+    @property
+    def restored_from(self) -> tuple[float, bool] | None:
+        """(when, clean) of the snapshot restored: its wall time, and whether a clean stop
+        wrote it; None before a restore."""
+        ...
 
     def __len__(self) -> int: ...

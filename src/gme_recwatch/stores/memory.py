@@ -17,6 +17,7 @@ from ..clock import Clock, SystemClock
 from ..deadlines import DeadlineQueue
 from ..events import MODE_NAMES, Event, RecordMode
 from ..lifecycle import (
+    BLIND_MARKED,
     EVENT_LABEL,
     INF,
     PROBLEM_STATES,
@@ -35,6 +36,7 @@ from ..lifecycle import (
     Result,
     State,
     Transition,
+    after_blind,
     check_after_answer,
     classify,
     derive_state,
@@ -76,6 +78,9 @@ class MemoryStore:
         self._checks: deque[str] = deque()
         self._leases: dict[str, float] = {}
         self._pending_checks = 0
+        self._restored_from: tuple[float, bool] | None = None
+        # Segments live when a blind window opened and not heard from since -> that window.
+        self._blind: dict[str, tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -97,6 +102,9 @@ class MemoryStore:
 
     async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
         return self.resolve_now(key, answer)
+
+    async def mark_blind(self, start: float, end: float) -> int:
+        return self.mark_blind_now(start, end)
 
     async def count(self) -> int:
         return len(self._index)
@@ -138,6 +146,8 @@ class MemoryStore:
         if out.result is Result.DUPLICATE:
             return out
         seen |= bit
+        if self._blind:
+            self._blind.pop(key, None)  # heard from again: paged as usual from here
         if self.cfg.check_in_cos:
             if ev.file_name and not t.file_names[slot]:
                 t.file_names[slot] = ev.file_name
@@ -169,6 +179,8 @@ class MemoryStore:
         t = self._table
         seen = t.seen(slot)
         new, state_deadline = derive_state(seen, t.r_first[slot], t.r_complete[slot], now, self.cfg)
+        window = self._blind.get(key) if self._blind else None
+        new = after_blind(new, window is not None, self.cfg)
         if not t.start_lost(slot) and start_is_lost(seen, t.r_first[slot], now, self.cfg):
             t.mark_start_lost(slot)
             self._tallies.orphan_events["uploaded" if seen & SEEN_UPLOADED else "completed"] += 1
@@ -184,10 +196,11 @@ class MemoryStore:
             self._tallies.move(app, t.mode(slot), room_of(key), t.ts_start[slot], old, new)
             if new == State.UPLOADED:
                 self._terminal_fifo.append(key)
-            if new in PROBLEM_STATES:
+            if new in PROBLEM_STATES or new == State.UNVERIFIED:
                 biz, room, user, task, seq = split_key(key)
                 transition = Transition(new.label, biz, room, user, task, seq,
-                                        self._tallies.labels[app], t.check(slot).confirmed)
+                                        self._tallies.labels[app], t.check(slot).confirmed,
+                                        window if new == State.UNVERIFIED else None)
             t.set_state(slot, new)
         self._deadlines.set(slot, min(state_deadline, t.expires[slot]))
         return transition
@@ -216,6 +229,16 @@ class MemoryStore:
             if t.expires[slot] <= now:
                 self._remove(slot, key, "ttl")
         return out
+
+    def mark_blind_now(self, start: float, end: float) -> int:
+        """:meth:`mark_blind` without the coroutine. A scan, once per window."""
+        t = self._table
+        marked = 0
+        for key, slot in self._index.items():
+            if t.state(slot) in BLIND_MARKED:
+                self._blind[key] = (start, end)
+                marked += 1
+        return marked
 
     def has_due(self) -> bool:
         return self._deadlines.has_due(self._now())
@@ -279,6 +302,7 @@ class MemoryStore:
         self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], state, None)
         self._tallies.evictions[(reason, state.label)] += 1
         self._set_check(slot, Check.NONE)
+        self._blind.pop(key, None)
         del self._index[key]
         t.release(slot)
         self._deadlines.clear(slot)
@@ -325,6 +349,7 @@ class MemoryStore:
             return wall_now - (mono_now - mono)
 
         deadline = self._deadlines.get(slot)
+        window = self._blind.get(key)
         return SegmentView(
             biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
             app_id=self._tallies.labels[t.app(slot)], state=t.state(slot).label,
@@ -338,6 +363,8 @@ class MemoryStore:
             next_deadline_at=None if deadline == INF else wall(deadline),
             expires_at=wall(t.expires[slot]),
             confirmed=t.check(slot).confirmed, lost_events=events_seen(lost),
+            blind_window_start=window[0] if window else None,
+            blind_window_end=window[1] if window else None,
         )
 
     def find(self, *, state: str | None = None, app_id: str | None = None,
@@ -363,11 +390,16 @@ class MemoryStore:
 
     # ------------------------------------------------------------ snapshots
 
-    def snapshot(self) -> bytes:
-        """Every segment, in the format of :mod:`.snapshot`."""
-        return self.prepare_snapshot()()
+    def snapshot(self, clean: bool = False) -> bytes:
+        """Every segment, in the format of :mod:`.snapshot`; ``clean`` marks the final snapshot
+        of a clean stop."""
+        return self.prepare_snapshot(clean)()
 
-    def prepare_snapshot(self) -> Callable[[], bytes]:
+    @property
+    def restored_from(self) -> tuple[float, bool] | None:
+        return self._restored_from
+
+    def prepare_snapshot(self, clean: bool = False) -> Callable[[], bytes]:
         """Copy what a snapshot needs now (cheap: a memcpy per column and bucket), and return
         the encoding of that copy, to run anywhere (a worker thread) while the store goes on."""
         t = self._table
@@ -384,7 +416,8 @@ class MemoryStore:
             keys=list(t.keys), **columns,  # type: ignore[arg-type]  # bytearrays encode as bytes
             deadlines=when, buckets=buckets, terminal=list(self._terminal_fifo),
             tallies=self._tallies.dump(),
-            file_names=list(t.file_names) if self.cfg.check_in_cos else None)
+            file_names=list(t.file_names) if self.cfg.check_in_cos else None, clean=clean,
+            blind=dict(self._blind) or None)
 
         def encode() -> bytes:
             try:
@@ -414,6 +447,7 @@ class MemoryStore:
         if self._index:
             raise ValueError("restore needs an empty store")
         loaded = snapshot_format.decode(data)
+        self._restored_from = (loaded.wall_time, loaded.clean)
         # This store's clock continues the snapshot's: old receive times stay as they are.
         self._offset = self.clock.time() - loaded.mono_to_wall - self.clock.monotonic()
         if loaded.v3 is None:
@@ -428,6 +462,7 @@ class MemoryStore:
         self._creation_fifo = deque(self._index)
         if snap.file_names is not None:
             self._table.file_names = snap.file_names
+        self._blind = {k: w for k, w in (snap.blind or {}).items() if k in self._index}
         self._requeue_checks()
         while len(self._index) > self.cfg.max_segments:  # the capacity was lowered since
             self._evict_for_capacity()

@@ -158,13 +158,13 @@ class RedisStore:
         # callbacks moving while a flood of deadlines is applied.
         changed, more = await self._run("sweep", min(budget, SWEEP_BATCH))
         done = Sweep(more=more > 0)
-        for raw_key, entered, orphaned, evicted, label in changed:
+        for raw_key, entered, orphaned, evicted, label, window in changed:
             key, app = raw_key.decode(), label.decode()
             self._count(app, entered, orphaned, evicted, "ttl")
             if entered >= 0:
                 biz, room, user, task, seq = split_key(key)
                 done.transitions.append(Transition(STATE_NAMES[entered], biz, room, user, task,
-                                                   seq, app))
+                                                   seq, app, blind_window=_window(window)))
         return done
 
     async def claim(self, limit: int, lease: float) -> list[Claim]:
@@ -187,6 +187,32 @@ class RedisStore:
             return None
         return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
                           Check(check).confirmed)
+
+    async def heartbeat(self, replica: str) -> None:
+        """This replica is alive, on Redis's clock (see :func:`gme_recwatch.blind.after_all_down`)."""
+        await self._run("beat", replica)
+
+    async def last_alive(self) -> tuple[float | None, float | None, float]:
+        """(the newest heartbeat, the last replica's clean stop, now): None when not known."""
+        newest, stopped, now = await self._run("alive")
+        return (float(newest) if newest else None, float(stopped) if stopped else None,
+                float(now))
+
+    async def leave(self, replica: str, period: float) -> None:
+        """A clean stop: this replica's heartbeat goes; if it was the last one alive, its stop
+        time is noted."""
+        await self._run("leave", replica, period)
+
+    async def mark_blind(self, start: float, end: float) -> int:
+        # In pages of the deadline index, each one script: Redis is never held for long. (A
+        # segment that moves in the index meanwhile may be passed over or seen twice.)
+        marked, offset = 0, 0
+        while True:
+            n, seen = await self._run("blind", repr(start), repr(end), offset, _SCAN_BATCH)
+            marked += n
+            offset += seen
+            if seen < _SCAN_BATCH:
+                return int(marked)
 
     async def register_apps(self, biz_ids: list[int]) -> None:
         await self._run("apps", *(str(b) for b in biz_ids))
@@ -272,10 +298,14 @@ class RedisStore:
                     if room_id is not None and key.split(SEP, 2)[1] != room_id:
                         continue
                     views.append((seg[8], key, (*seg, label)))
-            due = await self._deadlines([k for _, k, _ in heapq.nsmallest(limit, views)])
+            chosen = [k for _, k, _ in heapq.nsmallest(limit, views)]
+            due = await self._deadlines(chosen)
+            windows = dict(zip(chosen, await self.client.hmget(p + "bw", chosen), strict=True)
+                           ) if chosen else {}
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
-        return [_view(k, seg, due.get(k)) for _, k, seg in heapq.nsmallest(limit, views)]
+        return [_view(k, seg, due.get(k), _window(windows.get(k)))
+                for _, k, seg in heapq.nsmallest(limit, views)]
 
     async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
         if not keys:
@@ -288,7 +318,16 @@ class RedisStore:
         await self.client.connection_pool.disconnect()
 
 
-def _view(key: str, seg: tuple[Any, ...], deadline: float | None) -> SegmentView:
+def _window(raw: bytes | str | None) -> tuple[float, float] | None:
+    """A blind window as the script keeps it ("<start> <end>"); None for none."""
+    if not raw:
+        return None
+    start, end = _text(raw).split()
+    return float(start), float(end)
+
+
+def _view(key: str, seg: tuple[Any, ...], deadline: float | None,
+          window: tuple[float, float] | None = None) -> SegmentView:
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
     lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
@@ -303,4 +342,6 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None) -> SegmentView
         expires_at=expires,
         confirmed=Check((flags >> 1) & 3).confirmed,
         lost_events=events_seen(lost),
+        blind_window_start=window[0] if window else None,
+        blind_window_end=window[1] if window else None,
     )

@@ -19,6 +19,9 @@
 --   apps, applist     BizID -> label index; the labels in order ("other" once max_apps is hit)
 --   chk               zset: segments whose COS check is pending -> when they may be claimed
 --                     (first receive time; once claimed, when the claim's lease runs out)
+--   bw                hash: segments marked by a blind window -> "<start> <end>" (Unix times)
+--   hb                zset: replica id -> its last heartbeat; stopped: when the last replica
+--                     alive stopped cleanly (blind.after_all_down)
 
 local op, P = ARGV[1], ARGV[2]
 local now
@@ -34,7 +37,9 @@ local CHECK_IN_COS = ARGV[10] == "1"
 
 local INF = math.huge
 local S, C, U = 1, 2, 4
-local RECORDING, COMPLETED, UPLOADED, STUCK, UPLOAD_MISSING, ORPHAN = 0, 1, 2, 3, 4, 5
+local RECORDING, COMPLETED, UPLOADED, STUCK, UPLOAD_MISSING, ORPHAN, UNVERIFIED = 0, 1, 2, 3, 4, 5, 6
+-- lifecycle.BLIND_MARKED
+local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}
 local PROBLEM = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
 local LIVE = {[RECORDING] = true, [STUCK] = true}
 -- seg.flags: bit 0 the start-lost mark, bits 1-2 the COS check (lifecycle.Check), bits 3-4
@@ -79,7 +84,7 @@ end
 -- lifecycle.classify
 local function classify(seen, b, state)
   if has(seen, b) then return DUPLICATE end
-  if state ~= nil and PROBLEM[state] then return LATE end
+  if state ~= nil and (PROBLEM[state] or state == UNVERIFIED) then return LATE end
   if seen > b then return OUT_OF_ORDER end
   return ACCEPTED
 end
@@ -196,6 +201,10 @@ end
 -- and the event type whose start was just found lost (or "").
 local function settle(key, seg, old)
   local new, state_deadline = derive(seg.seen, seg.r_first, seg.r_complete)
+  -- lifecycle.after_blind
+  if not CHECK_IN_COS and CHECKED[new] and redis.call("HEXISTS", P .. "bw", key) == 1 then
+    new = UNVERIFIED
+  end
   local orphaned = ""
   if band(seg.flags, START_LOST) == 0 and not has(seg.seen, S) and now >= seg.r_first + WINDOW then
     seg.flags = bor(seg.flags, START_LOST)
@@ -208,7 +217,7 @@ local function settle(key, seg, old)
   local entered = -1
   if new ~= old then
     move(key, seg, old, new)
-    if PROBLEM[new] then entered = new end
+    if PROBLEM[new] or new == UNVERIFIED then entered = new end
     seg.state = new
   end
   redis.call("ZADD", P .. "due", math.min(state_deadline, seg.expires), key)
@@ -218,6 +227,7 @@ end
 local function remove(key, seg)
   move(key, seg, seg.state, nil)
   redis.call("ZREM", P .. "chk", key)
+  redis.call("HDEL", P .. "bw", key)
   redis.call("DEL", P .. "s:" .. key)
   redis.call("ZREM", P .. "due", key)
   redis.call("HINCRBY", P .. "t", "n", -1)
@@ -266,6 +276,7 @@ if op == "record" then
     return {result, label, seg.mode, false, false, -1, "", evicted, overflow}
   end
   seg.seen = bor(seg.seen, b)
+  redis.call("HDEL", P .. "bw", key)  -- heard from again: paged as usual from here
   if CHECK_IN_COS then
     if seg.file == "" then seg.file = file end
     set_check(key, seg, CHECK_NONE)  -- a new event voids any hold or answer
@@ -310,7 +321,8 @@ if op == "sweep" then
         save(key, seg)
       end
       if entered ~= -1 or orphaned ~= "" or evicted ~= -1 then
-        out[#out + 1] = {key, entered, orphaned, evicted, app_label(seg.app)}
+        local window = entered == UNVERIFIED and redis.call("HGET", P .. "bw", key) or ""
+        out[#out + 1] = {key, entered, orphaned, evicted, app_label(seg.app), window}
       end
     end
   end
@@ -361,6 +373,45 @@ if op == "resolve" then
   local entered, orphaned = settle(key, seg, seg.state)
   save(key, seg)
   return {entered, lost, check_of(seg), orphaned, app_label(seg.app)}
+end
+
+if op == "blind" then
+  -- window start, end, offset, count: marks the live segments among `count` of the `due`
+  -- index from `offset` (the caller pages through it: one script never holds Redis long).
+  local window, offset, count = ARGV[11] .. " " .. ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
+  local keys = redis.call("ZRANGE", P .. "due", offset, offset + count - 1)
+  local marked = 0
+  for _, key in ipairs(keys) do
+    local raw = redis.call("GET", P .. "s:" .. key)
+    if raw and BLIND_MARKED[unpack(raw).state] then
+      redis.call("HSET", P .. "bw", key, window)
+      marked = marked + 1
+    end
+  end
+  return {marked, #keys}
+end
+
+if op == "beat" then
+  -- replica id: its heartbeat now; heartbeats of replicas gone a day are dropped.
+  redis.call("ZADD", P .. "hb", now, ARGV[11])
+  redis.call("ZREMRANGEBYSCORE", P .. "hb", "-inf", now - 86400)
+  return string.format("%.6f", now)
+end
+
+if op == "alive" then
+  -- The newest heartbeat, the last clean stop (or ""), and now, as strings.
+  local newest = redis.call("ZRANGE", P .. "hb", -1, -1, "WITHSCORES")[2] or ""
+  return {newest, redis.call("GET", P .. "stopped") or "", string.format("%.6f", now)}
+end
+
+if op == "leave" then
+  -- replica id, heartbeat period: a clean stop; the last replica alive notes when it stopped.
+  redis.call("ZREM", P .. "hb", ARGV[11])
+  local newest = tonumber(redis.call("ZRANGE", P .. "hb", -1, -1, "WITHSCORES")[2] or "-1")
+  if newest < now - 2 * tonumber(ARGV[12]) then
+    redis.call("SET", P .. "stopped", string.format("%.6f", now))
+  end
+  return 1
 end
 
 if op == "apps" then

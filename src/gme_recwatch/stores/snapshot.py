@@ -10,6 +10,11 @@ Times are kept on the store's receive clock together with the offset that turns 
 time; a restored store sets its own clock so that the old values stay valid (the downtime
 counts against every deadline).
 
+Version 3 snapshots may end with a clean-stop marker (``clean``), written only by the final
+snapshot of a clean stop: without it a restart counts as one after a crash (a blind window
+from the snapshot's ``wall_time``, :mod:`gme_recwatch.blind`). Snapshots written before the
+marker existed lack it, and read as a crash's.
+
 Version 2 (written until this change) holds the columns only; it is still read, more slowly,
 by re-inserting each segment.
 """
@@ -56,6 +61,8 @@ class SnapshotV3(_SnapshotV2):
     terminal: list[str]  # uploaded segments, oldest first: the first evicted at capacity
     tallies: TallyState
     file_names: list[str] | None = None  # per slot, with COS checks on; older ones lack it
+    clean: bool = False  # written by a clean stop (the final snapshot); older ones lack it
+    blind: dict[str, tuple[float, float]] | None = None  # segments marked blind -> the window
 
 
 @dataclass(slots=True)
@@ -63,6 +70,8 @@ class Loaded:
     """A decoded snapshot of either version; ``v3`` is None for a version 2 one."""
 
     version: int
+    wall_time: float  # when it was written
+    clean: bool  # by a clean stop
     mono_to_wall: float
     keys: list[str | None]
     columns: dict[str, bytes]
@@ -103,7 +112,8 @@ def decode(data: bytes) -> Loaded:
                     split_key(key)
                 except ValueError:
                     raise ValueError("snapshot holds a malformed segment key") from None
-    return Loaded(version, snap.mono_to_wall, snap.keys, columns,
+    return Loaded(version, snap.wall_time, isinstance(snap, SnapshotV3) and snap.clean,
+                  snap.mono_to_wall, snap.keys, columns,
                   snap if isinstance(snap, SnapshotV3) else None)
 
 
@@ -120,7 +130,7 @@ def _check_v3(snap: SnapshotV3, n: int) -> None:
     apps = len(t.labels)
     per_app = (t.active, t.active_rooms, t.stuck, t.stuck_total, t.missing, t.missing_total,
                t.completed_total, t.starts)
-    if any(len(col) != apps for col in per_app) or len(t.by_state) != 6:
+    if any(len(col) != apps for col in per_app) or not 6 <= len(t.by_state) <= 7:
         raise ValueError("snapshot tallies do not match its apps")
     meta = array("q", snap.meta)
     top = max(meta) if meta else 0

@@ -165,7 +165,8 @@ class Tallies:
         self._app_index = state.app_index
         self._other = state.other
         self.app_overflow = state.app_overflow
-        self.by_state = state.by_state
+        # Older snapshots know fewer states: the states added since start at 0.
+        self.by_state = state.by_state + [0] * (len(State) - len(state.by_state))
         self._active = state.active
         self._rooms = state.rooms
         self._active_rooms = state.active_rooms
