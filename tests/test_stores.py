@@ -587,6 +587,25 @@ def test_a_file_not_found_or_not_looked_up_makes_the_problem_stand(
     assert_consistent(t)
 
 
+def test_an_answer_stands_while_a_late_event_leaves_the_segment_in_its_problem(
+        make: Make, clock: FakeClock) -> None:
+    """A late start for a segment whose upload was confirmed missing: still missing, still
+    confirmed (found by the property test below). A late upload then ends the problem."""
+    t = make(CHECKING, clock)
+    t.record(fev(2))
+    clock.advance(60)
+    t.sweep()
+    (c,) = claim(t)
+    resolve(t, c.key, "not_found")
+    assert (view(t).state, view(t).confirmed) == ("upload_missing", True)
+    assert t.record(fev(1)).result == "late"
+    assert (view(t).state, view(t).confirmed) == ("upload_missing", True)
+    assert t.stats().checks_pending == 0
+    t.record(fev(3))
+    assert (view(t).state, view(t).confirmed) == ("uploaded", None)
+    assert_consistent(t)
+
+
 def test_a_callback_during_a_check_applies_and_the_late_answer_is_ignored(
         make: Make, clock: FakeClock) -> None:
     t = make(CHECKING, clock)

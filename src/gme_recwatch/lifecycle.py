@@ -203,7 +203,8 @@ class Transition:
 # * error (timeout, 5xx, 403): the problem stands, unconfirmed.
 #
 # A callback that arrives while a check is pending applies as usual and ends the hold (the
-# state is derived anew; a late upload simply resolves the segment).
+# state is derived anew; a late upload simply resolves the segment). A late start leaves a
+# lookup's answer standing: it says nothing about the file.
 
 # States a deadline may only enter after a look in COS.
 CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING})
@@ -232,6 +233,15 @@ def holds_for_check(old: State | None, new: State, check: Check, cfg: Config) ->
     and no lookup has answered for it yet. (A new segment, ``old`` None, has a state to enter.)"""
     return (cfg.check_in_cos and old is not None and new in CHECKED_STATES and new != old
             and check in (Check.NONE, Check.PENDING))
+
+
+def check_after_event(check: Check, bit: int) -> Check:
+    """A new event ends a pending hold and voids a lookup's answer (the state is derived anew),
+    except a start: it says nothing about the file, so an answer about it stands (a late start
+    for a segment whose upload was confirmed missing leaves it missing, and confirmed)."""
+    if check is Check.PENDING or (check is not Check.NONE and bit != SEEN_STARTED):
+        return Check.NONE
+    return check
 
 
 def found_in_cos(seen: int) -> tuple[int, int]:

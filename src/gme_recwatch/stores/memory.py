@@ -38,6 +38,7 @@ from ..lifecycle import (
     Transition,
     after_blind,
     check_after_answer,
+    check_after_event,
     classify,
     derive_state,
     events_seen,
@@ -151,7 +152,7 @@ class MemoryStore:
         if self.cfg.check_in_cos:
             if ev.file_name and not t.file_names[slot]:
                 t.file_names[slot] = ev.file_name
-            self._set_check(slot, Check.NONE)  # a new event voids any hold or answer
+            self._set_check(slot, check_after_event(t.check(slot), bit))
         if bit == SEEN_COMPLETED:
             t.ts_complete[slot] = ev.timestamp
             t.r_complete[slot] = now

@@ -279,7 +279,12 @@ if op == "record" then
   redis.call("HDEL", P .. "bw", key)  -- heard from again: paged as usual from here
   if CHECK_IN_COS then
     if seg.file == "" then seg.file = file end
-    set_check(key, seg, CHECK_NONE)  -- a new event voids any hold or answer
+    -- lifecycle.check_after_event: a new event ends a pending hold and voids an answer,
+    -- except a start, which says nothing about the file
+    local chk = check_of(seg)
+    if chk == CHECK_PENDING or (chk ~= CHECK_NONE and b ~= S) then
+      set_check(key, seg, CHECK_NONE)
+    end
   end
   if b == C then
     seg.ts_c = ts
