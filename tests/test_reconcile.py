@@ -72,6 +72,19 @@ async def settle(service: Service) -> None:
         await rec.drain()
 
 
+async def run_past_deadline(service: Service, clock: FakeClock, events: tuple[int, ...],
+                            seconds: float) -> None:
+    """Start, record the events for segment 0, let `seconds` pass, sweep and answer every
+    lookup, hand the tallies to the metrics, stop."""
+    await service.start()
+    for e in events:
+        await service.store.record(event(e))
+    clock.advance(seconds)
+    await settle(service)
+    await service.refresh_stats()
+    await service.stop()
+
+
 def counter(service: Service, name: str, **labels: str) -> float:
     value = service.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
@@ -89,15 +102,7 @@ def test_a_stuck_segment_whose_file_is_in_cos_is_reconciled_and_its_callbacks_co
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
 
-    async def go() -> None:
-        await service.start()
-        await service.store.record(event(1))
-        clock.advance(101)
-        await settle(service)
-        await service.refresh_stats()
-        await service.stop()
-
-    asyncio.run(go())
+    asyncio.run(run_past_deadline(service, clock, (1,), 101))
     log = service.log
     assert log.named("segment_stuck") == []
     (line,) = log.named("segment_reconciled")
@@ -123,16 +128,7 @@ def test_a_completed_segment_whose_file_is_in_cos_lost_only_its_upload_callback(
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
 
-    async def go() -> None:
-        await service.start()
-        await service.store.record(event(1))
-        await service.store.record(event(2))
-        clock.advance(51)
-        await settle(service)
-        await service.refresh_stats()
-        await service.stop()
-
-    asyncio.run(go())
+    asyncio.run(run_past_deadline(service, clock, (1, 2), 51))
     assert service.log.named("segment_upload_missing") == []
     (line,) = service.log.named("segment_reconciled")
     assert line["lost_callbacks"] == ["uploaded"]
@@ -146,15 +142,7 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
 
-    async def go() -> None:
-        await service.start()
-        await service.store.record(event(1))
-        clock.advance(101)
-        await settle(service)
-        await service.refresh_stats()
-        await service.stop()
-
-    asyncio.run(go())
+    asyncio.run(run_past_deadline(service, clock, (1,), 101))
     (line,) = service.log.named("segment_stuck")
     assert (line["confirmed"], line["seq_no"], line["object_key"]) == (True, 0, file_of(0))
     assert service.log.named("segment_reconciled") == []
@@ -170,16 +158,7 @@ def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["nobody"]), clock)
 
-    async def go() -> None:
-        await service.start()
-        await service.store.record(event(1))
-        await service.store.record(event(2))
-        clock.advance(51)
-        await settle(service)
-        await service.refresh_stats()
-        await service.stop()
-
-    asyncio.run(go())
+    asyncio.run(run_past_deadline(service, clock, (1, 2), 51))
     (line,) = service.log.named("segment_upload_missing")
     assert (line["confirmed"], line["check_error"]) == (False, "forbidden")
     assert "403" in line["check_detail"]
