@@ -428,7 +428,7 @@ def service() -> dict[str, Any]:
     lay.add(stat("Tracker capacity used", "Largest share of tracker capacity in use on any selected "
                  "instance (GmeRecwatchTrackerNearCapacity above 90%).", "percentunit",
                  f"max(sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on (instance) "
-                 f"(max by (instance) (gme_recording_tracker_capacity{{{SEL}}}) > 0))",
+                 f"(max by (instance) (gme_recording_store_capacity{{{SEL}}}) > 0))",
                  red=0.9, kind="gauge"), 4, 4)
     lay.add(stat("Snapshot age", "Time since the last state snapshot was written; empty when "
                  "snapshots are off (GmeRecwatchSnapshotStale).", "s",
@@ -469,11 +469,11 @@ def service() -> dict[str, Any]:
     lay.add(timeseries("Tracked segments by state", "Segments held in memory, by lifecycle state.",
                        "short",
                        [(f"sum by (state) ({SHARED} (gme_recording_tracked_segments{{{SEL}}}))", "{{state}}"),
-                        (f"max(gme_recording_tracker_capacity{{{SEL}}})", "capacity")]), 8, 8)
+                        (f"max(gme_recording_store_capacity{{{SEL}}})", "capacity")]), 8, 8)
     lay.add(timeseries("Tracker capacity used", "Tracked segments as a share of the capacity "
                        "(GME_RECWATCH_MAX_SEGMENTS), per instance.", "percentunit",
                        [(f"sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on "
-                         f"(instance) (max by (instance) (gme_recording_tracker_capacity{{{SEL}}})"
+                         f"(instance) (max by (instance) (gme_recording_store_capacity{{{SEL}}})"
                          f" > 0)", "{{instance}}")]), 8, 8)
     lay.add(timeseries("Evictions by reason and state", "Segments dropped from memory per second. "
                        "`capacity` evictions of states other than `uploaded` lose live segments "

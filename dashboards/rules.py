@@ -92,7 +92,7 @@ def groups() -> list[Group]:
         # Share of the tracker's capacity in use, per instance.
         ("instance:gme_recording_tracker_utilisation:ratio",
          "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
-         "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_tracker_capacity{$S}) > 0)"),
+         "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)"),
         # Segments tracked by the release: one instance's count (replicas on one Redis all report
         # the shared total, so max, not sum).
         ("job:gme_recording_tracked_segments:max",

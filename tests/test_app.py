@@ -282,7 +282,7 @@ def test_alerting_series_exist_at_zero_before_any_traffic(h: Harness) -> None:
     for state in ("recording", "stuck", "upload_missing", "orphan"):
         assert h.metric("gme_recording_tracked_segments", state=state) == 0
     assert h.metric("gme_recording_callbacks_total", event_type="completed", result="accepted") == 0
-    assert h.metric("gme_recording_tracker_capacity") == 1_000_000
+    assert h.metric("gme_recording_store_capacity") == 1_000_000
 
 
 def test_readyz_is_503_until_the_service_is_ready(h: Harness) -> None:

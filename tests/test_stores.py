@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import msgspec
 import pytest
-from conftest import Tracked
+from conftest import SyncStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +43,7 @@ BIZ = 1400000000
 TASK = 446946705284000000
 BACKENDS = ["memory", "redis"]
 
-Make = Callable[..., Tracked]
+Make = Callable[..., SyncStore]
 
 
 def ev(event_type: int, *, ts: int = 1_700_000_000, seq: int = 0, room: str = "r1",
@@ -62,22 +62,22 @@ def make(backend: str, request: pytest.FixtureRequest) -> Iterator[Make]:
     """Opens stores of the backend under test: ``make(config, clock)``, each one empty (a Redis
     store gets a key prefix of its own on the session's redis-server)."""
     loop = asyncio.new_event_loop()
-    opened: list[Tracked] = []
+    opened: list[SyncStore] = []
 
-    def open_store(cfg: Config = CFG, clock: FakeClock | None = None) -> Tracked:
+    def open_store(cfg: Config = CFG, clock: FakeClock | None = None) -> SyncStore:
         clock = clock or FakeClock()
         if backend == "memory":
-            return Tracked(MemoryStore(cfg, clock), clock, loop)
+            return SyncStore(MemoryStore(cfg, clock), clock, loop)
         server = request.getfixturevalue("redis_server")
         store = RedisStore.from_url(server.url, cfg, prefix=f"t{uuid.uuid4().hex[:12]}:",
                                     clock=clock)
-        opened.append(t := Tracked(store, clock, loop))
+        opened.append(t := SyncStore(store, clock, loop))
         return t
 
     yield open_store
     for t in opened:
-        t.run(_drop(t.store))
-        t.run(t.store.close())
+        t.run(_drop(t.inner))
+        t.run(t.inner.close())
     loop.close()
 
 
@@ -94,17 +94,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def tracker(make: Make, clock: FakeClock) -> Tracked:
+def store(make: Make, clock: FakeClock) -> SyncStore:
     return make(CFG, clock)
 
 
-def state_of(t: Tracked, seq: int = 0, room: str = "r1") -> str:
+def state_of(t: SyncStore, seq: int = 0, room: str = "r1") -> str:
     views = [v for v in t.segments(room_id=room, limit=1000) if v.seq_no == seq]
     assert len(views) == 1
     return str(views[0].state)
 
 
-def assert_consistent(t: Tracked) -> None:
+def assert_consistent(t: SyncStore) -> None:
     """Every incrementally kept gauge equals a full recount of the tracked segments."""
     inc, full = t.stats(), t.recount()
     for name in ("active_recordings", "active_rooms", "stuck", "missing_uploads", "by_state",
@@ -113,157 +113,157 @@ def assert_consistent(t: Tracked) -> None:
     assert sum(inc.by_state.values()) == len(t)
 
 
-def test_start_then_complete_then_upload_is_accepted_in_order(tracker: Tracked) -> None:
-    results = [tracker.record(ev(e, ts=1000 + 10 * e)).result for e in (1, 2, 3)]
+def test_start_then_complete_then_upload_is_accepted_in_order(store: SyncStore) -> None:
+    results = [store.record(ev(e, ts=1000 + 10 * e)).result for e in (1, 2, 3)]
     assert results == ["accepted", "accepted", "accepted"]
-    assert state_of(tracker) == "uploaded"
-    assert_consistent(tracker)
+    assert state_of(store) == "uploaded"
+    assert_consistent(store)
 
 
-def test_started_segment_is_recording_and_counts_an_active_room(tracker: Tracked) -> None:
-    tracker.record(ev(1))
-    s = tracker.stats()
+def test_started_segment_is_recording_and_counts_an_active_room(store: SyncStore) -> None:
+    store.record(ev(1))
+    s = store.stats()
     assert s.active_recordings[(str(BIZ), "mixed")] == 1
     assert s.active_rooms[str(BIZ)] == 1
     assert s.by_state["recording"] == 1
 
 
-def test_duplicate_changes_nothing_but_its_counter(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
-    before = tracker.stats()
-    view_before = tracker.segments()[0]
+def test_duplicate_changes_nothing_but_its_counter(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
+    before = store.stats()
+    view_before = store.segments()[0]
     clock.advance(5)
-    assert tracker.record(ev(1)).result == "duplicate"
-    assert tracker.stats() == before
-    assert tracker.segments()[0].expires_at == view_before.expires_at + 0  # TTL not refreshed
-    assert tracker.segments()[0].first_received_at == view_before.first_received_at
+    assert store.record(ev(1)).result == "duplicate"
+    assert store.stats() == before
+    assert store.segments()[0].expires_at == view_before.expires_at + 0  # TTL not refreshed
+    assert store.segments()[0].first_received_at == view_before.first_received_at
 
 
-def test_upload_before_start_is_counted_out_of_order(tracker: Tracked) -> None:
-    assert tracker.record(ev(3)).result == "accepted"  # nothing to be out of order with yet
-    assert tracker.record(ev(1)).result == "out_of_order"
-    assert tracker.record(ev(2)).result == "out_of_order"
-    assert state_of(tracker) == "uploaded"
-    assert_consistent(tracker)
+def test_upload_before_start_is_counted_out_of_order(store: SyncStore) -> None:
+    assert store.record(ev(3)).result == "accepted"  # nothing to be out of order with yet
+    assert store.record(ev(1)).result == "out_of_order"
+    assert store.record(ev(2)).result == "out_of_order"
+    assert state_of(store) == "uploaded"
+    assert_consistent(store)
 
 
-def test_recording_past_maximum_duration_becomes_stuck(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
+def test_recording_past_maximum_duration_becomes_stuck(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
     clock.advance(99)
-    assert tracker.sweep() == []
-    assert state_of(tracker) == "recording"
+    assert store.sweep() == []
+    assert state_of(store) == "recording"
     clock.advance(1.5)
-    moved = tracker.sweep()
+    moved = store.sweep()
     assert [(m.state, m.room_id, m.task_id) for m in moved] == [("stuck", "r1", TASK)]
-    s = tracker.stats()
+    s = store.stats()
     assert s.stuck[str(BIZ)] == 1 and s.stuck_total[str(BIZ)] == 1
     assert s.active_recordings[(str(BIZ), "mixed")] == 1  # still recording, as far as we know
-    assert_consistent(tracker)
+    assert_consistent(store)
 
 
-def test_completion_of_stuck_segment_is_late_and_it_continues(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1, ts=1000))
+def test_completion_of_stuck_segment_is_late_and_it_continues(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, ts=1000))
     clock.advance(150)
-    tracker.sweep()
-    out = tracker.record(ev(2, ts=1150))
+    store.sweep()
+    out = store.record(ev(2, ts=1150))
     assert out.result == "late" and out.duration == 150
-    s = tracker.stats()
+    s = store.stats()
     assert s.stuck[str(BIZ)] == 0 and s.stuck_total[str(BIZ)] == 1
-    assert state_of(tracker) == "completed"
-    assert_consistent(tracker)
+    assert state_of(store) == "completed"
+    assert_consistent(store)
 
 
-def test_completed_without_upload_within_grace_is_upload_missing(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
-    tracker.record(ev(2))
+def test_completed_without_upload_within_grace_is_upload_missing(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
+    store.record(ev(2))
     clock.advance(49)
-    tracker.sweep()
-    assert state_of(tracker) == "completed"
+    store.sweep()
+    assert state_of(store) == "completed"
     clock.advance(2)
-    assert [m.state for m in tracker.sweep()] == ["upload_missing"]
-    s = tracker.stats()
+    assert [m.state for m in store.sweep()] == ["upload_missing"]
+    s = store.stats()
     assert s.missing_uploads[str(BIZ)] == 1 and s.missing_uploads_total[str(BIZ)] == 1
     assert s.completed_total[str(BIZ)] == 1
-    assert tracker.record(ev(3)).result == "late"
-    assert tracker.stats().missing_uploads[str(BIZ)] == 0
-    assert state_of(tracker) == "uploaded"
-    assert_consistent(tracker)
+    assert store.record(ev(3)).result == "late"
+    assert store.stats().missing_uploads[str(BIZ)] == 0
+    assert state_of(store) == "uploaded"
+    assert_consistent(store)
 
 
-def test_completion_whose_start_never_arrives_is_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(2))
+def test_completion_whose_start_never_arrives_is_an_orphan(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(2))
     clock.advance(9)
-    tracker.sweep()
-    assert state_of(tracker) == "completed"
-    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 0}
+    store.sweep()
+    assert state_of(store) == "completed"
+    assert store.stats().orphan_events == {"completed": 0, "uploaded": 0}
     clock.advance(2)
-    assert [m.state for m in tracker.sweep()] == ["orphan"]
-    assert tracker.stats().orphan_events == {"completed": 1, "uploaded": 0}
-    assert tracker.record(ev(1)).result == "late"
-    assert state_of(tracker) == "completed"
-    assert_consistent(tracker)
+    assert [m.state for m in store.sweep()] == ["orphan"]
+    assert store.stats().orphan_events == {"completed": 1, "uploaded": 0}
+    assert store.record(ev(1)).result == "late"
+    assert state_of(store) == "completed"
+    assert_consistent(store)
 
 
-def test_orphan_completion_still_alerts_on_its_missing_upload(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(2))
+def test_orphan_completion_still_alerts_on_its_missing_upload(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(2))
     clock.advance(51)
-    tracker.sweep()
-    assert state_of(tracker) == "upload_missing"
-    assert tracker.stats().orphan_events["completed"] == 1
+    store.sweep()
+    assert state_of(store) == "upload_missing"
+    assert store.stats().orphan_events["completed"] == 1
 
 
-def test_upload_whose_start_never_arrives_is_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(3))
+def test_upload_whose_start_never_arrives_is_an_orphan(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(3))
     clock.advance(11)
-    tracker.sweep()
-    assert state_of(tracker) == "orphan"
-    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 1}
+    store.sweep()
+    assert state_of(store) == "orphan"
+    assert store.stats().orphan_events == {"completed": 0, "uploaded": 1}
 
 
-def test_start_within_reorder_window_is_not_an_orphan(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(3))
+def test_start_within_reorder_window_is_not_an_orphan(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(3))
     clock.advance(5)
-    assert tracker.record(ev(1)).result == "out_of_order"
+    assert store.record(ev(1)).result == "out_of_order"
     clock.advance(100)
-    tracker.sweep()
-    assert state_of(tracker) == "uploaded"
-    assert tracker.stats().orphan_events == {"completed": 0, "uploaded": 0}
+    store.sweep()
+    assert state_of(store) == "uploaded"
+    assert store.stats().orphan_events == {"completed": 0, "uploaded": 0}
 
 
-def test_durations_come_from_sender_timestamps(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1, ts=1000))
+def test_durations_come_from_sender_timestamps(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, ts=1000))
     clock.advance(3)  # our clock's gap must not matter
-    out = tracker.record(ev(2, ts=1300))
+    out = store.record(ev(2, ts=1300))
     assert out.duration == 300.0
-    assert tracker.record(ev(3, ts=1312)).upload_delay == 12.0
+    assert store.record(ev(3, ts=1312)).upload_delay == 12.0
 
 
-def test_durations_are_measured_whatever_the_arrival_order(tracker: Tracked) -> None:
-    assert tracker.record(ev(3, ts=1312)).upload_delay is None
-    assert tracker.record(ev(2, ts=1300)).upload_delay == 12.0
-    assert tracker.record(ev(1, ts=1000)).duration == 300.0
+def test_durations_are_measured_whatever_the_arrival_order(store: SyncStore) -> None:
+    assert store.record(ev(3, ts=1312)).upload_delay is None
+    assert store.record(ev(2, ts=1300)).upload_delay == 12.0
+    assert store.record(ev(1, ts=1000)).duration == 300.0
 
 
-def test_segments_expire_after_retention_and_are_counted(tracker: Tracked, clock: FakeClock) -> None:
+def test_segments_expire_after_retention_and_are_counted(store: SyncStore, clock: FakeClock) -> None:
     for e in (1, 2, 3):
-        tracker.record(ev(e))
-    tracker.record(ev(1, seq=1))
+        store.record(ev(e))
+    store.record(ev(1, seq=1))
     clock.advance(1001)
-    tracker.sweep()
-    assert len(tracker) == 0
-    s = tracker.stats()
+    store.sweep()
+    assert len(store) == 0
+    s = store.stats()
     assert s.evictions[("ttl", "uploaded")] == 1 and s.evictions[("ttl", "stuck")] == 1
     assert s.active_rooms[str(BIZ)] == 0
-    assert_consistent(tracker)
+    assert_consistent(store)
 
 
-def test_retention_counts_from_the_last_event(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
+def test_retention_counts_from_the_last_event(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
     clock.advance(900)
-    tracker.record(ev(2))
+    store.record(ev(2))
     clock.advance(900)
-    tracker.sweep()
-    assert len(tracker) == 1
+    store.sweep()
+    assert len(store) == 1
 
 
 def test_capacity_evicts_terminal_segments_first(make: Make) -> None:
@@ -293,47 +293,47 @@ def test_app_labels_are_bounded_and_overflow_is_other(make: Make) -> None:
     assert_consistent(t)
 
 
-def test_active_rooms_count_rooms_not_segments(tracker: Tracked) -> None:
-    tracker.record(ev(1, user="a"))
-    tracker.record(ev(1, user="b"))
-    tracker.record(ev(1, room="r2"))
-    assert tracker.stats().active_rooms[str(BIZ)] == 2
-    tracker.record(ev(2, user="a"))
-    assert tracker.stats().active_rooms[str(BIZ)] == 2
-    tracker.record(ev(2, user="b"))
-    assert tracker.stats().active_rooms[str(BIZ)] == 1
-    assert_consistent(tracker)
+def test_active_rooms_count_rooms_not_segments(store: SyncStore) -> None:
+    store.record(ev(1, user="a"))
+    store.record(ev(1, user="b"))
+    store.record(ev(1, room="r2"))
+    assert store.stats().active_rooms[str(BIZ)] == 2
+    store.record(ev(2, user="a"))
+    assert store.stats().active_rooms[str(BIZ)] == 2
+    store.record(ev(2, user="b"))
+    assert store.stats().active_rooms[str(BIZ)] == 1
+    assert_consistent(store)
 
 
-def test_oldest_recording_start_follows_the_oldest_live_segment(tracker: Tracked) -> None:
-    tracker.record(ev(1, seq=0, ts=500))
-    tracker.record(ev(1, seq=1, ts=700))
-    assert tracker.stats().oldest_start[str(BIZ)] == 500
-    tracker.record(ev(2, seq=0, ts=800))
-    assert tracker.stats().oldest_start[str(BIZ)] == 700
-    tracker.record(ev(2, seq=1, ts=900))
-    assert tracker.stats().oldest_start[str(BIZ)] == 0
+def test_oldest_recording_start_follows_the_oldest_live_segment(store: SyncStore) -> None:
+    store.record(ev(1, seq=0, ts=500))
+    store.record(ev(1, seq=1, ts=700))
+    assert store.stats().oldest_start[str(BIZ)] == 500
+    store.record(ev(2, seq=0, ts=800))
+    assert store.stats().oldest_start[str(BIZ)] == 700
+    store.record(ev(2, seq=1, ts=900))
+    assert store.stats().oldest_start[str(BIZ)] == 0
 
 
-def test_record_mode_single_and_unknown_are_separate_label_values(tracker: Tracked) -> None:
-    tracker.record(ev(1, mode=0, seq=0))
-    tracker.record(ev(1, mode=7, seq=1))
-    s = tracker.stats()
+def test_record_mode_single_and_unknown_are_separate_label_values(store: SyncStore) -> None:
+    store.record(ev(1, mode=0, seq=0))
+    store.record(ev(1, mode=7, seq=1))
+    s = store.stats()
     assert s.active_recordings[(str(BIZ), "single")] == 1
     assert s.active_recordings[(str(BIZ), "unknown")] == 1
 
 
-def test_segments_api_filters_and_orders_oldest_first(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1, room="a", seq=0))
+def test_segments_api_filters_and_orders_oldest_first(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, room="a", seq=0))
     clock.advance(1)
-    tracker.record(ev(1, room="b", seq=0))
+    store.record(ev(1, room="b", seq=0))
     clock.advance(1)
-    tracker.record(ev(2, room="a", seq=1))
-    assert [v.room_id for v in tracker.segments()] == ["a", "b", "a"]
-    assert [v.seq_no for v in tracker.segments(room_id="a")] == [0, 1]
-    assert [v.room_id for v in tracker.segments(state="completed")] == ["a"]
-    assert len(tracker.segments(limit=1)) == 1
-    assert tracker.segments(app_id="999") == []
+    store.record(ev(2, room="a", seq=1))
+    assert [v.room_id for v in store.segments()] == ["a", "b", "a"]
+    assert [v.seq_no for v in store.segments(room_id="a")] == [0, 1]
+    assert [v.room_id for v in store.segments(state="completed")] == ["a"]
+    assert len(store.segments(limit=1)) == 1
+    assert store.segments(app_id="999") == []
 
 
 # ------------------------------------------------------------------ properties
@@ -505,15 +505,15 @@ def fev(event_type: int, *, seq: int = 0, **kw: object) -> Event:
     return msgspec.structs.replace(e, file_name=f"rec/{seq}.mp3")
 
 
-def claim(t: Tracked, limit: int = 100, lease: float = 60.0) -> list[Claim]:
-    return list(t.run(t.store.claim(limit, lease)))
+def claim(t: SyncStore, limit: int = 100, lease: float = 60.0) -> list[Claim]:
+    return list(t.run(t.inner.claim(limit, lease)))
 
 
-def resolve(t: Tracked, key: str, answer: str) -> object:
-    return t.run(t.store.resolve(key, answer))
+def resolve(t: SyncStore, key: str, answer: str) -> object:
+    return t.run(t.inner.resolve(key, answer))
 
 
-def view(t: Tracked, seq: int = 0) -> SegmentView:
+def view(t: SyncStore, seq: int = 0) -> SegmentView:
     (v,) = [v for v in t.segments(room_id="r1", limit=1000) if v.seq_no == seq]
     return v
 
@@ -650,13 +650,13 @@ def test_claims_are_bounded_oldest_first_and_each_segment_once(
     assert len(rest) == 20 and not {c.key for c in firsts} & {c.key for c in rest}
 
 
-def test_without_checks_nothing_is_ever_claimed(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(fev(1))
+def test_without_checks_nothing_is_ever_claimed(store: SyncStore, clock: FakeClock) -> None:
+    store.record(fev(1))
     clock.advance(101)
-    (tr,) = tracker.sweep()
+    (tr,) = store.sweep()
     assert (tr.state, tr.confirmed) == ("stuck", None)
-    assert claim(tracker) == []
-    assert view(tracker).confirmed is None
+    assert claim(store) == []
+    assert view(store).confirmed is None
 
 
 OPS = st.lists(st.one_of(
@@ -702,61 +702,61 @@ def test_checks_interleaved_with_callbacks_keep_every_tally_true(make: Make, ops
 W = (1_700_000_100.0, 1_700_000_200.0)
 
 
-def mark_blind(t: Tracked) -> int:
-    return int(t.run(t.store.mark_blind(*W)))
+def mark_blind(t: SyncStore) -> int:
+    return int(t.run(t.inner.mark_blind(*W)))
 
 
-def test_a_blind_window_marks_only_the_live_segments(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1, seq=0))  # recording
-    tracker.record(ev(1, seq=1))
-    tracker.record(ev(2, seq=1))  # awaiting its upload
+def test_a_blind_window_marks_only_the_live_segments(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, seq=0))  # recording
+    store.record(ev(1, seq=1))
+    store.record(ev(2, seq=1))  # awaiting its upload
     for e in (1, 2, 3):
-        tracker.record(ev(e, seq=2))  # uploaded
-    assert mark_blind(tracker) == 2
-    assert (view(tracker, 0).blind_window_start, view(tracker, 0).blind_window_end) == W
-    assert view(tracker, 1).blind_window_start == W[0]
-    assert view(tracker, 2).blind_window_start is None
+        store.record(ev(e, seq=2))  # uploaded
+    assert mark_blind(store) == 2
+    assert (view(store, 0).blind_window_start, view(store, 0).blind_window_end) == W
+    assert view(store, 1).blind_window_start == W[0]
+    assert view(store, 2).blind_window_start is None
 
 
 def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
-        tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1, seq=0))
-    tracker.record(ev(1, seq=1))
-    tracker.record(ev(2, seq=1))
-    mark_blind(tracker)
-    tracker.record(ev(1, seq=3))  # started after the window: paged as usual
+        store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, seq=0))
+    store.record(ev(1, seq=1))
+    store.record(ev(2, seq=1))
+    mark_blind(store)
+    store.record(ev(1, seq=3))  # started after the window: paged as usual
     clock.advance(101)
-    moved = sorted(tracker.sweep(), key=lambda t: t.seq_no)
+    moved = sorted(store.sweep(), key=lambda t: t.seq_no)
     assert [(t.seq_no, t.state, t.blind_window) for t in moved] == [
         (0, "unverified", W), (1, "unverified", W), (3, "stuck", None)]
-    s = tracker.stats()
+    s = store.stats()
     assert (s.stuck[str(BIZ)], s.stuck_total[str(BIZ)], s.missing_uploads[str(BIZ)]) == (1, 1, 0)
     assert s.by_state["unverified"] == 2
-    assert [v.seq_no for v in tracker.segments(state="unverified")] == [0, 1]
-    assert tracker.sweep() == []  # once
-    assert_consistent(tracker)
+    assert [v.seq_no for v in store.segments(state="unverified")] == [0, 1]
+    assert store.sweep() == []  # once
+    assert_consistent(store)
 
 
 def test_a_late_callback_resolves_an_unverified_segment_as_usual(
-        tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
-    mark_blind(tracker)
+        store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
+    mark_blind(store)
     clock.advance(101)
-    tracker.sweep()
-    assert tracker.record(ev(2)).result.value == "late"
-    assert state_of(tracker) == "completed"
-    assert view(tracker).blind_window_start is None
-    assert tracker.record(ev(3)).result.value == "accepted"
-    assert state_of(tracker) == "uploaded"
-    assert_consistent(tracker)
+    store.sweep()
+    assert store.record(ev(2)).result.value == "late"
+    assert state_of(store) == "completed"
+    assert view(store).blind_window_start is None
+    assert store.record(ev(3)).result.value == "accepted"
+    assert state_of(store) == "uploaded"
+    assert_consistent(store)
 
 
-def test_a_callback_after_the_window_clears_the_mark(tracker: Tracked, clock: FakeClock) -> None:
-    tracker.record(ev(1))
-    mark_blind(tracker)
-    tracker.record(ev(2))  # heard from again: its missing upload is paged as usual
+def test_a_callback_after_the_window_clears_the_mark(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1))
+    mark_blind(store)
+    store.record(ev(2))  # heard from again: its missing upload is paged as usual
     clock.advance(51)
-    assert [t.state for t in tracker.sweep()] == ["upload_missing"]
+    assert [t.state for t in store.sweep()] == ["upload_missing"]
 
 
 def test_with_checks_a_marked_segment_is_looked_up_in_cos(make: Make, clock: FakeClock) -> None:

@@ -2,11 +2,11 @@
 
 Counters and histograms that change on the request path are ordinary prometheus_client
 metrics with their label children cached, so a callback costs a few dict lookups. Gauges
-describing tracked segments are *not* set on every transition: the tracker keeps plain
-integer tallies, maintained incrementally, and :class:`TrackerCollector` reads them at
+describing tracked segments are *not* set on every transition: the store keeps plain
+integer tallies, maintained incrementally, and :class:`StoreCollector` reads them at
 scrape time. A scrape therefore costs O(apps x states), flat in the number of segments.
 
-No label ever carries a room, user, task or file id: ``app_id`` is bounded by the tracker
+No label ever carries a room, user, task or file id: ``app_id`` is bounded by the store
 (``max_apps``, then ``other``), and every other label has a fixed set of values.
 """
 
@@ -99,7 +99,7 @@ class Metrics:
         )
         self.callbacks = Counter(
             PREFIX + "callbacks",
-            "Verified callbacks, by event type and what the tracker made of them.",
+            "Verified callbacks, by event type and what the store made of them.",
             ["event_type", "result"], registry=r,
         )
         self.last_callback = Gauge(
@@ -384,13 +384,13 @@ class StoreCollector(Collector):
             orphans.add_metric([et], s.orphan_events.get(et, 0))
         yield orphans
         tracked = GaugeMetricFamily(PREFIX + "tracked_segments",
-                                    "Segments held in memory, by lifecycle state.", labels=["state"])
+                                    "Segments held by the store, by lifecycle state.", labels=["state"])
         for state in STATES:
             tracked.add_metric([state], s.by_state.get(state, 0))
         yield tracked
         ev = CounterMetricFamily(
             PREFIX + "evictions",
-            "Segments dropped from memory, by reason and the state they were in.",
+            "Segments dropped from the store, by reason and the state they were in.",
             labels=["reason", "state"],
         )
         for reason in EVICTION_REASONS:
@@ -401,9 +401,13 @@ class StoreCollector(Collector):
                                 "Segments past their deadline waiting for their file to be "
                                 "looked up in COS (0 without a bucket).",
                                 value=s.checks_pending)
-        yield GaugeMetricFamily(PREFIX + "tracker_capacity",
-                                "Most segments the tracker holds before evicting.",
+        yield GaugeMetricFamily(PREFIX + "store_capacity",
+                                "Most segments the store holds before evicting.",
                                 value=s.capacity)
+        # The name before 0.x: kept one release so existing queries keep working (release note).
+        yield GaugeMetricFamily(PREFIX + "tracker_capacity",
+                                "Deprecated alias of gme_recording_store_capacity; removed in the "
+                                "next release.", value=s.capacity)
         yield CounterMetricFamily(PREFIX + "app_label_overflow",
                                   "Callbacks from apps beyond max_apps, reported as app_id=\"other\".",
                                   value=s.app_overflow)

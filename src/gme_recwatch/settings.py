@@ -103,7 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_seconds: Annotated[int, _seconds(
         "Every segment is forgotten this long after its last event (default 24 h).")] = 86400
     max_segments: Annotated[int, Meta(ge=1), _help(
-        "Capacity of the tracker; past it, terminal segments are evicted first, then the "
+        "Capacity of the store; past it, terminal segments are evicted first, then the "
         "oldest.", rule="must be >= 1")] = 1_000_000
     max_apps: Annotated[int, Meta(ge=1), _help(
         "Distinct BizIDs given their own `app_id` label value; further apps are reported as "
@@ -126,7 +126,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "How long Tencent keeps retrying a callback that was not answered 200: a downtime or "
         "store outage shorter than this after a clean stop loses nothing.")] = 60.0
     state_file: Annotated[str, _help(
-        "Where to snapshot tracker state so a restart keeps it; empty = no snapshots.")] = ""
+        "Where to snapshot the in-memory store so a restart keeps it; empty = no snapshots.")] = ""
     snapshot_interval_seconds: Annotated[int, _seconds(
         "How often the state snapshot is written (also on shutdown).")] = 30
     sweep_interval_seconds: Annotated[float, _seconds("Resolution of the deadline sweep.")] = 1.0

@@ -295,7 +295,7 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
               sent: set[tuple[int, int]] | None = None) -> Summary:
     """The summary for a plan, given how often each (segment, event type) was answered 200.
 
-    End states follow the tracker's rules: with the start, the furthest event seen decides
+    End states follow the lifecycle rules: with the start, the furthest event seen decides
     (uploaded, else upload_missing, else stuck); without it the segment is an orphan, which
     ends upload_missing if only its completion arrived.
     """
