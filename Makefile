@@ -44,9 +44,12 @@ run: venv
 send: venv
 	$(BIN)/gme-recwatch send --url http://127.0.0.1:8080/callback --secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
 
+# The tests run on every core (pytest-xdist); the tests of a module that share a module-scoped
+# fixture stay on one worker (tests/conftest.py). `make test XDIST=` runs them in one process.
+XDIST ?= -n auto --dist loadgroup
 ## Install the test dependencies and run every test (Prometheus tests skip if it is missing, except under CI=true).
 test: venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks tools docker
