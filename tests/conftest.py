@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,18 +189,71 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="rewrite tests/golden/ from what the code produces now (review the diff)")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs ``-n auto --dist loadgroup``), the tests of a module
-    that share a module-scoped fixture run on one worker, one after the other: the fixture (the
-    container image, a Prometheus, a rendered chart) is made once, and the module's figures
-    ($GME_RECWATCH_FIGURES) are written once, whole. Every other test goes wherever a worker is
-    free; xdist hands out the groups first, biggest first, so a long module does not start last."""
-    for item in items:
+# ------------------------------------------------------------------ pytest-xdist (make test)
+
+# Modules whose tests share a module-scoped fixture, slowest first: under `make test` (pytest-xdist,
+# ``--dist loadgroup``) each runs whole on one worker, so the fixture (the container image, a
+# Prometheus, the rendered chart) is made once and the module's figures ($GME_RECWATCH_FIGURES)
+# are written once, whole; and they are handed out first, so that none starts last and the image
+# build (60-180 s) overlaps everything else. Every other test goes to whichever worker is free,
+# the end-to-end ones (real processes, seconds each) before the rest.
+XDIST_MODULE_GROUPS = (
+    "tests/e2e/test_image.py",
+    "tests/e2e/test_reliability.py",
+    "tests/test_hostile.py",
+    "tests/e2e/test_prometheus_replicas.py",
+    "tests/e2e/test_prometheus_e2e.py",
+    "tests/test_helm.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, plus :data:`XDIST_MODULE_GROUPS`. (xdist 3.8 groups ``xdist_group``
+    marks by rewriting node ids, which pytest 9.2 no longer lets it do: pytest-xdist#1386. The
+    modules are grouped here, in the controller, from their node ids.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroups(LoadGroupScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in XDIST_MODULE_GROUPS else str(super()._split_scope(nodeid))
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the first assignment: the whole queue is known
+                def rank(scope: str) -> tuple[int, int]:
+                    if scope in XDIST_MODULE_GROUPS:
+                        return 0, XDIST_MODULE_GROUPS.index(scope)
+                    return (1 if scope.startswith("tests/e2e/") else 2), 0
+
+                for scope in sorted(self.workqueue, key=rank, reverse=True):
+                    self.workqueue.move_to_end(scope, last=False)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return ModuleGroups(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module that gains a module-scoped fixture and is not in :data:`XDIST_MODULE_GROUPS`
+    would have its tests spread over the workers, and the fixture made on each: say so."""
+    if not hasattr(config, "workerinput") or config.workerinput.get("workerid") != "gw0":
+        return
+    def module_scoped(item: pytest.Item) -> bool:
         info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope == "module" for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+        return info is not None and any(d[-1].scope == "module"
+                                        for d in info.name2fixturedefs.values())
+
+    missing = sorted({item.nodeid.split("::", 1)[0] for item in items if module_scoped(item)}
+                     - set(XDIST_MODULE_GROUPS))
+    for module in missing:
+        warnings.warn(pytest.PytestWarning(
+            f"{module} has a module-scoped fixture but is not in XDIST_MODULE_GROUPS "
+            "(tests/conftest.py): under xdist its tests may run on several workers"), stacklevel=1)
 
 
 @pytest.fixture(autouse=True)
