@@ -315,7 +315,8 @@ def test_room_endpoint_lists_one_rooms_segments(h: Harness) -> None:
     h.post(body(1, room="beta"))
     doc = h.get(f"/api/v1/rooms/{BIZ}/alpha").json()
     assert doc["count"] == 2 and {s["room_id"] for s in doc["segments"]} == {"alpha"}
-    assert h.get(f"/api/v1/rooms/{BIZ}/nowhere").json() == {"count": 0, "segments": []}
+    assert h.get(f"/api/v1/rooms/{BIZ}/nowhere").json() == {
+        "count": 0, "segments": [], "total": 0, "next_cursor": None}
 
 
 def test_openapi_schemas_of_both_listeners_are_on_the_admin_port(h: Harness) -> None:

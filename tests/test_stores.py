@@ -33,7 +33,7 @@ from gme_recwatch.lifecycle import (
     derive_state,
 )
 from gme_recwatch.settings import Settings
-from gme_recwatch.stores import MemoryStore, SegmentView, StoreStats
+from gme_recwatch.stores import CheckNote, MemoryStore, SegmentView, StoreStats
 from gme_recwatch.stores.redis import RedisStore
 
 DEFAULTS = Settings().lifecycle()
@@ -334,6 +334,83 @@ def test_segments_api_filters_and_orders_oldest_first(store: SyncStore, clock: F
     assert [v.room_id for v in store.segments(state="completed")] == ["a"]
     assert len(store.segments(limit=1)) == 1
     assert store.segments(app_id="999") == []
+
+
+def test_pages_walk_every_match_once_oldest_first_with_the_total(
+        store: SyncStore, clock: FakeClock) -> None:
+    for seq in range(7):
+        store.record(ev(1, seq=seq, room="a" if seq % 3 else "b"))
+        clock.advance(0.5 if seq % 2 else 0)  # two segments share a receive time: key decides
+    seen: list[int] = []
+    after = None
+    for _ in range(4):
+        page = store.page(limit=3, after=after)
+        assert page.total == 7 and len(page.segments) <= 3
+        seen += [v.seq_no for v in page.segments]
+        after = page.after
+        if after is None:
+            break
+    assert seen == [1, 0, 2, 3, 4, 5, 6]  # a tie in time goes by key: room "a" before "b"
+    a = store.page(room_id="a", limit=2)
+    assert (a.total, [v.seq_no for v in a.segments]) == (4, [1, 2])
+    rest = store.page(room_id="a", limit=10, after=a.after)
+    assert ([v.seq_no for v in rest.segments], rest.total, rest.after) == ([4, 5], 4, None)
+
+
+@pytest.mark.parametrize(("events", "wait", "state", "deadline", "after"), [
+    ((1,), 101, "stuck", "max_recording_seconds", 100),
+    ((1, 2), 51, "upload_missing", "upload_grace_seconds", 50),
+    ((3,), 11, "orphan", "reorder_window_seconds", 10),
+])
+def test_a_problem_segment_says_which_deadline_passed_and_since_when(
+        store: SyncStore, clock: FakeClock, events: tuple[int, ...], wait: float, state: str,
+        deadline: str, after: float) -> None:
+    for e in events:
+        store.record(ev(e))
+    (before,) = store.segments()
+    assert (before.deadline, before.state_since) == (None, None)
+    clock.advance(wait)
+    store.sweep()
+    (v,) = store.segments()
+    assert (v.state, v.deadline) == (state, deadline)
+    assert v.state_since == pytest.approx(v.first_received_at + after)
+
+
+def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
+        make: Make, clock: FakeClock) -> None:
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    clock.advance(101)
+    t.sweep()
+    (c,) = claim(t)
+    resolve(t, c.key, "found")
+    v = view(t)
+    assert (v.events_seen, v.lost_events) == (["started"], ["completed", "uploaded"])
+
+
+def test_a_lookup_note_shows_while_its_answer_stands_and_goes_with_the_segment(
+        make: Make, clock: FakeClock) -> None:
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    clock.advance(101)
+    t.sweep()
+    (c,) = claim(t)
+    resolve(t, c.key, "error")
+    note = CheckNote(1_700_000_123.0, "error", "bkt-1250000000", "rec/0.mp3", "timeout", "5 s")
+    t.run(t.inner.note_check(c.key, note))
+    v = view(t)
+    assert (v.check, v.state_since) == (note, note.checked_at)
+    t.record(fev(2))  # a late completion: the lookup's answer no longer stands
+    assert view(t).check is None
+    clock.advance(CHECKING.retention_seconds + 1)
+    t.sweep()
+    assert t.segments() == []
+    inner = t.inner
+    if isinstance(inner, MemoryStore):
+        assert inner._check_notes == {}
+    else:  # its own key, which expires by itself: never a leak
+        assert 0 < t.run(inner.client.ttl(inner.prefix + "ck:" + c.key)) <= (
+            CHECKING.retention_seconds)
 
 
 # ------------------------------------------------------------------ properties

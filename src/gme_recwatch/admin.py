@@ -3,11 +3,14 @@ both listeners. It must stay inside the cluster."""
 
 from __future__ import annotations
 
+import base64
+import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -17,9 +20,13 @@ from prometheus_client.exposition import choose_encoder
 from . import __version__
 from .callback import callback_schema
 from .errors import ErrorBody, internal_error
-from .lifecycle import StateName
+from .lifecycle import State, StateName, split_key
 from .service import Service
-from .stores import SegmentView
+from .settings import Settings, env_name, human_duration
+from .stores import SegmentPage, SegmentView
+
+# A cursor holds a time and a segment key (ids of at most a few hundred bytes), in Base64.
+_CURSOR_MAX: Final = 2048
 
 
 class Probe(msgspec.Struct):
@@ -54,11 +61,34 @@ class SegmentOut(msgspec.Struct):
     """For a segment that was live when a blind window opened and has not been heard from
     since (every ``unverified`` one): that window's start and end; otherwise null."""
     blind_window_end: str | None = None
+    state_since: str | None = None
+    """For a stuck, upload_missing, orphan or unverified segment: since when it is in that
+    state (when its deadline passed, or when its COS lookup answered); otherwise null."""
+    deadline: str | None = None
+    """The setting whose deadline passed: max_recording_seconds, upload_grace_seconds or
+    reorder_window_seconds; null for a segment in no problem state."""
+    reason: str | None = None
+    """Why the segment is in its problem state, in words (the deadline, and what COS said)."""
+    checked_at: str | None = None
+    """With COS checks: when the lookup that settled this segment answered; then also: """
+    check_result: str | None = None
+    """found, not_found or error."""
+    bucket: str | None = None
+    object_key: str | None = None
+    check_error: str | None = None
+    """Why the lookup gave no answer to trust (timeout, forbidden, no_such_bucket,
+    no_file_name, ...); null when it answered."""
+    check_detail: str | None = None
 
 
 class SegmentList(msgspec.Struct):
     count: int
+    """Segments in this answer."""
     segments: list[SegmentOut]
+    total: int = 0
+    """Segments matching the query, on every page."""
+    next_cursor: str | None = None
+    """Pass as ``cursor`` for the next page; null on the last one."""
 
 
 def _iso(t: float | None) -> str | None:
@@ -70,7 +100,32 @@ def _iso(t: float | None) -> str | None:
         return None
 
 
-def _out(v: SegmentView) -> SegmentOut:
+_WAITED_FOR: Final = {
+    "max_recording_seconds": "still recording {d} after its start was received",
+    "upload_grace_seconds": "no uploaded callback within {d} of the completion",
+    "reorder_window_seconds": "no started callback within {d} of its first callback",
+}
+
+
+def _reason(v: SegmentView, settings: Settings) -> str | None:
+    """Why ``v`` is a problem, in words: the deadline that passed, then what COS said."""
+    if v.deadline is None:
+        return None
+    seconds = getattr(settings, v.deadline)
+    text = (_WAITED_FOR[v.deadline].format(d=human_duration(seconds))
+            + f" ({env_name(v.deadline)}={seconds:g})")
+    if v.state == State.UNVERIFIED.label:
+        text += "; it was live when a blind window opened, so it is not paged"
+    if v.confirmed is True:
+        text += "; its file is not in COS"
+    elif v.confirmed is False:
+        error = v.check.check_error if v.check is not None else ""
+        text += f"; the COS lookup gave no answer ({error or 'error'})"
+    return text
+
+
+def _out(v: SegmentView, settings: Settings) -> SegmentOut:
+    note = v.check
     return SegmentOut(
         app_id=v.app_id, biz_id=str(v.biz_id), room_id=v.room_id, user_id=v.user_id,
         task_id=str(v.task_id), seq_no=v.seq_no, state=v.state, record_mode=v.record_mode,
@@ -80,16 +135,45 @@ def _out(v: SegmentView) -> SegmentOut:
         next_deadline_at=_iso(v.next_deadline_at), expires_at=_iso(v.expires_at) or "",
         confirmed=v.confirmed, lost_events=v.lost_events,
         blind_window_start=_iso(v.blind_window_start), blind_window_end=_iso(v.blind_window_end),
+        state_since=_iso(v.state_since), deadline=v.deadline, reason=_reason(v, settings),
+        checked_at=_iso(note.checked_at) if note else None,
+        check_result=note.result if note else None,
+        bucket=note.bucket or None if note else None,
+        object_key=note.object_key or None if note else None,
+        check_error=note.check_error or None if note else None,
+        check_detail=note.check_detail or None if note else None,
     )
 
 
-def _found(views: list[SegmentView]) -> SegmentList:
-    return SegmentList(len(views), [_out(v) for v in views])
+def encode_cursor(after: tuple[float, str]) -> str:
+    """A page's position (when the segment was first heard of, its key) as an opaque token."""
+    return base64.urlsafe_b64encode(f"{after[0]!r}\n{after[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The position a token of :func:`encode_cursor` holds; ValidationException (400) if it
+    is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        first, key = text.split("\n", 1)
+        at = float(first)
+        split_key(key)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ValidationException("cursor: not a cursor this API returned") from None
+    if not math.isfinite(at):
+        raise ValidationException("cursor: not a cursor this API returned")
+    return at, key
+
+
+def _found(page: SegmentPage, settings: Settings) -> SegmentList:
+    return SegmentList(len(page.segments), [_out(v, settings) for v in page.segments],
+                       page.total, encode_cursor(page.after) if page.after else None)
 
 
 def build_admin_app(service: Service) -> Litestar:
     metrics = service.metrics
     store = service.store
+    settings = service.settings
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True,
          media_type="text/plain; version=0.0.4")
@@ -119,16 +203,23 @@ def build_admin_app(service: Service) -> Litestar:
         app_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         room_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, QueryParameter(
+            max_length=_CURSOR_MAX, description="next_cursor of the previous page")] = None,
     ) -> SegmentList:
-        return _found(await store.segments(state=state_filter, app_id=app_id, room_id=room_id,
-                                           limit=limit))
+        return _found(await store.page(state=state_filter, app_id=app_id, room_id=room_id,
+                                       limit=limit, after=decode_cursor(cursor) if cursor else None),
+                      settings)
 
     @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments",
          responses=bad_query)
     async def room(app_id: Annotated[str, PathParameter(max_length=64)],
                    room_id: Annotated[str, PathParameter(max_length=256)],
-                   limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000) -> SegmentList:
-        return _found(await store.segments(app_id=app_id, room_id=room_id, limit=limit))
+                   limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+                   cursor: Annotated[str | None, QueryParameter(
+                       max_length=_CURSOR_MAX, description="next_cursor of the previous page",
+                   )] = None) -> SegmentList:
+        return _found(await store.page(app_id=app_id, room_id=room_id, limit=limit,
+                                       after=decode_cursor(cursor) if cursor else None), settings)
 
     schema = callback_schema(service.settings.callback_path, service.settings.max_body_bytes)
 

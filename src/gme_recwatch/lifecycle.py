@@ -338,3 +338,24 @@ def split_key(key: str) -> tuple[int, str, str, int, int]:
 def room_of(key: str) -> str:
     """The (BizID, RoomID) prefix of a key: what ``active_rooms`` counts."""
     return key[: key.index(SEP, key.index(SEP) + 1)]
+
+
+# ------------------------------------------------------------------ why a segment is a problem
+
+# The deadline that made a segment stuck, upload_missing, orphan or unverified: the name of the
+# Config field (and of the setting).
+Deadline = Literal["max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds"]
+
+
+def deadline_passed(state: State, seen: int, r_first: float, r_complete: float,
+                    cfg: Config) -> tuple[Deadline, float] | None:
+    """For a segment in a problem state (or unverified): which deadline passed, and when (on
+    the store's receive clock), from the same stored times :func:`derive_state` reads. None
+    for a segment in no problem state."""
+    if state == State.ORPHAN:
+        return "reorder_window_seconds", r_first + cfg.reorder_window_seconds
+    if state not in CHECKED_STATES and state != State.UNVERIFIED:
+        return None
+    if seen & SEEN_COMPLETED:
+        return "upload_grace_seconds", r_complete + cfg.upload_grace_seconds
+    return "max_recording_seconds", r_first + cfg.max_recording_seconds

@@ -8,7 +8,6 @@ segments typed columns (:mod:`.columns`). State survives a restart through a sna
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from ..lifecycle import (
     check_after_answer,
     check_after_event,
     classify,
+    deadline_passed,
     derive_state,
     events_seen,
     found_in_cos,
@@ -51,7 +51,7 @@ from ..lifecycle import (
     start_is_lost,
 )
 from . import snapshot as snapshot_format
-from .base import SegmentView, StoreStats, Sweep
+from .base import CheckNote, SegmentPage, SegmentView, StoreStats, Sweep, page_of
 from .columns import COLUMNS, SegmentTable
 from .tallies import Tallies
 
@@ -82,6 +82,9 @@ class MemoryStore:
         self._restored_from: tuple[float, bool] | None = None
         # Segments live when a blind window opened and not heard from since -> that window.
         self._blind: dict[str, tuple[float, float]] = {}
+        # What the last COS lookup of a segment said (read side only: for the API); dropped
+        # with the segment, shown only while the lookup's answer stands.
+        self._check_notes: dict[str, CheckNote] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -117,6 +120,16 @@ class MemoryStore:
     async def segments(self, *, state: str | None = None, app_id: str | None = None,
                        room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
         return self.find(state=state, app_id=app_id, room_id=room_id, limit=limit)
+
+    async def page(self, *, state: str | None = None, app_id: str | None = None,
+                   room_id: str | None = None, limit: int = 100,
+                   after: tuple[float, str] | None = None) -> SegmentPage:
+        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit,
+                              after=after)
+
+    async def note_check(self, key: str, note: CheckNote) -> None:
+        if key in self._index:  # forgotten meanwhile: nothing to describe
+            self._check_notes[key] = note
 
     async def close(self) -> None:
         return None
@@ -304,6 +317,7 @@ class MemoryStore:
         self._tallies.evictions[(reason, state.label)] += 1
         self._set_check(slot, Check.NONE)
         self._blind.pop(key, None)
+        self._check_notes.pop(key, None)
         del self._index[key]
         t.release(slot)
         self._deadlines.clear(slot)
@@ -342,7 +356,7 @@ class MemoryStore:
 
     def _view(self, key: str, slot: int) -> SegmentView:
         t = self._table
-        seen, lost = t.seen(slot), t.lost(slot)
+        seen, lost, state = t.seen(slot), t.lost(slot), t.state(slot)
         biz, room, user, task, seq = split_key(key)
         mono_now, wall_now = self._now(), self.clock.time()
 
@@ -351,10 +365,13 @@ class MemoryStore:
 
         deadline = self._deadlines.get(slot)
         window = self._blind.get(key)
+        confirmed = t.check(slot).confirmed
+        note = self._check_notes.get(key) if confirmed is not None or lost else None
+        passed = deadline_passed(state, seen, t.r_first[slot], t.r_complete[slot], self.cfg)
         return SegmentView(
             biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
-            app_id=self._tallies.labels[t.app(slot)], state=t.state(slot).label,
-            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen),
+            app_id=self._tallies.labels[t.app(slot)], state=state.label,
+            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen & ~lost),
             started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
             completed_at=(float(t.ts_complete[slot])
                           if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None),
@@ -363,14 +380,24 @@ class MemoryStore:
             first_received_at=wall(t.r_first[slot]),
             next_deadline_at=None if deadline == INF else wall(deadline),
             expires_at=wall(t.expires[slot]),
-            confirmed=t.check(slot).confirmed, lost_events=events_seen(lost),
+            confirmed=confirmed, lost_events=events_seen(lost),
             blind_window_start=window[0] if window else None,
             blind_window_end=window[1] if window else None,
+            deadline=passed[0] if passed else None,
+            state_since=(note.checked_at if note is not None and passed is not None
+                         else wall(passed[1]) if passed else None),
+            check=note,
         )
 
     def find(self, *, state: str | None = None, app_id: str | None = None,
              room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
-        """:meth:`segments` without the coroutine. A scan: it serves the admin drill-down API,
+        """:meth:`segments` without the coroutine."""
+        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit).segments
+
+    def find_page(self, *, state: str | None = None, app_id: str | None = None,
+                  room_id: str | None = None, limit: int = 100,
+                  after: tuple[float, str] | None = None) -> SegmentPage:
+        """:meth:`page` without the coroutine. A scan: it serves the admin drill-down API,
         never the callback path or a scrape."""
         t = self._table
         labels = self._tallies.labels
@@ -384,7 +411,8 @@ class MemoryStore:
             if room_id is not None and key.split(SEP, 2)[1] != room_id:
                 continue
             matches.append((t.r_first[slot], key, slot))
-        return [self._view(k, s) for _, k, s in heapq.nsmallest(limit, matches)]
+        chosen, total, nxt = page_of(matches, limit, after)
+        return SegmentPage([self._view(k, s) for _, k, s in chosen], total, nxt)
 
     def keys(self) -> list[str]:
         return list(self._index)
