@@ -8,8 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import httpx
+import msgspec
 
 from . import __version__, simulate
 from . import settings as settings_mod
@@ -22,8 +24,11 @@ _EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the callback and admin listeners",
-                       description="Every flag can also be set by its environment variable.")
+    p = sub.add_parser(
+        "serve", help="run the callback and admin listeners",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every flag can also be set by its environment variable; flags win.",
+        epilog=SERVE_KEYS_HELP)
     for f in settings_mod.fields():
         if f.metadata["secret"]:
             continue  # secrets only from the environment or a file, never on a command line
@@ -31,11 +36,25 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help=f"{f.metadata['help']} [{settings_mod.env_name(f.name)}, "
                             f"default {f.default!r}]")
     p.add_argument("--demo", action="store_true",
-                   help="print the configured key and a ready `gme-recwatch send` command "
-                        "(for `make run` with the demo key; never in production)")
+                   help="try it out (`make run`; never in production): deadlines of seconds "
+                        "instead of hours unless set ("
+                        + ", ".join(f"{settings_mod.env_name(k)}={v}"
+                                    for k, v in settings_mod.DEMO_DEFAULTS.items())
+                        + "), the built-in demo key when no key is set, and a banner with the "
+                          "URLs and a ready `send` command")
     p.add_argument("--check", action="store_true",
                    help="check the configuration and the keys, build everything a start builds, "
                         "then exit (0: it would start) without listening or writing anything")
+
+
+SERVE_KEYS_HELP: Final = """\
+The SecretKey (the GME console's permission key) is never a flag; give it in one of:
+  GME_RECWATCH_SECRET_KEY   one key for every app (`new,old` during a rotation)
+  GME_RECWATCH_KEYS_FILE    (--keys-file) a file of `BizID=key` / `*=key` lines, e.g. a mounted
+                            Kubernetes Secret; re-read when it changes
+Not both: a key left in the environment would stay valid after it is rotated out of the file.
+The COS API key comes from TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY or
+--cos-credentials-file."""
 
 
 def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,10 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name, None) for f in settings_mod.fields()}
     try:
-        settings = settings_mod.load(overrides=overrides)
+        settings = settings_mod.load(overrides=overrides, demo=args.demo)
     except SettingsError as exc:
         print(f"gme-recwatch: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    if args.demo and not settings.has_keys():
+        settings = msgspec.structs.replace(settings, secret_key=settings_mod.DEMO_KEY)
     if not settings.has_keys():
         print("gme-recwatch: no SecretKey configured. Set GME_RECWATCH_SECRET_KEY (one key for "
               "every app; comma-separated during a rotation) or GME_RECWATCH_KEYS_FILE (a file "
@@ -121,17 +142,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"gme-recwatch {__version__}: the configuration is valid", flush=True)
         return 0
     if args.demo:
-        key = parse_secret_list(settings.secret_key)[0] if settings.secret_key else "<keys file>"
-        url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
-        print(f"\n  gme-recwatch {__version__} (demo)\n"
-              f"  callback URL : {url}\n"
-              f"  metrics      : http://127.0.0.1:{settings.admin_port}/metrics\n"
-              f"  demo key     : {key}   (never use it in production)\n"
-              f"  try          : make send   # or: .venv/bin/gme-recwatch send --url {url} "
-              f"--secret {key}\n", flush=True)
+        print(demo_banner(settings), flush=True)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.http_stack)) as runner:
         runner.run(run(service))
     return 0
+
+
+def demo_banner(settings: settings_mod.Settings) -> str:
+    """What `serve --demo` prints: where to look, the deadlines in force, and how to send.
+    The key is shown only when it is the built-in demo key, never one the user configured."""
+    url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
+    admin = f"http://127.0.0.1:{settings.admin_port}"
+    if parse_secret_list(settings.secret_key)[:1] == [settings_mod.DEMO_KEY]:
+        key_line = f"demo key     : {settings_mod.DEMO_KEY}   (built in: never use it in production)"
+        secret = settings_mod.DEMO_KEY
+    elif settings.secret_key:
+        key_line = "key          : from GME_RECWATCH_SECRET_KEY (not shown)"
+        secret = '"$GME_RECWATCH_SECRET_KEY"'  # noqa: S105 - the variable, not a key
+    else:
+        key_line = f"keys         : from {settings.keys_file} (not shown)"
+        secret = "<a key from that file>"  # noqa: S105 - a placeholder
+    # `make send` reads the same variables as `serve`; name them when they differ from the
+    # defaults, or it would knock on the wrong port.
+    moved = "".join(f" {settings_mod.env_name(name)}={value}"
+                    for name, value in (("port", settings.port),
+                                        ("callback_path", settings.callback_path))
+                    if value != settings_mod.default_of(name))
+    took = settings_mod.human_duration
+    d = (f"stuck after {took(settings.max_recording_seconds)} recording, upload missing "
+         f"{took(settings.upload_grace_seconds)} after completion, orphan without a start "
+         f"after {took(settings.reorder_window_seconds)}")
+    return (f"\n  gme-recwatch {__version__} (demo: never in production)\n"
+            f"  callback URL : {url}\n"
+            f"  metrics      : {admin}/metrics\n"
+            f"  segments     : {admin}/api/v1/segments?state=stuck   "
+            f"(or: gme-recwatch segments --url {admin} --state stuck)\n"
+            f"  deadlines    : {d}\n"
+            f"  {key_line}\n"
+            f"  try          : make send{moved}   # or: .venv/bin/gme-recwatch send --url {url} "
+            f"--secret {secret}\n"
+            f"  simulate     : .venv/bin/gme-recwatch simulate --url {url} --secret {secret} "
+            f"--time-scale 100   (problems show within a minute)\n")
 
 
 def _post(command: str, url: str, body: bytes, key: str, encoding: str,
