@@ -309,6 +309,41 @@ def test_segments_api_rejects_bad_queries_with_400(h: Harness) -> None:
     assert h.get("/api/v1/segments", params={"limit": "100000"}).status_code == 400
 
 
+def test_segments_api_pages_with_a_cursor_and_gives_the_total(h: Harness) -> None:
+    for seq in range(5):
+        h.post(body(1, seq=seq))
+    got: list[int] = []
+    params: dict[str, str] = {"limit": "2"}
+    for _ in range(5):
+        doc = h.get("/api/v1/segments", params=params).json()
+        assert doc["total"] == 5 and doc["count"] == len(doc["segments"]) <= 2
+        got += [s["seq_no"] for s in doc["segments"]]
+        if doc["next_cursor"] is None:
+            break
+        params["cursor"] = doc["next_cursor"]
+    assert got == [0, 1, 2, 3, 4]
+    room = h.get(f"/api/v1/rooms/{BIZ}/r1", params={"limit": "4"}).json()
+    assert (room["count"], room["total"]) == (4, 5) and room["next_cursor"]
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "bmFu", "aW5mCngA", "eA"])
+def test_segments_api_rejects_a_cursor_it_did_not_give_with_400(h: Harness, cursor: str) -> None:
+    r = h.get("/api/v1/segments", params={"cursor": cursor})
+    assert r.status_code == 400 and "cursor" in r.json()["message"]
+
+
+def test_a_problem_segment_says_since_when_and_why(h: Harness) -> None:
+    h.post(body(1))
+    h.service.clock.advance(21601)  # type: ignore[attr-defined]
+    asyncio.run(h.service.sweep())
+    (seg,) = h.get("/api/v1/segments", params={"state": "stuck"}).json()["segments"]
+    assert seg["deadline"] == "max_recording_seconds"
+    assert seg["reason"] == ("still recording 6 h after its start was received "
+                             "(GME_RECWATCH_MAX_RECORDING_SECONDS=21600)")
+    assert seg["state_since"].endswith("Z") and seg["state_since"] > seg["first_received_at"]
+    assert seg["check_result"] is None and seg["bucket"] is None
+
+
 def test_room_endpoint_lists_one_rooms_segments(h: Harness) -> None:
     h.post(body(1, room="alpha", seq=0))
     h.post(body(1, room="alpha", seq=1))

@@ -1,14 +1,15 @@
-"""Command line: ``gme-recwatch serve | send | simulate | canary``."""
+"""Command line: ``gme-recwatch serve | send | simulate | canary | segments``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import msgspec
@@ -16,6 +17,7 @@ import msgspec
 from . import __version__, simulate
 from . import settings as settings_mod
 from .events import COMPLETED, STARTED, UPLOADED, canary_callback, encode_callback
+from .lifecycle import STATE_NAMES
 from .settings import SettingsError
 from .signature import KeyringError, parse_keys_file, parse_secret_list, sign
 
@@ -91,6 +93,24 @@ def _canary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
 
 
+def _segments_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "segments", help="list tracked segments from a running service's drill-down API",
+        description="Reads GET /api/v1/segments on the admin listener (e.g. through `kubectl "
+                    "port-forward svc/<release>-gme-recwatch-admin 8081`) and prints a table, "
+                    "oldest first.")
+    p.add_argument("--url", default="http://127.0.0.1:8081",
+                   help="the admin listener [default http://127.0.0.1:8081]")
+    p.add_argument("--state", choices=STATE_NAMES, help="only segments in this state")
+    p.add_argument("--app-id", help="only this app (BizID, or its app_id label)")
+    p.add_argument("--room-id", help="only this room")
+    p.add_argument("--limit", type=int, default=100,
+                   help="most segments to show [default 100]; the total is always printed")
+    p.add_argument("--json", action="store_true",
+                   help="print the API's JSON (every page fetched, merged) instead of a table")
+    p.add_argument("--timeout", type=float, default=10.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gme-recwatch",
@@ -100,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _send_parser(sub)
     _canary_parser(sub)
+    _segments_parser(sub)
     simulate.add_arguments(sub.add_parser(
         "simulate", help="send realistic callback traffic like Tencent's sender, then a summary"))
     return parser
@@ -251,6 +272,75 @@ def cmd_canary(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+_PAGE_MAX: Final = 1000  # the API's largest page
+
+
+def fetch_segments(args: argparse.Namespace) -> dict[str, Any]:
+    """Every page the query needs, up to ``--limit`` segments, merged into one answer."""
+    params: dict[str, str | int] = {k: v for k, v in (
+        ("state", args.state), ("app_id", args.app_id), ("room_id", args.room_id)) if v}
+    out: dict[str, Any] = {"total": 0, "segments": []}
+    url = args.url.rstrip("/") + "/api/v1/segments"
+    while True:
+        want = args.limit - len(out["segments"])
+        resp = httpx.get(url, params={**params, "limit": max(1, min(want, _PAGE_MAX))},
+                         timeout=args.timeout)
+        if resp.status_code != 200:
+            raise ValueError(f"{url}: {resp.status_code} {resp.text.strip()[:300]}")
+        page = resp.json()
+        out["total"] = page["total"]
+        out["segments"] += page["segments"][:want]
+        if not page.get("next_cursor") or len(out["segments"]) >= args.limit:
+            return out
+        params["cursor"] = page["next_cursor"]
+
+
+_COLUMNS: Final = ("STATE", "SINCE", "APP", "ROOM", "USER", "TASK", "SEQ", "EVENTS", "WHY")
+
+
+def _why(seg: dict[str, Any]) -> str:
+    """The short form of the API's ``reason``: the deadline that passed, and what COS said."""
+    parts = [seg["deadline"]] if seg.get("deadline") else []
+    if seg.get("check_result"):
+        parts.append(f"cos {seg['check_result']}" + (
+            f" ({seg['check_error']})" if seg.get("check_error") else ""))
+    if seg.get("lost_events"):
+        parts.append("lost " + "+".join(seg["lost_events"]))
+    if seg.get("blind_window_start"):
+        parts.append("blind window")
+    return ", ".join(parts) or "-"
+
+
+def segments_table(answer: dict[str, Any]) -> str:
+    """A fixed-width table of ``answer``'s segments, and a line saying how many match in all."""
+    rows = [_COLUMNS] + [(
+        s["state"], s.get("state_since") or s["first_received_at"], s["app_id"], s["room_id"],
+        s["user_id"], s["task_id"], str(s["seq_no"]), "+".join(s["events_seen"]) or "-", _why(s),
+    ) for s in answer["segments"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+             for r in rows]
+    shown, total = len(answer["segments"]), answer["total"]
+    lines.append(f"{shown} of {total} matching segment{'s' if total != 1 else ''}"
+                 + ("" if shown == total else " (raise --limit for more)")
+                 + "; SINCE is when the state began (for a problem) or when it was first heard of")
+    return "\n".join(lines)
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    try:
+        answer = fetch_segments(args)
+    except httpx.HTTPError as exc:
+        print(f"gme-recwatch segments: {args.url}: {type(exc).__name__}: {exc} (is the admin "
+              "port reachable? e.g. kubectl port-forward)", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"gme-recwatch segments: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else segments_table(answer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
@@ -259,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate.main(args)
     if args.command == "canary":
         return cmd_canary(args)
+    if args.command == "segments":
+        return cmd_segments(args)
     return cmd_send(args)
 
 
