@@ -3,14 +3,12 @@ both listeners. It must stay inside the cluster."""
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Litestar, Request, Response, get
-from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -20,13 +18,14 @@ from prometheus_client.exposition import choose_encoder
 from . import __version__
 from .callback import callback_schema
 from .errors import ErrorBody, internal_error
-from .lifecycle import State, StateName, split_key
+from .lifecycle import State, StateName
 from .service import Service
 from .settings import Settings, env_name, human_duration
 from .stores import SegmentPage, SegmentView
 
-# A cursor holds a time and a segment key (ids of at most a few hundred bytes), in Base64.
-_CURSOR_MAX: Final = 2048
+# A cursor holds a time and a segment key (ids of at most a few hundred bytes), in hex.
+_CURSOR_MAX: Final = 2400
+CURSOR_PATTERN: Final = r"^-?0x[0-9a-f]+(\.[0-9a-f]*)?p[+-]?[0-9]{1,5}~([0-9a-f]{2})*$"
 
 
 class Probe(msgspec.Struct):
@@ -146,23 +145,20 @@ def _out(v: SegmentView, settings: Settings) -> SegmentOut:
 
 
 def encode_cursor(after: tuple[float, str]) -> str:
-    """A page's position (when the segment was first heard of, its key) as an opaque token."""
-    return base64.urlsafe_b64encode(f"{after[0]!r}\n{after[1]}".encode()).decode().rstrip("=")
+    """A page's position (when the segment was first heard of, its key) as a token: the time
+    exactly (``float.hex``), the key in hex. Every string of :data:`CURSOR_PATTERN` is a
+    position, so the schema says exactly which cursors are accepted."""
+    return f"{after[0].hex()}~{after[1].encode().hex()}"
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The position a token of :func:`encode_cursor` holds; ValidationException (400) if it
-    is not one."""
+    """The position a token of :data:`CURSOR_PATTERN` holds (the route checked the pattern)."""
+    at, key = cursor.split("~", 1)
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        first, key = text.split("\n", 1)
-        at = float(first)
-        split_key(key)
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise ValidationException("cursor: not a cursor this API returned") from None
-    if not math.isfinite(at):
-        raise ValidationException("cursor: not a cursor this API returned")
-    return at, key
+        position = float.fromhex(at)
+    except OverflowError:  # an exponent no time has: after every segment
+        position = math.inf if not at.startswith("-") else -math.inf
+    return position, bytes.fromhex(key).decode("utf-8", "replace")
 
 
 def _found(page: SegmentPage, settings: Settings) -> SegmentList:
@@ -204,7 +200,8 @@ def build_admin_app(service: Service) -> Litestar:
         room_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(
-            max_length=_CURSOR_MAX, description="next_cursor of the previous page")] = None,
+            max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN,
+            description="next_cursor of the previous page")] = None,
     ) -> SegmentList:
         return _found(await store.page(state=state_filter, app_id=app_id, room_id=room_id,
                                        limit=limit, after=decode_cursor(cursor) if cursor else None),
@@ -216,8 +213,8 @@ def build_admin_app(service: Service) -> Litestar:
                    room_id: Annotated[str, PathParameter(max_length=256)],
                    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
                    cursor: Annotated[str | None, QueryParameter(
-                       max_length=_CURSOR_MAX, description="next_cursor of the previous page",
-                   )] = None) -> SegmentList:
+                       max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN,
+                       description="next_cursor of the previous page")] = None) -> SegmentList:
         return _found(await store.page(app_id=app_id, room_id=room_id, limit=limit,
                                        after=decode_cursor(cursor) if cursor else None), settings)
 
