@@ -76,7 +76,7 @@ lock: $(UV)
 upgrade: $(UV)
 	$(UV) lock --upgrade
 
-## Regenerate the README's configuration and metrics tables from the code.
+## Regenerate the configuration and metrics tables of docs/ from the code.
 docs: venv-runtime
 	$(BIN)/python tools/readme_tables.py --write
 

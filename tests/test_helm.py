@@ -947,7 +947,7 @@ def test_cos_buckets_per_app_become_a_mounted_file_the_service_reads(chart: helm
 
 
 def test_a_cos_bucket_without_a_region_is_refused_saying_why(chart: helm.Chart) -> None:
-    with pytest.raises(Exception, match="cos.bucket .*needs cos.region"):
+    with pytest.raises(Exception, match=r"cos\.bucket .*needs cos\.region"):
         chart.render({"cos": {"bucket": "gme-records-1250000000"}}, name=RELEASE)
     with pytest.raises(helm.HelmValuesError, match="'app' does not match"):  # a BizID, quoted
         chart.render({"cos": {"region": "ap-guangzhou", "buckets": {"app": "b-1250000000"}}},

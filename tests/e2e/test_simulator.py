@@ -148,9 +148,6 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
     assert secret_key not in r.stdout + r.stderr + svc.logs()
 
 
-# The README's demo, as written there (only the URL differs: the test's free port).
-README_SIMULATE = ["--time-scale", "100", "--drop-fraction", "0.02", "--never-upload-fraction",
-                   "0.05", "--bad-signature-fraction", "0.01"]
 
 
 def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp_path) -> None:
@@ -163,17 +160,18 @@ def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp
     from pathlib import Path
 
     import httpx
-
-    from gme_recwatch.settings import DEMO_KEY
+    from test_readme import readme_simulate_args
 
     svc: RunningService = service_factory("--demo", GME_RECWATCH_SECRET_KEY="",
                                           GME_RECWATCH_LOG_LEVEL="info")
     assert "deadlines    : stuck after 20 s" in svc.logs()  # the banner says so
     expected_file = tmp_path / "expected.json"
     started = time.monotonic()
+    # The README's command as written there; only the URL is the test's free port.
+    args = readme_simulate_args()
+    args[args.index("--url") + 1] = svc.callback_url
     r = subprocess.run(
-        [str(Path(sys.executable).with_name("gme-recwatch")), "simulate", "--url",
-         svc.callback_url, "--secret", DEMO_KEY, *README_SIMULATE,
+        [str(Path(sys.executable).with_name("gme-recwatch")), "simulate", *args,
          "--expected-file", str(expected_file)],
         capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
