@@ -507,7 +507,9 @@ def test_every_setting_can_be_changed_from_values(chart: helm.Chart) -> None:
 
 
 def test_secret_settings_are_reachable_only_by_reference(chart: helm.Chart) -> None:
-    """secret_key can be set through extraEnv from a Secret, never as a plain value."""
+    """Secrets reach the pod by reference only (extraEnv from a Secret; the COS key through
+    `cos.existingSecret`), never as plain values. (`secret_key` beside the chart's keys file
+    would be refused at start: keys belong in the keyring Secret.)"""
     secret_fields = [f for f in settings.fields() if f.metadata["secret"]]
     assert secret_fields
     ref = {"secretKeyRef": {"name": "gme", "key": "secret-key"}}

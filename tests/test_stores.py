@@ -378,11 +378,7 @@ def test_a_problem_segment_says_which_deadline_passed_and_since_when(
 
 def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     resolve(t, c.key, "found")
     v = view(t)
     assert (v.events_seen, v.lost_events) == (["started"], ["completed", "uploaded"])
@@ -390,11 +386,7 @@ def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
 
 def test_a_lookup_note_shows_while_its_answer_stands_and_goes_with_the_segment(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     resolve(t, c.key, "error")
     note = CheckNote(1_700_000_123.0, "error", "bkt-1250000000", "rec/0.mp3", "timeout", "5 s")
     t.run(t.inner.note_check(c.key, note))
@@ -590,6 +582,16 @@ def resolve(t: SyncStore, key: str, answer: str) -> object:
     return t.run(t.inner.resolve(key, answer))
 
 
+def stuck_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
+    """A store with checks on, and one segment past its stuck deadline, held and claimed."""
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    clock.advance(101)
+    t.sweep()
+    (c,) = claim(t)
+    return t, c
+
+
 def view(t: SyncStore, seq: int = 0) -> SegmentView:
     (v,) = [v for v in t.segments(room_id="r1", limit=1000) if v.seq_no == seq]
     return v
@@ -612,11 +614,7 @@ def test_with_checks_a_deadline_holds_the_segment_until_its_file_is_looked_up(
 
 def test_a_file_found_makes_the_segment_uploaded_and_names_the_lost_callbacks(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, "found")
     assert isinstance(r, Reconciled)
     assert (r.lost, r.room_id, r.seq_no) == (("completed", "uploaded"), "r1", 0)
@@ -647,11 +645,7 @@ def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(
 @pytest.mark.parametrize(("answer", "confirmed"), [("not_found", True), ("error", False)])
 def test_a_file_not_found_or_not_looked_up_makes_the_problem_stand(
         make: Make, clock: FakeClock, answer: str, confirmed: bool) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, answer)
     assert isinstance(r, Transition)
     assert (r.state, r.confirmed, r.seq_no) == ("stuck", confirmed, 0)
@@ -685,11 +679,7 @@ def test_an_answer_stands_while_a_late_event_leaves_the_segment_in_its_problem(
 
 def test_a_callback_during_a_check_applies_and_the_late_answer_is_ignored(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     assert t.record(fev(3)).result == "accepted"  # the upload arrives meanwhile
     assert view(t).state == "uploaded"
     assert resolve(t, c.key, "not_found") is None
