@@ -113,7 +113,8 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
     assert "internal_error" not in svc.logs()
 
 
-def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server) -> None:
+def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server,
+                                                                   tmp_path) -> None:
     """`gme-recwatch simulate --s3-endpoint ... --s3-bucket ...` as a user runs it: the callbacks
     reach the service, and every file that "uploads" is in the bucket, including those whose
     uploaded callback was lost on the way."""
@@ -136,7 +137,7 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
          "--bad-signature-fraction", "0", "--retry-seconds", "2",
          "--s3-endpoint", s3_server.url, "--s3-bucket", bucket, "--s3-create-bucket",
          "--s3-key-template", "recordings/{file_name}"],
-        env=env, capture_output=True, text=True, timeout=120)
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     keys = s3_server.keys_of(bucket)
