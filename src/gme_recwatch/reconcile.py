@@ -14,6 +14,9 @@ hands the answer back to the store, then counts and logs what it made of it:
 * not found: ``segment_stuck`` / ``segment_upload_missing`` with ``confirmed=true``.
 * lookup failed: the same line with ``confirmed=false`` and why.
 
+Where it looked and why it could not tell is also handed to the store
+(:meth:`~gme_recwatch.stores.Store.note_check`), beside the segment, for the drill-down API.
+
 A flood of due segments (a fleet-wide outage) waits in the store: at most ``max_claims``
 segments are claimed at a time, so the checker's queue stays short, claims do not outlive their
 lease waiting for a turn, and COS sees no more than the checker's rate.
