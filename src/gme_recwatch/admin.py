@@ -23,8 +23,15 @@ from .stores import SegmentView
 
 
 class Probe(msgspec.Struct):
+    """The readiness probe's answer, the same shape whether ready or not."""
+
     status: str
-    segments: int | None = None
+    """``ready`` or ``not ready``."""
+    segments: int
+    """Segments tracked, as last heard from the store."""
+    reason: str | None
+    """Why not ready: ``starting``, ``stopping`` or ``store_unavailable`` (the store has failed
+    every check for GME_RECWATCH_STORE_UNREADY_AFTER_SECONDS); null when ready."""
 
 
 class SegmentOut(msgspec.Struct):
@@ -104,12 +111,15 @@ def build_admin_app(service: Service) -> Litestar:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", summary="Readiness: started and state restored",
-         responses={503: ResponseSpec(data_container=Probe, description="Not ready yet, or stopping")})
+    @get("/readyz", summary="Readiness: started, state restored, store answering",
+         responses={503: ResponseSpec(data_container=Probe,
+                                      description="Not ready yet, stopping, or the store has "
+                                                  "not answered for a while")})
     async def readyz() -> Response[Probe]:
-        if service.ready and service.store_healthy:
-            return Response(Probe("ready", await store.count()))
-        return Response(Probe("not ready"), status_code=503)
+        # From what the service already knows: a probe never waits on the store.
+        r = service.readiness()
+        return Response(Probe("ready" if r.ready else "not ready", r.segments, r.reason),
+                        status_code=200 if r.ready else 503)
 
     bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
 
