@@ -290,6 +290,16 @@ def groups() -> list[Group]:
               "stuck recordings and missing uploads will not be reported. The snapshot was off, "
               "not on a volume, or not readable.", "warning", "0m",
               {"ratio": 0.5, "min_segments": 10}),
+        # Redis came back empty (its epoch marker gone): one replica counts each reset, and
+        # the sum over the release's replicas makes it one alert however many saw it.
+        Alert("GmeRecwatchStoreReset",
+              "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[$window])) > 0",
+              "The shared Redis store came back empty: the tracked recordings were lost.",
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) found its Redis store "
+              "empty ({{ $value | humanize }} resets in the window: a restart without "
+              "persistence, a failover to an empty replica, FLUSHALL): the segments tracked before are gone, "
+              "so their stuck recordings and missing uploads will not be reported.",
+              "warning", "0m", {"window": "30m"}),
         Alert("GmeRecwatchTrackerNearCapacity",
               "instance:gme_recording_tracker_utilisation:ratio > $ratio",
               "The gme-recwatch tracker is nearly full.",
