@@ -102,6 +102,7 @@ class Service:
         self._epoch = ""  # the shared store's epoch marker as last seen ("" before the first)
         self._epoch_seen_at = 0.0  # when it was last seen, on the store's clock
         self._segments = 0  # segments tracked, as last heard from the store
+        self._epoch_segments = 0  # ... as the store counted them when the marker was last seen
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False  # the loops were started: not ready now means stopping
 
@@ -170,8 +171,8 @@ class Service:
         """Act on what the store's epoch marker says: a reset is counted, logged and made a
         blind window by the one replica that found it (the store answers ``reset`` to one
         replica only; the others see ``changed``), so one reset pages once."""
-        before = self._segments
-        self._segments = epoch.segments
+        before = self._epoch_segments
+        self._segments = self._epoch_segments = epoch.segments
         if epoch.status == "reset":
             self.metrics.store_resets.inc()
             self.log.error("store_reset", segments_before=before, segments_now=epoch.segments,
