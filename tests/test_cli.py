@@ -45,6 +45,16 @@ def test_serve_refuses_an_invalid_setting_naming_its_variable(
     assert SECRET not in err
 
 
+def test_serve_refuses_a_mistyped_variable_naming_the_closest_setting(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    monkeypatch.setenv("GME_RECWATCH_MAX_RECORDING_SECONS", "60")
+    assert cli.main(["serve", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("gme-recwatch: invalid configuration: GME_RECWATCH_MAX_RECORDING_SECONS is "
+                   "not a setting: did you mean GME_RECWATCH_MAX_RECORDING_SECONDS?\n")
+
+
 def test_serve_without_any_key_says_how_to_configure_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve"]) == 2
     err = capsys.readouterr().err
