@@ -348,11 +348,14 @@ class Service:
         try:
             changed = self.keys.maybe_reload()
         except (OSError, KeyringError, UnicodeDecodeError) as exc:
+            # Once per bad version of the file; the gauge says it is still bad.
             self.metrics.keyring_reloads.labels("failure").inc()
+            self.metrics.keyring_file_valid.set(0)
             # The message names a line number or an OS error, never key material.
             self.log.error("keyring_reload_failed", path=self.settings.keys_file,
                            error=str(exc) if isinstance(exc, KeyringError) else type(exc).__name__)
             return
+        self.metrics.keyring_file_valid.set(1 if self.keys.file_valid else 0)
         if changed:
             self.metrics.keyring_reloads.labels("success").inc()
             self.metrics.keyring_keys.set(len(self.keys.current))
