@@ -78,11 +78,9 @@ def check(service: Service) -> None:
 async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)
-    servers = [
-        _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds, s.http_stack)),
-        _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds,
-                        s.http_stack)),
-    ]
+    listeners = [(callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)]
+    servers = [_Server(_config(app, host, port, s.shutdown_timeout_seconds, s.http_stack))
+               for app, host, port in listeners]
     await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,11 +88,13 @@ async def run(service: Service) -> None:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(_serve(srv)) for srv in servers]
     while not all(srv.started for srv in servers):
-        if any(t.done() for t in tasks):  # e.g. a port already in use
+        failed = [f"{host}:{port}" for t, (_, host, port) in zip(tasks, listeners, strict=True)
+                  if t.done()]
+        if failed:  # e.g. a port already in use: name that one only
             for srv in servers:
                 srv.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise SystemExit(f"could not listen on {s.host}:{s.port} and {s.admin_host}:{s.admin_port}")
+            raise SystemExit(f"could not listen on {' and '.join(failed)}")
         await asyncio.sleep(0.02)
     service.start_background()
     service.log.info("started", callback=f"http://{s.host}:{s.port}{s.callback_path}",
