@@ -272,7 +272,10 @@ def groups() -> list[Group]:
               "sum by ($BY, instance) (increase(gme_recording_keyring_reloads_total{$S, "
               'result="failure"}[15m])) > 0\n'
               "or\n"
-              "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0",
+              "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0\n"
+              "or\n"
+              # A bad version of the file counts one failure: this keeps the alert while it stays.
+              "min by ($BY, instance) (gme_recording_keyring_file_valid{$S}) == 0",
               "gme-recwatch cannot load its SecretKeys.",
               "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
               "failed to reload the keyring file, or holds no key: the previous keys stay in force, "
