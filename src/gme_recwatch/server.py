@@ -17,6 +17,8 @@ import uvicorn
 
 from .app import build_apps
 from .service import Service
+from .settings import without_password
+from .stores import SharedStore, StoreUnavailable
 
 
 class _Server(uvicorn.Server):
@@ -73,6 +75,51 @@ def check(service: Service) -> None:
     factory = event_loop_factory(s.http_stack)
     if factory is not None:
         factory().close()
+
+
+async def check_online(service: Service) -> tuple[list[str], str | None]:
+    """`serve --check --online`: what the configuration reaches, looked at for real -- the store
+    (connect, authenticate, version, scripts load), every COS bucket (HEAD, with the configured
+    key), the keys -- without writing anything. (summary lines, what failed or None)."""
+    s = service.settings
+    lines: list[str] = []
+    store = service.store
+    if isinstance(store, SharedStore):
+        try:
+            described = await store.check_online()
+        except StoreUnavailable as exc:
+            return lines, f"store {without_password(s.redis_url)}: {exc}"
+        finally:
+            await store.close()
+        lines.append(f"store     : {without_password(s.redis_url)} ({described})")
+    else:
+        lines.append("store     : this process's memory" + (
+            f", snapshots to {s.state_file}" if s.state_file else ", no snapshots"))
+    ring = service.keys.current
+    apps = ring.app_ids()
+    lines.append(f"keys      : {len(ring)} SecretKeys; {len(apps)} apps with keys of their own"
+                 + (f" ({', '.join(map(str, apps))})" if apps else "")
+                 + ("; a key for every app" if ring.keys_for(None) else ""))
+    if service.reconciler is None:
+        lines.append("COS       : no bucket (no lookups)")
+    else:
+        checker = service.reconciler.checker
+        cfg = checker.config
+        buckets = sorted({b for b in (cfg.default_bucket, *cfg.buckets.values()) if b})
+        await checker.open()
+        try:
+            for bucket in buckets:
+                problem = await checker.bucket_problem(bucket)
+                if problem is not None:
+                    return lines, f"COS {problem}"
+        finally:
+            await checker.close()
+        lines.append(f"COS       : {', '.join(buckets)} in {cfg.region} at {cfg.endpoint_url}, "
+                     f"{'with a key' if cfg.credentials else 'anonymous'}: reachable")
+    lines.append(f"deadlines : stuck after {s.max_recording_seconds} s, upload missing after "
+                 f"{s.upload_grace_seconds} s, start lost after {s.reorder_window_seconds} s, "
+                 f"forgotten after {s.retention_seconds} s")
+    return lines, None
 
 
 async def run(service: Service) -> None:

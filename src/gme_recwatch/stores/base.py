@@ -175,6 +175,12 @@ class SharedStore(Protocol):
         set a new one when it is missing, atomically: one replica sees a reset as ``reset``."""
         ...
 
+    async def check_online(self) -> str:
+        """For ``serve --check --online``: connect, authenticate, check the server's version and
+        load the scripts, writing nothing; a one-line description of the store, or
+        :class:`StoreUnavailable` naming what failed."""
+        ...
+
 
 @runtime_checkable
 class Snapshottable(Protocol):

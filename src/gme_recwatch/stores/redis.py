@@ -27,8 +27,8 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..clock import Clock
@@ -64,6 +64,7 @@ _FORMAT: Final = struct.Struct("<BbBBHdddddd")
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
+MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
 
 
@@ -218,6 +219,29 @@ class RedisStore:
                                                                  uuid.uuid4().hex)
         return Epoch(cast(EpochStatus, _text(status)), _text(marker), int(segments),
                      float(now))
+
+    async def check_online(self) -> str:
+        try:
+            info = await self.client.info("server")
+            version = _text(info.get("valkey_version") or info.get("redis_version") or "0")
+            name = "Valkey" if info.get("valkey_version") else "Redis"
+            compatible = _text(info.get("redis_version") or version)
+            if int(compatible.split(".")[0]) < MIN_VERSION:
+                raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is "
+                                       f"needed")
+            for script in (_SCRIPT, _REPLICAS):
+                await self.client.script_load(script)
+            segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
+            marked = await self.client.exists(self.prefix + "epoch")
+        except AuthenticationError as exc:
+            raise StoreUnavailable(f"authentication failed ({exc}): check "
+                                   "GME_RECWATCH_REDIS_PASSWORD_FILE") from exc
+        except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
+            raise StoreUnavailable(f"refused: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return (f"{name} {version}, prefix {self.prefix!r}, {segments} segments, "
+                + ("epoch marker set" if marked else "never used (no epoch marker yet)"))
 
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the deadline index, each one script: Redis is never held for long. (A
