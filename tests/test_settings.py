@@ -520,5 +520,6 @@ def test_every_gme_recwatch_variable_the_repository_uses_is_a_setting_or_a_tooli
     refused = {name: where for name, where in found.items()
                if unknown_variable(name) is not None
                and name not in ("GME_RECWATCH_MAX_RECORDING_SECONS", "GME_RECWATCH_ZZZ",
-                                "GME_RECWATCH_REDIS_PASSWORD", "GME_RECWATCH_COS_SECRET_KEY")}
+                                "GME_RECWATCH_REDIS_PASSWORD", "GME_RECWATCH_COS_SECRET_KEY",
+                                "GME_RECWATCH_COS_SECRET_ID")}
     assert refused == {}
