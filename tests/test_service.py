@@ -310,3 +310,18 @@ def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marke
         await b.stop()
 
     asyncio.run(run())
+
+
+def test_the_service_finds_store_abilities_by_protocol_never_by_hasattr_any_or_ignores() -> None:
+    """What only a shared store can do is the SharedStore protocol (stores/base.py), checked
+    with isinstance, as Snapshottable is: no duck-typing by name, no Any, no type: ignore."""
+    import ast
+    import inspect
+
+    import gme_recwatch.service as service_module
+
+    source = inspect.getsource(service_module)
+    names = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+    assert "hasattr" not in names and "Any" not in names
+    assert "type: ignore" not in source
+    assert "isinstance(self.store, SharedStore)" in source
