@@ -4,7 +4,6 @@ acknowledged lost when a replica dies, 503 (never a 200) while Redis is away."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import threading
 import time
@@ -151,18 +150,6 @@ def test_a_restarted_replica_sees_the_shared_state(service_factory: object,
     assert second.metric("gme_recording_tracked_segments", state="recording") == 5
 
 
-def _log_events(svc: RunningService, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in svc.logs().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == event:
-            out.append(rec)
-    return out
-
-
 def test_redis_restarted_empty_under_two_replicas_is_one_reset_one_error_and_a_blind_window(
         service_factory: object, tmp_path: Path) -> None:
     """A redis-server without persistence restarts under two replicas: exactly one of them
@@ -186,10 +173,10 @@ def test_redis_restarted_empty_under_two_replicas_is_one_reset_one_error_and_a_b
         resets = [r.metric("gme_recording_store_resets_total") for r in replicas]
         assert sorted(resets) == [0, 1]
         finder, other = (replicas[0], replicas[1]) if resets[0] else (replicas[1], replicas[0])
-        found = [e for r in replicas for e in _log_events(r, "store_reset")]
+        found = [e for r in replicas for e in r.log_events("store_reset")]
         assert len(found) == 1 and found[0]["level"] == "error"
         assert found[0]["segments_before"] == 5
-        assert len(_log_events(other, "store_reset_seen")) == 1
+        assert len(other.log_events("store_reset_seen")) == 1
         assert finder.metric("gme_recording_blind_seconds_total", cause="store_reset") > 0
         assert other.metric("gme_recording_blind_seconds_total", cause="store_reset") == 0
         assert other.send(1, seq=9).status_code == 200
