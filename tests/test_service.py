@@ -325,3 +325,45 @@ def test_the_service_finds_store_abilities_by_protocol_never_by_hasattr_any_or_i
     assert "hasattr" not in names and "Any" not in names
     assert "type: ignore" not in source
     assert "isinstance(self.store, SharedStore)" in source
+
+
+def test_the_epoch_marker_reports_each_reset_to_exactly_one_replica_whatever_the_order(
+        redis_server: Any) -> None:
+    """Three replicas (their known markers) against one real Redis: a replica starting on the
+    emptied store before the others look, and a replica that sleeps through two resets, still
+    make one report per reset, and nobody takes turns resetting the marker afterwards."""
+    import uuid
+
+    from gme_recwatch.stores.redis import RedisStore
+
+    prefix = f"epoch-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(secret_key=SECRET)
+
+    async def run() -> list[str]:
+        store = RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix)
+        known = {"a": "", "b": "", "c": ""}
+        reports: list[str] = []
+
+        async def look(replica: str) -> str:
+            e = await store.epoch(known[replica])
+            known[replica] = e.marker
+            if e.status == "reset":
+                reports.append(replica)
+            return e.status
+
+        assert [await look("a"), await look("b")] == ["created", "adopted"]
+        _wipe(redis_server.url, prefix)  # reset 1: c starts on the empty store first
+        assert await look("c") == "created"
+        assert [await look("a"), await look("b")] == ["reset", "changed"]
+        _wipe(redis_server.url, prefix)  # resets 2 and 3: b sleeps through both
+        assert await look("a") == "reset"
+        _wipe(redis_server.url, prefix)
+        assert [await look("a"), await look("b"), await look("c")] == ["reset", "changed",
+                                                                        "changed"]
+        for _ in range(3):  # settled: the same marker for everyone, nothing more reported
+            assert {await look(r) for r in known} == {"same"}
+        assert len(set(known.values())) == 1
+        await store.close()
+        return reports
+
+    assert asyncio.run(run()) == ["a", "a", "a"]

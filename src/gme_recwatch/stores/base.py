@@ -138,9 +138,11 @@ class Epoch:
     status: EpochStatus
     """``same``: the marker the caller knew; ``adopted``: the caller knew none and takes the
     store's; ``created``: there was none and the caller knew none (a store used for the first
-    time); ``reset``: the marker the caller knew is gone (or another store's is there) -- the
-    data went with it -- and the caller set a new one, so it alone reports the reset;
-    ``changed``: another replica found the reset first and set the marker now there."""
+    time, as far as anyone can tell); ``reset``: the marker the caller knew is gone -- the data
+    went with it -- and the caller alone reports it (it set the new marker, or is the first
+    that knew the old one to see the marker a new replica set on the emptied store);
+    ``changed``: the marker is another than the caller knew, and the reset is reported
+    already."""
     marker: str
     segments: int
     """Segments tracked, read in the same step."""

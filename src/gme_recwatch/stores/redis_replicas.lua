@@ -8,9 +8,9 @@
 -- Keys (under the prefix):
 --   hb       zset: replica id -> its last heartbeat
 --   stopped  when the last replica alive stopped cleanly
---   epoch    the store's marker, "<id> <created> <previous id>": set once when a store is first
---            used, and again when it is found missing or foreign. Nothing else ever deletes
---            it, so its absence means the data went with it (a restart without persistence, a failover
+--   epoch    the store's marker, "<id> <created> <previous id or ->": set once when a store is
+--            first used, and again when it is found missing. Nothing else ever deletes it, so
+--            its absence means the data went with it (a restart without persistence, a failover
 --            to an empty replica, FLUSHALL).
 --   t        (read only) the lifecycle script's tallies: "n" is the segments tracked
 
@@ -49,20 +49,28 @@ end
 
 if op == "epoch" then
   -- known marker id ("" for none yet), a fresh id: how the marker compares with what the
-  -- caller knew, as {status, marker id, segments tracked, now}. Atomic, so when the marker is
-  -- gone exactly one replica sees "reset" and sets the fresh one; the others find a marker
-  -- that names the one they knew as its previous id ("changed"): the reset is counted already.
-  -- A marker that is neither (the data of another store) is a reset too: what we knew is gone.
+  -- caller knew, as {status, marker id, segments tracked, now}. Atomic, so exactly one replica
+  -- reports each reset ("reset"): the one that finds the marker gone, and sets the fresh one
+  -- naming the marker it knew as its previous; or, when a replica that knew nothing set it
+  -- meanwhile (previous "-"), the first one that knew the old marker, which names it there.
+  -- Every other replica then finds a marker that is not the one it knew ("changed") and takes
+  -- it over without counting. A marker is only ever replaced when missing, and its previous id
+  -- only ever filled in once: no two replicas can take turns resetting it.
   local known, fresh = ARGV[4], ARGV[5]
   local n = tonumber(redis.call("HGET", P .. "t", "n") or "0")
   local raw = redis.call("GET", P .. "epoch")
-  local id, previous
-  if raw then id, previous = string.match(raw, "^(%S+) %S+ (%S+)$") end
-  if raw and id == known then return {"same", id, n, stamp(now)} end
-  if raw and known == "" then return {"adopted", id, n, stamp(now)} end
-  if raw and previous == known then return {"changed", id, n, stamp(now)} end
-  redis.call("SET", P .. "epoch", fresh .. " " .. stamp(now) .. " " .. (known == "" and "-" or known))
-  return {known == "" and "created" or "reset", fresh, n, stamp(now)}
+  if not raw then
+    redis.call("SET", P .. "epoch", fresh .. " " .. stamp(now) .. " " .. (known == "" and "-" or known))
+    return {known == "" and "created" or "reset", fresh, n, stamp(now)}
+  end
+  local id, created, previous = string.match(raw, "^(%S+) (%S+) (%S+)$")
+  if id == known then return {"same", id, n, stamp(now)} end
+  if known == "" then return {"adopted", id, n, stamp(now)} end
+  if previous == "-" then
+    redis.call("SET", P .. "epoch", id .. " " .. created .. " " .. known)
+    return {"reset", id, n, stamp(now)}
+  end
+  return {"changed", id, n, stamp(now)}
 end
 
 return redis.error_reply("unknown op " .. tostring(op))
