@@ -1,8 +1,10 @@
 """The wiring: picks the store, builds the intake, owns the background loops.
 
 Loops run beside the listeners: the deadline sweep (about once a second), the keyring reload,
--- for a store that keeps its state in this process -- the snapshot file, and with a COS bucket
-the reconciler, which looks files up before a segment is called stuck or its upload missing.
+-- for a store that keeps its state in this process -- the snapshot file, -- for a shared store
+-- the store check (once a second: does it answer, is its epoch marker still there, or did it
+come back empty) and the heartbeat, and with a COS bucket the reconciler, which looks files up
+before a segment is called stuck or its upload missing. /readyz reads what these loops saw.
 """
 
 from __future__ import annotations
