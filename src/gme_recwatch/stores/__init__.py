@@ -4,8 +4,10 @@ nothing else knows which."""
 
 from .base import (
     CheckNote,
+    Epoch,
     SegmentPage,
     SegmentView,
+    SharedStore,
     Snapshottable,
     Store,
     StoreStats,
@@ -14,5 +16,5 @@ from .base import (
 )
 from .memory import MemoryStore
 
-__all__ = ["CheckNote", "MemoryStore", "SegmentPage", "SegmentView", "Snapshottable", "Store",
-           "StoreStats", "StoreUnavailable", "Sweep"]
+__all__ = ["CheckNote", "Epoch", "MemoryStore", "SegmentPage", "SegmentView", "SharedStore",
+           "Snapshottable", "Store", "StoreStats", "StoreUnavailable", "Sweep"]
