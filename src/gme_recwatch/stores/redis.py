@@ -57,6 +57,12 @@ from .base import SegmentView, StoreStats, StoreUnavailable, Sweep
 _SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").read_text()
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
+# The script's seg.flags: bit 0 the start-lost mark, then the COS check (2 bits), then the
+# events found lost (the `seen` bits of completed and uploaded). tests/test_lifecycle.py holds
+# the script's constants to these.
+_FLAG_START_LOST: Final = 1
+_FLAG_CHECK_SHIFT: Final = 1
+_FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
@@ -330,7 +336,7 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None,
           window: tuple[float, float] | None = None) -> SegmentView:
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
-    lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
+    lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
     return SegmentView(
         biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
         state=STATE_NAMES[state], record_mode=MODE_NAMES[mode], events_seen=events_seen(seen),
@@ -340,7 +346,7 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None,
         first_received_at=r_first,
         next_deadline_at=deadline,
         expires_at=expires,
-        confirmed=Check((flags >> 1) & 3).confirmed,
+        confirmed=Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed,
         lost_events=events_seen(lost),
         blind_window_start=window[0] if window else None,
         blind_window_end=window[1] if window else None,
