@@ -172,9 +172,10 @@ class MemoryStore:
         self._creation_fifo.append(key)
         return slot
 
-    def _settle(self, slot: int, key: str, old: State | None, now: float) -> Settled:
+    def _settle(self, slot: int, key: str, old: State | None, now: float, *,
+                schedule: bool = True) -> Settled:
         """Settle a slot (:func:`~gme_recwatch.lifecycle.settle`) and keep the books: its
-        columns, the tallies, the check queue, its deadline."""
+        columns, the tallies, the check queue, and (with ``schedule``) its deadline."""
         t = self._table
         window = self._blind.get(key) if self._blind else None
         marked = t.start_lost(slot)
@@ -194,7 +195,8 @@ class MemoryStore:
             if s.state == State.UPLOADED:
                 self._terminal_fifo.append(key)
             t.set_state(slot, s.state)
-        self._deadlines.set(slot, s.deadline)
+        if schedule:
+            self._deadlines.set(slot, s.deadline)
         return s
 
     def _transition(self, slot: int, key: str, s: Settled) -> Transition | None:
@@ -224,12 +226,14 @@ class MemoryStore:
                 continue
             # Settle first: a segment that got stuck (or lost its upload) before its TTL ran out
             # is reported and evicted in that state, even if the sweep fell behind.
-            s = self._settle(slot, key, t.state(slot), now)
+            s = self._settle(slot, key, t.state(slot), now, schedule=False)
             moved = self._transition(slot, key, s)
             if moved is not None:
                 out.append(moved)
             if s.expired:
                 self._remove(slot, key, "ttl")
+            else:  # (an expired one is not queued again: it would look due, and go stale)
+                self._deadlines.set(slot, s.deadline)
         return out
 
     def mark_blind_now(self, start: float, end: float) -> int:
