@@ -170,8 +170,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("lua-entered-once", LUA, "if new ~= old and (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
            "if (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
            "a problem state is reported at every settle, not once"),
-    Mutant("py-deadline-expiry", PY, "Settled(new, min(next_change, expires),",
-           "Settled(new, next_change,", "a segment with no next change is never looked at again"),
+    Mutant("py-deadline-expiry", PY, "deadline = next_change if next_change < expires else expires",
+           "deadline = next_change", "a segment with no next change is never looked at again"),
     Mutant("lua-deadline-expiry", LUA, "return new, math.min(next_change, expires),",
            "return new, next_change,", "a segment with no next change is never looked at again"),
     # ---- COS answers

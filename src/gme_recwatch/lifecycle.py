@@ -392,8 +392,8 @@ def settle(seen: int, r_first: float, r_complete: float, expires: float, old: St
     if old is not None and holds_for_check(old, new, check, cfg):
         check, new = Check.PENDING, old
     entered = new if new != old and (new in PROBLEM_STATES or new == State.UNVERIFIED) else None
-    return Settled(new, min(next_change, expires), check, start_lost, entered,
-                   is_expired(expires, now))
+    deadline = next_change if next_change < expires else expires  # min(), without its call
+    return Settled(new, deadline, check, start_lost, entered, is_expired(expires, now))
 
 
 def apply_answer(seen: int, answer: CheckAnswer) -> tuple[int, int, Check]:

@@ -138,7 +138,8 @@ class MemoryStore:
             key = t.keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
             app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
         blind = key in self._blind if self._blind else False
-        a = apply_event(t.seen(slot), bit, old, t.check(slot), blind, t.r_complete[slot],
+        check = t.check(slot)
+        a = apply_event(t.seen(slot), bit, old, check, blind, t.r_complete[slot],
                         t.expires[slot], now, self.cfg)
         out = Outcome(a.result, EVENT_LABEL[ev.event_type], MODE_NAMES[mode],
                       self._tallies.labels[app])
@@ -148,7 +149,8 @@ class MemoryStore:
             del self._blind[key]
         if self.cfg.check_in_cos and ev.file_name and not t.file_names[slot]:
             t.file_names[slot] = ev.file_name
-        self._set_check(slot, a.check)
+        if a.check is not check:
+            self._set_check(slot, a.check)
         if bit == SEEN_COMPLETED:
             t.ts_complete[slot] = ev.timestamp
             self._tallies.completed_total[app] += 1
@@ -178,14 +180,14 @@ class MemoryStore:
         columns, the tallies, the check queue, and (with ``schedule``) its deadline."""
         t = self._table
         window = self._blind.get(key) if self._blind else None
-        marked = t.start_lost(slot)
+        marked, check = t.start_lost(slot), t.check(slot)
         s = settle(t.seen(slot), t.r_first[slot], t.r_complete[slot], t.expires[slot], old,
-                   t.check(slot), marked, window is not None, now, self.cfg)
+                   check, marked, window is not None, now, self.cfg)
         if s.start_lost and not marked:
             t.mark_start_lost(slot)
             seen = t.seen(slot)
             self._tallies.orphan_events["uploaded" if seen & SEEN_UPLOADED else "completed"] += 1
-        if s.check is not t.check(slot):
+        if s.check is not check:
             self._set_check(slot, s.check)
             if s.check is Check.PENDING:  # held: its file is to be looked up, oldest first
                 self._checks.append(key)
