@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import test_stores
 from conftest import SyncStore
-from test_stores import BIZ, CFG, Make, ev, state_of
+from test_stores import BIZ, CFG, Make, ev, mark_blind, state_of
 
 from gme_recwatch.clock import FakeClock
 
@@ -60,6 +60,22 @@ def test_an_upload_is_missing_exactly_at_the_upload_grace(
     assert state_of(store) == ("upload_missing" if reached else "completed")
     s = store.stats()
     assert (s.missing_uploads[APP], s.missing_uploads_total[APP]) == (int(reached), int(reached))
+
+
+@SIDES
+@pytest.mark.parametrize(("events", "deadline"), [((1,), "max_recording_seconds"),
+                                                  ((1, 2), "upload_grace_seconds")])
+def test_a_segment_live_in_a_blind_window_is_unverified_exactly_at_its_deadline(
+        store: SyncStore, clock: FakeClock, offset: float, events: tuple[int, ...],
+        deadline: str) -> None:
+    for e in events:
+        store.record(ev(e))
+    assert mark_blind(store) == 1  # recording, or awaiting its upload: both were live
+    clock.advance(getattr(CFG, deadline) + offset)
+    reached = offset >= 0
+    assert one_round(store) == (["unverified"] if reached else [])
+    s = store.stats()
+    assert (s.by_state["unverified"], s.stuck[APP], s.missing_uploads[APP]) == (reached, 0, 0)
 
 
 @SIDES
