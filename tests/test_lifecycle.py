@@ -236,33 +236,6 @@ def test_with_an_upload_grace_shorter_than_the_reorder_window_no_deadline_is_in_
     assert rules.derive_state(C, 0.0, 0.0, now, GRACE_SHORTER) == (state, next_change)
 
 
-CONFIGS = st.builds(
-    lambda m, g, w, r, chk: replace(CFG, max_recording_seconds=m, upload_grace_seconds=g,
-                                    reorder_window_seconds=w, retention_seconds=r,
-                                    check_in_cos=chk),
-    st.integers(1, 200), st.integers(1, 200), st.integers(1, 200), st.integers(1, 400),
-    st.booleans())
-TIMES = st.floats(0, 500, allow_nan=False)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cfg=CONFIGS, seen=st.integers(1, 7), r_first=TIMES, gap=TIMES, later=TIMES,
-       old=st.sampled_from([None, *State]), check=st.sampled_from(Check), blind=st.booleans())
-def test_a_settled_segment_is_never_due_again_at_once(
-        rules: Any, cfg: Config, seen: int, r_first: float, gap: float, later: float,
-        old: State | None, check: Check, blind: bool) -> None:
-    """Whatever the settings, events and time: once settled, a segment's next look is after
-    now, or it is forgotten now. (A deadline left in the past makes the sweep spin.)"""
-    r_complete = r_first + gap if seen & C else r_first
-    now = r_complete + later
-    expires = r_complete + cfg.retention_seconds
-    _, nxt = rules.derive_state(seen, r_first, r_complete, now, cfg)
-    assert nxt > now
-    s = rules.settle(seen, r_first, r_complete, expires, old, check, False, blind, now, cfg)
-    assert s.deadline > now or s.expired
-    assert s.deadline == min(nxt, expires)
-
-
 # ------------------------------------------------------------------ events
 
 @pytest.mark.parametrize(("seen", "bit", "state", "result"), [
@@ -520,3 +493,32 @@ def test_segment_keys_round_trip_and_name_their_room() -> None:
     assert split_key(key) == (1400000000, "room 1", "user:1", 2**63 - 1, 7)
     assert room_of(key) == room_of(make_key(1400000000, "room 1", "other", 1, 0))
     assert room_of(key) != room_of(make_key(1400000001, "room 1", "user:1", 1, 0))
+
+
+# ------------------------------------------------------------------ any settings, any time
+
+CONFIGS = st.builds(
+    lambda m, g, w, r, chk: replace(CFG, max_recording_seconds=m, upload_grace_seconds=g,
+                                    reorder_window_seconds=w, retention_seconds=r,
+                                    check_in_cos=chk),
+    st.integers(1, 200), st.integers(1, 200), st.integers(1, 200), st.integers(1, 400),
+    st.booleans())
+TIMES = st.floats(0, 500, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=CONFIGS, seen=st.integers(1, 7), r_first=TIMES, gap=TIMES, later=TIMES,
+       old=st.sampled_from([None, *State]), check=st.sampled_from(Check), blind=st.booleans())
+def test_a_settled_segment_is_never_due_again_at_once(
+        rules: Any, cfg: Config, seen: int, r_first: float, gap: float, later: float,
+        old: State | None, check: Check, blind: bool) -> None:
+    """Whatever the settings, events and time: once settled, a segment's next look is after
+    now, or it is forgotten now. (A deadline left in the past makes the sweep spin.)"""
+    r_complete = r_first + gap if seen & C else r_first
+    now = r_complete + later
+    expires = r_complete + cfg.retention_seconds
+    _, nxt = rules.derive_state(seen, r_first, r_complete, now, cfg)
+    assert nxt > now
+    s = rules.settle(seen, r_first, r_complete, expires, old, check, False, blind, now, cfg)
+    assert s.deadline > now or s.expired
+    assert s.deadline == min(nxt, expires)
