@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import RedisServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gme_recwatch import lifecycle
@@ -503,12 +503,15 @@ CONFIGS = st.builds(
                                     check_in_cos=chk),
     st.integers(1, 200), st.integers(1, 200), st.integers(1, 200), st.integers(1, 400),
     st.booleans())
-TIMES = st.floats(0, 500, allow_nan=False)
+# Whole seconds mostly (deadlines are whole seconds: that is where boundaries are), any float too.
+TIMES = st.one_of(st.integers(0, 300).map(float), st.floats(0, 500, allow_nan=False))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cfg=CONFIGS, seen=st.integers(1, 7), r_first=TIMES, gap=TIMES, later=TIMES,
        old=st.sampled_from([None, *State]), check=st.sampled_from(Check), blind=st.booleans())
+@example(cfg=GRACE_SHORTER, seen=C, r_first=0.0, gap=0.0, later=30.0, old=State.COMPLETED,
+         check=Check.NONE, blind=False)  # #19.3
 def test_a_settled_segment_is_never_due_again_at_once(
         rules: Any, cfg: Config, seen: int, r_first: float, gap: float, later: float,
         old: State | None, check: Check, blind: bool) -> None:
