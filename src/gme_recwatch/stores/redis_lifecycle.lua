@@ -25,8 +25,7 @@
 --   chk               zset: segments whose COS check is pending -> when they may be claimed
 --                     (first receive time; once claimed, when the claim's lease runs out)
 --   bw                hash: segments marked by a blind window -> "<start> <end>" (Unix times)
---   hb                zset: replica id -> its last heartbeat; stopped: when the last replica
---                     alive stopped cleanly (blind.after_all_down)
+-- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
 
 local op, P = ARGV[1], ARGV[2]
 local now
