@@ -368,9 +368,6 @@ def main(argv: list[str] | None = None) -> int:
                          "`make test` just did)")
     args = ap.parse_args(argv)
 
-    if shutil.which("redis-server") is None:  # the Lua copy runs in it: its mutants would skip
-        print("redis-server is not installed (Debian package redis-server; make system-deps)")
-        return 2
     problems = check_mutants()
     if problems:
         print("the mutant list does not fit the code:\n  " + "\n  ".join(problems))
@@ -385,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not chosen:
         print(f"no mutant matches {args.only!r}")
+        return 2
+    if shutil.which("redis-server") is None:  # the Lua copy runs in it: its mutants would skip
+        print("redis-server is not installed (Debian package redis-server; make system-deps)")
         return 2
 
     # Ctrl-C, and a CI job's TERM or HUP, stop the run the same way: the test runs are killed
