@@ -26,7 +26,7 @@ IMAGE ?= gme-recwatch:$(VERSION)
 BASE ?=
 ENGINE ?=
 
-.PHONY: run test venv venv-runtime lint lock upgrade send bench docs image system-deps clean
+.PHONY: run test mutants venv venv-runtime lint lock upgrade send bench docs image system-deps clean
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
@@ -63,6 +63,10 @@ send: venv-runtime
 ## Install the test dependencies and run every test (Prometheus tests skip if it is missing, except under CI=true).
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Mutation check of the lifecycle rules (both copies): every mutant must fail a test (tools/mutants.py).
+mutants: venv
+	$(BIN)/python tools/mutants.py --jobs 2 $(MUTANTS_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks tools docker

@@ -114,7 +114,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "How long a completed/uploaded event waits for its start before the start counts as "
         "lost (`orphan`); covers Tencent's ~1 min of retries.")] = 120
     retention_seconds: Annotated[int, _seconds(
-        "Every segment is forgotten this long after its last event (default 24 h).")] = 86400
+        "Every segment is forgotten this long after its last event (default 24 h); at least "
+        "the maximum recording, the upload grace and the reorder window, or a segment would be "
+        "forgotten before its deadline.")] = 86400
     max_segments: Annotated[int, Meta(ge=1), _help(
         "Capacity of the store; past it, terminal segments are evicted first, then the "
         "oldest.", rule="must be >= 1")] = 1_000_000
@@ -234,8 +236,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
              "redis_url", "must start with redis://, rediss:// or unix://")
         need(not (self.redis_url and self.state_file), "state_file",
              "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis")
-        need(self.retention_seconds >= max(self.upload_grace_seconds, self.reorder_window_seconds),
-             "retention_seconds", "must be at least the upload grace and the reorder window")
+        # Retention counts from a segment's last event, and each deadline from an event no later
+        # than that: a retention shorter than a deadline forgets the segment before the deadline
+        # can report it (a recording would never be stuck, a missing upload never missing).
+        deadlines = ("max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds")
+        short = [f"{env_name(n)}={getattr(self, n)}" for n in deadlines
+                 if self.retention_seconds < getattr(self, n)]
+        need(not short, "retention_seconds",
+             f"must be at least {', '.join(short)}: a segment is forgotten this long after its "
+             "last event, so a shorter retention drops it before that deadline can report it")
         need(not self.cos_bucket or bool(BUCKET_NAME.match(self.cos_bucket)), "cos_bucket",
              _BY_NAME["cos_bucket"].metadata["rule"])
         need(not self.cos_region or bool(_REGION.match(self.cos_region)), "cos_region",

@@ -73,6 +73,12 @@ _SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").re
 _REPLICAS: Final = resources.files(__package__).joinpath("redis_replicas.lua").read_text()
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
+# The script's seg.flags: bit 0 the start-lost mark, then the COS check (2 bits), then the
+# events found lost (the `seen` bits of completed and uploaded). tests/test_lifecycle.py holds
+# the script's constants to these.
+_FLAG_START_LOST: Final = 1
+_FLAG_CHECK_SHIFT: Final = 1
+_FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
@@ -409,8 +415,8 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
           window: tuple[float, float] | None = None, note: CheckNote | None = None) -> SegmentView:
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
-    lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
-    confirmed = Check((flags >> 1) & 3).confirmed
+    lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
+    confirmed = Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed
     note = note if confirmed is not None or lost else None  # only while its answer stands
     passed = deadline_passed(State(state), seen, r_first, r_complete, cfg)
     return SegmentView(
