@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,14 +76,26 @@ class RunningService:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines of ``event``, in order."""
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == event:
+                out.append(rec)
+        return out
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
 
-def start_service(tmp_path: Path, **env: str) -> RunningService:
-    """Start `gme-recwatch serve` and wait until /readyz says ready.
+def start_service(tmp_path: Path, *serve_args: str, **env: str) -> RunningService:
+    """Start `gme-recwatch serve [serve_args]` and wait until /readyz says ready.
 
     Ports are free ones unless `env` names them; another process (another xdist worker's
     service, a Prometheus) may take a free port before the service binds it, and then the
@@ -89,17 +103,17 @@ def start_service(tmp_path: Path, **env: str) -> RunningService:
     if "GME_RECWATCH_PORT" not in env and "GME_RECWATCH_ADMIN_PORT" not in env:
         for _retry in range(2):
             try:
-                return _start_service(tmp_path, env)
+                return _start_service(tmp_path, serve_args, env)
             except _PortTaken:
                 pass
-    return _start_service(tmp_path, env)
+    return _start_service(tmp_path, serve_args, env)
 
 
 class _PortTaken(RuntimeError):
     pass
 
 
-def _start_service(tmp_path: Path, env: dict[str, str]) -> RunningService:
+def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, str]) -> RunningService:
     port, admin = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -118,7 +132,7 @@ def _start_service(tmp_path: Path, env: dict[str, str]) -> RunningService:
     log_path = tmp_path / f"service-{port}.log"
     exe = Path(sys.executable).with_name("gme-recwatch")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(exe), "serve"], env=full_env, stdout=log,
+        proc = subprocess.Popen([str(exe), "serve", *serve_args], env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT)
     svc = RunningService(proc, port, admin, log_path, env=env)
     deadline = time.monotonic() + 30
@@ -140,8 +154,8 @@ def _start_service(tmp_path: Path, env: dict[str, str]) -> RunningService:
 def service_factory(tmp_path: Path) -> Iterator[object]:
     started: list[RunningService] = []
 
-    def factory(**env: str) -> RunningService:
-        svc = start_service(tmp_path, **env)
+    def factory(*serve_args: str, **env: str) -> RunningService:
+        svc = start_service(tmp_path, *serve_args, **env)
         started.append(svc)
         return svc
 

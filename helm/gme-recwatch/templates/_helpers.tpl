@@ -121,3 +121,100 @@ callback Service inside the cluster (which proves less: no Ingress, no TLS). */}
 {{- printf "http://%s.%s.svc:%v%s" (include "gme-recwatch.callbackServiceName" .) .Release.Namespace .Values.service.callback.port .Values.config.callback_path -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The service's settings as GME_RECWATCH_* variables, then extraEnv: what the Deployment's
+container and the online check (templates/tests/) are both given. */}}
+{{- define "gme-recwatch.env" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if ne .Values.redis.url "" }}
+{{- /* The state lives in Redis: no snapshot file. */ -}}
+{{- $_ := set $config "state_file" "" -}}
+{{- $_ := set $config "redis_url" .Values.redis.url -}}
+{{- if .Values.redis.existingSecret }}
+{{- $_ := set $config "redis_password_file" "/etc/gme-recwatch/redis/password" -}}
+{{- end }}
+{{- end -}}
+{{- if .Values.canary.enabled }}
+{{- $_ := set $config "canary_interval_seconds" .Values.canary.intervalSeconds -}}
+{{- end }}
+{{- /* The cos section wins over config.cos_*; its per-app buckets become a mounted file. */ -}}
+{{- $cos := .Values.cos -}}
+{{- range $name, $value := dict "cos_bucket" $cos.bucket "cos_region" $cos.region "cos_endpoint" $cos.endpoint }}
+{{- if $value }}{{ $_ := set $config $name $value }}{{ end -}}
+{{- end }}
+{{- if $cos.buckets }}
+{{- $_ := set $config "cos_buckets_file" (printf "%s/buckets" (include "gme-recwatch.cosBucketsDir" .)) -}}
+{{- end }}
+{{- if and (or $config.cos_bucket $config.cos_buckets_file) (not $config.cos_region) }}
+{{- fail "cos.bucket (or cos.buckets) needs cos.region, e.g. ap-guangzhou: the region of the bucket(s) the GME console uploads to" }}
+{{- end }}
+{{- range $name, $value := $config }}
+- name: {{ printf "GME_RECWATCH_%s" (upper $name) }}
+  value: {{ include "gme-recwatch.envValue" $value }}
+{{- end }}
+{{- with $cos.existingSecret }}
+{{- /* The COS API key (CAM), from a Secret: never a value in the pod spec. */}}
+- name: TENCENTCLOUD_SECRET_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $cos.existingSecretIdKey }}
+- name: TENCENTCLOUD_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $cos.existingSecretKeyKey }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the per-app COS buckets file (cos.buckets) is mounted. */}}
+{{- define "gme-recwatch.cosBucketsDir" -}}
+/etc/gme-recwatch/cos
+{{- end -}}
+
+{{/* Mounts of the keyring Secret, (with Redis) its password Secret and (with cos.buckets) the
+per-app buckets file. */}}
+{{- define "gme-recwatch.secretMounts" -}}
+- name: keyring
+  mountPath: {{ dir .Values.config.keys_file }}
+  readOnly: true
+{{- if and .Values.redis.url .Values.redis.existingSecret }}
+- name: redis-password
+  mountPath: /etc/gme-recwatch/redis
+  readOnly: true
+{{- end }}
+{{- if .Values.cos.buckets }}
+- name: cos-buckets
+  mountPath: {{ include "gme-recwatch.cosBucketsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The volumes of those mounts. A whole-directory Secret mount (no subPath), so Secret updates
+reach the file and the service's reload rotates keys without a restart. */}}
+{{- define "gme-recwatch.secretVolumes" -}}
+- name: keyring
+  secret:
+    secretName: {{ include "gme-recwatch.secretName" . }}
+    defaultMode: 288 # 0440: the owner and the pod's fsGroup may read
+    items:
+      - key: {{ .Values.secret.existingSecretKey }}
+        path: {{ base .Values.config.keys_file }}
+{{- if and .Values.redis.url .Values.redis.existingSecret }}
+- name: redis-password
+  secret:
+    secretName: {{ .Values.redis.existingSecret }}
+    defaultMode: 288 # 0440
+    items:
+      - key: {{ .Values.redis.existingSecretPasswordKey }}
+        path: password
+{{- end }}
+{{- if .Values.cos.buckets }}
+- name: cos-buckets
+  configMap:
+    name: {{ include "gme-recwatch.fullname" . }}-cos-buckets
+{{- end }}
+{{- end -}}

@@ -4,7 +4,9 @@ Every change is one call of ``redis_lifecycle.lua``, which Redis runs atomically
 answered only after its effect is in Redis, and when several replicas sweep at once each
 deadline fires in exactly one of them. Deadlines run on Redis's own clock (``TIME``), the one
 every replica agrees on. The script holds the lifecycle rules of :mod:`..lifecycle` in Lua; the
-conformance suite (tests/test_stores.py) holds both stores to the same behaviour.
+conformance suite (tests/test_stores.py) holds both stores to the same behaviour. What the
+replicas know of each other and of the store -- heartbeats, and the epoch marker whose loss says
+the store came back empty -- is ``redis_replicas.lua``, which never touches a segment.
 
 Gauges describe the shared state (every replica exports the same values: aggregate them with
 ``max``). Counters count what *this* replica did -- the transitions its sweeps applied, the
@@ -17,15 +19,17 @@ standard architecture).
 
 from __future__ import annotations
 
-import heapq
+import math
 import struct
+import uuid
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..clock import Clock
@@ -48,18 +52,37 @@ from ..lifecycle import (
     Result,
     State,
     Transition,
+    deadline_passed,
     events_seen,
     key_of,
     split_key,
 )
-from .base import SegmentView, StoreStats, StoreUnavailable, Sweep
+from .base import (
+    CheckNote,
+    Epoch,
+    EpochStatus,
+    SegmentPage,
+    SegmentView,
+    StoreStats,
+    StoreUnavailable,
+    Sweep,
+    page_of,
+)
 
 _SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").read_text()
+_REPLICAS: Final = resources.files(__package__).joinpath("redis_replicas.lua").read_text()
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
+# The script's seg.flags: bit 0 the start-lost mark, then the COS check (2 bits), then the
+# events found lost (the `seen` bits of completed and uploaded). tests/test_lifecycle.py holds
+# the script's constants to these.
+_FLAG_START_LOST: Final = 1
+_FLAG_CHECK_SHIFT: Final = 1
+_FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
+MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
 
 
@@ -81,6 +104,7 @@ class RedisStore:
         self.prefix = prefix
         self.clock = clock  # None: Redis TIME, the clock every replica agrees on
         self._script = client.register_script(_SCRIPT)
+        self._replicas = client.register_script(_REPLICAS)
         self._cfg_args = [cfg.max_recording_seconds, cfg.upload_grace_seconds,
                           cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
                           cfg.max_apps, int(cfg.check_in_cos)]
@@ -115,6 +139,13 @@ class RedisStore:
         now = "" if self.clock is None else repr(self.clock.time())
         try:
             return await self._script(args=[op, self.prefix, now, *self._cfg_args, *args])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
+
+    async def _run_replicas(self, op: str, *args: Any) -> Any:
+        now = "" if self.clock is None else repr(self.clock.time())
+        try:
+            return await self._replicas(args=[op, self.prefix, now, *args])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
@@ -188,20 +219,47 @@ class RedisStore:
         return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
                           Check(check).confirmed)
 
+    # ------------------------------------------------------------ the SharedStore interface
+
     async def heartbeat(self, replica: str) -> None:
-        """This replica is alive, on Redis's clock (see :func:`gme_recwatch.blind.after_all_down`)."""
-        await self._run("beat", replica)
+        await self._run_replicas("beat", replica)
 
     async def last_alive(self) -> tuple[float | None, float | None, float]:
-        """(the newest heartbeat, the last replica's clean stop, now): None when not known."""
-        newest, stopped, now = await self._run("alive")
+        newest, stopped, now = await self._run_replicas("alive")
         return (float(newest) if newest else None, float(stopped) if stopped else None,
                 float(now))
 
     async def leave(self, replica: str, period: float) -> None:
-        """A clean stop: this replica's heartbeat goes; if it was the last one alive, its stop
-        time is noted."""
-        await self._run("leave", replica, period)
+        await self._run_replicas("leave", replica, period)
+
+    async def epoch(self, known: str) -> Epoch:
+        status, marker, segments, now = await self._run_replicas("epoch", known,
+                                                                 uuid.uuid4().hex)
+        return Epoch(cast(EpochStatus, _text(status)), _text(marker), int(segments),
+                     float(now))
+
+    async def check_online(self) -> str:
+        try:
+            info = await self.client.info("server")
+            version = _text(info.get("valkey_version") or info.get("redis_version") or "0")
+            name = "Valkey" if info.get("valkey_version") else "Redis"
+            compatible = _text(info.get("redis_version") or version)
+            if int(compatible.split(".")[0]) < MIN_VERSION:
+                raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is "
+                                       f"needed")
+            for script in (_SCRIPT, _REPLICAS):
+                await self.client.script_load(script)
+            segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
+            marked = await self.client.exists(self.prefix + "epoch")
+        except AuthenticationError as exc:
+            raise StoreUnavailable(f"authentication failed ({exc}): check "
+                                   "GME_RECWATCH_REDIS_PASSWORD_FILE") from exc
+        except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
+            raise StoreUnavailable(f"refused: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return (f"{name} {version}, prefix {self.prefix!r}, {segments} segments, "
+                + ("epoch marker set" if marked else "never used (no epoch marker yet)"))
 
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the deadline index, each one script: Redis is never held for long. (A
@@ -265,6 +323,12 @@ class RedisStore:
 
     async def segments(self, *, state: str | None = None, app_id: str | None = None,
                        room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        return (await self.page(state=state, app_id=app_id, room_id=room_id,
+                                limit=limit)).segments
+
+    async def page(self, *, state: str | None = None, app_id: str | None = None,
+                   room_id: str | None = None, limit: int = 100,
+                   after: tuple[float, str] | None = None) -> SegmentPage:
         """Matching segments, oldest first. Problem states come from their index; any other
         query scans (SCAN, never KEYS), narrowed to one room when a room is given."""
         p = self.prefix
@@ -298,14 +362,26 @@ class RedisStore:
                     if room_id is not None and key.split(SEP, 2)[1] != room_id:
                         continue
                     views.append((seg[8], key, (*seg, label)))
-            chosen = [k for _, k, _ in heapq.nsmallest(limit, views)]
-            due = await self._deadlines(chosen)
-            windows = dict(zip(chosen, await self.client.hmget(p + "bw", chosen), strict=True)
-                           ) if chosen else {}
+            chosen, total, nxt = page_of(views, limit, after)
+            keys = [k for _, k, _ in chosen]
+            due = await self._deadlines(keys)
+            windows = dict(zip(keys, await self.client.hmget(p + "bw", keys), strict=True)
+                           ) if keys else {}
+            notes = dict(zip(keys, await self.client.mget([p + "ck:" + k for k in keys]),
+                             strict=True)) if keys else {}
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
-        return [_view(k, seg, due.get(k), _window(windows.get(k)))
-                for _, k, seg in heapq.nsmallest(limit, views)]
+        return SegmentPage([_view(k, seg, due.get(k), self.cfg, _window(windows.get(k)),
+                                  _note(notes.get(k))) for _, k, seg in chosen], total, nxt)
+
+    async def note_check(self, key: str, note: CheckNote) -> None:
+        # Its own key, beside the segment's (the packed segment and the script stay as they
+        # are), expiring with the retention: it never outlives the segment by more than that.
+        try:
+            await self.client.set(self.prefix + "ck:" + key, msgspec.json.encode(note),
+                                  ex=max(1, math.ceil(self.cfg.retention_seconds)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"note_check: {type(exc).__name__}") from exc
 
     async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
         if not keys:
@@ -326,22 +402,39 @@ def _window(raw: bytes | str | None) -> tuple[float, float] | None:
     return float(start), float(end)
 
 
-def _view(key: str, seg: tuple[Any, ...], deadline: float | None,
-          window: tuple[float, float] | None = None) -> SegmentView:
-    seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
+def _note(raw: bytes | str | None) -> CheckNote | None:
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=CheckNote)
+    except msgspec.DecodeError:  # written by another version: show nothing rather than fail
+        return None
+
+
+def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
+          window: tuple[float, float] | None = None, note: CheckNote | None = None) -> SegmentView:
+    seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
-    lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
+    lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
+    confirmed = Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed
+    note = note if confirmed is not None or lost else None  # only while its answer stands
+    passed = deadline_passed(State(state), seen, r_first, r_complete, cfg)
     return SegmentView(
         biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
-        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode], events_seen=events_seen(seen),
+        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode],
+        events_seen=events_seen(seen & ~lost),
         started_at=ts_s if seen & SEEN_STARTED else None,
         completed_at=ts_c if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None,
         uploaded_at=ts_u if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None,
         first_received_at=r_first,
         next_deadline_at=deadline,
         expires_at=expires,
-        confirmed=Check((flags >> 1) & 3).confirmed,
+        confirmed=confirmed,
         lost_events=events_seen(lost),
         blind_window_start=window[0] if window else None,
         blind_window_end=window[1] if window else None,
+        deadline=passed[0] if passed else None,
+        state_since=(note.checked_at if note is not None and passed is not None
+                     else passed[1] if passed else None),
+        check=note,
     )
