@@ -50,7 +50,7 @@ def shared_view(replicas: list[RunningService]) -> dict[str, float]:
 
 
 def wait_for(want: dict[str, float], replicas: list[RunningService], keys: list[str]) -> dict[str, float]:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while True:
         got = shared_view(replicas)
         if all(got[k] == want[k] for k in keys) or time.monotonic() > deadline:
