@@ -73,16 +73,18 @@ KNOBS: dict[str, tuple[tuple[str, ...], float | int | str]] = {
     "page_short": (("slo", "windows", "pageShort"), "5m"),
     "ticket_long": (("slo", "windows", "ticketLong"), "6h"),
     "ticket_short": (("slo", "windows", "ticketShort"), "30m"),
-    "period": (("slo", "windows", "period"), "30d"),
     "ingest_objective": (("slo", "ingest", "objective"), 0.999),
     # The `le` of the callback latency histogram above which an answer counts as too slow;
     # one of metrics.HTTP_BUCKETS as exposed ("2.5"). Tencent gives up after about 5 s.
     "ingest_slow_le": (("slo", "ingest", "slowSeconds"), "2.5"),
     "delivery_objective": (("slo", "delivery", "objective"), 0.999),
-    "own_loss_min_rejected": (("ownLoss", "minRejectedSignatures"), 5),
+    "own_loss_min_refused": (("ownLoss", "minRefusedCallbacks"), 5),
 }
-# The windows every SLO is recorded at, by role: a burn alert reads two of them.
-WINDOWS = ("page_long", "page_short", "ticket_long", "ticket_short", "period")
+# The windows every SLO is recorded at, by role: a burn alert reads two of them. The budget
+# left over BUDGET_PERIOD is the dashboard's, read from the counters when it is looked at:
+# recording a 30-day increase every evaluation would cost more than every other rule together.
+WINDOWS = ("page_long", "page_short", "ticket_long", "ticket_short")
+BUDGET_PERIOD = "30d"
 SLOS = ("ingest", "delivery")
 
 
@@ -154,9 +156,10 @@ def delivery_sli(window: str, sel: str = "$S", app_sel: str = "$S",
 def slo_records() -> list[Record]:
     out: list[Record] = []
     for slo in SLOS:
-        out.append(Record("job:gme_recording_slo_objective:ratio",
-                          f"0 * group by ($BY) (gme_recording_build_info{{$S}}) + ${slo}_objective",
-                          {"slo": slo}))
+        # Per instance, so the dashboards (which filter every query by instance) can read it.
+        out.append(Record("instance:gme_recording_slo_objective:ratio",
+                          "0 * group by ($BY, instance) (gme_recording_build_info{$S})"
+                          f" + ${slo}_objective", {"slo": slo}))
         for role in WINDOWS:
             window = f"${role}"
             events, errors = (ingest_sli(window, "$ingest_slow_le") if slo == "ingest"
@@ -170,10 +173,6 @@ def slo_records() -> list[Record]:
                        f"job:gme_recording_slo_errors:increase{{{sel}}}\n"
                        f"/ (job:gme_recording_slo_events:increase{{{sel}}} > 0)", labels),
             ]
-        out.append(Record(
-            "job:gme_recording_slo_error_budget:ratio_remaining",
-            "1 - max without (window) (job:gme_recording_slo_errors:ratio_increase"
-            f'{{slo="{slo}", window="period"}}) / (1 - ${slo}_objective)', {"slo": slo}))
     return out
 
 
@@ -187,7 +186,10 @@ OWN_LOSSES: dict[str, str] = {
     # Signed callbacks we rejected: a wrong or rotated SecretKey (a trickle from one stray
     # sender stays under the threshold).
     "signature": 'sum by ($BY) (increase(gme_recording_signature_failures_total{$S, '
-                 'reason!="missing"}[5m])) >= $own_loss_min_rejected',
+                 'reason!="missing"}[5m])) >= $own_loss_min_refused',
+    # Callbacks we answered 5xx: Tencent gives up on each after its minute of retries.
+    "server_error": 'sum by ($BY) (increase(gme_recording_http_requests_total{$S, '
+                    'listener="callback", code=~"5.."}[5m])) >= $own_loss_min_refused',
     # Seconds in which we could not have received callbacks, beyond the sender's retries.
     "blind": "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[5m])) > 0",
     # The store was emptied under the service (GmeRecwatchStoreReset, by its name: it is
@@ -276,12 +278,19 @@ def groups() -> list[Group]:
               "callbacks cannot reach the service either (DNS, Ingress, TLS, NetworkPolicy, the "
               "listener or the key).", "critical", "2m", {"seconds": 150}),
         Alert("GmeRecordingCallbacksSilent",
-              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window])) == 0\n"
+              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
+              '+ sum by ($BY) (increase(gme_recording_signature_failures_total{$S, reason!="missing"}'
+              "[$window]))\n"
+              '+ (sum by ($BY) (increase(gme_recording_http_requests_total{$S, listener="callback", '
+              'code=~"5.."}[$window]))\n'
+              "  or 0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window])))\n"
+              "== 0\n"
               "and on ($BY)\n"
               "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[1h])) >= $min_last_hour",
               "Verified GME callbacks stopped arriving in busy hours.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) verified no callback in "
-              "the window though it verified {{ $value | humanize }} in the last hour. With the "
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received no signed "
+              "callback at all in the window (none verified, none rejected, none failed) though "
+              "it verified {{ $value | humanize }} in the last hour. With the "
               "canary passing, the path is fine and the sender stopped (GME console callback "
               "URL, Tencent); recordings made meanwhile are found in COS at their deadlines.",
               "critical", "1m", {"window": "10m", "min_last_hour": 120, "keep_firing_for": "5m"}),
@@ -350,7 +359,9 @@ def groups() -> list[Group]:
               "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
               "(namespace {{ $labels.namespace }}) in the long ticket window were answered 5xx, "
               "rejected (signature, stale) or too slowly: a slow leak, not an outage.",
-              "warning", "15m", {"factor": 6, "min_events": 10}),
+              "warning", "15m",
+              {"factor": 6, "min_events": 10, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              follow_up=True),
     ])
     lifecycle = Group("gme-recwatch.lifecycle", [
         Alert("GmeRecordingStuck",
@@ -396,8 +407,9 @@ def groups() -> list[Group]:
         Alert("GmeRecordingCallbacksLost",
               "(\n"
               "  sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
-              "  + max by ($BY) (increase(gme_recording_orphan_events_total{$S, "
+              "  + (max by ($BY) (increase(gme_recording_orphan_events_total{$S, "
               'event_type="completed"}[1h]))\n'
+              "    or 0 * sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h])))\n"
               ")\n"
               "/ (sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
               "  + sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
@@ -503,7 +515,7 @@ def groups() -> list[Group]:
               "{{ $labels.namespace }}) in bucket {{ $labels.bucket }} failed with "
               "{{ $labels.reason }} in the window, and most lookups fail. Stuck and missing "
               "segments are reported unconfirmed meanwhile and page nobody.",
-              "warning", "10m", {"window": "15m", "ratio": 0.5, "min_errors": 10}),
+              "warning", "10m", {"window": "30m", "ratio": 0.5, "min_errors": 3}),
         Alert("GmeRecwatchBlind",
               "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window]))\n"
               "and on ($BY)\n"
@@ -517,7 +529,7 @@ def groups() -> list[Group]:
               "callbacks for {{ $value | humanizeDuration }} in the window, beyond what the "
               "sender's retries cover (a store outage, a restart without its snapshot). Segments "
               "live then are unverified, not paged; the follow-up tickets stay quiet for a while.",
-              "warning", "0m", {"window": "6h", "seconds": 60, "segments": 10}),
+              "warning", "0m", {"window": "1h", "seconds": 60, "segments": 10}),
     ])
     return [recording, slo, availability, callbacks, lifecycle, service]
 
@@ -530,7 +542,8 @@ class Inhibit:
 
 
 FOLLOW_UPS = ("GmeRecordingStuck", "GmeRecordingUploadsMissing", "GmeRecordingCallbacksLost",
-              "GmeRecordingDeliveryBudgetBurn", "GmeRecordingDeliveryBudgetBurnSlow")
+              "GmeRecordingDeliveryBudgetBurn", "GmeRecordingDeliveryBudgetBurnSlow",
+              "GmeRecwatchIngestBudgetBurnSlow")
 # One page per incident and release: each rule mutes the alerts a firing cause explains, and
 # `equal` keeps it within one release (staging's causes never mute production's alerts).
 # Written to dashboards/alertmanager-inhibit.yaml and the chart's AlertmanagerConfig.
@@ -564,8 +577,10 @@ INHIBITS = [
             "this one incident."),
     Inhibit("GmeRecordingCallbacksAbsent", FOLLOW_UPS,
             "Far fewer callbacks than last week: completions and uploads cannot arrive either."),
-    Inhibit("GmeRecwatchIngestBudgetBurn", ("GmeRecwatchIngestBudgetBurnSlow",),
-            "The fast burn pages; the slow burn of the same failures adds nothing."),
+    Inhibit("GmeRecwatchIngestBudgetBurn",
+            ("GmeRecwatchIngestBudgetBurnSlow", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+            "The fast burn pages; the slow burn of the same failures, the verified callbacks "
+            "missing for it and the recordings' follow-ups add nothing."),
     Inhibit("GmeRecordingDeliveryBudgetBurn",
             ("GmeRecordingDeliveryBudgetBurnSlow", "GmeRecordingStuck",
              "GmeRecordingUploadsMissing"),
@@ -580,7 +595,7 @@ def inhibit_rules(names: set[str]) -> list[tuple[Inhibit, tuple[str, ...]]]:
     alert defined elsewhere, such as GmeRecwatchStoreReset, joins once it is defined here)."""
     out = []
     for rule in INHIBITS:
-        targets = tuple(t for t in rule.targets if t in names)
+        targets = tuple(dict.fromkeys(t for t in rule.targets if t in names))
         if rule.source in names and targets:
             out.append((rule, targets))
     return out
@@ -681,7 +696,7 @@ HEADERS = {
         "# Recording rules for gme-recwatch, written by dashboards/rules.py (edit there). Names follow\n"
         "# level:metric:operations; the alerts read these series, so load both files together.\n"
         "# The SLO series carry `slo` (ingest, delivery) and `window` (the role of the window:\n"
-        "# page_long, page_short, ticket_long, ticket_short, period; see docs/alerting.md).\n"
+        "# page_long, page_short, ticket_long, ticket_short; see docs/alerting.md).\n"
         "# Unit tests: dashboards/tests/recording-rules.test.yaml.\n",
     "gme-recwatch-alerts.yaml":
         "# Alerting rules for gme-recwatch, written by dashboards/rules.py (edit there). Needs the\n"

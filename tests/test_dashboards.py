@@ -35,7 +35,7 @@ RUNBOOK_URL = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbo
 
 PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table"}
 # Metrics other exporters or Prometheus itself provide; the service's own come from metrics.py.
-STANDARD_METRICS = {"up"}
+STANDARD_METRICS = {"up", "ALERTS"}
 STANDARD_PREFIXES = ("process_",)
 
 
@@ -145,8 +145,8 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
     shutil.copytree(DASHBOARDS_DIR / "tests", tmp_path / "tests")
     alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
     text = alerts_file.read_text()
-    broken = text.replace('(increase(gme_recording_stuck_total{job=~".*gme-recwatch.*"}[30m])) > 0',
-                          '(increase(gme_recording_stuck_total{job=~".*gme-recwatch.*"}[30m])) > 5')
+    broken = text.replace('state="stuck", confirmed!="false"}[30m])) > 0',
+                          'state="stuck", confirmed!="false"}[30m])) > 5')
     assert broken != text
     alerts_file.write_text(broken)
     out = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests" / "alerts.test.yaml")],
@@ -238,6 +238,45 @@ def test_inhibit_rules_name_existing_alerts_and_are_documented() -> None:
     source_names = {m for r in rules for m in r["source_matchers"]}
     assert 'alertname="GmeRecordingCallbacksAbsent"' in source_names
     assert "alertmanager-inhibit.yaml" in RUNBOOK.read_text()
+    # #18: every rule stays within one release; none mutes another release's alerts.
+    assert all(rule["equal"] == ["cluster", "namespace", "job"] for rule in rules)
+
+
+# --------------------------------------------------------------------------- incident scenarios
+
+SCENARIOS = load_script(DASHBOARDS_DIR / "scenarios.py")
+RULES = load_script(DASHBOARDS_DIR / "rules.py")
+
+
+def test_scenario_tests_are_what_the_simulation_writes() -> None:
+    assert SCENARIOS.OUT.read_text(encoding="utf-8") == SCENARIOS.render(), (
+        "dashboards/tests/scenarios.test.yaml is stale: run `python dashboards/scenarios.py`")
+
+
+def test_the_simulation_reads_metric_names_from_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renaming a metric in metrics.py breaks the simulation, not silently the scenarios."""
+    real = metrics_module.Metrics
+
+    class Renamed(real):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.registry.unregister(self.problem_segments)
+
+    monkeypatch.setattr(metrics_module, "Metrics", Renamed)
+    with pytest.raises(KeyError, match="gme_recording_problem_segments_total"):
+        SCENARIOS.render()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS.SCENARIOS, ids=lambda s: s.name)
+def test_each_incident_pages_once_as_the_scenario_says(scenario: Any) -> None:
+    """What Alertmanager sends with the inhibit rules of rules.py, for the alerts the promtool
+    scenario checks prove firing: the pages (critical) are the scenario's, one per incident."""
+    inhibits = [(rule.source, targets)
+                for rule, targets in RULES.inhibit_rules({a.name for a in RULES.alerts()})]
+    critical = {a.name for a in RULES.alerts() if a.severity == "critical"}
+    sent = SCENARIOS.notified(scenario, inhibits)
+    assert {a: t for a, t in sent.items() if a in critical} == scenario.pages
+    assert len(scenario.pages) <= 1
 
 
 # --------------------------------------------------------------------------- dashboards
