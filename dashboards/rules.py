@@ -33,9 +33,6 @@ RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.m
 # Matches `gme-recwatch` and a Helm release's `<release>-gme-recwatch[-admin]`.
 DEFAULT_SELECTOR = 'job=~".*gme-recwatch.*"'
 BY = "cluster, namespace, job"
-# The service's own upload grace (GME_RECWATCH_UPLOAD_GRACE_SECONDS, 15 min by default): the
-# missing uploads counted now are of segments completed one grace ago.
-UPLOAD_GRACE = "15m"
 
 
 @dataclass

@@ -24,12 +24,10 @@ pytestmark = pytest.mark.e2e
 
 RULE_FILES = sorted((ROOT / "dashboards" / "rules").glob("*.yaml"))
 APP = str(BIZ_ID)
-# Lowered so a handful of callbacks in a few seconds can trip what needs hours of traffic in production.
-# The missing-upload ratio reads completions one upload grace (15 min) earlier; the scenario's
-# grace is 3 s, so the offset goes.
+# Lowered so a handful of callbacks in a few seconds can trip what needs hours of traffic in
+# production: the delivery burn page needs 100 settled segments an hour.
 REPLACE = {
-    "GmeRecordingUploadsMissingRatio": {"offset 15m >= 20": ">= 1"},
-    "job_app_id:gme_recording_missing_uploads:ratio_increase1h": {" offset 15m": ""},
+    "GmeRecordingDeliveryBudgetBurn": {">= 100": ">= 1"},
 }
 
 
@@ -114,7 +112,7 @@ def _drive_scenarios(svc: RunningService, prom: PrometheusServer) -> None:
 FIRING = [
     "GmeRecordingStuck",
     "GmeRecordingUploadsMissing",
-    "GmeRecordingUploadsMissingRatio",
+    "GmeRecordingDeliveryBudgetBurn",
     "GmeRecordingSignatureFailures",
     "GmeRecordingSignatureFailureRatio",
     "GmeRecwatchCanaryFailing",
@@ -136,8 +134,8 @@ def test_healthy_service_alerts_stay_quiet(stack: tuple[RunningService, Promethe
     _, prom = stack
     prom.wait_for_alert("GmeRecordingStuck", timeout=60)
     quiet = {"GmeRecwatchAbsent", "GmeRecwatchDown", "GmeRecwatchTrackerNearCapacity",
-             "GmeRecwatchEvictingLiveSegments", "GmeRecwatchSnapshotFailing",
-             "GmeRecwatchSnapshotStale"}
+             "GmeRecwatchSnapshotFailing", "GmeRecwatchCosLookupsFailing", "GmeRecwatchBlind",
+             "GmeRecwatchIngestBudgetBurn", "GmeRecordingCallbacksSilent"}
     active = {a["labels"]["alertname"] for a in prom.alerts()}
     assert not active & quiet, active
     assert all(h == "ok" for _, h, _ in prom.rule_health()), prom.rule_health()
@@ -159,7 +157,7 @@ def test_drill_down_api_and_logs_name_the_affected_segments(
 def _dashboard_queries() -> list[tuple[str, str, str]]:
     from test_dashboards import DASHBOARD_FILES, load_dashboard, panels
 
-    # Grafana's variables; the upload grace offset goes, as in REPLACE (the scenario's is 3 s).
+    # Grafana's variables; the upload grace offset goes (the scenario's grace is 3 s).
     subs = {"$__rate_interval": "2m", "$job": "gme-recwatch", "$instance": ".*", "$app_id": ".*",
             "$cluster": ".*", "$namespace": ".*", " offset 15m": ""}
     out = []
