@@ -455,3 +455,12 @@ def test_committed_dashboards_match_the_generator() -> None:
     for name, build in generate.DASHBOARDS.items():
         assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == generate.render(build), (
             f"dashboards/{name} is stale: run `python dashboards/generate.py`")
+
+
+def test_alerting_page_names_every_alert_and_every_scenario() -> None:
+    text = (ROOT / "docs" / "alerting.md").read_text()
+    missing = [r["alert"] for r in alerts() if f"[{r['alert']}](runbook.md#" not in text]
+    assert missing == []
+    for scenario in SCENARIOS.SCENARIOS:
+        for alert in scenario.pages:
+            assert alert in text
