@@ -15,6 +15,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rules  # noqa: E402  (beside this script: the SLIs are defined once, for rules and panels)
+
 DS = {"type": "prometheus", "uid": "${prometheus_datasource}"}
 LOKI = {"type": "loki", "uid": "${loki_datasource}"}
 RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"

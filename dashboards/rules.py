@@ -189,10 +189,8 @@ OWN_LOSSES: dict[str, str] = {
                     'listener="callback", code=~"5.."}[5m])) >= $own_loss_min_refused',
     # Seconds in which we could not have received callbacks, beyond the sender's retries.
     "blind": "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[5m])) > 0",
-    # The store was emptied under the service (GmeRecwatchStoreReset, by its name: it is
-    # defined beside gme_recording_store_resets_total; no series while it does not fire).
-    "store_reset": 'max by ($BY) (ALERTS{$S, alertname="GmeRecwatchStoreReset", '
-                   'alertstate="firing"})',
+    # The shared store came back empty (what GmeRecwatchStoreReset reports).
+    "store_reset": "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[5m])) > 0",
 }
 OWN_LOSS = "job:gme_recording_own_losses:present5m"
 FOLLOW_UP_QUIET = "7h"  # the longest deadline (6 h stuck) plus the upload grace and lookups
@@ -435,7 +433,10 @@ def groups() -> list[Group]:
               "sum by ($BY, instance) (increase(gme_recording_keyring_reloads_total{$S, "
               'result="failure"}[15m])) > 0\n'
               "or\n"
-              "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0",
+              "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0\n"
+              "or\n"
+              # A bad version of the file counts one failure: this keeps the alert while it stays.
+              "min by ($BY, instance) (gme_recording_keyring_file_valid{$S}) == 0",
               "gme-recwatch cannot load its SecretKeys.",
               "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
               "failed to reload the keyring file, or holds no key: the previous keys stay in force, "
@@ -453,6 +454,16 @@ def groups() -> list[Group]:
               "stuck recordings and missing uploads will not be reported. The snapshot was off, "
               "not on a volume, or not readable.", "warning", "0m",
               {"ratio": 0.5, "min_segments": 10}),
+        # Redis came back empty (its epoch marker gone): one replica counts each reset, and
+        # the sum over the release's replicas makes it one alert however many saw it.
+        Alert("GmeRecwatchStoreReset",
+              "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[$window])) > 0",
+              "The shared Redis store came back empty: the tracked recordings were lost.",
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) found its Redis store "
+              "empty ({{ $value | humanize }} resets in the window: a restart without "
+              "persistence, a failover to an empty replica, FLUSHALL): the segments tracked before are gone, "
+              "so their stuck recordings and missing uploads will not be reported.",
+              "warning", "0m", {"window": "30m"}),
         # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
         Alert("GmeRecwatchTrackerNearCapacity",
               "instance:gme_recording_tracker_utilisation:ratio > $ratio\n"

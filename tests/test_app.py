@@ -287,9 +287,53 @@ def test_alerting_series_exist_at_zero_before_any_traffic(h: Harness) -> None:
 
 def test_readyz_is_503_until_the_service_is_ready(h: Harness) -> None:
     h.service.ready = False
-    assert h.get("/readyz").status_code == 503
+    r = h.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "not ready", "segments": 0, "reason": "starting"}
     h.service.ready = True
-    assert h.get("/readyz").json() == {"status": "ready", "segments": 0}
+    assert h.get("/readyz").json() == {"status": "ready", "segments": 0, "reason": None}
+    h.post(body(1))
+    assert h.get("/readyz").json() == {"status": "ready", "segments": 1, "reason": None}
+
+
+def _unreachable_redis_harness(unready_after: float) -> tuple[Harness, FakeClock]:
+    """A service on a Redis that is not there (a closed port): the store fails every check."""
+    import socket
+
+    from gme_recwatch.stores.redis import RedisStore
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(secret_key=SECRET, redis_url=f"redis://127.0.0.1:{port}/0",
+                        redis_timeout_seconds=1.0,
+                        store_unready_after_seconds=unready_after).validate()
+    clock = FakeClock(wall=time.time())
+    store = RedisStore.from_url(settings.redis_url, settings.lifecycle(), timeout=1.0)
+    service = Service(settings, clock=clock, store=store)
+    asyncio.run(service.check_store())  # the store check fails: noted, the grace starts
+    service.ready = True
+    cb, admin = build_apps(service)
+    return Harness(service, cb, admin), clock
+
+
+def test_readyz_never_waits_on_the_store_and_honours_the_unready_grace() -> None:
+    """A Redis blip: /readyz answers from what the service knows, in well under 10 ms, stays
+    ready for GME_RECWATCH_STORE_UNREADY_AFTER_SECONDS, then says why not, in the same shape."""
+    h, clock = _unreachable_redis_harness(unready_after=5)
+    assert h.service.store_healthy  # failing since start, within the grace
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        r = h.get("/readyz")
+        times.append(time.perf_counter() - started)
+        assert r.status_code == 200, r.text
+    assert r.json() == {"status": "ready", "segments": 0, "reason": None}
+    assert sorted(times)[len(times) // 2] < 0.010, times  # the median, ASGI client included
+    clock.advance(5)
+    r = h.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "not ready", "segments": 0, "reason": "store_unavailable"}
     assert h.get("/healthz").status_code == 200
 
 
@@ -301,6 +345,16 @@ def test_segments_api_gives_ids_as_strings_and_iso_times(h: Harness) -> None:
     assert seg["task_id"] == str(2**60 + 7) and seg["biz_id"] == str(BIZ)
     assert seg["events_seen"] == ["started"] and seg["state"] == "recording"
     assert seg["started_at"].endswith("Z") and "T" in seg["started_at"]
+
+
+def test_a_bad_state_is_a_400_naming_the_valid_states_and_no_python_internals(h: Harness) -> None:
+    r = h.get("/api/v1/segments", params={"state": "stuk", "limit": "0"})
+    assert r.status_code == 400
+    assert r.json() == {
+        "code": 400, "error": "http", "message": "invalid parameter for /api/v1/segments",
+        "detail": "state: must be one of recording, completed, uploaded, stuck, upload_missing, "
+                  "orphan, unverified; limit: Expected `int` >= 1"}
+    assert "ParamType" not in r.text and "state_filter" not in r.text
 
 
 def test_segments_api_rejects_bad_queries_with_400(h: Harness) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
@@ -43,6 +44,16 @@ def test_serve_refuses_an_invalid_setting_naming_its_variable(
     err = capsys.readouterr().err
     assert "GME_RECWATCH_PORT='0'" in err and "1-65535" in err
     assert SECRET not in err
+
+
+def test_serve_refuses_a_mistyped_variable_naming_the_closest_setting(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    monkeypatch.setenv("GME_RECWATCH_MAX_RECORDING_SECONS", "60")
+    assert cli.main(["serve", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("gme-recwatch: invalid configuration: GME_RECWATCH_MAX_RECORDING_SECONS is "
+                   "not a setting: did you mean GME_RECWATCH_MAX_RECORDING_SECONDS?\n")
 
 
 def test_serve_without_any_key_says_how_to_configure_one(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,3 +152,77 @@ def test_send_to_nobody_exits_1_and_says_why(capsys: pytest.CaptureFixture[str])
     assert cli.main(["send", "--url", f"http://127.0.0.1:{port}/", "--secret", SECRET,
                      "--timeout", "2"]) == 1
     assert "ConnectError" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ serve --check --online
+
+def _online(env: dict[str, str]) -> Any:
+    """`gme-recwatch serve --check --online` as a process of its own, with only ``env``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("GME_RECWATCH_", "TENCENTCLOUD_"))}
+    exe = str(Path(sys.executable).with_name("gme-recwatch"))
+    return subprocess.run([exe, "serve", "--check", "--online"], capture_output=True, text=True,
+                          timeout=60, env={**base, "GME_RECWATCH_SECRET_KEY": SECRET, **env})
+
+
+def _cos_env(s3: Any, bucket: str, tmp_path: Any, user: str = "reader") -> dict[str, str]:
+    creds = tmp_path / "cos-credentials"
+    key_id, secret = s3.keys[user]
+    creds.write_text(f"[default]\nsecret_id = {key_id}\nsecret_key = {secret}\n")
+    return {"GME_RECWATCH_COS_BUCKET": bucket, "GME_RECWATCH_COS_REGION": s3.REGION,
+            "GME_RECWATCH_COS_ENDPOINT": s3.url, "GME_RECWATCH_COS_CREDENTIALS_FILE": str(creds)}
+
+
+def test_serve_check_online_names_an_unreachable_redis_and_fails() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = _online({"GME_RECWATCH_REDIS_URL": f"redis://:pw-never-shown@127.0.0.1:{port}/0",
+                 "GME_RECWATCH_REDIS_TIMEOUT_SECONDS": "0.5"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"online check failed: store redis://:<redacted>@127.0.0.1:{port}/0: " \
+           "ConnectionError" in r.stderr
+    assert "pw-never-shown" not in r.stdout + r.stderr and SECRET not in r.stdout + r.stderr
+
+
+def test_serve_check_online_names_a_missing_bucket_and_fails(
+        s3_server: Any, redis_server: Any, tmp_path: Any) -> None:
+    missing = f"gme-records-absent-{uuid.uuid4().hex[:8]}"
+    r = _online({"GME_RECWATCH_REDIS_URL": redis_server.url,
+                 **_cos_env(s3_server, missing, tmp_path)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "store     : redis://" in r.stdout  # what passed before it
+    assert (f"online check failed: COS bucket {missing!r} does not exist at {s3_server.url}"
+            in r.stderr)
+    secret = s3_server.keys["reader"][1]
+    assert secret not in r.stdout + r.stderr
+
+
+def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answers(
+        s3_server: Any, redis_server: Any, tmp_path: Any) -> None:
+    bucket = s3_server.bucket(f"gme-records-{uuid.uuid4().hex[:8]}")
+    keys = tmp_path / "keys"
+    keys.write_text("1400000001=k1\n1400000002=k2\n*=k3\n")
+    prefix = f"online-{uuid.uuid4().hex[:8]}:"
+    r = _online({"GME_RECWATCH_REDIS_URL": redis_server.url, "GME_RECWATCH_REDIS_PREFIX": prefix,
+                 "GME_RECWATCH_KEYS_FILE": str(keys), **_cos_env(s3_server, bucket, tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith(": online check")
+    assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or \
+        lines[1].startswith(f"  store     : {redis_server.url} (Valkey")
+    assert lines[1].endswith(f"prefix '{prefix}', 0 segments, never used (no epoch marker yet))")
+    assert lines[2] == ("  keys      : 4 SecretKeys; 2 apps with keys of their own "
+                        "(1400000001, 1400000002); a key for every app")
+    assert lines[3] == (f"  COS       : {bucket} in ap-guangzhou at {s3_server.url}, with a key: "
+                        "reachable")
+    assert lines[4] == ("  deadlines : stuck after 21600 s, upload missing after 900 s, start "
+                        "lost after 120 s, forgotten after 86400 s")
+    import redis as redis_sync
+
+    assert redis_sync.Redis.from_url(redis_server.url).keys(prefix + "*") == []  # wrote nothing

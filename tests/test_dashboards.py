@@ -35,7 +35,7 @@ RUNBOOK_URL = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbo
 
 PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table"}
 # Metrics other exporters or Prometheus itself provide; the service's own come from metrics.py.
-STANDARD_METRICS = {"up", "ALERTS"}
+STANDARD_METRICS = {"up"}
 STANDARD_PREFIXES = ("process_",)
 
 

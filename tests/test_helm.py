@@ -312,7 +312,11 @@ def test_every_resource_has_the_standard_labels(chart: helm.Chart, scenario: Pat
     out = render(chart, scenario_values(scenario))
     for doc in out.docs:
         labels = doc["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "gme-recwatch"
+        # A pod of its own (the online check) must not match the Services' selector: its name
+        # says which component it is.
+        component = labels.get("app.kubernetes.io/component") if doc["kind"] == "Pod" else None
+        assert labels["app.kubernetes.io/name"] == (
+            f"gme-recwatch-{component}" if component else "gme-recwatch")
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/version"] == gme_recwatch.__version__
@@ -782,7 +786,7 @@ def test_slo_knobs_are_values_and_reach_the_rules(chart: helm.Chart) -> None:
     assert long and all("[2h]" in r["expr"] for r in long if ":increase" in r["record"]
                         and "ratio" not in r["record"])
     assert any('le="1.0"' in r["expr"] for r in long)
-    objective = next(r for r in records if r["record"] == "job:gme_recording_slo_objective:ratio"
+    objective = next(r for r in records if r["record"] == "instance:gme_recording_slo_objective:ratio"
                      and r["labels"] == {"slo": "ingest"})
     assert objective["expr"].endswith("+ 0.995")
     burn = _alert(groups, "GmeRecwatchIngestBudgetBurn")
@@ -999,3 +1003,43 @@ def test_the_canary_is_on_by_default_and_signs_as_an_app_it_has_a_key_for(
     chosen = render(chart, {"canary": {"bizId": 1400999999},
                             "secret": {"keys": [{"bizId": "1400123456", "key": "k"}]}})
     assert "--biz-id=1400999999" in _canary_args(chosen)
+
+
+# -- the online check (helm test) ------------------------------------------------------------
+
+
+def _check_pod(out: Rendered) -> dict[str, Any]:
+    (pod,) = [d for d in out.of_kind("Pod")
+              if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    return pod
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
+def test_helm_test_runs_the_online_check_with_the_deployment_s_settings_and_secrets(
+        chart: helm.Chart, scenario: Path | None) -> None:
+    out = render(chart, scenario_values(scenario))
+    pod = _check_pod(out)
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["serve", "--check", "--online"]
+    assert container["image"] == out.container["image"]
+    assert container["env"] == out.container["env"]  # the same settings, Redis, extraEnv
+    deployment_pod = out.one("Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for m in out.container["volumeMounts"]:
+        if m["name"] != "state":  # the snapshot stays the service's own
+            assert mounts[m["name"]] == m
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for v in deployment_pod["volumes"]:
+        if v["name"] != "state":
+            assert volumes[v["name"]] == v
+    assert container["securityContext"] == out.container["securityContext"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    # Out of every Service's and the PodDisruptionBudget's selector: it never gets a callback.
+    labels = pod["metadata"]["labels"]
+    for svc in out.of_kind("Service"):
+        assert not svc["spec"]["selector"].items() <= labels.items()
+
+
+def test_the_online_check_can_be_left_out(chart: helm.Chart) -> None:
+    out = render(chart, {"onlineCheck": {"enabled": False}})
+    assert [d for d in out.of_kind("Pod")] == []

@@ -236,3 +236,17 @@ def test_the_rendered_hint_line_holds_no_key_or_signature(run: Any) -> None:
     text = stream.getvalue()
     assert SECRET not in text and header not in text and bytes.hex(b) not in text
     assert '"RoomID"' not in text  # nor the body
+
+
+def test_a_rejected_signature_logs_the_body_s_claimed_biz_id_with_one_global_key(run: Any) -> None:
+    """With one key for every app the BizID is not needed to pick a key, but the operator still
+    needs it to find the misconfigured app: it is read (unverified) once the signature failed."""
+    from structlog.testing import capture_logs
+
+    service = make(signature_hints_per_second=0)
+    assert not service.keys.current.per_app
+    with capture_logs() as logs:
+        run(service.intake.handle(body(), sign(body(), "another-key"), "t"))
+        run(service.intake.handle(b"{not json", sign(b"{not json", "another-key"), "t"))
+    assert [(x["event"], x["claimed_biz_id"]) for x in logs] == [
+        ("callback_rejected", 1400000000), ("callback_rejected", None)]

@@ -127,6 +127,16 @@ def test_keys_file_errors_are_logged_without_key_material(captured: io.StringIO,
     assert "keyring_reload_failed" in out
     assert "new-secret-value" not in out and "first-key-value" not in out
     assert h.metric("gme_recording_keyring_reloads_total", result="failure") == 1
+    assert h.metric("gme_recording_keyring_file_valid") == 0
+    for _ in range(3):  # every poll of the same broken version: no new failure, still invalid
+        asyncio.run(h.service.reload_keys())
+    assert h.metric("gme_recording_keyring_reloads_total", result="failure") == 1
+    assert h.metric("gme_recording_keyring_file_valid") == 0
+    assert captured.getvalue().count("keyring_reload_failed") == 1
+    keys.write_text("*=second-key-value\n")
+    os.utime(keys, (time.time() + 10, time.time() + 10))
+    asyncio.run(h.service.reload_keys())
+    assert h.metric("gme_recording_keyring_file_valid") == 1
 
 
 def test_the_cos_client_s_debug_lines_stay_quiet_even_at_debug(captured: io.StringIO) -> None:

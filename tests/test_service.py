@@ -243,3 +243,127 @@ def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(
         await late.stop()
 
     asyncio.run(run())
+
+
+def _wipe(url: str, prefix: str) -> None:
+    """What a Redis restarted without persistence leaves of this installation: nothing."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(url)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marker_was_seen(
+        redis_server: Any) -> None:
+    """Two replicas; the store loses everything. The replica that finds it first counts one
+    reset, logs it at error level with the segments known before, and opens a blind window from
+    when the marker was last seen; the other only says it saw it. A segment recorded between
+    the loss and its discovery is then unverified at its deadline, never stuck."""
+    import uuid
+
+    clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
+
+    async def run() -> None:
+        a, log_a = _redis_service(redis_server.url, prefix, clock)
+        b, log_b = _redis_service(redis_server.url, prefix, clock)
+        await a.start()
+        await b.start()
+        assert [e for e, _ in log_a.events if e == "store_epoch_created"]  # first use
+        for seq in range(3):
+            await a.store.record(started(seq))
+        await a.check_store()
+        await b.check_store()
+        seen = clock.time()
+        clock.advance(2)
+        _wipe(redis_server.url, prefix)
+        await b.store.record(started(7))  # answered 200 by the empty store
+        clock.advance(1)
+        await a.check_store()
+        await b.check_store()
+        await a.check_store()  # the new marker is a's own: nothing more
+        await b.check_store()
+        resets = [m.registry.get_sample_value("gme_recording_store_resets_total")
+                  for m in (a.metrics, b.metrics)]
+        assert resets == [1, 0]
+        assert [kw for e, kw in log_a.events if e == "store_reset"] == [
+            {"segments_before": 3, "segments_now": 1, "marker_last_seen": seen,
+             "found_at": clock.time()}]
+        assert [e for e, _ in log_b.events if e == "store_reset"] == []
+        assert [kw for e, kw in log_b.events if e == "store_reset_seen"] == [
+            {"segments_before": 3, "segments_now": 1}]
+        assert _windows(log_a)[-1] == {"start": seen, "end": clock.time(),
+                                       "cause": "store_reset", "blind_seconds": 3}
+        assert [w["cause"] for w in _windows(log_b)] == []
+        # The reset took the heartbeats: both are back, so a replica starting now is not blind.
+        newest, _, now = await b.store.last_alive()  # type: ignore[attr-defined]
+        assert newest == now
+        clock.advance(101)
+        await b.sweep()
+        await a.sweep()
+        states = {kw["seq_no"]: e for log in (log_a, log_b)
+                  for e, kw in log.events if e.startswith("segment_")}
+        assert states == {7: "segment_unverified"}
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(run())
+
+
+def test_the_service_finds_store_abilities_by_protocol_never_by_hasattr_any_or_ignores() -> None:
+    """What only a shared store can do is the SharedStore protocol (stores/base.py), checked
+    with isinstance, as Snapshottable is: no duck-typing by name, no Any, no type: ignore."""
+    import ast
+    import inspect
+
+    import gme_recwatch.service as service_module
+
+    source = inspect.getsource(service_module)
+    names = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+    assert "hasattr" not in names and "Any" not in names
+    assert "type: ignore" not in source
+    assert "isinstance(self.store, SharedStore)" in source
+
+
+def test_the_epoch_marker_reports_each_reset_to_exactly_one_replica_whatever_the_order(
+        redis_server: Any) -> None:
+    """Three replicas (their known markers) against one real Redis: a replica starting on the
+    emptied store before the others look, and a replica that sleeps through two resets, still
+    make one report per reset, and nobody takes turns resetting the marker afterwards."""
+    import uuid
+
+    from gme_recwatch.stores.redis import RedisStore
+
+    prefix = f"epoch-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(secret_key=SECRET)
+
+    async def run() -> list[str]:
+        store = RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix)
+        known = {"a": "", "b": "", "c": ""}
+        reports: list[str] = []
+
+        async def look(replica: str) -> str:
+            e = await store.epoch(known[replica])
+            known[replica] = e.marker
+            if e.status == "reset":
+                reports.append(replica)
+            return e.status
+
+        assert [await look("a"), await look("b")] == ["created", "adopted"]
+        _wipe(redis_server.url, prefix)  # reset 1: c starts on the empty store first
+        assert await look("c") == "created"
+        assert [await look("a"), await look("b")] == ["reset", "changed"]
+        _wipe(redis_server.url, prefix)  # resets 2 and 3: b sleeps through both
+        assert await look("a") == "reset"
+        _wipe(redis_server.url, prefix)
+        assert [await look("a"), await look("b"), await look("c")] == ["reset", "changed",
+                                                                        "changed"]
+        for _ in range(3):  # settled: the same marker for everyone, nothing more reported
+            assert {await look(r) for r in known} == {"same"}
+        assert len(set(known.values())) == 1
+        await store.close()
+        return reports
+
+    assert asyncio.run(run()) == ["a", "a", "a"]

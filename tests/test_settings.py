@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,11 +11,13 @@ import pytest
 from gme_recwatch import settings as settings_mod
 from gme_recwatch.settings import (
     ENV_PREFIX,
+    TOOLING_VARIABLES,
     Settings,
     SettingsError,
     env_name,
     flag_name,
     load,
+    unknown_variable,
 )
 
 SECRET = "very-secret-key-0123456789"
@@ -413,7 +417,10 @@ def test_cos_credentials_come_from_tencent_cloud_s_standard_variables() -> None:
     assert (s.cos_secret_id, s.cos_secret_key) == ("AKIDexample", "sk-1")
     assert env_name("cos_secret_id") == "TENCENTCLOUD_SECRET_ID"
     assert env_name("cos_secret_key") == "TENCENTCLOUD_SECRET_KEY"
-    assert load({"GME_RECWATCH_COS_SECRET_KEY": "ignored"}).cos_secret_key == ""
+    with pytest.raises(SettingsError) as err:  # under our prefix it would be ignored: refused
+        load({"GME_RECWATCH_COS_SECRET_KEY": "sk-typed-here"})
+    assert str(err.value) == ("GME_RECWATCH_COS_SECRET_KEY is not read: set "
+                              "TENCENTCLOUD_SECRET_KEY instead")
 
 
 def test_cos_credentials_never_show_in_repr_or_the_start_up_line() -> None:
@@ -477,3 +484,42 @@ def test_a_key_template_with_anything_else_is_refused_saying_why(template: str, 
 def test_cos_and_hint_limits_out_of_range_are_refused(var: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=var):
         load({var: raw})
+
+
+def test_a_mistyped_setting_stops_the_start_naming_it_and_the_closest_setting() -> None:
+    with pytest.raises(SettingsError) as err:
+        load({"GME_RECWATCH_MAX_RECORDING_SECONS": "60"})
+    assert str(err.value) == ("GME_RECWATCH_MAX_RECORDING_SECONS is not a setting: did you mean "
+                              "GME_RECWATCH_MAX_RECORDING_SECONDS?")
+    with pytest.raises(SettingsError) as err:
+        load({"GME_RECWATCH_REDIS_PASSWORD": "hunter2"})
+    assert "GME_RECWATCH_REDIS_PASSWORD_FILE" in str(err.value)
+    assert "hunter2" not in str(err.value)  # the value may be a secret: never shown
+    with pytest.raises(SettingsError) as err:
+        load({"GME_RECWATCH_ZZZ": "1"})
+    assert str(err.value) == ("GME_RECWATCH_ZZZ is not a setting: `gme-recwatch serve --help` "
+                              "lists the settings")
+
+
+def test_the_test_suite_s_own_variables_and_other_prefixes_do_not_stop_the_start() -> None:
+    assert TOOLING_VARIABLES == {"GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS",
+                                 "GME_RECWATCH_IMAGE_CACHE", "GME_RECWATCH_DEBIAN_MIRROR"}
+    load({name: "x" for name in TOOLING_VARIABLES} | {"GME_RECWATCHER": "x", "OTHER": "x"})
+
+
+def test_every_gme_recwatch_variable_the_repository_uses_is_a_setting_or_a_tooling_one() -> None:
+    """The Makefile, the chart, the CLI, the tests and the docs: a variable they name that the
+    service would refuse is a bug in one of them (or a tooling variable to list)."""
+    root = Path(__file__).resolve().parent.parent
+    found: dict[str, str] = {}
+    for path in [root / "Makefile", *root.glob("helm/**/*"), *root.glob("src/**/*.py"),
+                 *root.glob("tests/**/*.py"), *root.glob("docs/*.md"), root / "README.md"]:
+        if path.is_file():
+            for name in re.findall(r"GME_RECWATCH_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
+                found.setdefault(name, str(path.relative_to(root)))
+    refused = {name: where for name, where in found.items()
+               if unknown_variable(name) is not None
+               and name not in ("GME_RECWATCH_MAX_RECORDING_SECONS", "GME_RECWATCH_ZZZ",
+                                "GME_RECWATCH_REDIS_PASSWORD", "GME_RECWATCH_COS_SECRET_KEY",
+                                "GME_RECWATCH_COS_SECRET_ID")}
+    assert refused == {}

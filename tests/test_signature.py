@@ -501,14 +501,22 @@ def test_invalid_new_keys_file_raises_and_keeps_the_old_keys(tmp_path: Path) -> 
     assert src.current is before
     assert src.current.keys_for(APP_A) == (SECRET_A.encode(), b"env-key")
 
-    # Still broken: every check says so again instead of silently accepting it.
+    # Still the same broken version: it failed once, and stays failed, without being read and
+    # counted again at every check.
+    assert src.file_valid is False
+    assert src.maybe_reload() is False
+    assert src.maybe_reload() is False
+    assert src.current is before and src.file_valid is False
+    # Another broken version fails again, once.
+    _write(path, "still broken\n", mtime_offset=7)
     with pytest.raises(KeyringError):
         src.maybe_reload()
-    assert src.current is before
+    assert src.maybe_reload() is False
 
     _write(path, f"{APP_A}=fixed\n", mtime_offset=10)
     assert src.maybe_reload() is True
     assert src.current.keys_for(APP_A) == (b"fixed", b"env-key")
+    assert src.file_valid is True
 
 
 def test_empty_new_keys_file_raises_and_keeps_the_old_keys(tmp_path: Path) -> None:
@@ -528,7 +536,8 @@ def test_deleted_keys_file_raises_and_keeps_the_old_keys(tmp_path: Path) -> None
     path.unlink()
     with pytest.raises(OSError):
         src.maybe_reload()
-    assert src.current.keys_for(APP_A) == (SECRET_A.encode(),)
+    assert src.maybe_reload() is False  # still missing: one failure, not one a poll
+    assert src.current.keys_for(APP_A) == (SECRET_A.encode(),) and src.file_valid is False
 
 
 def test_keyring_source_repr_of_current_never_shows_key_material(tmp_path: Path) -> None:

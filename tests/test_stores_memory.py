@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import Tracked
+from conftest import SyncStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_stores import CFG, DEFAULTS, TASK, assert_consistent, ev
@@ -33,8 +33,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def tracked(loop: asyncio.AbstractEventLoop, clock: FakeClock, cfg: Config = CFG) -> Tracked:
-    return Tracked(MemoryStore(cfg, clock), clock, loop)
+def tracked(loop: asyncio.AbstractEventLoop, clock: FakeClock, cfg: Config = CFG) -> SyncStore:
+    return SyncStore(MemoryStore(cfg, clock), clock, loop)
 
 
 def test_snapshot_restores_state_and_deadlines_keep_running(
@@ -44,10 +44,10 @@ def test_snapshot_restores_state_and_deadlines_keep_running(
     t.record(ev(2, seq=1))
     for e in (1, 2, 3):
         t.record(ev(e, seq=2))
-    data = t.store.snapshot()
+    data = t.inner.snapshot()
     clock.advance(30)  # "down" for 30 s: past the reorder window, short of grace and stuck
     t2 = tracked(loop, clock)
-    assert t2.store.restore(data) == 3
+    assert t2.inner.restore(data) == 3
     assert_consistent(t2)  # the tallies came back as they were written
     t2.sweep()  # the first sweep applies what fell due while the service was down
     assert {v.seq_no: v.state for v in t2.segments()} == {0: "recording", 1: "orphan", 2: "uploaded"}
@@ -66,7 +66,7 @@ def test_snapshot_restored_by_another_process_keeps_wall_clock_deadlines(
     t.record(ev(1))
     new_clock = FakeClock(mono=9_000.0, wall=old_clock.wall + 60)  # restarted a minute later
     t2 = tracked(loop, new_clock)
-    t2.store.restore(t.store.snapshot())
+    t2.inner.restore(t.inner.snapshot())
     view = t2.segments()[0]
     assert view.first_received_at == pytest.approx(old_clock.wall)
     assert view.next_deadline_at == pytest.approx(old_clock.wall + CFG.max_recording_seconds)
@@ -79,7 +79,7 @@ def test_corrupt_or_unknown_snapshot_is_refused_and_leaves_the_store_empty(
         junk: bytes, loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
     t = tracked(loop, clock)
     with pytest.raises(ValueError):
-        t.store.restore(junk)
+        t.inner.restore(junk)
     assert len(t) == 0
 
 
@@ -87,14 +87,14 @@ def test_snapshot_of_a_future_version_is_refused_by_name(loop: asyncio.AbstractE
                                                           clock: FakeClock) -> None:
     data = msgspec.msgpack.encode([snapshot_format.VERSION + 1, 0.0, 0.0])
     with pytest.raises(ValueError, match="unsupported snapshot version"):
-        tracked(loop, clock).store.restore(data)
+        tracked(loop, clock).inner.restore(data)
 
 
 def test_restore_needs_an_empty_store(loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
     t = tracked(loop, clock)
     t.record(ev(1))
     with pytest.raises(ValueError, match="empty"):
-        t.store.restore(t.store.snapshot())
+        t.inner.restore(t.inner.snapshot())
 
 
 def test_a_flood_of_keys_past_capacity_keeps_capacity_and_then_expires(
@@ -122,7 +122,7 @@ def test_snapshot_with_freed_slots_restores_only_live_segments(
     assert len(t) == 1
     t.record(ev(3, seq=9))          # reuses a freed slot
     t2 = tracked(loop, clock)
-    assert t2.store.restore(t.store.snapshot()) == 2
+    assert t2.inner.restore(t.inner.snapshot()) == 2
     assert sorted((v.seq_no, v.state) for v in t2.segments()) == [(4, "upload_missing"), (9, "uploaded")]
     assert_consistent(t2)
 
@@ -137,7 +137,7 @@ def test_a_snapshot_written_by_the_previous_version_still_restores(
     at wall time 1_700_000_000."""
     clock = FakeClock(mono=50.0, wall=1_700_000_030.0)  # another process, 30 s later
     t = tracked(loop, clock)
-    assert t.store.restore(GOLDEN_V2.read_bytes()) == 3
+    assert t.inner.restore(GOLDEN_V2.read_bytes()) == 3
     assert {v.seq_no: v.state for v in t.segments()} == {0: "recording", 1: "orphan", 2: "uploaded"}
     assert [v.first_received_at for v in t.segments()] == [1_700_000_000.0] * 3
     assert t.segments()[0].task_id == TASK
@@ -157,7 +157,7 @@ def test_restore_brings_back_tallies_eviction_order_and_deadlines_without_recoun
     t.record(ev(1, seq=2, room="r2"))
     before = t.stats()
     t2 = tracked(loop, clock, cfg)
-    t2.store.restore(t.store.snapshot())
+    t2.inner.restore(t.inner.snapshot())
     assert t2.stats() == before
     t2.record(ev(1, seq=3))                   # over capacity: the uploaded one goes, as before
     assert sorted(v.seq_no for v in t2.segments()) == [0, 2, 3]
@@ -183,13 +183,13 @@ def test_a_restored_store_goes_on_exactly_as_the_original_would(
             a.record(ev(event_type, seq=seq))
             clock.advance(dt)
             a.sweep()
-        data = a.store.snapshot()
+        data = a.inner.snapshot()
         clock.advance(downtime)
         b = tracked(loop, FakeClock(mono=7.0, wall=clock.wall), cfg)
-        b.store.restore(data)
+        b.inner.restore(data)
         a.sweep()
         b.sweep()
-        def view(t: Tracked) -> list[tuple[int, str, float | None]]:
+        def view(t: SyncStore) -> list[tuple[int, str, float | None]]:
             return sorted((v.seq_no, v.state, None if v.next_deadline_at is None
                            else round(v.next_deadline_at, 3)) for v in t.segments())
 
@@ -207,16 +207,16 @@ def test_a_snapshot_still_being_encoded_is_not_overwritten_by_the_next(
     encoding (a worker thread, at shutdown) must get buffers of its own."""
     t = tracked(loop, clock)
     t.record(ev(1, seq=0))
-    first = t.store.prepare_snapshot()
+    first = t.inner.prepare_snapshot()
     t.record(ev(1, seq=1))
-    second = t.store.prepare_snapshot()
+    second = t.inner.prepare_snapshot()
     t.record(ev(1, seq=2))
-    third_data = t.store.snapshot()
+    third_data = t.inner.snapshot()
     for encode, n in ((first, 1), (second, 2)):
         restored = tracked(loop, clock)
-        assert restored.store.restore(encode()) == n
+        assert restored.inner.restore(encode()) == n
     restored = tracked(loop, clock)
-    assert restored.store.restore(third_data) == 3
+    assert restored.inner.restore(third_data) == 3
     assert_consistent(restored)
 
 
@@ -228,15 +228,15 @@ def test_a_pending_check_and_its_file_name_survive_a_snapshot(
     t.record(msgspec.structs.replace(ev(1), file_name="rec/0.mp3"))
     clock.advance(101)
     t.sweep()
-    assert len(t.run(t.store.claim(10, 60.0))) == 1  # claimed, never answered
+    assert len(t.run(t.inner.claim(10, 60.0))) == 1  # claimed, never answered
     t2 = tracked(loop, clock, cfg)
-    t2.store.restore(t.store.snapshot())
-    (c,) = t2.run(t2.store.claim(10, 60.0))
+    t2.inner.restore(t.inner.snapshot())
+    (c,) = t2.run(t2.inner.claim(10, 60.0))
     assert (c.file_name, c.pending) == ("rec/0.mp3", "stuck")
     assert t2.stats().checks_pending == 1
-    assert t2.run(t2.store.resolve(c.key, "not_found")).confirmed is True
+    assert t2.run(t2.inner.resolve(c.key, "not_found")).confirmed is True
     t3 = tracked(loop, clock, cfg)
-    t3.store.restore(t2.store.snapshot())
+    t3.inner.restore(t2.inner.snapshot())
     (v,) = t3.segments()
     assert (v.state, v.confirmed) == ("stuck", True)
     assert_consistent(t3)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -17,14 +18,21 @@ from prometheus_client.exposition import choose_encoder
 from . import __version__
 from .callback import callback_schema
 from .errors import ErrorBody, internal_error
-from .lifecycle import StateName
+from .lifecycle import STATE_NAMES, StateName
 from .service import Service
 from .stores import SegmentView
 
 
 class Probe(msgspec.Struct):
+    """The readiness probe's answer, the same shape whether ready or not."""
+
     status: str
-    segments: int | None = None
+    """``ready`` or ``not ready``."""
+    segments: int
+    """Segments tracked, as last heard from the store."""
+    reason: str | None
+    """Why not ready: ``starting``, ``stopping`` or ``store_unavailable`` (the store has failed
+    every check for GME_RECWATCH_STORE_UNREADY_AFTER_SECONDS); null when ready."""
 
 
 class SegmentOut(msgspec.Struct):
@@ -87,6 +95,29 @@ def _found(views: list[SegmentView]) -> SegmentList:
     return SegmentList(len(views), [_out(v) for v in views])
 
 
+# The handlers' Python names of parameters whose public name differs.
+_PUBLIC_NAMES = {"state_filter": "state"}
+
+
+def _problem(item: object) -> str:
+    """One failed parameter in words: its public name and what it must be (never the
+    framework's internals, e.g. the parameter's Python name or an enum's repr)."""
+    if not isinstance(item, dict):
+        return "invalid parameter"
+    name = _PUBLIC_NAMES.get(str(item.get("key")), str(item.get("key")))
+    if name == "state":
+        return "state: must be one of " + ", ".join(STATE_NAMES)
+    return f"{name}: {item.get('message', 'invalid')}"
+
+
+def bad_request(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    """A query or path parameter failed validation: 400 naming each one and what it must be."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    detail = "; ".join(_problem(i) for i in extra) or None
+    return Response(ErrorBody(400, "http", f"invalid parameter for {request.url.path}", detail),
+                    status_code=400)
+
+
 def build_admin_app(service: Service) -> Litestar:
     metrics = service.metrics
     store = service.store
@@ -104,12 +135,15 @@ def build_admin_app(service: Service) -> Litestar:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", summary="Readiness: started and state restored",
-         responses={503: ResponseSpec(data_container=Probe, description="Not ready yet, or stopping")})
+    @get("/readyz", summary="Readiness: started, state restored, store answering",
+         responses={503: ResponseSpec(data_container=Probe,
+                                      description="Not ready yet, stopping, or the store has "
+                                                  "not answered for a while")})
     async def readyz() -> Response[Probe]:
-        if service.ready and service.store_healthy:
-            return Response(Probe("ready", await store.count()))
-        return Response(Probe("not ready"), status_code=503)
+        # From what the service already knows: a probe never waits on the store.
+        r = service.readiness()
+        return Response(Probe("ready" if r.ready else "not ready", r.segments, r.reason),
+                        status_code=200 if r.ready else 503)
 
     bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
 
@@ -142,6 +176,7 @@ def build_admin_app(service: Service) -> Litestar:
             title="gme-recwatch admin API", version=__version__, path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
-        exception_handlers={Exception: internal_error(service.log)},
+        exception_handlers={ValidationException: bad_request,
+                            Exception: internal_error(service.log)},
         logging_config=None,
     )

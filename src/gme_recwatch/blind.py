@@ -19,6 +19,10 @@ stopped and started answering -- and gets back the window, if any, that the send
   heartbeat, or that clean stop) plus ``retry`` until now.
 * During a store outage callbacks are answered 503 and retried for ``retry`` seconds: only
   the part of the outage beyond the retry horizon is blind.
+* A shared store that comes back empty (its epoch marker gone: a restart without persistence,
+  a failover to an empty replica, FLUSHALL) lost what was acknowledged since the marker was
+  last seen, as after a crash: Tencent got its 200s and will not retry. The window opens then
+  and closes when the loss is found.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Cause = Literal["restart_after_crash", "restart_after_clean_stop", "all_replicas_down",
-                "store_unreachable"]
+                "store_unreachable", "store_reset"]
 CAUSES: Final[tuple[Cause, ...]] = ("restart_after_crash", "restart_after_clean_stop",
-                                    "all_replicas_down", "store_unreachable")
+                                    "all_replicas_down", "store_unreachable", "store_reset")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,15 @@ def after_outage(failing_since: float, recovered_at: float, retry: float) -> Win
     """The window of a store outage from ``failing_since`` to ``recovered_at``: what was
     answered 503 for longer than the sender retries. None for a shorter outage."""
     return _beyond_retries(failing_since, recovered_at, retry, "store_unreachable")
+
+
+def after_reset(last_seen: float, found_at: float) -> Window | None:
+    """The window of a shared store found empty at ``found_at`` whose epoch marker was last seen
+    at ``last_seen``: whatever was acknowledged in between may be gone. None when the clock
+    stepped back."""
+    if found_at <= last_seen:
+        return None
+    return Window(last_seen, found_at, "store_reset")
 
 
 def _beyond_retries(since: float, until: float, retry: float, cause: Cause) -> Window | None:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -16,6 +17,9 @@ from . import settings as settings_mod
 from .events import COMPLETED, STARTED, UPLOADED, canary_callback, encode_callback
 from .settings import SettingsError
 from .signature import KeyringError, parse_keys_file, parse_secret_list, sign
+
+if TYPE_CHECKING:
+    from .service import Service
 
 _EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
            "1": STARTED, "2": COMPLETED, "3": UPLOADED}
@@ -36,6 +40,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--check", action="store_true",
                    help="check the configuration and the keys, build everything a start builds, "
                         "then exit (0: it would start) without listening or writing anything")
+    p.add_argument("--online", action="store_true",
+                   help="with --check: also reach what the configuration names -- Redis (auth, "
+                        "version >= 7, scripts load), every COS bucket (HEAD, with the configured "
+                        "key) -- print a summary, and exit 1 naming what failed")
 
 
 def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,8 +126,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.check:
         check(service)
+        if args.online:
+            return _check_online(service)
         print(f"gme-recwatch {__version__}: the configuration is valid", flush=True)
         return 0
+    if args.online:
+        print("gme-recwatch: --online goes with --check", file=sys.stderr)
+        return 2
     if args.demo:
         key = parse_secret_list(settings.secret_key)[0] if settings.secret_key else "<keys file>"
         url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
@@ -131,6 +144,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"--secret {key}\n", flush=True)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.http_stack)) as runner:
         runner.run(run(service))
+    return 0
+
+
+def _check_online(service: Service) -> int:
+    from .server import check_online
+
+    lines, failed = asyncio.run(check_online(service))
+    print(f"gme-recwatch {__version__}: online check", flush=True)
+    for line in lines:
+        print(f"  {line}", flush=True)
+    if failed is not None:
+        print(f"gme-recwatch: online check failed: {failed}", file=sys.stderr, flush=True)
+        return 1
+    print("  the configuration is valid and everything it names answers", flush=True)
     return 0
 
 

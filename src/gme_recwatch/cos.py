@@ -475,6 +475,19 @@ class CosChecker:
                               404)
         return result
 
+    async def bucket_problem(self, bucket: str) -> str | None:
+        """What stops lookups in ``bucket`` (it does not exist, the key may not HEAD it, no
+        answer), or None when it answers: for ``serve --check --online``."""
+        client = self._require_client()
+        got = await self._request(lambda: client.head_bucket(Bucket=bucket), bucket, "")
+        if isinstance(got, _Missing):
+            return f"bucket {bucket!r} does not exist at {self.config.endpoint_url}"
+        if isinstance(got, CheckError):
+            fix = (": a wrong key, or one without cos:HeadBucket on it"
+                   if got.reason == "forbidden" else "")
+            return f"bucket {bucket!r} at {self.config.endpoint_url}: {got.detail}{fix}"
+        return None
+
     def _require_client(self) -> S3Client:
         if self._client is None:
             raise RuntimeError("CosChecker.open() was not called")

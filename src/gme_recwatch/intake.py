@@ -146,6 +146,8 @@ class Intake:
             signature.verify(body, header, ring.keys_for(biz), self.settings.signature_encoding)
         except SignatureError as exc:
             self.metrics.signature_failures.labels(exc.reason).inc()
+            if biz is None and header:  # one key for every app: not peeked before, only now
+                biz = events.peek_biz_id(body)
             # The BizID is unverified here: logged as a claim, for finding a misconfigured app.
             self.log.warning("callback_rejected", reason=exc.reason, remote=remote,
                              claimed_biz_id=biz, body_bytes=len(body))

@@ -148,9 +148,16 @@ class Metrics:
             registry=r,
         )
         self.keyring_reloads = Counter(
-            PREFIX + "keyring_reloads", "Reloads of the keyring file, by result.",
-            ["result"], registry=r,
+            PREFIX + "keyring_reloads",
+            "Reloads of the keyring file, by result; a version of the file that fails counts "
+            "one failure, however often it is polled.", ["result"], registry=r,
         )
+        self.keyring_file_valid = Gauge(
+            PREFIX + "keyring_file_valid",
+            "0 while the keyring file as it is now cannot be read or parsed (the keys loaded "
+            "before stay in force), else 1 (also without a keyring file).", registry=r,
+        )
+        self.keyring_file_valid.set(1)
         self.snapshot_failures = Counter(
             PREFIX + "snapshot_failures",
             "State snapshots that could not be written or restored.",
@@ -206,6 +213,12 @@ class Metrics:
             registry=r,
         )
         self.backend_up.set(1)
+        self.store_resets = Counter(
+            PREFIX + "store_resets",
+            "Times this process found the shared store empty (its epoch marker gone: a restart "
+            "without persistence, a failover to an empty replica, FLUSHALL). One replica counts "
+            "each reset, so the sum over replicas is the number of resets.", registry=r,
+        )
         self.canary_last_success = Gauge(
             PREFIX + "canary_last_success_timestamp_seconds",
             "Unix time the last verified canary callback (`gme-recwatch canary`) was received "

@@ -17,6 +17,8 @@ import uvicorn
 
 from .app import build_apps
 from .service import Service
+from .settings import without_password
+from .stores import SharedStore, StoreUnavailable
 
 
 class _Server(uvicorn.Server):
@@ -75,14 +77,57 @@ def check(service: Service) -> None:
         factory().close()
 
 
+async def check_online(service: Service) -> tuple[list[str], str | None]:
+    """`serve --check --online`: what the configuration reaches, looked at for real -- the store
+    (connect, authenticate, version, scripts load), every COS bucket (HEAD, with the configured
+    key), the keys -- without writing anything. (summary lines, what failed or None)."""
+    s = service.settings
+    lines: list[str] = []
+    store = service.store
+    if isinstance(store, SharedStore):
+        try:
+            described = await store.check_online()
+        except StoreUnavailable as exc:
+            return lines, f"store {without_password(s.redis_url)}: {exc}"
+        finally:
+            await store.close()
+        lines.append(f"store     : {without_password(s.redis_url)} ({described})")
+    else:
+        lines.append("store     : this process's memory" + (
+            f", snapshots to {s.state_file}" if s.state_file else ", no snapshots"))
+    ring = service.keys.current
+    apps = ring.app_ids()
+    lines.append(f"keys      : {len(ring)} SecretKeys; {len(apps)} apps with keys of their own"
+                 + (f" ({', '.join(map(str, apps))})" if apps else "")
+                 + ("; a key for every app" if ring.keys_for(None) else ""))
+    if service.reconciler is None:
+        lines.append("COS       : no bucket (no lookups)")
+    else:
+        checker = service.reconciler.checker
+        cfg = checker.config
+        buckets = sorted({b for b in (cfg.default_bucket, *cfg.buckets.values()) if b})
+        await checker.open()
+        try:
+            for bucket in buckets:
+                problem = await checker.bucket_problem(bucket)
+                if problem is not None:
+                    return lines, f"COS {problem}"
+        finally:
+            await checker.close()
+        lines.append(f"COS       : {', '.join(buckets)} in {cfg.region} at {cfg.endpoint_url}, "
+                     f"{'with a key' if cfg.credentials else 'anonymous'}: reachable")
+    lines.append(f"deadlines : stuck after {s.max_recording_seconds} s, upload missing after "
+                 f"{s.upload_grace_seconds} s, start lost after {s.reorder_window_seconds} s, "
+                 f"forgotten after {s.retention_seconds} s")
+    return lines, None
+
+
 async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)
-    servers = [
-        _Server(_config(callback_app, s.host, s.port, s.shutdown_timeout_seconds, s.http_stack)),
-        _Server(_config(admin_app, s.admin_host, s.admin_port, s.shutdown_timeout_seconds,
-                        s.http_stack)),
-    ]
+    listeners = [(callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)]
+    servers = [_Server(_config(app, host, port, s.shutdown_timeout_seconds, s.http_stack))
+               for app, host, port in listeners]
     await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,11 +135,13 @@ async def run(service: Service) -> None:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(_serve(srv)) for srv in servers]
     while not all(srv.started for srv in servers):
-        if any(t.done() for t in tasks):  # e.g. a port already in use
+        failed = [f"{host}:{port}" for t, (_, host, port) in zip(tasks, listeners, strict=True)
+                  if t.done()]
+        if failed:  # e.g. a port already in use: name that one only
             for srv in servers:
                 srv.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise SystemExit(f"could not listen on {s.host}:{s.port} and {s.admin_host}:{s.admin_port}")
+            raise SystemExit(f"could not listen on {' and '.join(failed)}")
         await asyncio.sleep(0.02)
     service.start_background()
     service.log.info("started", callback=f"http://{s.host}:{s.port}{s.callback_path}",

@@ -1,18 +1,22 @@
 """The wiring: picks the store, builds the intake, owns the background loops.
 
 Loops run beside the listeners: the deadline sweep (about once a second), the keyring reload,
--- for a store that keeps its state in this process -- the snapshot file, and with a COS bucket
-the reconciler, which looks files up before a segment is called stuck or its upload missing.
+-- for a store that keeps its state in this process -- the snapshot file, -- for a shared store
+-- the store check (once a second: does it answer, is its epoch marker still there, or did it
+come back empty) and the heartbeat, and with a COS bucket the reconciler, which looks files up
+before a segment is called stuck or its upload missing. /readyz reads what these loops saw.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sized
+from dataclasses import dataclass
+from typing import Final
 
 from opentelemetry.sdk.trace.export import SpanExporter
+from structlog.typing import FilteringBoundLogger
 
 from . import blind
 from .clock import Clock, SystemClock
@@ -24,7 +28,14 @@ from .reconcile import Reconciler, report_problem
 from .settings import Settings
 from .signature import KeyringError, KeyringSource
 from .snapshots import SnapshotFile
-from .stores import MemoryStore, Snapshottable, Store, StoreUnavailable
+from .stores import (
+    Epoch,
+    MemoryStore,
+    SharedStore,
+    Snapshottable,
+    Store,
+    StoreUnavailable,
+)
 from .tracing import make_provider, tracer
 
 SWEEP_BUDGET: Final = 5000  # due segments handled per round before yielding to the event loop
@@ -46,6 +57,17 @@ def open_store(settings: Settings, clock: Clock) -> Store:
                                timeout=settings.redis_timeout_seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz says, from state the service already keeps (never a store round trip)."""
+
+    ready: bool
+    segments: int
+    """Segments tracked, as last heard from the store."""
+    reason: str | None
+    """Why not ready: ``starting``, ``stopping`` or ``store_unavailable``; None when ready."""
+
+
 class Service:
     """Everything both listeners share: keys, store, metrics, intake, snapshots, loops."""
 
@@ -53,7 +75,7 @@ class Service:
                  span_exporter: SpanExporter | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.log = get_logger()
+        self.log: FilteringBoundLogger = get_logger()
         self.metrics = Metrics()
         self.keys = KeyringSource(settings.secret_key, settings.keys_file)
         self.metrics.keyring_keys.set(len(self.keys.current))
@@ -79,7 +101,12 @@ class Service:
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
         self._unmarked: list[blind.Window] = []  # windows whose live segments are not marked yet
         self.replica = uuid.uuid4().hex  # this process, among the replicas of a shared store
+        self._epoch = ""  # the shared store's epoch marker as last seen ("" before the first)
+        self._epoch_seen_at = 0.0  # when it was last seen, on the store's clock
+        self._segments = 0  # segments tracked, as last heard from the store
+        self._epoch_segments = 0  # ... as the store counted them when the marker was last seen
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False  # the loops were started: not ready now means stopping
 
     @property
     def store_healthy(self) -> bool:
@@ -114,15 +141,15 @@ class Service:
                 self._blind_window(blind.after_restart(
                     saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
                 await self.mark_blind()  # before any sweep can page them
-        if hasattr(self.store, "heartbeat"):
-            await self._after_all_down()
+        if isinstance(self.store, SharedStore):
+            await self._join(self.store)
         await self.store.register_apps(self.keys.current.app_ids())
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
 
-    async def _after_all_down(self) -> None:
-        """On a shared store: a blind window if every replica was down, then our heartbeat."""
-        store: Any = self.store
+    async def _join(self, store: SharedStore) -> None:
+        """On a shared store: a blind window if every replica was down, our heartbeat, and the
+        store's epoch marker (taken over, or set on a store used for the first time)."""
         try:
             newest, stopped, now = await store.last_alive()
             self._blind_window(blind.after_all_down(newest, stopped, now,
@@ -130,14 +157,41 @@ class Service:
                                                     HEARTBEAT_SECONDS))
             await self.mark_blind()
             await store.heartbeat(self.replica)
+            await self._epoch_answered(store, await store.epoch(self._epoch))
         except StoreUnavailable as exc:  # not a reason not to start: the store check says so
             self._store_answered(False, "ping", exc)
 
     async def heartbeat(self) -> None:
+        if not isinstance(self.store, SharedStore):
+            return
         try:
-            await self.store.heartbeat(self.replica)  # type: ignore[attr-defined]
+            await self.store.heartbeat(self.replica)
         except StoreUnavailable as exc:
             self._store_answered(False, "ping", exc)
+
+    async def _epoch_answered(self, store: SharedStore, epoch: Epoch) -> None:
+        """Act on what the store's epoch marker says: a reset is counted, logged and made a
+        blind window by the one replica that found it (the store answers ``reset`` to one
+        replica only; the others see ``changed``), so one reset pages once."""
+        before = self._epoch_segments
+        self._segments = self._epoch_segments = epoch.segments
+        if epoch.status == "reset":
+            self.metrics.store_resets.inc()
+            self.log.error("store_reset", segments_before=before, segments_now=epoch.segments,
+                           marker_last_seen=self._epoch_seen_at, found_at=epoch.now)
+            self._blind_window(blind.after_reset(self._epoch_seen_at, epoch.now))
+        elif epoch.status == "changed":
+            self.log.warning("store_reset_seen", segments_before=before,
+                             segments_now=epoch.segments)
+        elif epoch.status == "created":
+            self.log.info("store_epoch_created", segments=epoch.segments)
+        self._epoch, self._epoch_seen_at = epoch.marker, epoch.now
+        if epoch.status in ("reset", "changed"):
+            # The reset took our heartbeat and the apps' labels with it: give them back now, so
+            # a replica starting meanwhile does not take us for gone.
+            await store.heartbeat(self.replica)
+            await self.store.register_apps(self.keys.current.app_ids())
+            await self.mark_blind()
 
     def start_background(self) -> None:
         s = self.settings
@@ -145,9 +199,8 @@ class Service:
             asyncio.create_task(self._every("sweep", s.sweep_interval_seconds, self.sweep)),
             asyncio.create_task(self._every("keys", s.keys_reload_seconds, self.reload_keys)),
         ]
-        if hasattr(self.store, "ping"):
+        if isinstance(self.store, SharedStore):
             self._tasks.append(asyncio.create_task(self._every("store", 1.0, self.check_store)))
-        if hasattr(self.store, "heartbeat"):
             self._tasks.append(asyncio.create_task(
                 self._every("heartbeat", HEARTBEAT_SECONDS, self.heartbeat)))
         if self.snapshots is not None:
@@ -156,7 +209,7 @@ class Service:
                             self.snapshots.write_in_background)))
         if self.reconciler is not None:
             self._tasks.append(asyncio.create_task(self.reconciler.run(s.sweep_interval_seconds)))
-        self.ready = True
+        self.ready = self._started = True
 
     async def stop(self) -> None:
         """Stop the loops, write the final snapshot, close the store, flush traces."""
@@ -171,7 +224,7 @@ class Service:
             self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
         if self.reconciler is not None:
             await self.reconciler.checker.close()
-        if hasattr(self.store, "leave"):
+        if isinstance(self.store, SharedStore):
             try:  # the marker of a clean stop, as the final snapshot's is
                 await self.store.leave(self.replica, HEARTBEAT_SECONDS)
             except StoreUnavailable as exc:
@@ -206,7 +259,8 @@ class Service:
             self.log.info("blind_window_marked", start=w.start, end=w.end, cause=w.cause,
                           segments=n)
 
-    async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
+    async def _every(self, name: str, seconds: float,
+                     fn: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -225,7 +279,7 @@ class Service:
         After a store outage, the store is checked first: a blind window it ends marks its live
         segments before their deadlines are applied.
         """
-        if self._store_failing_since is not None and hasattr(self.store, "ping"):
+        if self._store_failing_since is not None:
             await self.check_store()
         await self.mark_blind()
         if self._unmarked:
@@ -251,12 +305,32 @@ class Service:
             await asyncio.sleep(0)
 
     async def check_store(self) -> None:
+        """On a shared store: does it answer, and is it still the store we knew (its epoch
+        marker)? One script call, every second."""
+        store = self.store
+        if not isinstance(store, SharedStore):
+            return
         try:
-            await self.store.ping()  # type: ignore[attr-defined]
+            epoch = await store.epoch(self._epoch)
         except StoreUnavailable as exc:
             self._store_answered(False, "ping", exc)
-        else:
-            self._store_answered(True, "ping")
+            return
+        self._store_answered(True, "ping")
+        try:
+            await self._epoch_answered(store, epoch)
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
+
+    def readiness(self) -> Readiness:
+        """Ready once started, not stopping, and the store has not failed every check for
+        ``store_unready_after_seconds``: from what the loops last saw, in microseconds."""
+        # A store in this process counts without I/O; a shared one as of the last check.
+        segments = len(self.store) if isinstance(self.store, Sized) else self._segments
+        if not self.ready:
+            return Readiness(False, segments, "stopping" if self._started else "starting")
+        if not self.store_healthy:
+            return Readiness(False, segments, "store_unavailable")
+        return Readiness(True, segments, None)
 
     async def refresh_stats(self) -> None:
         """Hand the store's current tallies to the metrics, for the next scrape. When the store
@@ -267,6 +341,7 @@ class Service:
             self._store_answered(False, "stats", exc)
         else:
             self.metrics.store.update(stats)
+            self._segments = stats.segments
             for app in stats.app_labels:  # every app's series exists before its first one
                 self.metrics.touch_app(app)
             self._store_answered(True, "stats")
@@ -275,11 +350,14 @@ class Service:
         try:
             changed = self.keys.maybe_reload()
         except (OSError, KeyringError, UnicodeDecodeError) as exc:
+            # Once per bad version of the file; the gauge says it is still bad.
             self.metrics.keyring_reloads.labels("failure").inc()
+            self.metrics.keyring_file_valid.set(0)
             # The message names a line number or an OS error, never key material.
             self.log.error("keyring_reload_failed", path=self.settings.keys_file,
                            error=str(exc) if isinstance(exc, KeyringError) else type(exc).__name__)
             return
+        self.metrics.keyring_file_valid.set(1 if self.keys.file_valid else 0)
         if changed:
             self.metrics.keyring_reloads.labels("success").inc()
             self.metrics.keyring_keys.set(len(self.keys.current))

@@ -9,6 +9,7 @@ table is generated from this module (``make docs``), so the two cannot drift apa
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -407,6 +408,34 @@ def _clean(f: Field, raw: str) -> str:
     return raw.lower() if f.metadata["choices"] else raw
 
 
+# GME_RECWATCH_* variables that are not settings, on purpose: the test suite and the image build
+# read them (tests/conftest.py, tests/test_hostile.py, tests/e2e/test_image.py), never the
+# service. A developer who exports one must still be able to start the service next to them.
+TOOLING_VARIABLES: Final = frozenset({
+    "GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS", "GME_RECWATCH_IMAGE_CACHE",
+    "GME_RECWATCH_DEBIAN_MIRROR"})
+
+
+def unknown_variable(name: str) -> str | None:
+    """Why ``GME_RECWATCH_<...>`` variable ``name`` stops the start, or None when it is a setting
+    (or a tooling variable). A mistyped setting would otherwise be silently ignored. The message
+    names the variable and the closest setting, never the value (it may be a secret)."""
+    if not name.startswith(ENV_PREFIX) or name in TOOLING_VARIABLES:
+        return None
+    known = {env_name(f.name) for f in _FIELDS}
+    if name in known:
+        return None
+    by_env = {ENV_PREFIX + f.name.upper(): env_name(f.name) for f in _FIELDS}
+    if name in by_env:  # a setting read from a standard variable under its own name
+        return f"{name} is not read: set {by_env[name]} instead"
+    # Compared without the prefix, which every candidate shares and would make all look close.
+    suffixes = sorted(k[len(ENV_PREFIX):] for k in known if k.startswith(ENV_PREFIX))
+    close = difflib.get_close_matches(name[len(ENV_PREFIX):], suffixes, n=1, cutoff=0.6)
+    hint = (f"did you mean {ENV_PREFIX}{close[0]}?" if close
+            else "`gme-recwatch serve --help` lists the settings")
+    return f"{name} is not a setting: {hint}"
+
+
 _MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file", "redis_url",
                          "redis_password_file")
 
@@ -415,6 +444,10 @@ def load(env: Mapping[str, str] | None = None,
          overrides: Mapping[str, str | None] | None = None) -> Settings:
     """Build settings from environment variables, then CLI overrides (strings), and validate."""
     env = os.environ if env is None else env
+    for name in sorted(env):
+        problem = unknown_variable(name)
+        if problem is not None:
+            raise SettingsError(problem)
     values: dict[str, Any] = {}
     for f in _FIELDS:
         raw = env.get(env_name(f.name))

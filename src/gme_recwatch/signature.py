@@ -147,17 +147,24 @@ class KeyringSource:
     """The live keyring: environment keys plus an optional file, reloaded when the file changes.
 
     Reloading happens from a background task (``maybe_reload``), never on the request path. A
-    file that cannot be read or parsed keeps the previous keyring in force.
+    file that cannot be read or parsed keeps the previous keyring in force; that version of the
+    file fails once (``maybe_reload`` raises), and is not read again until it changes.
     """
 
     def __init__(self, secret_key: str, keys_file: str) -> None:
         self._env = Keyring.build(parse_secret_list(secret_key))
         self._path = keys_file
         self._stamp: tuple[int, int, int] | None = None
+        self._failed: tuple[int, int, int] | None = None  # the version that failed last
         self._file = Keyring()
         self.current = self._env
         if self._path:
             self.reload()
+
+    @property
+    def file_valid(self) -> bool:
+        """False while the file as it is now could not be loaded (the previous keys are used)."""
+        return self._failed is None
 
     def _file_stamp(self) -> tuple[int, int, int]:
         st = os.stat(self._path)
@@ -168,14 +175,30 @@ class KeyringSource:
         stamp = self._file_stamp()
         with open(self._path, encoding="utf-8-sig") as fh:  # tolerate an editor's BOM
             ring = parse_keys_file(fh.read())
-        self._file, self._stamp = ring, stamp
+        self._file, self._stamp, self._failed = ring, stamp, None
         self.current = self._env.merged(ring)
 
     def maybe_reload(self) -> bool:
-        """Reload if the file's identity, size or mtime changed; True when it was reloaded."""
+        """Reload if the file's identity, size or mtime changed; True when it was reloaded.
+        Raises once per version that cannot be loaded (a missing file is one version)."""
         if not self._path:
             return False
-        if self._file_stamp() == self._stamp:
+        try:
+            stamp = self._file_stamp()
+        except OSError as exc:
+            stamp = (-1, exc.errno or 0, 0)
+            if stamp == self._failed:
+                return False
+            self._failed = stamp
+            raise
+        if stamp == self._stamp:
+            self._failed = None  # back to the version in force
             return False
-        self.reload()
+        if stamp == self._failed:
+            return False
+        try:
+            self.reload()
+        except (OSError, KeyringError, UnicodeDecodeError):
+            self._failed = stamp
+            raise
         return True

@@ -7,7 +7,6 @@ quicker than the sender's retry horizon is none, and paging goes on exactly as b
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -22,15 +21,7 @@ Factory = Callable[..., RunningService]
 
 
 def _windows(svc: RunningService) -> list[dict[str, Any]]:
-    out = []
-    for line in svc.logs().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("event") == "blind_window":
-            out.append(rec)
-    return out
+    return svc.log_events("blind_window")
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:

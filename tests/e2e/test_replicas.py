@@ -148,3 +148,40 @@ def test_a_restarted_replica_sees_the_shared_state(service_factory: object,
     first.stop(signal.SIGKILL if kill else signal.SIGTERM)
     second: RunningService = service_factory(**env)  # type: ignore[operator]
     assert second.metric("gme_recording_tracked_segments", state="recording") == 5
+
+
+def test_redis_restarted_empty_under_two_replicas_is_one_reset_one_error_and_a_blind_window(
+        service_factory: object, tmp_path: Path) -> None:
+    """A redis-server without persistence restarts under two replicas: exactly one of them
+    counts the reset and logs `store_reset` at error level with the segments known before, the
+    other logs that it saw it; the blind window is counted; the store works again at once."""
+    server = RedisServer(tmp_path / "redis")  # no AOF, no RDB: a restart empties it
+    try:
+        env = redis_env(server, GME_RECWATCH_MAX_RECORDING_SECONDS="3600",
+                        GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5")
+        replicas: list[RunningService] = [service_factory(**env) for _ in range(2)]  # type: ignore[operator]
+        for seq in range(5):
+            assert replicas[seq % 2].send(1, seq=seq).status_code == 200
+        time.sleep(2)  # each replica has looked at the marker since
+        server.kill()
+        server.start()
+        deadline = time.monotonic() + 20
+        while sum(r.metric("gme_recording_store_resets_total") for r in replicas) < 1:
+            assert time.monotonic() < deadline, "no replica noticed that Redis came back empty"
+            time.sleep(0.2)
+        time.sleep(3)  # both replicas have checked the store several times since
+        resets = [r.metric("gme_recording_store_resets_total") for r in replicas]
+        assert sorted(resets) == [0, 1]
+        finder, other = (replicas[0], replicas[1]) if resets[0] else (replicas[1], replicas[0])
+        found = [e for r in replicas for e in r.log_events("store_reset")]
+        assert len(found) == 1 and found[0]["level"] == "error"
+        assert found[0]["segments_before"] == 5
+        assert len(other.log_events("store_reset_seen")) == 1
+        assert finder.metric("gme_recording_blind_seconds_total", cause="store_reset") > 0
+        assert other.metric("gme_recording_blind_seconds_total", cause="store_reset") == 0
+        assert other.send(1, seq=9).status_code == 200
+        for r in replicas:
+            assert r.metric("gme_recording_tracked_segments", state="recording") == 1
+            assert httpx.get(r.admin_url + "/readyz").status_code == 200
+    finally:
+        server.stop()

@@ -56,6 +56,28 @@ def test_port_in_use_fails_fast_with_a_clear_message(service: RunningService) ->
     assert "Task exception was never retrieved" not in out
 
 
+def test_a_taken_admin_port_is_the_only_one_the_error_names(tmp_path: Path) -> None:
+    import socket
+
+    from .conftest import free_port
+
+    callback_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin_port = taken.getsockname()[1]
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")},
+               "GME_RECWATCH_SECRET_KEY": "k", "GME_RECWATCH_HOST": "127.0.0.1",
+               "GME_RECWATCH_ADMIN_HOST": "127.0.0.1", "GME_RECWATCH_PORT": str(callback_port),
+               "GME_RECWATCH_ADMIN_PORT": str(admin_port), "GME_RECWATCH_LOG_FORMAT": "json"}
+        exe = str(Path(sys.executable).with_name("gme-recwatch"))
+        r = subprocess.run([exe, "serve"], env=env, capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"could not listen on 127.0.0.1:{admin_port}" in out
+    assert str(callback_port) not in out.split("could not listen")[-1]
+
+
 @pytest.mark.parametrize("stack", ["auto", "python"])
 def test_both_http_stacks_keep_every_http_behaviour(service_factory: object, stack: str) -> None:
     """uvloop + httptools (the default) and the pure-Python fallback answer alike: a signed

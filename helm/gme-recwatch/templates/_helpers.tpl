@@ -121,3 +121,60 @@ callback Service inside the cluster (which proves less: no Ingress, no TLS). */}
 {{- printf "http://%s.%s.svc:%v%s" (include "gme-recwatch.callbackServiceName" .) .Release.Namespace .Values.service.callback.port .Values.config.callback_path -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The service's settings as GME_RECWATCH_* variables, then extraEnv: what the Deployment's
+container and the online check (templates/tests/) are both given. */}}
+{{- define "gme-recwatch.env" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if ne .Values.redis.url "" }}
+{{- /* The state lives in Redis: no snapshot file. */ -}}
+{{- $_ := set $config "state_file" "" -}}
+{{- $_ := set $config "redis_url" .Values.redis.url -}}
+{{- if .Values.redis.existingSecret }}
+{{- $_ := set $config "redis_password_file" "/etc/gme-recwatch/redis/password" -}}
+{{- end }}
+{{- end -}}
+{{- if .Values.canary.enabled }}
+{{- $_ := set $config "canary_interval_seconds" .Values.canary.intervalSeconds -}}
+{{- end }}
+{{- range $name, $value := $config }}
+- name: {{ printf "GME_RECWATCH_%s" (upper $name) }}
+  value: {{ include "gme-recwatch.envValue" $value }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of the keyring Secret and (with Redis) its password Secret. */}}
+{{- define "gme-recwatch.secretMounts" -}}
+- name: keyring
+  mountPath: {{ dir .Values.config.keys_file }}
+  readOnly: true
+{{- if and .Values.redis.url .Values.redis.existingSecret }}
+- name: redis-password
+  mountPath: /etc/gme-recwatch/redis
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The volumes of those mounts. A whole-directory Secret mount (no subPath), so Secret updates
+reach the file and the service's reload rotates keys without a restart. */}}
+{{- define "gme-recwatch.secretVolumes" -}}
+- name: keyring
+  secret:
+    secretName: {{ include "gme-recwatch.secretName" . }}
+    defaultMode: 288 # 0440: the owner and the pod's fsGroup may read
+    items:
+      - key: {{ .Values.secret.existingSecretKey }}
+        path: {{ base .Values.config.keys_file }}
+{{- if and .Values.redis.url .Values.redis.existingSecret }}
+- name: redis-password
+  secret:
+    secretName: {{ .Values.redis.existingSecret }}
+    defaultMode: 288 # 0440
+    items:
+      - key: {{ .Values.redis.existingSecretPasswordKey }}
+        path: password
+{{- end }}
+{{- end -}}

@@ -2,8 +2,17 @@
 by replicas), behind the interface in :mod:`.base`. The service picks one from the settings;
 nothing else knows which."""
 
-from .base import SegmentView, Snapshottable, Store, StoreStats, StoreUnavailable, Sweep
+from .base import (
+    Epoch,
+    SegmentView,
+    SharedStore,
+    Snapshottable,
+    Store,
+    StoreStats,
+    StoreUnavailable,
+    Sweep,
+)
 from .memory import MemoryStore
 
-__all__ = ["MemoryStore", "SegmentView", "Snapshottable", "Store", "StoreStats",
-           "StoreUnavailable", "Sweep"]
+__all__ = ["Epoch", "MemoryStore", "SegmentView", "SharedStore", "Snapshottable", "Store",
+           "StoreStats", "StoreUnavailable", "Sweep"]

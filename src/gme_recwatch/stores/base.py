@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ..events import Event
 from ..lifecycle import CheckAnswer, Claim, Outcome, Resolution, Transition
@@ -126,6 +126,62 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+EpochStatus = Literal["same", "adopted", "created", "reset", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """What a shared store's epoch marker says (see :meth:`SharedStore.epoch`)."""
+
+    status: EpochStatus
+    """``same``: the marker the caller knew; ``adopted``: the caller knew none and takes the
+    store's; ``created``: there was none and the caller knew none (a store used for the first
+    time, as far as anyone can tell); ``reset``: the marker the caller knew is gone -- the data
+    went with it -- and the caller alone reports it (it set the new marker, or is the first
+    that knew the old one to see the marker a new replica set on the emptied store);
+    ``changed``: the marker is another than the caller knew, and the reset is reported
+    already."""
+    marker: str
+    segments: int
+    """Segments tracked, read in the same step."""
+    now: float
+    """The store's clock (Unix time) when it answered."""
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store that several replicas share (Redis): they say they are alive, and they watch
+    the store's epoch marker, whose loss means the store came back empty."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        ...
+
+    async def heartbeat(self, replica: str) -> None:
+        """``replica`` is alive, on the store's clock (see :func:`gme_recwatch.blind.after_all_down`)."""
+        ...
+
+    async def last_alive(self) -> tuple[float | None, float | None, float]:
+        """(the newest heartbeat, the last replica's clean stop, now): None when not known."""
+        ...
+
+    async def leave(self, replica: str, period: float) -> None:
+        """A clean stop: ``replica``'s heartbeat goes; if it was the last one alive, its stop
+        time is noted."""
+        ...
+
+    async def epoch(self, known: str) -> Epoch:
+        """Compare the store's epoch marker with ``known`` (the one last seen, "" for none) and
+        set a new one when it is missing, atomically: one replica sees a reset as ``reset``."""
+        ...
+
+    async def check_online(self) -> str:
+        """For ``serve --check --online``: connect, authenticate, check the server's version and
+        load the scripts, writing nothing; a one-line description of the store, or
+        :class:`StoreUnavailable` naming what failed."""
+        ...
 
 
 @runtime_checkable

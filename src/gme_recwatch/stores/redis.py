@@ -4,7 +4,9 @@ Every change is one call of ``redis_lifecycle.lua``, which Redis runs atomically
 answered only after its effect is in Redis, and when several replicas sweep at once each
 deadline fires in exactly one of them. Deadlines run on Redis's own clock (``TIME``), the one
 every replica agrees on. The script holds the lifecycle rules of :mod:`..lifecycle` in Lua; the
-conformance suite (tests/test_stores.py) holds both stores to the same behaviour.
+conformance suite (tests/test_stores.py) holds both stores to the same behaviour. What the
+replicas know of each other and of the store -- heartbeats, and the epoch marker whose loss says
+the store came back empty -- is ``redis_replicas.lua``, which never touches a segment.
 
 Gauges describe the shared state (every replica exports the same values: aggregate them with
 ``max``). Counters count what *this* replica did -- the transitions its sweeps applied, the
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import heapq
 import struct
+import uuid
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..clock import Clock
@@ -52,14 +55,16 @@ from ..lifecycle import (
     key_of,
     split_key,
 )
-from .base import SegmentView, StoreStats, StoreUnavailable, Sweep
+from .base import Epoch, EpochStatus, SegmentView, StoreStats, StoreUnavailable, Sweep
 
 _SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").read_text()
+_REPLICAS: Final = resources.files(__package__).joinpath("redis_replicas.lua").read_text()
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
+MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
 
 
@@ -81,6 +86,7 @@ class RedisStore:
         self.prefix = prefix
         self.clock = clock  # None: Redis TIME, the clock every replica agrees on
         self._script = client.register_script(_SCRIPT)
+        self._replicas = client.register_script(_REPLICAS)
         self._cfg_args = [cfg.max_recording_seconds, cfg.upload_grace_seconds,
                           cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
                           cfg.max_apps, int(cfg.check_in_cos)]
@@ -115,6 +121,13 @@ class RedisStore:
         now = "" if self.clock is None else repr(self.clock.time())
         try:
             return await self._script(args=[op, self.prefix, now, *self._cfg_args, *args])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
+
+    async def _run_replicas(self, op: str, *args: Any) -> Any:
+        now = "" if self.clock is None else repr(self.clock.time())
+        try:
+            return await self._replicas(args=[op, self.prefix, now, *args])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
@@ -188,20 +201,47 @@ class RedisStore:
         return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
                           Check(check).confirmed)
 
+    # ------------------------------------------------------------ the SharedStore interface
+
     async def heartbeat(self, replica: str) -> None:
-        """This replica is alive, on Redis's clock (see :func:`gme_recwatch.blind.after_all_down`)."""
-        await self._run("beat", replica)
+        await self._run_replicas("beat", replica)
 
     async def last_alive(self) -> tuple[float | None, float | None, float]:
-        """(the newest heartbeat, the last replica's clean stop, now): None when not known."""
-        newest, stopped, now = await self._run("alive")
+        newest, stopped, now = await self._run_replicas("alive")
         return (float(newest) if newest else None, float(stopped) if stopped else None,
                 float(now))
 
     async def leave(self, replica: str, period: float) -> None:
-        """A clean stop: this replica's heartbeat goes; if it was the last one alive, its stop
-        time is noted."""
-        await self._run("leave", replica, period)
+        await self._run_replicas("leave", replica, period)
+
+    async def epoch(self, known: str) -> Epoch:
+        status, marker, segments, now = await self._run_replicas("epoch", known,
+                                                                 uuid.uuid4().hex)
+        return Epoch(cast(EpochStatus, _text(status)), _text(marker), int(segments),
+                     float(now))
+
+    async def check_online(self) -> str:
+        try:
+            info = await self.client.info("server")
+            version = _text(info.get("valkey_version") or info.get("redis_version") or "0")
+            name = "Valkey" if info.get("valkey_version") else "Redis"
+            compatible = _text(info.get("redis_version") or version)
+            if int(compatible.split(".")[0]) < MIN_VERSION:
+                raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is "
+                                       f"needed")
+            for script in (_SCRIPT, _REPLICAS):
+                await self.client.script_load(script)
+            segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
+            marked = await self.client.exists(self.prefix + "epoch")
+        except AuthenticationError as exc:
+            raise StoreUnavailable(f"authentication failed ({exc}): check "
+                                   "GME_RECWATCH_REDIS_PASSWORD_FILE") from exc
+        except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
+            raise StoreUnavailable(f"refused: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return (f"{name} {version}, prefix {self.prefix!r}, {segments} segments, "
+                + ("epoch marker set" if marked else "never used (no epoch marker yet)"))
 
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the deadline index, each one script: Redis is never held for long. (A

@@ -396,29 +396,6 @@ if op == "blind" then
   return {marked, #keys}
 end
 
-if op == "beat" then
-  -- replica id: its heartbeat now; heartbeats of replicas gone a day are dropped.
-  redis.call("ZADD", P .. "hb", now, ARGV[11])
-  redis.call("ZREMRANGEBYSCORE", P .. "hb", "-inf", now - 86400)
-  return string.format("%.6f", now)
-end
-
-if op == "alive" then
-  -- The newest heartbeat, the last clean stop (or ""), and now, as strings.
-  local newest = redis.call("ZRANGE", P .. "hb", -1, -1, "WITHSCORES")[2] or ""
-  return {newest, redis.call("GET", P .. "stopped") or "", string.format("%.6f", now)}
-end
-
-if op == "leave" then
-  -- replica id, heartbeat period: a clean stop; the last replica alive notes when it stopped.
-  redis.call("ZREM", P .. "hb", ARGV[11])
-  local newest = tonumber(redis.call("ZRANGE", P .. "hb", -1, -1, "WITHSCORES")[2] or "-1")
-  if newest < now - 2 * tonumber(ARGV[12]) then
-    redis.call("SET", P .. "stopped", string.format("%.6f", now))
-  end
-  return 1
-end
-
 if op == "apps" then
   for i = 11, #ARGV do app_index(ARGV[i]) end
   return redis.call("LRANGE", P .. "applist", 0, -1)
