@@ -35,6 +35,9 @@ DEFAULT_SELECTOR = 'job=~".*gme-recwatch.*"'
 BY = "cluster, namespace, job"
 
 
+FOLLOW_UP_QUIET = "7h"  # the longest deadline (6 h stuck) plus the upload grace and lookups
+
+
 @dataclass
 class Alert:
     name: str
@@ -48,6 +51,10 @@ class Alert:
     # `quiet_after_own_loss` after a loss we caused ourselves (see OWN_LOSSES), because then
     # the recordings went wrong by our doing and the cause has already been reported.
     follow_up: bool = False
+
+    def __post_init__(self) -> None:
+        if self.follow_up:
+            self.params.setdefault("quiet_after_own_loss", FOLLOW_UP_QUIET)
 
 
 @dataclass
@@ -193,7 +200,6 @@ OWN_LOSSES: dict[str, str] = {
     "store_reset": "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[5m])) > 0",
 }
 OWN_LOSS = "job:gme_recording_own_losses:present5m"
-FOLLOW_UP_QUIET = "7h"  # the longest deadline (6 h stuck) plus the upload grace and lookups
 
 
 def groups() -> list[Group]:
@@ -355,7 +361,7 @@ def groups() -> list[Group]:
               "(namespace {{ $labels.namespace }}) in the long ticket window were answered 5xx, "
               "rejected (signature, stale) or too slowly: a slow leak, not an outage.",
               "warning", "15m",
-              {"factor": 6, "min_events": 10, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              {"factor": 6, "min_events": 10},
               follow_up=True),
     ])
     lifecycle = Group("gme-recwatch.lifecycle", [
@@ -368,7 +374,7 @@ def groups() -> list[Group]:
               "than the maximum recording duration, never completed, and not in COS (or no bucket "
               "to look in). The alert resolves when no new one comes; the dashboard keeps the "
               "standing count.", "warning", "0m",
-              {"window": "30m", "count": 0, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              {"window": "30m", "count": 0},
               follow_up=True),
         Alert("GmeRecordingUploadsMissing",
               "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
@@ -379,7 +385,7 @@ def groups() -> list[Group]:
               "upload callback in the window, and their files are not in COS (or there is no "
               "bucket to look in). The alert resolves when no new one comes; the dashboard keeps "
               "the standing count.", "warning", "0m",
-              {"window": "30m", "count": 0, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              {"window": "30m", "count": 0},
               follow_up=True),
         Alert("GmeRecordingDeliveryBudgetBurn", burning("delivery", "page_long", "page_short"),
               "GME recordings are going missing fast enough to spend the delivery error budget "
@@ -394,7 +400,7 @@ def groups() -> list[Group]:
               "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
               "(namespace {{ $labels.namespace }}) settled in the long ticket window are stuck or "
               "missing their upload (confirmed, or no bucket to look in).", "warning", "15m",
-              {"factor": 6, "min_events": 10, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              {"factor": 6, "min_events": 10},
               follow_up=True),
         # Files that reached COS whose callbacks the sender lost: found there by a lookup after a
         # deadline (needs a bucket), or completions and uploads whose start never arrived
@@ -416,7 +422,7 @@ def groups() -> list[Group]:
               "completed without their start. No recording is lost; anything fed by the callbacks "
               "(your own pipeline) missed them. Quiet after losses of our own making.",
               "warning", "15m",
-              {"ratio": 0.02, "min_lifecycles": 50, "quiet_after_own_loss": FOLLOW_UP_QUIET},
+              {"ratio": 0.02, "min_lifecycles": 50},
               follow_up=True),
     ])
     service = Group("gme-recwatch.service", [
