@@ -708,10 +708,14 @@ _Dumper.add_representer(str, _str)
 HEADERS = {
     "gme-recwatch-recording-rules.yaml":
         "# Recording rules for gme-recwatch, written by dashboards/rules.py (edit there). Names follow\n"
-        "# level:metric:operations; the alerts read these series, so load both files together.\n"
-        "# The SLO series carry `slo` (ingest, delivery) and `window` (the role of the window:\n"
-        "# page_long, page_short, ticket_long, ticket_short; see docs/alerting.md).\n"
+        "# level:metric:operations; the alerts read these series, so load every file together.\n"
         "# Unit tests: dashboards/tests/recording-rules.test.yaml.\n",
+    "gme-recwatch-slo-rules.yaml":
+        "# The SLIs of gme-recwatch's two SLOs (ingest, recording delivery), written by\n"
+        "# dashboards/rules.py (edit there): events, errors and their ratio per release at each\n"
+        "# window the budget-burn alerts read (labels `slo` and `window`, the window's role:\n"
+        "# page_long, page_short, ticket_long, ticket_short; docs/alerting.md), and each SLO's\n"
+        "# objective. Load with the other two files.\n",
     "gme-recwatch-alerts.yaml":
         "# Alerting rules for gme-recwatch, written by dashboards/rules.py (edit there). Needs the\n"
         "# recording rules. Severity: `critical` pages, `warning` opens a ticket. Every alert has a\n"
@@ -720,7 +724,9 @@ HEADERS = {
         '# Helm chart the rules select job=~".*gme-recwatch.*"; change it if your job is named\n'
         "# otherwise. The chart renders them with its own selector and knobs.\n",
 }
-RECORDING_GROUPS = ("gme-recwatch.rules", "gme-recwatch.slo")
+FILES = {"gme-recwatch-recording-rules.yaml": ("gme-recwatch.rules",),
+         # Their own file: a promtool test of other alerts can leave these long windows out.
+         "gme-recwatch-slo-rules.yaml": ("gme-recwatch.slo",)}
 INHIBIT_FILE = HERE / "alertmanager-inhibit.yaml"
 CHART_INHIBIT_FILE = ROOT / "helm" / "gme-recwatch" / "files" / "alertmanager" / "inhibit-rules.yaml"
 EQUAL = ["cluster", "namespace", "job"]
@@ -728,10 +734,9 @@ EQUAL = ["cluster", "namespace", "job"]
 
 def render(how: Plain) -> dict[str, str]:
     gs = groups()
-    files = {
-        "gme-recwatch-recording-rules.yaml": [g for g in gs if g.name in RECORDING_GROUPS],
-        "gme-recwatch-alerts.yaml": [g for g in gs if g.name not in RECORDING_GROUPS],
-    }
+    recorded = {name for names in FILES.values() for name in names}
+    files = {file: [g for g in gs if g.name in names] for file, names in FILES.items()}
+    files["gme-recwatch-alerts.yaml"] = [g for g in gs if g.name not in recorded]
     out = {}
     for name, chosen in files.items():
         doc = {"groups": [{"name": g.name, "rules": [render_rule(r, how) for r in g.rules]}

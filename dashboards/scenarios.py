@@ -581,6 +581,7 @@ def render() -> str:
     names = Names()
     doc = {
         "rule_files": ["../rules/gme-recwatch-recording-rules.yaml",
+                       "../rules/gme-recwatch-slo-rules.yaml",
                        "../rules/gme-recwatch-alerts.yaml"],
         "evaluation_interval": "1m",
         "group_eval_order": ["gme-recwatch.rules", "gme-recwatch.slo",

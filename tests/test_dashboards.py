@@ -40,7 +40,7 @@ STANDARD_PREFIXES = ("process_",)
 
 
 def test_there_is_something_to_check() -> None:
-    assert len(RULE_FILES) == 2
+    assert len(RULE_FILES) == 3
     assert RULE_TEST_FILES
     assert {p.name for p in DASHBOARD_FILES} == {
         "gme-recordings-overview.json", "gme-recwatch-service.json"}
