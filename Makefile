@@ -1,8 +1,10 @@
-# Two commands for a fresh machine: `make run` and `make test`.
+# Two commands for a fresh machine: `make run` (the service's own dependencies only) and
+# `make test` (those plus the test and lint tools).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A demo key so `make run` works out of the box; it is printed at start. Never use it in production.
+# The demo key `make send` signs with: the one `serve --demo` uses when no key is set
+# (gme_recwatch.settings.DEMO_KEY, which tests/test_cli.py checks it against). Never use it anywhere real.
 DEMO_KEY ?= recwatch-demo-key-change-me
 
 # Every Python package comes from uv.lock (exact versions and hashes), installed by uv. A fresh
@@ -24,29 +26,47 @@ IMAGE ?= gme-recwatch:$(VERSION)
 BASE ?=
 ENGINE ?=
 
-.PHONY: run test venv lint lock upgrade send bench docs image system-deps clean
+.PHONY: run test mutants venv venv-runtime lint lock upgrade send bench docs image system-deps clean
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
 		--target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION)
 
-$(BIN)/.installed: pyproject.toml uv.lock $(UV)
-	$(UV) sync --locked --python $(PYTHON)
+# Two stamps, each true of what is installed: `.runtime` = the service's dependencies,
+# `.dev` = those and the `dev` group (test and lint tools, ~6x the size). `make run` syncs
+# without the dev group and `--inexact`, so after `make test` it removes nothing and the `.dev`
+# stamp stays true; `make test` syncs exactly (runtime + dev), which keeps `.runtime` true too.
+$(BIN)/.runtime: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --no-dev --inexact --python $(PYTHON)
 	touch $@
 
-venv: $(BIN)/.installed
+$(BIN)/.dev: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	touch $@ $(BIN)/.runtime
 
-## Start the service with the demo key (callback :8080, admin :8081).
-run: venv
-	GME_RECWATCH_SECRET_KEY="$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}" $(BIN)/gme-recwatch serve --demo
+## The service's dependencies only (what `make run` needs).
+venv-runtime: $(BIN)/.runtime
 
-## Send one signed demo callback to a service started with `make run`.
-send: venv
-	$(BIN)/gme-recwatch send --url http://127.0.0.1:8080/callback --secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
+## Everything: the service and the test and lint tools (what `make test` and `make lint` need).
+venv: $(BIN)/.dev
+
+## Start the service in demo mode: the demo key unless one is set, deadlines of seconds
+## (callback :8080, admin :8081; GME_RECWATCH_PORT=... moves it, for `make send` too).
+run: venv-runtime
+	$(BIN)/gme-recwatch serve --demo
+
+## Send one signed demo callback to a service started with `make run` (same port variables).
+send: venv-runtime
+	$(BIN)/gme-recwatch send --url "http://127.0.0.1:$${GME_RECWATCH_PORT:-8080}$${GME_RECWATCH_CALLBACK_PATH:-/callback}" \
+		--secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
 
 ## Install the test dependencies and run every test (Prometheus tests skip if it is missing, except under CI=true).
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Mutation check of the lifecycle rules (both copies): every mutant must fail a test (tools/mutants.py).
+mutants: venv
+	$(BIN)/python tools/mutants.py --jobs 2 $(MUTANTS_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks tools docker
@@ -60,8 +80,8 @@ lock: $(UV)
 upgrade: $(UV)
 	$(UV) lock --upgrade
 
-## Regenerate the README's configuration and metrics tables from the code.
-docs: venv
+## Regenerate the configuration and metrics tables of docs/ from the code.
+docs: venv-runtime
 	$(BIN)/python tools/readme_tables.py --write
 
 ## Benchmarks (results and method in BENCHMARKS.md); PROFILE=1 adds py-spy and a profile.

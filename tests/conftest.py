@@ -128,6 +128,9 @@ class SyncStore:
     def segments(self, **kw: Any) -> list[Any]:
         return list(self.run(self.inner.segments(**kw)))
 
+    def page(self, **kw: Any) -> Any:
+        return self.run(self.inner.page(**kw))
+
     def register_apps(self, biz_ids: list[int]) -> None:
         self.run(self.inner.register_apps(biz_ids))
 

@@ -363,13 +363,55 @@ def test_segments_api_rejects_bad_queries_with_400(h: Harness) -> None:
     assert h.get("/api/v1/segments", params={"limit": "100000"}).status_code == 400
 
 
+def test_segments_api_pages_with_a_cursor_and_gives_the_total(h: Harness) -> None:
+    for seq in range(5):
+        h.post(body(1, seq=seq))
+    got: list[int] = []
+    params: dict[str, str] = {"limit": "2"}
+    for _ in range(5):
+        doc = h.get("/api/v1/segments", params=params).json()
+        assert doc["total"] == 5 and doc["count"] == len(doc["segments"]) <= 2
+        got += [s["seq_no"] for s in doc["segments"]]
+        if doc["next_cursor"] is None:
+            break
+        params["cursor"] = doc["next_cursor"]
+    assert got == [0, 1, 2, 3, 4]
+    room = h.get(f"/api/v1/rooms/{BIZ}/r1", params={"limit": "4"}).json()
+    assert (room["count"], room["total"]) == (4, 5) and room["next_cursor"]
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "0x1p+3", "0x1p+3~abc", "inf~00", "0x1p3~zz"])
+def test_segments_api_rejects_a_malformed_cursor_with_400(h: Harness, cursor: str) -> None:
+    r = h.get("/api/v1/segments", params={"cursor": cursor})
+    assert r.status_code == 400 and "cursor" in r.text
+
+
+@pytest.mark.parametrize("cursor", ["0x1p+99999~", "-0x0p+0~00ff", "0x1.8p-3~41"])
+def test_any_well_formed_cursor_is_a_position(h: Harness, cursor: str) -> None:
+    h.post(body(1))
+    assert h.get("/api/v1/segments", params={"cursor": cursor}).status_code == 200
+
+
+def test_a_problem_segment_says_since_when_and_why(h: Harness) -> None:
+    h.post(body(1))
+    h.service.clock.advance(21601)  # type: ignore[attr-defined]
+    asyncio.run(h.service.sweep())
+    (seg,) = h.get("/api/v1/segments", params={"state": "stuck"}).json()["segments"]
+    assert seg["deadline"] == "max_recording_seconds"
+    assert seg["reason"] == ("still recording 6 h after its start was received "
+                             "(GME_RECWATCH_MAX_RECORDING_SECONDS=21600)")
+    assert seg["state_since"].endswith("Z") and seg["state_since"] > seg["first_received_at"]
+    assert seg["check_result"] is None and seg["bucket"] is None
+
+
 def test_room_endpoint_lists_one_rooms_segments(h: Harness) -> None:
     h.post(body(1, room="alpha", seq=0))
     h.post(body(1, room="alpha", seq=1))
     h.post(body(1, room="beta"))
     doc = h.get(f"/api/v1/rooms/{BIZ}/alpha").json()
     assert doc["count"] == 2 and {s["room_id"] for s in doc["segments"]} == {"alpha"}
-    assert h.get(f"/api/v1/rooms/{BIZ}/nowhere").json() == {"count": 0, "segments": []}
+    assert h.get(f"/api/v1/rooms/{BIZ}/nowhere").json() == {
+        "count": 0, "segments": [], "total": 0, "next_cursor": None}
 
 
 def test_openapi_schemas_of_both_listeners_are_on_the_admin_port(h: Harness) -> None:

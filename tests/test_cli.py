@@ -166,8 +166,10 @@ def _online(env: dict[str, str]) -> Any:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("GME_RECWATCH_", "TENCENTCLOUD_"))}
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
+    # A key or a keys file, never both (the service refuses both).
+    key = {} if "GME_RECWATCH_KEYS_FILE" in env else {"GME_RECWATCH_SECRET_KEY": SECRET}
     return subprocess.run([exe, "serve", "--check", "--online"], capture_output=True, text=True,
-                          timeout=60, env={**base, "GME_RECWATCH_SECRET_KEY": SECRET, **env})
+                          timeout=60, env={**base, **key, **env})
 
 
 def _cos_env(s3: Any, bucket: str, tmp_path: Any, user: str = "reader") -> dict[str, str]:
@@ -217,7 +219,7 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or \
         lines[1].startswith(f"  store     : {redis_server.url} (Valkey")
     assert lines[1].endswith(f"prefix '{prefix}', 0 segments, never used (no epoch marker yet))")
-    assert lines[2] == ("  keys      : 4 SecretKeys; 2 apps with keys of their own "
+    assert lines[2] == ("  keys      : 3 SecretKeys; 2 apps with keys of their own "
                         "(1400000001, 1400000002); a key for every app")
     assert lines[3] == (f"  COS       : {bucket} in ap-guangzhou at {s3_server.url}, with a key: "
                         "reachable")
@@ -226,3 +228,88 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     import redis as redis_sync
 
     assert redis_sync.Redis.from_url(redis_server.url).keys(prefix + "*") == []  # wrote nothing
+
+
+# --------------------------------------------------------------------------- the first try
+
+
+def test_serve_help_names_the_key_variable_and_the_keys_file(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "GME_RECWATCH_SECRET_KEY" in text and "GME_RECWATCH_KEYS_FILE" in text
+    assert "TENCENTCLOUD_SECRET_ID" in text
+
+
+def test_a_key_and_a_keys_file_together_are_refused_naming_both(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("*=file-key\n")
+    monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
+    assert cli.main(["serve", "--check", "--keys-file", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert "GME_RECWATCH_SECRET_KEY" in err and "GME_RECWATCH_KEYS_FILE" in err
+    assert SECRET not in err and "file-key" not in err
+
+
+def test_demo_mode_uses_the_built_in_demo_key_only_when_none_is_set(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--check"]) == 2
+    assert cli.main(["serve", "--check", "--demo"]) == 0
+    assert "the configuration is valid" in capsys.readouterr().out
+
+
+def test_demo_defaults_give_way_to_what_is_set() -> None:
+    demo = settings_mod.load(env={}, demo=True)
+    assert (demo.max_recording_seconds, demo.upload_grace_seconds,
+            demo.reorder_window_seconds) == (20, 10, 10)
+    assert settings_mod.load(env={}).max_recording_seconds == 21600
+    env = {"GME_RECWATCH_MAX_RECORDING_SECONDS": "600"}
+    assert settings_mod.load(env=env, demo=True).max_recording_seconds == 600
+    flag = settings_mod.load(env=env, overrides={"upload_grace_seconds": "30"}, demo=True)
+    assert (flag.max_recording_seconds, flag.upload_grace_seconds) == (600, 30)
+
+
+def test_the_demo_banner_shows_the_key_only_when_it_is_the_built_in_one() -> None:
+    demo = cli.demo_banner(settings_mod.Settings(secret_key=settings_mod.DEMO_KEY))
+    assert f"demo key     : {settings_mod.DEMO_KEY}" in demo
+    assert "stuck after 6 h recording" in demo  # the deadlines in force are printed
+    real = cli.demo_banner(settings_mod.Settings(secret_key="my-real-key,my-old-key"))
+    assert "my-real-key" not in real and "my-old-key" not in real and "demo key" not in real
+    assert "GME_RECWATCH_SECRET_KEY (not shown)" in real
+    ring = cli.demo_banner(settings_mod.Settings(keys_file="/etc/keys"))
+    assert "from /etc/keys (not shown)" in ring and "demo key" not in ring
+
+
+def test_the_demo_banner_follows_a_moved_port() -> None:
+    text = cli.demo_banner(settings_mod.Settings(secret_key=settings_mod.DEMO_KEY, port=9090,
+                                                 callback_path="/gme"))
+    assert "make send GME_RECWATCH_PORT=9090 GME_RECWATCH_CALLBACK_PATH=/gme" in text
+    assert "send --url http://127.0.0.1:9090/gme" in text
+    plain = cli.demo_banner(settings_mod.Settings(secret_key=settings_mod.DEMO_KEY))
+    assert "make send   #" in plain
+
+
+def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None:
+    """`make send GME_RECWATCH_PORT=...`, as the banner says it, reaches that port, signed with
+    the key `serve --demo` uses."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^DEMO_KEY \?= (\S+)$", makefile, re.M)[1] == settings_mod.DEMO_KEY  # type: ignore[index]
+    port = receiver.split(":")[2].split("/")[0]
+    venv = Path(sys.executable).parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
+    r = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", f"{venv}/bin/.runtime", "send",
+                        f"VENV={venv}", f"GME_RECWATCH_PORT={port}"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ((body, sig),) = _Receiver.got
+    verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")

@@ -117,9 +117,13 @@ def test_a_stuck_segment_whose_file_is_in_cos_is_reconciled_and_its_callbacks_co
     assert counter(service, "gme_recording_stuck_recordings", app_id=str(BIZ)) == 0
     assert counter(service, "gme_recording_reconcile_checks_total", result="found") == 1
     (view,) = asyncio.run(service.store.segments())
-    out = _out(view)
+    out = _out(view, service.settings)
     assert (out.state, out.lost_events, out.uploaded_at) == (
         "uploaded", ["completed", "uploaded"], None)
+    # What the API says agrees with itself: only the start was received; the rest was found.
+    assert out.events_seen == ["started"]
+    assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
+        "found", bucket, file_of(0), None)
 
 
 def test_a_completed_segment_whose_file_is_in_cos_lost_only_its_upload_callback(
@@ -151,7 +155,12 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
                    state="stuck", confirmed="true") == 1
     assert counter(service, "gme_recording_callbacks_lost_total", event_type="completed") == 0
     (view,) = asyncio.run(service.store.segments())
-    assert (view.state, _out(view).confirmed) == ("stuck", True)
+    out = _out(view, service.settings)
+    assert (out.state, out.confirmed) == ("stuck", True)
+    assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
+        "not_found", bucket, file_of(0), None)
+    assert out.deadline == "max_recording_seconds" and out.state_since == out.checked_at
+    assert out.reason is not None and "not in COS" in out.reason
 
 
 def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
@@ -174,7 +183,12 @@ def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
     assert counter(service, "gme_recording_reconcile_errors_total", bucket=bucket,
                    reason="forbidden") == 1
     (view,) = asyncio.run(service.store.segments())
-    assert (view.state, _out(view).confirmed) == ("upload_missing", False)
+    out = _out(view, service.settings)
+    assert (out.state, out.confirmed) == ("upload_missing", False)
+    assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
+        "error", bucket, file_of(0), "forbidden")
+    assert out.check_detail is not None and "403" in out.check_detail
+    assert out.deadline == "upload_grace_seconds" and "(forbidden)" in (out.reason or "")
 
 
 def test_an_upload_arriving_during_the_lookup_resolves_the_segment(s3_server: S3Server) -> None:

@@ -247,8 +247,37 @@ def test_retention_shorter_than_reorder_window_is_rejected() -> None:
 
 
 def test_retention_equal_to_upload_grace_is_accepted() -> None:
-    s = load({"GME_RECWATCH_RETENTION_SECONDS": "900", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900"})
+    s = load({"GME_RECWATCH_RETENTION_SECONDS": "900", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900",
+              "GME_RECWATCH_MAX_RECORDING_SECONDS": "600"})
     assert s.retention_seconds == s.upload_grace_seconds == 900
+
+
+def test_retention_shorter_than_the_maximum_recording_is_rejected_naming_both() -> None:
+    """A recording would be forgotten before it could be stuck (#19.3): nothing reported."""
+    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "3600",
+                      "GME_RECWATCH_MAX_RECORDING_SECONDS": "7200"})
+    assert message.startswith("GME_RECWATCH_RETENTION_SECONDS=3600: must be at least "
+                              "GME_RECWATCH_MAX_RECORDING_SECONDS=7200: ")
+    assert "UPLOAD_GRACE" not in message and "REORDER_WINDOW" not in message
+
+
+def test_retention_shorter_than_several_deadlines_names_each() -> None:
+    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "100"})
+    for name in ("MAX_RECORDING_SECONDS=21600", "UPLOAD_GRACE_SECONDS=900",
+                 "REORDER_WINDOW_SECONDS=120"):
+        assert "GME_RECWATCH_" + name in message
+
+
+def test_retention_equal_to_the_maximum_recording_is_accepted() -> None:
+    s = load({"GME_RECWATCH_RETENTION_SECONDS": "21600"})
+    assert s.retention_seconds == s.max_recording_seconds
+
+
+def test_an_upload_grace_shorter_than_the_reorder_window_is_accepted() -> None:
+    """Not contradictory: a completion's upload is missing at the grace whether or not its start
+    came; its start is still awaited until the window ends (lifecycle.derive_state)."""
+    s = load({"GME_RECWATCH_UPLOAD_GRACE_SECONDS": "60", "GME_RECWATCH_REORDER_WINDOW_SECONDS": "120"})
+    assert s.upload_grace_seconds < s.reorder_window_seconds
 
 
 @pytest.mark.parametrize("raw", ["0", "1023", "-1", str(16 * 1024 * 1024 + 1), "1000000000"])

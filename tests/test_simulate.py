@@ -118,6 +118,47 @@ def test_summary_end_states_follow_the_tracker_rules() -> None:
     assert (s.untracked_segments, s.orphan_segments, s.completed_segments) == (1, 2, 4)
     assert s.events["completed"].delivered == 4 and s.events["completed"].duplicates == 1
     assert s.bad_signature_requests == 2 and s.events["uploaded"].bad_signature == 2
+    # Each problem count comes with the segments behind it, to check one by one.
+    by_seq = {state: [(x["room_id"], x["seq_no"]) for x in keys]
+              for state, keys in s.expected_segments.items()}
+    seg = plan.segments
+    assert by_seq == {"stuck": [(seg[1].room_id, seg[1].seq_no)],
+                      "upload_missing": [(seg[2].room_id, seg[2].seq_no),
+                                         (seg[4].room_id, seg[4].seq_no)],
+                      "orphan": [(seg[3].room_id, seg[3].seq_no)]}
+    assert s.expected_segments["stuck"][0]["task_id"] == str(seg[1].task_id)
+    assert "expected_segments" not in s.to_json()  # the summary stays a summary
+
+
+def test_cli_says_on_stderr_when_nothing_listens_and_exits_non_zero(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    expected = tmp_path / "expected.json"
+    rc = cli.main(["simulate", "--url", f"http://127.0.0.1:{port}/callback", "--secret", SECRET,
+                   "--expected-file", str(expected)])
+    out = capsys.readouterr()
+    assert rc != 0 and out.out == ""
+    assert f"nothing answers at http://127.0.0.1:{port}/callback" in out.err
+    assert "ConnectError" in out.err and not expected.exists()
+
+
+def test_the_sender_reports_progress_while_it_sends() -> None:
+    calls: Counter[str] = Counter()
+    plan = make_plan(_quick(rooms=4, spread=30.0, time_scale=100))  # about 0.3 s
+    sender = SenderConfig(url="http://sim.test/callback", secret=SECRET)
+    lines: list[str] = []
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=_transport(0, calls)) as client:
+            return await run(plan, sender, client, progress=lines.append, progress_every=0.05)
+
+    asyncio.run(go())
+    assert len(lines) >= 2
+    assert "requests sent" in lines[-1] and "answered 200" in lines[-1]
 
 
 def _transport(fail_first: int, calls: Counter[str]) -> httpx.MockTransport:

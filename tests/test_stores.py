@@ -33,7 +33,7 @@ from gme_recwatch.lifecycle import (
     derive_state,
 )
 from gme_recwatch.settings import Settings
-from gme_recwatch.stores import MemoryStore, SegmentView, StoreStats
+from gme_recwatch.stores import CheckNote, MemoryStore, SegmentView, StoreStats
 from gme_recwatch.stores.redis import RedisStore
 
 DEFAULTS = Settings().lifecycle()
@@ -336,6 +336,75 @@ def test_segments_api_filters_and_orders_oldest_first(store: SyncStore, clock: F
     assert store.segments(app_id="999") == []
 
 
+def test_pages_walk_every_match_once_oldest_first_with_the_total(
+        store: SyncStore, clock: FakeClock) -> None:
+    for seq in range(7):
+        store.record(ev(1, seq=seq, room="a" if seq % 3 else "b"))
+        clock.advance(0.5 if seq % 2 else 0)  # two segments share a receive time: key decides
+    seen: list[int] = []
+    after = None
+    for _ in range(4):
+        page = store.page(limit=3, after=after)
+        assert page.total == 7 and len(page.segments) <= 3
+        seen += [v.seq_no for v in page.segments]
+        after = page.after
+        if after is None:
+            break
+    assert seen == [1, 0, 2, 3, 4, 5, 6]  # a tie in time goes by key: room "a" before "b"
+    a = store.page(room_id="a", limit=2)
+    assert (a.total, [v.seq_no for v in a.segments]) == (4, [1, 2])
+    rest = store.page(room_id="a", limit=10, after=a.after)
+    assert ([v.seq_no for v in rest.segments], rest.total, rest.after) == ([4, 5], 4, None)
+
+
+@pytest.mark.parametrize(("events", "wait", "state", "deadline", "after"), [
+    ((1,), 101, "stuck", "max_recording_seconds", 100),
+    ((1, 2), 51, "upload_missing", "upload_grace_seconds", 50),
+    ((3,), 11, "orphan", "reorder_window_seconds", 10),
+])
+def test_a_problem_segment_says_which_deadline_passed_and_since_when(
+        store: SyncStore, clock: FakeClock, events: tuple[int, ...], wait: float, state: str,
+        deadline: str, after: float) -> None:
+    for e in events:
+        store.record(ev(e))
+    (before,) = store.segments()
+    assert (before.deadline, before.state_since) == (None, None)
+    clock.advance(wait)
+    store.sweep()
+    (v,) = store.segments()
+    assert (v.state, v.deadline) == (state, deadline)
+    assert v.state_since == pytest.approx(v.first_received_at + after)
+
+
+def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
+        make: Make, clock: FakeClock) -> None:
+    t, c = stuck_and_claimed(make, clock)
+    resolve(t, c.key, "found")
+    v = view(t)
+    assert (v.events_seen, v.lost_events) == (["started"], ["completed", "uploaded"])
+
+
+def test_a_lookup_note_shows_while_its_answer_stands_and_goes_with_the_segment(
+        make: Make, clock: FakeClock) -> None:
+    t, c = stuck_and_claimed(make, clock)
+    resolve(t, c.key, "error")
+    note = CheckNote(1_700_000_123.0, "error", "bkt-1250000000", "rec/0.mp3", "timeout", "5 s")
+    t.run(t.inner.note_check(c.key, note))
+    v = view(t)
+    assert (v.check, v.state_since) == (note, note.checked_at)
+    t.record(fev(2))  # a late completion: the lookup's answer no longer stands
+    assert view(t).check is None
+    clock.advance(CHECKING.retention_seconds + 1)
+    t.sweep()
+    assert t.segments() == []
+    inner = t.inner
+    if isinstance(inner, MemoryStore):
+        assert inner._check_notes == {}
+    else:  # its own key, which expires by itself: never a leak
+        assert 0 < t.run(inner.client.ttl(inner.prefix + "ck:" + c.key)) <= (
+            CHECKING.retention_seconds)
+
+
 # ------------------------------------------------------------------ properties
 
 EVENT_LISTS = st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=6)
@@ -513,6 +582,16 @@ def resolve(t: SyncStore, key: str, answer: str) -> object:
     return t.run(t.inner.resolve(key, answer))
 
 
+def stuck_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
+    """A store with checks on, and one segment past its stuck deadline, held and claimed."""
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    clock.advance(101)
+    t.sweep()
+    (c,) = claim(t)
+    return t, c
+
+
 def view(t: SyncStore, seq: int = 0) -> SegmentView:
     (v,) = [v for v in t.segments(room_id="r1", limit=1000) if v.seq_no == seq]
     return v
@@ -535,11 +614,7 @@ def test_with_checks_a_deadline_holds_the_segment_until_its_file_is_looked_up(
 
 def test_a_file_found_makes_the_segment_uploaded_and_names_the_lost_callbacks(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, "found")
     assert isinstance(r, Reconciled)
     assert (r.lost, r.room_id, r.seq_no) == (("completed", "uploaded"), "r1", 0)
@@ -570,11 +645,7 @@ def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(
 @pytest.mark.parametrize(("answer", "confirmed"), [("not_found", True), ("error", False)])
 def test_a_file_not_found_or_not_looked_up_makes_the_problem_stand(
         make: Make, clock: FakeClock, answer: str, confirmed: bool) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, answer)
     assert isinstance(r, Transition)
     assert (r.state, r.confirmed, r.seq_no) == ("stuck", confirmed, 0)
@@ -608,11 +679,7 @@ def test_an_answer_stands_while_a_late_event_leaves_the_segment_in_its_problem(
 
 def test_a_callback_during_a_check_applies_and_the_late_answer_is_ignored(
         make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    clock.advance(101)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = stuck_and_claimed(make, clock)
     assert t.record(fev(3)).result == "accepted"  # the upload arrives meanwhile
     assert view(t).state == "uploaded"
     assert resolve(t, c.key, "not_found") is None

@@ -1,7 +1,8 @@
-"""Generates the README's configuration and metrics tables from the code.
+"""Generates the configuration and metrics tables of the docs from the code.
 
-`python tools/readme_tables.py --write` rewrites the tables in README.md between their markers;
-tests/test_readme.py fails when the README and the code disagree.
+`python tools/readme_tables.py --write` (`make docs`) rewrites the tables between their markers
+in docs/configuration.md and docs/metrics.md; tests/test_readme.py fails when the docs and the
+code disagree.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from gme_recwatch import settings
 from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Each table: its marker, and the page that holds it.
 MARKERS = {"config": "config-table", "metrics": "metrics-table"}
+PAGES = {"config": DOCS / "configuration.md", "metrics": DOCS / "metrics.md"}
 
 
 def config_table() -> str:
@@ -51,20 +54,24 @@ def metrics_table() -> str:
     return "\n".join(rows)
 
 
-def render(text: str) -> str:
-    for key, marker in MARKERS.items():
-        table = config_table() if key == "config" else metrics_table()
-        pattern = re.compile(rf"(<!-- {marker}:start -->\n)(?:.*?\n)?(<!-- {marker}:end -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md lacks the {marker} markers")
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
-    return text
+def render(key: str, text: str) -> str:
+    """``text`` (the page of table ``key``) with that table as the code has it now."""
+    marker = MARKERS[key]
+    table = config_table() if key == "config" else metrics_table()
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n)(?:.*?\n)?(<!-- {marker}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{PAGES[key].name} lacks the {marker} markers")
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
 
 
 if __name__ == "__main__":
-    current = README.read_text()
-    wanted = render(current)
-    if "--write" in sys.argv:
-        README.write_text(wanted)
-    elif wanted != current:
-        raise SystemExit("README.md tables are out of date: run `python tools/readme_tables.py --write`")
+    stale = []
+    for key, page in PAGES.items():
+        current = page.read_text()
+        wanted = render(key, current)
+        if "--write" in sys.argv:
+            page.write_text(wanted)
+        elif wanted != current:
+            stale.append(str(page.relative_to(DOCS.parent)))
+    if stale:
+        raise SystemExit(f"{', '.join(stale)}: tables out of date: run `make docs`")

@@ -1,20 +1,23 @@
-"""Command line: ``gme-recwatch serve | send | simulate | canary``."""
+"""Command line: ``gme-recwatch serve | send | simulate | canary | segments``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
+import msgspec
 
 from . import __version__, simulate
 from . import settings as settings_mod
 from .events import COMPLETED, STARTED, UPLOADED, canary_callback, encode_callback
+from .lifecycle import STATE_NAMES
 from .settings import SettingsError
 from .signature import KeyringError, parse_keys_file, parse_secret_list, sign
 
@@ -26,8 +29,11 @@ _EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the callback and admin listeners",
-                       description="Every flag can also be set by its environment variable.")
+    p = sub.add_parser(
+        "serve", help="run the callback and admin listeners",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every flag can also be set by its environment variable; flags win.",
+        epilog=SERVE_KEYS_HELP)
     for f in settings_mod.fields():
         if f.metadata["secret"]:
             continue  # secrets only from the environment or a file, never on a command line
@@ -35,8 +41,12 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help=f"{f.metadata['help']} [{settings_mod.env_name(f.name)}, "
                             f"default {f.default!r}]")
     p.add_argument("--demo", action="store_true",
-                   help="print the configured key and a ready `gme-recwatch send` command "
-                        "(for `make run` with the demo key; never in production)")
+                   help="try it out (`make run`; never in production): deadlines of seconds "
+                        "instead of hours unless set ("
+                        + ", ".join(f"{settings_mod.env_name(k)}={v}"
+                                    for k, v in settings_mod.DEMO_DEFAULTS.items())
+                        + "), the built-in demo key when no key is set, and a banner with the "
+                          "URLs and a ready `send` command")
     p.add_argument("--check", action="store_true",
                    help="check the configuration and the keys, build everything a start builds, "
                         "then exit (0: it would start) without listening or writing anything")
@@ -44,6 +54,16 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="with --check: also reach what the configuration names -- Redis (auth, "
                         "version >= 7, scripts load), every COS bucket (HEAD, with the configured "
                         "key) -- print a summary, and exit 1 naming what failed")
+
+
+SERVE_KEYS_HELP: Final = """\
+The SecretKey (the GME console's permission key) is never a flag; give it in one of:
+  GME_RECWATCH_SECRET_KEY   one key for every app (`new,old` during a rotation)
+  GME_RECWATCH_KEYS_FILE    (--keys-file) a file of `BizID=key` / `*=key` lines, e.g. a mounted
+                            Kubernetes Secret; re-read when it changes
+Not both: a key left in the environment would stay valid after it is rotated out of the file.
+The COS API key comes from TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY or
+--cos-credentials-file."""
 
 
 def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,6 +100,24 @@ def _canary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
 
 
+def _segments_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "segments", help="list tracked segments from a running service's drill-down API",
+        description="Reads GET /api/v1/segments on the admin listener (e.g. through `kubectl "
+                    "port-forward svc/<release>-gme-recwatch-admin 8081`) and prints a table, "
+                    "oldest first.")
+    p.add_argument("--url", default="http://127.0.0.1:8081",
+                   help="the admin listener [default http://127.0.0.1:8081]")
+    p.add_argument("--state", choices=STATE_NAMES, help="only segments in this state")
+    p.add_argument("--app-id", help="only this app (BizID, or its app_id label)")
+    p.add_argument("--room-id", help="only this room")
+    p.add_argument("--limit", type=int, default=100,
+                   help="most segments to show [default 100]; the total is always printed")
+    p.add_argument("--json", action="store_true",
+                   help="print the API's JSON (every page fetched, merged) instead of a table")
+    p.add_argument("--timeout", type=float, default=10.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gme-recwatch",
@@ -89,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _send_parser(sub)
     _canary_parser(sub)
+    _segments_parser(sub)
     simulate.add_arguments(sub.add_parser(
         "simulate", help="send realistic callback traffic like Tencent's sender, then a summary"))
     return parser
@@ -97,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name, None) for f in settings_mod.fields()}
     try:
-        settings = settings_mod.load(overrides=overrides)
+        settings = settings_mod.load(overrides=overrides, demo=args.demo)
     except SettingsError as exc:
         print(f"gme-recwatch: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    if args.demo and not settings.has_keys():
+        settings = msgspec.structs.replace(settings, secret_key=settings_mod.DEMO_KEY)
     if not settings.has_keys():
         print("gme-recwatch: no SecretKey configured. Set GME_RECWATCH_SECRET_KEY (one key for "
               "every app; comma-separated during a rotation) or GME_RECWATCH_KEYS_FILE (a file "
@@ -134,17 +175,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("gme-recwatch: --online goes with --check", file=sys.stderr)
         return 2
     if args.demo:
-        key = parse_secret_list(settings.secret_key)[0] if settings.secret_key else "<keys file>"
-        url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
-        print(f"\n  gme-recwatch {__version__} (demo)\n"
-              f"  callback URL : {url}\n"
-              f"  metrics      : http://127.0.0.1:{settings.admin_port}/metrics\n"
-              f"  demo key     : {key}   (never use it in production)\n"
-              f"  try          : make send   # or: .venv/bin/gme-recwatch send --url {url} "
-              f"--secret {key}\n", flush=True)
+        print(demo_banner(settings), flush=True)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.http_stack)) as runner:
         runner.run(run(service))
     return 0
+
+
+def demo_banner(settings: settings_mod.Settings) -> str:
+    """What `serve --demo` prints: where to look, the deadlines in force, and how to send.
+    The key is shown only when it is the built-in demo key, never one the user configured."""
+    url = f"http://127.0.0.1:{settings.port}{settings.callback_path}"
+    admin = f"http://127.0.0.1:{settings.admin_port}"
+    if parse_secret_list(settings.secret_key)[:1] == [settings_mod.DEMO_KEY]:
+        key_line = f"demo key     : {settings_mod.DEMO_KEY}   (built in: never use it in production)"
+        secret = settings_mod.DEMO_KEY
+    elif settings.secret_key:
+        key_line = "key          : from GME_RECWATCH_SECRET_KEY (not shown)"
+        secret = '"$GME_RECWATCH_SECRET_KEY"'  # noqa: S105 - the variable, not a key
+    else:
+        key_line = f"keys         : from {settings.keys_file} (not shown)"
+        secret = "<a key from that file>"  # noqa: S105 - a placeholder
+    # `make send` reads the same variables as `serve`; name them when they differ from the
+    # defaults, or it would knock on the wrong port.
+    moved = "".join(f" {settings_mod.env_name(name)}={value}"
+                    for name, value in (("port", settings.port),
+                                        ("callback_path", settings.callback_path))
+                    if value != settings_mod.default_of(name))
+    took = settings_mod.human_duration
+    d = (f"stuck after {took(settings.max_recording_seconds)} recording, upload missing "
+         f"{took(settings.upload_grace_seconds)} after completion, orphan without a start "
+         f"after {took(settings.reorder_window_seconds)}")
+    return (f"\n  gme-recwatch {__version__} (demo: never in production)\n"
+            f"  callback URL : {url}\n"
+            f"  metrics      : {admin}/metrics\n"
+            f"  segments     : {admin}/api/v1/segments?state=stuck   "
+            f"(or: gme-recwatch segments --url {admin} --state stuck)\n"
+            f"  deadlines    : {d}\n"
+            f"  {key_line}\n"
+            f"  try          : make send{moved}   # or: .venv/bin/gme-recwatch send --url {url} "
+            f"--secret {secret}\n"
+            f"  simulate     : .venv/bin/gme-recwatch simulate --url {url} --secret {secret} "
+            f"--time-scale 100   (problems show within a minute)\n")
 
 
 def _check_online(service: Service) -> int:
@@ -227,6 +298,75 @@ def cmd_canary(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+_PAGE_MAX: Final = 1000  # the API's largest page
+
+
+def fetch_segments(args: argparse.Namespace) -> dict[str, Any]:
+    """Every page the query needs, up to ``--limit`` segments, merged into one answer."""
+    params: dict[str, str | int] = {k: v for k, v in (
+        ("state", args.state), ("app_id", args.app_id), ("room_id", args.room_id)) if v}
+    out: dict[str, Any] = {"total": 0, "segments": []}
+    url = args.url.rstrip("/") + "/api/v1/segments"
+    while True:
+        want = args.limit - len(out["segments"])
+        resp = httpx.get(url, params={**params, "limit": max(1, min(want, _PAGE_MAX))},
+                         timeout=args.timeout)
+        if resp.status_code != 200:
+            raise ValueError(f"{url}: {resp.status_code} {resp.text.strip()[:300]}")
+        page = resp.json()
+        out["total"] = page["total"]
+        out["segments"] += page["segments"][:want]
+        if not page.get("next_cursor") or len(out["segments"]) >= args.limit:
+            return out
+        params["cursor"] = page["next_cursor"]
+
+
+_COLUMNS: Final = ("STATE", "SINCE", "APP", "ROOM", "USER", "TASK", "SEQ", "EVENTS", "WHY")
+
+
+def _why(seg: dict[str, Any]) -> str:
+    """The short form of the API's ``reason``: the deadline that passed, and what COS said."""
+    parts = [seg["deadline"]] if seg.get("deadline") else []
+    if seg.get("check_result"):
+        parts.append(f"cos {seg['check_result']}" + (
+            f" ({seg['check_error']})" if seg.get("check_error") else ""))
+    if seg.get("lost_events"):
+        parts.append("lost " + "+".join(seg["lost_events"]))
+    if seg.get("blind_window_start"):
+        parts.append("blind window")
+    return ", ".join(parts) or "-"
+
+
+def segments_table(answer: dict[str, Any]) -> str:
+    """A fixed-width table of ``answer``'s segments, and a line saying how many match in all."""
+    rows = [_COLUMNS] + [(
+        s["state"], s.get("state_since") or s["first_received_at"], s["app_id"], s["room_id"],
+        s["user_id"], s["task_id"], str(s["seq_no"]), "+".join(s["events_seen"]) or "-", _why(s),
+    ) for s in answer["segments"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+             for r in rows]
+    shown, total = len(answer["segments"]), answer["total"]
+    lines.append(f"{shown} of {total} matching segment{'s' if total != 1 else ''}"
+                 + ("" if shown == total else " (raise --limit for more)")
+                 + "; SINCE is when the state began (for a problem) or when it was first heard of")
+    return "\n".join(lines)
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    try:
+        answer = fetch_segments(args)
+    except httpx.HTTPError as exc:
+        print(f"gme-recwatch segments: {args.url}: {type(exc).__name__}: {exc} (is the admin "
+              "port reachable? e.g. kubectl port-forward)", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"gme-recwatch segments: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else segments_table(answer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
@@ -235,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate.main(args)
     if args.command == "canary":
         return cmd_canary(args)
+    if args.command == "segments":
+        return cmd_segments(args)
     return cmd_send(args)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from .events import COMPLETED, EVENT_NAMES, STARTED, UPLOADED, Event
 
@@ -106,8 +106,10 @@ class Config:
 
 def derive_state(seen: int, r_first: float, r_complete: float, now: float,
                  cfg: Config) -> tuple[State, float]:
-    """(state, when the state will next change by itself) from the events seen and when we
-    received them; ``INF`` when only an event can change it.
+    """(state, when the segment must next be looked at) from the events seen and when we
+    received them: when its state changes by itself, or its start counts as lost; ``INF`` when
+    only an event can change it. That time is always after ``now``: a deadline left in the past
+    would make every sweep find it due again (and spin).
 
     ``r_first`` is when we received the segment's first event (which is the start whenever only
     the start has been seen), ``r_complete`` when we received the completion.
@@ -121,15 +123,17 @@ def derive_state(seen: int, r_first: float, r_complete: float, now: float,
         d = r_complete + cfg.upload_grace_seconds
         return (State.UPLOAD_MISSING, INF) if now >= d else (State.COMPLETED, d)
     window = r_first + cfg.reorder_window_seconds
-    if now < window:
-        # A start may still be on its way: show the segment as what the events say so far.
-        if seen & SEEN_UPLOADED:
-            return State.UPLOADED, window
-        return State.COMPLETED, min(window, r_complete + cfg.upload_grace_seconds)
     if seen & SEEN_UPLOADED:
-        return State.ORPHAN, INF
+        # Within the window a start may still be on its way: the file is in COS all the same.
+        return (State.UPLOADED, window) if now < window else (State.ORPHAN, INF)
     d = r_complete + cfg.upload_grace_seconds
-    return (State.UPLOAD_MISSING, INF) if now >= d else (State.ORPHAN, d)
+    if now >= d:
+        # The upload is missing whether or not the start comes (an upload grace shorter than
+        # the reorder window ends first); the window still ends later: the start is lost then.
+        return State.UPLOAD_MISSING, (window if now < window else INF)
+    if now < window:
+        return State.COMPLETED, min(window, d)
+    return State.ORPHAN, d
 
 
 def start_is_lost(seen: int, r_first: float, now: float, cfg: Config) -> bool:
@@ -162,13 +166,16 @@ class Outcome:
     upload_delay: float | None = None
 
 
-def measure(out: Outcome, seen: int, bit: int, ts_start: int, ts_complete: int,
-            ts_upload: int) -> None:
-    """Fill in the durations that the event with ``bit`` completed, now that ``seen`` holds it."""
+def measure(seen: int, bit: int, ts_start: int, ts_complete: int,
+            ts_upload: int) -> tuple[float | None, float | None]:
+    """The durations (recording, upload delay) that the event with ``bit`` completed, now that
+    ``seen`` holds it; None for one it did not complete."""
+    duration = upload_delay = None
     if seen & SEEN_STARTED and seen & SEEN_COMPLETED and bit in (SEEN_STARTED, SEEN_COMPLETED):
-        out.duration = float(ts_complete - ts_start)
+        duration = float(ts_complete - ts_start)
     if seen & SEEN_COMPLETED and seen & SEEN_UPLOADED and bit in (SEEN_COMPLETED, SEEN_UPLOADED):
-        out.upload_delay = float(ts_upload - ts_complete)
+        upload_delay = float(ts_upload - ts_complete)
+    return duration, upload_delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +254,7 @@ def check_after_event(check: Check, bit: int) -> Check:
 def found_in_cos(seen: int) -> tuple[int, int]:
     """The events seen once a file is found in COS (it was completed and uploaded), and those
     whose callback never arrived, lost by the sender (as ``seen`` bits: see
-    :func:`events_seen`). A new event voids any earlier answer: stores set the check back to
-    :attr:`Check.NONE` whenever an event adds to ``seen``."""
+    :func:`events_seen`)."""
     lost = (SEEN_COMPLETED | SEEN_UPLOADED) & ~seen
     return seen | lost, lost
 
@@ -316,6 +322,90 @@ def after_blind(new: State, blind: bool, cfg: Config) -> State:
     return new
 
 
+# ------------------------------------------------------------------ composition
+#
+# What an event does to a segment, what a deadline does, and what a lookup's answer does: the
+# rules above composed in the one order every store follows. A store keeps the books (where the
+# fields live, the tallies, its queues and indexes) and calls these; whatever they return is the
+# segment's new truth.
+
+
+def is_expired(expires: float, now: float) -> bool:
+    """True once a segment's retention has run out: it is forgotten (after being settled, so a
+    segment that became a problem in time is reported in that state)."""
+    return expires <= now
+
+
+class Applied(NamedTuple):
+    """A segment after one event (see :func:`apply_event`)."""
+
+    result: Result
+    seen: int
+    check: Check
+    blind: bool
+    """Still marked by a blind window: any new event clears the mark (we hear from it again)."""
+    r_complete: float
+    expires: float
+
+
+def apply_event(seen: int, bit: int, state: State | None, check: Check, blind: bool,
+                r_complete: float, expires: float, now: float, cfg: Config) -> Applied:
+    """What the event with ``bit``, received at ``now``, does to a segment that had seen
+    ``seen`` and was in ``state`` (None: it is new). A duplicate changes nothing; any other
+    event is added, ends a hold or voids an answer (:func:`check_after_event`), clears a blind
+    mark, and restarts the retention; a completion is received now. The segment's state is then
+    :func:`settle`'s to say."""
+    result = classify(seen, bit, state)
+    if result is Result.DUPLICATE:
+        return Applied(result, seen, check, blind, r_complete, expires)
+    return Applied(result, seen | bit, check_after_event(check, bit), False,
+                   now if bit == SEEN_COMPLETED else r_complete, now + cfg.retention_seconds)
+
+
+class Settled(NamedTuple):
+    """A segment settled at a time (see :func:`settle`)."""
+
+    state: State
+    """Its state (held in the old one while its file is to be looked up)."""
+    deadline: float
+    """When the sweep must next look at it: its next change or its expiry, whichever is first."""
+    check: Check
+    start_lost: bool
+    """Its start counts as lost (the mark stays; a store counts it when it is set)."""
+    entered: State | None
+    """The problem state (stuck, upload_missing, orphan, unverified) it entered just now."""
+    expired: bool
+    """Its retention ran out: the store forgets it, once it reported what it entered."""
+
+
+def settle(seen: int, r_first: float, r_complete: float, expires: float, old: State | None,
+           check: Check, start_lost: bool, blind: bool, now: float, cfg: Config) -> Settled:
+    """A segment in ``old`` (None: new), settled at ``now``, after an event or at a deadline.
+
+    In this order: the state the events and the time say (:func:`derive_state`); unverified
+    instead of a problem for a segment marked blind (:func:`after_blind`); the start counted
+    lost once the reorder window ran out (:func:`start_is_lost`); held where it is while its
+    file is to be looked up (:func:`holds_for_check`)."""
+    new, next_change = derive_state(seen, r_first, r_complete, now, cfg)
+    new = after_blind(new, blind, cfg)
+    start_lost = start_lost or start_is_lost(seen, r_first, now, cfg)
+    if old is not None and holds_for_check(old, new, check, cfg):
+        check, new = Check.PENDING, old
+    entered = new if new != old and (new in PROBLEM_STATES or new == State.UNVERIFIED) else None
+    deadline = next_change if next_change < expires else expires  # min(), without its call
+    return Settled(new, deadline, check, start_lost, entered, is_expired(expires, now))
+
+
+def apply_answer(seen: int, answer: CheckAnswer) -> tuple[int, int, Check]:
+    """(events seen, events found lost, check) once a pending lookup answered ``answer``: a
+    found file completes and uploads the segment (:func:`found_in_cos`); otherwise the problem
+    stands, confirmed or not (:func:`check_after_answer`). The store then settles it."""
+    if answer == "found":
+        seen, lost = found_in_cos(seen)
+        return seen, lost, check_after_answer(answer)
+    return seen, 0, check_after_answer(answer)
+
+
 # ------------------------------------------------------------------ segment identity
 
 SEP: Final = "\x00"  # events.decode rejects NUL in ids, so it cannot occur inside a part
@@ -338,3 +428,24 @@ def split_key(key: str) -> tuple[int, str, str, int, int]:
 def room_of(key: str) -> str:
     """The (BizID, RoomID) prefix of a key: what ``active_rooms`` counts."""
     return key[: key.index(SEP, key.index(SEP) + 1)]
+
+
+# ------------------------------------------------------------------ why a segment is a problem
+
+# The deadline that made a segment stuck, upload_missing, orphan or unverified: the name of the
+# Config field (and of the setting).
+Deadline = Literal["max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds"]
+
+
+def deadline_passed(state: State, seen: int, r_first: float, r_complete: float,
+                    cfg: Config) -> tuple[Deadline, float] | None:
+    """For a segment in a problem state (or unverified): which deadline passed, and when (on
+    the store's receive clock), from the same stored times :func:`derive_state` reads. None
+    for a segment in no problem state."""
+    if state == State.ORPHAN:
+        return "reorder_window_seconds", r_first + cfg.reorder_window_seconds
+    if state not in CHECKED_STATES and state != State.UNVERIFIED:
+        return None
+    if seen & SEEN_COMPLETED:
+        return "upload_grace_seconds", r_complete + cfg.upload_grace_seconds
+    return "max_recording_seconds", r_first + cfg.max_recording_seconds

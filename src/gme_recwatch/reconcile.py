@@ -20,6 +20,9 @@ Every segment that enters a problem state is counted once, by the replica that s
 pages read only ``confirmed!="false"``, so a COS outage is a ticket naming COS, never a page
 saying recordings are missing.
 
+Where it looked and why it could not tell is also handed to the store
+(:meth:`~gme_recwatch.stores.Store.note_check`), beside the segment, for the drill-down API.
+
 A flood of due segments (a fleet-wide outage) waits in the store: at most ``max_claims``
 segments are claimed at a time, so the checker's queue stays short, claims do not outlive their
 lease waiting for a turn, and COS sees no more than the checker's rate.
@@ -34,7 +37,7 @@ from .clock import Clock
 from .cos import CheckError, CheckResult, CosChecker, result_name
 from .lifecycle import CheckAnswer, Claim, Reconciled, State, Transition, split_key
 from .metrics import Metrics, exemplar_labels
-from .stores import Store, StoreUnavailable
+from .stores import CheckNote, Store, StoreUnavailable
 
 # Problem states whose counters carry the last segment that entered them as an exemplar.
 EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
@@ -160,11 +163,19 @@ class Reconciler:
             # The claim's lease runs out and the segment is looked up again.
             self.log.error("reconcile_resolve_failed", error=str(exc))
             return
+        if resolution is None:
+            return
+        why = _why(result, claim)
+        try:  # for the API: where it was looked for, and why no answer could be trusted
+            await self.store.note_check(claim.key, CheckNote(
+                self.clock.time(), answer, why.get("bucket", ""), why.get("object_key", ""),
+                why.get("check_error", ""), why.get("check_detail", "")))
+        except StoreUnavailable as exc:  # the answer stands; only the API's detail is missing
+            self.log.error("reconcile_note_failed", error=str(exc))
         if isinstance(resolution, Reconciled):
             self._reconciled(resolution, result)
         elif isinstance(resolution, Transition):
-            report_problem(resolution, self.metrics, self.log, self.clock,
-                           **_why(result, claim))
+            report_problem(resolution, self.metrics, self.log, self.clock, **why)
 
     def _reconciled(self, r: Reconciled, result: CheckResult | None) -> None:
         for event in r.lost:

@@ -38,6 +38,18 @@ BUCKET_NAME: Final = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")  # S3's
 _REGION: Final = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
+# `make run` / `serve --demo`: the built-in demo key (printed at start: never use it anywhere
+# real), and deadlines in seconds instead of hours, so that the README's `gme-recwatch simulate`
+# shows stuck, missing-upload and orphan segments within a minute. Only where the environment
+# or a flag sets nothing: explicit settings win.
+DEMO_KEY: Final = "recwatch-demo-key-change-me"
+DEMO_DEFAULTS: Final[Mapping[str, int]] = {
+    "max_recording_seconds": 20,
+    "upload_grace_seconds": 10,
+    "reorder_window_seconds": 10,
+}
+
+
 class SettingsError(ValueError):
     """A setting has an invalid value; the message names the environment variable."""
 
@@ -102,7 +114,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "How long a completed/uploaded event waits for its start before the start counts as "
         "lost (`orphan`); covers Tencent's ~1 min of retries.")] = 120
     retention_seconds: Annotated[int, _seconds(
-        "Every segment is forgotten this long after its last event (default 24 h).")] = 86400
+        "Every segment is forgotten this long after its last event (default 24 h); at least "
+        "the maximum recording, the upload grace and the reorder window, or a segment would be "
+        "forgotten before its deadline.")] = 86400
     max_segments: Annotated[int, Meta(ge=1), _help(
         "Capacity of the store; past it, terminal segments are evicted first, then the "
         "oldest.", rule="must be >= 1")] = 1_000_000
@@ -205,6 +219,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if not cond:
                 raise SettingsError(f"{env_name(name)}={_shown(name, getattr(self, name))}: {what}")
 
+        # Refused rather than merged: a key left in the environment after moving to a keys
+        # file would keep verifying callbacks after it was rotated out of the file, and
+        # nothing would say so.
+        need(not (self.secret_key and self.keys_file), "keys_file",
+             "set either GME_RECWATCH_SECRET_KEY or GME_RECWATCH_KEYS_FILE, not both: a key in "
+             "the environment would stay valid after it is removed from the file (put every key "
+             "in the file, `*=key` for all apps)")
         need(self.port != self.admin_port or self.host != self.admin_host, "admin_port",
              "must differ from GME_RECWATCH_PORT: /metrics must never be served on the callback port")
         need(self.callback_path.startswith("/") and " " not in self.callback_path, "callback_path",
@@ -215,8 +236,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
              "redis_url", "must start with redis://, rediss:// or unix://")
         need(not (self.redis_url and self.state_file), "state_file",
              "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis")
-        need(self.retention_seconds >= max(self.upload_grace_seconds, self.reorder_window_seconds),
-             "retention_seconds", "must be at least the upload grace and the reorder window")
+        # Retention counts from a segment's last event, and each deadline from an event no later
+        # than that: a retention shorter than a deadline forgets the segment before the deadline
+        # can report it (a recording would never be stuck, a missing upload never missing).
+        deadlines = ("max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds")
+        short = [f"{env_name(n)}={getattr(self, n)}" for n in deadlines
+                 if self.retention_seconds < getattr(self, n)]
+        need(not short, "retention_seconds",
+             f"must be at least {', '.join(short)}: a segment is forgotten this long after its "
+             "last event, so a shorter retention drops it before that deadline can report it")
         need(not self.cos_bucket or bool(BUCKET_NAME.match(self.cos_bucket)), "cos_bucket",
              _BY_NAME["cos_bucket"].metadata["rule"])
         need(not self.cos_region or bool(_REGION.match(self.cos_region)), "cos_region",
@@ -299,6 +327,19 @@ _BY_NAME: Final = {f.name: f for f in _FIELDS}
 
 def fields() -> tuple[Field, ...]:
     return _FIELDS
+
+
+def human_duration(seconds: float) -> str:
+    """``21600`` -> ``6 h``, ``900`` -> ``15 min``, ``20`` -> ``20 s``: deadlines as people say them."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def default_of(field_name: str) -> Any:
+    """A setting's default outside demo mode."""
+    return _BY_NAME[field_name].default
 
 
 def env_name(field_name: str) -> str:
@@ -441,14 +482,15 @@ _MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file", "redis_url",
 
 
 def load(env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, str | None] | None = None) -> Settings:
-    """Build settings from environment variables, then CLI overrides (strings), and validate."""
+         overrides: Mapping[str, str | None] | None = None, *, demo: bool = False) -> Settings:
+    """Build settings from environment variables, then CLI overrides (strings), and validate.
+    ``demo``: :data:`DEMO_DEFAULTS` replace the defaults (what is set still wins)."""
     env = os.environ if env is None else env
     for name in sorted(env):
         problem = unknown_variable(name)
         if problem is not None:
             raise SettingsError(problem)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(DEMO_DEFAULTS) if demo else {}
     for f in _FIELDS:
         raw = env.get(env_name(f.name))
         if overrides and overrides.get(f.name) is not None:

@@ -41,6 +41,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Final, Literal
 
@@ -166,6 +167,12 @@ class Plan:
     """(simulated time, segment) of every file that reaches the bucket, ordered by time:
     segments that upload, whether their "uploaded" callback is then sent or not."""
 
+    def identity(self, seg: int) -> dict[str, str | int]:
+        """A segment's key as the service's API shows it (ids as strings)."""
+        s = self.segments[seg]
+        return {"biz_id": str(self.config.biz_id), "room_id": s.room_id, "user_id": s.user_id,
+                "task_id": str(s.task_id), "seq_no": s.seq_no}
+
     def body(self, send: Send, timestamp: int) -> bytes:
         s = self.segments[send.segment]
         return encode_callback(
@@ -287,8 +294,15 @@ class Summary:
     """Files in the bucket whose "uploaded" callback never got its 200: what a COS lookup
     finds although the service was never told."""
 
+    expected_segments: dict[str, list[dict[str, str | int]]] = field(default_factory=dict)
+    """The segments behind each problem count of ``expected_end_states`` (stuck,
+    upload_missing, orphan), by their key, so each can be looked up in the service; not in
+    the printed summary (see :func:`write_expected`)."""
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        out = asdict(self)
+        del out["expected_segments"]
+        return json.dumps(out, indent=2, sort_keys=True)
 
 
 def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Counter[int],
@@ -317,22 +331,36 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
         counts[EVENT_NAMES[et]].bad_signature += n
 
     ends = dict.fromkeys(END_STATES, 0)
+    problems: dict[str, list[dict[str, str | int]]] = {
+        state: [] for state in END_STATES if state != "uploaded"}
     untracked = orphans = completed = 0
     for seg in range(len(plan.segments)):
         s, c, u = (delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES)
         completed += c
         if not (s or c or u):
             untracked += 1
-        elif s:
-            ends["uploaded" if u else "upload_missing" if c else "stuck"] += 1
+            continue
+        if s:
+            end = "uploaded" if u else "upload_missing" if c else "stuck"
         else:
             orphans += 1
-            ends["orphan" if u else "upload_missing"] += 1
+            end = "orphan" if u else "upload_missing"
+        ends[end] += 1
+        if end in problems:
+            problems[end].append(plan.identity(seg))
     return Summary(
         seed=plan.config.seed, segments=len(plan.segments), events=counts,
         bad_signature_requests=sum(bad_answered.values()), expected_end_states=ends,
         untracked_segments=untracked, orphan_segments=orphans, completed_segments=completed,
-        reordered_segments=plan.reordered)
+        reordered_segments=plan.reordered, expected_segments=problems)
+
+
+def write_expected(summary: Summary, path: str) -> None:
+    """Write the segments expected to end in each problem state (JSON: state -> keys, ids as
+    strings as the service's API gives them), to check one by one against the service."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary.expected_segments, fh, indent=2)
+        fh.write("\n")
 
 
 # ----------------------------------------------------------------------------- sending
@@ -429,9 +457,11 @@ class SenderConfig:
 
 
 async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None,
-              s3: S3Target | None = None) -> Summary:
+              s3: S3Target | None = None, progress: Callable[[str], None] | None = None,
+              progress_every: float = 2.0) -> Summary:
     """Deliver ``plan`` to ``sender.url``, writing its files to ``s3`` if given; return what
-    the service answered (and what the bucket took)."""
+    the service answered (and what the bucket took). ``progress`` is told how far it got
+    every ``progress_every`` seconds."""
     cfg = plan.config
     own = client is None
     http = client or httpx.AsyncClient(
@@ -488,6 +518,18 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
     started = loop.time()
     tasks: list[asyncio.Task[None]] = []
     uploading = asyncio.create_task(_upload_all(plan, s3, started, tally)) if s3 else None
+
+    async def report() -> None:
+        assert progress is not None
+        while True:
+            await asyncio.sleep(progress_every)
+            unanswered = tally["transport_errors"] + tally["timeouts"]
+            progress(f"{loop.time() - started:.0f} s: {tally['requests']} requests sent "
+                     f"({len(plan.sends)} planned, plus retries), {statuses.get('200', 0)} "
+                     "answered 200, "
+                     f"{tally['retries']} retries, {unanswered} without an answer")
+
+    reporting = asyncio.create_task(report()) if progress is not None else None
     gap = 1.0 / cfg.rate
     next_slot = started
     try:
@@ -503,8 +545,9 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
         await asyncio.gather(*tasks)
         in_bucket = await uploading if uploading is not None else set()
     finally:
-        if uploading is not None and not uploading.done():
-            uploading.cancel()
+        for task in (uploading, reporting):
+            if task is not None and not task.done():
+                task.cancel()
         if own:
             await http.aclose()
     summary = summarise(plan, delivered, bad_answered)
@@ -584,6 +627,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=64, help="most requests in flight [default 64]")
     p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
     p.add_argument("--summary-file", help="also write the JSON summary here")
+    p.add_argument("--expected-file", default="simulate-expected.json", metavar="FILE",
+                   help="where to write the segments expected to end stuck, upload_missing or "
+                        "orphan, to check one by one [default simulate-expected.json]; "
+                        "'' = do not write it")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s3 = p.add_argument_group(
         "recordings in a bucket", "also write each file the sender 'uploads' to an S3-compatible "
         "bucket, as GME writes recordings to COS; the API key comes from TENCENTCLOUD_SECRET_ID "
@@ -656,12 +704,44 @@ def main(args: argparse.Namespace) -> int:
                           retry_seconds=args.retry_seconds, backoff=args.backoff,
                           concurrency=args.concurrency, encoding=args.encoding,
                           also_urls=tuple(args.also_url))
-    summary = asyncio.run(run(plan, sender, s3=target))
+    problem = unreachable(args.url, args.timeout)
+    if problem is not None:
+        print(f"gme-recwatch simulate: nothing answers at {args.url} ({problem}): is the "
+              "service running there (`make run`), on that port?", file=sys.stderr)
+        return 3
+
+    def say(line: str) -> None:
+        print(f"gme-recwatch simulate: {line}", file=sys.stderr, flush=True)
+
+    say(f"{len(plan.segments)} segments, {len(plan.sends)} requests to {args.url}, about "
+        f"{max((s.at for s in plan.sends), default=0) / plan.config.time_scale:.0f} s")
+    summary = asyncio.run(run(plan, sender, s3=target, progress=None if args.quiet else say))
     text = summary.to_json()
     print(text)
     if args.summary_file:
         with open(args.summary_file, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
+    if args.expected_file:
+        write_expected(summary, args.expected_file)
+        ends = summary.expected_end_states
+        say(f"expected once the deadlines pass: stuck {ends['stuck']}, upload_missing "
+            f"{ends['upload_missing']}, orphan {ends['orphan']}; their keys are in "
+            f"{os.path.abspath(args.expected_file)}")
     lost = sum(c.undelivered for c in summary.events.values())
+    if lost:
+        say(f"{lost} events were never answered 200 within the retries "
+            f"({summary.transport_errors} transport errors, {summary.timeouts} timeouts, "
+            f"answers: {summary.statuses})")
+    if summary.upload_errors:
+        say(f"{summary.upload_errors} files could not be written to the bucket")
     return 1 if lost or summary.upload_errors else 0
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why nothing answers HTTP at ``url`` (any status is an answer), or None."""
+    try:
+        httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
 

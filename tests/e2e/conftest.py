@@ -94,8 +94,8 @@ class RunningService:
         return self.proc.wait(timeout=timeout)
 
 
-def start_service(tmp_path: Path, **env: str) -> RunningService:
-    """Start `gme-recwatch serve` and wait until /readyz says ready."""
+def start_service(tmp_path: Path, *serve_args: str, **env: str) -> RunningService:
+    """Start `gme-recwatch serve [serve_args]` and wait until /readyz says ready."""
     port, admin = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -114,7 +114,7 @@ def start_service(tmp_path: Path, **env: str) -> RunningService:
     log_path = tmp_path / f"service-{port}.log"
     exe = Path(sys.executable).with_name("gme-recwatch")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(exe), "serve"], env=full_env, stdout=log,
+        proc = subprocess.Popen([str(exe), "serve", *serve_args], env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT)
     svc = RunningService(proc, port, admin, log_path, env=env)
     deadline = time.monotonic() + 30
@@ -135,8 +135,8 @@ def start_service(tmp_path: Path, **env: str) -> RunningService:
 def service_factory(tmp_path: Path) -> Iterator[object]:
     started: list[RunningService] = []
 
-    def factory(**env: str) -> RunningService:
-        svc = start_service(tmp_path, **env)
+    def factory(*serve_args: str, **env: str) -> RunningService:
+        svc = start_service(tmp_path, *serve_args, **env)
         started.append(svc)
         return svc
 

@@ -10,7 +10,7 @@ index through the same TLS proxy as the host. buildah runs as root without a dae
 it is made again only when its recipe, the mirror, the CA bundle or the pip settings change.
 
 Skipped without buildah, debootstrap or root, except under CI=true, where it must run.
-Set ``GME_RECWATCH_FIGURES=<path>`` to append the times and sizes quoted in README.md.
+Set ``GME_RECWATCH_FIGURES=<path>`` to append the times and sizes quoted in docs/container-image.md.
 """
 
 from __future__ import annotations

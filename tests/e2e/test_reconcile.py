@@ -56,7 +56,8 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
          "--drop-fraction", "0.25", "--never-upload-fraction", "0.15",
          "--never-complete-fraction", "0.1", "--seed", "5", "--bad-signature-fraction", "0",
          "--retry-seconds", "2", "--s3-endpoint", s3_server.url, "--s3-bucket", bucket,
-         "--s3-create-bucket", "--s3-key-template", "recordings/{file_name}"],
+         "--s3-create-bucket", "--s3-key-template", "recordings/{file_name}",
+         "--expected-file", ""],
         env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)

@@ -113,7 +113,8 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
     assert "internal_error" not in svc.logs()
 
 
-def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server) -> None:
+def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server,
+                                                                   tmp_path) -> None:
     """`gme-recwatch simulate --s3-endpoint ... --s3-bucket ...` as a user runs it: the callbacks
     reach the service, and every file that "uploads" is in the bucket, including those whose
     uploaded callback was lost on the way."""
@@ -136,7 +137,7 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
          "--bad-signature-fraction", "0", "--retry-seconds", "2",
          "--s3-endpoint", s3_server.url, "--s3-bucket", bucket, "--s3-create-bucket",
          "--s3-key-template", "recordings/{file_name}"],
-        env=env, capture_output=True, text=True, timeout=120)
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     keys = s3_server.keys_of(bucket)
@@ -146,3 +147,56 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
     assert summary["events"]["uploaded"]["delivered"] == (
         len(keys) - summary["uploaded_files_without_callback"])
     assert secret_key not in r.stdout + r.stderr + svc.logs()
+
+
+
+
+def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp_path) -> None:
+    """`make run` (serve --demo, no key set) and the README's `gme-recwatch simulate`: stuck,
+    upload_missing and orphan segments show on /metrics, in the API (each segment the simulator
+    said to expect, with why) and in the logs within a minute of the simulator's start."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+    from test_readme import readme_simulate_args
+
+    svc: RunningService = service_factory("--demo", GME_RECWATCH_SECRET_KEY="",
+                                          GME_RECWATCH_LOG_LEVEL="info")
+    assert "deadlines    : stuck after 20 s" in svc.logs()  # the banner says so
+    expected_file = tmp_path / "expected.json"
+    started = time.monotonic()
+    # The README's command as written there; only the URL is the test's free port.
+    args = readme_simulate_args()
+    args[args.index("--url") + 1] = svc.callback_url
+    r = subprocess.run(
+        [str(Path(sys.executable).with_name("gme-recwatch")), "simulate", *args,
+         "--expected-file", str(expected_file)],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "answered 200" in r.stderr and str(expected_file) in r.stderr  # progress, and where
+    expected = json.loads(expected_file.read_text())
+    assert all(expected[state] for state in ("stuck", "upload_missing", "orphan")), expected
+
+    def shown(state: str) -> set[tuple[str, str, int]]:
+        doc = httpx.get(f"{svc.admin_url}/api/v1/segments", params={"state": state},
+                        timeout=5).json()
+        for seg in doc["segments"]:
+            assert seg["state_since"] and seg["deadline"] and seg["reason"], seg
+        return {(s["room_id"], s["user_id"], s["seq_no"]) for s in doc["segments"]}
+
+    want = {state: {(x["room_id"], x["user_id"], x["seq_no"]) for x in keys}
+            for state, keys in expected.items()}
+    seen_at: dict[str, float] = {}
+    while time.monotonic() - started < 60 and len(seen_at) < len(want):
+        for state in want:
+            if state not in seen_at and shown(state) == want[state]:
+                seen_at[state] = time.monotonic() - started
+        time.sleep(0.5)
+    assert set(seen_at) == set(want), (seen_at, {s: shown(s) for s in want})
+    print("seconds from the simulator's start to each state in full:", seen_at)
+    for state, keys in want.items():
+        assert svc.metric("gme_recording_tracked_segments", state=state) == len(keys)
+        assert svc.logs().count(f'"segment_{state}"') == len(keys)

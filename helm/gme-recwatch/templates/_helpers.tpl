@@ -137,16 +137,46 @@ container and the online check (templates/tests/) are both given. */}}
 {{- if .Values.canary.enabled }}
 {{- $_ := set $config "canary_interval_seconds" .Values.canary.intervalSeconds -}}
 {{- end }}
+{{- /* The cos section wins over config.cos_*; its per-app buckets become a mounted file. */ -}}
+{{- $cos := .Values.cos -}}
+{{- range $name, $value := dict "cos_bucket" $cos.bucket "cos_region" $cos.region "cos_endpoint" $cos.endpoint }}
+{{- if $value }}{{ $_ := set $config $name $value }}{{ end -}}
+{{- end }}
+{{- if $cos.buckets }}
+{{- $_ := set $config "cos_buckets_file" (printf "%s/buckets" (include "gme-recwatch.cosBucketsDir" .)) -}}
+{{- end }}
+{{- if and (or $config.cos_bucket $config.cos_buckets_file) (not $config.cos_region) }}
+{{- fail "cos.bucket (or cos.buckets) needs cos.region, e.g. ap-guangzhou: the region of the bucket(s) the GME console uploads to" }}
+{{- end }}
 {{- range $name, $value := $config }}
 - name: {{ printf "GME_RECWATCH_%s" (upper $name) }}
   value: {{ include "gme-recwatch.envValue" $value }}
+{{- end }}
+{{- with $cos.existingSecret }}
+{{- /* The COS API key (CAM), from a Secret: never a value in the pod spec. */}}
+- name: TENCENTCLOUD_SECRET_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $cos.existingSecretIdKey }}
+- name: TENCENTCLOUD_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $cos.existingSecretKeyKey }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
-{{/* Mounts of the keyring Secret and (with Redis) its password Secret. */}}
+{{/* Where the per-app COS buckets file (cos.buckets) is mounted. */}}
+{{- define "gme-recwatch.cosBucketsDir" -}}
+/etc/gme-recwatch/cos
+{{- end -}}
+
+{{/* Mounts of the keyring Secret, (with Redis) its password Secret and (with cos.buckets) the
+per-app buckets file. */}}
 {{- define "gme-recwatch.secretMounts" -}}
 - name: keyring
   mountPath: {{ dir .Values.config.keys_file }}
@@ -154,6 +184,11 @@ container and the online check (templates/tests/) are both given. */}}
 {{- if and .Values.redis.url .Values.redis.existingSecret }}
 - name: redis-password
   mountPath: /etc/gme-recwatch/redis
+  readOnly: true
+{{- end }}
+{{- if .Values.cos.buckets }}
+- name: cos-buckets
+  mountPath: {{ include "gme-recwatch.cosBucketsDir" . }}
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -176,5 +211,10 @@ reach the file and the service's reload rotates keys without a restart. */}}
     items:
       - key: {{ .Values.redis.existingSecretPasswordKey }}
         path: password
+{{- end }}
+{{- if .Values.cos.buckets }}
+- name: cos-buckets
+  configMap:
+    name: {{ include "gme-recwatch.fullname" . }}-cos-buckets
 {{- end }}
 {{- end -}}

@@ -3,7 +3,9 @@ by replicas), behind the interface in :mod:`.base`. The service picks one from t
 nothing else knows which."""
 
 from .base import (
+    CheckNote,
     Epoch,
+    SegmentPage,
     SegmentView,
     SharedStore,
     Snapshottable,
@@ -14,5 +16,5 @@ from .base import (
 )
 from .memory import MemoryStore
 
-__all__ = ["Epoch", "MemoryStore", "SegmentView", "SharedStore", "Snapshottable", "Store",
-           "StoreStats", "StoreUnavailable", "Sweep"]
+__all__ = ["CheckNote", "Epoch", "MemoryStore", "SegmentPage", "SegmentView", "SharedStore",
+           "Snapshottable", "Store", "StoreStats", "StoreUnavailable", "Sweep"]

@@ -7,12 +7,15 @@ without ever suspending. Nothing above this interface knows which store is in us
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from ..events import Event
 from ..lifecycle import CheckAnswer, Claim, Outcome, Resolution, Transition
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -43,6 +46,22 @@ class StoreStats:
     """Segments held until their file is looked up in COS (claimed or not)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CheckNote:
+    """What a COS lookup of a segment's file said, kept beside the segment (never in its packed
+    state) by :meth:`Store.note_check`, for the drill-down API."""
+
+    checked_at: float
+    """Unix time the answer was applied."""
+    result: str
+    """found, not_found or error."""
+    bucket: str = ""
+    object_key: str = ""
+    check_error: str = ""
+    """Why the lookup gave no answer to trust (timeout, forbidden, no_file_name, ...)."""
+    check_detail: str = ""
+
+
 @dataclass(slots=True)
 class SegmentView:
     """One segment as the drill-down API shows it; times are Unix times."""
@@ -71,6 +90,38 @@ class SegmentView:
     """For a segment live when a blind window opened (and not heard from since): the window's
     start and end. An ``unverified`` segment always has one: the window that caused it."""
     blind_window_end: float | None = None
+    deadline: str | None = None
+    """For a problem (or unverified) segment: the deadline that passed (``max_recording_seconds``,
+    ``upload_grace_seconds`` or ``reorder_window_seconds``); None otherwise."""
+    state_since: float | None = None
+    """For a problem (or unverified) segment: since when it is in that state (Unix time): when
+    the deadline passed, or when its COS lookup answered."""
+    check: CheckNote | None = None
+    """The COS lookup that settled this segment, while its answer stands."""
+
+
+@dataclass(slots=True)
+class SegmentPage:
+    """One page of matching segments, oldest first, with how many match in all."""
+
+    segments: list[SegmentView]
+    total: int
+    after: tuple[float, str] | None = None
+    """Where the next page starts (pass it as ``after``); None on the last page."""
+
+
+def page_of(matches: list[tuple[float, str, T]], limit: int,
+            after: tuple[float, str] | None) -> tuple[list[tuple[float, str, T]], int,
+                                                      tuple[float, str] | None]:
+    """The page of ``matches`` ((first received, key, anything), in any order) after the
+    position ``after``, at most ``limit`` long, oldest first; the total; the next position."""
+    total = len(matches)
+    if after is not None:
+        matches = [m for m in matches if (m[0], m[1]) > after]
+    chosen = heapq.nsmallest(limit + 1, matches, key=lambda m: (m[0], m[1]))
+    more = len(chosen) > limit
+    chosen = chosen[:limit]
+    return chosen, total, (chosen[-1][0], chosen[-1][1]) if more and chosen else None
 
 
 @dataclass(slots=True)
@@ -123,6 +174,18 @@ class Store(Protocol):
     async def segments(self, *, state: str | None = None, app_id: str | None = None,
                        room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
         """Matching segments, oldest first (by when we first heard of them): for the API."""
+        ...
+
+    async def page(self, *, state: str | None = None, app_id: str | None = None,
+                   room_id: str | None = None, limit: int = 100,
+                   after: tuple[float, str] | None = None) -> SegmentPage:
+        """:meth:`segments` a page at a time: those after the position ``after`` (a page's
+        ``after``), with the total matching."""
+        ...
+
+    async def note_check(self, key: str, note: CheckNote) -> None:
+        """Keep what the lookup of a segment's file said (where, and why it failed), beside the
+        segment and for no longer than it lives, for the API."""
         ...
 
     async def close(self) -> None: ...

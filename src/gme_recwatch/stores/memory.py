@@ -8,7 +8,6 @@ segments typed columns (:mod:`.columns`). State survives a restart through a sna
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from ..lifecycle import (
     BLIND_MARKED,
     EVENT_LABEL,
     INF,
-    PROBLEM_STATES,
     SEEN_BIT,
     SEEN_COMPLETED,
     SEEN_STARTED,
@@ -34,24 +32,22 @@ from ..lifecycle import (
     Reconciled,
     Resolution,
     Result,
+    Settled,
     State,
     Transition,
-    after_blind,
-    check_after_answer,
-    check_after_event,
-    classify,
+    apply_answer,
+    apply_event,
+    deadline_passed,
     derive_state,
     events_seen,
-    found_in_cos,
-    holds_for_check,
     key_of,
     measure,
     room_of,
+    settle,
     split_key,
-    start_is_lost,
 )
 from . import snapshot as snapshot_format
-from .base import SegmentView, StoreStats, Sweep
+from .base import CheckNote, SegmentPage, SegmentView, StoreStats, Sweep, page_of
 from .columns import COLUMNS, SegmentTable
 from .tallies import Tallies
 
@@ -82,6 +78,9 @@ class MemoryStore:
         self._restored_from: tuple[float, bool] | None = None
         # Segments live when a blind window opened and not heard from since -> that window.
         self._blind: dict[str, tuple[float, float]] = {}
+        # What the last COS lookup of a segment said (read side only: for the API); dropped
+        # with the segment, shown only while the lookup's answer stands.
+        self._check_notes: dict[str, CheckNote] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -118,6 +117,16 @@ class MemoryStore:
                        room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
         return self.find(state=state, app_id=app_id, room_id=room_id, limit=limit)
 
+    async def page(self, *, state: str | None = None, app_id: str | None = None,
+                   room_id: str | None = None, limit: int = 100,
+                   after: tuple[float, str] | None = None) -> SegmentPage:
+        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit,
+                              after=after)
+
+    async def note_check(self, key: str, note: CheckNote) -> None:
+        if key in self._index:  # forgotten meanwhile: nothing to describe
+            self._check_notes[key] = note
+
     async def close(self) -> None:
         return None
 
@@ -138,32 +147,35 @@ class MemoryStore:
             mode = RecordMode.of(ev.record_mode)
             slot = self._insert(key, app, mode, now)
             old: State | None = None
-            seen = 0
         else:
             key = t.keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
-            app, mode, seen, old = t.app(slot), t.mode(slot), t.seen(slot), t.state(slot)
-        out = Outcome(classify(seen, bit, old), EVENT_LABEL[ev.event_type], MODE_NAMES[mode],
+            app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
+        blind = key in self._blind if self._blind else False
+        check = t.check(slot)
+        a = apply_event(t.seen(slot), bit, old, check, blind, t.r_complete[slot],
+                        t.expires[slot], now, self.cfg)
+        out = Outcome(a.result, EVENT_LABEL[ev.event_type], MODE_NAMES[mode],
                       self._tallies.labels[app])
-        if out.result is Result.DUPLICATE:
+        if a.result is Result.DUPLICATE:
             return out
-        seen |= bit
-        if self._blind:
-            self._blind.pop(key, None)  # heard from again: paged as usual from here
-        if self.cfg.check_in_cos:
-            if ev.file_name and not t.file_names[slot]:
-                t.file_names[slot] = ev.file_name
-            self._set_check(slot, check_after_event(t.check(slot), bit))
+        if blind and not a.blind:
+            del self._blind[key]
+        if self.cfg.check_in_cos and ev.file_name and not t.file_names[slot]:
+            t.file_names[slot] = ev.file_name
+        if a.check is not check:
+            self._set_check(slot, a.check)
         if bit == SEEN_COMPLETED:
             t.ts_complete[slot] = ev.timestamp
-            t.r_complete[slot] = now
             self._tallies.completed_total[app] += 1
         elif bit == SEEN_UPLOADED:
             t.ts_upload[slot] = ev.timestamp
         else:
             t.ts_start[slot] = ev.timestamp
-        measure(out, seen, bit, t.ts_start[slot], t.ts_complete[slot], t.ts_upload[slot])
-        t.set_seen(slot, seen)
-        t.expires[slot] = now + self.cfg.retention_seconds
+        out.duration, out.upload_delay = measure(a.seen, bit, t.ts_start[slot],
+                                                 t.ts_complete[slot], t.ts_upload[slot])
+        t.set_seen(slot, a.seen)
+        t.r_complete[slot] = a.r_complete
+        t.expires[slot] = a.expires
         self._settle(slot, key, old, now)
         return out
 
@@ -175,36 +187,41 @@ class MemoryStore:
         self._creation_fifo.append(key)
         return slot
 
-    def _settle(self, slot: int, key: str, old: State | None, now: float) -> Transition | None:
-        """Recompute a slot's state and next deadline; update every tally it changes."""
+    def _settle(self, slot: int, key: str, old: State | None, now: float, *,
+                schedule: bool = True) -> Settled:
+        """Settle a slot (:func:`~gme_recwatch.lifecycle.settle`) and keep the books: its
+        columns, the tallies, the check queue, and (with ``schedule``) its deadline."""
         t = self._table
-        seen = t.seen(slot)
-        new, state_deadline = derive_state(seen, t.r_first[slot], t.r_complete[slot], now, self.cfg)
         window = self._blind.get(key) if self._blind else None
-        new = after_blind(new, window is not None, self.cfg)
-        if not t.start_lost(slot) and start_is_lost(seen, t.r_first[slot], now, self.cfg):
+        marked, check = t.start_lost(slot), t.check(slot)
+        s = settle(t.seen(slot), t.r_first[slot], t.r_complete[slot], t.expires[slot], old,
+                   check, marked, window is not None, now, self.cfg)
+        if s.start_lost and not marked:
             t.mark_start_lost(slot)
+            seen = t.seen(slot)
             self._tallies.orphan_events["uploaded" if seen & SEEN_UPLOADED else "completed"] += 1
-        check = t.check(slot)
-        if old is not None and holds_for_check(old, new, check, self.cfg):
-            if check is Check.NONE:
-                self._set_check(slot, Check.PENDING)
+        if s.check is not check:
+            self._set_check(slot, s.check)
+            if s.check is Check.PENDING:  # held: its file is to be looked up, oldest first
                 self._checks.append(key)
-            new = old  # held where it is until its file is looked up
-        transition = None
-        if new != old:
-            app = t.app(slot)
-            self._tallies.move(app, t.mode(slot), room_of(key), t.ts_start[slot], old, new)
-            if new == State.UPLOADED:
+        if s.state != old:
+            self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], old,
+                               s.state)
+            if s.state == State.UPLOADED:
                 self._terminal_fifo.append(key)
-            if new in PROBLEM_STATES or new == State.UNVERIFIED:
-                biz, room, user, task, seq = split_key(key)
-                transition = Transition(new.label, biz, room, user, task, seq,
-                                        self._tallies.labels[app], t.check(slot).confirmed,
-                                        window if new == State.UNVERIFIED else None)
-            t.set_state(slot, new)
-        self._deadlines.set(slot, min(state_deadline, t.expires[slot]))
-        return transition
+            t.set_state(slot, s.state)
+        if schedule:
+            self._deadlines.set(slot, s.deadline)
+        return s
+
+    def _transition(self, slot: int, key: str, s: Settled) -> Transition | None:
+        """The problem a settle entered, to report; None if it entered none."""
+        if s.entered is None:
+            return None
+        biz, room, user, task, seq = split_key(key)
+        window = self._blind.get(key) if s.entered == State.UNVERIFIED else None
+        return Transition(s.entered.label, biz, room, user, task, seq,
+                          self._tallies.labels[self._table.app(slot)], s.check.confirmed, window)
 
     # ------------------------------------------------------------ deadlines
 
@@ -224,11 +241,14 @@ class MemoryStore:
                 continue
             # Settle first: a segment that got stuck (or lost its upload) before its TTL ran out
             # is reported and evicted in that state, even if the sweep fell behind.
-            moved = self._settle(slot, key, t.state(slot), now)
+            s = self._settle(slot, key, t.state(slot), now, schedule=False)
+            moved = self._transition(slot, key, s)
             if moved is not None:
                 out.append(moved)
-            if t.expires[slot] <= now:
+            if s.expired:
                 self._remove(slot, key, "ttl")
+            else:  # (an expired one is not queued again: it would look due, and go stale)
+                self._deadlines.set(slot, s.deadline)
         return out
 
     def mark_blind_now(self, start: float, end: float) -> int:
@@ -283,14 +303,14 @@ class MemoryStore:
         if slot is None or t.check(slot) is not Check.PENDING:
             return None
         now = self._now()
+        seen, lost, check = apply_answer(t.seen(slot), answer)
+        if lost:
+            t.set_seen(slot, seen)
+            t.set_lost(slot, lost)
+        self._set_check(slot, check)
+        s = self._settle(slot, key, t.state(slot), now)
         if answer != "found":
-            self._set_check(slot, check_after_answer(answer))
-            return self._settle(slot, key, t.state(slot), now)
-        seen, lost = found_in_cos(t.seen(slot))
-        t.set_seen(slot, seen)
-        t.set_lost(slot, lost)
-        self._set_check(slot, Check.NONE)
-        self._settle(slot, key, t.state(slot), now)
+            return self._transition(slot, key, s)
         biz, room, user, task, seq = split_key(key)
         return Reconciled(biz, room, user, task, seq, self._tallies.labels[t.app(slot)],
                           tuple(events_seen(lost)))
@@ -304,6 +324,7 @@ class MemoryStore:
         self._tallies.evictions[(reason, state.label)] += 1
         self._set_check(slot, Check.NONE)
         self._blind.pop(key, None)
+        self._check_notes.pop(key, None)
         del self._index[key]
         t.release(slot)
         self._deadlines.clear(slot)
@@ -342,7 +363,7 @@ class MemoryStore:
 
     def _view(self, key: str, slot: int) -> SegmentView:
         t = self._table
-        seen, lost = t.seen(slot), t.lost(slot)
+        seen, lost, state = t.seen(slot), t.lost(slot), t.state(slot)
         biz, room, user, task, seq = split_key(key)
         mono_now, wall_now = self._now(), self.clock.time()
 
@@ -351,10 +372,13 @@ class MemoryStore:
 
         deadline = self._deadlines.get(slot)
         window = self._blind.get(key)
+        confirmed = t.check(slot).confirmed
+        note = self._check_notes.get(key) if confirmed is not None or lost else None
+        passed = deadline_passed(state, seen, t.r_first[slot], t.r_complete[slot], self.cfg)
         return SegmentView(
             biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
-            app_id=self._tallies.labels[t.app(slot)], state=t.state(slot).label,
-            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen),
+            app_id=self._tallies.labels[t.app(slot)], state=state.label,
+            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen & ~lost),
             started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
             completed_at=(float(t.ts_complete[slot])
                           if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None),
@@ -363,14 +387,24 @@ class MemoryStore:
             first_received_at=wall(t.r_first[slot]),
             next_deadline_at=None if deadline == INF else wall(deadline),
             expires_at=wall(t.expires[slot]),
-            confirmed=t.check(slot).confirmed, lost_events=events_seen(lost),
+            confirmed=confirmed, lost_events=events_seen(lost),
             blind_window_start=window[0] if window else None,
             blind_window_end=window[1] if window else None,
+            deadline=passed[0] if passed else None,
+            state_since=(note.checked_at if note is not None and passed is not None
+                         else wall(passed[1]) if passed else None),
+            check=note,
         )
 
     def find(self, *, state: str | None = None, app_id: str | None = None,
              room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
-        """:meth:`segments` without the coroutine. A scan: it serves the admin drill-down API,
+        """:meth:`segments` without the coroutine."""
+        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit).segments
+
+    def find_page(self, *, state: str | None = None, app_id: str | None = None,
+                  room_id: str | None = None, limit: int = 100,
+                  after: tuple[float, str] | None = None) -> SegmentPage:
+        """:meth:`page` without the coroutine. A scan: it serves the admin drill-down API,
         never the callback path or a scrape."""
         t = self._table
         labels = self._tallies.labels
@@ -384,7 +418,8 @@ class MemoryStore:
             if room_id is not None and key.split(SEP, 2)[1] != room_id:
                 continue
             matches.append((t.r_first[slot], key, slot))
-        return [self._view(k, s) for _, k, s in heapq.nsmallest(limit, matches)]
+        chosen, total, nxt = page_of(matches, limit, after)
+        return SegmentPage([self._view(k, s) for _, k, s in chosen], total, nxt)
 
     def keys(self) -> list[str]:
         return list(self._index)

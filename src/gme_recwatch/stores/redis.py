@@ -19,12 +19,13 @@ standard architecture).
 
 from __future__ import annotations
 
-import heapq
+import math
 import struct
 import uuid
 from importlib import resources
 from typing import Any, Final, cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
@@ -51,16 +52,33 @@ from ..lifecycle import (
     Result,
     State,
     Transition,
+    deadline_passed,
     events_seen,
     key_of,
     split_key,
 )
-from .base import Epoch, EpochStatus, SegmentView, StoreStats, StoreUnavailable, Sweep
+from .base import (
+    CheckNote,
+    Epoch,
+    EpochStatus,
+    SegmentPage,
+    SegmentView,
+    StoreStats,
+    StoreUnavailable,
+    Sweep,
+    page_of,
+)
 
 _SCRIPT: Final = resources.files(__package__).joinpath("redis_lifecycle.lua").read_text()
 _REPLICAS: Final = resources.files(__package__).joinpath("redis_replicas.lua").read_text()
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
+# The script's seg.flags: bit 0 the start-lost mark, then the COS check (2 bits), then the
+# events found lost (the `seen` bits of completed and uploaded). tests/test_lifecycle.py holds
+# the script's constants to these.
+_FLAG_START_LOST: Final = 1
+_FLAG_CHECK_SHIFT: Final = 1
+_FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
@@ -305,6 +323,12 @@ class RedisStore:
 
     async def segments(self, *, state: str | None = None, app_id: str | None = None,
                        room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+        return (await self.page(state=state, app_id=app_id, room_id=room_id,
+                                limit=limit)).segments
+
+    async def page(self, *, state: str | None = None, app_id: str | None = None,
+                   room_id: str | None = None, limit: int = 100,
+                   after: tuple[float, str] | None = None) -> SegmentPage:
         """Matching segments, oldest first. Problem states come from their index; any other
         query scans (SCAN, never KEYS), narrowed to one room when a room is given."""
         p = self.prefix
@@ -338,14 +362,26 @@ class RedisStore:
                     if room_id is not None and key.split(SEP, 2)[1] != room_id:
                         continue
                     views.append((seg[8], key, (*seg, label)))
-            chosen = [k for _, k, _ in heapq.nsmallest(limit, views)]
-            due = await self._deadlines(chosen)
-            windows = dict(zip(chosen, await self.client.hmget(p + "bw", chosen), strict=True)
-                           ) if chosen else {}
+            chosen, total, nxt = page_of(views, limit, after)
+            keys = [k for _, k, _ in chosen]
+            due = await self._deadlines(keys)
+            windows = dict(zip(keys, await self.client.hmget(p + "bw", keys), strict=True)
+                           ) if keys else {}
+            notes = dict(zip(keys, await self.client.mget([p + "ck:" + k for k in keys]),
+                             strict=True)) if keys else {}
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
-        return [_view(k, seg, due.get(k), _window(windows.get(k)))
-                for _, k, seg in heapq.nsmallest(limit, views)]
+        return SegmentPage([_view(k, seg, due.get(k), self.cfg, _window(windows.get(k)),
+                                  _note(notes.get(k))) for _, k, seg in chosen], total, nxt)
+
+    async def note_check(self, key: str, note: CheckNote) -> None:
+        # Its own key, beside the segment's (the packed segment and the script stay as they
+        # are), expiring with the retention: it never outlives the segment by more than that.
+        try:
+            await self.client.set(self.prefix + "ck:" + key, msgspec.json.encode(note),
+                                  ex=max(1, math.ceil(self.cfg.retention_seconds)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"note_check: {type(exc).__name__}") from exc
 
     async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
         if not keys:
@@ -366,22 +402,39 @@ def _window(raw: bytes | str | None) -> tuple[float, float] | None:
     return float(start), float(end)
 
 
-def _view(key: str, seg: tuple[Any, ...], deadline: float | None,
-          window: tuple[float, float] | None = None) -> SegmentView:
-    seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, _r_complete, expires, label = seg
+def _note(raw: bytes | str | None) -> CheckNote | None:
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=CheckNote)
+    except msgspec.DecodeError:  # written by another version: show nothing rather than fail
+        return None
+
+
+def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
+          window: tuple[float, float] | None = None, note: CheckNote | None = None) -> SegmentView:
+    seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
-    lost = (flags >> 2) & (SEEN_COMPLETED | SEEN_UPLOADED)  # see the script's seg.flags
+    lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
+    confirmed = Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed
+    note = note if confirmed is not None or lost else None  # only while its answer stands
+    passed = deadline_passed(State(state), seen, r_first, r_complete, cfg)
     return SegmentView(
         biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
-        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode], events_seen=events_seen(seen),
+        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode],
+        events_seen=events_seen(seen & ~lost),
         started_at=ts_s if seen & SEEN_STARTED else None,
         completed_at=ts_c if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None,
         uploaded_at=ts_u if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None,
         first_received_at=r_first,
         next_deadline_at=deadline,
         expires_at=expires,
-        confirmed=Check((flags >> 1) & 3).confirmed,
+        confirmed=confirmed,
         lost_events=events_seen(lost),
         blind_window_start=window[0] if window else None,
         blind_window_end=window[1] if window else None,
+        deadline=passed[0] if passed else None,
+        state_since=(note.checked_at if note is not None and passed is not None
+                     else passed[1] if passed else None),
+        check=note,
     )

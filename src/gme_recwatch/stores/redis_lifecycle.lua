@@ -1,14 +1,19 @@
 -- The lifecycle rules of gme_recwatch/lifecycle.py, for the Redis store, run atomically inside
 -- Redis so that any number of replicas share one truth and every deadline fires exactly once.
--- tests/test_stores.py runs the same conformance suite against this script and the in-memory
--- store: it is what proves the two agree.
+--
+-- Each rule function below mirrors the Python function named in the comment above it
+-- (`-- lifecycle.<name>`), argument for argument (the configuration comes from ARGV instead of
+-- a Config), and each tally move mirrors stores/tallies.py (`-- tallies.<name>`). The test-only
+-- op "rule" runs one rule function by name: tests/test_lifecycle.py runs its tables against
+-- both copies, and checks that the constants here equal the Python ones. tests/test_stores.py
+-- runs the same conformance suite against this script and the in-memory store.
 --
 -- ARGV: op, prefix, now (or "" for Redis TIME: the one clock every replica agrees on),
 --       max_recording, upload_grace, reorder_window, retention, max_segments, max_apps,
 --       check_in_cos (1 or 0), then the op's own arguments.
 --
 -- Keys (under the prefix):
---   s:<segment key>   the segment, packed (see pack/unpack); expires shortly after retention
+--   s:<segment key>   the segment, packed (see unpack_seg/save); expires shortly after retention
 --   due               zset: segment key -> when the sweep must next look at it
 --   upl               zset: uploaded segments -> when they became uploaded (evicted first)
 --   ix:<state>        zset: segments in a problem state -> first receive time (for the API)
@@ -20,8 +25,7 @@
 --   chk               zset: segments whose COS check is pending -> when they may be claimed
 --                     (first receive time; once claimed, when the claim's lease runs out)
 --   bw                hash: segments marked by a blind window -> "<start> <end>" (Unix times)
---   hb                zset: replica id -> its last heartbeat; stopped: when the last replica
---                     alive stopped cleanly (blind.after_all_down)
+-- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
 
 local op, P = ARGV[1], ARGV[2]
 local now
@@ -36,32 +40,43 @@ local MAX_SEGMENTS, MAX_APPS = tonumber(ARGV[8]), tonumber(ARGV[9])
 local CHECK_IN_COS = ARGV[10] == "1"
 
 local INF = math.huge
-local S, C, U = 1, 2, 4
+-- lifecycle.SEEN_STARTED, SEEN_COMPLETED, SEEN_UPLOADED
+local SEEN_STARTED, SEEN_COMPLETED, SEEN_UPLOADED = 1, 2, 4
+-- lifecycle.State
 local RECORDING, COMPLETED, UPLOADED, STUCK, UPLOAD_MISSING, ORPHAN, UNVERIFIED = 0, 1, 2, 3, 4, 5, 6
+-- lifecycle.Check
+local CHECK_NONE, CHECK_PENDING, CHECK_CONFIRMED, CHECK_UNCONFIRMED = 0, 1, 2, 3
+-- lifecycle.Result, in the order of stores/redis.py _RESULTS
+local ACCEPTED, DUPLICATE, OUT_OF_ORDER, LATE = 0, 1, 2, 3
 -- lifecycle.BLIND_MARKED
 local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}
-local PROBLEM = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
-local LIVE = {[RECORDING] = true, [STUCK] = true}
--- seg.flags: bit 0 the start-lost mark, bits 1-2 the COS check (lifecycle.Check), bits 3-4
--- the events found lost (the `seen` bits of completed and uploaded, shifted by 2).
-local START_LOST = 1
-local CHECK_NONE, CHECK_PENDING, CHECK_CONFIRMED, CHECK_UNCONFIRMED = 0, 1, 2, 3
-local CHECKED = {[STUCK] = true, [UPLOAD_MISSING] = true}
--- Results, in the order of lifecycle.Result.
-local ACCEPTED, DUPLICATE, OUT_OF_ORDER, LATE = 0, 1, 2, 3
+-- lifecycle.PROBLEM_STATES
+local PROBLEM_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
+-- lifecycle.LIVE_RECORDING
+local LIVE_RECORDING = {[RECORDING] = true, [STUCK] = true}
+-- lifecycle.CHECKED_STATES
+local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true}
+-- seg.flags (stores/redis.py _FLAG_*): bit 0 the start-lost mark, bits 1-2 the COS check
+-- (lifecycle.Check), bits 3-4 the events found lost (the `seen` bits of completed and uploaded,
+-- shifted by 2).
+local FLAG_START_LOST, FLAG_CHECK_SHIFT, FLAG_LOST_SHIFT = 1, 1, 2
 local SEP = "\0"
 -- A segment's key lives this much past its retention: the sweep normally removes it first.
 local KEY_GRACE = 3600
 
 local band, bor, bnot, lshift, rshift = bit.band, bit.bor, bit.bnot, bit.lshift, bit.rshift
+local CHECK_MASK = lshift(3, FLAG_CHECK_SHIFT)
+local LOST_MASK = lshift(bor(SEEN_COMPLETED, SEEN_UPLOADED), FLAG_LOST_SHIFT)
 
 local function has(seen, b) return band(seen, b) ~= 0 end
 
+-- ------------------------------------------------------------------ the rules (pure)
+
 -- lifecycle.derive_state
-local function derive(seen, r_first, r_complete)
-  if has(seen, S) then
-    if has(seen, U) then return UPLOADED, INF end
-    if not has(seen, C) then
+local function derive_state(seen, r_first, r_complete, now)
+  if has(seen, SEEN_STARTED) then
+    if has(seen, SEEN_UPLOADED) then return UPLOADED, INF end
+    if not has(seen, SEEN_COMPLETED) then
       local d = r_first + MAX_REC
       if now >= d then return STUCK, INF end
       return RECORDING, d
@@ -71,34 +86,126 @@ local function derive(seen, r_first, r_complete)
     return COMPLETED, d
   end
   local window = r_first + WINDOW
-  if now < window then
-    if has(seen, U) then return UPLOADED, window end
-    return COMPLETED, math.min(window, r_complete + GRACE)
+  if has(seen, SEEN_UPLOADED) then
+    if now < window then return UPLOADED, window end
+    return ORPHAN, INF
   end
-  if has(seen, U) then return ORPHAN, INF end
   local d = r_complete + GRACE
-  if now >= d then return UPLOAD_MISSING, INF end
+  if now >= d then
+    if now < window then return UPLOAD_MISSING, window end
+    return UPLOAD_MISSING, INF
+  end
+  if now < window then return COMPLETED, math.min(window, d) end
   return ORPHAN, d
+end
+
+-- lifecycle.start_is_lost
+local function start_is_lost(seen, r_first, now)
+  return not has(seen, SEEN_STARTED) and now >= r_first + WINDOW
 end
 
 -- lifecycle.classify
 local function classify(seen, b, state)
   if has(seen, b) then return DUPLICATE end
-  if state ~= nil and (PROBLEM[state] or state == UNVERIFIED) then return LATE end
+  if state ~= nil and (PROBLEM_STATES[state] or state == UNVERIFIED) then return LATE end
   if seen > b then return OUT_OF_ORDER end
   return ACCEPTED
 end
 
+-- lifecycle.measure: nil for a duration the event did not complete
+local function measure(seen, b, ts_s, ts_c, ts_u)
+  local duration, upload_delay
+  if has(seen, SEEN_STARTED) and has(seen, SEEN_COMPLETED) and (b == SEEN_STARTED or b == SEEN_COMPLETED) then
+    duration = ts_c - ts_s
+  end
+  if has(seen, SEEN_COMPLETED) and has(seen, SEEN_UPLOADED) and (b == SEEN_COMPLETED or b == SEEN_UPLOADED) then
+    upload_delay = ts_u - ts_c
+  end
+  return duration, upload_delay
+end
+
 -- lifecycle.holds_for_check
-local function holds(old, new, check)
-  return CHECK_IN_COS and old ~= nil and CHECKED[new] and new ~= old
+local function holds_for_check(old, new, check)
+  return CHECK_IN_COS and old ~= nil and CHECKED_STATES[new] == true and new ~= old
     and (check == CHECK_NONE or check == CHECK_PENDING)
 end
+
+-- lifecycle.check_after_event
+local function check_after_event(check, b)
+  if check == CHECK_PENDING or (check ~= CHECK_NONE and b ~= SEEN_STARTED) then return CHECK_NONE end
+  return check
+end
+
+-- lifecycle.found_in_cos
+local function found_in_cos(seen)
+  local lost = band(bor(SEEN_COMPLETED, SEEN_UPLOADED), bnot(seen))
+  return bor(seen, lost), lost
+end
+
+-- lifecycle.check_after_answer
+local function check_after_answer(answer)
+  if answer == "found" then return CHECK_NONE end
+  if answer == "not_found" then return CHECK_CONFIRMED end
+  return CHECK_UNCONFIRMED
+end
+
+-- lifecycle.after_blind
+local function after_blind(new, blind)
+  if blind and not CHECK_IN_COS and CHECKED_STATES[new] then return UNVERIFIED end
+  return new
+end
+
+-- lifecycle.is_expired
+local function is_expired(expires, now)
+  return expires <= now
+end
+
+-- lifecycle.apply_event: result, seen, check, blind, r_complete, expires
+local function apply_event(seen, b, state, check, blind, r_complete, expires, now)
+  local result = classify(seen, b, state)
+  if result == DUPLICATE then return result, seen, check, blind, r_complete, expires end
+  if b == SEEN_COMPLETED then r_complete = now end
+  return result, bor(seen, b), check_after_event(check, b), false, r_complete, now + RETENTION
+end
+
+-- lifecycle.settle: state, deadline, check, start_lost, entered (nil: none), expired
+local function settle(seen, r_first, r_complete, expires, old, check, start_lost, blind, now)
+  local new, next_change = derive_state(seen, r_first, r_complete, now)
+  new = after_blind(new, blind)
+  start_lost = start_lost or start_is_lost(seen, r_first, now)
+  if old ~= nil and holds_for_check(old, new, check) then
+    check, new = CHECK_PENDING, old
+  end
+  local entered
+  if new ~= old and (PROBLEM_STATES[new] or new == UNVERIFIED) then entered = new end
+  return new, math.min(next_change, expires), check, start_lost, entered, is_expired(expires, now)
+end
+
+-- lifecycle.apply_answer: seen, lost, check
+local function apply_answer(seen, answer)
+  if answer == "found" then
+    local lost
+    seen, lost = found_in_cos(seen)
+    return seen, lost, check_after_answer(answer)
+  end
+  return seen, 0, check_after_answer(answer)
+end
+
+-- What the "rule" op may run.
+local RULES = {
+  derive_state = derive_state, start_is_lost = start_is_lost, classify = classify,
+  measure = measure, holds_for_check = holds_for_check, check_after_event = check_after_event,
+  found_in_cos = found_in_cos, check_after_answer = check_after_answer,
+  after_blind = after_blind, is_expired = is_expired, apply_event = apply_event,
+  settle = settle, apply_answer = apply_answer,
+}
+
+-- ------------------------------------------------------------------ the books (Redis)
 
 local FORMAT = "<BbBBHdddddd"
 
 -- The packed fields, then the FileName (kept with COS checks on; empty otherwise).
-local function unpack(raw)
+local function unpack_seg(raw)
   local seen, state, mode, flags, app, ts_s, ts_c, ts_u, r_first, r_complete, expires, pos =
     struct.unpack(FORMAT, raw)
   return {seen = seen, state = state, mode = mode, flags = flags, app = app, ts_s = ts_s,
@@ -113,12 +220,12 @@ local function save(key, seg)
     "PX", math.max(1, math.floor((seg.expires + KEY_GRACE - now) * 1000)))
 end
 
-local function check_of(seg) return rshift(band(seg.flags, 6), 1) end
+local function check_of(seg) return rshift(band(seg.flags, CHECK_MASK), FLAG_CHECK_SHIFT) end
 
 local function set_check(key, seg, check)
   local old = check_of(seg)
   if old == check then return end
-  seg.flags = bor(band(seg.flags, bnot(6)), lshift(check, 1))
+  seg.flags = bor(band(seg.flags, bnot(CHECK_MASK)), lshift(check, FLAG_CHECK_SHIFT))
   if check == CHECK_PENDING then
     redis.call("ZADD", P .. "chk", seg.r_first, key)  -- oldest first
   elseif old == CHECK_PENDING then
@@ -132,11 +239,8 @@ local function room_of(key)
   return string.sub(key, 1, second - 1)
 end
 
-local function biz_of(key)
-  return string.sub(key, 1, string.find(key, SEP, 1, true) - 1)
-end
-
--- The label index of a BizID, bounded by MAX_APPS (then "other"); and 1 if it overflowed.
+-- tallies.Tallies.app: the label index of a BizID, bounded by MAX_APPS (then "other"); and 1
+-- if it overflowed.
 local function app_index(biz)
   local idx = redis.call("HGET", P .. "apps", biz)
   if idx then return tonumber(idx), 0 end
@@ -159,69 +263,75 @@ local function app_label(idx)
   return redis.call("LINDEX", P .. "applist", idx)
 end
 
--- Moves a segment's contribution to the shared gauges from `old` to `new` (nil: none).
+-- tallies.Tallies._recording_began
+local function recording_began(app, mode, room, ts_s)
+  local T, sec = P .. "t", string.format("%d", ts_s)
+  redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, 1)
+  if redis.call("HINCRBY", P .. "rooms", room, 1) == 1 then redis.call("HINCRBY", T, "r:" .. app, 1) end
+  if redis.call("HINCRBY", P .. "sc:" .. app, sec, 1) == 1 then
+    redis.call("ZADD", P .. "ss:" .. app, ts_s, sec)
+  end
+end
+
+-- tallies.Tallies._recording_ended
+local function recording_ended(app, mode, room, ts_s)
+  local T, sec = P .. "t", string.format("%d", ts_s)
+  redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, -1)
+  if redis.call("HINCRBY", P .. "rooms", room, -1) <= 0 then
+    redis.call("HDEL", P .. "rooms", room)
+    redis.call("HINCRBY", T, "r:" .. app, -1)
+  end
+  if redis.call("HINCRBY", P .. "sc:" .. app, sec, -1) <= 0 then
+    redis.call("HDEL", P .. "sc:" .. app, sec)
+    redis.call("ZREM", P .. "ss:" .. app, sec)
+  end
+end
+
+-- tallies.Tallies.move: a segment's contribution to the shared gauges moves from `old` to `new`
+-- (nil: none). (The counters, stuck_total and missing_total, are each replica's own: see
+-- stores/redis.py.) Then the indexes only this store keeps: problem states and uploads.
 local function move(key, seg, old, new)
-  local T = P .. "t"
+  local T, app = P .. "t", tostring(seg.app)
   if old ~= nil then redis.call("HINCRBY", T, "st:" .. old, -1) end
   if new ~= nil then redis.call("HINCRBY", T, "st:" .. new, 1) end
-  local was_rec, is_rec = old ~= nil and LIVE[old] or false, new ~= nil and LIVE[new] or false
-  local app = tostring(seg.app)
+  local was_rec, is_rec = old ~= nil and LIVE_RECORDING[old] or false, new ~= nil and LIVE_RECORDING[new] or false
   if was_rec ~= is_rec then
-    local room = room_of(key)
-    local sec = string.format("%d", seg.ts_s)
     if is_rec then
-      redis.call("HINCRBY", T, "a:" .. app .. ":" .. seg.mode, 1)
-      if redis.call("HINCRBY", P .. "rooms", room, 1) == 1 then redis.call("HINCRBY", T, "r:" .. app, 1) end
-      if redis.call("HINCRBY", P .. "sc:" .. app, sec, 1) == 1 then
-        redis.call("ZADD", P .. "ss:" .. app, seg.ts_s, sec)
-      end
+      recording_began(app, seg.mode, room_of(key), seg.ts_s)
     else
-      redis.call("HINCRBY", T, "a:" .. app .. ":" .. seg.mode, -1)
-      if redis.call("HINCRBY", P .. "rooms", room, -1) <= 0 then
-        redis.call("HDEL", P .. "rooms", room)
-        redis.call("HINCRBY", T, "r:" .. app, -1)
-      end
-      if redis.call("HINCRBY", P .. "sc:" .. app, sec, -1) <= 0 then
-        redis.call("HDEL", P .. "sc:" .. app, sec)
-        redis.call("ZREM", P .. "ss:" .. app, sec)
-      end
+      recording_ended(app, seg.mode, room_of(key), seg.ts_s)
     end
   end
   if old == STUCK then redis.call("HINCRBY", T, "s:" .. app, -1)
   elseif old == UPLOAD_MISSING then redis.call("HINCRBY", T, "m:" .. app, -1) end
   if new == STUCK then redis.call("HINCRBY", T, "s:" .. app, 1)
   elseif new == UPLOAD_MISSING then redis.call("HINCRBY", T, "m:" .. app, 1) end
-  if old ~= nil and PROBLEM[old] then redis.call("ZREM", P .. "ix:" .. old, key) end
-  if new ~= nil and PROBLEM[new] then redis.call("ZADD", P .. "ix:" .. new, seg.r_first, key) end
+  if old ~= nil and PROBLEM_STATES[old] then redis.call("ZREM", P .. "ix:" .. old, key) end
+  if new ~= nil and PROBLEM_STATES[new] then redis.call("ZADD", P .. "ix:" .. new, seg.r_first, key) end
   if old == UPLOADED then redis.call("ZREM", P .. "upl", key) end
   if new == UPLOADED then redis.call("ZADD", P .. "upl", now, key) end
 end
 
--- Recompute a segment's state and next deadline. Returns the problem state it entered (or -1)
--- and the event type whose start was just found lost (or "").
-local function settle(key, seg, old)
-  local new, state_deadline = derive(seg.seen, seg.r_first, seg.r_complete)
-  -- lifecycle.after_blind
-  if not CHECK_IN_COS and CHECKED[new] and redis.call("HEXISTS", P .. "bw", key) == 1 then
-    new = UNVERIFIED
-  end
+-- The books of a settle (stores/memory.py MemoryStore._settle): lifecycle.settle, then its
+-- flags, tallies, check queue and deadline. Returns the problem state it entered (or -1), the
+-- event type whose start was just found lost (or ""), and whether its retention ran out.
+local function settle_segment(key, seg, old)
+  local marked = band(seg.flags, FLAG_START_LOST) ~= 0
+  local blind = redis.call("HEXISTS", P .. "bw", key) == 1
+  local new, deadline, check, start_lost, entered, expired = settle(
+    seg.seen, seg.r_first, seg.r_complete, seg.expires, old, check_of(seg), marked, blind, now)
   local orphaned = ""
-  if band(seg.flags, START_LOST) == 0 and not has(seg.seen, S) and now >= seg.r_first + WINDOW then
-    seg.flags = bor(seg.flags, START_LOST)
-    orphaned = has(seg.seen, U) and "uploaded" or "completed"
+  if start_lost and not marked then
+    seg.flags = bor(seg.flags, FLAG_START_LOST)
+    orphaned = has(seg.seen, SEEN_UPLOADED) and "uploaded" or "completed"
   end
-  if holds(old, new, check_of(seg)) then
-    set_check(key, seg, CHECK_PENDING)  -- held where it is until its file is looked up
-    new = old
-  end
-  local entered = -1
+  set_check(key, seg, check)  -- held: its file is to be looked up, oldest first
   if new ~= old then
     move(key, seg, old, new)
-    if PROBLEM[new] or new == UNVERIFIED then entered = new end
     seg.state = new
   end
-  redis.call("ZADD", P .. "due", math.min(state_deadline, seg.expires), key)
-  return entered, orphaned
+  redis.call("ZADD", P .. "due", deadline, key)
+  return entered or -1, orphaned, expired
 end
 
 local function remove(key, seg)
@@ -240,7 +350,7 @@ local function evict_one()
     if victim then
       local raw = redis.call("GET", P .. "s:" .. victim)
       if raw then
-        local seg = unpack(raw)
+        local seg = unpack_seg(raw)
         remove(victim, seg)
         return seg.state
       end
@@ -258,7 +368,7 @@ if op == "record" then
   local seg, old
   local evicted, overflow = -1, 0
   if raw then
-    seg = unpack(raw)
+    seg = unpack_seg(raw)
     old = seg.state
   else
     if tonumber(redis.call("HGET", P .. "t", "n") or "0") >= MAX_SEGMENTS then
@@ -270,39 +380,32 @@ if op == "record" then
            r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
     redis.call("HINCRBY", P .. "t", "n", 1)
   end
-  local result = classify(seg.seen, b, old)
+  local blind = redis.call("HEXISTS", P .. "bw", key) == 1
+  local result, seen, check, still_blind, r_complete, expires = apply_event(
+    seg.seen, b, old, check_of(seg), blind, seg.r_complete, seg.expires, now)
   local label = app_label(seg.app)
   if result == DUPLICATE then
     return {result, label, seg.mode, false, false, -1, "", evicted, overflow}
   end
-  seg.seen = bor(seg.seen, b)
-  redis.call("HDEL", P .. "bw", key)  -- heard from again: paged as usual from here
-  if CHECK_IN_COS then
-    if seg.file == "" then seg.file = file end
-    -- lifecycle.check_after_event: a new event ends a pending hold and voids an answer,
-    -- except a start, which says nothing about the file
-    local chk = check_of(seg)
-    if chk == CHECK_PENDING or (chk ~= CHECK_NONE and b ~= S) then
-      set_check(key, seg, CHECK_NONE)
-    end
+  if blind and not still_blind then
+    redis.call("HDEL", P .. "bw", key)  -- heard from again: paged as usual from here
   end
-  if b == C then
+  if CHECK_IN_COS and seg.file == "" then seg.file = file end
+  set_check(key, seg, check)
+  if b == SEEN_COMPLETED then
     seg.ts_c = ts
-    seg.r_complete = now
-  elseif b == U then
+  elseif b == SEEN_UPLOADED then
     seg.ts_u = ts
   else
     seg.ts_s = ts
   end
-  local duration, upload_delay = false, false
-  if has(seg.seen, S) and has(seg.seen, C) and (b == S or b == C) then duration = seg.ts_c - seg.ts_s end
-  if has(seg.seen, C) and has(seg.seen, U) and (b == C or b == U) then upload_delay = seg.ts_u - seg.ts_c end
-  seg.expires = now + RETENTION
-  if old == nil then old = -1 end
-  local entered, orphaned = settle(key, seg, old ~= -1 and old or nil)
+  seg.seen, seg.r_complete, seg.expires = seen, r_complete, expires
+  local duration, upload_delay = measure(seg.seen, b, seg.ts_s, seg.ts_c, seg.ts_u)
+  local entered, orphaned = settle_segment(key, seg, old)
   save(key, seg)
-  -- Integers survive the trip back to the client; durations are whole seconds.
-  return {result, label, seg.mode, duration, upload_delay, entered, orphaned, evicted, overflow}
+  -- Integers survive the trip back to the client (durations are whole seconds); nil does not.
+  return {result, label, seg.mode, duration or false, upload_delay or false, entered, orphaned,
+          evicted, overflow}
 end
 
 if op == "sweep" then
@@ -314,12 +417,12 @@ if op == "sweep" then
     if not raw then
       redis.call("ZREM", P .. "due", key)
     else
-      local seg = unpack(raw)
+      local seg = unpack_seg(raw)
       -- Settle first: a segment that became a problem before its retention ran out is
       -- reported (and evicted) in that state, even if the sweep fell behind.
-      local entered, orphaned = settle(key, seg, seg.state)
+      local entered, orphaned, expired = settle_segment(key, seg, seg.state)
       local evicted = -1
-      if seg.expires <= now then
+      if expired then
         evicted = seg.state
         remove(key, seg)
       else
@@ -346,9 +449,9 @@ if op == "claim" then
     if not raw then
       redis.call("ZREM", P .. "chk", key)
     else
-      local seg = unpack(raw)
+      local seg = unpack_seg(raw)
       redis.call("ZADD", P .. "chk", now + lease, key)
-      local pending = derive(seg.seen, seg.r_first, seg.r_complete)
+      local pending = derive_state(seg.seen, seg.r_first, seg.r_complete, now)
       out[#out + 1] = {key, pending, seg.file, app_label(seg.app)}
     end
   end
@@ -363,21 +466,46 @@ if op == "resolve" then
     redis.call("ZREM", P .. "chk", key)
     return {-2}
   end
-  local seg = unpack(raw)
+  local seg = unpack_seg(raw)
   if check_of(seg) ~= CHECK_PENDING then return {-2} end
-  local lost = 0
-  if answer == "found" then
-    -- lifecycle.found_in_cos
-    lost = band(bor(C, U), bnot(seg.seen))
-    seg.seen = bor(seg.seen, lost)
-    seg.flags = bor(band(seg.flags, bnot(24)), lshift(lost, 2))
-    set_check(key, seg, CHECK_NONE)
-  else
-    set_check(key, seg, answer == "not_found" and CHECK_CONFIRMED or CHECK_UNCONFIRMED)
+  local seen, lost, check = apply_answer(seg.seen, answer)
+  if lost ~= 0 then
+    seg.seen = seen
+    seg.flags = bor(band(seg.flags, bnot(LOST_MASK)), lshift(lost, FLAG_LOST_SHIFT))
   end
-  local entered, orphaned = settle(key, seg, seg.state)
+  set_check(key, seg, check)
+  local entered, orphaned = settle_segment(key, seg, seg.state)
   save(key, seg)
   return {entered, lost, check_of(seg), orphaned, app_label(seg.app)}
+end
+
+if op == "rule" then
+  -- For tests only, and it changes nothing in Redis: runs the rule function named ARGV[11]
+  -- with the arguments that follow ("" is nil, "true"/"false" booleans, numbers as numbers,
+  -- anything else a string) and returns what it returns, each as a string ("" for nil).
+  local fn = RULES[ARGV[11]]
+  if not fn then return redis.error_reply("unknown rule " .. tostring(ARGV[11])) end
+  local args, n = {}, #ARGV - 11
+  for i = 1, n do
+    local a = ARGV[11 + i]
+    if a == "" then args[i] = nil
+    elseif a == "true" or a == "false" then args[i] = a == "true"
+    else args[i] = tonumber(a) or a end
+  end
+  local out = {n = 0}
+  local function keep(...)
+    out.n = select("#", ...)
+    for i = 1, out.n do out[i] = select(i, ...) end
+  end
+  keep(fn(unpack(args, 1, n)))
+  local reply = {}
+  for i = 1, out.n do
+    local v = out[i]
+    if v == nil then reply[i] = ""
+    elseif type(v) == "number" then reply[i] = string.format("%.17g", v)
+    else reply[i] = tostring(v) end
+  end
+  return reply
 end
 
 if op == "blind" then
@@ -388,7 +516,7 @@ if op == "blind" then
   local marked = 0
   for _, key in ipairs(keys) do
     local raw = redis.call("GET", P .. "s:" .. key)
-    if raw and BLIND_MARKED[unpack(raw).state] then
+    if raw and BLIND_MARKED[unpack_seg(raw).state] then
       redis.call("HSET", P .. "bw", key, window)
       marked = marked + 1
     end
