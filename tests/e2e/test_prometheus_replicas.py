@@ -94,8 +94,12 @@ def test_lifecycle_alerts_of_three_replicas_are_those_of_one_process(
     assert set(replicated) == set(single)  # one alert each, no more
     for key, value in single.items():
         # increase()s of per-replica counters: Prometheus extrapolates each replica's series
-        # from its own first sample, so they are close, not equal.
-        assert float(replicated[key]) == pytest.approx(float(value), rel=0.1, abs=0.05)
+        # from its own first sample, so they are close, not equal: the same number of segments,
+        # and a close share of them.
+        if "Budget" in key[0]:
+            assert float(replicated[key]) == pytest.approx(float(value), rel=0.25)
+        else:
+            assert round(float(replicated[key])) == round(float(value))
 
 
 def _normalised(result: list[dict[str, object]]) -> list[tuple[tuple[tuple[str, str], ...], str]]:
