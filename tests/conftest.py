@@ -8,11 +8,14 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +24,19 @@ SHARED = ROOT.parent / "shared"
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# Hypothesis: how long an example or its generation takes on a loaded machine is never a finding
+# here (a slow-generation health check once failed a CI run), so neither the deadline nor the
+# too-slow health check applies. Under CI=true the examples are also derandomised: each run
+# tries the same ones, so a run that passed passes again, and a failure prints the blob that
+# reproduces it. Each property sets its own number of examples, sized for 2 cores (the whole
+# suite in under 4 minutes there, `make test`). `--hypothesis-profile` picks another.
+hypothesis_settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile(
+    "ci", hypothesis_settings.get_profile("dev"), derandomize=True, database=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if in_ci() else "dev")
 
 
 _PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
@@ -137,12 +153,17 @@ class SyncStore:
     def __len__(self) -> int:
         return int(self.run(self.inner.count()))
 
-    def recount(self) -> Any:
-        """The gauges recomputed from scratch from every segment the store lists."""
+    def recount(self, stats: Any = None, views: list[Any] | None = None) -> Any:
+        """The gauges recomputed from scratch from every segment the store lists.
+
+        ``stats`` and ``views`` (every segment) may be ones the caller has just read, so that a
+        check reads each once: a Redis store's listing walks its whole keyspace."""
+        import dataclasses
+
         from gme_recwatch.events import MODE_NAMES
         from gme_recwatch.lifecycle import STATE_NAMES, State
 
-        s = self.stats()
+        s = dataclasses.replace(stats if stats is not None else self.stats())
         labels = s.app_labels
         live = {State.RECORDING.label, State.STUCK.label}
         active: dict[tuple[str, str], int] = {(a, m): 0 for a in labels for m in MODE_NAMES}
@@ -151,7 +172,7 @@ class SyncStore:
         missing = dict.fromkeys(labels, 0)
         oldest: dict[str, float] = dict.fromkeys(labels, 0.0)
         by_state = dict.fromkeys(STATE_NAMES, 0)
-        for v in self.segments(limit=10**9):
+        for v in self.segments(limit=10**9) if views is None else views:
             by_state[v.state] += 1
             if v.state in live:
                 active[(v.app_id, v.record_mode)] += 1
@@ -169,6 +190,73 @@ class SyncStore:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",
                      help="rewrite tests/golden/ from what the code produces now (review the diff)")
+
+
+# ------------------------------------------------------------------ pytest-xdist (make test)
+
+# Modules whose tests share a module-scoped fixture, slowest first: under `make test` (pytest-xdist,
+# ``--dist loadgroup``) each runs whole on one worker, so the fixture (the container image, a
+# Prometheus, the rendered chart) is made once and the module's figures ($GME_RECWATCH_FIGURES)
+# are written once, whole; and they are handed out first, so that none starts last and the image
+# build (60-180 s) overlaps everything else. Every other test goes to whichever worker is free,
+# the end-to-end ones (real processes, seconds each) before the rest.
+XDIST_MODULE_GROUPS = (
+    "tests/e2e/test_image.py",
+    "tests/e2e/test_reliability.py",
+    "tests/test_hostile.py",
+    "tests/e2e/test_prometheus_replicas.py",
+    "tests/e2e/test_prometheus_e2e.py",
+    "tests/test_helm.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, plus :data:`XDIST_MODULE_GROUPS`. (xdist 3.8 groups ``xdist_group``
+    marks by rewriting node ids, which pytest 9.2 no longer lets it do: pytest-xdist#1386. The
+    modules are grouped here, in the controller, from their node ids.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroups(LoadGroupScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in XDIST_MODULE_GROUPS else str(super()._split_scope(nodeid))
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the first assignment: the whole queue is known
+                def rank(scope: str) -> tuple[int, int]:
+                    if scope in XDIST_MODULE_GROUPS:
+                        return 0, XDIST_MODULE_GROUPS.index(scope)
+                    return (1 if scope.startswith("tests/e2e/") else 2), 0
+
+                for scope in sorted(self.workqueue, key=rank, reverse=True):
+                    self.workqueue.move_to_end(scope, last=False)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return ModuleGroups(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module that gains a module-scoped fixture and is not in :data:`XDIST_MODULE_GROUPS`
+    would have its tests spread over the workers, and the fixture made on each: say so."""
+    if not hasattr(config, "workerinput") or config.workerinput.get("workerid") != "gw0":
+        return
+    def module_scoped(item: pytest.Item) -> bool:
+        info = getattr(item, "_fixtureinfo", None)
+        return info is not None and any(d[-1].scope == "module"
+                                        for d in info.name2fixturedefs.values())
+
+    missing = sorted({item.nodeid.split("::", 1)[0] for item in items if module_scoped(item)}
+                     - set(XDIST_MODULE_GROUPS))
+    for module in missing:
+        warnings.warn(pytest.PytestWarning(
+            f"{module} has a module-scoped fixture but is not in XDIST_MODULE_GROUPS "
+            "(tests/conftest.py): under xdist its tests may run on several workers"), stacklevel=1)
 
 
 @pytest.fixture(autouse=True)
@@ -190,26 +278,43 @@ def _restore_logging() -> Iterator[None]:
 
 # ------------------------------------------------------------------ a real redis-server
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class RedisServer:
     """A redis-server of our own on a free loopback port, with its own directory."""
 
     def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
-        import socket
         import subprocess
 
         self.binary = require_tool("redis-server")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--dir", str(self.dir), "--save", "", "--appendonly",
-                     "yes" if appendonly else "no", "--appendfsync", "always",
-                     "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        self.appendonly = appendonly
         self._subprocess = subprocess
         self.proc: Any = None
-        self.start()
+        # Another process (an xdist worker's server, a service) may take the free port before
+        # redis-server binds it: then it exits, and another port is tried.
+        for attempt in range(3):
+            self.port = _free_port()
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    @property
+    def args(self) -> list[str]:
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--save", "", "--appendonly",
+                "yes" if self.appendonly else "no", "--appendfsync", "always",
+                "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
 
     @property
     def url(self) -> str:
@@ -221,15 +326,18 @@ class RedisServer:
 
         self.proc = self._subprocess.Popen(self.args, stdout=self._subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        # Until our own process answers: a PONG while it has exited is someone else's server.
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
                     c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
+                    if c.recv(16).startswith(b"+PONG") and self.proc.poll() is None:
                         return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()}")
+        log = (self.dir / "redis.log").read_text() if (self.dir / "redis.log").exists() else ""
+        self.kill()
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {log}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -272,35 +380,37 @@ class S3Server:
     REGION = "ap-guangzhou"
 
     def __init__(self, workdir: Path) -> None:
-        import socket
         import subprocess
         import sys
         import time
 
         import httpx
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
         self.log_path = workdir / "moto.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
+        # Another process (an xdist worker's server, a service) may take the free port before
+        # moto binds it: then moto exits, and another port is tried.
+        for attempt in range(3):
+            self.port = _free_port()
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while self.proc.poll() is None:
+                try:
+                    if httpx.get(self.url + "/moto-api/data.json", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto server did not start:\n{self.log_path.read_text()}")
+                time.sleep(0.1)
+            if self.proc.poll() is None:
+                break
+            if attempt == 2:
                 raise RuntimeError(f"moto server exited:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/moto-api/data.json", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"moto server did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.1)
         iam = self._client("iam", "setup", "setup")
         self.keys: dict[str, tuple[str, str]] = {}
         policies = {

@@ -139,18 +139,27 @@ def test_promtool_rule_unit_tests_pass(path: Path) -> None:
 
 
 def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
-    """The unit tests are not vacuous: loosen one alert and they fail, naming it."""
+    """The unit tests are not vacuous: loosen one alert and they fail, naming it. Only the test
+    cases that check that alert run (the whole file takes several times as long): first on the
+    rules as they are, where they pass, then on the loosened rule, where they fail."""
     promtool = require_tool("promtool")
     shutil.copytree(DASHBOARDS_DIR / "rules", tmp_path / "rules")
-    shutil.copytree(DASHBOARDS_DIR / "tests", tmp_path / "tests")
+    (tmp_path / "tests").mkdir()
+    doc = yaml.safe_load((DASHBOARDS_DIR / "tests" / "alerts.test.yaml").read_text())
+    doc["tests"] = [case for case in doc["tests"]
+                    if any(c["alertname"] == "GmeRecordingStuck" for c in case.get("alert_rule_test", []))]
+    assert doc["tests"]
+    subset = tmp_path / "tests" / "stuck.test.yaml"
+    subset.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = subprocess.run([promtool, "test", "rules", str(subset)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
     alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
     text = alerts_file.read_text()
     broken = text.replace('state="stuck", confirmed!="false"}[30m])) > 0',
                           'state="stuck", confirmed!="false"}[30m])) > 5')
     assert broken != text
     alerts_file.write_text(broken)
-    out = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests" / "alerts.test.yaml")],
-                         capture_output=True, text=True)
+    out = subprocess.run([promtool, "test", "rules", str(subset)], capture_output=True, text=True)
     assert out.returncode != 0
     assert "GmeRecordingStuck" in out.stdout + out.stderr
 

@@ -50,7 +50,7 @@ def test_budget_limits_a_round_and_the_rest_stays_queued() -> None:
     for slot in range(25):
         q.set(slot, 1.0)
     rounds = []
-    while q.has_due(2.0):
+    while q.has_due(2.0) and len(rounds) < 10:  # a pop that leaves its slots due would spin
         rounds.append(len(q.pop_due(2.0, budget=10)))
     assert rounds == [10, 10, 5]
     assert len(q) == 0

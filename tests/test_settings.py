@@ -532,7 +532,8 @@ def test_a_mistyped_setting_stops_the_start_naming_it_and_the_closest_setting() 
 
 def test_the_test_suite_s_own_variables_and_other_prefixes_do_not_stop_the_start() -> None:
     assert TOOLING_VARIABLES == {"GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS",
-                                 "GME_RECWATCH_IMAGE_CACHE", "GME_RECWATCH_DEBIAN_MIRROR"}
+                                 "GME_RECWATCH_FLOOD_SEGMENTS", "GME_RECWATCH_IMAGE_CACHE",
+                                 "GME_RECWATCH_DEBIAN_MIRROR"}
     load({name: "x" for name in TOOLING_VARIABLES} | {"GME_RECWATCHER": "x", "OTHER": "x"})
 
 

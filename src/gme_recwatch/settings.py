@@ -453,8 +453,8 @@ def _clean(f: Field, raw: str) -> str:
 # read them (tests/conftest.py, tests/test_hostile.py, tests/e2e/test_image.py), never the
 # service. A developer who exports one must still be able to start the service next to them.
 TOOLING_VARIABLES: Final = frozenset({
-    "GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS", "GME_RECWATCH_IMAGE_CACHE",
-    "GME_RECWATCH_DEBIAN_MIRROR"})
+    "GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS", "GME_RECWATCH_FLOOD_SEGMENTS",
+    "GME_RECWATCH_IMAGE_CACHE", "GME_RECWATCH_DEBIAN_MIRROR"})
 
 
 def unknown_variable(name: str) -> str | None:

@@ -95,7 +95,25 @@ class RunningService:
 
 
 def start_service(tmp_path: Path, *serve_args: str, **env: str) -> RunningService:
-    """Start `gme-recwatch serve [serve_args]` and wait until /readyz says ready."""
+    """Start `gme-recwatch serve [serve_args]` and wait until /readyz says ready.
+
+    Ports are free ones unless `env` names them; another process (another xdist worker's
+    service, a Prometheus) may take a free port before the service binds it, and then the
+    service exits with "address already in use" and is started again on other ports."""
+    if "GME_RECWATCH_PORT" not in env and "GME_RECWATCH_ADMIN_PORT" not in env:
+        for _retry in range(2):
+            try:
+                return _start_service(tmp_path, serve_args, env)
+            except _PortTaken:
+                pass
+    return _start_service(tmp_path, serve_args, env)
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, str]) -> RunningService:
     port, admin = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -120,7 +138,8 @@ def start_service(tmp_path: Path, *serve_args: str, **env: str) -> RunningServic
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gme-recwatch exited with {proc.returncode}:\n{svc.logs()}")
+            error = _PortTaken if "address already in use" in svc.logs() else RuntimeError
+            raise error(f"gme-recwatch exited with {proc.returncode}:\n{svc.logs()}")
         try:
             if httpx.get(svc.admin_url + "/readyz", timeout=1).status_code == 200:
                 return svc

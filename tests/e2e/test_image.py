@@ -39,7 +39,10 @@ from gme_recwatch.signature import sign
 
 from .conftest import SECRET, callback_body, free_port
 
-pytestmark = pytest.mark.e2e
+# Longer than the suite's per-test limit (pyproject.toml): whichever test of the module comes
+# first builds the image in its setup, 60-180 s with the base cached, and a cold base is first
+# made with debootstrap (minutes more, 20 at most: its own timeout); a rebuild follows.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 # The base: what a python:3.x-slim image offers the Dockerfile, made from Debian packages.
 SUITE = "bookworm"

@@ -50,7 +50,7 @@ def shared_view(replicas: list[RunningService]) -> dict[str, float]:
 
 
 def wait_for(want: dict[str, float], replicas: list[RunningService], keys: list[str]) -> dict[str, float]:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while True:
         got = shared_view(replicas)
         if all(got[k] == want[k] for k in keys) or time.monotonic() > deadline:
@@ -86,6 +86,9 @@ def test_three_replicas_on_one_redis_count_what_a_single_process_would(
         assert "internal_error" not in r.logs()
 
 
+# Longer than the suite's per-test limit: the sender retries what the killed replica dropped
+# for up to 60 s by design, and three replicas start first (42 s on a loaded machine).
+@pytest.mark.timeout(240)
 def test_a_replica_killed_mid_run_loses_no_acknowledged_callback(
         service_factory: object, redis_server: RedisServer) -> None:
     env = redis_env(redis_server)
