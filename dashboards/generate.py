@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import rules  # noqa: E402  (beside this script: the SLIs are defined once, for rules and panels)
+
 DS = {"type": "prometheus", "uid": "${prometheus_datasource}"}
 LOKI = {"type": "loki", "uid": "${loki_datasource}"}
 RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"
-# The service's upload grace (GME_RECWATCH_UPLOAD_GRACE_SECONDS, 15 min by default): missing
-# uploads counted now are of segments completed that long ago.
-UPLOAD_GRACE = "15m"
 
 # Selectors every query carries: the release (cluster, namespace, job) and the instance; APP adds
 # the app filter for metrics that have an app_id label.
@@ -262,6 +262,43 @@ def dashboard(uid: str, title: str, description: str, tags: list[str], panels: l
     }
 
 
+def _sli(slo: str, window: str) -> tuple[str, str]:
+    if slo == "ingest":
+        return rules.ingest_sli(window, str(rules.KNOBS["ingest_slow_le"][1]), SEL, "sum")
+    return rules.delivery_sli(window, SEL, APP, "sum")
+
+
+def slo_row(lay: Layout) -> None:
+    """Budget left over the budget period, and the burn rate over the page and ticket windows,
+    of both SLOs: read from the counters with the SLIs of rules.py, against the objective the
+    rules record (`instance:gme_recording_slo_objective:ratio`, the chart's value)."""
+    lay.row("SLOs")
+    what = {"ingest": "signed callbacks answered 2xx within the slow threshold (unsigned requests "
+                      "left out)",
+            "delivery": "segments that reached uploaded, against those stuck or missing their "
+                        "upload (confirmed by COS, or with no bucket to look in)"}
+    for slo, title in (("ingest", "Ingest"), ("delivery", "Delivery")):
+        objective = f'max(instance:gme_recording_slo_objective:ratio{{{SEL}, slo="{slo}"}})'
+        events, errors = _sli(slo, rules.BUDGET_PERIOD)
+        lay.add(stat(f"{title} error budget left", f"The {slo} SLO ({what[slo]}): the share of "
+                     f"its error budget left over the last {rules.BUDGET_PERIOD}. Below 0 the "
+                     f"objective is missed.", "percentunit",
+                     f"1 - ({errors}) / (({events}) > 0) / (1 - {objective})", red=0,
+                     decimals=1), 4, 6)
+        burns = []
+        for role in ("page_long", "ticket_long"):
+            window = str(rules.KNOBS[role][1])
+            events, errors = _sli(slo, window)
+            burns.append((f"({errors}) / (({events}) > 0) / (1 - {objective})", f"over {window}"))
+        page = rules.defaults()[f"Gme{'Recwatch' if slo == 'ingest' else 'Recording'}"
+                               f"{title}BudgetBurn"]["factor"]
+        lay.add(timeseries(f"{title} burn rate", f"How many times faster than the objective allows "
+                           f"the {slo} SLO spends its error budget (1 = the whole budget in "
+                           f"{rules.BUDGET_PERIOD}). Paged above {page} over both the long and the "
+                           "short page windows; ticketed above the slow factor over the ticket "
+                           "windows (docs/alerting.md).", "short", burns), 8, 6)
+
+
 def overview() -> dict[str, Any]:
     lay = Layout()
     lay.row("Now")
@@ -293,6 +330,8 @@ def overview() -> dict[str, Any]:
                  f"sum(rate(gme_recording_callbacks_total{{{SEL}}}[$__rate_interval])))",
                  red=0.25, decimals=1), 4, 4)
 
+    slo_row(lay)
+
     lay.row("Callbacks")
     lay.add(timeseries("Callbacks by event type and result", "Verified callbacks per second, by "
                        "event type and what the tracker made of them (accepted, duplicate, "
@@ -319,7 +358,7 @@ def overview() -> dict[str, Any]:
                        [(f"sum by (reason) (rate(gme_recording_callbacks_invalid_total{{{SEL}}}"
                          f"[$__rate_interval]))", "{{reason}}")]), 8, 8)
     lay.add(timeseries("Orphan events (lost starts)", "Completed/uploaded events whose start never "
-                       "arrived within the reorder window, per interval (GmeRecordingOrphansSpike). "
+                       "arrived within the reorder window, per interval (GmeRecordingCallbacksLost). "
                        "Links: the orphan segments in the API and the segment_orphan log lines.",
                        "short",
                        [(f"sum by (event_type) (increase(gme_recording_orphan_events_total{{{SEL}}}"
@@ -358,14 +397,14 @@ def overview() -> dict[str, Any]:
                         (f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
                          f"[$__rate_interval]))", "missing upload {{app_id}}")],
                        exemplars=True), 6, 8)
-    lay.add(timeseries("Missing-upload ratio", "Segments completed in the hour up to one upload "
-                       "grace ago whose upload did not arrive, as a share of them, by app "
-                       "(GmeRecordingUploadsMissingRatio). Both sides count the same segments.",
-                       "percentunit",
-                       [(f"sum by (app_id) (increase(gme_recording_missing_uploads_total{{{APP}}}"
-                         f"[1h])) / (sum by (app_id) (increase("
-                         f"gme_recording_segments_completed_total{{{APP}}}[1h] offset {UPLOAD_GRACE}))"
-                         f" > 0)", "{{app_id}}")]), 6, 8)
+    lay.add(timeseries("Problems by COS answer", "New stuck and missing segments per interval by "
+                       "whether COS confirmed them: `true` looked up and absent, `false` the lookup "
+                       "failed (a COS outage: never paged, GmeRecwatchCosLookupsFailing names it), "
+                       "`unchecked` no bucket. The pages count `true` and `unchecked` only.",
+                       "short",
+                       [(f"sum by (state, confirmed) (increase(gme_recording_problem_segments_total"
+                         f"{{{APP}}}[$__rate_interval]))", "{{state}} confirmed={{confirmed}}")]),
+            6, 8)
     lay.add(table("Apps now", "Per app: segments recording, stuck, missing an upload, and the start "
                   "of the oldest recording still running.", "short",
                   [(f"sum by (app_id) ({SHARED} (gme_recording_active_recordings{{{APP}}}))", ""),
@@ -431,7 +470,7 @@ def service() -> dict[str, Any]:
                  f"(max by (instance) (gme_recording_store_capacity{{{SEL}}}) > 0))",
                  red=0.9, kind="gauge"), 4, 4)
     lay.add(stat("Snapshot age", "Time since the last state snapshot was written; empty when "
-                 "snapshots are off (GmeRecwatchSnapshotStale).", "s",
+                 "snapshots are off (GmeRecwatchSnapshotFailing).", "s",
                  f"time() - max(gme_recording_snapshot_last_success_timestamp_seconds{{{SEL}}} > 0)",
                  red=900), 4, 4)
     lay.add(stat("SecretKeys loaded", "Keys in the keyring, all apps, rotation keys included.",
@@ -477,7 +516,7 @@ def service() -> dict[str, Any]:
                          f" > 0)", "{{instance}}")]), 8, 8)
     lay.add(timeseries("Evictions by reason and state", "Segments dropped from memory per second. "
                        "`capacity` evictions of states other than `uploaded` lose live segments "
-                       "(GmeRecwatchEvictingLiveSegments).", "ops",
+                       "(GmeRecwatchTrackerNearCapacity).", "ops",
                        [(f"sum by (reason, state) (rate(gme_recording_evictions_total{{{SEL}}}"
                          f"[$__rate_interval]))", "{{reason}} {{state}}")]), 8, 8)
     lay.add(timeseries("App label overflow", "Callbacks per second from apps beyond max_apps, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,26 +33,63 @@ RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.m
 # Matches `gme-recwatch` and a Helm release's `<release>-gme-recwatch[-admin]`.
 DEFAULT_SELECTOR = 'job=~".*gme-recwatch.*"'
 BY = "cluster, namespace, job"
-# The service's own upload grace (GME_RECWATCH_UPLOAD_GRACE_SECONDS, 15 min by default): the
-# missing uploads counted now are of segments completed one grace ago.
-UPLOAD_GRACE = "15m"
+
+
+FOLLOW_UP_QUIET = "7h"  # the longest deadline (6 h stuck) plus the upload grace and lookups
 
 
 @dataclass
 class Alert:
     name: str
-    expr: str  # `$S` is the selector, `$BY` the release labels, `$<param>` a threshold
+    expr: str  # `$S` is the selector, `$BY` the release labels, `$<param>` a threshold or knob
     summary: str
     description: str
     severity: str
     for_: str
     params: dict[str, float | int | str] = field(default_factory=dict)
+    # A follow-up of recordings going wrong (stuck, missing, lost callbacks): quiet for
+    # `quiet_after_own_loss` after a loss we caused ourselves (see OWN_LOSSES), because then
+    # the recordings went wrong by our doing and the cause has already been reported.
+    follow_up: bool = False
+
+    def __post_init__(self) -> None:
+        if self.follow_up:
+            self.params.setdefault("quiet_after_own_loss", FOLLOW_UP_QUIET)
+
+
+@dataclass
+class Record:
+    record: str
+    expr: str
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Group:
     name: str
-    rules: list[Alert | tuple[str, str]]  # an alert, or (record, expr)
+    rules: list[Alert | Record]
+
+
+# Knobs that are not one alert's: the SLOs and their windows, and what counts as a loss we
+# caused. name -> (path under the chart's `prometheusRule`, default); `$name` in an expression.
+KNOBS: dict[str, tuple[tuple[str, ...], float | int | str]] = {
+    "page_long": (("slo", "windows", "pageLong"), "1h"),
+    "page_short": (("slo", "windows", "pageShort"), "5m"),
+    "ticket_long": (("slo", "windows", "ticketLong"), "6h"),
+    "ticket_short": (("slo", "windows", "ticketShort"), "30m"),
+    "ingest_objective": (("slo", "ingest", "objective"), 0.999),
+    # The `le` of the callback latency histogram above which an answer counts as too slow;
+    # one of metrics.HTTP_BUCKETS as exposed ("2.5"). Tencent gives up after about 5 s.
+    "ingest_slow_le": (("slo", "ingest", "slowSeconds"), "2.5"),
+    "delivery_objective": (("slo", "delivery", "objective"), 0.999),
+    "own_loss_min_refused": (("ownLoss", "minRefusedCallbacks"), 5),
+}
+# The windows every SLO is recorded at, by role: a burn alert reads two of them. The budget
+# left over BUDGET_PERIOD is the dashboard's, read from the counters when it is looked at:
+# recording a 30-day increase every evaluation would cost more than every other rule together.
+WINDOWS = ("page_long", "page_short", "ticket_long", "ticket_short")
+BUDGET_PERIOD = "30d"
+SLOS = ("ingest", "delivery")
 
 
 def _sub(text: str, values: dict[str, str]) -> str:
@@ -61,52 +99,148 @@ def _sub(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", one, text)
 
 
+def knob_defaults() -> dict[str, Any]:
+    """The chart's `prometheusRule` values for :data:`KNOBS`, nested as the chart has them."""
+    out: dict[str, Any] = {}
+    for path, value in KNOBS.values():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def _inc(agg: str, metric: str, sel: str, extra: str, window: str) -> str:
+    matchers = f"{sel}, {extra}" if extra else sel
+    return f"{agg} (increase({metric}{{{matchers}}}[{window}]))"
+
+
+def ingest_sli(window: str, slow_le: str, sel: str = "$S",
+               agg: str = "sum by ($BY)") -> tuple[str, str]:
+    """(events, errors) of the ingest SLO over `window`: signed callbacks, and those answered
+    5xx, rejected for their signature (mismatch, unknown_app), rejected as stale, or answered
+    slower than `slow_le` seconds. Unsigned requests (scanners, probes: answered 401 with reason
+    `missing`) are in neither, so no flood of them can hide a failure or raise one. Rules and
+    the overview dashboard both read these."""
+    zero = "0 * " + _inc(agg, "gme_recording_signature_failures_total", sel, "", window)
+    answered = _inc(agg, "gme_recording_http_requests_total", sel,
+                    'listener="callback", code=~"2..|5.."', window)
+    failed = _inc(agg, "gme_recording_http_requests_total", sel,
+                  'listener="callback", code=~"5.."', window)
+    rejected = _inc(agg, "gme_recording_signature_failures_total", sel, 'reason!="missing"',
+                    window)
+    stale = _inc(agg, "gme_recording_callbacks_invalid_total", sel, 'reason="stale"', window)
+    # The latency histogram has no status code: unsigned requests are answered fast, so they
+    # add to the count and to every bucket alike and never to the slow ones.
+    slow = (_inc(agg, "gme_recording_http_request_duration_seconds_count", sel,
+                 'listener="callback"', window) + "\n  - "
+            + _inc(agg, "gme_recording_http_request_duration_seconds_bucket", sel,
+                   f'listener="callback", le="{slow_le}"', window))
+    events = f"({answered}\n  or {zero})\n+ {rejected}\n+ {stale}"
+    errors = f"({failed}\n  or {zero})\n+ {rejected}\n+ {stale}\n+ ({slow}\n  or {zero})"
+    return events, errors
+
+
+def delivery_sli(window: str, sel: str = "$S", app_sel: str = "$S",
+                 agg: str = "sum by ($BY)") -> tuple[str, str]:
+    """(events, errors) of the recording-delivery SLO over `window`: segments that reached
+    uploaded (by their upload callback, or found in COS after a deadline) or became a problem,
+    and the problems that count (stuck or upload missing, unless a COS lookup failed: with a
+    bucket only confirmed ones, without one every one)."""
+    zero = "0 * " + _inc(agg, "gme_recording_segments_reconciled_total", sel, "", window)
+    uploaded = _inc(agg, "gme_recording_callbacks_total", sel,
+                    'event_type="uploaded", result=~"accepted|out_of_order"', window)
+    found = _inc(agg, "gme_recording_segments_reconciled_total", sel, "", window)
+    problems = _inc(agg, "gme_recording_problem_segments_total", app_sel, 'confirmed!="false"',
+                    window)
+    failed = f"({problems}\n  or {zero})"
+    return f"{uploaded}\n+ {found}\n+ {failed}", failed
+
+
+def slo_records() -> list[Record]:
+    out: list[Record] = []
+    for slo in SLOS:
+        # Per instance, so the dashboards (which filter every query by instance) can read it.
+        out.append(Record("instance:gme_recording_slo_objective:ratio",
+                          "0 * group by ($BY, instance) (gme_recording_build_info{$S})"
+                          f" + ${slo}_objective", {"slo": slo}))
+        for role in WINDOWS:
+            window = f"${role}"
+            events, errors = (ingest_sli(window, "$ingest_slow_le") if slo == "ingest"
+                              else delivery_sli(window))
+            labels = {"slo": slo, "window": role}
+            sel = f'slo="{slo}", window="{role}"'
+            out += [
+                Record("job:gme_recording_slo_events:increase", events, labels),
+                Record("job:gme_recording_slo_errors:increase", errors, labels),
+                Record("job:gme_recording_slo_errors:ratio_increase",
+                       f"job:gme_recording_slo_errors:increase{{{sel}}}\n"
+                       f"/ (job:gme_recording_slo_events:increase{{{sel}}} > 0)", labels),
+            ]
+    return out
+
+
+# Losses we cause ourselves, by cause: while one is recorded, and for `quiet_after_own_loss`
+# after it, the follow-up tickets stay quiet (a segment whose callback we refused looks stuck,
+# missing or lost hours later, when the cause has long been reported). One line per cause: a
+# new cause is one more entry here.
+OWN_LOSSES: dict[str, str] = {
+    # The state store did not answer: callbacks answered 503, or not routed to us at all.
+    "backend": "sum by ($BY) (increase(gme_recording_backend_errors_total{$S}[5m])) > 0",
+    # Signed callbacks we rejected: a wrong or rotated SecretKey (a trickle from one stray
+    # sender stays under the threshold).
+    "signature": 'sum by ($BY) (increase(gme_recording_signature_failures_total{$S, '
+                 'reason!="missing"}[5m])) >= $own_loss_min_refused',
+    # Callbacks we answered 5xx: Tencent gives up on each after its minute of retries.
+    "server_error": 'sum by ($BY) (increase(gme_recording_http_requests_total{$S, '
+                    'listener="callback", code=~"5.."}[5m])) >= $own_loss_min_refused',
+    # Seconds in which we could not have received callbacks, beyond the sender's retries.
+    "blind": "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[5m])) > 0",
+    # The shared store came back empty (what GmeRecwatchStoreReset reports).
+    "store_reset": "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[5m])) > 0",
+}
+OWN_LOSS = "job:gme_recording_own_losses:present5m"
+
+
 def groups() -> list[Group]:
     recording = Group("gme-recwatch.rules", [
         # Verified callbacks per second, by event type and what the tracker made of them.
-        ("job:gme_recording_callbacks:rate5m",
-         "sum by ($BY, event_type, result) (rate(gme_recording_callbacks_total{$S}[5m]))"),
+        Record("job:gme_recording_callbacks:rate5m",
+               "sum by ($BY, event_type, result) (rate(gme_recording_callbacks_total{$S}[5m]))"),
         # Rejected signatures per second, by reason (missing, mismatch, unknown_app).
-        ("job:gme_recording_signature_failures:rate5m",
-         "sum by ($BY, reason) (rate(gme_recording_signature_failures_total{$S}[5m]))"),
+        Record("job:gme_recording_signature_failures:rate5m",
+               "sum by ($BY, reason) (rate(gme_recording_signature_failures_total{$S}[5m]))"),
         # Callbacks that carried a Signature: verified ones plus those whose signature failed.
         # Requests with no Signature at all (scanners, probes) are left out.
-        ("job:gme_recording_signed_callbacks:rate5m",
-         'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
-         "+ sum by ($BY) (rate(gme_recording_callbacks_total{$S}[5m]))"),
+        Record("job:gme_recording_signed_callbacks:rate5m",
+               'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
+               "+ sum by ($BY) (rate(gme_recording_callbacks_total{$S}[5m]))"),
         # Share of signed callbacks whose signature failed: 1 when the SecretKey is wrong.
-        ("job:gme_recording_signature_mismatches:ratio_rate5m",
-         'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
-         "/ (job:gme_recording_signed_callbacks:rate5m > 0)"),
-        # Segments completed, and completed segments whose upload never came, per app, an hour.
-        ("job_app_id:gme_recording_segments_completed:increase1h",
-         "sum by ($BY, app_id) (increase(gme_recording_segments_completed_total{$S}[1h]))"),
-        ("job_app_id:gme_recording_missing_uploads:increase1h",
-         "sum by ($BY, app_id) (increase(gme_recording_missing_uploads_total{$S}[1h]))"),
-        # The uploads missing in the last hour are of segments completed one upload grace
-        # earlier, so the completions are read that much earlier: both sides count the same
-        # segments, and the ratio stays within 0..1.
-        ("job_app_id:gme_recording_missing_uploads:ratio_increase1h",
-         "job_app_id:gme_recording_missing_uploads:increase1h\n"
-         f"/ (job_app_id:gme_recording_segments_completed:increase1h offset {UPLOAD_GRACE} > 0)"),
+        Record("job:gme_recording_signature_mismatches:ratio_rate5m",
+               'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
+               "/ (job:gme_recording_signed_callbacks:rate5m > 0)"),
         # Share of the tracker's capacity in use, per instance.
-        ("instance:gme_recording_tracker_utilisation:ratio",
-         "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
-         "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)"),
+        Record("instance:gme_recording_tracker_utilisation:ratio",
+               "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
+               "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)"),
         # Segments tracked by the release: one instance's count (replicas on one Redis all report
         # the shared total, so max, not sum).
-        ("job:gme_recording_tracked_segments:max",
-         "max by ($BY) (sum by ($BY, instance) (gme_recording_tracked_segments{$S}))"),
+        Record("job:gme_recording_tracked_segments:max",
+               "max by ($BY) (sum by ($BY, instance) (gme_recording_tracked_segments{$S}))"),
+        *[Record(OWN_LOSS, expr, {"cause": cause}) for cause, expr in OWN_LOSSES.items()],
     ])
+    # The SLIs at every window the burn alerts and the dashboard read, and the budget left.
+    slo = Group("gme-recwatch.slo", list(slo_records()))
     availability = Group("gme-recwatch.availability", [
-        # Nothing at all, or one release gone while others are up (it had targets within the
-        # hour): staging being up must not hide production being absent.
+        # A release that had targets within the hour and has none up now; and, when no target
+        # at all was seen in that hour, one alert with no release to name. The two never fire
+        # together, so "nothing is up" is one alert, not two.
         Alert("GmeRecwatchAbsent",
-              "absent(up{$S} == 1)\n"
-              "or\n"
               "count by ($BY) (max_over_time(up{$S}[1h]))\n"
               "unless\n"
-              "count by ($BY) (up{$S} == 1)",
+              "count by ($BY) (up{$S} == 1)\n"
+              "or\n"
+              "absent_over_time(up{$S}[1h])",
               "No gme-recwatch instance is up.",
               "Prometheus has scraped no healthy gme-recwatch target {{ with $labels.namespace }}in "
               "namespace {{ . }} {{ end }}for the alert's duration: GME recording callbacks are "
@@ -123,6 +257,16 @@ def groups() -> list[Group]:
               "restarted {{ $value }} times in the last hour; each restart is a window in which "
               "callbacks are refused.", "warning", "5m", {"restarts": 3}),
     ])
+    burn = ("job:gme_recording_slo_errors:ratio_increase", "job:gme_recording_slo_events:increase")
+
+    def burning(slo: str, long: str, short: str) -> str:
+        limit = f"$factor * (1 - ${slo}_objective)"
+        return (f'max without (window) ({burn[0]}{{slo="{slo}", window="{long}"}}) > {limit}\n'
+                "and on ($BY)\n"
+                f'{burn[0]}{{slo="{slo}", window="{short}"}} > {limit}\n'
+                "and on ($BY)\n"
+                f'{burn[1]}{{slo="{slo}", window="{long}"}} >= $min_events')
+
     callbacks = Group("gme-recwatch.callbacks", [
         Alert("GmeRecwatchCanaryFailing",
               "(time() - max by ($BY) (gme_recording_canary_last_success_timestamp_seconds{$S})"
@@ -134,6 +278,23 @@ def groups() -> list[Group]:
               "(namespace {{ $labels.namespace }}) for {{ $value | humanizeDuration }}: Tencent's "
               "callbacks cannot reach the service either (DNS, Ingress, TLS, NetworkPolicy, the "
               "listener or the key).", "critical", "2m", {"seconds": 150}),
+        Alert("GmeRecordingCallbacksSilent",
+              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
+              '+ sum by ($BY) (increase(gme_recording_signature_failures_total{$S, reason!="missing"}'
+              "[$window]))\n"
+              '+ (sum by ($BY) (increase(gme_recording_http_requests_total{$S, listener="callback", '
+              'code=~"5.."}[$window]))\n'
+              "  or 0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window])))\n"
+              "== 0\n"
+              "and on ($BY)\n"
+              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[1h])) >= $min_last_hour",
+              "Verified GME callbacks stopped arriving in busy hours.",
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received no signed "
+              "callback at all in the window (none verified, none rejected, none failed) though "
+              "it verified {{ $value | humanize }} in the last hour. With the "
+              "canary passing, the path is fine and the sender stopped (GME console callback "
+              "URL, Tencent); recordings made meanwhile are found in COS at their deadlines.",
+              "critical", "1m", {"window": "10m", "min_last_hour": 120, "keep_firing_for": "5m"}),
         Alert("GmeRecordingCallbacksAbsent",
               "(\n"
               "  sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
@@ -150,6 +311,16 @@ def groups() -> list[Group]:
               "a week ago. Either recording traffic really dropped or callbacks no longer reach "
               "the service; GmeRecwatchCanaryFailing tells the two apart.",
               "critical", "10m", {"window": "10m", "ratio": 0.2, "min_last_week": 30}),
+        # gme_recording_last_callback_timestamp_seconds is 0 until the first verified callback
+        # (canaries left out): 0 across the history window is a release that never received one.
+        Alert("GmeRecordingCallbacksNeverReceived",
+              "max by ($BY) (max_over_time("
+              "gme_recording_last_callback_timestamp_seconds{$S}[$history])) == 0",
+              "A gme-recwatch release has never received a GME callback.",
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) has verified no callback "
+              "since it started, for the alert's duration: the callback URL in the GME console "
+              "does not point here, or nothing records yet. A passing canary proves the path; "
+              "then only the console is left.", "warning", "1h", {"history": "1w"}),
         Alert("GmeRecordingSignatureFailures",
               'sum by ($BY) (job:gme_recording_signature_failures:rate5m{reason!="missing"}) * 60'
               " > $per_minute",
@@ -167,7 +338,7 @@ def groups() -> list[Group]:
               "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
               "(namespace {{ $labels.namespace }}) fail verification, so their events are dropped. "
               "A SecretKey rotated in the GME console but not in gme-recwatch looks exactly like "
-              "this.", "critical", "5m", {"ratio": 0.25, "min_signed": 10}),
+              "this.", "critical", "2m", {"ratio": 0.25, "min_signed": 10}),
         Alert("GmeRecordingCallbacksStale",
               'sum by ($BY) (increase(gme_recording_callbacks_invalid_total{$S, reason="stale"}'
               "[15m])) >= $count",
@@ -176,98 +347,94 @@ def groups() -> list[Group]:
               "{{ $value | humanize }} callbacks in 15 minutes because their Timestamp is outside "
               "the replay window: this node's clock or Tencent's delivery is that far off. Tencent "
               "does not resend a rejected callback.", "warning", "5m", {"count": 3}),
-        Alert("GmeRecwatchCallbackErrors",
-              'sum by ($BY) (rate(gme_recording_http_requests_total{$S, listener="callback", '
-              'code=~"5.."}[5m]))\n'
-              '/ sum by ($BY) (rate(gme_recording_http_requests_total{$S, listener="callback"}[5m]))'
-              " > $ratio\n"
-              "and on ($BY)\n"
-              'sum by ($BY) (increase(gme_recording_http_requests_total{$S, listener="callback", '
-              'code=~"5.."}[5m])) >= $min_errors',
-              "gme-recwatch answers GME callbacks with server errors.",
-              "{{ $value | humanizePercentage }} of the callbacks to job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) are answered 5xx. Tencent retries each for "
-              "about a minute, then drops it.", "critical", "5m",
-              {"ratio": 0.05, "min_errors": 5}),
-        Alert("GmeRecwatchCallbackSlow",
-              "histogram_quantile(0.99, sum by ($BY, le) (rate("
-              'gme_recording_http_request_duration_seconds_bucket{$S, listener="callback"}[5m])))'
-              " > $seconds\n"
-              "and on ($BY)\n"
-              'sum by ($BY) (rate(gme_recording_http_request_duration_seconds_count{$S, '
-              'listener="callback"}[5m])) * 300 >= $min_requests',
-              "gme-recwatch answers GME callbacks close to Tencent's timeout.",
-              "The 99th percentile answer time of the callback listener of job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) is {{ $value | humanizeDuration }}; Tencent "
-              "gives up on a callback after about 5 s and retries it.",
-              "warning", "10m", {"seconds": 2.5, "min_requests": 10}),
+        Alert("GmeRecwatchIngestBudgetBurn", burning("ingest", "page_long", "page_short"),
+              "gme-recwatch fails GME callbacks fast enough to spend the ingest error budget "
+              "within days.",
+              "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
+              "(namespace {{ $labels.namespace }}) in the long page window were answered 5xx, "
+              "rejected (signature, stale) or too slowly, and the short window agrees. Tencent "
+              "retries each for about a minute, then drops it. Unsigned requests are not counted.",
+              "critical", "2m", {"factor": 14.4, "min_events": 100}),
+        Alert("GmeRecwatchIngestBudgetBurnSlow", burning("ingest", "ticket_long", "ticket_short"),
+              "gme-recwatch fails GME callbacks steadily, spending the ingest error budget.",
+              "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
+              "(namespace {{ $labels.namespace }}) in the long ticket window were answered 5xx, "
+              "rejected (signature, stale) or too slowly: a slow leak, not an outage.",
+              "warning", "15m",
+              {"factor": 6, "min_events": 10},
+              follow_up=True),
     ])
     lifecycle = Group("gme-recwatch.lifecycle", [
         Alert("GmeRecordingStuck",
-              "sum by ($BY, app_id) (increase(gme_recording_stuck_total{$S}[$window])) > $count",
+              "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
+              'state="stuck", confirmed!="false"}[$window])) > $count',
               "GME recordings became stuck: recording for longer than the maximum duration.",
               "{{ $value | humanize }} segments of app {{ $labels.app_id }} (job {{ $labels.job }}, "
               "namespace {{ $labels.namespace }}) became stuck in the window: started longer ago "
-              "than the maximum recording duration and never completed. The alert resolves when "
-              "no new one comes; the dashboard keeps the standing count.",
-              "warning", "0m", {"window": "30m", "count": 0}),
+              "than the maximum recording duration, never completed, and not in COS (or no bucket "
+              "to look in). The alert resolves when no new one comes; the dashboard keeps the "
+              "standing count.", "warning", "0m",
+              {"window": "30m", "count": 0},
+              follow_up=True),
         Alert("GmeRecordingUploadsMissing",
-              "sum by ($BY, app_id) (increase(gme_recording_missing_uploads_total{$S}[$window]))"
-              " > $count",
+              "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
+              'state="upload_missing", confirmed!="false"}[$window])) > $count',
               "Completed GME recordings have no upload.",
               "{{ $value | humanize }} completed segments of app {{ $labels.app_id }} (job "
               "{{ $labels.job }}, namespace {{ $labels.namespace }}) passed the upload grace with no "
-              "upload callback in the window. The alert resolves when no new one comes; the "
-              "dashboard keeps the standing count.", "warning", "0m", {"window": "30m", "count": 0}),
-        Alert("GmeRecordingUploadsMissingRatio",
-              "job_app_id:gme_recording_missing_uploads:ratio_increase1h > $ratio\n"
-              "and on ($BY, app_id)\n"
-              f"job_app_id:gme_recording_segments_completed:increase1h offset {UPLOAD_GRACE}"
-              " >= $min_completed",
-              "A large share of completed GME recordings is never uploaded.",
-              "{{ $value | humanizePercentage }} of the segments of app {{ $labels.app_id }} (job "
-              "{{ $labels.job }}, namespace {{ $labels.namespace }}) completed in the hour up to one "
-              "upload grace ago have no upload callback.", "critical", "15m",
-              {"ratio": 0.05, "min_completed": 20}),
-        Alert("GmeRecordingOrphansSpike",
-              "sum by ($BY) (increase(gme_recording_orphan_events_total{$S}[1h]))\n"
-              "/ (sum by ($BY) (increase(gme_recording_callbacks_total{$S, "
-              'event_type=~"completed|uploaded"}[1h])) > 0) > $ratio\n'
-              "and on ($BY)\n"
-              "sum by ($BY) (increase(gme_recording_orphan_events_total{$S}[1h])) >= $min_orphans",
-              "Many GME recordings arrive without their start callback.",
-              "{{ $value | humanizePercentage }} of the completed/uploaded callbacks to job "
-              "{{ $labels.job }} (namespace {{ $labels.namespace }}) in the last hour belong to "
-              "segments whose start never arrived: Tencent is losing start callbacks, or the "
-              "service was blind when they were sent.", "warning", "15m",
-              {"ratio": 0.05, "min_orphans": 10}),
-        # Of the files that reached COS (an upload callback arrived, or the file was found in
-        # COS after a deadline), the share whose callbacks the sender lost. Needs a COS bucket;
-        # without one both counts of found files stay at 0 and this never fires.
+              "upload callback in the window, and their files are not in COS (or there is no "
+              "bucket to look in). The alert resolves when no new one comes; the dashboard keeps "
+              "the standing count.", "warning", "0m",
+              {"window": "30m", "count": 0},
+              follow_up=True),
+        Alert("GmeRecordingDeliveryBudgetBurn", burning("delivery", "page_long", "page_short"),
+              "GME recordings are going missing fast enough to spend the delivery error budget "
+              "within days.",
+              "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
+              "(namespace {{ $labels.namespace }}) settled in the long page window are stuck or "
+              "missing their upload, confirmed absent from COS (unconfirmed ones never count), and "
+              "the short window agrees.", "critical", "2m", {"factor": 14.4, "min_events": 100}),
+        Alert("GmeRecordingDeliveryBudgetBurnSlow",
+              burning("delivery", "ticket_long", "ticket_short"),
+              "GME recordings go missing steadily, spending the delivery error budget.",
+              "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
+              "(namespace {{ $labels.namespace }}) settled in the long ticket window are stuck or "
+              "missing their upload (confirmed, or no bucket to look in).", "warning", "15m",
+              {"factor": 6, "min_events": 10},
+              follow_up=True),
+        # Files that reached COS whose callbacks the sender lost: found there by a lookup after a
+        # deadline (needs a bucket), or completions and uploads whose start never arrived
+        # (orphans; a shared tally, the same on every replica on one Redis, hence max).
         Alert("GmeRecordingCallbacksLost",
-              "sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+              "(\n"
+              "  sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+              "  + (max by ($BY) (increase(gme_recording_orphan_events_total{$S, "
+              'event_type="completed"}[1h]))\n'
+              "    or 0 * sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h])))\n"
+              ")\n"
               "/ (sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
               "  + sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
-              'result=~"accepted|out_of_order|late"}[1h])) > 0) > $ratio\n'
-              "and on ($BY)\n"
-              "sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
-              "+ sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
-              'result=~"accepted|out_of_order|late"}[1h])) >= $min_lifecycles',
-              "Tencent is losing GME recording callbacks: files are in COS but were never "
-              "reported.",
+              'result=~"accepted|out_of_order|late"}[1h])) >= $min_lifecycles) > $ratio',
+              "Tencent is losing GME recording callbacks.",
               "{{ $value | humanizePercentage }} of the recorded files of job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) that reached COS in the last hour were found "
-              "there by a lookup after a deadline: their completed and/or uploaded callbacks never "
-              "arrived. No recording is lost; alerts about them were avoided, but anything fed by "
-              "the callbacks (your own pipeline) missed these files.", "warning", "15m",
-              {"ratio": 0.02, "min_lifecycles": 50}),
+              "(namespace {{ $labels.namespace }}) in the last hour lost callbacks on the way: "
+              "found in COS by a lookup after a deadline (completed/uploaded never arrived), or "
+              "completed without their start. No recording is lost; anything fed by the callbacks "
+              "(your own pipeline) missed them. Quiet after losses of our own making.",
+              "warning", "15m",
+              {"ratio": 0.02, "min_lifecycles": 50},
+              follow_up=True),
     ])
     service = Group("gme-recwatch.service", [
-        Alert("GmeRecwatchBackendDown", "min by ($BY, instance) (gme_recording_backend_up{$S}) == 0",
+        # One alert per release, however many replicas lose Redis (they share it), held a while
+        # after it answers again so the tail of the outage stays muted by it.
+        Alert("GmeRecwatchBackendDown",
+              "count by ($BY) (gme_recording_backend_up{$S} == 0)",
               "gme-recwatch cannot reach its state store, and callbacks are refused.",
-              "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
-              "cannot reach its Redis: callbacks are answered 503 and Tencent retries each for "
-              "about a minute only, so recordings are going untracked.", "critical", "1m"),
+              "{{ $value }} instance(s) of job {{ $labels.job }} (namespace {{ $labels.namespace }}) "
+              "cannot reach Redis: callbacks are answered 503 (or, with the readiness gate, not "
+              "routed to them) and Tencent retries each for about a minute only, so recordings "
+              "are going untracked.", "critical", "1m", {"keep_firing_for": "10m"}),
         Alert("GmeRecwatchKeyringFailing",
               "sum by ($BY, instance) (increase(gme_recording_keyring_reloads_total{$S, "
               'result="failure"}[15m])) > 0\n'
@@ -303,19 +470,19 @@ def groups() -> list[Group]:
               "persistence, a failover to an empty replica, FLUSHALL): the segments tracked before are gone, "
               "so their stuck recordings and missing uploads will not be reported.",
               "warning", "0m", {"window": "30m"}),
+        # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
         Alert("GmeRecwatchTrackerNearCapacity",
-              "instance:gme_recording_tracker_utilisation:ratio > $ratio",
-              "The gme-recwatch tracker is nearly full.",
-              "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its tracker "
-              "capacity (GME_RECWATCH_MAX_SEGMENTS); past it, segments are evicted.",
-              "warning", "15m", {"ratio": 0.9}),
-        Alert("GmeRecwatchEvictingLiveSegments",
+              "instance:gme_recording_tracker_utilisation:ratio > $ratio\n"
+              "or\n"
+              "instance:gme_recording_tracker_utilisation:ratio\n"
+              "and on ($BY, instance)\n"
               "sum by ($BY, instance) (increase(gme_recording_evictions_total{$S, "
               'reason="capacity", state!="uploaded"}[10m])) > 0',
-              "The gme-recwatch tracker is full and forgets segments it still watches.",
-              "{{ $labels.instance }} evicted {{ $value | humanize }} segments that were not yet "
-              "uploaded in the last 10 minutes because the tracker is at capacity; their stuck "
-              "or missing uploads will go unnoticed.", "warning", "5m"),
+              "The gme-recwatch tracker is full or nearly so.",
+              "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its tracker "
+              "capacity (GME_RECWATCH_MAX_SEGMENTS); at capacity it evicts segments it still "
+              "watches, and their stuck or missing uploads go unnoticed.",
+              "warning", "10m", {"ratio": 0.9}),
         Alert("GmeRecwatchAppLabelOverflow",
               "sum by ($BY) (increase(gme_recording_app_label_overflow_total{$S}[1h])) > 0",
               "More GME apps call gme-recwatch than it keeps apart.",
@@ -323,6 +490,8 @@ def groups() -> list[Group]:
               "{{ $value | humanize }} callbacks in the last hour from apps beyond "
               'GME_RECWATCH_MAX_APPS, reported as app_id="other": their problems cannot be told '
               "apart by app.", "warning", "15m"),
+        # A snapshot that fails, or that is not written any more: either way a restart now loses
+        # what was tracked since. One alert, by operation (a stale one reads as `write`).
         Alert("GmeRecwatchSnapshotFailing",
               "sum by ($BY, instance, operation) "
               "(increase(gme_recording_snapshot_failures_total{$S}[15m])) > 0\n"
@@ -332,23 +501,118 @@ def groups() -> list[Group]:
               '(gme_recording_snapshot_failures_total{$S, operation="restore"}) > 0\n'
               "  and on ($BY, instance)\n"
               "  (time() - max by ($BY, instance) (process_start_time_seconds{$S}) < 3600)\n"
-              ")",
-              "gme-recwatch cannot write or restore its state snapshot.",
-              "{{ $labels.instance }} failed the state snapshot {{ $labels.operation }} "
-              "({{ $value | humanize }} failures); a restart would lose the tracked segments.",
-              "warning", "5m"),
-        Alert("GmeRecwatchSnapshotStale",
-              "(time() - max by ($BY, instance) "
+              ")\n"
+              "or\n"
+              'label_replace((time() - max by ($BY, instance) '
               "(gme_recording_snapshot_last_success_timestamp_seconds{$S}) > $seconds)\n"
-              "and on ($BY, instance)\n"
-              "(max by ($BY, instance) (gme_recording_snapshot_last_success_timestamp_seconds{$S})"
-              " > 0)",
-              "The gme-recwatch state snapshot is out of date.",
-              "The last state snapshot of {{ $labels.instance }} was written "
-              "{{ $value | humanizeDuration }} ago; a restart now would lose what was tracked "
-              "since.", "warning", "5m", {"seconds": 900}),
+              "  and on ($BY, instance)\n"
+              "  (max by ($BY, instance) (gme_recording_snapshot_last_success_timestamp_seconds{$S})"
+              ' > 0), "operation", "write", "", "")',
+              "gme-recwatch cannot write or restore its state snapshot.",
+              "{{ $labels.instance }} has not managed the state snapshot {{ $labels.operation }} "
+              "(failures, or seconds since the last write: {{ $value | humanize }}); a restart now "
+              "would lose the segments tracked since.", "warning", "5m", {"seconds": 900}),
+        Alert("GmeRecwatchCosLookupsFailing",
+              "sum by ($BY, bucket, reason) (increase(gme_recording_reconcile_errors_total{$S}"
+              "[$window])) > 0\n"
+              "and on ($BY)\n"
+              "(\n"
+              '  sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
+              "[$window]))\n"
+              "  / sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S}[$window]))\n"
+              ") > $ratio\n"
+              "and on ($BY)\n"
+              'sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
+              "[$window])) >= $min_errors",
+              "Most COS lookups fail: missing recordings cannot be confirmed.",
+              "{{ $value | humanize }} COS lookups of job {{ $labels.job }} (namespace "
+              "{{ $labels.namespace }}) in bucket {{ $labels.bucket }} failed with "
+              "{{ $labels.reason }} in the window, and most lookups fail. Stuck and missing "
+              "segments are reported unconfirmed meanwhile and page nobody.",
+              "warning", "10m", {"window": "30m", "ratio": 0.5, "min_errors": 3}),
+        Alert("GmeRecwatchBlind",
+              "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window]))\n"
+              "and on ($BY)\n"
+              "(\n"
+              "  sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window])) > $seconds\n"
+              "  or\n"
+              "  sum by ($BY) (increase(gme_recording_unverified_total{$S}[$window])) > $segments\n"
+              ")",
+              "gme-recwatch was blind: callbacks may have been sent and never recorded.",
+              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) could not have received "
+              "callbacks for {{ $value | humanizeDuration }} in the window, beyond what the "
+              "sender's retries cover (a store outage, a restart without its snapshot). Segments "
+              "live then are unverified, not paged; the follow-up tickets stay quiet for a while.",
+              "warning", "0m", {"window": "1h", "seconds": 60, "segments": 10}),
     ])
-    return [recording, availability, callbacks, lifecycle, service]
+    return [recording, slo, availability, callbacks, lifecycle, service]
+
+
+@dataclass
+class Inhibit:
+    source: str
+    targets: tuple[str, ...]
+    why: str
+
+
+FOLLOW_UPS = ("GmeRecordingStuck", "GmeRecordingUploadsMissing", "GmeRecordingCallbacksLost",
+              "GmeRecordingDeliveryBudgetBurn", "GmeRecordingDeliveryBudgetBurnSlow",
+              "GmeRecwatchIngestBudgetBurnSlow")
+# One page per incident and release: each rule mutes the alerts a firing cause explains, and
+# `equal` keeps it within one release (staging's causes never mute production's alerts).
+# Written to dashboards/alertmanager-inhibit.yaml and the chart's AlertmanagerConfig.
+INHIBITS = [
+    Inhibit("GmeRecwatchAbsent", ("GmeRecwatchDown",),
+            "Nothing scraped at all pages once, as GmeRecwatchAbsent; the scrape failures are "
+            "implied."),
+    Inhibit("GmeRecwatchRestartLoop", ("GmeRecwatchDown",),
+            "A replica crash-looping is down between restarts: one ticket, the restarts."),
+    Inhibit("GmeRecwatchBackendDown",
+            ("GmeRecwatchIngestBudgetBurn", "GmeRecwatchIngestBudgetBurnSlow",
+             "GmeRecwatchCanaryFailing", "GmeRecordingCallbacksSilent",
+             "GmeRecordingCallbacksAbsent", "GmeRecwatchBlind", *FOLLOW_UPS),
+            "Redis away: callbacks are answered 503 or not routed to us (so the canary fails and "
+            "callbacks stop), and nothing is tracked. It keeps firing 10 minutes after Redis "
+            "answers, so the tail of the outage stays muted."),
+    Inhibit("GmeRecwatchCanaryFailing",
+            ("GmeRecwatchIngestBudgetBurn", "GmeRecordingCallbacksSilent",
+             "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+            "The public path is broken: no callback can arrive, so recordings look stuck and "
+            "uploads missing for want of events."),
+    Inhibit("GmeRecordingSignatureFailureRatio",
+            ("GmeRecordingSignatureFailures", "GmeRecwatchIngestBudgetBurn",
+             "GmeRecwatchIngestBudgetBurnSlow", "GmeRecwatchCanaryFailing",
+             "GmeRecordingCallbacksSilent", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+            "Callbacks rejected for their signature (a rotated or wrong SecretKey) are not "
+            "verified: the silence and everything that follows has this one cause."),
+    Inhibit("GmeRecordingCallbacksSilent",
+            ("GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+            "The sender went quiet: the week-on-week drop and the recordings' follow-ups are "
+            "this one incident."),
+    Inhibit("GmeRecordingCallbacksAbsent", FOLLOW_UPS,
+            "Far fewer callbacks than last week: completions and uploads cannot arrive either."),
+    Inhibit("GmeRecwatchIngestBudgetBurn",
+            ("GmeRecwatchIngestBudgetBurnSlow", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+            "The fast burn pages; the slow burn of the same failures, the verified callbacks "
+            "missing for it and the recordings' follow-ups add nothing."),
+    Inhibit("GmeRecordingDeliveryBudgetBurn",
+            ("GmeRecordingDeliveryBudgetBurnSlow", "GmeRecordingStuck",
+             "GmeRecordingUploadsMissing"),
+            "Recordings going missing page once; the per-app tickets are the same segments."),
+    Inhibit("GmeRecwatchStoreReset", FOLLOW_UPS,
+            "The store was emptied under the service: what follows is of our making."),
+]
+
+
+def inhibit_rules(names: set[str]) -> list[tuple[Inhibit, tuple[str, ...]]]:
+    """The inhibit rules whose source is an alert in `names`, each with its targets in it (an
+    alert defined elsewhere, such as GmeRecwatchStoreReset, joins once it is defined here)."""
+    out = []
+    for rule in INHIBITS:
+        targets = tuple(dict.fromkeys(t for t in rule.targets if t in names))
+        if rule.source in names and targets:
+            out.append((rule, targets))
+    return out
 
 
 def alerts() -> list[Alert]:
@@ -369,6 +633,9 @@ class Plain:
     def param(self, alert: Alert, key: str) -> str:
         return str(defaults()[alert.name][key])
 
+    def knob(self, name: str) -> str:
+        return str(KNOBS[name][1])
+
     def annotation(self, text: str) -> str:
         return text
 
@@ -385,6 +652,9 @@ class Chart(Plain):
     def param(self, alert: Alert, key: str) -> str:
         return f'{{{{ index .Values.prometheusRule.alerts "{alert.name}" "{key}" }}}}'
 
+    def knob(self, name: str) -> str:
+        return "{{ .Values.prometheusRule." + ".".join(KNOBS[name][0]) + " }}"
+
     def annotation(self, text: str) -> str:
         # Alertmanager's own templates in annotations must come out of `tpl` untouched.
         return text.replace("{{", '{{ "{{" }}')
@@ -394,23 +664,34 @@ class Chart(Plain):
         return text.replace("{{{", '{{ "{" }}{{')
 
 
-def render_rule(rule: Alert | tuple[str, str], how: Plain) -> dict[str, Any]:
-    values = {"S": how.selector, "BY": BY}
-    if isinstance(rule, tuple):
-        record, expr = rule
-        return {"record": record, "expr": how.expr(_sub(expr, values))}
+# Alert params that are fields of the rule, not thresholds in its expression.
+RULE_FIELDS = ("keep_firing_for",)
+
+
+def render_rule(rule: Alert | Record, how: Plain) -> dict[str, Any]:
+    values = {"S": how.selector, "BY": BY, **{k: how.knob(k) for k in KNOBS}}
+    if isinstance(rule, Record):
+        out: dict[str, Any] = {"record": rule.record, "expr": how.expr(_sub(rule.expr, values))}
+        if rule.labels:
+            out["labels"] = dict(rule.labels)
+        return out
     values.update({k: how.param(rule, k) for k in rule.params})
-    return {
-        "alert": rule.name,
-        "expr": how.expr(_sub(rule.expr, values)),
-        "for": how.param(rule, "for"),
-        "labels": {"severity": how.param(rule, "severity")},
-        "annotations": {
-            "summary": rule.summary,
-            "description": how.annotation(rule.description),
-            "runbook_url": f"{how.runbook}#{rule.name.lower()}",
-        },
+    expr = rule.expr
+    if rule.follow_up:
+        expr = (f"(\n{expr}\n)\nunless on ($BY)\n"
+                f"max by ($BY) (max_over_time({OWN_LOSS}[$quiet_after_own_loss]))")
+    out = {"alert": rule.name, "expr": how.expr(_sub(expr, values)),
+           "for": how.param(rule, "for")}
+    for key in RULE_FIELDS:
+        if key in rule.params:
+            out[key] = how.param(rule, key)
+    out["labels"] = {"severity": how.param(rule, "severity")}
+    out["annotations"] = {
+        "summary": rule.summary,
+        "description": how.annotation(rule.description),
+        "runbook_url": f"{how.runbook}#{rule.name.lower()}",
     }
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
@@ -427,8 +708,14 @@ _Dumper.add_representer(str, _str)
 HEADERS = {
     "gme-recwatch-recording-rules.yaml":
         "# Recording rules for gme-recwatch, written by dashboards/rules.py (edit there). Names follow\n"
-        "# level:metric:operations; the alerts read these series, so load both files together.\n"
+        "# level:metric:operations; the alerts read these series, so load every file together.\n"
         "# Unit tests: dashboards/tests/recording-rules.test.yaml.\n",
+    "gme-recwatch-slo-rules.yaml":
+        "# The SLIs of gme-recwatch's two SLOs (ingest, recording delivery), written by\n"
+        "# dashboards/rules.py (edit there): events, errors and their ratio per release at each\n"
+        "# window the budget-burn alerts read (labels `slo` and `window`, the window's role:\n"
+        "# page_long, page_short, ticket_long, ticket_short; docs/alerting.md), and each SLO's\n"
+        "# objective. Load with the other two files.\n",
     "gme-recwatch-alerts.yaml":
         "# Alerting rules for gme-recwatch, written by dashboards/rules.py (edit there). Needs the\n"
         "# recording rules. Severity: `critical` pages, `warning` opens a ticket. Every alert has a\n"
@@ -437,14 +724,19 @@ HEADERS = {
         '# Helm chart the rules select job=~".*gme-recwatch.*"; change it if your job is named\n'
         "# otherwise. The chart renders them with its own selector and knobs.\n",
 }
+FILES = {"gme-recwatch-recording-rules.yaml": ("gme-recwatch.rules",),
+         # Their own file: a promtool test of other alerts can leave these long windows out.
+         "gme-recwatch-slo-rules.yaml": ("gme-recwatch.slo",)}
+INHIBIT_FILE = HERE / "alertmanager-inhibit.yaml"
+CHART_INHIBIT_FILE = ROOT / "helm" / "gme-recwatch" / "files" / "alertmanager" / "inhibit-rules.yaml"
+EQUAL = ["cluster", "namespace", "job"]
 
 
 def render(how: Plain) -> dict[str, str]:
     gs = groups()
-    files = {
-        "gme-recwatch-recording-rules.yaml": [g for g in gs if g.name == "gme-recwatch.rules"],
-        "gme-recwatch-alerts.yaml": [g for g in gs if g.name != "gme-recwatch.rules"],
-    }
+    recorded = {name for names in FILES.values() for name in names}
+    files = {file: [g for g in gs if g.name in names] for file, names in FILES.items()}
+    files["gme-recwatch-alerts.yaml"] = [g for g in gs if g.name not in recorded]
     out = {}
     for name, chosen in files.items():
         doc = {"groups": [{"name": g.name, "rules": [render_rule(r, how) for r in g.rules]}
@@ -453,12 +745,58 @@ def render(how: Plain) -> dict[str, str]:
     return out
 
 
-def main() -> int:
+def render_inhibit_plain() -> str:
+    """dashboards/alertmanager-inhibit.yaml: for alertmanager.yml's `inhibit_rules:`."""
+    lines = [
+        "# Alertmanager inhibit rules for the gme-recwatch alerts, written by dashboards/rules.py",
+        "# (edit there). Copy the list under `inhibit_rules:` into your alertmanager.yml, or let",
+        "# the chart install them (alertmanagerConfig.enabled). See docs/alerting.md. Each rule",
+        "# mutes the alerts a firing cause explains, within one release: `equal` names cluster,",
+        "# namespace and job, so staging's alerts never mute production's.",
+        "inhibit_rules:",
+    ]
+    for rule, targets in inhibit_rules({a.name for a in alerts()}):
+        lines += textwrap.wrap(rule.why, 98, initial_indent="  # ", subsequent_indent="  # ")
+        target = targets[0] if len(targets) == 1 else "|".join(targets)
+        op = "=" if len(targets) == 1 else "=~"
+        lines += ["  - source_matchers:", f'      - alertname="{rule.source}"',
+                  "    target_matchers:", f'      - alertname{op}"{target}"',
+                  f"    equal: [{', '.join(EQUAL)}]"]
+    return "\n".join(lines) + "\n"
+
+
+def render_inhibit_chart() -> str:
+    """The same rules as an AlertmanagerConfig's spec.inhibitRules (prometheus-operator)."""
+    doc = []
+    for rule, targets in inhibit_rules({a.name for a in alerts()}):
+        many = len(targets) > 1
+        doc.append({
+            "sourceMatch": [{"name": "alertname", "value": rule.source, "matchType": "="}],
+            "targetMatch": [{"name": "alertname", "value": "|".join(targets),
+                             "matchType": "=~" if many else "="}],
+            "equal": list(EQUAL),
+        })
+    return ("# Written by dashboards/rules.py from the same definition as "
+            "dashboards/alertmanager-inhibit.yaml.\n"
+            + yaml.dump({"inhibitRules": doc}, Dumper=_Dumper, sort_keys=False, width=1000))
+
+
+def written() -> dict[Path, str]:
+    """Every file this script writes, and its content."""
+    out: dict[Path, str] = {}
     for directory, how in ((PLAIN_DIR, Plain()), (CHART_DIR, Chart())):
-        directory.mkdir(parents=True, exist_ok=True)
         for name, text in render(how).items():
-            (directory / name).write_text(text, encoding="utf-8")
-            print(f"wrote {(directory / name).relative_to(ROOT)}")
+            out[directory / name] = text
+    out[INHIBIT_FILE] = render_inhibit_plain()
+    out[CHART_INHIBIT_FILE] = render_inhibit_chart()
+    return out
+
+
+def main() -> int:
+    for path, text in written().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

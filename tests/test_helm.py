@@ -136,7 +136,7 @@ def test_scenarios_exist_for_every_optional_part() -> None:
     switched_on = "".join(p.read_text() for p in SCENARIOS)
     for part in ("ingress:", "networkPolicy:", "podDisruptionBudget:", "persistence:",
                  "existingClaim:", "serviceMonitor:", "prometheusRule:", "dashboards:",
-                 "existingSecret:", "release: kube-prometheus-stack"):
+                 "existingSecret:", "release: kube-prometheus-stack", "alertmanagerConfig:"):
         assert part in switched_on, part
 
 
@@ -269,9 +269,22 @@ def _validate_prometheusrule(doc: dict[str, Any]) -> None:
                 assert isinstance(k, str) and isinstance(v, str), (k, v)
 
 
+def _validate_alertmanagerconfig(doc: dict[str, Any]) -> None:
+    """The fields of the v1alpha1 CRD's spec.inhibitRules (prometheus-operator)."""
+    rules = doc["spec"]["inhibitRules"]
+    assert set(doc["spec"]) == {"inhibitRules"} and rules
+    for rule in rules:
+        assert set(rule) == {"sourceMatch", "targetMatch", "equal"}, rule.keys()
+        for m in rule["sourceMatch"] + rule["targetMatch"]:
+            assert set(m) == {"name", "value", "matchType"} and m["matchType"] in (
+                "=", "!=", "=~", "!~"), m
+            assert all(isinstance(v, str) for v in m.values())
+
+
 CRD_VALIDATORS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): _validate_servicemonitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): _validate_prometheusrule,
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"): _validate_alertmanagerconfig,
 }
 
 
@@ -467,9 +480,10 @@ def test_rendered_env_loads_into_valid_settings(chart: helm.Chart) -> None:
     env = {k: v for k, v in render(chart).env.items() if isinstance(v, str)}
     loaded = settings.load(env)
     for f in settings.fields():
-        if f.name in CHART_OWNED or f.metadata["secret"]:
+        if f.name in CHART_OWNED or f.metadata["secret"] or f.name == "canary_interval_seconds":
             continue
         assert getattr(loaded, f.name) == f.default, f.name
+    assert loaded.canary_interval_seconds == 60  # the canary is on by default (#18)
     assert loaded.keys_file == "/etc/gme-recwatch/keys/keyring"
     assert loaded.state_file == "/var/lib/gme-recwatch/state.snapshot"
 
@@ -500,7 +514,8 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
 def test_every_setting_can_be_changed_from_values(chart: helm.Chart) -> None:
     fields = [f for f in settings.fields() if not f.metadata["secret"] and f.name not in REDIS_OWNED]
     config = {f.name: _another_value(f) for f in fields}
-    out = render(chart, {"config": config})
+    # With the canary on (the default), `canary.intervalSeconds` sets its setting instead.
+    out = render(chart, {"config": config, "canary": {"enabled": False}})
     loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
     for f in fields:
         assert getattr(loaded, f.name) == config[f.name], f.name
@@ -714,7 +729,9 @@ def test_every_rule_is_narrowed_to_the_release_namespace_and_job(chart: helm.Cha
     for expr in exprs:
         for m in re.finditer(r"\b(gme_recording_\w+|process_\w+|up)\{([^}]*)\}", expr):
             assert m.group(2).startswith(selector), expr
-    assert _alert(groups, "GmeRecwatchAbsent")["expr"].startswith(f"absent(up{{{selector}}} == 1)\n")
+    # No label-less duplicate: the absent branch names the release from the selector (#18).
+    assert _alert(groups, "GmeRecwatchAbsent")["expr"].endswith(
+        f"absent_over_time(up{{{selector}}}[1h])")
     # A fixed job for the release follows into the rules.
     named = render(chart, {"prometheusRule": {"enabled": True}, "serviceMonitor": {"job": "rec-prod"}})
     assert 'job="rec-prod"' in _alert(_rule_groups(named), "GmeRecwatchDown")["expr"]
@@ -755,10 +772,54 @@ def test_an_unknown_alert_name_in_the_switch_off_list_fails(chart: helm.Chart) -
 
 
 def test_chart_rule_templates_are_what_the_generator_writes() -> None:
-    for name, text in RULES.render(RULES.Chart()).items():
-        assert (CHART / "files" / "rules" / name).read_text() == text, "run dashboards/rules.py"
-    for name, text in RULES.render(RULES.Plain()).items():
-        assert (DASHBOARDS / "rules" / name).read_text() == text, "run dashboards/rules.py"
+    for path, text in RULES.written().items():
+        assert path.read_text() == text, f"{path.name} is stale: run dashboards/rules.py"
+
+
+def test_slo_knobs_are_values_and_reach_the_rules(chart: helm.Chart) -> None:
+    pr = chart.values["prometheusRule"]
+    assert {k: pr[k] for k in RULES.knob_defaults()} == RULES.knob_defaults()
+    out = render(chart, {"prometheusRule": {"enabled": True, "slo": {
+        "windows": {"pageLong": "2h"}, "ingest": {"objective": 0.995, "slowSeconds": "1.0"}},
+        "alerts": {"GmeRecwatchBackendDown": {"keep_firing_for": "20m"}}}})
+    groups = _rule_groups(out)
+    records = [r for g in groups for r in g["rules"] if "record" in r]
+    long = [r for r in records if r.get("labels") == {"slo": "ingest", "window": "page_long"}]
+    assert long and all("[2h]" in r["expr"] for r in long if ":increase" in r["record"]
+                        and "ratio" not in r["record"])
+    assert any('le="1.0"' in r["expr"] for r in long)
+    objective = next(r for r in records if r["record"] == "instance:gme_recording_slo_objective:ratio"
+                     and r["labels"] == {"slo": "ingest"})
+    assert objective["expr"].endswith("+ 0.995")
+    burn = _alert(groups, "GmeRecwatchIngestBudgetBurn")
+    assert "> 14.4 * (1 - 0.995)" in burn["expr"]
+    assert _alert(groups, "GmeRecwatchBackendDown")["keep_firing_for"] == "20m"
+    assert _alert(groups, "GmeRecordingCallbacksSilent")["keep_firing_for"] == "5m"
+    with pytest.raises(helm.HelmValuesError, match="slowSeconds"):
+        chart.render({"prometheusRule": {"slo": {"ingest": {"slowSeconds": "3"}}}},
+                     name=RELEASE, namespace=NAMESPACE)
+
+
+def test_inhibit_rules_install_as_an_alertmanager_config_equal_to_the_plain_file(
+        chart: helm.Chart) -> None:
+    """#20: opt-in, and the same rules as dashboards/alertmanager-inhibit.yaml, both written
+    from one definition in dashboards/rules.py."""
+    assert render(chart).of_kind("AlertmanagerConfig") == []
+    out = render(chart, {"alertmanagerConfig": {"enabled": True,
+                                                "additionalLabels": {"alertmanager": "main"}}})
+    amc = out.one("AlertmanagerConfig")
+    assert amc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert amc["metadata"]["namespace"] == NAMESPACE
+    assert amc["metadata"]["labels"]["alertmanager"] == "main"
+    plain = yaml.safe_load((DASHBOARDS / "alertmanager-inhibit.yaml").read_text())["inhibit_rules"]
+
+    def matcher(m: dict[str, str]) -> str:
+        return f'{m["name"]}{m["matchType"]}"{m["value"]}"'
+
+    assert [{"source_matchers": [matcher(m) for m in r["sourceMatch"]],
+             "target_matchers": [matcher(m) for m in r["targetMatch"]],
+             "equal": r["equal"]} for r in amc["spec"]["inhibitRules"]] == plain
+    assert all(r["equal"] == ["cluster", "namespace", "job"] for r in amc["spec"]["inhibitRules"])
 
 
 def test_dashboards_configmap_is_exactly_the_dashboard_files(chart: helm.Chart) -> None:
@@ -917,9 +978,33 @@ def test_the_canary_url_falls_back_to_the_service_and_can_be_set(chart: helm.Cha
     args = set_url.one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
         "containers"][0]["args"]
     assert "--url=https://gme.example.com/hook" in args
-    off = render(chart)
+    off = render(chart, {"canary": {"enabled": False}})
     assert off.of_kind("CronJob") == []
     assert off.env["GME_RECWATCH_CANARY_INTERVAL_SECONDS"] == "0"
+
+
+def _canary_args(out: Rendered) -> list[str]:
+    cron = out.one("CronJob")
+    args: list[str] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+        "args"]
+    return args
+
+
+def test_the_canary_is_on_by_default_and_signs_as_an_app_it_has_a_key_for(
+        chart: helm.Chart) -> None:
+    """#18: without a canary a broken public path looks like a quiet night, so it is on by
+    default; it signs as the first BizID the chart holds a key for, or as any app under `*`."""
+    default = render(chart)
+    assert default.env["GME_RECWATCH_CANARY_INTERVAL_SECONDS"] == "60"
+    assert "--biz-id=1400000000" in _canary_args(default)
+    own = render(chart, {"secret": {"keys": [{"bizId": "*", "key": "w"},
+                                             {"bizId": "1400123456", "key": "k"}]}})
+    assert "--biz-id=1400123456" in _canary_args(own)
+    wildcard = render(chart, {"secret": {"keys": [{"bizId": "*", "key": "w"}]}})
+    assert "--biz-id=1400000000" in _canary_args(wildcard)
+    chosen = render(chart, {"canary": {"bizId": 1400999999},
+                            "secret": {"keys": [{"bizId": "1400123456", "key": "k"}]}})
+    assert "--biz-id=1400999999" in _canary_args(chosen)
 
 
 # -- the online check (helm test) ------------------------------------------------------------

@@ -88,6 +88,21 @@ def test_series_that_alerts_use_exist_at_zero_for_every_label_value() -> None:
         assert f'gme_recording_tracked_segments{{state="{state}"}} 0.0' in text
 
 
+def test_cos_error_classes_are_the_checkers_and_problem_labels_exist_per_app() -> None:
+    from typing import get_args
+
+    from gme_recwatch import cos, metrics
+
+    assert metrics.RECONCILE_ERRORS == get_args(cos.ErrorReason)
+    m = metrics.Metrics()
+    m.touch_app("1400000000")
+    text = generate_latest(m.registry).decode()
+    for state in metrics.PROBLEM_STATES:
+        for confirmed in metrics.CONFIRMED:
+            assert (f'gme_recording_problem_segments_total{{app_id="1400000000",'
+                    f'confirmed="{confirmed}",state="{state}"}} 0.0') in text
+
+
 def test_no_label_value_names_a_room_user_or_task() -> None:
     samples = [line for line in _scenario().splitlines() if not line.startswith("#")]
     label_values = set(re.findall(r'="([^"]*)"', "\n".join(samples)))

@@ -154,6 +154,8 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
     assert (line["confirmed"], line["seq_no"], line["object_key"]) == (True, 0, file_of(0))
     assert service.log.named("segment_reconciled") == []
     assert counter(service, "gme_recording_stuck_total", app_id=str(BIZ)) == 1
+    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
+                   state="stuck", confirmed="true") == 1
     assert counter(service, "gme_recording_callbacks_lost_total", event_type="completed") == 0
     (view,) = asyncio.run(service.store.segments())
     out = _out(view, service.settings)
@@ -176,6 +178,13 @@ def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
     assert "403" in line["check_detail"]
     assert counter(service, "gme_recording_missing_uploads_total", app_id=str(BIZ)) == 1
     assert counter(service, "gme_recording_reconcile_checks_total", result="error") == 1
+    # A COS outage is counted as such, never as a confirmed missing upload (#18).
+    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
+                   state="upload_missing", confirmed="false") == 1
+    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
+                   state="upload_missing", confirmed="true") == 0
+    assert counter(service, "gme_recording_reconcile_errors_total", bucket=bucket,
+                   reason="forbidden") == 1
     (view,) = asyncio.run(service.store.segments())
     out = _out(view, service.settings)
     assert (out.state, out.confirmed) == ("upload_missing", False)
@@ -222,6 +231,8 @@ def test_without_a_bucket_there_is_no_reconciler_and_no_lookup() -> None:
     asyncio.run(service.sweep())
     (line,) = log.named("segment_stuck")
     assert "confirmed" not in line
+    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
+                   state="stuck", confirmed="unchecked") == 1
 
 
 # ------------------------------------------------------------------------------- a slow server
@@ -251,6 +262,8 @@ def test_a_lookup_that_times_out_leaves_the_problem_standing_unconfirmed(
     asyncio.run(go())
     (line,) = service.log.named("segment_stuck")
     assert (line["confirmed"], line["check_error"]) == (False, "timeout")
+    assert counter(service, "gme_recording_reconcile_errors_total",
+                   bucket="gme-records-1250000000", reason="timeout") == 1
     assert len(steered.starts) == 2  # the lookup and its one retry
 
 

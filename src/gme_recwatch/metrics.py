@@ -49,6 +49,13 @@ BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
 EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
 RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
+# cos.ErrorReason, spelt out for the same reason (tests/test_metrics.py checks they agree).
+RECONCILE_ERRORS = ("timeout", "connection", "server_error", "forbidden", "no_such_bucket",
+                    "unexpected_status", "no_bucket")
+PROBLEM_STATES = ("stuck", "upload_missing")
+# Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
+# answer to trust: a COS outage must never read as recordings missing), "unchecked" no bucket.
+CONFIRMED = ("true", "false", "unchecked")
 LOST_EVENT_TYPES = ("completed", "uploaded")  # what a file found in COS proves happened
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
@@ -237,6 +244,19 @@ class Metrics:
             "COS when its deadline passed, by event type (completed, uploaded).",
             ["event_type"], registry=r,
         )
+        self.problem_segments = Counter(
+            PREFIX + "problem_segments",
+            "Segments this process found stuck or missing their upload, by app, state and "
+            "whether a COS lookup confirmed it (true: looked up, not there; false: the lookup "
+            "failed; unchecked: no bucket). Counted once per segment by the replica that settled "
+            "it, so replicas sum.", ["app_id", "state", "confirmed"], registry=r,
+        )
+        self.reconcile_errors = Counter(
+            PREFIX + "reconcile_errors",
+            "COS lookups that gave no answer to trust, by bucket and error class (the buckets "
+            "are the configured ones; no_bucket has bucket=\"\").", ["bucket", "reason"],
+            registry=r,
+        )
         self.segments_reconciled = Counter(
             PREFIX + "segments_reconciled",
             "Segments found uploaded in COS though a callback never arrived: made uploaded "
@@ -271,6 +291,23 @@ class Metrics:
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
+
+    def touch_app(self, app_id: str) -> None:
+        """Make an app's per-app counters exist, at zero, before its first event."""
+        self.unverified.labels(app_id)
+        for state in PROBLEM_STATES:
+            for confirmed in CONFIRMED:
+                self.problem_segments.labels(app_id, state, confirmed)
+
+    def touch_buckets(self, buckets: Iterable[str]) -> None:
+        """Make the COS error series of the configured buckets exist, at zero."""
+        for bucket in buckets:
+            for reason in RECONCILE_ERRORS:
+                self.reconcile_errors.labels(bucket, reason)
+
+    def count_problem(self, app_id: str, state: str, confirmed: bool | None) -> None:
+        label = "unchecked" if confirmed is None else ("true" if confirmed else "false")
+        self.problem_segments.labels(app_id, state, label).inc()
 
     def count_callback(self, event_type: str, result: str) -> None:
         self._callback_children[(event_type, result)].inc()

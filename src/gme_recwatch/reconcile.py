@@ -12,7 +12,13 @@ hands the answer back to the store, then counts and logs what it made of it:
   sender lost, counted in ``gme_recording_callbacks_lost_total{event_type}`` and
   ``gme_recording_segments_reconciled_total``; no stuck or missing-upload count, gauge or page.
 * not found: ``segment_stuck`` / ``segment_upload_missing`` with ``confirmed=true``.
-* lookup failed: the same line with ``confirmed=false`` and why.
+* lookup failed: the same line with ``confirmed=false`` and why, and the error class counted in
+  ``gme_recording_reconcile_errors_total{bucket, reason}``.
+
+Every segment that enters a problem state is counted once, by the replica that settled it, in
+``gme_recording_problem_segments_total{app_id, state, confirmed}`` (:func:`report_problem`): the
+pages read only ``confirmed!="false"``, so a COS outage is a ticket naming COS, never a page
+saying recordings are missing.
 
 Where it looked and why it could not tell is also handed to the store
 (:meth:`~gme_recwatch.stores.Store.note_check`), beside the segment, for the drill-down API.
@@ -40,8 +46,9 @@ CLAIMS_PER_LOOKUP_SLOT: Final = 4  # claims held per concurrent lookup: a short 
 
 def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock,
                    **extra: Any) -> None:
-    """Log (and note as an exemplar) a segment that entered a problem state."""
+    """Count, log (and note as an exemplar) a segment that entered a problem state."""
     if t.state in EXEMPLAR_STATES:
+        metrics.count_problem(t.app_id, t.state, t.confirmed)
         metrics.store.note(t.state, t.app_id,
                            exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1,
                            clock.time())
@@ -76,6 +83,8 @@ class Reconciler:
         self.lease = lease if lease is not None else lease_seconds(checker, self.max_claims)
         self._checking: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        c = checker.config
+        metrics.touch_buckets(sorted({c.default_bucket, *c.buckets.values()} - {""}))
 
     @property
     def in_flight(self) -> int:
@@ -144,6 +153,8 @@ class Reconciler:
             result = await self.checker.check(biz, claim.file_name, room_id=room,
                                               user_id=user, task_id=task, seq_no=seq)
             answer: CheckAnswer = result_name(result)
+            if isinstance(result, CheckError):
+                self.metrics.reconcile_errors.labels(result.bucket, result.reason).inc()
         else:  # no callback carried a FileName: nothing to look up, nothing confirmed
             answer = "error"
         try:

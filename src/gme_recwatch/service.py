@@ -343,7 +343,7 @@ class Service:
             self.metrics.store.update(stats)
             self._segments = stats.segments
             for app in stats.app_labels:  # every app's series exists before its first one
-                self.metrics.unverified.labels(app)
+                self.metrics.touch_app(app)
             self._store_answered(True, "stats")
 
     async def reload_keys(self) -> None:

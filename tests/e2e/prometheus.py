@@ -33,7 +33,8 @@ def free_port() -> int:
 
 def shorten_rules(rule_files: Iterable[Path], dest: Path, *, for_duration: str = "2s",
                   replace: Mapping[str, Mapping[str, str]] | None = None) -> list[Path]:
-    """Copy rule files into `dest`, every `for:` set to `for_duration`, and return the copies.
+    """Copy rule files into `dest`, every `for:` and `keep_firing_for:` set to `for_duration`,
+    and return the copies.
 
     `replace` maps an alert (or recorded series) name to text replacements in its expression, e.g.
     ``{"GmeRecordingCallbacksAbsent": {"> 1800": "> 5"}}`` to lower a threshold. A replacement that
@@ -46,8 +47,9 @@ def shorten_rules(rule_files: Iterable[Path], dest: Path, *, for_duration: str =
         doc = yaml.safe_load(Path(path).read_text())
         for group in doc["groups"]:
             for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = for_duration
+                for key in ("for", "keep_firing_for"):
+                    if key in rule:
+                        rule[key] = for_duration
                 name = rule.get("alert") or rule.get("record")
                 for old, new in replace.pop(name, {}).items():
                     if old not in rule["expr"]:

@@ -113,20 +113,20 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
             stuck = {a["labels"]["namespace"] for a in prom.alerts()
                      if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"}
             deadline = time.monotonic() + 60
-            while stuck != {"prod", "staging"} and time.monotonic() < deadline:
+            while stuck != {"prod"} and time.monotonic() < deadline:
                 time.sleep(0.5)
                 stuck = {a["labels"]["namespace"] for a in prom.alerts()
                          if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"}
-            assert stuck == {"prod", "staging"}
+            # Staging's stuck segment follows from its own rotated key, a loss of our own making:
+            # its ticket stays quiet (for 7 hours); production's key is fine, its ticket fires.
+            assert stuck == {"prod"}
             # Only staging's signature alerts: production's keys are fine.
             fired = {(a["labels"]["alertname"], a["labels"]["namespace"]) for a in prom.alerts()
                      if a["labels"]["alertname"].startswith("GmeRecordingSignature")}
             assert {ns for _, ns in fired} == {"staging"}
             seen = _wait_am(am, {("GmeRecordingSignatureFailureRatio", "staging"),
-                                 ("GmeRecordingStuck", "staging"), ("GmeRecordingStuck", "prod")})
-            # Staging's stuck segment follows from its own rotated key: muted...
-            assert seen[("GmeRecordingStuck", "staging")] != []
-            # ...production's is its own problem, and pages.
+                                 ("GmeRecordingStuck", "prod")})
+            # Staging's cause mutes nothing of production's: its stuck segment is its own problem.
             assert seen[("GmeRecordingStuck", "prod")] == []
             assert seen[("GmeRecordingSignatureFailureRatio", "staging")] == []
     finally:
