@@ -26,7 +26,10 @@ IMAGE ?= gme-recwatch:$(VERSION)
 BASE ?=
 ENGINE ?=
 
-.PHONY: run test mutants venv venv-runtime lint lock upgrade send bench docs image system-deps clean
+# Every Python tree `make lint` checks and `make format` formats.
+PY_TREES := src tests benchmarks tools docker dashboards
+
+.PHONY: format run test mutants venv venv-runtime lint lock upgrade send bench docs image system-deps clean
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
@@ -71,9 +74,15 @@ test: venv
 mutants: venv
 	$(BIN)/python tools/mutants.py --jobs 2 $(MUTANTS_ARGS)
 
+## ruff (lint and format, checked: `make format` rewrites) and mypy --strict on src.
 lint: venv
-	$(BIN)/ruff check src tests benchmarks tools docker
+	$(BIN)/ruff check $(PY_TREES)
+	$(BIN)/ruff format --check $(PY_TREES)
 	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format $(PY_TREES)
+	$(BIN)/ruff check --fix $(PY_TREES)
 
 ## After editing dependencies in pyproject.toml: resolve them again into uv.lock.
 lock: $(UV)

@@ -32,8 +32,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-app = Litestar(route_handlers=[callback, healthz], openapi_config=None, logging_config=None,
-               request_max_body_size=65536)
+app = Litestar(
+    route_handlers=[callback, healthz], openapi_config=None, logging_config=None, request_max_body_size=65536
+)
 
 
 def main() -> None:

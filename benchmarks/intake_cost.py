@@ -30,10 +30,21 @@ SECRET = "bench-secret-0123456789"
 
 
 def bodies(n_rooms: int) -> list[tuple[bytes, str]]:
-    plan = make_plan(SimConfig(rooms=n_rooms, users_per_room=4, segments_per_task=1, mixed_fraction=0,
-                               reorder_fraction=0, duplicate_fraction=0, drop_fraction=0,
-                               never_complete_fraction=0, never_upload_fraction=0,
-                               bad_signature_fraction=0, seed=2))
+    plan = make_plan(
+        SimConfig(
+            rooms=n_rooms,
+            users_per_room=4,
+            segments_per_task=1,
+            mixed_fraction=0,
+            reorder_fraction=0,
+            duplicate_fraction=0,
+            drop_fraction=0,
+            never_complete_fraction=0,
+            never_upload_fraction=0,
+            bad_signature_fraction=0,
+            seed=2,
+        )
+    )
     out = []
     for s in plan.sends:
         b = plan.body(s, 1_700_000_000)

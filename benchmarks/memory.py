@@ -39,8 +39,11 @@ def measure(n: int, lifecycle: tuple[int, ...], use_tracemalloc: bool) -> dict[s
         tracemalloc.stop()
     rss = rss_bytes() - rss0
     assert len(tracker) == n
-    return {"segments": n, "tracemalloc_bytes_per_segment": traced / n if use_tracemalloc else None,
-            "rss_bytes_per_segment": rss / n}
+    return {
+        "segments": n,
+        "tracemalloc_bytes_per_segment": traced / n if use_tracemalloc else None,
+        "rss_bytes_per_segment": rss / n,
+    }
 
 
 def main() -> int:
@@ -54,8 +57,9 @@ def main() -> int:
         for state, _ in STATE_MIX:
             # tracemalloc at 1M takes minutes and agrees with 100k within 2%: RSS only there.
             for tm in ("0", "1") if n <= 100_000 else ("0",):
-                out = subprocess.run([sys.executable, __file__, str(n), state, tm], check=True,
-                                     capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, str(n), state, tm], check=True, capture_output=True, text=True
+                ).stdout
                 rows.append(json.loads(out))
                 print(out.strip(), flush=True)
     merged: dict[tuple[int, str], dict[str, float]] = {}

@@ -70,22 +70,30 @@ async def memory_and_scrape(server: RedisServer, n: int) -> dict[str, float]:
         body = generate_latest(service.metrics.registry)
         times.append(time.perf_counter() - t0)
     await store.close()
-    return {"segments": n, "events": len(events), "fill_seconds": round(seconds, 1),
-            "events_per_second": round(len(events) / seconds),
-            "redis_bytes_per_segment": round(used / n, 1),
-            "scrape_ms_median": round(statistics.median(times) * 1000, 2),
-            "scrape_ms_max": round(max(times) * 1000, 2), "scrape_bytes": len(body)}
+    return {
+        "segments": n,
+        "events": len(events),
+        "fill_seconds": round(seconds, 1),
+        "events_per_second": round(len(events) / seconds),
+        "redis_bytes_per_segment": round(used / n, 1),
+        "scrape_ms_median": round(statistics.median(times) * 1000, 2),
+        "scrape_ms_max": round(max(times) * 1000, 2),
+        "scrape_bytes": len(body),
+    }
 
 
 async def sweep_under_load(server: RedisServer, due: int) -> dict[str, float]:
-    settings = Settings(secret_key="bench", redis_url=server.url, max_segments=due * 2,
-                        max_recording_seconds=3600)
+    settings = Settings(
+        secret_key="bench", redis_url=server.url, max_segments=due * 2, max_recording_seconds=3600
+    )
     clock = FakeClock(wall=time.time())
     store = RedisStore.from_url(server.url, settings.lifecycle(), prefix="w:", clock=clock)
     log_setup.configure("warning", "json", open("/dev/null", "w"))
     service = Service(settings, clock=clock, store=store)
-    await fill(store, [Event(1400000000, f"room-{i // 4}", f"u{i % 4}", 1, 0, STARTED, 1,
-                             1_700_000_000) for i in range(due)])
+    await fill(
+        store,
+        [Event(1400000000, f"room-{i // 4}", f"u{i % 4}", 1, 0, STARTED, 1, 1_700_000_000) for i in range(due)],
+    )
     clock.advance(3601)
     latencies: list[float] = []
     done = asyncio.Event()
@@ -108,11 +116,15 @@ async def sweep_under_load(server: RedisServer, due: int) -> dict[str, float]:
     stats = await store.stats()
     await store.close()
     latencies.sort()
-    return {"due": due, "stuck_reported": sum(stats.stuck_total.values()),
-            "sweep_seconds": round(swept, 2), "callbacks_during_sweep": len(latencies),
-            "callback_ms_p50": round(statistics.median(latencies) * 1000, 2),
-            "callback_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-            "callback_ms_max": round(latencies[-1] * 1000, 2)}
+    return {
+        "due": due,
+        "stuck_reported": sum(stats.stuck_total.values()),
+        "sweep_seconds": round(swept, 2),
+        "callbacks_during_sweep": len(latencies),
+        "callback_ms_p50": round(statistics.median(latencies) * 1000, 2),
+        "callback_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        "callback_ms_max": round(latencies[-1] * 1000, 2),
+    }
 
 
 def main() -> int:

@@ -54,10 +54,13 @@ def write_snapshot(n: int, path: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     ok = SnapshotFile(str(path), store, Metrics(), _Quiet(), SystemClock()).write()
     assert ok
-    return {"segments": n, "loop_hold_ms_median": round(statistics.median(holds) * 1000, 1),
-            "loop_hold_ms_max": round(max(holds) * 1000, 1),
-            "encode_and_write_s": round(time.perf_counter() - t0, 2),
-            "snapshot_mb": round(path.stat().st_size / 2**20, 1)}
+    return {
+        "segments": n,
+        "loop_hold_ms_median": round(statistics.median(holds) * 1000, 1),
+        "loop_hold_ms_max": round(max(holds) * 1000, 1),
+        "encode_and_write_s": round(time.perf_counter() - t0, 2),
+        "snapshot_mb": round(path.stat().st_size / 2**20, 1),
+    }
 
 
 class _Quiet:
@@ -68,14 +71,19 @@ class _Quiet:
 def start_once(path: Path, n: int) -> dict[str, float]:
     port, admin = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GME_RECWATCH_", "OTEL_"))}
-    env.update(GME_RECWATCH_SECRET_KEY="bench-secret", GME_RECWATCH_HOST="127.0.0.1",
-               GME_RECWATCH_ADMIN_HOST="127.0.0.1", GME_RECWATCH_PORT=str(port),
-               GME_RECWATCH_ADMIN_PORT=str(admin), GME_RECWATCH_STATE_FILE=str(path),
-               GME_RECWATCH_MAX_SEGMENTS=str(max(n, 1)), GME_RECWATCH_LOG_FORMAT="json")
+    env.update(
+        GME_RECWATCH_SECRET_KEY="bench-secret",
+        GME_RECWATCH_HOST="127.0.0.1",
+        GME_RECWATCH_ADMIN_HOST="127.0.0.1",
+        GME_RECWATCH_PORT=str(port),
+        GME_RECWATCH_ADMIN_PORT=str(admin),
+        GME_RECWATCH_STATE_FILE=str(path),
+        GME_RECWATCH_MAX_SEGMENTS=str(max(n, 1)),
+        GME_RECWATCH_LOG_FORMAT="json",
+    )
     exe = Path(sys.executable).with_name("gme-recwatch")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     accepting = ready = None
     try:
         while ready is None and time.perf_counter() - t0 < 120:
@@ -115,10 +123,18 @@ def main() -> int:
     write_snapshot(0, empty)
     for label, path, n in (("empty", empty, 0), ("full", work / "state.snapshot", args.segments)):
         runs = [start_once(path, n) for _ in range(args.starts)]
-        print(json.dumps({"snapshot": label, "segments": n, "runs": runs,
-                          "ready_s_median": statistics.median(r["ready_s"] for r in runs),
-                          "accepting_s_median": statistics.median(
-                              r["callback_accepting_s"] for r in runs)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "snapshot": label,
+                    "segments": n,
+                    "runs": runs,
+                    "ready_s_median": statistics.median(r["ready_s"] for r in runs),
+                    "accepting_s_median": statistics.median(r["callback_accepting_s"] for r in runs),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -47,10 +47,12 @@ def main() -> int:
             body = generate_latest(metrics.registry)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
-        print(f"| {target:,} | {statistics.median(times):.3f} | {times[int(len(times) * 0.99) - 1]:.3f} "
-              f"| {len(body):,} |", flush=True)
+        print(
+            f"| {target:,} | {statistics.median(times):.3f} | {times[int(len(times) * 0.99) - 1]:.3f} "
+            f"| {len(body):,} |",
+            flush=True,
+        )
     return 0
-
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest
 
-CONFIGS = [("bare", "python"), ("bare", "auto"), ("bare", "granian"), ("full", "python"),
-           ("full", "auto")]
+CONFIGS = [("bare", "python"), ("bare", "auto"), ("bare", "granian"), ("full", "python"), ("full", "auto")]
 
 
 def main() -> int:
@@ -41,23 +40,26 @@ def main() -> int:
                 if admin:
                     time.sleep(0.5)
                     c = ingest.counted(admin)
-                    good &= (c["http_other"] == 0 and c["rejected"] == 0
-                             and c["callbacks"] >= res["requests"])
+                    good &= c["http_other"] == 0 and c["rejected"] == 0 and c["callbacks"] >= res["requests"]
             finally:
                 ingest.stop(proc)
             ok &= good
             res.update(kind=kind, stack=stack, round=rnd, check="ok" if good else "FAILED")
             runs.append(res)
-            print(f"round {rnd} {kind:4s} {stack:7s}: {res['rps']:8.0f} req/s  "
-                  f"p50 {res['p50_us'] / 1000:6.2f} ms  p99 {res['p99_us'] / 1000:6.2f} ms  "
-                  f"{res['check']}", flush=True)
+            print(
+                f"round {rnd} {kind:4s} {stack:7s}: {res['rps']:8.0f} req/s  "
+                f"p50 {res['p50_us'] / 1000:6.2f} ms  p99 {res['p99_us'] / 1000:6.2f} ms  "
+                f"{res['check']}",
+                flush=True,
+            )
     summary: dict[str, Any] = {}
     for kind, stack in CONFIGS:
         rs = [r for r in runs if (r["kind"], r["stack"]) == (kind, stack)]
         summary[f"{kind}/{stack}"] = {
             "rps_median": round(statistics.median(r["rps"] for r in rs)),
             "p50_ms_median": round(statistics.median(r["p50_us"] for r in rs) / 1000, 2),
-            "p99_ms_median": round(statistics.median(r["p99_us"] for r in rs) / 1000, 2)}
+            "p99_ms_median": round(statistics.median(r["p99_us"] for r in rs) / 1000, 2),
+        }
 
     def ratios(a: tuple[str, str], b: tuple[str, str]) -> list[float]:
         by_round = {(r["round"], r["kind"], r["stack"]): r["rps"] for r in runs}

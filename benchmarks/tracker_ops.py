@@ -47,8 +47,13 @@ def transitions(n: int) -> dict[str, float]:
     for ev in ordered:
         tracker.record_now(ev)
     dt = time.perf_counter() - t0
-    return {"segments": n, "events": len(ordered), "seconds": dt, "events_per_second": len(ordered) / dt,
-            "us_per_event": dt / len(ordered) * 1e6}
+    return {
+        "segments": n,
+        "events": len(ordered),
+        "seconds": dt,
+        "events_per_second": len(ordered) / dt,
+        "us_per_event": dt / len(ordered) * 1e6,
+    }
 
 
 def sweep(n: int) -> dict[str, float]:
@@ -67,8 +72,12 @@ def sweep(n: int) -> dict[str, float]:
     out = tracker.sweep_now()
     due = time.perf_counter() - t0
     assert len(out) == n and tracker.stats_now().by_state["stuck"] == n
-    return {"segments": n, "idle_sweep_us": idle * 1e6, "all_due_sweep_ms": due * 1000,
-            "us_per_due_segment": due / n * 1e6}
+    return {
+        "segments": n,
+        "idle_sweep_us": idle * 1e6,
+        "all_due_sweep_ms": due * 1000,
+        "us_per_due_segment": due / n * 1e6,
+    }
 
 
 BUDGET = 5000  # gme_recwatch.service.SWEEP_BUDGET
@@ -95,8 +104,13 @@ def budgeted(n: int) -> dict[str, float]:
     gc.collect()
     rounds, worst, median, total = _rounds(lambda: tracker.sweep_now(BUDGET), tracker.has_due)
     assert tracker.stats_now().by_state["stuck"] == n
-    return {"budget": BUDGET, "budgeted_rounds": rounds, "worst_round_ms": worst * 1000,
-            "median_round_ms": median * 1000, "budgeted_total_ms": total * 1000}
+    return {
+        "budget": BUDGET,
+        "budgeted_rounds": rounds,
+        "worst_round_ms": worst * 1000,
+        "median_round_ms": median * 1000,
+        "budgeted_total_ms": total * 1000,
+    }
 
 
 def service_rounds(n: int) -> dict[str, float]:
@@ -119,14 +133,27 @@ def service_rounds(n: int) -> dict[str, float]:
     def one_round() -> None:  # what one pass of Service.sweep does between two yields
         done = loop.run_until_complete(store.sweep(BUDGET))
         for t in done.transitions:
-            service.log.warning(f"segment_{t.state}", state=t.state, app_id=t.app_id,
-                                biz_id=t.biz_id, room_id=t.room_id, user_id=t.user_id,
-                                task_id=str(t.task_id), seq_no=t.seq_no)
+            service.log.warning(
+                f"segment_{t.state}",
+                state=t.state,
+                app_id=t.app_id,
+                biz_id=t.biz_id,
+                room_id=t.room_id,
+                user_id=t.user_id,
+                task_id=str(t.task_id),
+                seq_no=t.seq_no,
+            )
 
     rounds, worst, median, total = _rounds(one_round, store.has_due)
     assert store.stats_now().by_state["stuck"] == n
-    return {"segments": n, "budget": BUDGET, "rounds": rounds, "worst_round_ms": worst * 1000,
-            "median_round_ms": median * 1000, "total_ms": total * 1000}
+    return {
+        "segments": n,
+        "budget": BUDGET,
+        "rounds": rounds,
+        "worst_round_ms": worst * 1000,
+        "median_round_ms": median * 1000,
+        "total_ms": total * 1000,
+    }
 
 
 def main() -> int:
@@ -135,25 +162,34 @@ def main() -> int:
     print("|---:|---:|---:|---:|")
     for n in (100_000, 1_000_000):
         r = transitions(n)
-        print(f"| {n:,} | {r['events']:,} | {r['events_per_second']:,.0f} | {r['us_per_event']:.2f} |",
-              flush=True)
+        print(
+            f"| {n:,} | {r['events']:,} | {r['events_per_second']:,.0f} | {r['us_per_event']:.2f} |", flush=True
+        )
     print()
-    print(f"| segments | idle sweep µs | all-due sweep ms (unbudgeted) | µs per due segment "
-          f"| rounds of {BUDGET} | median / worst round ms | budgeted total ms |")
+    print(
+        f"| segments | idle sweep µs | all-due sweep ms (unbudgeted) | µs per due segment "
+        f"| rounds of {BUDGET} | median / worst round ms | budgeted total ms |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in (10_000, 100_000, 1_000_000):
         r = sweep(n)
         gc.collect()
         r.update(budgeted(n))  # after the unbudgeted tracker is gone: one 1M tracker at a time
-        print(f"| {n:,} | {r['idle_sweep_us']:.1f} | {r['all_due_sweep_ms']:,.1f} | "
-              f"{r['us_per_due_segment']:.2f} | {r['budgeted_rounds']} | {r['median_round_ms']:.1f} / "
-              f"{r['worst_round_ms']:.1f} | {r['budgeted_total_ms']:,.1f} |", flush=True)
+        print(
+            f"| {n:,} | {r['idle_sweep_us']:.1f} | {r['all_due_sweep_ms']:,.1f} | "
+            f"{r['us_per_due_segment']:.2f} | {r['budgeted_rounds']} | {r['median_round_ms']:.1f} / "
+            f"{r['worst_round_ms']:.1f} | {r['budgeted_total_ms']:,.1f} |",
+            flush=True,
+        )
     print()
     r = service_rounds(1_000_000)
     print(json.dumps(r))
-    print(f"| Service.sweep({BUDGET}) with segment_stuck logging, 1,000,000 due | rounds {r['rounds']} "
-          f"| median / worst round {r['median_round_ms']:.1f} / {r['worst_round_ms']:.1f} ms "
-          f"| total {r['total_ms']:,.1f} ms |", flush=True)
+    print(
+        f"| Service.sweep({BUDGET}) with segment_stuck logging, 1,000,000 due | rounds {r['rounds']} "
+        f"| median / worst round {r['median_round_ms']:.1f} / {r['worst_round_ms']:.1f} ms "
+        f"| total {r['total_ms']:,.1f} ms |",
+        flush=True,
+    )
     return 0
 
 

@@ -115,44 +115,54 @@ def _inc(agg: str, metric: str, sel: str, extra: str, window: str) -> str:
     return f"{agg} (increase({metric}{{{matchers}}}[{window}]))"
 
 
-def ingest_sli(window: str, slow_le: str, sel: str = "$S",
-               agg: str = "sum by ($BY)") -> tuple[str, str]:
+def ingest_sli(window: str, slow_le: str, sel: str = "$S", agg: str = "sum by ($BY)") -> tuple[str, str]:
     """(events, errors) of the ingest SLO over `window`: signed callbacks, and those answered
     5xx, rejected for their signature (mismatch, unknown_app), rejected as stale, or answered
     slower than `slow_le` seconds. Unsigned requests (scanners, probes: answered 401 with reason
     `missing`) are in neither, so no flood of them can hide a failure or raise one. Rules and
     the overview dashboard both read these."""
     zero = "0 * " + _inc(agg, "gme_recording_signature_failures_total", sel, "", window)
-    answered = _inc(agg, "gme_recording_http_requests_total", sel,
-                    'listener="callback", code=~"2..|5.."', window)
-    failed = _inc(agg, "gme_recording_http_requests_total", sel,
-                  'listener="callback", code=~"5.."', window)
-    rejected = _inc(agg, "gme_recording_signature_failures_total", sel, 'reason!="missing"',
-                    window)
+    answered = _inc(
+        agg, "gme_recording_http_requests_total", sel, 'listener="callback", code=~"2..|5.."', window
+    )
+    failed = _inc(agg, "gme_recording_http_requests_total", sel, 'listener="callback", code=~"5.."', window)
+    rejected = _inc(agg, "gme_recording_signature_failures_total", sel, 'reason!="missing"', window)
     stale = _inc(agg, "gme_recording_callbacks_invalid_total", sel, 'reason="stale"', window)
     # The latency histogram has no status code: unsigned requests are answered fast, so they
     # add to the count and to every bucket alike and never to the slow ones.
-    slow = (_inc(agg, "gme_recording_http_request_duration_seconds_count", sel,
-                 'listener="callback"', window) + "\n  - "
-            + _inc(agg, "gme_recording_http_request_duration_seconds_bucket", sel,
-                   f'listener="callback", le="{slow_le}"', window))
+    slow = (
+        _inc(agg, "gme_recording_http_request_duration_seconds_count", sel, 'listener="callback"', window)
+        + "\n  - "
+        + _inc(
+            agg,
+            "gme_recording_http_request_duration_seconds_bucket",
+            sel,
+            f'listener="callback", le="{slow_le}"',
+            window,
+        )
+    )
     events = f"({answered}\n  or {zero})\n+ {rejected}\n+ {stale}"
     errors = f"({failed}\n  or {zero})\n+ {rejected}\n+ {stale}\n+ ({slow}\n  or {zero})"
     return events, errors
 
 
-def delivery_sli(window: str, sel: str = "$S", app_sel: str = "$S",
-                 agg: str = "sum by ($BY)") -> tuple[str, str]:
+def delivery_sli(
+    window: str, sel: str = "$S", app_sel: str = "$S", agg: str = "sum by ($BY)"
+) -> tuple[str, str]:
     """(events, errors) of the recording-delivery SLO over `window`: segments that reached
     uploaded (by their upload callback, or found in COS after a deadline) or became a problem,
     and the problems that count (stuck or upload missing, unless a COS lookup failed: with a
     bucket only confirmed ones, without one every one)."""
     zero = "0 * " + _inc(agg, "gme_recording_segments_reconciled_total", sel, "", window)
-    uploaded = _inc(agg, "gme_recording_callbacks_total", sel,
-                    'event_type="uploaded", result=~"accepted|out_of_order"', window)
+    uploaded = _inc(
+        agg,
+        "gme_recording_callbacks_total",
+        sel,
+        'event_type="uploaded", result=~"accepted|out_of_order"',
+        window,
+    )
     found = _inc(agg, "gme_recording_segments_reconciled_total", sel, "", window)
-    problems = _inc(agg, "gme_recording_problem_segments_total", app_sel, 'confirmed!="false"',
-                    window)
+    problems = _inc(agg, "gme_recording_problem_segments_total", app_sel, 'confirmed!="false"', window)
     failed = f"({problems}\n  or {zero})"
     return f"{uploaded}\n+ {found}\n+ {failed}", failed
 
@@ -161,21 +171,27 @@ def slo_records() -> list[Record]:
     out: list[Record] = []
     for slo in SLOS:
         # Per instance, so the dashboards (which filter every query by instance) can read it.
-        out.append(Record("instance:gme_recording_slo_objective:ratio",
-                          "0 * group by ($BY, instance) (gme_recording_build_info{$S})"
-                          f" + ${slo}_objective", {"slo": slo}))
+        out.append(
+            Record(
+                "instance:gme_recording_slo_objective:ratio",
+                f"0 * group by ($BY, instance) (gme_recording_build_info{{$S}}) + ${slo}_objective",
+                {"slo": slo},
+            )
+        )
         for role in WINDOWS:
             window = f"${role}"
-            events, errors = (ingest_sli(window, "$ingest_slow_le") if slo == "ingest"
-                              else delivery_sli(window))
+            events, errors = ingest_sli(window, "$ingest_slow_le") if slo == "ingest" else delivery_sli(window)
             labels = {"slo": slo, "window": role}
             sel = f'slo="{slo}", window="{role}"'
             out += [
                 Record("job:gme_recording_slo_events:increase", events, labels),
                 Record("job:gme_recording_slo_errors:increase", errors, labels),
-                Record("job:gme_recording_slo_errors:ratio_increase",
-                       f"job:gme_recording_slo_errors:increase{{{sel}}}\n"
-                       f"/ (job:gme_recording_slo_events:increase{{{sel}}} > 0)", labels),
+                Record(
+                    "job:gme_recording_slo_errors:ratio_increase",
+                    f"job:gme_recording_slo_errors:increase{{{sel}}}\n"
+                    f"/ (job:gme_recording_slo_events:increase{{{sel}}} > 0)",
+                    labels,
+                ),
             ]
     return out
 
@@ -189,11 +205,11 @@ OWN_LOSSES: dict[str, str] = {
     "backend": "sum by ($BY) (increase(gme_recording_backend_errors_total{$S}[5m])) > 0",
     # Signed callbacks we rejected: a wrong or rotated SecretKey (a trickle from one stray
     # sender stays under the threshold).
-    "signature": 'sum by ($BY) (increase(gme_recording_signature_failures_total{$S, '
-                 'reason!="missing"}[5m])) >= $own_loss_min_refused',
+    "signature": "sum by ($BY) (increase(gme_recording_signature_failures_total{$S, "
+    'reason!="missing"}[5m])) >= $own_loss_min_refused',
     # Callbacks we answered 5xx: Tencent gives up on each after its minute of retries.
-    "server_error": 'sum by ($BY) (increase(gme_recording_http_requests_total{$S, '
-                    'listener="callback", code=~"5.."}[5m])) >= $own_loss_min_refused',
+    "server_error": "sum by ($BY) (increase(gme_recording_http_requests_total{$S, "
+    'listener="callback", code=~"5.."}[5m])) >= $own_loss_min_refused',
     # Seconds in which we could not have received callbacks, beyond the sender's retries.
     "blind": "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[5m])) > 0",
     # The shared store came back empty (what GmeRecwatchStoreReset reports).
@@ -203,348 +219,489 @@ OWN_LOSS = "job:gme_recording_own_losses:present5m"
 
 
 def groups() -> list[Group]:
-    recording = Group("gme-recwatch.rules", [
-        # Verified callbacks per second, by event type and what the tracker made of them.
-        Record("job:gme_recording_callbacks:rate5m",
-               "sum by ($BY, event_type, result) (rate(gme_recording_callbacks_total{$S}[5m]))"),
-        # Rejected signatures per second, by reason (missing, mismatch, unknown_app).
-        Record("job:gme_recording_signature_failures:rate5m",
-               "sum by ($BY, reason) (rate(gme_recording_signature_failures_total{$S}[5m]))"),
-        # Callbacks that carried a Signature: verified ones plus those whose signature failed.
-        # Requests with no Signature at all (scanners, probes) are left out.
-        Record("job:gme_recording_signed_callbacks:rate5m",
-               'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
-               "+ sum by ($BY) (rate(gme_recording_callbacks_total{$S}[5m]))"),
-        # Share of signed callbacks whose signature failed: 1 when the SecretKey is wrong.
-        Record("job:gme_recording_signature_mismatches:ratio_rate5m",
-               'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
-               "/ (job:gme_recording_signed_callbacks:rate5m > 0)"),
-        # Share of the tracker's capacity in use, per instance.
-        Record("instance:gme_recording_tracker_utilisation:ratio",
-               "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
-               "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)"),
-        # Segments tracked by the release: one instance's count (replicas on one Redis all report
-        # the shared total, so max, not sum).
-        Record("job:gme_recording_tracked_segments:max",
-               "max by ($BY) (sum by ($BY, instance) (gme_recording_tracked_segments{$S}))"),
-        *[Record(OWN_LOSS, expr, {"cause": cause}) for cause, expr in OWN_LOSSES.items()],
-    ])
+    recording = Group(
+        "gme-recwatch.rules",
+        [
+            # Verified callbacks per second, by event type and what the tracker made of them.
+            Record(
+                "job:gme_recording_callbacks:rate5m",
+                "sum by ($BY, event_type, result) (rate(gme_recording_callbacks_total{$S}[5m]))",
+            ),
+            # Rejected signatures per second, by reason (missing, mismatch, unknown_app).
+            Record(
+                "job:gme_recording_signature_failures:rate5m",
+                "sum by ($BY, reason) (rate(gme_recording_signature_failures_total{$S}[5m]))",
+            ),
+            # Callbacks that carried a Signature: verified ones plus those whose signature failed.
+            # Requests with no Signature at all (scanners, probes) are left out.
+            Record(
+                "job:gme_recording_signed_callbacks:rate5m",
+                'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
+                "+ sum by ($BY) (rate(gme_recording_callbacks_total{$S}[5m]))",
+            ),
+            # Share of signed callbacks whose signature failed: 1 when the SecretKey is wrong.
+            Record(
+                "job:gme_recording_signature_mismatches:ratio_rate5m",
+                'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
+                "/ (job:gme_recording_signed_callbacks:rate5m > 0)",
+            ),
+            # Share of the tracker's capacity in use, per instance.
+            Record(
+                "instance:gme_recording_tracker_utilisation:ratio",
+                "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
+                "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)",
+            ),
+            # Segments tracked by the release: one instance's count (replicas on one Redis all report
+            # the shared total, so max, not sum).
+            Record(
+                "job:gme_recording_tracked_segments:max",
+                "max by ($BY) (sum by ($BY, instance) (gme_recording_tracked_segments{$S}))",
+            ),
+            *[Record(OWN_LOSS, expr, {"cause": cause}) for cause, expr in OWN_LOSSES.items()],
+        ],
+    )
     # The SLIs at every window the burn alerts and the dashboard read, and the budget left.
     slo = Group("gme-recwatch.slo", list(slo_records()))
-    availability = Group("gme-recwatch.availability", [
-        # A release that had targets within the hour and has none up now; and, when no target
-        # at all was seen in that hour, one alert with no release to name. The two never fire
-        # together, so "nothing is up" is one alert, not two.
-        Alert("GmeRecwatchAbsent",
-              "count by ($BY) (max_over_time(up{$S}[1h]))\n"
-              "unless\n"
-              "count by ($BY) (up{$S} == 1)\n"
-              "or\n"
-              "absent_over_time(up{$S}[1h])",
-              "No gme-recwatch instance is up.",
-              "Prometheus has scraped no healthy gme-recwatch target {{ with $labels.namespace }}in "
-              "namespace {{ . }} {{ end }}for the alert's duration: GME recording callbacks are "
-              "neither verified nor tracked. Outside the Helm chart, the selector in this rule "
-              "must match your scrape job.", "critical", "5m"),
-        Alert("GmeRecwatchDown", "up{$S} == 0",
-              "A gme-recwatch instance cannot be scraped.",
-              "Prometheus cannot scrape {{ $labels.instance }} (job {{ $labels.job }}, namespace "
-              "{{ $labels.namespace }}).", "warning", "5m"),
-        Alert("GmeRecwatchRestartLoop",
-              "changes(process_start_time_seconds{$S}[1h]) >= $restarts",
-              "gme-recwatch keeps restarting.",
-              "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
-              "restarted {{ $value }} times in the last hour; each restart is a window in which "
-              "callbacks are refused.", "warning", "5m", {"restarts": 3}),
-    ])
+    availability = Group(
+        "gme-recwatch.availability",
+        [
+            # A release that had targets within the hour and has none up now; and, when no target
+            # at all was seen in that hour, one alert with no release to name. The two never fire
+            # together, so "nothing is up" is one alert, not two.
+            Alert(
+                "GmeRecwatchAbsent",
+                "count by ($BY) (max_over_time(up{$S}[1h]))\n"
+                "unless\n"
+                "count by ($BY) (up{$S} == 1)\n"
+                "or\n"
+                "absent_over_time(up{$S}[1h])",
+                "No gme-recwatch instance is up.",
+                "Prometheus has scraped no healthy gme-recwatch target {{ with $labels.namespace }}in "
+                "namespace {{ . }} {{ end }}for the alert's duration: GME recording callbacks are "
+                "neither verified nor tracked. Outside the Helm chart, the selector in this rule "
+                "must match your scrape job.",
+                "critical",
+                "5m",
+            ),
+            Alert(
+                "GmeRecwatchDown",
+                "up{$S} == 0",
+                "A gme-recwatch instance cannot be scraped.",
+                "Prometheus cannot scrape {{ $labels.instance }} (job {{ $labels.job }}, namespace "
+                "{{ $labels.namespace }}).",
+                "warning",
+                "5m",
+            ),
+            Alert(
+                "GmeRecwatchRestartLoop",
+                "changes(process_start_time_seconds{$S}[1h]) >= $restarts",
+                "gme-recwatch keeps restarting.",
+                "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
+                "restarted {{ $value }} times in the last hour; each restart is a window in which "
+                "callbacks are refused.",
+                "warning",
+                "5m",
+                {"restarts": 3},
+            ),
+        ],
+    )
     burn = ("job:gme_recording_slo_errors:ratio_increase", "job:gme_recording_slo_events:increase")
 
     def burning(slo: str, long: str, short: str) -> str:
         limit = f"$factor * (1 - ${slo}_objective)"
-        return (f'max without (window) ({burn[0]}{{slo="{slo}", window="{long}"}}) > {limit}\n'
-                "and on ($BY)\n"
-                f'{burn[0]}{{slo="{slo}", window="{short}"}} > {limit}\n'
-                "and on ($BY)\n"
-                f'{burn[1]}{{slo="{slo}", window="{long}"}} >= $min_events')
+        return (
+            f'max without (window) ({burn[0]}{{slo="{slo}", window="{long}"}}) > {limit}\n'
+            "and on ($BY)\n"
+            f'{burn[0]}{{slo="{slo}", window="{short}"}} > {limit}\n'
+            "and on ($BY)\n"
+            f'{burn[1]}{{slo="{slo}", window="{long}"}} >= $min_events'
+        )
 
-    callbacks = Group("gme-recwatch.callbacks", [
-        Alert("GmeRecwatchCanaryFailing",
-              "(time() - max by ($BY) (gme_recording_canary_last_success_timestamp_seconds{$S})"
-              " > $seconds)\n"
-              "and on ($BY)\n"
-              "max by ($BY) (gme_recording_canary_interval_seconds{$S}) > 0",
-              "The canary callback has not come through the public callback path.",
-              "No canary callback (gme-recwatch canary) has been verified by job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) for {{ $value | humanizeDuration }}: Tencent's "
-              "callbacks cannot reach the service either (DNS, Ingress, TLS, NetworkPolicy, the "
-              "listener or the key).", "critical", "2m", {"seconds": 150}),
-        Alert("GmeRecordingCallbacksSilent",
-              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
-              '+ sum by ($BY) (increase(gme_recording_signature_failures_total{$S, reason!="missing"}'
-              "[$window]))\n"
-              '+ (sum by ($BY) (increase(gme_recording_http_requests_total{$S, listener="callback", '
-              'code=~"5.."}[$window]))\n'
-              "  or 0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window])))\n"
-              "== 0\n"
-              "and on ($BY)\n"
-              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[1h])) >= $min_last_hour",
-              "Verified GME callbacks stopped arriving in busy hours.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received no signed "
-              "callback at all in the window (none verified, none rejected, none failed) though "
-              "it verified {{ $value | humanize }} in the last hour. With the "
-              "canary passing, the path is fine and the sender stopped (GME console callback "
-              "URL, Tencent); recordings made meanwhile are found in COS at their deadlines.",
-              "critical", "1m", {"window": "10m", "min_last_hour": 120, "keep_firing_for": "5m"}),
-        Alert("GmeRecordingCallbacksAbsent",
-              "(\n"
-              "  sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
-              "  or\n"
-              "  0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))\n"
-              ")\n"
-              "< $ratio * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))\n"
-              "and on ($BY)\n"
-              "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))"
-              " >= $min_last_week",
-              "Far fewer verified GME callbacks arrive than a week ago.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received "
-              "{{ $value | humanize }} verified callbacks in the window, far below the same window "
-              "a week ago. Either recording traffic really dropped or callbacks no longer reach "
-              "the service; GmeRecwatchCanaryFailing tells the two apart.",
-              "critical", "10m", {"window": "10m", "ratio": 0.2, "min_last_week": 30}),
-        # gme_recording_last_callback_timestamp_seconds is 0 until the first verified callback
-        # (canaries left out): 0 across the history window is a release that never received one.
-        Alert("GmeRecordingCallbacksNeverReceived",
-              "max by ($BY) (max_over_time("
-              "gme_recording_last_callback_timestamp_seconds{$S}[$history])) == 0",
-              "A gme-recwatch release has never received a GME callback.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) has verified no callback "
-              "since it started, for the alert's duration: the callback URL in the GME console "
-              "does not point here, or nothing records yet. A passing canary proves the path; "
-              "then only the console is left.", "warning", "1h", {"history": "1w"}),
-        Alert("GmeRecordingSignatureFailures",
-              'sum by ($BY) (job:gme_recording_signature_failures:rate5m{reason!="missing"}) * 60'
-              " > $per_minute",
-              "GME callbacks are being rejected for a wrong signature.",
-              "{{ $value | humanize }} signed callbacks per minute to job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) fail verification (reason mismatch or "
-              "unknown_app): a SecretKey or BizID missing from the keyring, or a key rotated in "
-              "one place only. Unsigned requests (scanners) are not counted here.",
-              "warning", "15m", {"per_minute": 1}),
-        Alert("GmeRecordingSignatureFailureRatio",
-              "job:gme_recording_signature_mismatches:ratio_rate5m > $ratio\n"
-              "and on ($BY)\n"
-              "job:gme_recording_signed_callbacks:rate5m * 300 >= $min_signed",
-              "Most signed GME callbacks fail signature verification.",
-              "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) fail verification, so their events are dropped. "
-              "A SecretKey rotated in the GME console but not in gme-recwatch looks exactly like "
-              "this.", "critical", "2m", {"ratio": 0.25, "min_signed": 10}),
-        Alert("GmeRecordingCallbacksStale",
-              'sum by ($BY) (increase(gme_recording_callbacks_invalid_total{$S, reason="stale"}'
-              "[15m])) >= $count",
-              "GME callbacks are rejected as stale: a clock is off.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) rejected "
-              "{{ $value | humanize }} callbacks in 15 minutes because their Timestamp is outside "
-              "the replay window: this node's clock or Tencent's delivery is that far off. Tencent "
-              "does not resend a rejected callback.", "warning", "5m", {"count": 3}),
-        Alert("GmeRecwatchIngestBudgetBurn", burning("ingest", "page_long", "page_short"),
-              "gme-recwatch fails GME callbacks fast enough to spend the ingest error budget "
-              "within days.",
-              "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) in the long page window were answered 5xx, "
-              "rejected (signature, stale) or too slowly, and the short window agrees. Tencent "
-              "retries each for about a minute, then drops it. Unsigned requests are not counted.",
-              "critical", "2m", {"factor": 14.4, "min_events": 100}),
-        Alert("GmeRecwatchIngestBudgetBurnSlow", burning("ingest", "ticket_long", "ticket_short"),
-              "gme-recwatch fails GME callbacks steadily, spending the ingest error budget.",
-              "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) in the long ticket window were answered 5xx, "
-              "rejected (signature, stale) or too slowly: a slow leak, not an outage.",
-              "warning", "15m",
-              {"factor": 6, "min_events": 10},
-              follow_up=True),
-    ])
-    lifecycle = Group("gme-recwatch.lifecycle", [
-        Alert("GmeRecordingStuck",
-              "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
-              'state="stuck", confirmed!="false"}[$window])) > $count',
-              "GME recordings became stuck: recording for longer than the maximum duration.",
-              "{{ $value | humanize }} segments of app {{ $labels.app_id }} (job {{ $labels.job }}, "
-              "namespace {{ $labels.namespace }}) became stuck in the window: started longer ago "
-              "than the maximum recording duration, never completed, and not in COS (or no bucket "
-              "to look in). The alert resolves when no new one comes; the dashboard keeps the "
-              "standing count.", "warning", "0m",
-              {"window": "30m", "count": 0},
-              follow_up=True),
-        Alert("GmeRecordingUploadsMissing",
-              "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
-              'state="upload_missing", confirmed!="false"}[$window])) > $count',
-              "Completed GME recordings have no upload.",
-              "{{ $value | humanize }} completed segments of app {{ $labels.app_id }} (job "
-              "{{ $labels.job }}, namespace {{ $labels.namespace }}) passed the upload grace with no "
-              "upload callback in the window, and their files are not in COS (or there is no "
-              "bucket to look in). The alert resolves when no new one comes; the dashboard keeps "
-              "the standing count.", "warning", "0m",
-              {"window": "30m", "count": 0},
-              follow_up=True),
-        Alert("GmeRecordingDeliveryBudgetBurn", burning("delivery", "page_long", "page_short"),
-              "GME recordings are going missing fast enough to spend the delivery error budget "
-              "within days.",
-              "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) settled in the long page window are stuck or "
-              "missing their upload, confirmed absent from COS (unconfirmed ones never count), and "
-              "the short window agrees.", "critical", "2m", {"factor": 14.4, "min_events": 100}),
-        Alert("GmeRecordingDeliveryBudgetBurnSlow",
-              burning("delivery", "ticket_long", "ticket_short"),
-              "GME recordings go missing steadily, spending the delivery error budget.",
-              "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) settled in the long ticket window are stuck or "
-              "missing their upload (confirmed, or no bucket to look in).", "warning", "15m",
-              {"factor": 6, "min_events": 10},
-              follow_up=True),
-        # Files that reached COS whose callbacks the sender lost: found there by a lookup after a
-        # deadline (needs a bucket), or completions and uploads whose start never arrived
-        # (orphans; a shared tally, the same on every replica on one Redis, hence max).
-        Alert("GmeRecordingCallbacksLost",
-              "(\n"
-              "  sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
-              "  + (max by ($BY) (increase(gme_recording_orphan_events_total{$S, "
-              'event_type="completed"}[1h]))\n'
-              "    or 0 * sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h])))\n"
-              ")\n"
-              "/ (sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
-              "  + sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type=\"uploaded\", "
-              'result=~"accepted|out_of_order|late"}[1h])) >= $min_lifecycles) > $ratio',
-              "Tencent is losing GME recording callbacks.",
-              "{{ $value | humanizePercentage }} of the recorded files of job {{ $labels.job }} "
-              "(namespace {{ $labels.namespace }}) in the last hour lost callbacks on the way: "
-              "found in COS by a lookup after a deadline (completed/uploaded never arrived), or "
-              "completed without their start. No recording is lost; anything fed by the callbacks "
-              "(your own pipeline) missed them. Quiet after losses of our own making.",
-              "warning", "15m",
-              {"ratio": 0.02, "min_lifecycles": 50},
-              follow_up=True),
-    ])
-    service = Group("gme-recwatch.service", [
-        # One alert per release, however many replicas lose Redis (they share it), held a while
-        # after it answers again so the tail of the outage stays muted by it.
-        Alert("GmeRecwatchBackendDown",
-              "count by ($BY) (gme_recording_backend_up{$S} == 0)",
-              "gme-recwatch cannot reach its state store, and callbacks are refused.",
-              "{{ $value }} instance(s) of job {{ $labels.job }} (namespace {{ $labels.namespace }}) "
-              "cannot reach Redis: callbacks are answered 503 (or, with the readiness gate, not "
-              "routed to them) and Tencent retries each for about a minute only, so recordings "
-              "are going untracked.", "critical", "1m", {"keep_firing_for": "10m"}),
-        Alert("GmeRecwatchKeyringFailing",
-              "sum by ($BY, instance) (increase(gme_recording_keyring_reloads_total{$S, "
-              'result="failure"}[15m])) > 0\n'
-              "or\n"
-              "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0\n"
-              "or\n"
-              # A bad version of the file counts one failure: this keeps the alert while it stays.
-              "min by ($BY, instance) (gme_recording_keyring_file_valid{$S}) == 0",
-              "gme-recwatch cannot load its SecretKeys.",
-              "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
-              "failed to reload the keyring file, or holds no key: the previous keys stay in force, "
-              "so a key added or rotated since is not.", "warning", "5m"),
-        Alert("GmeRecwatchStateLost",
-              "job:gme_recording_tracked_segments:max\n"
-              "< $ratio * (job:gme_recording_tracked_segments:max offset 15m)\n"
-              "and on ($BY)\n"
-              "(job:gme_recording_tracked_segments:max offset 15m) >= $min_segments\n"
-              "and on ($BY)\n"
-              "max by ($BY) (process_start_time_seconds{$S}) > time() - 900",
-              "gme-recwatch forgot the recordings it was tracking at a restart.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) tracks "
-              "{{ $value | humanize }} segments after a restart, far fewer than before it: their "
-              "stuck recordings and missing uploads will not be reported. The snapshot was off, "
-              "not on a volume, or not readable.", "warning", "0m",
-              {"ratio": 0.5, "min_segments": 10}),
-        # Redis came back empty (its epoch marker gone): one replica counts each reset, and
-        # the sum over the release's replicas makes it one alert however many saw it.
-        Alert("GmeRecwatchStoreReset",
-              "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[$window])) > 0",
-              "The shared Redis store came back empty: the tracked recordings were lost.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) found its Redis store "
-              "empty ({{ $value | humanize }} resets in the window: a restart without "
-              "persistence, a failover to an empty replica, FLUSHALL): the segments tracked before are gone, "
-              "so their stuck recordings and missing uploads will not be reported.",
-              "warning", "0m", {"window": "30m"}),
-        # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
-        Alert("GmeRecwatchTrackerNearCapacity",
-              "instance:gme_recording_tracker_utilisation:ratio > $ratio\n"
-              "or\n"
-              "instance:gme_recording_tracker_utilisation:ratio\n"
-              "and on ($BY, instance)\n"
-              "sum by ($BY, instance) (increase(gme_recording_evictions_total{$S, "
-              'reason="capacity", state!="uploaded"}[10m])) > 0',
-              "The gme-recwatch tracker is full or nearly so.",
-              "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its tracker "
-              "capacity (GME_RECWATCH_MAX_SEGMENTS); at capacity it evicts segments it still "
-              "watches, and their stuck or missing uploads go unnoticed.",
-              "warning", "10m", {"ratio": 0.9}),
-        Alert("GmeRecwatchAppLabelOverflow",
-              "sum by ($BY) (increase(gme_recording_app_label_overflow_total{$S}[1h])) > 0",
-              "More GME apps call gme-recwatch than it keeps apart.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) counted "
-              "{{ $value | humanize }} callbacks in the last hour from apps beyond "
-              'GME_RECWATCH_MAX_APPS, reported as app_id="other": their problems cannot be told '
-              "apart by app.", "warning", "15m"),
-        # A snapshot that fails, or that is not written any more: either way a restart now loses
-        # what was tracked since. One alert, by operation (a stale one reads as `write`).
-        Alert("GmeRecwatchSnapshotFailing",
-              "sum by ($BY, instance, operation) "
-              "(increase(gme_recording_snapshot_failures_total{$S}[15m])) > 0\n"
-              "or\n"
-              "(\n"
-              "  max by ($BY, instance, operation) "
-              '(gme_recording_snapshot_failures_total{$S, operation="restore"}) > 0\n'
-              "  and on ($BY, instance)\n"
-              "  (time() - max by ($BY, instance) (process_start_time_seconds{$S}) < 3600)\n"
-              ")\n"
-              "or\n"
-              'label_replace((time() - max by ($BY, instance) '
-              "(gme_recording_snapshot_last_success_timestamp_seconds{$S}) > $seconds)\n"
-              "  and on ($BY, instance)\n"
-              "  (max by ($BY, instance) (gme_recording_snapshot_last_success_timestamp_seconds{$S})"
-              ' > 0), "operation", "write", "", "")',
-              "gme-recwatch cannot write or restore its state snapshot.",
-              "{{ $labels.instance }} has not managed the state snapshot {{ $labels.operation }} "
-              "(failures, or seconds since the last write: {{ $value | humanize }}); a restart now "
-              "would lose the segments tracked since.", "warning", "5m", {"seconds": 900}),
-        Alert("GmeRecwatchCosLookupsFailing",
-              "sum by ($BY, bucket, reason) (increase(gme_recording_reconcile_errors_total{$S}"
-              "[$window])) > 0\n"
-              "and on ($BY)\n"
-              "(\n"
-              '  sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
-              "[$window]))\n"
-              "  / sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S}[$window]))\n"
-              ") > $ratio\n"
-              "and on ($BY)\n"
-              'sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
-              "[$window])) >= $min_errors",
-              "Most COS lookups fail: missing recordings cannot be confirmed.",
-              "{{ $value | humanize }} COS lookups of job {{ $labels.job }} (namespace "
-              "{{ $labels.namespace }}) in bucket {{ $labels.bucket }} failed with "
-              "{{ $labels.reason }} in the window, and most lookups fail. Stuck and missing "
-              "segments are reported unconfirmed meanwhile and page nobody.",
-              "warning", "10m", {"window": "30m", "ratio": 0.5, "min_errors": 3}),
-        Alert("GmeRecwatchBlind",
-              "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window]))\n"
-              "and on ($BY)\n"
-              "(\n"
-              "  sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window])) > $seconds\n"
-              "  or\n"
-              "  sum by ($BY) (increase(gme_recording_unverified_total{$S}[$window])) > $segments\n"
-              ")",
-              "gme-recwatch was blind: callbacks may have been sent and never recorded.",
-              "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) could not have received "
-              "callbacks for {{ $value | humanizeDuration }} in the window, beyond what the "
-              "sender's retries cover (a store outage, a restart without its snapshot). Segments "
-              "live then are unverified, not paged; the follow-up tickets stay quiet for a while.",
-              "warning", "0m", {"window": "1h", "seconds": 60, "segments": 10}),
-    ])
+    callbacks = Group(
+        "gme-recwatch.callbacks",
+        [
+            Alert(
+                "GmeRecwatchCanaryFailing",
+                "(time() - max by ($BY) (gme_recording_canary_last_success_timestamp_seconds{$S})"
+                " > $seconds)\n"
+                "and on ($BY)\n"
+                "max by ($BY) (gme_recording_canary_interval_seconds{$S}) > 0",
+                "The canary callback has not come through the public callback path.",
+                "No canary callback (gme-recwatch canary) has been verified by job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) for {{ $value | humanizeDuration }}: Tencent's "
+                "callbacks cannot reach the service either (DNS, Ingress, TLS, NetworkPolicy, the "
+                "listener or the key).",
+                "critical",
+                "2m",
+                {"seconds": 150},
+            ),
+            Alert(
+                "GmeRecordingCallbacksSilent",
+                "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
+                '+ sum by ($BY) (increase(gme_recording_signature_failures_total{$S, reason!="missing"}'
+                "[$window]))\n"
+                '+ (sum by ($BY) (increase(gme_recording_http_requests_total{$S, listener="callback", '
+                'code=~"5.."}[$window]))\n'
+                "  or 0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window])))\n"
+                "== 0\n"
+                "and on ($BY)\n"
+                "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[1h])) >= $min_last_hour",
+                "Verified GME callbacks stopped arriving in busy hours.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received no signed "
+                "callback at all in the window (none verified, none rejected, none failed) though "
+                "it verified {{ $value | humanize }} in the last hour. With the "
+                "canary passing, the path is fine and the sender stopped (GME console callback "
+                "URL, Tencent); recordings made meanwhile are found in COS at their deadlines.",
+                "critical",
+                "1m",
+                {"window": "10m", "min_last_hour": 120, "keep_firing_for": "5m"},
+            ),
+            Alert(
+                "GmeRecordingCallbacksAbsent",
+                "(\n"
+                "  sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window]))\n"
+                "  or\n"
+                "  0 * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))\n"
+                ")\n"
+                "< $ratio * sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))\n"
+                "and on ($BY)\n"
+                "sum by ($BY) (increase(gme_recording_callbacks_total{$S}[$window] offset 1w))"
+                " >= $min_last_week",
+                "Far fewer verified GME callbacks arrive than a week ago.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) received "
+                "{{ $value | humanize }} verified callbacks in the window, far below the same window "
+                "a week ago. Either recording traffic really dropped or callbacks no longer reach "
+                "the service; GmeRecwatchCanaryFailing tells the two apart.",
+                "critical",
+                "10m",
+                {"window": "10m", "ratio": 0.2, "min_last_week": 30},
+            ),
+            # gme_recording_last_callback_timestamp_seconds is 0 until the first verified callback
+            # (canaries left out): 0 across the history window is a release that never received one.
+            Alert(
+                "GmeRecordingCallbacksNeverReceived",
+                "max by ($BY) (max_over_time("
+                "gme_recording_last_callback_timestamp_seconds{$S}[$history])) == 0",
+                "A gme-recwatch release has never received a GME callback.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) has verified no callback "
+                "since it started, for the alert's duration: the callback URL in the GME console "
+                "does not point here, or nothing records yet. A passing canary proves the path; "
+                "then only the console is left.",
+                "warning",
+                "1h",
+                {"history": "1w"},
+            ),
+            Alert(
+                "GmeRecordingSignatureFailures",
+                'sum by ($BY) (job:gme_recording_signature_failures:rate5m{reason!="missing"}) * 60'
+                " > $per_minute",
+                "GME callbacks are being rejected for a wrong signature.",
+                "{{ $value | humanize }} signed callbacks per minute to job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) fail verification (reason mismatch or "
+                "unknown_app): a SecretKey or BizID missing from the keyring, or a key rotated in "
+                "one place only. Unsigned requests (scanners) are not counted here.",
+                "warning",
+                "15m",
+                {"per_minute": 1},
+            ),
+            Alert(
+                "GmeRecordingSignatureFailureRatio",
+                "job:gme_recording_signature_mismatches:ratio_rate5m > $ratio\n"
+                "and on ($BY)\n"
+                "job:gme_recording_signed_callbacks:rate5m * 300 >= $min_signed",
+                "Most signed GME callbacks fail signature verification.",
+                "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) fail verification, so their events are dropped. "
+                "A SecretKey rotated in the GME console but not in gme-recwatch looks exactly like "
+                "this.",
+                "critical",
+                "2m",
+                {"ratio": 0.25, "min_signed": 10},
+            ),
+            Alert(
+                "GmeRecordingCallbacksStale",
+                'sum by ($BY) (increase(gme_recording_callbacks_invalid_total{$S, reason="stale"}'
+                "[15m])) >= $count",
+                "GME callbacks are rejected as stale: a clock is off.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) rejected "
+                "{{ $value | humanize }} callbacks in 15 minutes because their Timestamp is outside "
+                "the replay window: this node's clock or Tencent's delivery is that far off. Tencent "
+                "does not resend a rejected callback.",
+                "warning",
+                "5m",
+                {"count": 3},
+            ),
+            Alert(
+                "GmeRecwatchIngestBudgetBurn",
+                burning("ingest", "page_long", "page_short"),
+                "gme-recwatch fails GME callbacks fast enough to spend the ingest error budget within days.",
+                "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) in the long page window were answered 5xx, "
+                "rejected (signature, stale) or too slowly, and the short window agrees. Tencent "
+                "retries each for about a minute, then drops it. Unsigned requests are not counted.",
+                "critical",
+                "2m",
+                {"factor": 14.4, "min_events": 100},
+            ),
+            Alert(
+                "GmeRecwatchIngestBudgetBurnSlow",
+                burning("ingest", "ticket_long", "ticket_short"),
+                "gme-recwatch fails GME callbacks steadily, spending the ingest error budget.",
+                "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) in the long ticket window were answered 5xx, "
+                "rejected (signature, stale) or too slowly: a slow leak, not an outage.",
+                "warning",
+                "15m",
+                {"factor": 6, "min_events": 10},
+                follow_up=True,
+            ),
+        ],
+    )
+    lifecycle = Group(
+        "gme-recwatch.lifecycle",
+        [
+            Alert(
+                "GmeRecordingStuck",
+                "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
+                'state="stuck", confirmed!="false"}[$window])) > $count',
+                "GME recordings became stuck: recording for longer than the maximum duration.",
+                "{{ $value | humanize }} segments of app {{ $labels.app_id }} (job {{ $labels.job }}, "
+                "namespace {{ $labels.namespace }}) became stuck in the window: started longer ago "
+                "than the maximum recording duration, never completed, and not in COS (or no bucket "
+                "to look in). The alert resolves when no new one comes; the dashboard keeps the "
+                "standing count.",
+                "warning",
+                "0m",
+                {"window": "30m", "count": 0},
+                follow_up=True,
+            ),
+            Alert(
+                "GmeRecordingUploadsMissing",
+                "sum by ($BY, app_id) (increase(gme_recording_problem_segments_total{$S, "
+                'state="upload_missing", confirmed!="false"}[$window])) > $count',
+                "Completed GME recordings have no upload.",
+                "{{ $value | humanize }} completed segments of app {{ $labels.app_id }} (job "
+                "{{ $labels.job }}, namespace {{ $labels.namespace }}) passed the upload grace with no "
+                "upload callback in the window, and their files are not in COS (or there is no "
+                "bucket to look in). The alert resolves when no new one comes; the dashboard keeps "
+                "the standing count.",
+                "warning",
+                "0m",
+                {"window": "30m", "count": 0},
+                follow_up=True,
+            ),
+            Alert(
+                "GmeRecordingDeliveryBudgetBurn",
+                burning("delivery", "page_long", "page_short"),
+                "GME recordings are going missing fast enough to spend the delivery error budget within days.",
+                "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) settled in the long page window are stuck or "
+                "missing their upload, confirmed absent from COS (unconfirmed ones never count), and "
+                "the short window agrees.",
+                "critical",
+                "2m",
+                {"factor": 14.4, "min_events": 100},
+            ),
+            Alert(
+                "GmeRecordingDeliveryBudgetBurnSlow",
+                burning("delivery", "ticket_long", "ticket_short"),
+                "GME recordings go missing steadily, spending the delivery error budget.",
+                "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) settled in the long ticket window are stuck or "
+                "missing their upload (confirmed, or no bucket to look in).",
+                "warning",
+                "15m",
+                {"factor": 6, "min_events": 10},
+                follow_up=True,
+            ),
+            # Files that reached COS whose callbacks the sender lost: found there by a lookup after a
+            # deadline (needs a bucket), or completions and uploads whose start never arrived
+            # (orphans; a shared tally, the same on every replica on one Redis, hence max).
+            Alert(
+                "GmeRecordingCallbacksLost",
+                "(\n"
+                "  sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+                "  + (max by ($BY) (increase(gme_recording_orphan_events_total{$S, "
+                'event_type="completed"}[1h]))\n'
+                "    or 0 * sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h])))\n"
+                ")\n"
+                "/ (sum by ($BY) (increase(gme_recording_segments_reconciled_total{$S}[1h]))\n"
+                '  + sum by ($BY) (increase(gme_recording_callbacks_total{$S, event_type="uploaded", '
+                'result=~"accepted|out_of_order|late"}[1h])) >= $min_lifecycles) > $ratio',
+                "Tencent is losing GME recording callbacks.",
+                "{{ $value | humanizePercentage }} of the recorded files of job {{ $labels.job }} "
+                "(namespace {{ $labels.namespace }}) in the last hour lost callbacks on the way: "
+                "found in COS by a lookup after a deadline (completed/uploaded never arrived), or "
+                "completed without their start. No recording is lost; anything fed by the callbacks "
+                "(your own pipeline) missed them. Quiet after losses of our own making.",
+                "warning",
+                "15m",
+                {"ratio": 0.02, "min_lifecycles": 50},
+                follow_up=True,
+            ),
+        ],
+    )
+    service = Group(
+        "gme-recwatch.service",
+        [
+            # One alert per release, however many replicas lose Redis (they share it), held a while
+            # after it answers again so the tail of the outage stays muted by it.
+            Alert(
+                "GmeRecwatchBackendDown",
+                "count by ($BY) (gme_recording_backend_up{$S} == 0)",
+                "gme-recwatch cannot reach its state store, and callbacks are refused.",
+                "{{ $value }} instance(s) of job {{ $labels.job }} (namespace {{ $labels.namespace }}) "
+                "cannot reach Redis: callbacks are answered 503 (or, with the readiness gate, not "
+                "routed to them) and Tencent retries each for about a minute only, so recordings "
+                "are going untracked.",
+                "critical",
+                "1m",
+                {"keep_firing_for": "10m"},
+            ),
+            Alert(
+                "GmeRecwatchKeyringFailing",
+                "sum by ($BY, instance) (increase(gme_recording_keyring_reloads_total{$S, "
+                'result="failure"}[15m])) > 0\n'
+                "or\n"
+                "max by ($BY, instance) (gme_recording_keyring_keys{$S}) == 0\n"
+                "or\n"
+                # A bad version of the file counts one failure: this keeps the alert while it stays.
+                "min by ($BY, instance) (gme_recording_keyring_file_valid{$S}) == 0",
+                "gme-recwatch cannot load its SecretKeys.",
+                "{{ $labels.instance }} (job {{ $labels.job }}, namespace {{ $labels.namespace }}) "
+                "failed to reload the keyring file, or holds no key: the previous keys stay in force, "
+                "so a key added or rotated since is not.",
+                "warning",
+                "5m",
+            ),
+            Alert(
+                "GmeRecwatchStateLost",
+                "job:gme_recording_tracked_segments:max\n"
+                "< $ratio * (job:gme_recording_tracked_segments:max offset 15m)\n"
+                "and on ($BY)\n"
+                "(job:gme_recording_tracked_segments:max offset 15m) >= $min_segments\n"
+                "and on ($BY)\n"
+                "max by ($BY) (process_start_time_seconds{$S}) > time() - 900",
+                "gme-recwatch forgot the recordings it was tracking at a restart.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) tracks "
+                "{{ $value | humanize }} segments after a restart, far fewer than before it: their "
+                "stuck recordings and missing uploads will not be reported. The snapshot was off, "
+                "not on a volume, or not readable.",
+                "warning",
+                "0m",
+                {"ratio": 0.5, "min_segments": 10},
+            ),
+            # Redis came back empty (its epoch marker gone): one replica counts each reset, and
+            # the sum over the release's replicas makes it one alert however many saw it.
+            Alert(
+                "GmeRecwatchStoreReset",
+                "sum by ($BY) (increase(gme_recording_store_resets_total{$S}[$window])) > 0",
+                "The shared Redis store came back empty: the tracked recordings were lost.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) found its Redis store "
+                "empty ({{ $value | humanize }} resets in the window: a restart without "
+                "persistence, a failover to an empty replica, FLUSHALL): the segments tracked before are gone, "
+                "so their stuck recordings and missing uploads will not be reported.",
+                "warning",
+                "0m",
+                {"window": "30m"},
+            ),
+            # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
+            Alert(
+                "GmeRecwatchTrackerNearCapacity",
+                "instance:gme_recording_tracker_utilisation:ratio > $ratio\n"
+                "or\n"
+                "instance:gme_recording_tracker_utilisation:ratio\n"
+                "and on ($BY, instance)\n"
+                "sum by ($BY, instance) (increase(gme_recording_evictions_total{$S, "
+                'reason="capacity", state!="uploaded"}[10m])) > 0',
+                "The gme-recwatch tracker is full or nearly so.",
+                "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its tracker "
+                "capacity (GME_RECWATCH_MAX_SEGMENTS); at capacity it evicts segments it still "
+                "watches, and their stuck or missing uploads go unnoticed.",
+                "warning",
+                "10m",
+                {"ratio": 0.9},
+            ),
+            Alert(
+                "GmeRecwatchAppLabelOverflow",
+                "sum by ($BY) (increase(gme_recording_app_label_overflow_total{$S}[1h])) > 0",
+                "More GME apps call gme-recwatch than it keeps apart.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) counted "
+                "{{ $value | humanize }} callbacks in the last hour from apps beyond "
+                'GME_RECWATCH_MAX_APPS, reported as app_id="other": their problems cannot be told '
+                "apart by app.",
+                "warning",
+                "15m",
+            ),
+            # A snapshot that fails, or that is not written any more: either way a restart now loses
+            # what was tracked since. One alert, by operation (a stale one reads as `write`).
+            Alert(
+                "GmeRecwatchSnapshotFailing",
+                "sum by ($BY, instance, operation) "
+                "(increase(gme_recording_snapshot_failures_total{$S}[15m])) > 0\n"
+                "or\n"
+                "(\n"
+                "  max by ($BY, instance, operation) "
+                '(gme_recording_snapshot_failures_total{$S, operation="restore"}) > 0\n'
+                "  and on ($BY, instance)\n"
+                "  (time() - max by ($BY, instance) (process_start_time_seconds{$S}) < 3600)\n"
+                ")\n"
+                "or\n"
+                "label_replace((time() - max by ($BY, instance) "
+                "(gme_recording_snapshot_last_success_timestamp_seconds{$S}) > $seconds)\n"
+                "  and on ($BY, instance)\n"
+                "  (max by ($BY, instance) (gme_recording_snapshot_last_success_timestamp_seconds{$S})"
+                ' > 0), "operation", "write", "", "")',
+                "gme-recwatch cannot write or restore its state snapshot.",
+                "{{ $labels.instance }} has not managed the state snapshot {{ $labels.operation }} "
+                "(failures, or seconds since the last write: {{ $value | humanize }}); a restart now "
+                "would lose the segments tracked since.",
+                "warning",
+                "5m",
+                {"seconds": 900},
+            ),
+            Alert(
+                "GmeRecwatchCosLookupsFailing",
+                "sum by ($BY, bucket, reason) (increase(gme_recording_reconcile_errors_total{$S}"
+                "[$window])) > 0\n"
+                "and on ($BY)\n"
+                "(\n"
+                '  sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
+                "[$window]))\n"
+                "  / sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S}[$window]))\n"
+                ") > $ratio\n"
+                "and on ($BY)\n"
+                'sum by ($BY) (increase(gme_recording_reconcile_checks_total{$S, result="error"}'
+                "[$window])) >= $min_errors",
+                "Most COS lookups fail: missing recordings cannot be confirmed.",
+                "{{ $value | humanize }} COS lookups of job {{ $labels.job }} (namespace "
+                "{{ $labels.namespace }}) in bucket {{ $labels.bucket }} failed with "
+                "{{ $labels.reason }} in the window, and most lookups fail. Stuck and missing "
+                "segments are reported unconfirmed meanwhile and page nobody.",
+                "warning",
+                "10m",
+                {"window": "30m", "ratio": 0.5, "min_errors": 3},
+            ),
+            Alert(
+                "GmeRecwatchBlind",
+                "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window]))\n"
+                "and on ($BY)\n"
+                "(\n"
+                "  sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window])) > $seconds\n"
+                "  or\n"
+                "  sum by ($BY) (increase(gme_recording_unverified_total{$S}[$window])) > $segments\n"
+                ")",
+                "gme-recwatch was blind: callbacks may have been sent and never recorded.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}) could not have received "
+                "callbacks for {{ $value | humanizeDuration }} in the window, beyond what the "
+                "sender's retries cover (a store outage, a restart without its snapshot). Segments "
+                "live then are unverified, not paged; the follow-up tickets stay quiet for a while.",
+                "warning",
+                "0m",
+                {"window": "1h", "seconds": 60, "segments": 10},
+            ),
+        ],
+    )
     return [recording, slo, availability, callbacks, lifecycle, service]
 
 
@@ -555,52 +712,94 @@ class Inhibit:
     why: str
 
 
-FOLLOW_UPS = ("GmeRecordingStuck", "GmeRecordingUploadsMissing", "GmeRecordingCallbacksLost",
-              "GmeRecordingDeliveryBudgetBurn", "GmeRecordingDeliveryBudgetBurnSlow",
-              "GmeRecwatchIngestBudgetBurnSlow")
+FOLLOW_UPS = (
+    "GmeRecordingStuck",
+    "GmeRecordingUploadsMissing",
+    "GmeRecordingCallbacksLost",
+    "GmeRecordingDeliveryBudgetBurn",
+    "GmeRecordingDeliveryBudgetBurnSlow",
+    "GmeRecwatchIngestBudgetBurnSlow",
+)
 # One page per incident and release: each rule mutes the alerts a firing cause explains, and
 # `equal` keeps it within one release (staging's causes never mute production's alerts).
 # Written to dashboards/alertmanager-inhibit.yaml and the chart's AlertmanagerConfig.
 INHIBITS = [
-    Inhibit("GmeRecwatchAbsent", ("GmeRecwatchDown",),
-            "Nothing scraped at all pages once, as GmeRecwatchAbsent; the scrape failures are "
-            "implied."),
-    Inhibit("GmeRecwatchRestartLoop", ("GmeRecwatchDown",),
-            "A replica crash-looping is down between restarts: one ticket, the restarts."),
-    Inhibit("GmeRecwatchBackendDown",
-            ("GmeRecwatchIngestBudgetBurn", "GmeRecwatchIngestBudgetBurnSlow",
-             "GmeRecwatchCanaryFailing", "GmeRecordingCallbacksSilent",
-             "GmeRecordingCallbacksAbsent", "GmeRecwatchBlind", *FOLLOW_UPS),
-            "Redis away: callbacks are answered 503 or not routed to us (so the canary fails and "
-            "callbacks stop), and nothing is tracked. It keeps firing 10 minutes after Redis "
-            "answers, so the tail of the outage stays muted."),
-    Inhibit("GmeRecwatchCanaryFailing",
-            ("GmeRecwatchIngestBudgetBurn", "GmeRecordingCallbacksSilent",
-             "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
-            "The public path is broken: no callback can arrive, so recordings look stuck and "
-            "uploads missing for want of events."),
-    Inhibit("GmeRecordingSignatureFailureRatio",
-            ("GmeRecordingSignatureFailures", "GmeRecwatchIngestBudgetBurn",
-             "GmeRecwatchIngestBudgetBurnSlow", "GmeRecwatchCanaryFailing",
-             "GmeRecordingCallbacksSilent", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
-            "Callbacks rejected for their signature (a rotated or wrong SecretKey) are not "
-            "verified: the silence and everything that follows has this one cause."),
-    Inhibit("GmeRecordingCallbacksSilent",
-            ("GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
-            "The sender went quiet: the week-on-week drop and the recordings' follow-ups are "
-            "this one incident."),
-    Inhibit("GmeRecordingCallbacksAbsent", FOLLOW_UPS,
-            "Far fewer callbacks than last week: completions and uploads cannot arrive either."),
-    Inhibit("GmeRecwatchIngestBudgetBurn",
-            ("GmeRecwatchIngestBudgetBurnSlow", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
-            "The fast burn pages; the slow burn of the same failures, the verified callbacks "
-            "missing for it and the recordings' follow-ups add nothing."),
-    Inhibit("GmeRecordingDeliveryBudgetBurn",
-            ("GmeRecordingDeliveryBudgetBurnSlow", "GmeRecordingStuck",
-             "GmeRecordingUploadsMissing"),
-            "Recordings going missing page once; the per-app tickets are the same segments."),
-    Inhibit("GmeRecwatchStoreReset", FOLLOW_UPS,
-            "The store was emptied under the service: what follows is of our making."),
+    Inhibit(
+        "GmeRecwatchAbsent",
+        ("GmeRecwatchDown",),
+        "Nothing scraped at all pages once, as GmeRecwatchAbsent; the scrape failures are implied.",
+    ),
+    Inhibit(
+        "GmeRecwatchRestartLoop",
+        ("GmeRecwatchDown",),
+        "A replica crash-looping is down between restarts: one ticket, the restarts.",
+    ),
+    Inhibit(
+        "GmeRecwatchBackendDown",
+        (
+            "GmeRecwatchIngestBudgetBurn",
+            "GmeRecwatchIngestBudgetBurnSlow",
+            "GmeRecwatchCanaryFailing",
+            "GmeRecordingCallbacksSilent",
+            "GmeRecordingCallbacksAbsent",
+            "GmeRecwatchBlind",
+            *FOLLOW_UPS,
+        ),
+        "Redis away: callbacks are answered 503 or not routed to us (so the canary fails and "
+        "callbacks stop), and nothing is tracked. It keeps firing 10 minutes after Redis "
+        "answers, so the tail of the outage stays muted.",
+    ),
+    Inhibit(
+        "GmeRecwatchCanaryFailing",
+        (
+            "GmeRecwatchIngestBudgetBurn",
+            "GmeRecordingCallbacksSilent",
+            "GmeRecordingCallbacksAbsent",
+            *FOLLOW_UPS,
+        ),
+        "The public path is broken: no callback can arrive, so recordings look stuck and "
+        "uploads missing for want of events.",
+    ),
+    Inhibit(
+        "GmeRecordingSignatureFailureRatio",
+        (
+            "GmeRecordingSignatureFailures",
+            "GmeRecwatchIngestBudgetBurn",
+            "GmeRecwatchIngestBudgetBurnSlow",
+            "GmeRecwatchCanaryFailing",
+            "GmeRecordingCallbacksSilent",
+            "GmeRecordingCallbacksAbsent",
+            *FOLLOW_UPS,
+        ),
+        "Callbacks rejected for their signature (a rotated or wrong SecretKey) are not "
+        "verified: the silence and everything that follows has this one cause.",
+    ),
+    Inhibit(
+        "GmeRecordingCallbacksSilent",
+        ("GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+        "The sender went quiet: the week-on-week drop and the recordings' follow-ups are this one incident.",
+    ),
+    Inhibit(
+        "GmeRecordingCallbacksAbsent",
+        FOLLOW_UPS,
+        "Far fewer callbacks than last week: completions and uploads cannot arrive either.",
+    ),
+    Inhibit(
+        "GmeRecwatchIngestBudgetBurn",
+        ("GmeRecwatchIngestBudgetBurnSlow", "GmeRecordingCallbacksAbsent", *FOLLOW_UPS),
+        "The fast burn pages; the slow burn of the same failures, the verified callbacks "
+        "missing for it and the recordings' follow-ups add nothing.",
+    ),
+    Inhibit(
+        "GmeRecordingDeliveryBudgetBurn",
+        ("GmeRecordingDeliveryBudgetBurnSlow", "GmeRecordingStuck", "GmeRecordingUploadsMissing"),
+        "Recordings going missing page once; the per-app tickets are the same segments.",
+    ),
+    Inhibit(
+        "GmeRecwatchStoreReset",
+        FOLLOW_UPS,
+        "The store was emptied under the service: what follows is of our making.",
+    ),
 ]
 
 
@@ -678,10 +877,8 @@ def render_rule(rule: Alert | Record, how: Plain) -> dict[str, Any]:
     values.update({k: how.param(rule, k) for k in rule.params})
     expr = rule.expr
     if rule.follow_up:
-        expr = (f"(\n{expr}\n)\nunless on ($BY)\n"
-                f"max by ($BY) (max_over_time({OWN_LOSS}[$quiet_after_own_loss]))")
-    out = {"alert": rule.name, "expr": how.expr(_sub(expr, values)),
-           "for": how.param(rule, "for")}
+        expr = f"(\n{expr}\n)\nunless on ($BY)\nmax by ($BY) (max_over_time({OWN_LOSS}[$quiet_after_own_loss]))"
+    out = {"alert": rule.name, "expr": how.expr(_sub(expr, values)), "for": how.param(rule, "for")}
     for key in RULE_FIELDS:
         if key in rule.params:
             out[key] = how.param(rule, key)
@@ -706,27 +903,32 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 HEADERS = {
-    "gme-recwatch-recording-rules.yaml":
+    "gme-recwatch-recording-rules.yaml": (
         "# Recording rules for gme-recwatch, written by dashboards/rules.py (edit there). Names follow\n"
         "# level:metric:operations; the alerts read these series, so load every file together.\n"
-        "# Unit tests: dashboards/tests/recording-rules.test.yaml.\n",
-    "gme-recwatch-slo-rules.yaml":
+        "# Unit tests: dashboards/tests/recording-rules.test.yaml.\n"
+    ),
+    "gme-recwatch-slo-rules.yaml": (
         "# The SLIs of gme-recwatch's two SLOs (ingest, recording delivery), written by\n"
         "# dashboards/rules.py (edit there): events, errors and their ratio per release at each\n"
         "# window the budget-burn alerts read (labels `slo` and `window`, the window's role:\n"
         "# page_long, page_short, ticket_long, ticket_short; docs/alerting.md), and each SLO's\n"
-        "# objective. Load with the other two files.\n",
-    "gme-recwatch-alerts.yaml":
+        "# objective. Load with the other two files.\n"
+    ),
+    "gme-recwatch-alerts.yaml": (
         "# Alerting rules for gme-recwatch, written by dashboards/rules.py (edit there). Needs the\n"
         "# recording rules. Severity: `critical` pages, `warning` opens a ticket. Every alert has a\n"
         "# section in docs/runbook.md and promtool unit tests in dashboards/tests/alerts.test.yaml.\n"
         "# Every rule aggregates by cluster, namespace and job, so releases never merge. Outside the\n"
         '# Helm chart the rules select job=~".*gme-recwatch.*"; change it if your job is named\n'
-        "# otherwise. The chart renders them with its own selector and knobs.\n",
+        "# otherwise. The chart renders them with its own selector and knobs.\n"
+    ),
 }
-FILES = {"gme-recwatch-recording-rules.yaml": ("gme-recwatch.rules",),
-         # Their own file: a promtool test of other alerts can leave these long windows out.
-         "gme-recwatch-slo-rules.yaml": ("gme-recwatch.slo",)}
+FILES = {
+    "gme-recwatch-recording-rules.yaml": ("gme-recwatch.rules",),
+    # Their own file: a promtool test of other alerts can leave these long windows out.
+    "gme-recwatch-slo-rules.yaml": ("gme-recwatch.slo",),
+}
 INHIBIT_FILE = HERE / "alertmanager-inhibit.yaml"
 CHART_INHIBIT_FILE = ROOT / "helm" / "gme-recwatch" / "files" / "alertmanager" / "inhibit-rules.yaml"
 EQUAL = ["cluster", "namespace", "job"]
@@ -739,8 +941,7 @@ def render(how: Plain) -> dict[str, str]:
     files["gme-recwatch-alerts.yaml"] = [g for g in gs if g.name not in recorded]
     out = {}
     for name, chosen in files.items():
-        doc = {"groups": [{"name": g.name, "rules": [render_rule(r, how) for r in g.rules]}
-                          for g in chosen]}
+        doc = {"groups": [{"name": g.name, "rules": [render_rule(r, how) for r in g.rules]} for g in chosen]}
         out[name] = HEADERS[name] + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
     return out
 
@@ -759,9 +960,13 @@ def render_inhibit_plain() -> str:
         lines += textwrap.wrap(rule.why, 98, initial_indent="  # ", subsequent_indent="  # ")
         target = targets[0] if len(targets) == 1 else "|".join(targets)
         op = "=" if len(targets) == 1 else "=~"
-        lines += ["  - source_matchers:", f'      - alertname="{rule.source}"',
-                  "    target_matchers:", f'      - alertname{op}"{target}"',
-                  f"    equal: [{', '.join(EQUAL)}]"]
+        lines += [
+            "  - source_matchers:",
+            f'      - alertname="{rule.source}"',
+            "    target_matchers:",
+            f'      - alertname{op}"{target}"',
+            f"    equal: [{', '.join(EQUAL)}]",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -770,15 +975,20 @@ def render_inhibit_chart() -> str:
     doc = []
     for rule, targets in inhibit_rules({a.name for a in alerts()}):
         many = len(targets) > 1
-        doc.append({
-            "sourceMatch": [{"name": "alertname", "value": rule.source, "matchType": "="}],
-            "targetMatch": [{"name": "alertname", "value": "|".join(targets),
-                             "matchType": "=~" if many else "="}],
-            "equal": list(EQUAL),
-        })
-    return ("# Written by dashboards/rules.py from the same definition as "
-            "dashboards/alertmanager-inhibit.yaml.\n"
-            + yaml.dump({"inhibitRules": doc}, Dumper=_Dumper, sort_keys=False, width=1000))
+        doc.append(
+            {
+                "sourceMatch": [{"name": "alertname", "value": rule.source, "matchType": "="}],
+                "targetMatch": [
+                    {"name": "alertname", "value": "|".join(targets), "matchType": "=~" if many else "="}
+                ],
+                "equal": list(EQUAL),
+            }
+        )
+    return (
+        "# Written by dashboards/rules.py from the same definition as "
+        "dashboards/alertmanager-inhibit.yaml.\n"
+        + yaml.dump({"inhibitRules": doc}, Dumper=_Dumper, sort_keys=False, width=1000)
+    )
 
 
 def written() -> dict[Path, str]:

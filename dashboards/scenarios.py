@@ -50,14 +50,15 @@ class Names:
         m = metrics_module.Metrics()
         m.touch_app(APP)
         m.touch_buckets([BUCKET])
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
-                    "gauge": ("",)}
-        self._names = {family.name + suffix for family in m.registry.collect()
-                       for suffix in suffixes.get(family.type, ("",))}
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+        self._names = {
+            family.name + suffix
+            for family in m.registry.collect()
+            for suffix in suffixes.get(family.type, ("",))
+        }
 
     def __call__(self, suffix: str) -> str:
-        name = suffix if suffix == "up" or suffix.startswith("process_") else (
-            metrics_module.PREFIX + suffix)
+        name = suffix if suffix == "up" or suffix.startswith("process_") else (metrics_module.PREFIX + suffix)
         if name not in self._names and not name.startswith("process_"):
             raise KeyError(f"{name} is not exported by gme_recwatch.metrics: rename it here too")
         return name
@@ -104,7 +105,8 @@ class Pod:
     born: int
     died: int | None = None
     counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(
-        default_factory=lambda: defaultdict(float))
+        default_factory=lambda: defaultdict(float)
+    )
     gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
 
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
@@ -151,13 +153,13 @@ class Simulation:
 
     def request(self, pod: Pod, code: str, seconds: float = 0.01) -> None:
         n = self.n
-        pod.inc(n("http_requests_total"), listener="callback", route="/callback", method="POST",
-                code=code)
+        pod.inc(n("http_requests_total"), listener="callback", route="/callback", method="POST", code=code)
         pod.inc(n("http_request_duration_seconds_count"), listener="callback", route="/callback")
         for le in ("2.5", "+Inf"):
             if seconds <= float(le):
-                pod.inc(n("http_request_duration_seconds_bucket"), listener="callback",
-                        route="/callback", le=le)
+                pod.inc(
+                    n("http_request_duration_seconds_bucket"), listener="callback", route="/callback", le=le
+                )
 
     def deliver(self, t: int, event_type: str, result: str) -> bool:
         """One callback from Tencent at minute t: True when it was verified and stored."""
@@ -217,8 +219,7 @@ class Simulation:
             for i in range(sc.rate(t)):
                 number += 1
                 k = number % 100
-                seg: dict[str, Any] = {"seen": set(), "in_cos": True, "uploads": True,
-                                       "lose_upload_cb": False}
+                seg: dict[str, Any] = {"seen": set(), "in_cos": True, "uploads": True, "lose_upload_cb": False}
                 if t >= sc.really_missing[0] and k < sc.really_missing[1]:
                     seg["in_cos"] = seg["uploads"] = False
                 if t in sc.missing_at and i == 0:
@@ -237,13 +238,13 @@ class Simulation:
             self.background(t)
             self.scrape(t)
 
-    def event(self, t: int, seg: dict[str, Any], event: str,
-              deadlines: dict[int, list[dict[str, Any]]]) -> None:
+    def event(
+        self, t: int, seg: dict[str, Any], event: str, deadlines: dict[int, list[dict[str, Any]]]
+    ) -> None:
         if event == "uploaded" and seg["lose_upload_cb"]:
             return  # Tencent lost it; the file is in COS
         seen = seg["seen"]
-        in_order = {"started": set(), "completed": {"started"},
-                    "uploaded": {"started", "completed"}}[event]
+        in_order = {"started": set(), "completed": {"started"}, "uploaded": {"started", "completed"}}[event]
         result = "accepted" if in_order <= seen else "out_of_order"
         if not self.deliver(t, event, result):
             return
@@ -269,13 +270,23 @@ class Simulation:
         flood = sc.unsigned_per_second(t) * 60
         for pod in routed:
             share = flood // len(routed)
-            pod.inc(n("http_requests_total"), share, listener="callback", route="/callback",
-                    method="POST", code="401")
-            pod.inc(n("http_request_duration_seconds_count"), share, listener="callback",
-                    route="/callback")
+            pod.inc(
+                n("http_requests_total"),
+                share,
+                listener="callback",
+                route="/callback",
+                method="POST",
+                code="401",
+            )
+            pod.inc(n("http_request_duration_seconds_count"), share, listener="callback", route="/callback")
             for le in ("2.5", "+Inf"):
-                pod.inc(n("http_request_duration_seconds_bucket"), share, listener="callback",
-                        route="/callback", le=le)
+                pod.inc(
+                    n("http_request_duration_seconds_bucket"),
+                    share,
+                    listener="callback",
+                    route="/callback",
+                    le=le,
+                )
             pod.inc(n("signature_failures_total"), share, reason="missing")
         canary = self.pick(t)
         if canary is not None:  # it skips the store: answered 200 even without Redis
@@ -320,11 +331,9 @@ class Simulation:
                 f"{n('process_start_time_seconds')}{{{JOB}, {inst}}}": pod.born * 60,
                 f'{n("build_info")}{{{JOB}, {inst}, version="0", python_version="3"}}': 1,
                 f"{n('canary_interval_seconds')}{{{JOB}, {inst}}}": 60,
-                f"{n('orphan_events_total')}{{{JOB}, {inst}, event_type=\"completed\"}}":
-                    self.orphans,
+                f'{n("orphan_events_total")}{{{JOB}, {inst}, event_type="completed"}}': self.orphans,
             }
-            for stamp in ("last_callback_timestamp_seconds",
-                          "canary_last_success_timestamp_seconds"):
+            for stamp in ("last_callback_timestamp_seconds", "canary_last_success_timestamp_seconds"):
                 values[f"{n(stamp)}{{{JOB}, {inst}}}"] = pod.gauges.get((n(stamp), ()), 0)
             self.zero(pod)
             for (name, labels), value in {**pod.counters, **pod.gauges}.items():
@@ -380,8 +389,11 @@ def encode(values: list[float | str | None]) -> str:
         if i + 1 < len(values) and values[i + 1] not in (None, STALE):
             step = values[i + 1] - v  # type: ignore[operator]
             j = i + 1
-            while j + 1 < len(values) and values[j + 1] not in (None, STALE) and (
-                    values[j + 1] - values[j] == step):  # type: ignore[operator]
+            while (
+                j + 1 < len(values)
+                and values[j + 1] not in (None, STALE)
+                and (values[j + 1] - values[j] == step)
+            ):  # type: ignore[operator]
                 j += 1
             if j - i >= 2:
                 sign = "+" if step >= 0 else "-"
@@ -411,34 +423,56 @@ SCENARIOS = [
     Scenario(
         "healthy busy day with scanners",
         "Busy traffic, the canary, scanners at 50/s: nobody is paged, nothing is ticketed.",
-        T0 + 60, unsigned_per_second=lambda t: 50,
-        checks={T0: set(), T0 + 59: set()}),
+        T0 + 60,
+        unsigned_per_second=lambda t: 50,
+        checks={T0: set(), T0 + 59: set()},
+    ),
     Scenario(
         "3% of upload callbacks lost, files in COS",
         "The files are there: no page and no missing recording; one ticket that Tencent loses "
         "callbacks (CallbacksLost), once the hour's share is over 2% and has held 15 minutes.",
-        T0 + 90, upload_callback_lost=(T0, 3),
-        checks={T0 + 60: set(), T0 + 78: set(), T0 + 79: {"GmeRecordingCallbacksLost"},
-                T0 + 89: {"GmeRecordingCallbacksLost"}},
-        read_first="the segment_reconciled log lines (bucket, object_key, lost_callbacks)"),
+        T0 + 90,
+        upload_callback_lost=(T0, 3),
+        checks={
+            T0 + 60: set(),
+            T0 + 78: set(),
+            T0 + 79: {"GmeRecordingCallbacksLost"},
+            T0 + 89: {"GmeRecordingCallbacksLost"},
+        },
+        read_first="the segment_reconciled log lines (bucket, object_key, lost_callbacks)",
+    ),
     Scenario(
         "COS credentials expired for 1 hour",
         "Lookups fail with 403: no page and no missing or stuck ticket (nothing is confirmed); "
         "within 30 minutes a ticket names COS, the bucket and the error class, and it resolves "
         "once lookups succeed again.",
-        T0 + 120, upload_callback_lost=(0, 1), cos_forbidden=(T0, T0 + 60),
-        checks={T0: set(), T0 + 28: set(), T0 + 29: {"GmeRecwatchCosLookupsFailing"},
-                T0 + 59: {"GmeRecwatchCosLookupsFailing"}, T0 + 119: set()},
+        T0 + 120,
+        upload_callback_lost=(0, 1),
+        cos_forbidden=(T0, T0 + 60),
+        checks={
+            T0: set(),
+            T0 + 28: set(),
+            T0 + 29: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 59: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 119: set(),
+        },
         read_first="the alert's bucket and reason labels, then the check_error of the "
-                   "segment_upload_missing lines"),
+        "segment_upload_missing lines",
+    ),
     Scenario(
         "COS credentials expired for 3 hours",
         "As for one hour: a ticket naming COS for as long as it lasts, never a page, no "
         "recording reported missing.",
-        T0 + 200, upload_callback_lost=(0, 1), cos_forbidden=(T0, T0 + 180),
-        checks={T0 + 29: {"GmeRecwatchCosLookupsFailing"},
-                T0 + 179: {"GmeRecwatchCosLookupsFailing"}, T0 + 199: set()},
-        read_first="the alert's bucket and reason labels"),
+        T0 + 200,
+        upload_callback_lost=(0, 1),
+        cos_forbidden=(T0, T0 + 180),
+        checks={
+            T0 + 29: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 179: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 199: set(),
+        },
+        read_first="the alert's bucket and reason labels",
+    ),
     Scenario(
         "Redis down 5 minutes, readiness gate on",
         "Pods go unready and the Ingress answers 503, outside our metrics. One page for the "
@@ -446,147 +480,223 @@ SCENARIOS = [
         "outage so the failing canary and the blind window stay muted; the blind window is a "
         "ticket afterwards; the callbacks lost to our outage never blame Tencent, even when "
         "their segments' deadlines pass 6 hours later.",
-        T0 + 420, redis_down=(T0, T0 + 5),
-        checks={T0: set(), T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-                T0 + 4: {"GmeRecwatchBackendDown", "GmeRecwatchBlind",
-                         "GmeRecwatchCanaryFailing"},
-                T0 + 14: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-                T0 + 15: {"GmeRecwatchBlind"}, T0 + 64: set(), T0 + 419: set()},
+        T0 + 420,
+        redis_down=(T0, T0 + 5),
+        checks={
+            T0: set(),
+            T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 4: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchCanaryFailing"},
+            T0 + 14: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 15: {"GmeRecwatchBlind"},
+            T0 + 64: set(),
+            T0 + 419: set(),
+        },
         pages={"GmeRecwatchBackendDown": T0 + 1},
-        read_first="the backend_unreachable log lines and Redis itself"),
+        read_first="the backend_unreachable log lines and Redis itself",
+    ),
     Scenario(
         "Redis down 5 minutes, no readiness gate",
         "Every replica answers callbacks 503: one page, BackendDown (not the ingest burn "
         "beside it), and nothing pages in the minutes after Redis answers again.",
-        T0 + 60, redis_down=(T0, T0 + 5), readiness_gate=False,
-        checks={T0: set(), T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-                T0 + 3: {"GmeRecwatchBackendDown", "GmeRecwatchBlind",
-                         "GmeRecwatchIngestBudgetBurn"},
-                T0 + 8: {"GmeRecwatchBackendDown", "GmeRecwatchBlind",
-                         "GmeRecwatchIngestBudgetBurn"},
-                T0 + 10: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-                T0 + 15: {"GmeRecwatchBlind"}, T0 + 59: {"GmeRecwatchBlind"}},
+        T0 + 60,
+        redis_down=(T0, T0 + 5),
+        readiness_gate=False,
+        checks={
+            T0: set(),
+            T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 3: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 8: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 10: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 15: {"GmeRecwatchBlind"},
+            T0 + 59: {"GmeRecwatchBlind"},
+        },
         pages={"GmeRecwatchBackendDown": T0 + 1},
-        read_first="the backend_unreachable log lines and Redis itself"),
+        read_first="the backend_unreachable log lines and Redis itself",
+    ),
     Scenario(
         "one of three replicas crash-looping",
         "Two replicas serve every callback: no page; one ticket, the restart loop.",
-        T0 + 60, crash_loop=(T0, T0 + 60),
-        checks={T0 + 5: set(), T0 + 14: set(), T0 + 15: {"GmeRecwatchRestartLoop"},
-                T0 + 59: {"GmeRecwatchRestartLoop"}},
-        read_first="the pod's previous logs (kubectl logs --previous)"),
+        T0 + 60,
+        crash_loop=(T0, T0 + 60),
+        checks={
+            T0 + 5: set(),
+            T0 + 14: set(),
+            T0 + 15: {"GmeRecwatchRestartLoop"},
+            T0 + 59: {"GmeRecwatchRestartLoop"},
+        },
+        read_first="the pod's previous logs (kubectl logs --previous)",
+    ),
     Scenario(
         "a rolling upgrade",
         "Pods replaced one by one, their counters starting again: nothing fires.",
-        T0 + 60, rolling_upgrade=T0,
-        checks={T0 + 2: set(), T0 + 6: set(), T0 + 10: set(), T0 + 59: set()}),
+        T0 + 60,
+        rolling_upgrade=T0,
+        checks={T0 + 2: set(), T0 + 6: set(), T0 + 10: set(), T0 + 59: set()},
+    ),
     Scenario(
         "key rotation, the sender on the old key for 10 minutes",
         "Every signed callback is rejected: one page naming the cause (SignatureFailureRatio) "
         "within 5 minutes, the ingest burn beside it muted; the callbacks lost meanwhile never "
         "blame Tencent afterwards.",
-        T0 + 60, old_key=(T0, T0 + 10),
-        checks={T0 + 1: set(), T0 + 2: {"GmeRecordingSignatureFailureRatio",
-                                        "GmeRecwatchIngestBudgetBurn"},
-                T0 + 13: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
-                T0 + 14: set(), T0 + 59: set()},
+        T0 + 60,
+        old_key=(T0, T0 + 10),
+        checks={
+            T0 + 1: set(),
+            T0 + 2: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 13: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 14: set(),
+            T0 + 59: set(),
+        },
         pages={"GmeRecordingSignatureFailureRatio": T0 + 2},
-        read_first="the signature_hint log lines (which key or encoding would verify)"),
+        read_first="the signature_hint log lines (which key or encoding would verify)",
+    ),
     Scenario(
         "2,000 unsigned requests a second, alone",
         "Scanners are outside the SLO: nobody is paged.",
-        T0 + 30, unsigned_per_second=lambda t: 2000 if t >= T0 else 0,
-        checks={T0 + 10: set(), T0 + 29: set()}),
+        T0 + 30,
+        unsigned_per_second=lambda t: 2000 if t >= T0 else 0,
+        checks={T0 + 10: set(), T0 + 29: set()},
+    ),
     Scenario(
         "2,000 unsigned requests a second, and every real callback answered 500 for 20 minutes",
         "The 401s do not dilute the ingest SLO: the ingest burn pages within 5 minutes and "
         "stays firing for the 20 minutes; the callbacks we failed never blame Tencent.",
-        T0 + 40, unsigned_per_second=lambda t: 2000, server_errors=(T0, T0 + 20),
-        checks={T0: set(), T0 + 2: set(), T0 + 3: {"GmeRecwatchIngestBudgetBurn"},
-                T0 + 23: {"GmeRecwatchIngestBudgetBurn"}, T0 + 24: set(), T0 + 39: set()},
+        T0 + 40,
+        unsigned_per_second=lambda t: 2000,
+        server_errors=(T0, T0 + 20),
+        checks={
+            T0: set(),
+            T0 + 2: set(),
+            T0 + 3: {"GmeRecwatchIngestBudgetBurn"},
+            T0 + 23: {"GmeRecwatchIngestBudgetBurn"},
+            T0 + 24: set(),
+            T0 + 39: set(),
+        },
         pages={"GmeRecwatchIngestBudgetBurn": T0 + 3},
-        read_first="the service's error log lines and the HTTP panels of the service dashboard"),
+        read_first="the service's error log lines and the HTTP panels of the service dashboard",
+    ),
     Scenario(
         "Tencent silent for 20 minutes in busy hours",
         "With the canary passing: one page, CallbacksSilent, within 15 minutes, firing for as "
         "long as the silence lasts (and 5 minutes more); the recordings made meanwhile are in "
         "COS, so a ticket says Tencent lost their callbacks.",
-        T0 + 40, silent=(T0, T0 + 20),
-        checks={T0 + 9: set(), T0 + 10: {"GmeRecordingCallbacksSilent"},
-                T0 + 20: {"GmeRecordingCallbacksSilent"},
-                T0 + 24: {"GmeRecordingCallbacksSilent"}, T0 + 25: set(),
-                T0 + 39: {"GmeRecordingCallbacksLost"}},
+        T0 + 40,
+        silent=(T0, T0 + 20),
+        checks={
+            T0 + 9: set(),
+            T0 + 10: {"GmeRecordingCallbacksSilent"},
+            T0 + 20: {"GmeRecordingCallbacksSilent"},
+            T0 + 24: {"GmeRecordingCallbacksSilent"},
+            T0 + 25: set(),
+            T0 + 39: {"GmeRecordingCallbacksLost"},
+        },
         pages={"GmeRecordingCallbacksSilent": T0 + 10},
-        read_first="the canary (passing: the path is fine), then the GME console and Tencent"),
+        read_first="the canary (passing: the path is fine), then the GME console and Tencent",
+    ),
     Scenario(
         "a quiet weekend night, nothing missing",
         "5% of weekday traffic, every file uploaded: nothing fires.",
-        T0 + 60, rate=night,
-        checks={T0: set(), T0 + 59: set()}),
+        T0 + 60,
+        rate=night,
+        checks={T0: set(), T0 + 59: set()},
+    ),
     Scenario(
         # After six hours of night: the ticket windows hold night traffic only.
         "a quiet weekend night, 2 files confirmed missing",
         "Two missing files at night are a ticket (UploadsMissing), never a page.",
-        N0 + 120, rate=night, missing_at=(N0, N0 + 20),
-        checks={N0 + LENGTH + GRACE - 1: set(),
-                N0 + LENGTH + GRACE: {"GmeRecordingUploadsMissing"},
-                N0 + 74: {"GmeRecordingUploadsMissing"}, N0 + 75: set(), N0 + 119: set()},
-        read_first="the segments API (state=upload_missing)"),
+        N0 + 120,
+        rate=night,
+        missing_at=(N0, N0 + 20),
+        checks={
+            N0 + LENGTH + GRACE - 1: set(),
+            N0 + LENGTH + GRACE: {"GmeRecordingUploadsMissing"},
+            N0 + 74: {"GmeRecordingUploadsMissing"},
+            N0 + 75: set(),
+            N0 + 119: set(),
+        },
+        read_first="the segments API (state=upload_missing)",
+    ),
     Scenario(
         "a new deployment that receives nothing for an hour",
         "No history to compare with: a ticket (CallbacksNeverReceived) after an hour, no page.",
-        70, rate=lambda t: 0,
+        70,
+        rate=lambda t: 0,
         checks={59: set(), 60: {"GmeRecordingCallbacksNeverReceived"}},
-        read_first="the callback URL in the GME console"),
+        read_first="the callback URL in the GME console",
+    ),
     Scenario(
         "30% of recordings really never uploaded",
         "Confirmed absent from COS: the delivery burn pages within 10 minutes of the first "
         "misses being known (one upload grace after they should have uploaded), once.",
-        T0 + 60, really_missing=(T0, 30),
-        checks={T0 + 24: set(), T0 + 25: {"GmeRecordingUploadsMissing"},
-                T0 + 26: {"GmeRecordingUploadsMissing"},
-                T0 + 27: {"GmeRecordingDeliveryBudgetBurn", "GmeRecordingUploadsMissing"},
-                T0 + 59: {"GmeRecordingDeliveryBudgetBurn", "GmeRecordingDeliveryBudgetBurnSlow",
-                          "GmeRecordingUploadsMissing"}},
+        T0 + 60,
+        really_missing=(T0, 30),
+        checks={
+            T0 + 24: set(),
+            T0 + 25: {"GmeRecordingUploadsMissing"},
+            T0 + 26: {"GmeRecordingUploadsMissing"},
+            T0 + 27: {"GmeRecordingDeliveryBudgetBurn", "GmeRecordingUploadsMissing"},
+            T0 + 59: {
+                "GmeRecordingDeliveryBudgetBurn",
+                "GmeRecordingDeliveryBudgetBurnSlow",
+                "GmeRecordingUploadsMissing",
+            },
+        },
         pages={"GmeRecordingDeliveryBudgetBurn": T0 + 27},
-        read_first="the segments API (state=upload_missing), then the recording side"),
+        read_first="the segments API (state=upload_missing), then the recording side",
+    ),
 ]
 
 
 def promtool_test(sc: Scenario, names: Names) -> dict[str, Any]:
     sim = Simulation(sc, names)
     sim.run()
-    series = [{"series": name, "values": encode(values)}
-              for name, values in sim.series.items() if any(v is not None for v in values)]
+    series = [
+        {"series": name, "values": encode(values)}
+        for name, values in sim.series.items()
+        if any(v is not None for v in values)
+    ]
     checks = []
     for minute, firing in sorted(sc.checks.items()):
-        checks.append({
-            "expr": 'group by (alertname) (ALERTS{alertstate="firing"})',
-            "eval_time": f"{minute}m",
-            "exp_samples": [{"labels": f'{{alertname="{a}"}}', "value": 1}
-                            for a in sorted(firing)],
-        })
-    return {"name": f"{sc.name}: {sc.must}", "interval": "1m", "input_series": series,
-            "promql_expr_test": checks}
+        checks.append(
+            {
+                "expr": 'group by (alertname) (ALERTS{alertstate="firing"})',
+                "eval_time": f"{minute}m",
+                "exp_samples": [{"labels": f'{{alertname="{a}"}}', "value": 1} for a in sorted(firing)],
+            }
+        )
+    return {
+        "name": f"{sc.name}: {sc.must}",
+        "interval": "1m",
+        "input_series": series,
+        "promql_expr_test": checks,
+    }
 
 
 HEADER = (
     "# Incident scenarios for the gme-recwatch alerts, written by dashboards/scenarios.py from a\n"
     "# segment-level simulation (edit there, never here). Each test states what a good setup\n"
     "# must do; the checks list the alerts firing (before Alertmanager's inhibit rules) at\n"
-    "# chosen minutes. Run: promtool test rules dashboards/tests/scenarios.test.yaml\n")
+    "# chosen minutes. Run: promtool test rules dashboards/tests/scenarios.test.yaml\n"
+)
 
 
 def render() -> str:
     names = Names()
     doc = {
-        "rule_files": ["../rules/gme-recwatch-recording-rules.yaml",
-                       "../rules/gme-recwatch-slo-rules.yaml",
-                       "../rules/gme-recwatch-alerts.yaml"],
+        "rule_files": [
+            "../rules/gme-recwatch-recording-rules.yaml",
+            "../rules/gme-recwatch-slo-rules.yaml",
+            "../rules/gme-recwatch-alerts.yaml",
+        ],
         "evaluation_interval": "1m",
-        "group_eval_order": ["gme-recwatch.rules", "gme-recwatch.slo",
-                             "gme-recwatch.availability", "gme-recwatch.callbacks",
-                             "gme-recwatch.lifecycle", "gme-recwatch.service"],
+        "group_eval_order": [
+            "gme-recwatch.rules",
+            "gme-recwatch.slo",
+            "gme-recwatch.availability",
+            "gme-recwatch.callbacks",
+            "gme-recwatch.lifecycle",
+            "gme-recwatch.service",
+        ],
         "tests": [promtool_test(sc, names) for sc in SCENARIOS],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1000)

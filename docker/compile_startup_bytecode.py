@@ -26,10 +26,12 @@ installed = (sys.prefix + os.sep, sys.base_prefix + os.sep)
 compiled = 0
 for module in list(sys.modules.values()):
     source = getattr(module, "__file__", None) or ""
-    if (not source.endswith(".py") or not source.startswith(installed)
-            or os.path.exists(importlib.util.cache_from_source(source))):
+    if (
+        not source.endswith(".py")
+        or not source.startswith(installed)
+        or os.path.exists(importlib.util.cache_from_source(source))
+    ):
         continue
-    py_compile.compile(source, doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    py_compile.compile(source, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
     compiled += 1
 print(f"compiled {compiled} modules that a start imports")

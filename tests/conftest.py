@@ -32,16 +32,23 @@ def in_ci() -> bool:
 # tries the same ones, so a run that passed passes again, and a failure prints the blob that
 # reproduces it. Each property sets its own number of examples, sized for 2 cores (the whole
 # suite in under 4 minutes there, `make test`). `--hypothesis-profile` picks another.
+hypothesis_settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.register_profile(
-    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-hypothesis_settings.register_profile(
-    "ci", hypothesis_settings.get_profile("dev"), derandomize=True, database=None, print_blob=True)
+    "ci", hypothesis_settings.get_profile("dev"), derandomize=True, database=None, print_blob=True
+)
 hypothesis_settings.load_profile("ci" if in_ci() else "dev")
 
 
-_PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus", "redis-server": "redis-server",
-             "redis-cli": "redis-tools", "wrk": "wrk", "buildah": "buildah",
-             "debootstrap": "debootstrap", "prometheus-alertmanager": "prometheus-alertmanager"}
+_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
+    "wrk": "wrk",
+    "buildah": "buildah",
+    "debootstrap": "debootstrap",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+}
 
 
 def load_script(path: Path) -> Any:
@@ -61,10 +68,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    reason = (
-        f"`{name}` is not installed (Debian package `{_PACKAGES.get(name, name)}`;"
-        f" run `make system-deps`)"
-    )
+    reason = f"`{name}` is not installed (Debian package `{_PACKAGES.get(name, name)}`; run `make system-deps`)"
     if in_ci():
         pytest.fail(f"{reason}; CI=true so this test must not skip", pytrace=False)
     pytest.skip(reason)
@@ -131,8 +135,10 @@ class SyncStore:
             out += done.transitions
             if budget is not None or not done.more:
                 return out
-        raise AssertionError(f"the sweep still had work after {MAX_SWEEP_ROUNDS} rounds: a "
-                             "deadline was left in the past (the service's sweep would spin)")
+        raise AssertionError(
+            f"the sweep still had work after {MAX_SWEEP_ROUNDS} rounds: a "
+            "deadline was left in the past (the service's sweep would spin)"
+        )
 
     def sweep_round(self, budget: int) -> Any:
         """One round of the sweep, as the service runs it: its transitions and ``more``."""
@@ -188,8 +194,11 @@ class SyncStore:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true",
-                     help="rewrite tests/golden/ from what the code produces now (review the diff)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ from what the code produces now (review the diff)",
+    )
 
 
 # ------------------------------------------------------------------ pytest-xdist (make test)
@@ -228,6 +237,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
         def _assign_work_unit(self, node: Any) -> None:
             if not self.ordered:  # the first assignment: the whole queue is known
+
                 def rank(scope: str) -> tuple[int, int]:
                     if scope in XDIST_MODULE_GROUPS:
                         return 0, XDIST_MODULE_GROUPS.index(scope)
@@ -246,17 +256,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     would have its tests spread over the workers, and the fixture made on each: say so."""
     if not hasattr(config, "workerinput") or config.workerinput.get("workerid") != "gw0":
         return
+
     def module_scoped(item: pytest.Item) -> bool:
         info = getattr(item, "_fixtureinfo", None)
-        return info is not None and any(d[-1].scope == "module"
-                                        for d in info.name2fixturedefs.values())
+        return info is not None and any(d[-1].scope == "module" for d in info.name2fixturedefs.values())
 
-    missing = sorted({item.nodeid.split("::", 1)[0] for item in items if module_scoped(item)}
-                     - set(XDIST_MODULE_GROUPS))
+    missing = sorted(
+        {item.nodeid.split("::", 1)[0] for item in items if module_scoped(item)} - set(XDIST_MODULE_GROUPS)
+    )
     for module in missing:
-        warnings.warn(pytest.PytestWarning(
-            f"{module} has a module-scoped fixture but is not in XDIST_MODULE_GROUPS "
-            "(tests/conftest.py): under xdist its tests may run on several workers"), stacklevel=1)
+        warnings.warn(
+            pytest.PytestWarning(
+                f"{module} has a module-scoped fixture but is not in XDIST_MODULE_GROUPS "
+                "(tests/conftest.py): under xdist its tests may run on several workers"
+            ),
+            stacklevel=1,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -277,6 +292,7 @@ def _restore_logging() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------ a real redis-server
+
 
 def _free_port() -> int:
     import socket
@@ -311,10 +327,25 @@ class RedisServer:
 
     @property
     def args(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.dir), "--save", "", "--appendonly",
-                "yes" if self.appendonly else "no", "--appendfsync", "always",
-                "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
 
     @property
     def url(self) -> str:
@@ -367,6 +398,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 # ------------------------------------------------------------------ a real S3 server (moto)
 
+
 class S3Server:
     """moto's S3 server as a process of our own on a free loopback port, enforcing SigV4 keys.
 
@@ -395,7 +427,10 @@ class S3Server:
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                    env=env, stdout=log, stderr=subprocess.STDOUT)
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             deadline = time.monotonic() + 60
             while self.proc.poll() is None:
                 try:
@@ -424,9 +459,16 @@ class S3Server:
             key = iam.create_access_key(UserName=user)["AccessKey"]
             self.keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
             if actions:
-                iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+                iam.put_user_policy(
+                    UserName=user,
+                    PolicyName="s3",
+                    PolicyDocument=json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+                        }
+                    ),
+                )
         httpx.post(self.url + "/moto-api/reset-auth", content=b"0", timeout=5).raise_for_status()
 
     @property
@@ -437,10 +479,14 @@ class S3Server:
         import boto3
         from botocore.config import Config
 
-        return boto3.client(service, endpoint_url=self.url, region_name=self.REGION,
-                            aws_access_key_id=key_id, aws_secret_access_key=secret,
-                            config=Config(s3={"addressing_style": "path"},
-                                          retries={"total_max_attempts": 1}))
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.REGION,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+        )
 
     def s3(self, user: str = "writer") -> Any:
         """A synchronous boto3 S3 client acting as ``user``."""
@@ -450,8 +496,7 @@ class S3Server:
         """Create a bucket (once) and put objects in it."""
         s3 = self.s3()
         try:
-            s3.create_bucket(Bucket=name,
-                             CreateBucketConfiguration={"LocationConstraint": self.REGION})
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.REGION})
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
         for key, data in (objects or {}).items():

@@ -26,11 +26,26 @@ SECRET = "app-test-secret"
 BIZ = 1400000000
 
 
-def body(event_type: int = 1, *, biz: int = BIZ, room: str = "r1", seq: int = 0,
-         ts: int | None = None, task: int = 446946705284000000) -> bytes:
-    return encode_callback(biz_id=biz, room_id=room, user_id="u1", task_id=task, seq_no=seq,
-                           event_type=event_type, record_mode=1,
-                           timestamp=int(time.time()) if ts is None else ts, file_name="f.mp3")
+def body(
+    event_type: int = 1,
+    *,
+    biz: int = BIZ,
+    room: str = "r1",
+    seq: int = 0,
+    ts: int | None = None,
+    task: int = 446946705284000000,
+) -> bytes:
+    return encode_callback(
+        biz_id=biz,
+        room_id=room,
+        user_id="u1",
+        task_id=task,
+        seq_no=seq,
+        event_type=event_type,
+        record_mode=1,
+        timestamp=int(time.time()) if ts is None else ts,
+        file_name="f.mp3",
+    )
 
 
 @dataclass
@@ -47,8 +62,7 @@ class Harness:
 
         return asyncio.run(go())
 
-    def post(self, data: bytes | Any, sig: str | list[str] | None = "auto",
-             **kw: Any) -> httpx.Response:
+    def post(self, data: bytes | Any, sig: str | list[str] | None = "auto", **kw: Any) -> httpx.Response:
         headers: list[tuple[str, str]] = [("content-type", "application/json")]
         if sig == "auto":
             headers.append(("signature", sign(data, SECRET)))
@@ -84,6 +98,7 @@ def h() -> Harness:
 
 # ------------------------------------------------------------------ callback listener
 
+
 def test_signed_callback_is_answered_code_zero_and_tracked(h: Harness) -> None:
     r = h.post(body(1))
     assert r.status_code == 200 and r.json() == {"code": 0}
@@ -111,10 +126,12 @@ def test_hex_signature_is_refused_when_base64_is_required() -> None:
     assert r.status_code == 401 and r.json()["error"] == "mismatch"
 
 
-@pytest.mark.parametrize(("sig", "reason"), [(None, "missing"), ("", "missing"),
-                                              ("not-a-signature", "mismatch")])
+@pytest.mark.parametrize(
+    ("sig", "reason"), [(None, "missing"), ("", "missing"), ("not-a-signature", "mismatch")]
+)
 def test_bad_or_missing_signature_is_401_counted_and_changes_nothing(
-        h: Harness, sig: str | None, reason: str) -> None:
+    h: Harness, sig: str | None, reason: str
+) -> None:
     r = h.post(body(1), sig=sig)
     assert r.status_code == 401
     assert r.json()["error"] == reason
@@ -180,8 +197,9 @@ def test_streamed_body_over_the_limit_is_413_without_content_length() -> None:
         for _ in range(10):
             yield b"x" * 1000
 
-    r = h.request(h.callback, "POST", "/callback", content=chunks(),
-                  headers={"signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+    r = h.request(
+        h.callback, "POST", "/callback", content=chunks(), headers={"signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+    )
     assert r.status_code == 413
     assert h.metric("gme_recording_callbacks_invalid_total", reason="too_large") == 1
 
@@ -209,8 +227,7 @@ def test_callback_listener_serves_nothing_but_callback_and_liveness(h: Harness) 
 def test_callback_path_is_configurable() -> None:
     h = make(callback_path="/gme/recording")
     b = body(1)
-    r = h.request(h.callback, "POST", "/gme/recording", content=b,
-                  headers={"signature": sign(b, SECRET)})
+    r = h.request(h.callback, "POST", "/gme/recording", content=b, headers={"signature": sign(b, SECRET)})
     assert r.status_code == 200
     assert h.post(b).status_code == 404
 
@@ -227,6 +244,7 @@ def test_callback_and_delay_metrics_record_sender_time(h: Harness) -> None:
 
 
 # ------------------------------------------------------------------ admin listener
+
 
 def test_metrics_endpoint_serves_the_text_format_unless_openmetrics_is_asked_for(h: Harness) -> None:
     r = h.get("/metrics")
@@ -254,20 +272,26 @@ def test_problem_counters_carry_the_last_segment_as_an_exemplar_in_openmetrics_o
     clock.advance(101)
     asyncio.run(h.service.sweep())
     om = h.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
-    samples = {(s.name, s.labels.get("app_id")): s for f in text_string_to_metric_families(om)
-               for s in f.samples}
+    samples = {
+        (s.name, s.labels.get("app_id")): s for f in text_string_to_metric_families(om) for s in f.samples
+    }
     stuck = samples[("gme_recording_stuck_total", str(BIZ))]
     assert stuck.value == 1
     assert stuck.exemplar is not None
-    assert stuck.exemplar.labels == {"room_id": "room-stuck", "user_id": "u1",
-                                     "task_id": "446946705284000000", "seq_no": "1"}
+    assert stuck.exemplar.labels == {
+        "room_id": "room-stuck",
+        "user_id": "u1",
+        "task_id": "446946705284000000",
+        "seq_no": "1",
+    }
     missing = samples[("gme_recording_missing_uploads_total", str(BIZ))]
     assert missing.exemplar is not None and missing.exemplar.labels["room_id"] == "room-upl"
     assert "room-stuck" not in h.get("/metrics").text  # never in the classic format
 
 
-@pytest.mark.parametrize(("room", "user"), [("r" * 300, "u"), ("r", "u" * 300), ("r" * 90, "u" * 90),
-                                            ("room", "user")])
+@pytest.mark.parametrize(
+    ("room", "user"), [("r" * 300, "u"), ("r", "u" * 300), ("r" * 90, "u" * 90), ("room", "user")]
+)
 def test_exemplar_labels_fit_the_openmetrics_cap(room: str, user: str) -> None:
     labels = exemplar_labels(room, user, 446946705284000000, 12345)
     assert sum(len(k) + len(v) for k, v in labels.items()) <= EXEMPLAR_MAX_CHARS
@@ -305,9 +329,12 @@ def _unreachable_redis_harness(unready_after: float) -> tuple[Harness, FakeClock
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = Settings(secret_key=SECRET, redis_url=f"redis://127.0.0.1:{port}/0",
-                        redis_timeout_seconds=1.0,
-                        store_unready_after_seconds=unready_after).validate()
+    settings = Settings(
+        secret_key=SECRET,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        redis_timeout_seconds=1.0,
+        store_unready_after_seconds=unready_after,
+    ).validate()
     clock = FakeClock(wall=time.time())
     store = RedisStore.from_url(settings.redis_url, settings.lifecycle(), timeout=1.0)
     service = Service(settings, clock=clock, store=store)
@@ -351,9 +378,12 @@ def test_a_bad_state_is_a_400_naming_the_valid_states_and_no_python_internals(h:
     r = h.get("/api/v1/segments", params={"state": "stuk", "limit": "0"})
     assert r.status_code == 400
     assert r.json() == {
-        "code": 400, "error": "http", "message": "invalid parameter for /api/v1/segments",
+        "code": 400,
+        "error": "http",
+        "message": "invalid parameter for /api/v1/segments",
         "detail": "state: must be one of recording, completed, uploaded, stuck, upload_missing, "
-                  "orphan, unverified; limit: Expected `int` >= 1"}
+        "orphan, unverified; limit: Expected `int` >= 1",
+    }
     assert "ParamType" not in r.text and "state_filter" not in r.text
 
 
@@ -398,8 +428,9 @@ def test_a_problem_segment_says_since_when_and_why(h: Harness) -> None:
     asyncio.run(h.service.sweep())
     (seg,) = h.get("/api/v1/segments", params={"state": "stuck"}).json()["segments"]
     assert seg["deadline"] == "max_recording_seconds"
-    assert seg["reason"] == ("still recording 6 h after its start was received "
-                             "(GME_RECWATCH_MAX_RECORDING_SECONDS=21600)")
+    assert seg["reason"] == (
+        "still recording 6 h after its start was received (GME_RECWATCH_MAX_RECORDING_SECONDS=21600)"
+    )
     assert seg["state_since"].endswith("Z") and seg["state_since"] > seg["first_received_at"]
     assert seg["check_result"] is None and seg["bucket"] is None
 
@@ -411,7 +442,11 @@ def test_room_endpoint_lists_one_rooms_segments(h: Harness) -> None:
     doc = h.get(f"/api/v1/rooms/{BIZ}/alpha").json()
     assert doc["count"] == 2 and {s["room_id"] for s in doc["segments"]} == {"alpha"}
     assert h.get(f"/api/v1/rooms/{BIZ}/nowhere").json() == {
-        "count": 0, "segments": [], "total": 0, "next_cursor": None}
+        "count": 0,
+        "segments": [],
+        "total": 0,
+        "next_cursor": None,
+    }
 
 
 def test_openapi_schemas_of_both_listeners_are_on_the_admin_port(h: Harness) -> None:
@@ -426,8 +461,12 @@ def test_http_metrics_use_route_templates_and_bounded_methods(h: Harness) -> Non
     h.get(f"/api/v1/rooms/{BIZ}/some-room")
     h.get("/no/such/path/12345")
     h.request(h.admin, "BREW", "/metrics")
-    m = h.metric("gme_recording_http_requests_total", listener="admin",
-                 route="/api/v1/rooms/{app_id}/{room_id}", code="200")
+    m = h.metric(
+        "gme_recording_http_requests_total",
+        listener="admin",
+        route="/api/v1/rooms/{app_id}/{room_id}",
+        code="200",
+    )
     assert m == 1
     assert h.metric("gme_recording_http_requests_total", listener="admin", route="unmatched", code="404") == 1
     assert h.metric("gme_recording_http_requests_total", method="other") == 1

@@ -41,15 +41,13 @@ def test_a_start_while_another_replica_beats_has_no_window() -> None:
 
 
 def test_a_start_after_every_replica_died_is_blind_beyond_the_retry_horizon() -> None:
-    assert after_all_down(T, None, T + 100, retry=60, period=5) == Window(
-        T + 60, T + 100, "all_replicas_down")
+    assert after_all_down(T, None, T + 100, retry=60, period=5) == Window(T + 60, T + 100, "all_replicas_down")
     assert after_all_down(T, None, T + 50, retry=60, period=5) is None
 
 
 def test_a_start_after_the_last_replica_stopped_cleanly_counts_from_its_stop() -> None:
     assert after_all_down(None, T, T + 30, retry=60, period=5) is None
-    assert after_all_down(T - 500, T, T + 90, retry=60, period=5) == Window(
-        T + 60, T + 90, "all_replicas_down")
+    assert after_all_down(T - 500, T, T + 90, retry=60, period=5) == Window(T + 60, T + 90, "all_replicas_down")
 
 
 def test_the_very_first_start_has_no_window() -> None:

@@ -24,19 +24,25 @@ def test_every_accepted_result_is_answered_code_zero(result: Result) -> None:
     assert reply(Accepted(result)) == (200, b'{"code":0}')
 
 
-@pytest.mark.parametrize(("reason", "status"), [
-    ("missing", 401), ("mismatch", 401), ("unknown_app", 401),
-    ("malformed", 400), ("stale", 400), ("too_large", 413)])
-def test_rejections_name_their_reason_with_a_4xx_that_tencent_does_not_retry(
-        reason: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        ("missing", 401),
+        ("mismatch", 401),
+        ("unknown_app", 401),
+        ("malformed", 400),
+        ("stale", 400),
+        ("too_large", 413),
+    ],
+)
+def test_rejections_name_their_reason_with_a_4xx_that_tencent_does_not_retry(reason: str, status: int) -> None:
     code, body = reply(Rejected(reason, "why"))  # type: ignore[arg-type]
     assert code == status
-    assert json.loads(body) == {"code": status, "error": reason, "message": MESSAGES[reason],
-                                "detail": "why"}
+    assert json.loads(body) == {"code": status, "error": reason, "message": MESSAGES[reason], "detail": "why"}
 
 
-@pytest.mark.parametrize(("values", "expected"), [
-    ([], None), (["a"], "a"), (["a", "a"], "a"), (["a", "b"], "!")])
-def test_repeated_signature_headers_count_only_when_they_agree(
-        values: list[str], expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("values", "expected"), [([], None), (["a"], "a"), (["a", "a"], "a"), (["a", "b"], "!")]
+)
+def test_repeated_signature_headers_count_only_when_they_agree(values: list[str], expected: str | None) -> None:
     assert one_signature(values) == expected

@@ -38,7 +38,8 @@ def test_every_setting_but_the_secret_has_a_serve_flag(capsys: pytest.CaptureFix
 
 
 def test_serve_refuses_an_invalid_setting_naming_its_variable(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
     assert cli.main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
@@ -47,13 +48,16 @@ def test_serve_refuses_an_invalid_setting_naming_its_variable(
 
 
 def test_serve_refuses_a_mistyped_variable_naming_the_closest_setting(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
     monkeypatch.setenv("GME_RECWATCH_MAX_RECORDING_SECONS", "60")
     assert cli.main(["serve", "--check"]) == 2
     err = capsys.readouterr().err
-    assert err == ("gme-recwatch: invalid configuration: GME_RECWATCH_MAX_RECORDING_SECONS is "
-                   "not a setting: did you mean GME_RECWATCH_MAX_RECORDING_SECONDS?\n")
+    assert err == (
+        "gme-recwatch: invalid configuration: GME_RECWATCH_MAX_RECORDING_SECONS is "
+        "not a setting: did you mean GME_RECWATCH_MAX_RECORDING_SECONDS?\n"
+    )
 
 
 def test_serve_without_any_key_says_how_to_configure_one(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,24 +66,37 @@ def test_serve_without_any_key_says_how_to_configure_one(capsys: pytest.CaptureF
     assert "GME_RECWATCH_SECRET_KEY" in err and "GME_RECWATCH_KEYS_FILE" in err
 
 
-def test_serve_with_an_unreadable_keys_file_says_so(capsys: pytest.CaptureFixture[str],
-                                                    tmp_path: Any) -> None:
+def test_serve_with_an_unreadable_keys_file_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
     assert cli.main(["serve", "--keys-file", str(tmp_path / "absent")]) == 2
     assert "cannot load GME_RECWATCH_KEYS_FILE" in capsys.readouterr().err
 
 
 def test_serve_with_an_unreadable_cos_file_says_which_setting(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
-    assert cli.main(["serve", "--cos-bucket", "gme-records-1250000000", "--cos-region",
-                     "ap-guangzhou", "--cos-credentials-file", str(tmp_path / "absent")]) == 2
+    assert (
+        cli.main(
+            [
+                "serve",
+                "--cos-bucket",
+                "gme-records-1250000000",
+                "--cos-region",
+                "ap-guangzhou",
+                "--cos-credentials-file",
+                str(tmp_path / "absent"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "invalid COS configuration" in err and "GME_RECWATCH_COS_CREDENTIALS_FILE" in err
     assert "KEYS_FILE" not in err
 
 
 def test_serve_check_accepts_a_valid_configuration_without_listening_or_writing(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     """`serve --check` builds what a start builds and exits 0, but never listens (its ports are
     taken here, which a real start refuses) and never writes (no snapshot appears)."""
     monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
@@ -89,11 +106,29 @@ def test_serve_check_accepts_a_valid_configuration_without_listening_or_writing(
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = str(held.getsockname()[1])
-        assert cli.main(["serve", "--check", "--host", "127.0.0.1", "--port", port,
-                         "--admin-host", "127.0.0.1", "--admin-port", port,
-                         "--state-file", str(state)]) == 2  # same host and port: refused
-        assert cli.main(["serve", "--check", "--host", "127.0.0.1", "--port", port,
-                         "--state-file", str(state)]) == 0
+        assert (
+            cli.main(
+                [
+                    "serve",
+                    "--check",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "--admin-host",
+                    "127.0.0.1",
+                    "--admin-port",
+                    port,
+                    "--state-file",
+                    str(state),
+                ]
+            )
+            == 2
+        )  # same host and port: refused
+        assert (
+            cli.main(["serve", "--check", "--host", "127.0.0.1", "--port", port, "--state-file", str(state)])
+            == 0
+        )
     assert "the configuration is valid" in capsys.readouterr().out
     assert list(state.parent.iterdir()) == []
 
@@ -133,10 +168,27 @@ def receiver() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("encoding", ["base64", "hex"])
-def test_send_posts_a_callback_signed_with_the_secret(receiver: str, encoding: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["send", "--url", receiver, "--secret", SECRET, "--event", "completed",
-                     "--room-id", "room-9", "--encoding", encoding]) == 0
+def test_send_posts_a_callback_signed_with_the_secret(
+    receiver: str, encoding: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(
+            [
+                "send",
+                "--url",
+                receiver,
+                "--secret",
+                SECRET,
+                "--event",
+                "completed",
+                "--room-id",
+                "room-9",
+                "--encoding",
+                encoding,
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("200 ")
     ((body, signature),) = _Receiver.got
     verify(body, signature, [SECRET.encode()], encoding)
@@ -149,12 +201,12 @@ def test_send_to_nobody_exits_1_and_says_why(capsys: pytest.CaptureFixture[str])
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert cli.main(["send", "--url", f"http://127.0.0.1:{port}/", "--secret", SECRET,
-                     "--timeout", "2"]) == 1
+    assert cli.main(["send", "--url", f"http://127.0.0.1:{port}/", "--secret", SECRET, "--timeout", "2"]) == 1
     assert "ConnectError" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ serve --check --online
+
 
 def _online(env: dict[str, str]) -> Any:
     """`gme-recwatch serve --check --online` as a process of its own, with only ``env``."""
@@ -163,68 +215,89 @@ def _online(env: dict[str, str]) -> Any:
     import sys
     from pathlib import Path
 
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("GME_RECWATCH_", "TENCENTCLOUD_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GME_RECWATCH_", "TENCENTCLOUD_"))}
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     # A key or a keys file, never both (the service refuses both).
     key = {} if "GME_RECWATCH_KEYS_FILE" in env else {"GME_RECWATCH_SECRET_KEY": SECRET}
-    return subprocess.run([exe, "serve", "--check", "--online"], capture_output=True, text=True,
-                          timeout=60, env={**base, **key, **env})
+    return subprocess.run(
+        [exe, "serve", "--check", "--online"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **key, **env},
+    )
 
 
 def _cos_env(s3: Any, bucket: str, tmp_path: Any, user: str = "reader") -> dict[str, str]:
     creds = tmp_path / "cos-credentials"
     key_id, secret = s3.keys[user]
     creds.write_text(f"[default]\nsecret_id = {key_id}\nsecret_key = {secret}\n")
-    return {"GME_RECWATCH_COS_BUCKET": bucket, "GME_RECWATCH_COS_REGION": s3.REGION,
-            "GME_RECWATCH_COS_ENDPOINT": s3.url, "GME_RECWATCH_COS_CREDENTIALS_FILE": str(creds)}
+    return {
+        "GME_RECWATCH_COS_BUCKET": bucket,
+        "GME_RECWATCH_COS_REGION": s3.REGION,
+        "GME_RECWATCH_COS_ENDPOINT": s3.url,
+        "GME_RECWATCH_COS_CREDENTIALS_FILE": str(creds),
+    }
 
 
 def test_serve_check_online_names_an_unreachable_redis_and_fails() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    r = _online({"GME_RECWATCH_REDIS_URL": f"redis://:pw-never-shown@127.0.0.1:{port}/0",
-                 "GME_RECWATCH_REDIS_TIMEOUT_SECONDS": "0.5"})
+    r = _online(
+        {
+            "GME_RECWATCH_REDIS_URL": f"redis://:pw-never-shown@127.0.0.1:{port}/0",
+            "GME_RECWATCH_REDIS_TIMEOUT_SECONDS": "0.5",
+        }
+    )
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"online check failed: store redis://:<redacted>@127.0.0.1:{port}/0: " \
-           "ConnectionError" in r.stderr
+    assert f"online check failed: store redis://:<redacted>@127.0.0.1:{port}/0: ConnectionError" in r.stderr
     assert "pw-never-shown" not in r.stdout + r.stderr and SECRET not in r.stdout + r.stderr
 
 
 def test_serve_check_online_names_a_missing_bucket_and_fails(
-        s3_server: Any, redis_server: Any, tmp_path: Any) -> None:
+    s3_server: Any, redis_server: Any, tmp_path: Any
+) -> None:
     missing = f"gme-records-absent-{uuid.uuid4().hex[:8]}"
-    r = _online({"GME_RECWATCH_REDIS_URL": redis_server.url,
-                 **_cos_env(s3_server, missing, tmp_path)})
+    r = _online({"GME_RECWATCH_REDIS_URL": redis_server.url, **_cos_env(s3_server, missing, tmp_path)})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "store     : redis://" in r.stdout  # what passed before it
-    assert (f"online check failed: COS bucket {missing!r} does not exist at {s3_server.url}"
-            in r.stderr)
+    assert f"online check failed: COS bucket {missing!r} does not exist at {s3_server.url}" in r.stderr
     secret = s3_server.keys["reader"][1]
     assert secret not in r.stdout + r.stderr
 
 
 def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answers(
-        s3_server: Any, redis_server: Any, tmp_path: Any) -> None:
+    s3_server: Any, redis_server: Any, tmp_path: Any
+) -> None:
     bucket = s3_server.bucket(f"gme-records-{uuid.uuid4().hex[:8]}")
     keys = tmp_path / "keys"
     keys.write_text("1400000001=k1\n1400000002=k2\n*=k3\n")
     prefix = f"online-{uuid.uuid4().hex[:8]}:"
-    r = _online({"GME_RECWATCH_REDIS_URL": redis_server.url, "GME_RECWATCH_REDIS_PREFIX": prefix,
-                 "GME_RECWATCH_KEYS_FILE": str(keys), **_cos_env(s3_server, bucket, tmp_path)})
+    r = _online(
+        {
+            "GME_RECWATCH_REDIS_URL": redis_server.url,
+            "GME_RECWATCH_REDIS_PREFIX": prefix,
+            "GME_RECWATCH_KEYS_FILE": str(keys),
+            **_cos_env(s3_server, bucket, tmp_path),
+        }
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].endswith(": online check")
-    assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or \
-        lines[1].startswith(f"  store     : {redis_server.url} (Valkey")
+    assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or lines[1].startswith(
+        f"  store     : {redis_server.url} (Valkey"
+    )
     assert lines[1].endswith(f"prefix '{prefix}', 0 segments, never used (no epoch marker yet))")
-    assert lines[2] == ("  keys      : 3 SecretKeys; 2 apps with keys of their own "
-                        "(1400000001, 1400000002); a key for every app")
-    assert lines[3] == (f"  COS       : {bucket} in ap-guangzhou at {s3_server.url}, with a key: "
-                        "reachable")
-    assert lines[4] == ("  deadlines : stuck after 21600 s, upload missing after 900 s, start "
-                        "lost after 120 s, forgotten after 86400 s")
+    assert lines[2] == (
+        "  keys      : 3 SecretKeys; 2 apps with keys of their own "
+        "(1400000001, 1400000002); a key for every app"
+    )
+    assert lines[3] == (f"  COS       : {bucket} in ap-guangzhou at {s3_server.url}, with a key: reachable")
+    assert lines[4] == (
+        "  deadlines : stuck after 21600 s, upload missing after 900 s, start "
+        "lost after 120 s, forgotten after 86400 s"
+    )
     import redis as redis_sync
 
     assert redis_sync.Redis.from_url(redis_server.url).keys(prefix + "*") == []  # wrote nothing
@@ -233,8 +306,7 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
 # --------------------------------------------------------------------------- the first try
 
 
-def test_serve_help_names_the_key_variable_and_the_keys_file(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_help_names_the_key_variable_and_the_keys_file(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     text = capsys.readouterr().out
@@ -243,7 +315,8 @@ def test_serve_help_names_the_key_variable_and_the_keys_file(
 
 
 def test_a_key_and_a_keys_file_together_are_refused_naming_both(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     keys = tmp_path / "keys"
     keys.write_text("*=file-key\n")
     monkeypatch.setenv("GME_RECWATCH_SECRET_KEY", SECRET)
@@ -253,8 +326,7 @@ def test_a_key_and_a_keys_file_together_are_refused_naming_both(
     assert SECRET not in err and "file-key" not in err
 
 
-def test_demo_mode_uses_the_built_in_demo_key_only_when_none_is_set(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_mode_uses_the_built_in_demo_key_only_when_none_is_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", "--check"]) == 2
     assert cli.main(["serve", "--check", "--demo"]) == 0
     assert "the configuration is valid" in capsys.readouterr().out
@@ -262,8 +334,7 @@ def test_demo_mode_uses_the_built_in_demo_key_only_when_none_is_set(
 
 def test_demo_defaults_give_way_to_what_is_set() -> None:
     demo = settings_mod.load(env={}, demo=True)
-    assert (demo.max_recording_seconds, demo.upload_grace_seconds,
-            demo.reorder_window_seconds) == (20, 10, 10)
+    assert (demo.max_recording_seconds, demo.upload_grace_seconds, demo.reorder_window_seconds) == (20, 10, 10)
     assert settings_mod.load(env={}).max_recording_seconds == 21600
     env = {"GME_RECWATCH_MAX_RECORDING_SECONDS": "600"}
     assert settings_mod.load(env=env, demo=True).max_recording_seconds == 600
@@ -283,8 +354,9 @@ def test_the_demo_banner_shows_the_key_only_when_it_is_the_built_in_one() -> Non
 
 
 def test_the_demo_banner_follows_a_moved_port() -> None:
-    text = cli.demo_banner(settings_mod.Settings(secret_key=settings_mod.DEMO_KEY, port=9090,
-                                                 callback_path="/gme"))
+    text = cli.demo_banner(
+        settings_mod.Settings(secret_key=settings_mod.DEMO_KEY, port=9090, callback_path="/gme")
+    )
     assert "make send GME_RECWATCH_PORT=9090 GME_RECWATCH_CALLBACK_PATH=/gme" in text
     assert "send --url http://127.0.0.1:9090/gme" in text
     plain = cli.demo_banner(settings_mod.Settings(secret_key=settings_mod.DEMO_KEY))
@@ -307,9 +379,23 @@ def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None
     port = receiver.split(":")[2].split("/")[0]
     venv = Path(sys.executable).parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
-    r = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", f"{venv}/bin/.runtime", "send",
-                        f"VENV={venv}", f"GME_RECWATCH_PORT={port}"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT),
+            "-o",
+            f"{venv}/bin/.runtime",
+            "send",
+            f"VENV={venv}",
+            f"GME_RECWATCH_PORT={port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     ((body, sig),) = _Receiver.got
     verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")

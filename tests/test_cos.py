@@ -45,24 +45,28 @@ def unique_bucket(prefix: str = "gme-records") -> str:
 
 def moto_config(s3: S3Server, bucket: str, user: str | None = "reader", **kw: Any) -> CosConfig:
     creds = Credentials(*s3.keys[user]) if user else None
-    return CosConfig(region=s3.REGION, default_bucket=bucket, endpoint=s3.url, credentials=creds,
-                     **kw)
+    return CosConfig(region=s3.REGION, default_bucket=bucket, endpoint=s3.url, credentials=creds, **kw)
 
 
-def check(config: CosConfig, *calls: tuple[int, str], metrics: Metrics | None = None,
-          **kw: Any) -> list[Any]:
+def check(config: CosConfig, *calls: tuple[int, str], metrics: Metrics | None = None, **kw: Any) -> list[Any]:
     async def go() -> list[Any]:
         async with CosChecker(config, metrics=metrics, **kw) as checker:
             return [await checker.check(b, f) for b, f in calls]
+
     return asyncio.run(go())
 
 
 def counted(metrics: Metrics) -> dict[str, float]:
-    return {s.labels["result"]: s.value for fam in metrics.reconcile_checks.collect()
-            for s in fam.samples if s.name.endswith("_total") and s.value}
+    return {
+        s.labels["result"]: s.value
+        for fam in metrics.reconcile_checks.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.value
+    }
 
 
 # ------------------------------------------------------------------------------- moto: S3 itself
+
 
 def test_a_file_in_the_bucket_is_found_with_its_size(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket(), {FILE: b"12345"})
@@ -96,13 +100,13 @@ def test_a_missing_bucket_is_an_error_never_a_confirmed_missing_file(s3_server: 
     assert requests == 5 + 1  # the bucket itself is looked at once, not once per file
 
 
-def test_the_bucket_is_looked_at_once_per_ttl_however_many_files_are_missing(
-        s3_server: S3Server) -> None:
+def test_the_bucket_is_looked_at_once_per_ttl_however_many_files_are_missing(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket())
 
     async def go() -> int:
-        async with CosChecker(moto_config(s3_server, bucket, max_concurrency=8,
-                                          requests_per_second=1000)) as checker:
+        async with CosChecker(
+            moto_config(s3_server, bucket, max_concurrency=8, requests_per_second=1000)
+        ) as checker:
             results = await asyncio.gather(*(checker.check(BIZ, f"{i}.mp3") for i in range(20)))
             assert all(isinstance(r, NotFound) for r in results)
             return checker.requests
@@ -127,8 +131,7 @@ def test_the_key_template_puts_the_file_under_its_prefix(s3_server: S3Server) ->
     assert isinstance(found, Found) and found.key == key
 
 
-def test_each_app_is_looked_up_in_its_own_bucket_and_others_in_the_default(
-        s3_server: S3Server) -> None:
+def test_each_app_is_looked_up_in_its_own_bucket_and_others_in_the_default(s3_server: S3Server) -> None:
     mine = s3_server.bucket(unique_bucket(), {"a.mp3": b"x"})
     default = s3_server.bucket(unique_bucket(), {"b.mp3": b"x"})
     config = moto_config(s3_server, default, buckets={BIZ + 1: mine})
@@ -147,13 +150,16 @@ def test_an_app_without_a_bucket_is_an_error_and_costs_no_request(s3_server: S3S
     assert counted(metrics) == {"error": 1}
 
 
-@pytest.mark.parametrize("user", ["wrong", "nobody", None], ids=["unknown-key", "no-permission",
-                                                                  "anonymous"])
+@pytest.mark.parametrize("user", ["wrong", "nobody", None], ids=["unknown-key", "no-permission", "anonymous"])
 def test_forbidden_is_an_error_and_is_not_retried(s3_server: S3Server, user: str | None) -> None:
     bucket = s3_server.bucket(unique_bucket(), {FILE: b"x"})
     if user == "wrong":
-        config = CosConfig(region=s3_server.REGION, default_bucket=bucket, endpoint=s3_server.url,
-                           credentials=Credentials("AKIDnot-a-key-0000", "not-a-secret-0000"))
+        config = CosConfig(
+            region=s3_server.REGION,
+            default_bucket=bucket,
+            endpoint=s3_server.url,
+            credentials=Credentials("AKIDnot-a-key-0000", "not-a-secret-0000"),
+        )
     else:
         config = moto_config(s3_server, bucket, user=user)
     metrics = Metrics()
@@ -169,6 +175,7 @@ def test_forbidden_is_an_error_and_is_not_retried(s3_server: S3Server, user: str
 
 
 # ------------------------------------------------------------------------------- a server we steer
+
 
 class Steered:
     """A real HTTP server on a loopback port whose answers the test decides: a delay, and a
@@ -194,8 +201,7 @@ class Steered:
                     steered.paths.append(self.path)
                     steered.in_flight += 1
                     steered.max_in_flight = max(steered.max_in_flight, steered.in_flight)
-                    status = (steered.statuses.pop(0) if len(steered.statuses) > 1
-                              else steered.statuses[0])
+                    status = steered.statuses.pop(0) if len(steered.statuses) > 1 else steered.statuses[0]
                 try:
                     time.sleep(steered.delay)
                     self.send_response(status)
@@ -239,17 +245,20 @@ def steered() -> Iterator[Steered]:
 
 
 def steered_config(server: Steered, **kw: Any) -> CosConfig:
-    return CosConfig(region="ap-guangzhou", default_bucket="gme-records-1250000000",
-                     endpoint=server.url, credentials=Credentials("AKIDsteered", "steered-secret"),
-                     **kw)
+    return CosConfig(
+        region="ap-guangzhou",
+        default_bucket="gme-records-1250000000",
+        endpoint=server.url,
+        credentials=Credentials("AKIDsteered", "steered-secret"),
+        **kw,
+    )
 
 
 def test_a_slow_server_times_out_retries_once_and_is_an_error(steered: Steered) -> None:
     steered.delay = 1.0
     metrics = Metrics()
     started = time.monotonic()
-    (result,) = check(steered_config(steered, timeout=0.3), (BIZ, FILE), metrics=metrics,
-                      retry_backoff=0.1)
+    (result,) = check(steered_config(steered, timeout=0.3), (BIZ, FILE), metrics=metrics, retry_backoff=0.1)
     elapsed = time.monotonic() - started
     assert isinstance(result, CheckError)
     assert (result.reason, result.attempts) == ("timeout", 2)
@@ -265,8 +274,10 @@ def test_a_timeout_then_an_answer_is_found(steered: Steered) -> None:
 
     async def go() -> Any:
         async with CosChecker(config, retry_backoff=0.0) as checker:
+
             async def speed_up(seconds: float) -> None:
                 steered.delay = 0.0  # the server recovers during the back-off
+
             checker._sleep = speed_up
             return await checker.check(BIZ, FILE)
 
@@ -289,8 +300,9 @@ def test_a_5xx_twice_is_a_server_error_with_its_status(steered: Steered) -> None
     assert "HTTP 503" in result.detail
 
 
-@pytest.mark.parametrize(("status", "reason"), [(403, "forbidden"), (400, "unexpected_status"),
-                                                (409, "unexpected_status")])
+@pytest.mark.parametrize(
+    ("status", "reason"), [(403, "forbidden"), (400, "unexpected_status"), (409, "unexpected_status")]
+)
 def test_other_statuses_are_errors_at_once(steered: Steered, status: int, reason: str) -> None:
     steered.statuses = [status]
     (result,) = check(steered_config(steered), (BIZ, FILE), retry_backoff=0.01)
@@ -305,15 +317,18 @@ def test_a_server_that_refuses_connections_is_a_connection_error_after_one_retry
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
-    config = CosConfig(region="ap-guangzhou", default_bucket="gme-records-1250000000",
-                       endpoint=f"http://127.0.0.1:{port}", timeout=2.0)
+    config = CosConfig(
+        region="ap-guangzhou",
+        default_bucket="gme-records-1250000000",
+        endpoint=f"http://127.0.0.1:{port}",
+        timeout=2.0,
+    )
     (result,) = check(config, (BIZ, FILE), retry_backoff=0.01)
     assert isinstance(result, CheckError)
     assert (result.reason, result.attempts) == ("connection", 2)
 
 
-def test_virtual_hosting_puts_the_bucket_in_the_host_and_path_style_in_the_path(
-        steered: Steered) -> None:
+def test_virtual_hosting_puts_the_bucket_in_the_host_and_path_style_in_the_path(steered: Steered) -> None:
     check(steered_config(steered, addressing_style="path"), (BIZ, "a.mp3"))
     assert steered.paths == ["/gme-records-1250000000/a.mp3"]
     config = steered_config(steered)
@@ -323,8 +338,7 @@ def test_virtual_hosting_puts_the_bucket_in_the_host_and_path_style_in_the_path(
     assert default.style == "virtual"  # what COS itself expects
 
 
-def test_a_flood_of_a_thousand_checks_keeps_to_the_concurrency_and_the_rate(
-        steered: Steered) -> None:
+def test_a_flood_of_a_thousand_checks_keeps_to_the_concurrency_and_the_rate(steered: Steered) -> None:
     steered.delay = 0.03
     rate, slots = 200.0, 8
     config = steered_config(steered, max_concurrency=slots, requests_per_second=rate)
@@ -373,8 +387,8 @@ def test_retries_go_through_the_same_rate_limit(steered: Steered) -> None:
 
 # ------------------------------------------------------------------------------- no secrets
 
-def test_credentials_never_appear_in_logs_results_or_errors(s3_server: S3Server,
-                                                             steered: Steered) -> None:
+
+def test_credentials_never_appear_in_logs_results_or_errors(s3_server: S3Server, steered: Steered) -> None:
     stream = io.StringIO()
     gme_logging.configure(level="debug", fmt="json", stream=stream)
     secret_id, secret_key = "AKIDvisible-id-7f3a9", "visible-secret-key-c41d"
@@ -382,12 +396,18 @@ def test_credentials_never_appear_in_logs_results_or_errors(s3_server: S3Server,
     bucket = s3_server.bucket(unique_bucket(), {FILE: b"x"})
     creds = Credentials(secret_id, secret_key)
     configs = [
-        CosConfig(region=s3_server.REGION, default_bucket=bucket, endpoint=s3_server.url,
-                  credentials=creds),                                               # 403
-        moto_config(s3_server, bucket),                                             # found
-        moto_config(s3_server, unique_bucket()),                                    # no bucket
-        CosConfig(region="ap-guangzhou", default_bucket="b-1250000000", endpoint=steered.url,
-                  credentials=creds, timeout=0.2),                                  # timeout
+        CosConfig(
+            region=s3_server.REGION, default_bucket=bucket, endpoint=s3_server.url, credentials=creds
+        ),  # 403
+        moto_config(s3_server, bucket),  # found
+        moto_config(s3_server, unique_bucket()),  # no bucket
+        CosConfig(
+            region="ap-guangzhou",
+            default_bucket="b-1250000000",
+            endpoint=steered.url,
+            credentials=creds,
+            timeout=0.2,
+        ),  # timeout
     ]
     steered.delay = 0.5
     seen: list[str] = []
@@ -412,14 +432,22 @@ def test_a_bad_credentials_file_says_where_but_never_what() -> None:
 
 # ------------------------------------------------------------------------------- configuration
 
+
 def test_the_credentials_file_is_tencent_cloud_s_format() -> None:
     creds = parse_credentials_file("[default]\nsecret_id = AKIDxyz\nsecret_key = abc=def\n")
     assert (creds.secret_id, creds.secret_key) == ("AKIDxyz", "abc=def")
     assert parse_credentials_file("secret_id=a\nsecret_key=b\n") == Credentials("a", "b")
 
 
-@pytest.mark.parametrize("text", ["[default]\nsecret_id = a\n", "[other]\nsecret_id=a\nsecret_key=b\n",
-                                  "", "[default]\nsecret_id = \nsecret_key = b\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[default]\nsecret_id = a\n",
+        "[other]\nsecret_id=a\nsecret_key=b\n",
+        "",
+        "[default]\nsecret_id = \nsecret_key = b\n",
+    ],
+)
 def test_an_incomplete_credentials_file_is_refused(text: str) -> None:
     with pytest.raises(CosConfigError):
         parse_credentials_file(text)
@@ -430,8 +458,7 @@ def test_credentials_come_from_the_file_first_then_tencent_cloud_s_variables(tmp
     path.write_text("[default]\nsecret_id = from-file\nsecret_key = file-key\n")
     env = Settings(cos_secret_id=" from-env ", cos_secret_key="env-key\n")
     assert load_credentials(env) == Credentials("from-env", "env-key")
-    both = Settings(cos_secret_id="from-env", cos_secret_key="env-key",
-                    cos_credentials_file=str(path))
+    both = Settings(cos_secret_id="from-env", cos_secret_key="env-key", cos_credentials_file=str(path))
     assert load_credentials(both) == Credentials("from-file", "file-key")
     assert load_credentials(Settings()) is None
     with pytest.raises(CosConfigError, match="go together"):
@@ -443,12 +470,15 @@ def test_the_buckets_file_maps_apps_to_buckets() -> None:
     assert parse_buckets_file(text) == {1400000001: "app1-1250000000", 1400000002: "app2-1250000000"}
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("1400000001\n", "line 1: expected"),
-    ("*=b-1250000000\n", "line 1: BizID must be digits"),
-    ("\n1=Not_A_Bucket\n", "line 2"),
-    ("1=a-1250000000\n1=b-1250000000\n", "two buckets"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("1400000001\n", "line 1: expected"),
+        ("*=b-1250000000\n", "line 1: BizID must be digits"),
+        ("\n1=Not_A_Bucket\n", "line 2"),
+        ("1=a-1250000000\n1=b-1250000000\n", "two buckets"),
+    ],
+)
 def test_a_bad_buckets_file_names_the_line(text: str, words: str) -> None:
     with pytest.raises(CosConfigError, match=words):
         parse_buckets_file(text)
@@ -457,11 +487,18 @@ def test_a_bad_buckets_file_names_the_line(text: str, words: str) -> None:
 def test_the_config_is_built_from_settings_and_files(tmp_path: Path) -> None:
     buckets = tmp_path / "buckets"
     buckets.write_text("1400000001=app1-1250000000\n")
-    settings = Settings(cos_bucket="gme-records-1250000000", cos_region="ap-shanghai",
-                        cos_buckets_file=str(buckets), cos_endpoint="https://cos.example.test/",
-                        cos_key_template="r/{file_name}", cos_max_concurrency=3,
-                        cos_requests_per_second=7.5, cos_timeout_seconds=2.5,
-                        cos_secret_id="id", cos_secret_key="key").validate()
+    settings = Settings(
+        cos_bucket="gme-records-1250000000",
+        cos_region="ap-shanghai",
+        cos_buckets_file=str(buckets),
+        cos_endpoint="https://cos.example.test/",
+        cos_key_template="r/{file_name}",
+        cos_max_concurrency=3,
+        cos_requests_per_second=7.5,
+        cos_timeout_seconds=2.5,
+        cos_secret_id="id",
+        cos_secret_key="key",
+    ).validate()
     config = CosConfig.from_settings(settings)
     assert config is not None
     assert config.bucket_for(1400000001) == "app1-1250000000"
@@ -474,9 +511,15 @@ def test_the_config_is_built_from_settings_and_files(tmp_path: Path) -> None:
 
 
 def test_object_keys_fill_every_placeholder() -> None:
-    key = object_key("{biz_id}/{room_id}/{user_id}/{task_id}/{seq_no}/{file_name}", biz_id=1,
-                     file_name="f.mp3", room_id="r", user_id="u", task_id=446946705284000000,
-                     seq_no=2)
+    key = object_key(
+        "{biz_id}/{room_id}/{user_id}/{task_id}/{seq_no}/{file_name}",
+        biz_id=1,
+        file_name="f.mp3",
+        room_id="r",
+        user_id="u",
+        task_id=446946705284000000,
+        seq_no=2,
+    )
     assert key == "1/r/u/446946705284000000/2/f.mp3"
 
 
@@ -487,8 +530,9 @@ def test_a_config_with_a_bad_key_template_is_refused() -> None:
 
 def test_result_labels_are_the_metric_s() -> None:
     assert CHECK_RESULTS == RECONCILE_RESULTS
-    assert [result_name(r) for r in (Found("b", "k"), NotFound("b", "k"),
-                                      CheckError("timeout", "b", "k"))] == list(CHECK_RESULTS)
+    assert [
+        result_name(r) for r in (Found("b", "k"), NotFound("b", "k"), CheckError("timeout", "b", "k"))
+    ] == list(CHECK_RESULTS)
 
 
 def test_check_before_open_is_a_programming_error() -> None:

@@ -42,8 +42,7 @@ STANDARD_PREFIXES = ("process_",)
 def test_there_is_something_to_check() -> None:
     assert len(RULE_FILES) == 3
     assert RULE_TEST_FILES
-    assert {p.name for p in DASHBOARD_FILES} == {
-        "gme-recordings-overview.json", "gme-recwatch-service.json"}
+    assert {p.name for p in DASHBOARD_FILES} == {"gme-recordings-overview.json", "gme-recwatch-service.json"}
 
 
 # --------------------------------------------------------------------------- exported metrics
@@ -65,9 +64,16 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     """Every sample name the service exports, mapped to the label names seen on it."""
     m = metrics_module.Metrics()
     m.store.update(_EveryTally())  # type: ignore[arg-type]
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-                "summary": ("_count", "_sum", "_created"), "gauge": ("",), "info": ("_info",),
-                "unknown": ("",), "stateset": ("",), "gaugehistogram": ("_bucket", "_gcount", "_gsum")}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("_count", "_sum", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+        "unknown": ("",),
+        "stateset": ("",),
+        "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    }
     names: dict[str, set[str]] = {}
     for family in m.registry.collect():
         for suffix in suffixes[family.type]:
@@ -86,6 +92,7 @@ def test_metric_collection_sees_the_tracker_and_request_metrics() -> None:
 
 # --------------------------------------------------------------------------- PromQL scanning
 
+
 def selectors(expr: str) -> Iterator[tuple[str | None, dict[str, tuple[str, str]]]]:
     """Each vector selector in a PromQL expression: (metric name or None, {label: (op, value)})."""
     for sel in LINTER.selectors(expr):
@@ -93,10 +100,15 @@ def selectors(expr: str) -> Iterator[tuple[str | None, dict[str, tuple[str, str]
 
 
 def test_selector_scan_finds_metrics_and_matchers() -> None:
-    expr = ('histogram_quantile(0.9, sum by (le, job) (rate(a_bucket{job=~"$job", code=~"5..|4.."}'
-            '[$__rate_interval]))) / on (job) group_left (x) b > 1e3 and c offset 5m')
+    expr = (
+        'histogram_quantile(0.9, sum by (le, job) (rate(a_bucket{job=~"$job", code=~"5..|4.."}'
+        "[$__rate_interval]))) / on (job) group_left (x) b > 1e3 and c offset 5m"
+    )
     assert list(selectors(expr)) == [
-        ("a_bucket", {"job": ("=~", "$job"), "code": ("=~", "5..|4..")}), ("b", {}), ("c", {})]
+        ("a_bucket", {"job": ("=~", "$job"), "code": ("=~", "5..|4..")}),
+        ("b", {}),
+        ("c", {}),
+    ]
 
 
 # --------------------------------------------------------------------------- rules
@@ -119,8 +131,12 @@ def recorded_names() -> set[str]:
 
 
 def known_metric(name: str) -> bool:
-    return (name in exported_metrics() or name in STANDARD_METRICS
-            or name.startswith(STANDARD_PREFIXES) or name in recorded_names())
+    return (
+        name in exported_metrics()
+        or name in STANDARD_METRICS
+        or name.startswith(STANDARD_PREFIXES)
+        or name in recorded_names()
+    )
 
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
@@ -146,8 +162,11 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
     shutil.copytree(DASHBOARDS_DIR / "rules", tmp_path / "rules")
     (tmp_path / "tests").mkdir()
     doc = yaml.safe_load((DASHBOARDS_DIR / "tests" / "alerts.test.yaml").read_text())
-    doc["tests"] = [case for case in doc["tests"]
-                    if any(c["alertname"] == "GmeRecordingStuck" for c in case.get("alert_rule_test", []))]
+    doc["tests"] = [
+        case
+        for case in doc["tests"]
+        if any(c["alertname"] == "GmeRecordingStuck" for c in case.get("alert_rule_test", []))
+    ]
     assert doc["tests"]
     subset = tmp_path / "tests" / "stuck.test.yaml"
     subset.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -155,8 +174,9 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
     assert out.returncode == 0, out.stdout + out.stderr
     alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
     text = alerts_file.read_text()
-    broken = text.replace('state="stuck", confirmed!="false"}[30m])) > 0',
-                          'state="stuck", confirmed!="false"}[30m])) > 5')
+    broken = text.replace(
+        'state="stuck", confirmed!="false"}[30m])) > 0', 'state="stuck", confirmed!="false"}[30m])) > 5'
+    )
     assert broken != text
     alerts_file.write_text(broken)
     out = subprocess.run([promtool, "test", "rules", str(subset)], capture_output=True, text=True)
@@ -165,9 +185,12 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
 
 
 def test_rule_expressions_use_only_exported_metrics() -> None:
-    unknown = {(r.get("alert") or r.get("record"), name)
-               for r in load_rules() for name, _ in selectors(r["expr"])
-               if name is not None and not known_metric(name)}
+    unknown = {
+        (r.get("alert") or r.get("record"), name)
+        for r in load_rules()
+        for name, _ in selectors(r["expr"])
+        if name is not None and not known_metric(name)
+    }
     assert not unknown
 
 
@@ -179,8 +202,10 @@ def test_recording_rules_follow_level_metric_operations_naming() -> None:
 
 
 def runbook_anchors() -> set[str]:
-    return {m.group(1).strip().lower().replace(" ", "-")
-            for m in re.finditer(r"^#{2,3} (.+)$", RUNBOOK.read_text(), re.MULTILINE)}
+    return {
+        m.group(1).strip().lower().replace(" ", "-")
+        for m in re.finditer(r"^#{2,3} (.+)$", RUNBOOK.read_text(), re.MULTILINE)
+    }
 
 
 @pytest.mark.parametrize("rule", alerts(), ids=lambda r: r["alert"])
@@ -259,7 +284,8 @@ RULES = load_script(DASHBOARDS_DIR / "rules.py")
 
 def test_scenario_tests_are_what_the_simulation_writes() -> None:
     assert SCENARIOS.OUT.read_text(encoding="utf-8") == SCENARIOS.render(), (
-        "dashboards/tests/scenarios.test.yaml is stale: run `python dashboards/scenarios.py`")
+        "dashboards/tests/scenarios.test.yaml is stale: run `python dashboards/scenarios.py`"
+    )
 
 
 def test_the_simulation_reads_metric_names_from_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,8 +306,9 @@ def test_the_simulation_reads_metric_names_from_the_service(monkeypatch: pytest.
 def test_each_incident_pages_once_as_the_scenario_says(scenario: Any) -> None:
     """What Alertmanager sends with the inhibit rules of rules.py, for the alerts the promtool
     scenario checks prove firing: the pages (critical) are the scenario's, one per incident."""
-    inhibits = [(rule.source, targets)
-                for rule, targets in RULES.inhibit_rules({a.name for a in RULES.alerts()})]
+    inhibits = [
+        (rule.source, targets) for rule, targets in RULES.inhibit_rules({a.name for a in RULES.alerts()})
+    ]
     critical = {a.name for a in RULES.alerts() if a.severity == "critical"}
     sent = SCENARIOS.notified(scenario, inhibits)
     assert {a: t for a, t in sent.items() if a in critical} == scenario.pages
@@ -362,8 +389,10 @@ def test_dashboard_passes_the_dashboard_linter_rules(path: Path) -> None:
 
 def test_dashboard_uids_are_unique_and_as_published() -> None:
     uids = {load_dashboard(p)["uid"]: p.name for p in DASHBOARD_FILES}
-    assert uids == {"gme-rec-overview": "gme-recordings-overview.json",
-                    "gme-recwatch-svc": "gme-recwatch-service.json"}
+    assert uids == {
+        "gme-rec-overview": "gme-recordings-overview.json",
+        "gme-recwatch-svc": "gme-recwatch-service.json",
+    }
 
 
 def test_overview_filters_by_app_and_links_to_the_segments() -> None:
@@ -371,9 +400,11 @@ def test_overview_filters_by_app_and_links_to_the_segments() -> None:
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert {"app_id", "api_url", "loki_datasource"} <= set(variables)
     linked = {p["title"]: p["fieldConfig"]["defaults"].get("links", []) for p in panels(d)}
-    for title, state in (("Stuck recordings by app", "stuck"),
-                         ("Missing uploads by app", "upload_missing"),
-                         ("Orphan events (lost starts)", "orphan")):
+    for title, state in (
+        ("Stuck recordings by app", "stuck"),
+        ("Missing uploads by app", "upload_missing"),
+        ("Orphan events (lost starts)", "orphan"),
+    ):
         urls = [link["url"] for link in linked[title]]
         assert f"${{api_url}}/api/v1/segments?state={state}&app_id=${{__field.labels.app_id}}" in urls
         assert any("${loki_datasource}" in u and f"segment_{state}" in u for u in urls)
@@ -411,15 +442,18 @@ def _broken_promql(p: dict[str, Any]) -> None:
     p["targets"][0]["expr"] += ")"
 
 
-@pytest.mark.parametrize(("breakage", "rule"), [
-    (_no_unit, "panel-units-rule"),
-    (_no_description, "panel-title-description-rule"),
-    (_fixed_rate_window, "target-rate-interval-rule"),
-    (_no_instance_filter, "target-instance-rule"),
-    (_fixed_datasource, "panel-datasource-rule"),
-    (_bare_counter, "target-counter-agg-rule"),
-    (_broken_promql, "target-promql-rule"),
-])
+@pytest.mark.parametrize(
+    ("breakage", "rule"),
+    [
+        (_no_unit, "panel-units-rule"),
+        (_no_description, "panel-title-description-rule"),
+        (_fixed_rate_window, "target-rate-interval-rule"),
+        (_no_instance_filter, "target-instance-rule"),
+        (_fixed_datasource, "panel-datasource-rule"),
+        (_bare_counter, "target-counter-agg-rule"),
+        (_broken_promql, "target-promql-rule"),
+    ],
+)
 def test_the_linter_catches_a_broken_panel(breakage: Any, rule: str) -> None:
     d = copy.deepcopy(load_dashboard(DASHBOARDS_DIR / "gme-recwatch-service.json"))
     panel = _first_query_panel(d)
@@ -437,8 +471,7 @@ def test_the_linter_catches_broken_variables() -> None:
     prom = next(v for v in d["templating"]["list"] if v["name"] == "prometheus_datasource")
     prom["name"] = "ds"
     rules = {f.rule for f in LINTER.lint(d)}
-    assert {"template-job-rule", "template-on-time-change-reload-rule",
-            "template-datasource-rule"} <= rules
+    assert {"template-job-rule", "template-on-time-change-reload-rule", "template-datasource-rule"} <= rules
 
 
 def test_conventions_catch_a_missing_app_filter_and_an_unknown_metric() -> None:
@@ -463,7 +496,8 @@ def test_committed_dashboards_match_the_generator() -> None:
     spec.loader.exec_module(generate)
     for name, build in generate.DASHBOARDS.items():
         assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == generate.render(build), (
-            f"dashboards/{name} is stale: run `python dashboards/generate.py`")
+            f"dashboards/{name} is stale: run `python dashboards/generate.py`"
+        )
 
 
 def test_alerting_page_names_every_alert_and_every_scenario() -> None:

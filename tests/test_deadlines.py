@@ -68,11 +68,13 @@ def test_stale_entries_are_compacted_so_entries_stay_bounded_by_pending_slots() 
 
 
 @settings(max_examples=100, deadline=None)
-@given(ops=st.lists(st.tuples(st.integers(0, 20), st.one_of(st.just(INF), st.floats(0, 100))),
-                    max_size=60),
-       now=st.floats(0, 120))
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 20), st.one_of(st.just(INF), st.floats(0, 100))), max_size=60),
+    now=st.floats(0, 120),
+)
 def test_pop_due_returns_exactly_the_slots_whose_current_deadline_has_passed(
-        ops: list[tuple[int, float]], now: float) -> None:
+    ops: list[tuple[int, float]], now: float
+) -> None:
     """Whatever was set, moved and cleared, the due slots are those whose last deadline <= now,
     taken at whole-second resolution (a deadline is due from the second it rounds up to)."""
     import math

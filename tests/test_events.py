@@ -60,6 +60,7 @@ def _malformed(body: bytes) -> str:
 
 # --- the shared vectors -----------------------------------------------------------------
 
+
 @vector_params
 def test_vector_body_decodes_to_an_event_with_the_exact_task_id(vector: dict[str, Any]) -> None:
     ev = decode(str(vector["body"]).encode("utf-8"))
@@ -77,19 +78,32 @@ def test_vector_body_decodes_to_an_event_with_the_exact_task_id(vector: dict[str
 def test_event1_vector_is_a_started_event() -> None:
     ev = decode(_vector_body("event1"))
     assert ev == Event(
-        biz_id=1400000000, room_id="100", user_id="999", task_id=TASK_ID, seq_no=0,
-        event_type=STARTED, record_mode=1, timestamp=1675930605, file_name=FILE_NAME,
+        biz_id=1400000000,
+        room_id="100",
+        user_id="999",
+        task_id=TASK_ID,
+        seq_no=0,
+        event_type=STARTED,
+        record_mode=1,
+        timestamp=1675930605,
+        file_name=FILE_NAME,
     )
     assert isinstance(ev, Event) and ev.event_name == "started"
 
 
-@pytest.mark.parametrize(("name", "event_type", "event_name", "timestamp"), [
-    ("event1", STARTED, "started", 1675930605),
-    ("event2", COMPLETED, "completed", 1675934205),
-    ("event3", UPLOADED, "uploaded", 1675934265),
-])
+@pytest.mark.parametrize(
+    ("name", "event_type", "event_name", "timestamp"),
+    [
+        ("event1", STARTED, "started", 1675930605),
+        ("event2", COMPLETED, "completed", 1675934205),
+        ("event3", UPLOADED, "uploaded", 1675934265),
+    ],
+)
 def test_lifecycle_vectors_decode_to_their_event_types(
-    name: str, event_type: int, event_name: str, timestamp: int,
+    name: str,
+    event_type: int,
+    event_name: str,
+    timestamp: int,
 ) -> None:
     ev = decode(_vector_body(name))
     assert isinstance(ev, Event)
@@ -114,12 +128,16 @@ def test_pretty_printed_body_decodes_like_the_compact_one() -> None:
 
 # --- exact integers ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("task_id", [
-    9007199254740993,  # 2^53 + 1: the first integer a float64 cannot hold
-    2**53 + 3,
-    I64_MAX,
-    0,
-])
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        9007199254740993,  # 2^53 + 1: the first integer a float64 cannot hold
+        2**53 + 3,
+        I64_MAX,
+        0,
+    ],
+)
 def test_task_id_beyond_float_precision_round_trips_exactly(task_id: int) -> None:
     ev = decode(_body(TaskID=task_id))
     assert isinstance(ev, Event)
@@ -135,6 +153,7 @@ def test_task_id_written_literally_in_the_body_is_kept_exactly() -> None:
 
 
 # --- tolerance: unknown fields and event types ------------------------------------------------
+
 
 def test_unknown_extra_fields_are_ignored() -> None:
     fields = _fields(NewField="x", Extra={"nested": [1, 2, {"a": None}]}, Version=2.5)
@@ -183,6 +202,7 @@ def test_file_name_may_be_absent_from_detail() -> None:
 
 # --- missing and mistyped fields -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("field", ["BizID", "RoomID", "UserID", "TaskID", "RecordMode", "Timestamp", "Detail"])
 def test_missing_required_field_is_malformed_and_named(field: str) -> None:
     message = _malformed(_body(**{field: ...}))
@@ -205,34 +225,37 @@ def test_missing_seq_no_in_detail_is_malformed_and_named() -> None:
     assert "SeqNo" in message
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("RoomID", 100),
-    ("RoomID", None),
-    ("RoomID", ["100"]),
-    ("UserID", 999),
-    ("TaskID", "446946705284000000"),
-    ("TaskID", 1.5),
-    ("TaskID", 446946705284000000.0),
-    ("TaskID", -1),
-    ("TaskID", I64_MAX + 1),
-    ("BizID", "1400000000"),
-    ("BizID", I64_MAX + 1),
-    ("BizID", 2**64),
-    ("BizID", 2**70),
-    ("BizID", -1),
-    ("Timestamp", -1),
-    ("Timestamp", 1675930605.5),
-    ("Timestamp", "1675930605"),
-    ("RecordMode", "1"),
-    ("RecordMode", 1.0),
-    ("EventType", "1"),
-    ("EventType", 1.0),
-    ("EventType", True),
-    ("EventType", None),
-    ("Detail", "SeqNo=0"),
-    ("Detail", None),
-    ("Detail", [0]),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("RoomID", 100),
+        ("RoomID", None),
+        ("RoomID", ["100"]),
+        ("UserID", 999),
+        ("TaskID", "446946705284000000"),
+        ("TaskID", 1.5),
+        ("TaskID", 446946705284000000.0),
+        ("TaskID", -1),
+        ("TaskID", I64_MAX + 1),
+        ("BizID", "1400000000"),
+        ("BizID", I64_MAX + 1),
+        ("BizID", 2**64),
+        ("BizID", 2**70),
+        ("BizID", -1),
+        ("Timestamp", -1),
+        ("Timestamp", 1675930605.5),
+        ("Timestamp", "1675930605"),
+        ("RecordMode", "1"),
+        ("RecordMode", 1.0),
+        ("EventType", "1"),
+        ("EventType", 1.0),
+        ("EventType", True),
+        ("EventType", None),
+        ("Detail", "SeqNo=0"),
+        ("Detail", None),
+        ("Detail", [0]),
+    ],
+)
 def test_wrongly_typed_field_is_malformed_and_named(field: str, value: Any) -> None:
     message = _malformed(_body(**{field: value}))
     assert field in message
@@ -289,25 +312,29 @@ def test_nul_character_in_an_id_is_malformed_and_named(field: str, value: str) -
 
 # --- bodies that are not a callback at all ----------------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    b"",
-    b" ",
-    b"not json",
-    b"{",
-    b'{"EventType":1',
-    b"[]",
-    b"[1,2,3]",
-    b"null",
-    b"true",
-    b"1",
-    b'"a string"',
-    b"\xff\xfe\x00",
-    b'{"EventType":1}{"EventType":1}',
-    b'{"EventType":1,}',
-    b"{'EventType': 1}",
-    b'{"EventType":NaN}',
-    b'{"EventType":1,"RoomID":"\\ud800"}',
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b" ",
+        b"not json",
+        b"{",
+        b'{"EventType":1',
+        b"[]",
+        b"[1,2,3]",
+        b"null",
+        b"true",
+        b"1",
+        b'"a string"',
+        b"\xff\xfe\x00",
+        b'{"EventType":1}{"EventType":1}',
+        b'{"EventType":1,}',
+        b"{'EventType': 1}",
+        b'{"EventType":NaN}',
+        b'{"EventType":1,"RoomID":"\\ud800"}',
+    ],
+)
 def test_body_that_is_not_a_json_object_is_malformed(body: bytes) -> None:
     _malformed(body)
 
@@ -345,14 +372,17 @@ def test_deeply_nested_json_is_malformed_and_nothing_else(depth: int) -> None:
         _malformed(body)
 
 
-@pytest.mark.parametrize("body", [
-    b'{"EventType":1,"RoomID":"\xff"}',
-    b'{"EventType":4,"RoomID":"\xff"}',
-    b'{"BizID":1400000000,"RoomID":"100","UserID":"\xc3","TaskID":1,"RecordMode":1,'
-    b'"Timestamp":1,"EventType":1,"Detail":{"SeqNo":0}}',
-    b'{"BizID":1400000000,"RoomID":"100","UserID":"999","TaskID":1,"RecordMode":1,'
-    b'"Timestamp":1,"EventType":1,"Detail":{"SeqNo":0,"FileName":"\xed\xa0\x80"}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"EventType":1,"RoomID":"\xff"}',
+        b'{"EventType":4,"RoomID":"\xff"}',
+        b'{"BizID":1400000000,"RoomID":"100","UserID":"\xc3","TaskID":1,"RecordMode":1,'
+        b'"Timestamp":1,"EventType":1,"Detail":{"SeqNo":0}}',
+        b'{"BizID":1400000000,"RoomID":"100","UserID":"999","TaskID":1,"RecordMode":1,'
+        b'"Timestamp":1,"EventType":1,"Detail":{"SeqNo":0,"FileName":"\xed\xa0\x80"}}',
+    ],
+)
 def test_invalid_utf8_inside_a_string_is_malformed(body: bytes) -> None:
     # A signed body with bad UTF-8 must be answered as malformed (400), not crash the handler.
     _malformed(body)
@@ -371,13 +401,17 @@ def test_decode_of_arbitrary_bytes_raises_only_malformed_callback(body: bytes) -
 # a body that is not JSON says nothing about how decoding treats a JSON object. Few leaves keep
 # generation cheap on a loaded 2-core machine (a slow-generation health check once failed CI).
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
 field_names = st.sampled_from(
-    ["BizID", "RoomID", "UserID", "TaskID", "RecordMode", "Timestamp", "EventType", "Detail", "X"])
+    ["BizID", "RoomID", "UserID", "TaskID", "RecordMode", "Timestamp", "EventType", "Detail", "X"]
+)
 
 
 @given(st.dictionaries(field_names, json_values, max_size=8))
@@ -395,18 +429,33 @@ def test_malformed_callback_is_a_value_error() -> None:
 
 # --- encode_callback ---------------------------------------------------------------------
 
+
 def test_encode_callback_reproduces_the_vector_body_byte_for_byte() -> None:
     body = encode_callback(
-        biz_id=1400000000, room_id="100", user_id="999", task_id=TASK_ID, seq_no=0,
-        event_type=STARTED, record_mode=1, timestamp=1675930605, file_name=FILE_NAME,
+        biz_id=1400000000,
+        room_id="100",
+        user_id="999",
+        task_id=TASK_ID,
+        seq_no=0,
+        event_type=STARTED,
+        record_mode=1,
+        timestamp=1675930605,
+        file_name=FILE_NAME,
     )
     assert body == _vector_body("event1")
 
 
 def test_encode_callback_writes_utf8_ids_unescaped() -> None:
     body = encode_callback(
-        biz_id=1400000000, room_id="房间-7", user_id="玩家42", task_id=TASK_ID, seq_no=0,
-        event_type=STARTED, record_mode=1, timestamp=1675930605, file_name=FILE_NAME,
+        biz_id=1400000000,
+        room_id="房间-7",
+        user_id="玩家42",
+        task_id=TASK_ID,
+        seq_no=0,
+        event_type=STARTED,
+        record_mode=1,
+        timestamp=1675930605,
+        file_name=FILE_NAME,
     )
     assert body == _vector_body("utf8_ids")
 
@@ -416,60 +465,93 @@ int64s = st.integers(min_value=0, max_value=I64_MAX)
 
 
 @given(
-    biz_id=int64s, room_id=ids, user_id=ids, task_id=int64s, seq_no=int64s,
+    biz_id=int64s,
+    room_id=ids,
+    user_id=ids,
+    task_id=int64s,
+    seq_no=int64s,
     event_type=st.sampled_from([STARTED, COMPLETED, UPLOADED]),
     record_mode=st.integers(min_value=-(2**63), max_value=I64_MAX),
-    timestamp=st.integers(min_value=0, max_value=MAX_TIMESTAMP), file_name=st.text(max_size=200),
+    timestamp=st.integers(min_value=0, max_value=MAX_TIMESTAMP),
+    file_name=st.text(max_size=200),
 )
 def test_encode_callback_output_decodes_to_the_same_values(
-    biz_id: int, room_id: str, user_id: str, task_id: int, seq_no: int, event_type: int,
-    record_mode: int, timestamp: int, file_name: str,
+    biz_id: int,
+    room_id: str,
+    user_id: str,
+    task_id: int,
+    seq_no: int,
+    event_type: int,
+    record_mode: int,
+    timestamp: int,
+    file_name: str,
 ) -> None:
     body = encode_callback(
-        biz_id=biz_id, room_id=room_id, user_id=user_id, task_id=task_id, seq_no=seq_no,
-        event_type=event_type, record_mode=record_mode, timestamp=timestamp, file_name=file_name,
+        biz_id=biz_id,
+        room_id=room_id,
+        user_id=user_id,
+        task_id=task_id,
+        seq_no=seq_no,
+        event_type=event_type,
+        record_mode=record_mode,
+        timestamp=timestamp,
+        file_name=file_name,
     )
     assert decode(body) == Event(
-        biz_id=biz_id, room_id=room_id, user_id=user_id, task_id=task_id, seq_no=seq_no,
-        event_type=event_type, record_mode=record_mode, timestamp=timestamp, file_name=file_name,
+        biz_id=biz_id,
+        room_id=room_id,
+        user_id=user_id,
+        task_id=task_id,
+        seq_no=seq_no,
+        event_type=event_type,
+        record_mode=record_mode,
+        timestamp=timestamp,
+        file_name=file_name,
     )
     assert peek_biz_id(body) == biz_id
 
 
 # --- peek_biz_id ---------------------------------------------------------------------------
 
+
 @vector_params
 def test_peek_biz_id_reads_the_vector_biz_id(vector: dict[str, Any]) -> None:
     assert peek_biz_id(str(vector["body"]).encode("utf-8")) == 1400000000
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    (b'{"BizID":1400000001}', 1400000001),
-    (b'{"X":[1,{"BizID":5}],"BizID":7}', 7),
-    (b'{"BizID":0}', 0),
-    (b"{}", None),
-    (b'{"BizID":null}', None),
-    (b'{"BizID":"1400000000"}', None),
-    (b'{"BizID":1.5}', None),
-    (b'{"BizID":true}', None),
-    (b"", None),
-    (b"[]", None),
-    (b"garbage", None),
-    (b'{"BizID":1', None),
-    (b"[" * 100_000, None),
-    (b'{"BizID":1,"Deep":' + b"[" * 200_000 + b"]" * 200_000 + b"}", None),
-    (b'{"BizID":"\xff"}', None),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"BizID":1400000001}', 1400000001),
+        (b'{"X":[1,{"BizID":5}],"BizID":7}', 7),
+        (b'{"BizID":0}', 0),
+        (b"{}", None),
+        (b'{"BizID":null}', None),
+        (b'{"BizID":"1400000000"}', None),
+        (b'{"BizID":1.5}', None),
+        (b'{"BizID":true}', None),
+        (b"", None),
+        (b"[]", None),
+        (b"garbage", None),
+        (b'{"BizID":1', None),
+        (b"[" * 100_000, None),
+        (b'{"BizID":1,"Deep":' + b"[" * 200_000 + b"]" * 200_000 + b"}", None),
+        (b'{"BizID":"\xff"}', None),
+    ],
+)
 def test_peek_biz_id_returns_the_biz_id_or_none(body: bytes, expected: int | None) -> None:
     assert peek_biz_id(body) == expected
 
 
-@pytest.mark.parametrize("body", [
-    b'{"BizID":1,"RoomID":"\xff"}',
-    b'{"BizID":1,"\xff":1}',
-    b'{"BizID":1,"RoomID":"\\ud800"}',
-    b'{"BizID":' + b"9" * 5000 + b"}",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"BizID":1,"RoomID":"\xff"}',
+        b'{"BizID":1,"\xff":1}',
+        b'{"BizID":1,"RoomID":"\\ud800"}',
+        b'{"BizID":' + b"9" * 5000 + b"}",
+    ],
+)
 def test_peek_biz_id_does_not_raise_on_hostile_bodies(body: bytes) -> None:
     result = peek_biz_id(body)
     assert result is None or type(result) is int

@@ -134,16 +134,27 @@ def test_scenarios_exist_for_every_optional_part() -> None:
     names = {p.name for p in SCENARIOS}
     assert len(names) >= 4, names
     switched_on = "".join(p.read_text() for p in SCENARIOS)
-    for part in ("ingress:", "networkPolicy:", "podDisruptionBudget:", "persistence:",
-                 "existingClaim:", "serviceMonitor:", "prometheusRule:", "dashboards:",
-                 "existingSecret:", "release: kube-prometheus-stack", "alertmanagerConfig:"):
+    for part in (
+        "ingress:",
+        "networkPolicy:",
+        "podDisruptionBudget:",
+        "persistence:",
+        "existingClaim:",
+        "serviceMonitor:",
+        "prometheusRule:",
+        "dashboards:",
+        "existingSecret:",
+        "release: kube-prometheus-stack",
+        "alertmanagerConfig:",
+    ):
         assert part in switched_on, part
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_lint_has_no_errors(scenario: Path | None) -> None:
-    report = helm.lint(CHART, scenario_values(scenario), strict=True,
-                       namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(
+        CHART, scenario_values(scenario), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
     assert report["total_charts_linted"] == 1
     assert report["errors"] == []
     # Severity 2 = warning, 3 = error; only informational notes (e.g. "icon is recommended").
@@ -162,8 +173,9 @@ def test_lint_has_no_errors(scenario: Path | None) -> None:
     ],
     ids=["top-level", "config", "ingress", "key-entry", "bad-choice", "secret-key-in-config"],
 )
-def test_a_typo_in_values_fails_rendering_and_lint(chart: helm.Chart, values: dict[str, Any],
-                                                   where: str) -> None:
+def test_a_typo_in_values_fails_rendering_and_lint(
+    chart: helm.Chart, values: dict[str, Any], where: str
+) -> None:
     with pytest.raises(helm.HelmValuesError, match=where):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     report = helm.lint(CHART, values)
@@ -221,6 +233,7 @@ def test_schema_describes_every_value_and_rejects_unknown_keys(chart: helm.Chart
                 continue
             if isinstance(value, dict) and "properties" in props[key]:
                 walk(value, props[key], prefix + key + ".")
+
     walk(values, schema, "")
     assert missing == set()
 
@@ -232,6 +245,7 @@ def test_schema_describes_every_value_and_rejects_unknown_keys(chart: helm.Chart
                 closed(sub, f"{path}.{key}")
         if isinstance(s.get("items"), dict):
             closed(s["items"], path + "[]")
+
     closed(schema, "")
 
 
@@ -243,8 +257,16 @@ def _validate_servicemonitor(doc: dict[str, Any]) -> None:
     assert isinstance(spec["selector"]["matchLabels"], dict) and spec["selector"]["matchLabels"]
     assert spec["endpoints"], "a ServiceMonitor needs endpoints"
     for ep in spec["endpoints"]:
-        assert set(ep) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
-                           "relabelings", "metricRelabelings"}
+        assert set(ep) <= {
+            "port",
+            "path",
+            "scheme",
+            "interval",
+            "scrapeTimeout",
+            "honorLabels",
+            "relabelings",
+            "metricRelabelings",
+        }
         assert isinstance(ep["port"], str)
         for field in ("interval", "scrapeTimeout"):
             assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", ep[field]), ep[field]
@@ -258,13 +280,27 @@ def _validate_prometheusrule(doc: dict[str, Any]) -> None:
     names = [g["name"] for g in groups]
     assert len(names) == len(set(names)), "group names must be unique"
     for g in groups:
-        assert set(g) <= {"name", "interval", "rules", "limit", "partial_response_strategy",
-                          "query_offset", "labels"}, g.keys()
+        assert set(g) <= {
+            "name",
+            "interval",
+            "rules",
+            "limit",
+            "partial_response_strategy",
+            "query_offset",
+            "labels",
+        }, g.keys()
         for rule in g["rules"]:
             assert ("alert" in rule) != ("record" in rule), rule
             assert isinstance(rule["expr"], str) and rule["expr"].strip()
-            assert set(rule) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels",
-                                 "annotations"}, rule.keys()
+            assert set(rule) <= {
+                "alert",
+                "record",
+                "expr",
+                "for",
+                "keep_firing_for",
+                "labels",
+                "annotations",
+            }, rule.keys()
             for k, v in {**rule.get("labels", {}), **rule.get("annotations", {})}.items():
                 assert isinstance(k, str) and isinstance(v, str), (k, v)
 
@@ -276,8 +312,7 @@ def _validate_alertmanagerconfig(doc: dict[str, Any]) -> None:
     for rule in rules:
         assert set(rule) == {"sourceMatch", "targetMatch", "equal"}, rule.keys()
         for m in rule["sourceMatch"] + rule["targetMatch"]:
-            assert set(m) == {"name", "value", "matchType"} and m["matchType"] in (
-                "=", "!=", "=~", "!~"), m
+            assert set(m) == {"name", "value", "matchType"} and m["matchType"] in ("=", "!=", "=~", "!~"), m
             assert all(isinstance(v, str) for v in m.values())
 
 
@@ -316,15 +351,15 @@ def test_every_resource_has_the_standard_labels(chart: helm.Chart, scenario: Pat
         # says which component it is.
         component = labels.get("app.kubernetes.io/component") if doc["kind"] == "Pod" else None
         assert labels["app.kubernetes.io/name"] == (
-            f"gme-recwatch-{component}" if component else "gme-recwatch")
+            f"gme-recwatch-{component}" if component else "gme-recwatch"
+        )
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/version"] == gme_recwatch.__version__
         assert labels["helm.sh/chart"] == f"gme-recwatch-{chart.version}"
     deploy = out.one("Deployment")
     selector = deploy["spec"]["selector"]["matchLabels"]
-    assert selector == {"app.kubernetes.io/name": "gme-recwatch",
-                        "app.kubernetes.io/instance": RELEASE}
+    assert selector == {"app.kubernetes.io/name": "gme-recwatch", "app.kubernetes.io/instance": RELEASE}
     assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
 
 
@@ -353,8 +388,14 @@ def test_pod_is_hardened(chart: helm.Chart, scenario: Path | None) -> None:
     assert ("/var/lib/gme-recwatch" in mounts) is not bool(out.env.get("GME_RECWATCH_REDIS_URL"))
 
 
-@pytest.mark.parametrize("scenario", [p for p in SCENARIO_PARAMS  # Redis scenarios roll
-                                      if not scenario_values(p.values[0]).get("redis")])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        p
+        for p in SCENARIO_PARAMS  # Redis scenarios roll
+        if not scenario_values(p.values[0]).get("redis")
+    ],
+)
 def test_one_replica_with_recreate_strategy(chart: helm.Chart, scenario: Path | None) -> None:
     spec = render(chart, scenario_values(scenario)).one("Deployment")["spec"]
     assert spec["replicas"] == 1
@@ -385,9 +426,9 @@ def test_callback_service_carries_only_the_callback_port(chart: helm.Chart) -> N
     callback = out.one("Service", f"{RELEASE}-gme-recwatch")
     admin = out.one("Service", f"{RELEASE}-gme-recwatch-admin")
     assert callback["spec"]["ports"] == [
-        {"name": "callback", "port": 8080, "targetPort": "callback", "protocol": "TCP"}]
-    assert admin["spec"]["ports"] == [
-        {"name": "admin", "port": 8081, "targetPort": "admin", "protocol": "TCP"}]
+        {"name": "callback", "port": 8080, "targetPort": "callback", "protocol": "TCP"}
+    ]
+    assert admin["spec"]["ports"] == [{"name": "admin", "port": 8081, "targetPort": "admin", "protocol": "TCP"}]
     assert admin["spec"]["type"] == "ClusterIP"
     assert callback["metadata"]["labels"]["app.kubernetes.io/component"] == "callback"
     assert admin["metadata"]["labels"]["app.kubernetes.io/component"] == "admin"
@@ -402,7 +443,7 @@ def test_loadbalancer_exposes_only_the_callback_port(chart: helm.Chart) -> None:
     assert len(lbs) == 1
     assert [p["targetPort"] for p in lbs[0]["spec"]["ports"]] == ["callback"]
     assert lbs[0]["spec"]["externalTrafficPolicy"] == "Local"
-    assert "echo \"http://$CALLBACK_IP:80/callback\"" in out.notes
+    assert 'echo "http://$CALLBACK_IP:80/callback"' in out.notes
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -418,8 +459,7 @@ def test_keys_live_in_a_mounted_secret_never_in_the_deployment(chart: helm.Chart
     keyring = secret["stringData"]["keyring"]
     lines = [ln for ln in keyring.splitlines() if ln and not ln.startswith("#")]
     # Both keys of the app being rotated are in the keyring, so both verify.
-    assert lines == ["*=wildcard-secret-AAAA", "1400000000=old-secret-BBBB",
-                     "1400000000=new-secret-CCCC"]
+    assert lines == ["*=wildcard-secret-AAAA", "1400000000=old-secret-BBBB", "1400000000=new-secret-CCCC"]
     pod = out.one("Deployment")["spec"]["template"]["spec"]
     vol = next(v for v in pod["volumes"] if v["name"] == "keyring")
     assert vol["secret"]["secretName"] == secret["metadata"]["name"]
@@ -429,8 +469,9 @@ def test_keys_live_in_a_mounted_secret_never_in_the_deployment(chart: helm.Chart
     assert "subPath" not in mount and mount["readOnly"] is True
     assert mount["mountPath"] + "/keyring" == out.env["GME_RECWATCH_KEYS_FILE"]
     # No checksum annotation: the service reloads the file, a restart is not wanted.
-    annotations = pod.get("annotations", {}) | out.one("Deployment")["spec"]["template"][
-        "metadata"].get("annotations", {})
+    annotations = pod.get("annotations", {}) | out.one("Deployment")["spec"]["template"]["metadata"].get(
+        "annotations", {}
+    )
     assert not any(k.startswith("checksum/") for k in annotations)
 
 
@@ -438,8 +479,7 @@ def test_the_service_parses_the_rendered_keyring(chart: helm.Chart) -> None:
     signature = pytest.importorskip("gme_recwatch.signature")
     keyring = render(chart, {"secret": {"keys": KEYS}}).one("Secret")["stringData"]["keyring"]
     ring = signature.parse_keys_file(keyring)
-    assert ring.keys_for(1400000000) == (b"old-secret-BBBB", b"new-secret-CCCC",
-                                         b"wildcard-secret-AAAA")
+    assert ring.keys_for(1400000000) == (b"old-secret-BBBB", b"new-secret-CCCC", b"wildcard-secret-AAAA")
     assert ring.keys_for(1400000001) == (b"wildcard-secret-AAAA",)
 
 
@@ -493,12 +533,18 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
     if f.metadata["choices"]:
         return next(c for c in f.metadata["choices"] if c != f.default)
     special = {
-        "keys_file": "/run/keys/ring.txt", "state_file": "/data/snap/state.bin",
-        "host": "127.0.0.1", "admin_host": "::", "callback_path": "/gme/hook",
-        "retention_seconds": 172800, "max_segments": 5_000_000,
+        "keys_file": "/run/keys/ring.txt",
+        "state_file": "/data/snap/state.bin",
+        "host": "127.0.0.1",
+        "admin_host": "::",
+        "callback_path": "/gme/hook",
+        "retention_seconds": 172800,
+        "max_segments": 5_000_000,
         "redis_prefix": "stage:",
-        "cos_bucket": "gme-records-1250000000", "cos_region": "ap-shanghai",
-        "cos_endpoint": "https://cos.example.test", "cos_buckets_file": "/run/cos/buckets",
+        "cos_bucket": "gme-records-1250000000",
+        "cos_region": "ap-shanghai",
+        "cos_endpoint": "https://cos.example.test",
+        "cos_buckets_file": "/run/cos/buckets",
         "cos_credentials_file": "/run/cos/credentials",
         "cos_key_template": "recordings/{biz_id}/{file_name}",
     }
@@ -572,8 +618,9 @@ def test_without_persistence_the_snapshot_is_on_an_emptydir(chart: helm.Chart) -
 
 
 def test_a_pod_leaves_a_lost_node_after_30s(chart: helm.Chart) -> None:
-    pod = render(chart, {"tolerations": [{"key": "gpu", "operator": "Exists"}]}).one(
-        "Deployment")["spec"]["template"]["spec"]
+    pod = render(chart, {"tolerations": [{"key": "gpu", "operator": "Exists"}]}).one("Deployment")["spec"][
+        "template"
+    ]["spec"]
     lost = {t["key"]: t for t in pod["tolerations"] if t.get("effect") == "NoExecute"}
     assert set(lost) == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
     assert {t["tolerationSeconds"] for t in lost.values()} == {30}
@@ -602,8 +649,7 @@ def test_existing_claim_is_used_and_none_is_created(chart: helm.Chart) -> None:
 
 def test_keyring_and_snapshot_cannot_share_a_directory(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmRenderError, match="separate directories"):
-        chart.render({"config": {"keys_file": "/data/keyring", "state_file": "/data/state"}},
-                     name=RELEASE)
+        chart.render({"config": {"keys_file": "/data/keyring", "state_file": "/data/state"}}, name=RELEASE)
 
 
 # -- Ingress, NOTES, NetworkPolicy, PDB --------------------------------------------------------
@@ -617,17 +663,17 @@ def test_ingress_routes_only_the_callback_path(chart: helm.Chart) -> None:
     out = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml"))
     ing = out.one("Ingress")
     assert ing["spec"]["ingressClassName"] == "nginx"
-    assert ing["spec"]["tls"] == [{"secretName": "recwatch-tls",
-                                   "hosts": ["recwatch.example.com"]}]
+    assert ing["spec"]["tls"] == [{"secretName": "recwatch-tls", "hosts": ["recwatch.example.com"]}]
     assert ing["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
     (rule,) = ing["spec"]["rules"]
     assert rule["host"] == "recwatch.example.com"
-    assert rule["http"]["paths"] == [{
-        "path": "/callback",
-        "pathType": "Exact",
-        "backend": {"service": {"name": f"{RELEASE}-gme-recwatch",
-                                "port": {"name": "callback"}}},
-    }]
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/callback",
+            "pathType": "Exact",
+            "backend": {"service": {"name": f"{RELEASE}-gme-recwatch", "port": {"name": "callback"}}},
+        }
+    ]
     assert "defaultBackend" not in ing["spec"]
 
 
@@ -651,19 +697,18 @@ def test_network_policy_opens_callbacks_and_keeps_admin_to_monitoring(chart: hel
     callback_rule, admin_rule = np["spec"]["ingress"]
     assert callback_rule == {"ports": [{"port": "callback", "protocol": "TCP"}]}  # from anywhere
     assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
-    assert admin_rule["from"] == [{"namespaceSelector": {
-        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert admin_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     custom = render(chart, scenario_values(CHART / "ci" / "loadbalancer-values.yaml"))
     (peer,) = custom.one("NetworkPolicy")["spec"]["ingress"][1]["from"]
-    assert peer["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "observability"}
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "observability"}
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
 def test_pdb_is_optional(chart: helm.Chart) -> None:
     assert render(chart).of_kind("PodDisruptionBudget") == []
-    pdb = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml")).one(
-        "PodDisruptionBudget")
+    pdb = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml")).one("PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
@@ -683,10 +728,12 @@ def test_service_monitor_scrapes_only_the_admin_service(chart: helm.Chart) -> No
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (ep,) = sm["spec"]["endpoints"]
-    assert (ep["port"], ep["path"], ep["interval"], ep["scrapeTimeout"]) == (
-        "admin", "/metrics", "15s", "10s")
-    selected = [s for s in out.of_kind("Service")
-                if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert (ep["port"], ep["path"], ep["interval"], ep["scrapeTimeout"]) == ("admin", "/metrics", "15s", "10s")
+    selected = [
+        s
+        for s in out.of_kind("Service")
+        if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
     assert [s["metadata"]["name"] for s in selected] == [f"{RELEASE}-gme-recwatch-admin"]
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     # job="gme-recwatch" whatever the release name, as the shipped alerts and dashboards expect.
@@ -711,8 +758,13 @@ def test_prometheus_rule_with_the_default_knobs_is_exactly_the_rule_files(chart:
     files = rule_files()
     assert files
     values = scenario_values(CHART / "ci" / "monitoring-values.yaml")
-    values["prometheusRule"] = {**values["prometheusRule"], "selector": RULES.DEFAULT_SELECTOR,
-                                "ruleLabels": {}, "disabledAlerts": [], "alerts": {}}
+    values["prometheusRule"] = {
+        **values["prometheusRule"],
+        "selector": RULES.DEFAULT_SELECTOR,
+        "ruleLabels": {},
+        "disabledAlerts": [],
+        "alerts": {},
+    }
     out = render(chart, values)
     rule = out.one("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
@@ -730,8 +782,7 @@ def test_every_rule_is_narrowed_to_the_release_namespace_and_job(chart: helm.Cha
         for m in re.finditer(r"\b(gme_recording_\w+|process_\w+|up)\{([^}]*)\}", expr):
             assert m.group(2).startswith(selector), expr
     # No label-less duplicate: the absent branch names the release from the selector (#18).
-    assert _alert(groups, "GmeRecwatchAbsent")["expr"].endswith(
-        f"absent_over_time(up{{{selector}}}[1h])")
+    assert _alert(groups, "GmeRecwatchAbsent")["expr"].endswith(f"absent_over_time(up{{{selector}}}[1h])")
     # A fixed job for the release follows into the rules.
     named = render(chart, {"prometheusRule": {"enabled": True}, "serviceMonitor": {"job": "rec-prod"}})
     assert 'job="rec-prod"' in _alert(_rule_groups(named), "GmeRecwatchDown")["expr"]
@@ -739,14 +790,21 @@ def test_every_rule_is_narrowed_to_the_release_namespace_and_job(chart: helm.Cha
 
 def test_alert_knobs_are_values(chart: helm.Chart) -> None:
     assert chart.values["prometheusRule"]["alerts"] == RULES.defaults()
-    out = render(chart, {"prometheusRule": {
-        "enabled": True,
-        "runbookUrl": "https://wiki.example.com/gme",
-        "disabledAlerts": ["GmeRecwatchAppLabelOverflow"],
-        "ruleLabels": {"team": "media-sre", "severity": "ignored"},
-        "alerts": {"GmeRecordingStuck": {"for": "7m", "severity": "critical", "window": "1h"},
-                   "GmeRecordingSignatureFailureRatio": {"ratio": 0.5}},
-    }})
+    out = render(
+        chart,
+        {
+            "prometheusRule": {
+                "enabled": True,
+                "runbookUrl": "https://wiki.example.com/gme",
+                "disabledAlerts": ["GmeRecwatchAppLabelOverflow"],
+                "ruleLabels": {"team": "media-sre", "severity": "ignored"},
+                "alerts": {
+                    "GmeRecordingStuck": {"for": "7m", "severity": "critical", "window": "1h"},
+                    "GmeRecordingSignatureFailureRatio": {"ratio": 0.5},
+                },
+            }
+        },
+    )
     groups = _rule_groups(out)
     names = {r.get("alert") for g in groups for r in g["rules"]}
     assert "GmeRecwatchAppLabelOverflow" not in names and "GmeRecordingStuck" in names
@@ -767,8 +825,11 @@ def test_an_unknown_alert_name_in_the_switch_off_list_fails(chart: helm.Chart) -
     assert schema["disabledAlerts"]["items"]["enum"] == list(RULES.defaults())
     assert schema["alerts"]["propertyNames"]["enum"] == list(RULES.defaults())
     with pytest.raises(helm.HelmValuesError, match="disabledAlerts"):
-        chart.render({"prometheusRule": {"enabled": True, "disabledAlerts": ["GmeRecordingStuk"]}},
-                     name=RELEASE, namespace=NAMESPACE)
+        chart.render(
+            {"prometheusRule": {"enabled": True, "disabledAlerts": ["GmeRecordingStuk"]}},
+            name=RELEASE,
+            namespace=NAMESPACE,
+        )
 
 
 def test_chart_rule_templates_are_what_the_generator_writes() -> None:
@@ -779,34 +840,44 @@ def test_chart_rule_templates_are_what_the_generator_writes() -> None:
 def test_slo_knobs_are_values_and_reach_the_rules(chart: helm.Chart) -> None:
     pr = chart.values["prometheusRule"]
     assert {k: pr[k] for k in RULES.knob_defaults()} == RULES.knob_defaults()
-    out = render(chart, {"prometheusRule": {"enabled": True, "slo": {
-        "windows": {"pageLong": "2h"}, "ingest": {"objective": 0.995, "slowSeconds": "1.0"}},
-        "alerts": {"GmeRecwatchBackendDown": {"keep_firing_for": "20m"}}}})
+    out = render(
+        chart,
+        {
+            "prometheusRule": {
+                "enabled": True,
+                "slo": {"windows": {"pageLong": "2h"}, "ingest": {"objective": 0.995, "slowSeconds": "1.0"}},
+                "alerts": {"GmeRecwatchBackendDown": {"keep_firing_for": "20m"}},
+            }
+        },
+    )
     groups = _rule_groups(out)
     records = [r for g in groups for r in g["rules"] if "record" in r]
     long = [r for r in records if r.get("labels") == {"slo": "ingest", "window": "page_long"}]
-    assert long and all("[2h]" in r["expr"] for r in long if ":increase" in r["record"]
-                        and "ratio" not in r["record"])
+    assert long and all(
+        "[2h]" in r["expr"] for r in long if ":increase" in r["record"] and "ratio" not in r["record"]
+    )
     assert any('le="1.0"' in r["expr"] for r in long)
-    objective = next(r for r in records if r["record"] == "instance:gme_recording_slo_objective:ratio"
-                     and r["labels"] == {"slo": "ingest"})
+    objective = next(
+        r
+        for r in records
+        if r["record"] == "instance:gme_recording_slo_objective:ratio" and r["labels"] == {"slo": "ingest"}
+    )
     assert objective["expr"].endswith("+ 0.995")
     burn = _alert(groups, "GmeRecwatchIngestBudgetBurn")
     assert "> 14.4 * (1 - 0.995)" in burn["expr"]
     assert _alert(groups, "GmeRecwatchBackendDown")["keep_firing_for"] == "20m"
     assert _alert(groups, "GmeRecordingCallbacksSilent")["keep_firing_for"] == "5m"
     with pytest.raises(helm.HelmValuesError, match="slowSeconds"):
-        chart.render({"prometheusRule": {"slo": {"ingest": {"slowSeconds": "3"}}}},
-                     name=RELEASE, namespace=NAMESPACE)
+        chart.render(
+            {"prometheusRule": {"slo": {"ingest": {"slowSeconds": "3"}}}}, name=RELEASE, namespace=NAMESPACE
+        )
 
 
-def test_inhibit_rules_install_as_an_alertmanager_config_equal_to_the_plain_file(
-        chart: helm.Chart) -> None:
+def test_inhibit_rules_install_as_an_alertmanager_config_equal_to_the_plain_file(chart: helm.Chart) -> None:
     """#20: opt-in, and the same rules as dashboards/alertmanager-inhibit.yaml, both written
     from one definition in dashboards/rules.py."""
     assert render(chart).of_kind("AlertmanagerConfig") == []
-    out = render(chart, {"alertmanagerConfig": {"enabled": True,
-                                                "additionalLabels": {"alertmanager": "main"}}})
+    out = render(chart, {"alertmanagerConfig": {"enabled": True, "additionalLabels": {"alertmanager": "main"}}})
     amc = out.one("AlertmanagerConfig")
     assert amc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
     assert amc["metadata"]["namespace"] == NAMESPACE
@@ -816,9 +887,14 @@ def test_inhibit_rules_install_as_an_alertmanager_config_equal_to_the_plain_file
     def matcher(m: dict[str, str]) -> str:
         return f'{m["name"]}{m["matchType"]}"{m["value"]}"'
 
-    assert [{"source_matchers": [matcher(m) for m in r["sourceMatch"]],
-             "target_matchers": [matcher(m) for m in r["targetMatch"]],
-             "equal": r["equal"]} for r in amc["spec"]["inhibitRules"]] == plain
+    assert [
+        {
+            "source_matchers": [matcher(m) for m in r["sourceMatch"]],
+            "target_matchers": [matcher(m) for m in r["targetMatch"]],
+            "equal": r["equal"],
+        }
+        for r in amc["spec"]["inhibitRules"]
+    ] == plain
     assert all(r["equal"] == ["cluster", "namespace", "job"] for r in amc["spec"]["inhibitRules"])
 
 
@@ -833,8 +909,9 @@ def test_dashboards_configmap_is_exactly_the_dashboard_files(chart: helm.Chart) 
     assert cm["data"] == {p.name: p.read_text() for p in files}
     for text in cm["data"].values():
         json.loads(text)
-    custom = render(chart, {"dashboards": {"enabled": True, "label": "grafana-dash",
-                                           "labelValue": "yes", "folder": ""}})
+    custom = render(
+        chart, {"dashboards": {"enabled": True, "label": "grafana-dash", "labelValue": "yes", "folder": ""}}
+    )
     cm2 = custom.one("ConfigMap")
     assert cm2["metadata"]["labels"]["grafana-dash"] == "yes"
     assert "grafana_dashboard" not in cm2["metadata"]["labels"]
@@ -852,8 +929,7 @@ def test_chart_copies_of_the_dashboards_are_byte_identical() -> None:
 
 
 def test_sync_script_check_mode_agrees() -> None:
-    proc = subprocess.run(["bash", str(SYNC), "--check"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(["bash", str(SYNC), "--check"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -865,7 +941,8 @@ def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
     # The base is a build argument whose default is the official slim image of one Python minor.
     base = re.search(r"(?m)^ARG BASE=(\S+)$", dockerfile)
     assert base is not None and re.fullmatch(
-        r"python:3\.1[1-9]-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)), base
+        r"python:3\.1[1-9]-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)
+    ), base
     stages = re.split(r"(?m)^FROM ", dockerfile)[1:]
     # Builder and runtime on the same base: the venv links to the base's python3.
     assert [s.split()[0] for s in stages] == ["${BASE}", "${BASE}"]
@@ -885,10 +962,8 @@ def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
 
 
 def test_image_tag_defaults_to_app_version_and_is_configurable(chart: helm.Chart) -> None:
-    assert render(chart).container["image"] == (
-        f"ghcr.io/gme-recwatch/gme-recwatch:{gme_recwatch.__version__}")
-    assert render(chart, {"image": {"repository": "r.test/x", "tag": "9"}}).container[
-        "image"] == "r.test/x:9"
+    assert render(chart).container["image"] == (f"ghcr.io/gme-recwatch/gme-recwatch:{gme_recwatch.__version__}")
+    assert render(chart, {"image": {"repository": "r.test/x", "tag": "9"}}).container["image"] == "r.test/x:9"
 
 
 # -- README ------------------------------------------------------------------------------------
@@ -910,8 +985,7 @@ def test_with_redis_replicas_share_it_roll_one_by_one_and_spread(chart: helm.Cha
     out = render(chart, scenario_values(CHART / "ci" / "redis-values.yaml"))
     spec = out.one("Deployment")["spec"]
     assert spec["replicas"] == 3
-    assert spec["strategy"] == {"type": "RollingUpdate",
-                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     (spread,) = pod["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
@@ -924,8 +998,11 @@ def test_with_redis_replicas_share_it_roll_one_by_one_and_spread(chart: helm.Cha
     assert loaded.state_file == ""
     assert loaded.redis_password_file == "/etc/gme-recwatch/redis/password"
     secret_vol = next(v for v in pod["volumes"] if v["name"] == "redis-password")
-    assert secret_vol["secret"] == {"secretName": "gme-redis", "defaultMode": 288,
-                                    "items": [{"key": "redis-password", "path": "password"}]}
+    assert secret_vol["secret"] == {
+        "secretName": "gme-redis",
+        "defaultMode": 288,
+        "items": [{"key": "redis-password", "path": "password"}],
+    }
     mounts = {m["name"]: m["mountPath"] for m in out.container["volumeMounts"]}
     assert mounts["redis-password"] == "/etc/gme-recwatch/redis"
     assert "hunter" not in out.deployment_text()  # the password is only ever a file
@@ -949,9 +1026,17 @@ def test_a_redis_url_of_another_scheme_is_refused(chart: helm.Chart) -> None:
 
 
 def test_the_canary_runs_every_minute_against_the_public_url(chart: helm.Chart) -> None:
-    out = render(chart, {"canary": {"enabled": True}, "ingress": {
-        "enabled": True, "hosts": ["rec.example.com"],
-        "tls": [{"secretName": "t", "hosts": ["rec.example.com"]}]}})
+    out = render(
+        chart,
+        {
+            "canary": {"enabled": True},
+            "ingress": {
+                "enabled": True,
+                "hosts": ["rec.example.com"],
+                "tls": [{"secretName": "t", "hosts": ["rec.example.com"]}],
+            },
+        },
+    )
     cron = out.one("CronJob")
     assert cron["spec"]["schedule"] == "* * * * *"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
@@ -975,8 +1060,7 @@ def test_the_canary_url_falls_back_to_the_service_and_can_be_set(chart: helm.Cha
     args = inside["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--url=http://{RELEASE}-gme-recwatch.{NAMESPACE}.svc:8080/callback" in args
     set_url = render(chart, {"canary": {"enabled": True, "url": "https://gme.example.com/hook"}})
-    args = set_url.one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
-        "containers"][0]["args"]
+    args = set_url.one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--url=https://gme.example.com/hook" in args
     off = render(chart, {"canary": {"enabled": False}})
     assert off.of_kind("CronJob") == []
@@ -985,25 +1069,23 @@ def test_the_canary_url_falls_back_to_the_service_and_can_be_set(chart: helm.Cha
 
 def _canary_args(out: Rendered) -> list[str]:
     cron = out.one("CronJob")
-    args: list[str] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
-        "args"]
+    args: list[str] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     return args
 
 
-def test_the_canary_is_on_by_default_and_signs_as_an_app_it_has_a_key_for(
-        chart: helm.Chart) -> None:
+def test_the_canary_is_on_by_default_and_signs_as_an_app_it_has_a_key_for(chart: helm.Chart) -> None:
     """#18: without a canary a broken public path looks like a quiet night, so it is on by
     default; it signs as the first BizID the chart holds a key for, or as any app under `*`."""
     default = render(chart)
     assert default.env["GME_RECWATCH_CANARY_INTERVAL_SECONDS"] == "60"
     assert "--biz-id=1400000000" in _canary_args(default)
-    own = render(chart, {"secret": {"keys": [{"bizId": "*", "key": "w"},
-                                             {"bizId": "1400123456", "key": "k"}]}})
+    own = render(chart, {"secret": {"keys": [{"bizId": "*", "key": "w"}, {"bizId": "1400123456", "key": "k"}]}})
     assert "--biz-id=1400123456" in _canary_args(own)
     wildcard = render(chart, {"secret": {"keys": [{"bizId": "*", "key": "w"}]}})
     assert "--biz-id=1400000000" in _canary_args(wildcard)
-    chosen = render(chart, {"canary": {"bizId": 1400999999},
-                            "secret": {"keys": [{"bizId": "1400123456", "key": "k"}]}})
+    chosen = render(
+        chart, {"canary": {"bizId": 1400999999}, "secret": {"keys": [{"bizId": "1400123456", "key": "k"}]}}
+    )
     assert "--biz-id=1400999999" in _canary_args(chosen)
 
 
@@ -1011,14 +1093,14 @@ def test_the_canary_is_on_by_default_and_signs_as_an_app_it_has_a_key_for(
 
 
 def _check_pod(out: Rendered) -> dict[str, Any]:
-    (pod,) = [d for d in out.of_kind("Pod")
-              if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    (pod,) = [d for d in out.of_kind("Pod") if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     return pod
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_PARAMS)
 def test_helm_test_runs_the_online_check_with_the_deployment_s_settings_and_secrets(
-        chart: helm.Chart, scenario: Path | None) -> None:
+    chart: helm.Chart, scenario: Path | None
+) -> None:
     out = render(chart, scenario_values(scenario))
     pod = _check_pod(out)
     (container,) = pod["spec"]["containers"]
@@ -1051,13 +1133,23 @@ def test_the_online_check_can_be_left_out(chart: helm.Chart) -> None:
 
 
 def test_cos_section_sets_the_bucket_and_passes_the_api_key_from_a_secret(chart: helm.Chart) -> None:
-    out = render(chart, {"cos": {"bucket": "gme-records-1250000000", "region": "ap-shanghai",
-                                 "endpoint": "https://cos.internal.test",
-                                 "existingSecret": "cam-key"}})
+    out = render(
+        chart,
+        {
+            "cos": {
+                "bucket": "gme-records-1250000000",
+                "region": "ap-shanghai",
+                "endpoint": "https://cos.internal.test",
+                "existingSecret": "cam-key",
+            }
+        },
+    )
     env = out.env
-    assert (env["GME_RECWATCH_COS_BUCKET"], env["GME_RECWATCH_COS_REGION"],
-            env["GME_RECWATCH_COS_ENDPOINT"]) == (
-        "gme-records-1250000000", "ap-shanghai", "https://cos.internal.test")
+    assert (
+        env["GME_RECWATCH_COS_BUCKET"],
+        env["GME_RECWATCH_COS_REGION"],
+        env["GME_RECWATCH_COS_ENDPOINT"],
+    ) == ("gme-records-1250000000", "ap-shanghai", "https://cos.internal.test")
     assert env["TENCENTCLOUD_SECRET_ID"] == {"secretKeyRef": {"name": "cam-key", "key": "secret-id"}}
     assert env["TENCENTCLOUD_SECRET_KEY"] == {"secretKeyRef": {"name": "cam-key", "key": "secret-key"}}
     loaded = settings.load({k: v for k, v in env.items() if isinstance(v, str)})
@@ -1068,8 +1160,7 @@ def test_cos_section_sets_the_bucket_and_passes_the_api_key_from_a_secret(chart:
 def test_cos_buckets_per_app_become_a_mounted_file_the_service_reads(chart: helm.Chart) -> None:
     from gme_recwatch.cos import parse_buckets_file
 
-    out = render(chart, {"cos": {"region": "ap-guangzhou",
-                                 "buckets": {"1400000001": "other-1250000000"}}})
+    out = render(chart, {"cos": {"region": "ap-guangzhou", "buckets": {"1400000001": "other-1250000000"}}})
     path = out.env["GME_RECWATCH_COS_BUCKETS_FILE"]
     mounts = {m["name"]: m["mountPath"] for m in out.container["volumeMounts"]}
     assert path == mounts["cos-buckets"] + "/buckets"
@@ -1081,8 +1172,7 @@ def test_a_cos_bucket_without_a_region_is_refused_saying_why(chart: helm.Chart) 
     with pytest.raises(Exception, match=r"cos\.bucket .*needs cos\.region"):
         chart.render({"cos": {"bucket": "gme-records-1250000000"}}, name=RELEASE)
     with pytest.raises(helm.HelmValuesError, match="'app' does not match"):  # a BizID, quoted
-        chart.render({"cos": {"region": "ap-guangzhou", "buckets": {"app": "b-1250000000"}}},
-                     name=RELEASE)
+        chart.render({"cos": {"region": "ap-guangzhou", "buckets": {"app": "b-1250000000"}}}, name=RELEASE)
 
 
 def test_the_production_example_wires_every_part(chart: helm.Chart) -> None:
@@ -1103,10 +1193,13 @@ def test_the_production_example_wires_every_part(chart: helm.Chart) -> None:
     assert not out.of_kind("Secret")  # the keyring is the user's own Secret
     # `helm test`'s online check reaches the same bucket with the same key and buckets file.
     (check,) = out.of_kind("Pod")
-    check_env = {e["name"]: e.get("value", e.get("valueFrom"))
-                 for e in check["spec"]["containers"][0]["env"]}
-    for name in ("GME_RECWATCH_COS_BUCKET", "GME_RECWATCH_COS_BUCKETS_FILE",
-                 "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"):
+    check_env = {e["name"]: e.get("value", e.get("valueFrom")) for e in check["spec"]["containers"][0]["env"]}
+    for name in (
+        "GME_RECWATCH_COS_BUCKET",
+        "GME_RECWATCH_COS_BUCKETS_FILE",
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+    ):
         assert check_env[name] == env[name], name
     assert "cos-buckets" in {m["name"] for m in check["spec"]["containers"][0]["volumeMounts"]}
     loaded = settings.load({k: v for k, v in env.items() if isinstance(v, str)})

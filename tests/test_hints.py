@@ -27,9 +27,11 @@ APP = 1400000000
 OTHER = 1400000001
 KEY = "hint-key-of-app-0123456789"
 OTHER_KEY = "hint-key-of-other-app-987654"
-BODY = (b'{"BizID":1400000000,"RoomID":"100","UserID":"999","TaskID":446946705284000000,'
-        b'"RecordMode":1,"Timestamp":1675930605,"EventType":1,'
-        b'"Detail":{"SeqNo":0,"FileName":"a.mp3"}}')
+BODY = (
+    b'{"BizID":1400000000,"RoomID":"100","UserID":"999","TaskID":446946705284000000,'
+    b'"RecordMode":1,"Timestamp":1675930605,"EventType":1,'
+    b'"Detail":{"SeqNo":0,"FileName":"a.mp3"}}'
+)
 RING = Keyring.build(per_app={APP: [KEY], OTHER: [OTHER_KEY]})
 
 
@@ -47,13 +49,15 @@ def rejected(header: str, ring: Keyring = RING, encoding: str = "auto", biz: int
         verify(BODY, header, ring.keys_for(biz), encoding)
 
 
-def hint_for(header: str, *, ring: Keyring = RING, encoding: str = "auto",
-             biz: int | None = APP) -> Hint | None:
+def hint_for(
+    header: str, *, ring: Keyring = RING, encoding: str = "auto", biz: int | None = APP
+) -> Hint | None:
     rejected(header, ring, encoding, biz)
     return diagnose(BODY, header, ring, biz, encoding)
 
 
 # ------------------------------------------------------------------------------- one per hint
+
 
 def test_a_hex_digest_under_base64_encoding_is_explained_as_hex_encoding() -> None:
     hint = hint_for(sign(BODY, KEY, "hex"), encoding="base64")
@@ -74,8 +78,7 @@ def test_a_base64_digest_under_hex_encoding_is_explained_as_base64_encoding() ->
     assert "GME_RECWATCH_SIGNATURE_ENCODING=auto" in hint.fix
 
 
-@pytest.mark.parametrize("header", [sha256_b64(KEY, BODY), sha256_hex(KEY, BODY)],
-                         ids=["base64", "hex"])
+@pytest.mark.parametrize("header", [sha256_b64(KEY, BODY), sha256_hex(KEY, BODY)], ids=["base64", "hex"])
 @pytest.mark.parametrize("encoding", ["auto", "base64", "hex"])
 def test_an_hmac_sha256_digest_is_explained_as_sha256(header: str, encoding: str) -> None:
     hint = hint_for(header, encoding=encoding)
@@ -127,6 +130,7 @@ def test_an_app_without_keys_signed_with_another_app_s_key_says_which_line_to_ad
 
 # ------------------------------------------------------------------------------- combinations
 
+
 def test_two_deviations_at_once_are_both_named_and_the_label_is_the_first() -> None:
     hint = hint_for(sign(BODY, OTHER_KEY, "hex"), encoding="base64")
     assert hint is not None
@@ -154,17 +158,30 @@ def test_default_keys_are_candidates_like_the_app_s_own() -> None:
 
 # ------------------------------------------------------------------------------- no hint
 
-@pytest.mark.parametrize("header", [
-    sign(BODY, "an-unrelated-key"),
-    sign(BODY, "an-unrelated-key", "hex"),
-    sha256_b64("an-unrelated-key", BODY),
-    sign(BODY + b" ", KEY),
-    "not a signature at all",
-    "",
-    "=" * 28,
-    "g" * 40,
-], ids=["other-key-b64", "other-key-hex", "other-key-sha256", "other-body", "words", "empty",
-        "padding", "not-hex"])
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        sign(BODY, "an-unrelated-key"),
+        sign(BODY, "an-unrelated-key", "hex"),
+        sha256_b64("an-unrelated-key", BODY),
+        sign(BODY + b" ", KEY),
+        "not a signature at all",
+        "",
+        "=" * 28,
+        "g" * 40,
+    ],
+    ids=[
+        "other-key-b64",
+        "other-key-hex",
+        "other-key-sha256",
+        "other-body",
+        "words",
+        "empty",
+        "padding",
+        "not-hex",
+    ],
+)
 def test_a_signature_no_misconfiguration_explains_gets_no_hint(header: str) -> None:
     assert diagnose(BODY, header, RING, APP, "auto") is None
 
@@ -194,6 +211,7 @@ def test_every_shipped_vector_s_hex_signature_under_base64_is_a_hex_hint(vector:
 
 
 # ------------------------------------------------------------------------------- nothing secret
+
 
 def _every_hint() -> list[tuple[str, Hint]]:
     ring = Keyring.build(per_app={APP: [f" {KEY} "], OTHER: [OTHER_KEY]})
@@ -226,6 +244,7 @@ def test_no_hint_carries_key_material_or_the_signature() -> None:
 
 
 # ------------------------------------------------------------------------------- the doctor
+
 
 def doctor(clock: FakeClock, per_second: float = 2.0) -> SignatureDoctor:
     return SignatureDoctor(per_second, clock.monotonic)

@@ -85,8 +85,15 @@ class World:
     error_bodies: list[bytes] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    def request(self, app: Any, method: str, path: str, *, content: Any = None,
-                headers: list[tuple[str, str | bytes]] | None = None) -> httpx.Response:
+    def request(
+        self,
+        app: Any,
+        method: str,
+        path: str,
+        *,
+        content: Any = None,
+        headers: list[tuple[str, str | bytes]] | None = None,
+    ) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
             async with httpx.AsyncClient(transport=transport, base_url="http://gme.test") as c:
@@ -135,8 +142,16 @@ def world() -> Iterator[World]:
     # Some state that a rejected request must not touch: recording, completed and uploaded.
     for room, events in (("seed-a", (1,)), ("seed-b", (1, 2)), ("seed-c", (1, 2, 3)), ("seed-d", (3,))):
         for et in events:
-            body = encode_callback(biz_id=BIZ_ID, room_id=room, user_id="u", task_id=1, seq_no=0,
-                                   event_type=et, record_mode=1, timestamp=int(time.time()))
+            body = encode_callback(
+                biz_id=BIZ_ID,
+                room_id=room,
+                user_id="u",
+                task_id=1,
+                seq_no=0,
+                event_type=et,
+                record_mode=1,
+                timestamp=int(time.time()),
+            )
             assert w.post(body, [("Signature", sign(body, SECRET))]).status_code == 200
     yield w
     loop.close()
@@ -145,8 +160,7 @@ def world() -> Iterator[World]:
     root.setLevel(saved_level)
 
 
-def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *,
-             signed: bool) -> httpx.Response:
+def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *, signed: bool) -> httpx.Response:
     """POST one callback and check every invariant; return the response."""
     before, state = w.counted(), w.tracker_state()
     r = w.post(body, headers)
@@ -158,8 +172,11 @@ def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *,
         doc = r.json()
         reason = doc["error"]
         assert reason in SIGNATURE_REASONS + INVALID_REASONS, doc
-        metric = ("gme_recording_signature_failures_total" if reason in SIGNATURE_REASONS
-                  else "gme_recording_callbacks_invalid_total")
+        metric = (
+            "gme_recording_signature_failures_total"
+            if reason in SIGNATURE_REASONS
+            else "gme_recording_callbacks_invalid_total"
+        )
         assert grown == {f"{metric}:{reason}": 1.0}
         assert r.status_code == {"too_large": 413, "malformed": 400, "stale": 400}.get(reason, 401)
         assert w.tracker_state() == state, "a rejected callback changed the tracker"
@@ -175,12 +192,54 @@ def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *,
 
 # --------------------------------------------------------------------------- hostile bodies
 
-_NUMBERS = ["0", "-1", "-0", "1.5", "-2.5e3", "1e400", "-1e400", "NaN", "Infinity", "-Infinity",
-            "1E2", "0x10", "01", "+1", ".5", "1.", str(2**53 + 1), str(2**63 - 1), str(2**63),
-            str(2**64), str(-(2**63)), str(-(2**63) - 1), "9" * 400, "253402300800", "2e9"]
-_SCALARS = ['"1400000000"', '""', "null", "true", "false", "[]", "{}", "[1400000000]", '{"a":1}',
-            '"\\u0000"', '"a\\u0000b"', '"\\ud800"', '"\\udc00x"', '"' + "x" * 300 + '"', '"\\"',
-            '"\\x41"', '"\u00e9\u4e2d\U0001f600"', '"\\/\\b\\f\\n\\r\\t"', '"room\\u0000user"']
+_NUMBERS = [
+    "0",
+    "-1",
+    "-0",
+    "1.5",
+    "-2.5e3",
+    "1e400",
+    "-1e400",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1E2",
+    "0x10",
+    "01",
+    "+1",
+    ".5",
+    "1.",
+    str(2**53 + 1),
+    str(2**63 - 1),
+    str(2**63),
+    str(2**64),
+    str(-(2**63)),
+    str(-(2**63) - 1),
+    "9" * 400,
+    "253402300800",
+    "2e9",
+]
+_SCALARS = [
+    '"1400000000"',
+    '""',
+    "null",
+    "true",
+    "false",
+    "[]",
+    "{}",
+    "[1400000000]",
+    '{"a":1}',
+    '"\\u0000"',
+    '"a\\u0000b"',
+    '"\\ud800"',
+    '"\\udc00x"',
+    '"' + "x" * 300 + '"',
+    '"\\"',
+    '"\\x41"',
+    '"\u00e9\u4e2d\U0001f600"',
+    '"\\/\\b\\f\\n\\r\\t"',
+    '"room\\u0000user"',
+]
 HOSTILE_VALUES = _NUMBERS + _SCALARS
 
 
@@ -189,7 +248,10 @@ def _json_text(value: Any) -> str:
 
 
 _any_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
@@ -250,8 +312,22 @@ def callback_text(draw: st.DrawFn) -> str:
 def corrupt(draw: st.DrawFn, text: str) -> bytes:
     """UTF-8 bytes of ``text``, sometimes truncated, padded, prefixed or with invalid UTF-8 inside."""
     data = text.encode("utf-8", "surrogatepass")
-    how = draw(st.sampled_from(["none", "none", "none", "truncate", "invalid_utf8", "bom",
-                                "trailing", "whitespace", "wrap_array", "latin1"]))
+    how = draw(
+        st.sampled_from(
+            [
+                "none",
+                "none",
+                "none",
+                "truncate",
+                "invalid_utf8",
+                "bom",
+                "trailing",
+                "whitespace",
+                "wrap_array",
+                "latin1",
+            ]
+        )
+    )
     if how == "truncate" and data:
         data = data[: draw(st.integers(0, len(data) - 1))]
     elif how == "invalid_utf8":
@@ -287,14 +363,33 @@ hostile_bodies = st.one_of(
 # duplicate and out-of-order events between the hostile ones.
 valid_bodies = st.builds(
     lambda et, room, task, seq, mode: encode_callback(
-        biz_id=BIZ_ID, room_id=room, user_id="u1", task_id=446946705284000000 + task, seq_no=seq,
-        event_type=et, record_mode=mode, timestamp=int(time.time())),
-    st.sampled_from([1, 2, 3]), st.sampled_from(["r1", "r2"]), st.integers(0, 2), st.integers(0, 2),
-    st.sampled_from([0, 1]))
+        biz_id=BIZ_ID,
+        room_id=room,
+        user_id="u1",
+        task_id=446946705284000000 + task,
+        seq_no=seq,
+        event_type=et,
+        record_mode=mode,
+        timestamp=int(time.time()),
+    ),
+    st.sampled_from([1, 2, 3]),
+    st.sampled_from(["r1", "r2"]),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.sampled_from([0, 1]),
+)
 
-CONTENT_TYPES = [None, "application/json", "text/plain", "application/x-www-form-urlencoded",
-                 "multipart/form-data; boundary=xyz", "application/json; charset=latin-1",
-                 "application/octet-stream", ";;;/garbage", "application/json, text/html"]
+CONTENT_TYPES = [
+    None,
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=xyz",
+    "application/json; charset=latin-1",
+    "application/octet-stream",
+    ";;;/garbage",
+    "application/json, text/html",
+]
 
 
 def _with_type(headers: list[tuple[str, str | bytes]], ctype: str | None) -> list[tuple[str, str | bytes]]:
@@ -303,8 +398,9 @@ def _with_type(headers: list[tuple[str, str | bytes]], ctype: str | None) -> lis
 
 def _sig(body: bytes, secret: str, encoding: str) -> str:
     digest = hmac.new(secret.encode(), body, hashlib.sha1).digest()
-    return {"base64": base64.b64encode(digest).decode(), "hex": digest.hex(),
-            "HEX": digest.hex().upper()}[encoding]
+    return {"base64": base64.b64encode(digest).decode(), "hex": digest.hex(), "HEX": digest.hex().upper()}[
+        encoding
+    ]
 
 
 @st.composite
@@ -312,9 +408,23 @@ def unsigned_headers(draw: st.DrawFn, body: bytes) -> list[tuple[str, str | byte
     """Signature headers that must not verify: absent, empty, garbage, wrong key, repeated, huge."""
     wrong = _sig(body, "not-the-secret", draw(st.sampled_from(["base64", "hex", "HEX"])))
     good = _sig(body, SECRET, "base64")
-    choice = draw(st.sampled_from(["absent", "empty", "text", "wrong", "wrong_repeated",
-                                   "disagreeing", "oversized", "non_ascii", "base64_of_21",
-                                   "hex_39", "good_plus_junk"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "absent",
+                "empty",
+                "text",
+                "wrong",
+                "wrong_repeated",
+                "disagreeing",
+                "oversized",
+                "non_ascii",
+                "base64_of_21",
+                "hex_39",
+                "good_plus_junk",
+            ]
+        )
+    )
     if choice == "absent":
         return []
     value: str | bytes
@@ -346,7 +456,8 @@ def unsigned_headers(draw: st.DrawFn, body: bytes) -> list[tuple[str, str | byte
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), body=hostile_bodies, ctype=st.sampled_from(CONTENT_TYPES))
 def test_unsigned_hostile_callbacks_are_rejected_with_a_counted_reason(
-        world: World, data: st.DataObject, body: bytes, ctype: str | None) -> None:
+    world: World, data: st.DataObject, body: bytes, ctype: str | None
+) -> None:
     """Without a verifying Signature nothing gets past the signature check, or 413 for size."""
     headers = data.draw(unsigned_headers(body))
     r = exchange(world, body, _with_type(headers, ctype), signed=False)
@@ -355,10 +466,14 @@ def test_unsigned_hostile_callbacks_are_rejected_with_a_counted_reason(
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(hostile_bodies, valid_bodies), encoding=st.sampled_from(["base64", "hex", "HEX"]),
-       ctype=st.sampled_from(CONTENT_TYPES))
+@given(
+    body=st.one_of(hostile_bodies, valid_bodies),
+    encoding=st.sampled_from(["base64", "hex", "HEX"]),
+    ctype=st.sampled_from(CONTENT_TYPES),
+)
 def test_correctly_signed_hostile_bodies_are_decoded_safely(
-        world: World, body: bytes, encoding: str, ctype: str | None) -> None:
+    world: World, body: bytes, encoding: str, ctype: str | None
+) -> None:
     """Signed bodies reach the decoder: each is accepted, ignored or rejected, never a 5xx, and
     whatever was accepted is still readable through the drill-down API."""
     sig = _sig(body, SECRET, encoding)
@@ -378,12 +493,28 @@ def test_timestamps_up_to_the_year_9999_are_tracked_and_later_ones_are_malformed
     """A signed Timestamp of 2**63-1 fits the int64 columns but no calendar: it is refused as
     malformed. The latest one a calendar shows (9999-12-31) is accepted (the replay window is
     off by default), and the drill-down API still answers with its date, not a 500."""
-    too_far = encode_callback(biz_id=BIZ_ID, room_id="far-future", user_id="u", task_id=7,
-                              seq_no=0, event_type=1, record_mode=1, timestamp=2**63 - 1)
+    too_far = encode_callback(
+        biz_id=BIZ_ID,
+        room_id="far-future",
+        user_id="u",
+        task_id=7,
+        seq_no=0,
+        event_type=1,
+        record_mode=1,
+        timestamp=2**63 - 1,
+    )
     r = exchange(world, too_far, [("Signature", sign(too_far, SECRET))], signed=True)
     assert (r.status_code, r.json()["error"]) == (400, "malformed")
-    latest = encode_callback(biz_id=BIZ_ID, room_id="far-future", user_id="u", task_id=7,
-                             seq_no=0, event_type=1, record_mode=1, timestamp=MAX_TIMESTAMP)
+    latest = encode_callback(
+        biz_id=BIZ_ID,
+        room_id="far-future",
+        user_id="u",
+        task_id=7,
+        seq_no=0,
+        event_type=1,
+        record_mode=1,
+        timestamp=MAX_TIMESTAMP,
+    )
     r = exchange(world, latest, [("Signature", sign(latest, SECRET))], signed=True)
     assert r.status_code == 200
     assert world.admin_get("/api/v1/segments?limit=1000").status_code == 200
@@ -394,8 +525,16 @@ def test_timestamps_up_to_the_year_9999_are_tracked_and_later_ones_are_malformed
 
 def test_signature_header_edge_cases(world: World) -> None:
     """Exact outcomes for the header variants that a proxy or a confused client could produce."""
-    body = encode_callback(biz_id=BIZ_ID, room_id="hdr", user_id="u", task_id=9, seq_no=0,
-                           event_type=1, record_mode=0, timestamp=int(time.time()))
+    body = encode_callback(
+        biz_id=BIZ_ID,
+        room_id="hdr",
+        user_id="u",
+        task_id=9,
+        seq_no=0,
+        event_type=1,
+        record_mode=0,
+        timestamp=int(time.time()),
+    )
     good, wrong = sign(body, SECRET), sign(body, "wrong")
     world.signatures.add(good)
     cases: list[tuple[list[tuple[str, str | bytes]], int, str | None]] = [
@@ -440,7 +579,8 @@ _ST_SERVICE.ready = True  # as once started: /readyz's 503 belongs to start-up a
 _ST_CALLBACK, _ST_ADMIN = build_apps(_ST_SERVICE)
 admin_schema = schemathesis.openapi.from_asgi("/schema/openapi.json", _ST_ADMIN)
 callback_schema = schemathesis.openapi.from_dict(
-    schemathesis.openapi.from_asgi("/schema/callback/openapi.json", _ST_ADMIN).raw_schema)
+    schemathesis.openapi.from_asgi("/schema/callback/openapi.json", _ST_ADMIN).raw_schema
+)
 callback_schema.app = _ST_CALLBACK
 ST_COUNTS: dict[str, int] = {}
 
@@ -473,13 +613,18 @@ def test_callback_api_conforms_to_its_schema(case: Any) -> None:
     case.validate_response(r)
 
 
-_EVERY_OPERATION = st.one_of([op.ok().as_strategy() for schema in (admin_schema, callback_schema)
-                              for op in schema.get_all_operations()])
+_EVERY_OPERATION = st.one_of(
+    [op.ok().as_strategy() for schema in (admin_schema, callback_schema) for op in schema.get_all_operations()]
+)
 
 
 def _server_errors(service: Service) -> list[Any]:
-    return [s for fam in service.metrics.http_requests.collect() for s in fam.samples
-            if s.name.endswith("_total") and s.value and s.labels["code"].startswith("5")]
+    return [
+        s
+        for fam in service.metrics.http_requests.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.value and s.labels["code"].startswith("5")
+    ]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
@@ -499,14 +644,14 @@ def test_generated_requests_never_show_a_5xx_in_the_services_own_metrics(case: A
 
 
 def test_constant_time_comparison_runs_for_every_candidate_key(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """hmac.compare_digest sees every candidate key, whether the first, the last or none matches."""
     keys = tmp_path / "keys"
     keys.write_text(f"{BIZ_ID}=app-key-1\n{BIZ_ID}=app-key-2\n*=file-default\n")
     # Hints off: a diagnosis after a failure compares (in constant time too) against many more
     # candidates, through the same hmac module; verification is what is counted here.
-    service = Service(Settings(secret_key="env-default", keys_file=str(keys),
-                               signature_hints_per_second=0))
+    service = Service(Settings(secret_key="env-default", keys_file=str(keys), signature_hints_per_second=0))
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -515,8 +660,16 @@ def test_constant_time_comparison_runs_for_every_candidate_key(
         return real(a, b)
 
     monkeypatch.setattr(signature_mod.hmac, "compare_digest", spy)
-    body = encode_callback(biz_id=BIZ_ID, room_id="ct", user_id="u", task_id=1, seq_no=0,
-                           event_type=1, record_mode=1, timestamp=int(time.time()))
+    body = encode_callback(
+        biz_id=BIZ_ID,
+        room_id="ct",
+        user_id="u",
+        task_id=1,
+        seq_no=0,
+        event_type=1,
+        record_mode=1,
+        timestamp=int(time.time()),
+    )
     candidates = len(service.keys.current.keys_for(BIZ_ID))
     assert candidates == 4
     for secret, ok in (("app-key-1", True), ("file-default", True), ("nope", False)):
@@ -534,8 +687,16 @@ def test_no_secret_or_signature_in_logs_metrics_bodies_or_schemas(world: World) 
     """Greps everything the service produced: this module's traffic whenever it ran before,
     and at least one accepted and one rejected callback of its own."""
     world.signatures.add(sign(b"{}", SECRET))
-    body = encode_callback(biz_id=BIZ_ID, room_id="grep", user_id="u", task_id=3, seq_no=0,
-                           event_type=1, record_mode=1, timestamp=int(time.time()))
+    body = encode_callback(
+        biz_id=BIZ_ID,
+        room_id="grep",
+        user_id="u",
+        task_id=3,
+        seq_no=0,
+        event_type=1,
+        record_mode=1,
+        timestamp=int(time.time()),
+    )
     good, forged = sign(body, SECRET), sign(body, SECRET + "x")
     world.signatures.update({good, forged})
     assert exchange(world, body, [("Signature", good)], signed=True).status_code == 200
@@ -544,22 +705,35 @@ def test_no_secret_or_signature_in_logs_metrics_bodies_or_schemas(world: World) 
     schemas = [world.admin_get(p).text for p in ("/schema/openapi.json", "/schema/callback/openapi.json")]
     logs = world.logs.getvalue()
     assert "callback_rejected" in logs and "callback_accepted" in logs  # the capture works
-    haystacks = {"logs": logs, "metrics": metrics, "schemas": "\n".join(schemas),
-                 "error bodies": b"\n".join(world.error_bodies).decode("utf-8", "replace")}
+    haystacks = {
+        "logs": logs,
+        "metrics": metrics,
+        "schemas": "\n".join(schemas),
+        "error bodies": b"\n".join(world.error_bodies).decode("utf-8", "replace"),
+    }
     needles = {"the secret": SECRET, **{f"signature {s}": s for s in world.signatures}}
     for where, text in haystacks.items():
         for what, needle in needles.items():
             assert needle not in text, f"{what} found in {where}"
-    figure("secret_grep", {"signatures_checked": len(world.signatures), "log_bytes": len(logs),
-                           "error_bodies": len(world.error_bodies)})
+    figure(
+        "secret_grep",
+        {
+            "signatures_checked": len(world.signatures),
+            "log_bytes": len(logs),
+            "error_bodies": len(world.error_bodies),
+        },
+    )
 
 
 def test_hostile_figures(world: World) -> None:
     figure("hostile_outcomes", dict(sorted(world.counts.items())))
     r = world.admin_get("/metrics")
     assert r.status_code == 200
-    five = [line for line in r.text.splitlines()
-            if line.startswith("gme_recording_http_requests_total") and 'code="5' in line]
+    five = [
+        line
+        for line in r.text.splitlines()
+        if line.startswith("gme_recording_http_requests_total") and 'code="5' in line
+    ]
     assert not five, five
 
 
@@ -588,10 +762,14 @@ def _held(store: MemoryStore) -> int:
     total = 0
     for part in parts:
         names = getattr(part, "__slots__", None) or vars(part)
-        total += sum(_retained(getattr(part, name)) for name in names
-                     if not isinstance(getattr(part, name), (MemoryStore, type(store._table),
-                                                             type(store._deadlines),
-                                                             type(store._tallies))))
+        total += sum(
+            _retained(getattr(part, name))
+            for name in names
+            if not isinstance(
+                getattr(part, name),
+                (MemoryStore, type(store._table), type(store._deadlines), type(store._tallies)),
+            )
+        )
     return total
 
 
@@ -609,8 +787,9 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
     held: list[int] = []
     started = time.perf_counter()
     for i in range(n):
-        tracker.record_now(Event(BIZ_ID, f"room-{i // 10}", "user", 446946705284000000 + i, 0,
-                             1 + i % 3, 1, 1_700_000_000))
+        tracker.record_now(
+            Event(BIZ_ID, f"room-{i // 10}", "user", 446946705284000000 + i, 0, 1 + i % 3, 1, 1_700_000_000)
+        )
         if i % every == every - 1:
             assert len(tracker) <= cap
             rss.append(round(_rss_mib(), 1))
@@ -618,10 +797,19 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
     elapsed = time.perf_counter() - started
     stats = tracker.stats_now()
     evicted = sum(v for (reason, _), v in stats.evictions.items() if reason == "capacity")
-    figure("tracker_flood", {"segments": n, "capacity": cap, "evicted": evicted,
-                             "rss_mib_before": round(base, 1), "rss_mib_every_tenth": rss,
-                             "elements_held_every_tenth": held, "seconds": round(elapsed, 1),
-                             "per_second": round(n / elapsed)})
+    figure(
+        "tracker_flood",
+        {
+            "segments": n,
+            "capacity": cap,
+            "evicted": evicted,
+            "rss_mib_before": round(base, 1),
+            "rss_mib_every_tenth": rss,
+            "elements_held_every_tenth": held,
+            "seconds": round(elapsed, 1),
+            "per_second": round(n / elapsed),
+        },
+    )
     assert len(tracker) == cap and evicted == n - cap
     assert sum(stats.by_state.values()) == cap
     # Lazily compacted structures oscillate with a period of about `cap` inserts, so the peak
@@ -632,7 +820,8 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
 
 
 def test_signed_flood_through_the_intake_is_bounded_and_the_admin_still_answers(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Distinct signed callbacks through signature, decoding, tracker and metrics."""
     n = int(os.environ.get("GME_RECWATCH_FLOOD_CALLBACKS", "100000"))
     cap = min(100_000, n // 5)
@@ -643,8 +832,10 @@ def test_signed_flood_through_the_intake_is_bounded_and_the_admin_still_answers(
     try:
         service = Service(Settings(secret_key=SECRET, max_segments=cap))
         _, admin = build_apps(service)
-        template = (b'{"BizID":1400000000,"RoomID":"flood-%d","UserID":"u","TaskID":%d,"RecordMode":1,'
-                    b'"Timestamp":1700000000,"EventType":%d,"Detail":{"SeqNo":0,"FileName":"f.mp3"}}')
+        template = (
+            b'{"BizID":1400000000,"RoomID":"flood-%d","UserID":"u","TaskID":%d,"RecordMode":1,'
+            b'"Timestamp":1700000000,"EventType":%d,"Detail":{"SeqNo":0,"FileName":"f.mp3"}}'
+        )
         key = SECRET.encode()
         handle = service.intake.handle
         run = asyncio.new_event_loop().run_until_complete
@@ -680,6 +871,14 @@ def test_signed_flood_through_the_intake_is_bounded_and_the_admin_still_answers(
         structlog.reset_defaults()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-    figure("intake_flood", {"callbacks": n, "capacity": cap, "evicted": evicted,
-                            "seconds": round(elapsed, 1), "per_second": round(n / elapsed),
-                            "metrics_after_flood_seconds": round(probe_seconds, 4)})
+    figure(
+        "intake_flood",
+        {
+            "callbacks": n,
+            "capacity": cap,
+            "evicted": evicted,
+            "seconds": round(elapsed, 1),
+            "per_second": round(n / elapsed),
+            "metrics_after_flood_seconds": round(probe_seconds, 4),
+        },
+    )

@@ -23,8 +23,16 @@ NOW = 1_700_000_000
 
 
 def body(event_type: int = 1, *, ts: int = NOW, room: str = "r1") -> bytes:
-    return encode_callback(biz_id=1400000000, room_id=room, user_id="u", task_id=1, seq_no=0,
-                           event_type=event_type, record_mode=1, timestamp=ts)
+    return encode_callback(
+        biz_id=1400000000,
+        room_id=room,
+        user_id="u",
+        task_id=1,
+        seq_no=0,
+        event_type=event_type,
+        record_mode=1,
+        timestamp=ts,
+    )
 
 
 @pytest.fixture
@@ -40,10 +48,13 @@ def make(**settings: Any) -> Service:
 
 def counts(service: Service) -> dict[str, float]:
     m = service.metrics
-    return {f"{s.name}{sorted(s.labels.items())}": s.value
-            for metric in (m.signature_failures, m.invalid, m.callbacks)
-            for fam in metric.collect() for s in fam.samples
-            if s.name.endswith("_total") and s.value}
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for metric in (m.signature_failures, m.invalid, m.callbacks)
+        for fam in metric.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.value
+    }
 
 
 def test_a_verified_callback_is_accepted_and_stored(run: Any) -> None:
@@ -52,7 +63,8 @@ def test_a_verified_callback_is_accepted_and_stored(run: Any) -> None:
     assert run(service.intake.handle(b, sign(b, SECRET), "t")) == Accepted(Result.ACCEPTED)
     assert run(service.store.count()) == 1
     assert counts(service) == {
-        "gme_recording_callbacks_total[('event_type', 'started'), ('result', 'accepted')]": 1.0}
+        "gme_recording_callbacks_total[('event_type', 'started'), ('result', 'accepted')]": 1.0
+    }
 
 
 def test_a_second_delivery_is_accepted_as_a_duplicate(run: Any) -> None:
@@ -62,10 +74,10 @@ def test_a_second_delivery_is_accepted_as_a_duplicate(run: Any) -> None:
     assert run(service.intake.handle(b, sign(b, SECRET), "t")) == Accepted(Result.DUPLICATE)
 
 
-@pytest.mark.parametrize(("header", "reason"), [(None, "missing"), ("", "missing"),
-                                                 ("bm90IGl0", "mismatch")])
+@pytest.mark.parametrize(("header", "reason"), [(None, "missing"), ("", "missing"), ("bm90IGl0", "mismatch")])
 def test_a_bad_signature_is_rejected_with_its_reason_and_changes_nothing(
-        run: Any, header: str | None, reason: str) -> None:
+    run: Any, header: str | None, reason: str
+) -> None:
     service = make()
     outcome = run(service.intake.handle(body(), header, "t"))
     assert outcome == Rejected(reason)  # type: ignore[arg-type]
@@ -74,12 +86,16 @@ def test_a_bad_signature_is_rejected_with_its_reason_and_changes_nothing(
     assert service.metrics.last_callback._value.get() == 0  # nothing verified arrived
 
 
-@pytest.mark.parametrize(("unreadable", "reason"), [
-    (Unreadable("too_large"), "too_large"),
-    (Unreadable("malformed", "Content-Length is not a number"), "malformed"),
-])
+@pytest.mark.parametrize(
+    ("unreadable", "reason"),
+    [
+        (Unreadable("too_large"), "too_large"),
+        (Unreadable("malformed", "Content-Length is not a number"), "malformed"),
+    ],
+)
 def test_what_the_http_layer_could_not_read_is_rejected_and_counted(
-        run: Any, unreadable: Unreadable, reason: str) -> None:
+    run: Any, unreadable: Unreadable, reason: str
+) -> None:
     service = make()
     outcome = run(service.intake.handle(unreadable, "sig", "t"))
     assert isinstance(outcome, Rejected) and outcome.reason == reason
@@ -140,10 +156,15 @@ def test_a_canary_must_be_signed_and_fresh(run: Any) -> None:
 
 # --------------------------------------------------------------------------- signature hints
 
+
 def hints(service: Service) -> dict[str, float]:
     m = service.metrics
-    out = {s.labels["hint"]: s.value for fam in m.signature_hints.collect() for s in fam.samples
-           if s.name.endswith("_total") and s.value}
+    out = {
+        s.labels["hint"]: s.value
+        for fam in m.signature_hints.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.value
+    }
     skipped = m.signature_diagnoses_skipped._value.get()
     return {**out, **({"skipped": skipped} if skipped else {})}
 
@@ -176,8 +197,7 @@ def test_an_unknown_app_signed_with_another_app_s_key_is_explained(run: Any, tmp
     service = Service(Settings(keys_file=str(keys)).validate(), clock=FakeClock(wall=NOW))
     b = body()
     with capture_logs() as logs:
-        assert run(service.intake.handle(b, sign(b, "key-of-the-other-app"), "t")) == Rejected(
-            "unknown_app")
+        assert run(service.intake.handle(b, sign(b, "key-of-the-other-app"), "t")) == Rejected("unknown_app")
     assert hints(service) == {"other_app_key": 1.0}
     (line,) = [x for x in logs if x["event"] == "signature_hint"]
     assert line["verifies_for_biz_id"] == 1400000001 and line["claimed_biz_id"] == 1400000000
@@ -249,4 +269,6 @@ def test_a_rejected_signature_logs_the_body_s_claimed_biz_id_with_one_global_key
         run(service.intake.handle(body(), sign(body(), "another-key"), "t"))
         run(service.intake.handle(b"{not json", sign(b"{not json", "another-key"), "t"))
     assert [(x["event"], x["claimed_biz_id"]) for x in logs] == [
-        ("callback_rejected", 1400000000), ("callback_rejected", None)]
+        ("callback_rejected", 1400000000),
+        ("callback_rejected", None),
+    ]

@@ -71,10 +71,16 @@ def test_no_module_imports_a_higher_layer(path: Path) -> None:
     assert not higher, f"{me} imports {higher}, which sit above it"
 
 
-@pytest.mark.parametrize("path", [p for p in SOURCES if _module_of(p) in
-                                  {"lifecycle", "deadlines", "stores", "clock", "events",
-                                   "signature", "hints", "ratelimit", "intake"}],
-                         ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for p in SOURCES
+        if _module_of(p)
+        in {"lifecycle", "deadlines", "stores", "clock", "events", "signature", "hints", "ratelimit", "intake"}
+    ],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
 def test_rules_stores_and_intake_know_no_http(path: Path) -> None:
     own, third = _imports(path)
     assert not third & HTTP_LIBRARIES, third & HTTP_LIBRARIES

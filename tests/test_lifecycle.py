@@ -42,8 +42,13 @@ from gme_recwatch.settings import Settings
 from gme_recwatch.stores import redis as redis_store
 from gme_recwatch.stores import tallies
 
-CFG = replace(Settings().lifecycle(), max_recording_seconds=100, upload_grace_seconds=50,
-              reorder_window_seconds=10, retention_seconds=1000)
+CFG = replace(
+    Settings().lifecycle(),
+    max_recording_seconds=100,
+    upload_grace_seconds=50,
+    reorder_window_seconds=10,
+    retention_seconds=1000,
+)
 ON = replace(CFG, check_in_cos=True)
 S, C, U = SEEN_STARTED, SEEN_COMPLETED, SEEN_UPLOADED
 SCRIPT = redis_store._SCRIPT
@@ -51,9 +56,21 @@ SCRIPT = redis_store._SCRIPT
 EPS = 1e-3
 
 # The rule functions both copies have (the Lua's RULES table names exactly these).
-RULES = ("derive_state", "start_is_lost", "classify", "measure", "holds_for_check",
-         "check_after_event", "found_in_cos", "check_after_answer", "after_blind", "is_expired",
-         "apply_event", "settle", "apply_answer")
+RULES = (
+    "derive_state",
+    "start_is_lost",
+    "classify",
+    "measure",
+    "holds_for_check",
+    "check_after_event",
+    "found_in_cos",
+    "check_after_answer",
+    "after_blind",
+    "is_expired",
+    "apply_event",
+    "settle",
+    "apply_answer",
+)
 
 
 def _arg(value: Any) -> str:
@@ -85,13 +102,25 @@ class LuaRules:
         self._script = client.register_script(SCRIPT)
 
     def _call(self, name: str, cfg: Config, *args: Any) -> list[str]:
-        argv = ["rule", "rule-test:", "0", cfg.max_recording_seconds, cfg.upload_grace_seconds,
-                cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
-                cfg.max_apps, int(cfg.check_in_cos), name, *(_arg(a) for a in args)]
+        argv = [
+            "rule",
+            "rule-test:",
+            "0",
+            cfg.max_recording_seconds,
+            cfg.upload_grace_seconds,
+            cfg.reorder_window_seconds,
+            cfg.retention_seconds,
+            cfg.max_segments,
+            cfg.max_apps,
+            int(cfg.check_in_cos),
+            name,
+            *(_arg(a) for a in args),
+        ]
         return [x.decode() for x in self._script(args=argv)]
 
-    def derive_state(self, seen: int, r_first: float, r_complete: float, now: float,
-                     cfg: Config) -> tuple[State, float]:
+    def derive_state(
+        self, seen: int, r_first: float, r_complete: float, now: float, cfg: Config
+    ) -> tuple[State, float]:
         state, nxt = self._call("derive_state", cfg, seen, r_first, r_complete, now)
         return State(int(state)), float(nxt)
 
@@ -103,8 +132,9 @@ class LuaRules:
         (code,) = self._call("classify", CFG, seen, bit, state)
         return redis_store._RESULTS[int(code)]
 
-    def measure(self, seen: int, bit: int, ts_start: int, ts_complete: int,
-                ts_upload: int) -> tuple[float | None, float | None]:
+    def measure(
+        self, seen: int, bit: int, ts_start: int, ts_complete: int, ts_upload: int
+    ) -> tuple[float | None, float | None]:
         duration, delay = self._call("measure", CFG, seen, bit, ts_start, ts_complete, ts_upload)
         return _opt_float(duration), _opt_float(delay)
 
@@ -132,20 +162,54 @@ class LuaRules:
         (expired,) = self._call("is_expired", CFG, expires, now)
         return _bool(expired)
 
-    def apply_event(self, seen: int, bit: int, state: State | None, check: Check, blind: bool,
-                    r_complete: float, expires: float, now: float, cfg: Config) -> Applied:
+    def apply_event(
+        self,
+        seen: int,
+        bit: int,
+        state: State | None,
+        check: Check,
+        blind: bool,
+        r_complete: float,
+        expires: float,
+        now: float,
+        cfg: Config,
+    ) -> Applied:
         result, new_seen, chk, still_blind, r_c, exp = self._call(
-            "apply_event", cfg, seen, bit, state, check, blind, r_complete, expires, now)
-        return Applied(redis_store._RESULTS[int(result)], int(new_seen), Check(int(chk)),
-                       _bool(still_blind), float(r_c), float(exp))
+            "apply_event", cfg, seen, bit, state, check, blind, r_complete, expires, now
+        )
+        return Applied(
+            redis_store._RESULTS[int(result)],
+            int(new_seen),
+            Check(int(chk)),
+            _bool(still_blind),
+            float(r_c),
+            float(exp),
+        )
 
-    def settle(self, seen: int, r_first: float, r_complete: float, expires: float,
-               old: State | None, check: Check, start_lost: bool, blind: bool, now: float,
-               cfg: Config) -> Settled:
+    def settle(
+        self,
+        seen: int,
+        r_first: float,
+        r_complete: float,
+        expires: float,
+        old: State | None,
+        check: Check,
+        start_lost: bool,
+        blind: bool,
+        now: float,
+        cfg: Config,
+    ) -> Settled:
         state, deadline, chk, lost, entered, expired = self._call(
-            "settle", cfg, seen, r_first, r_complete, expires, old, check, start_lost, blind, now)
-        return Settled(State(int(state)), float(deadline), Check(int(chk)), _bool(lost),
-                       None if entered == "" else State(int(entered)), _bool(expired))
+            "settle", cfg, seen, r_first, r_complete, expires, old, check, start_lost, blind, now
+        )
+        return Settled(
+            State(int(state)),
+            float(deadline),
+            Check(int(chk)),
+            _bool(lost),
+            None if entered == "" else State(int(entered)),
+            _bool(expired),
+        )
 
     def apply_answer(self, seen: int, answer: str) -> tuple[int, int, Check]:
         new_seen, lost, chk = self._call("apply_answer", CFG, seen, answer)
@@ -169,45 +233,51 @@ def rules(request: pytest.FixtureRequest) -> Any:
 
 # ------------------------------------------------------------------ states and deadlines
 
-@pytest.mark.parametrize(("seen", "r_first", "r_complete", "now", "state", "next_change"), [
-    (S, 0, 0, 99, State.RECORDING, 100),         # recording until the maximum duration
-    (S, 0, 0, 100, State.STUCK, INF),             # then stuck, until an event says otherwise
-    (S | C, 0, 20, 69, State.COMPLETED, 70),      # completed, within the upload grace
-    (S | C, 0, 20, 70, State.UPLOAD_MISSING, INF),
-    (S | C | U, 0, 20, 10**6, State.UPLOADED, INF),
-    (S | U, 0, 0, 5, State.UPLOADED, INF),        # an upload implies the file is done
-    (C, 0, 0, 5, State.COMPLETED, 10),            # no start yet: within the reorder window
-    (U, 0, 0, 5, State.UPLOADED, 10),
-    (C, 0, 0, 10, State.ORPHAN, 50),              # the start is lost; the upload still awaited
-    (C, 0, 0, 50, State.UPLOAD_MISSING, INF),
-    (U, 0, 0, 10, State.ORPHAN, INF),
-    (C | U, 0, 0, 10, State.ORPHAN, INF),
-    (C | U, 0, 0, 5, State.UPLOADED, 10),
-])
+
+@pytest.mark.parametrize(
+    ("seen", "r_first", "r_complete", "now", "state", "next_change"),
+    [
+        (S, 0, 0, 99, State.RECORDING, 100),  # recording until the maximum duration
+        (S, 0, 0, 100, State.STUCK, INF),  # then stuck, until an event says otherwise
+        (S | C, 0, 20, 69, State.COMPLETED, 70),  # completed, within the upload grace
+        (S | C, 0, 20, 70, State.UPLOAD_MISSING, INF),
+        (S | C | U, 0, 20, 10**6, State.UPLOADED, INF),
+        (S | U, 0, 0, 5, State.UPLOADED, INF),  # an upload implies the file is done
+        (C, 0, 0, 5, State.COMPLETED, 10),  # no start yet: within the reorder window
+        (U, 0, 0, 5, State.UPLOADED, 10),
+        (C, 0, 0, 10, State.ORPHAN, 50),  # the start is lost; the upload still awaited
+        (C, 0, 0, 50, State.UPLOAD_MISSING, INF),
+        (U, 0, 0, 10, State.ORPHAN, INF),
+        (C | U, 0, 0, 10, State.ORPHAN, INF),
+        (C | U, 0, 0, 5, State.UPLOADED, 10),
+    ],
+)
 def test_state_and_next_change_follow_the_documented_table(
-        rules: Any, seen: int, r_first: float, r_complete: float, now: float, state: State,
-        next_change: float) -> None:
+    rules: Any, seen: int, r_first: float, r_complete: float, now: float, state: State, next_change: float
+) -> None:
     assert rules.derive_state(seen, r_first, r_complete, now, CFG) == (state, next_change)
 
 
 # Each deadline just before, exactly at, and just after it: a deadline is reached *at* its time.
-@pytest.mark.parametrize(("seen", "r_complete", "deadline", "before", "at"), [
-    (S, 0, 100, State.RECORDING, State.STUCK),             # max_recording_seconds
-    (S | C, 20, 70, State.COMPLETED, State.UPLOAD_MISSING),  # upload grace, from the completion
-    (C, 0, 10, State.COMPLETED, State.ORPHAN),             # reorder window, from the first event
-    (U, 0, 10, State.UPLOADED, State.ORPHAN),
-    (C, 5, 55, State.ORPHAN, State.UPLOAD_MISSING),        # an orphan's upload grace
-])
+@pytest.mark.parametrize(
+    ("seen", "r_complete", "deadline", "before", "at"),
+    [
+        (S, 0, 100, State.RECORDING, State.STUCK),  # max_recording_seconds
+        (S | C, 20, 70, State.COMPLETED, State.UPLOAD_MISSING),  # upload grace, from the completion
+        (C, 0, 10, State.COMPLETED, State.ORPHAN),  # reorder window, from the first event
+        (U, 0, 10, State.UPLOADED, State.ORPHAN),
+        (C, 5, 55, State.ORPHAN, State.UPLOAD_MISSING),  # an orphan's upload grace
+    ],
+)
 def test_every_deadline_is_reached_exactly_at_its_time(
-        rules: Any, seen: int, r_complete: float, deadline: float, before: State,
-        at: State) -> None:
+    rules: Any, seen: int, r_complete: float, deadline: float, before: State, at: State
+) -> None:
     assert rules.derive_state(seen, 0.0, r_complete, deadline - EPS, CFG) == (before, deadline)
     assert rules.derive_state(seen, 0.0, r_complete, deadline, CFG)[0] is at
     assert rules.derive_state(seen, 0.0, r_complete, deadline + EPS, CFG)[0] is at
 
 
-def test_the_start_counts_as_lost_only_once_the_reorder_window_ran_out_without_it(
-        rules: Any) -> None:
+def test_the_start_counts_as_lost_only_once_the_reorder_window_ran_out_without_it(rules: Any) -> None:
     assert not rules.start_is_lost(C, 0.0, 10 - EPS, CFG)
     assert rules.start_is_lost(C, 0.0, 10.0, CFG)
     assert rules.start_is_lost(U, 0.0, 10 + EPS, CFG)
@@ -223,14 +293,18 @@ def test_a_segment_is_forgotten_exactly_when_its_retention_runs_out(rules: Any) 
 GRACE_SHORTER = replace(CFG, upload_grace_seconds=5, reorder_window_seconds=60)
 
 
-@pytest.mark.parametrize(("now", "state", "next_change"), [
-    (4.0, State.COMPLETED, 5),         # within both
-    (5.0, State.UPLOAD_MISSING, 60),   # the grace ran out first: missing; the window still ends
-    (30.0, State.UPLOAD_MISSING, 60),  # (the old rule said completed, next change 5: past)
-    (60.0, State.UPLOAD_MISSING, INF),
-])
+@pytest.mark.parametrize(
+    ("now", "state", "next_change"),
+    [
+        (4.0, State.COMPLETED, 5),  # within both
+        (5.0, State.UPLOAD_MISSING, 60),  # the grace ran out first: missing; the window still ends
+        (30.0, State.UPLOAD_MISSING, 60),  # (the old rule said completed, next change 5: past)
+        (60.0, State.UPLOAD_MISSING, INF),
+    ],
+)
 def test_with_an_upload_grace_shorter_than_the_reorder_window_no_deadline_is_in_the_past(
-        rules: Any, now: float, state: State, next_change: float) -> None:
+    rules: Any, now: float, state: State, next_change: float
+) -> None:
     """#19.3: a completion without a start whose upload grace ran out inside the reorder window
     was given a next change already past, so every sweep found it due again."""
     assert rules.derive_state(C, 0.0, 0.0, now, GRACE_SHORTER) == (state, next_change)
@@ -238,36 +312,43 @@ def test_with_an_upload_grace_shorter_than_the_reorder_window_no_deadline_is_in_
 
 # ------------------------------------------------------------------ events
 
-@pytest.mark.parametrize(("seen", "bit", "state", "result"), [
-    (0, S, None, Result.ACCEPTED),
-    (S, S, State.RECORDING, Result.DUPLICATE),
-    (S, C, State.RECORDING, Result.ACCEPTED),
-    (U, S, State.UPLOADED, Result.OUT_OF_ORDER),    # a later event was seen first
-    (C, S, State.COMPLETED, Result.OUT_OF_ORDER),
-    (S | U, C, State.UPLOADED, Result.OUT_OF_ORDER),
-    (S, C, State.STUCK, Result.LATE),               # after a deadline declared a problem
-    (C, S, State.ORPHAN, Result.LATE),
-    (S | C, U, State.UPLOAD_MISSING, Result.LATE),
-    (S, C, State.UNVERIFIED, Result.LATE),
-    (S | C, C, State.UPLOAD_MISSING, Result.DUPLICATE),  # a duplicate is never late
-    (S | C, S, State.COMPLETED, Result.DUPLICATE),
-    (S | C | U, U, State.UPLOADED, Result.DUPLICATE),
-])
-def test_result_classification(rules: Any, seen: int, bit: int, state: State | None,
-                               result: Result) -> None:
+
+@pytest.mark.parametrize(
+    ("seen", "bit", "state", "result"),
+    [
+        (0, S, None, Result.ACCEPTED),
+        (S, S, State.RECORDING, Result.DUPLICATE),
+        (S, C, State.RECORDING, Result.ACCEPTED),
+        (U, S, State.UPLOADED, Result.OUT_OF_ORDER),  # a later event was seen first
+        (C, S, State.COMPLETED, Result.OUT_OF_ORDER),
+        (S | U, C, State.UPLOADED, Result.OUT_OF_ORDER),
+        (S, C, State.STUCK, Result.LATE),  # after a deadline declared a problem
+        (C, S, State.ORPHAN, Result.LATE),
+        (S | C, U, State.UPLOAD_MISSING, Result.LATE),
+        (S, C, State.UNVERIFIED, Result.LATE),
+        (S | C, C, State.UPLOAD_MISSING, Result.DUPLICATE),  # a duplicate is never late
+        (S | C, S, State.COMPLETED, Result.DUPLICATE),
+        (S | C | U, U, State.UPLOADED, Result.DUPLICATE),
+    ],
+)
+def test_result_classification(rules: Any, seen: int, bit: int, state: State | None, result: Result) -> None:
     assert rules.classify(seen, bit, state) is result
 
 
-@pytest.mark.parametrize(("seen", "bit", "durations"), [
-    (S | C, C, (300.0, None)),
-    (S | C | U, S, (300.0, None)),    # the start arrived last: its duration is known now
-    (C | U, U, (None, 12.0)),
-    (S | C | U, C, (300.0, 12.0)),    # the completion completes both
-    (S | U, U, (None, None)),
-    (S, S, (None, None)),
-])
+@pytest.mark.parametrize(
+    ("seen", "bit", "durations"),
+    [
+        (S | C, C, (300.0, None)),
+        (S | C | U, S, (300.0, None)),  # the start arrived last: its duration is known now
+        (C | U, U, (None, 12.0)),
+        (S | C | U, C, (300.0, 12.0)),  # the completion completes both
+        (S | U, U, (None, None)),
+        (S, S, (None, None)),
+    ],
+)
 def test_durations_are_measured_when_the_event_completing_them_arrives(
-        rules: Any, seen: int, bit: int, durations: tuple[float | None, float | None]) -> None:
+    rules: Any, seen: int, bit: int, durations: tuple[float | None, float | None]
+) -> None:
     assert rules.measure(seen, bit, 1000, 1300, 1312) == durations
 
 
@@ -275,8 +356,7 @@ def test_an_event_is_added_and_restarts_the_retention(rules: Any) -> None:
     a = rules.apply_event(S, C, State.RECORDING, Check.NONE, True, 0.0, 1000.0, 40.0, CFG)
     assert a == Applied(Result.ACCEPTED, S | C, Check.NONE, False, 40.0, 1040.0)
     # Not a completion: when the completion came stays as it was.
-    a = rules.apply_event(S | C, U, State.UPLOAD_MISSING, Check.NONE, False, 40.0, 1040.0, 95.0,
-                          CFG)
+    a = rules.apply_event(S | C, U, State.UPLOAD_MISSING, Check.NONE, False, 40.0, 1040.0, 95.0, CFG)
     assert a == Applied(Result.LATE, S | C | U, Check.NONE, False, 40.0, 1095.0)
 
 
@@ -285,27 +365,30 @@ def test_a_duplicate_changes_nothing(rules: Any) -> None:
     assert a == Applied(Result.DUPLICATE, S | C, Check.PENDING, True, 40.0, 1040.0)
 
 
-@pytest.mark.parametrize(("check", "bit", "after"), [
-    (Check.NONE, S, Check.NONE),
-    (Check.PENDING, S, Check.NONE),           # a new event ends a hold: the state is derived anew
-    (Check.PENDING, U, Check.NONE),
-    (Check.CONFIRMED, S, Check.CONFIRMED),    # a start says nothing about the file
-    (Check.UNCONFIRMED, S, Check.UNCONFIRMED),
-    (Check.CONFIRMED, U, Check.NONE),         # a late upload voids the answer
-    (Check.UNCONFIRMED, C, Check.NONE),
-])
+@pytest.mark.parametrize(
+    ("check", "bit", "after"),
+    [
+        (Check.NONE, S, Check.NONE),
+        (Check.PENDING, S, Check.NONE),  # a new event ends a hold: the state is derived anew
+        (Check.PENDING, U, Check.NONE),
+        (Check.CONFIRMED, S, Check.CONFIRMED),  # a start says nothing about the file
+        (Check.UNCONFIRMED, S, Check.UNCONFIRMED),
+        (Check.CONFIRMED, U, Check.NONE),  # a late upload voids the answer
+        (Check.UNCONFIRMED, C, Check.NONE),
+    ],
+)
 def test_an_event_ends_a_hold_and_voids_an_answer_except_a_start(
-        rules: Any, check: Check, bit: int, after: Check) -> None:
+    rules: Any, check: Check, bit: int, after: Check
+) -> None:
     assert rules.check_after_event(check, bit) is after
-    a = rules.apply_event(0 if bit != S else C, bit, State.COMPLETED, check, False, 0.0, 1000.0,
-                          5.0, ON)
+    a = rules.apply_event(0 if bit != S else C, bit, State.COMPLETED, check, False, 0.0, 1000.0, 5.0, ON)
     assert a.check is after
 
 
 # ------------------------------------------------------------------ settling (the order)
 
-def test_settling_a_new_segment_enters_its_state_and_is_due_at_its_next_change(
-        rules: Any) -> None:
+
+def test_settling_a_new_segment_enters_its_state_and_is_due_at_its_next_change(rules: Any) -> None:
     s = rules.settle(S, 0.0, 0.0, 1000.0, None, Check.NONE, False, False, 0.0, CFG)
     assert s == Settled(State.RECORDING, 100.0, Check.NONE, False, None, False)
 
@@ -317,15 +400,13 @@ def test_a_deadline_reports_the_problem_state_entered_once(rules: Any) -> None:
     assert again.entered is None
 
 
-def test_a_segment_due_and_expired_at_once_reports_its_problem_then_is_forgotten(
-        rules: Any) -> None:
+def test_a_segment_due_and_expired_at_once_reports_its_problem_then_is_forgotten(rules: Any) -> None:
     s = rules.settle(S, 0.0, 0.0, 100.0, State.RECORDING, Check.NONE, False, False, 100.0, CFG)
     assert (s.state, s.entered, s.expired, s.deadline) == (State.STUCK, State.STUCK, True, 100.0)
 
 
 def test_the_lost_start_is_marked_at_the_reorder_window_and_stays_marked(rules: Any) -> None:
-    before = rules.settle(C, 0.0, 0.0, 1000.0, State.COMPLETED, Check.NONE, False, False,
-                          10 - EPS, CFG)
+    before = rules.settle(C, 0.0, 0.0, 1000.0, State.COMPLETED, Check.NONE, False, False, 10 - EPS, CFG)
     assert (before.state, before.start_lost, before.deadline) == (State.COMPLETED, False, 10.0)
     at = rules.settle(C, 0.0, 0.0, 1000.0, State.COMPLETED, Check.NONE, False, False, 10.0, CFG)
     assert (at.state, at.start_lost, at.entered) == (State.ORPHAN, True, State.ORPHAN)
@@ -341,34 +422,33 @@ def test_a_blind_mark_makes_a_deadline_unverified_without_checks(rules: Any) -> 
     assert s.state is State.ORPHAN
 
 
-@pytest.mark.parametrize(("new", "blind", "cfg", "after"), [
-    (State.STUCK, True, CFG, State.UNVERIFIED),
-    (State.UPLOAD_MISSING, True, CFG, State.UNVERIFIED),
-    (State.ORPHAN, True, CFG, State.ORPHAN),
-    (State.RECORDING, True, CFG, State.RECORDING),
-    (State.STUCK, False, CFG, State.STUCK),
-    (State.STUCK, True, ON, State.STUCK),  # with checks, COS decides (the segment is held)
-])
+@pytest.mark.parametrize(
+    ("new", "blind", "cfg", "after"),
+    [
+        (State.STUCK, True, CFG, State.UNVERIFIED),
+        (State.UPLOAD_MISSING, True, CFG, State.UNVERIFIED),
+        (State.ORPHAN, True, CFG, State.ORPHAN),
+        (State.RECORDING, True, CFG, State.RECORDING),
+        (State.STUCK, False, CFG, State.STUCK),
+        (State.STUCK, True, ON, State.STUCK),  # with checks, COS decides (the segment is held)
+    ],
+)
 def test_after_blind(rules: Any, new: State, blind: bool, cfg: Config, after: State) -> None:
     assert rules.after_blind(new, blind, cfg) is after
 
 
-def test_with_checks_a_deadline_holds_the_segment_and_marks_its_check_pending(
-        rules: Any) -> None:
+def test_with_checks_a_deadline_holds_the_segment_and_marks_its_check_pending(rules: Any) -> None:
     for blind in (False, True):
-        s = rules.settle(S, 0.0, 0.0, 1000.0, State.RECORDING, Check.NONE, False, blind, 100.0,
-                         ON)
+        s = rules.settle(S, 0.0, 0.0, 1000.0, State.RECORDING, Check.NONE, False, blind, 100.0, ON)
         assert s == Settled(State.RECORDING, 1000.0, Check.PENDING, False, None, False)
-    s = rules.settle(S, 0.0, 0.0, 1000.0, State.RECORDING, Check.CONFIRMED, False, False, 100.0,
-                     ON)
+    s = rules.settle(S, 0.0, 0.0, 1000.0, State.RECORDING, Check.CONFIRMED, False, False, 100.0, ON)
     assert (s.state, s.check, s.entered) == (State.STUCK, Check.CONFIRMED, State.STUCK)
     # A new segment already past a deadline (a restore) has a state to enter: not held.
     s = rules.settle(S, 0.0, 0.0, 1000.0, None, Check.NONE, False, False, 100.0, ON)
     assert (s.state, s.check) == (State.STUCK, Check.NONE)
 
 
-def test_a_deadline_into_stuck_or_upload_missing_holds_for_a_check_only_with_checks_on(
-        rules: Any) -> None:
+def test_a_deadline_into_stuck_or_upload_missing_holds_for_a_check_only_with_checks_on(rules: Any) -> None:
     for new in (State.STUCK, State.UPLOAD_MISSING):
         assert rules.holds_for_check(State.RECORDING, new, Check.NONE, ON)
         assert rules.holds_for_check(State.RECORDING, new, Check.PENDING, ON)
@@ -385,8 +465,8 @@ def test_a_deadline_into_stuck_or_upload_missing_holds_for_a_check_only_with_che
 
 # ------------------------------------------------------------------ COS answers
 
-def test_a_file_found_in_cos_completes_and_uploads_the_segment_and_names_what_was_lost(
-        rules: Any) -> None:
+
+def test_a_file_found_in_cos_completes_and_uploads_the_segment_and_names_what_was_lost(rules: Any) -> None:
     assert rules.found_in_cos(S) == (S | C | U, C | U)
     assert rules.found_in_cos(S | C) == (S | C | U, U)
     assert rules.found_in_cos(C) == (C | U, U)
@@ -395,14 +475,18 @@ def test_a_file_found_in_cos_completes_and_uploads_the_segment_and_names_what_wa
     assert events_seen(lost) == ["uploaded"]
 
 
-@pytest.mark.parametrize(("seen", "answer", "after"), [
-    (S, "found", (S | C | U, C | U, Check.NONE)),
-    (S | C, "found", (S | C | U, U, Check.NONE)),
-    (S, "not_found", (S, 0, Check.CONFIRMED)),
-    (S | C, "error", (S | C, 0, Check.UNCONFIRMED)),
-])
+@pytest.mark.parametrize(
+    ("seen", "answer", "after"),
+    [
+        (S, "found", (S | C | U, C | U, Check.NONE)),
+        (S | C, "found", (S | C | U, U, Check.NONE)),
+        (S, "not_found", (S, 0, Check.CONFIRMED)),
+        (S | C, "error", (S | C, 0, Check.UNCONFIRMED)),
+    ],
+)
 def test_a_lookup_answer_completes_the_segment_or_makes_its_problem_stand(
-        rules: Any, seen: int, answer: str, after: tuple[int, int, Check]) -> None:
+    rules: Any, seen: int, answer: str, after: tuple[int, int, Check]
+) -> None:
     assert rules.apply_answer(seen, answer) == after
 
 
@@ -415,20 +499,23 @@ def test_a_lookup_answer_confirms_or_leaves_the_problem_unconfirmed(rules: Any) 
 
 # ------------------------------------------------------------------ the Lua copy itself
 
+
 def _lua_numbers() -> dict[str, int]:
     """Every `local A, B = 1, 2` of the script (numeric constants only)."""
     found: dict[str, int] = {}
-    for names, values in re.findall(r"^local ([A-Z_][A-Z_, ]*) = ([-0-9][-0-9, ]*)$", SCRIPT,
-                                    re.M):
-        found.update(zip((n.strip() for n in names.split(",")),
-                         (int(v) for v in values.split(",")), strict=True))
+    for names, values in re.findall(r"^local ([A-Z_][A-Z_, ]*) = ([-0-9][-0-9, ]*)$", SCRIPT, re.M):
+        found.update(
+            zip((n.strip() for n in names.split(",")), (int(v) for v in values.split(",")), strict=True)
+        )
     return found
 
 
 def _lua_sets() -> dict[str, set[str]]:
     """Every `local NAME = {[A] = true, [B] = true}` of the script."""
-    return {name: set(re.findall(r"\[([A-Z_]+)\] = true", body))
-            for name, body in re.findall(r"^local ([A-Z_]+) = \{(\[[^}]*)\}$", SCRIPT, re.M)}
+    return {
+        name: set(re.findall(r"\[([A-Z_]+)\] = true", body))
+        for name, body in re.findall(r"^local ([A-Z_]+) = \{(\[[^}]*)\}$", SCRIPT, re.M)
+    }
 
 
 def test_the_lua_constants_are_the_python_ones() -> None:
@@ -440,7 +527,10 @@ def test_the_lua_constants_are_the_python_ones() -> None:
     assert set(redis_store._RESULTS) == set(Result) - {Result.IGNORED}
     assert (lua["SEEN_STARTED"], lua["SEEN_COMPLETED"], lua["SEEN_UPLOADED"]) == (S, C, U)
     assert (lua["FLAG_START_LOST"], lua["FLAG_CHECK_SHIFT"], lua["FLAG_LOST_SHIFT"]) == (
-        redis_store._FLAG_START_LOST, redis_store._FLAG_CHECK_SHIFT, redis_store._FLAG_LOST_SHIFT)
+        redis_store._FLAG_START_LOST,
+        redis_store._FLAG_CHECK_SHIFT,
+        redis_store._FLAG_LOST_SHIFT,
+    )
     # The check's 2 bits lie between the start-lost mark and the lost events.
     check_shift, lost_shift = redis_store._FLAG_CHECK_SHIFT, redis_store._FLAG_LOST_SHIFT
     assert max(Check) < 4 and redis_store._FLAG_START_LOST < 1 << check_shift
@@ -468,8 +558,7 @@ def test_every_lua_rule_is_marked_with_its_python_twin_and_the_twin_exists() -> 
     assert len(re.findall(r"^-- tallies\.", SCRIPT, re.M)) == 4
 
 
-def test_the_rule_op_changes_nothing_in_redis(lua_rules: LuaRules,
-                                              redis_server: RedisServer) -> None:
+def test_the_rule_op_changes_nothing_in_redis(lua_rules: LuaRules, redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
     before = client.dbsize()
     lua_rules.settle(S, 0.0, 0.0, 1000.0, State.RECORDING, Check.NONE, False, True, 100.0, ON)
@@ -480,12 +569,25 @@ def test_the_rule_op_changes_nothing_in_redis(lua_rules: LuaRules,
 
 # ------------------------------------------------------------------ names and keys
 
+
 def test_state_and_mode_names_are_the_label_values() -> None:
-    assert STATE_NAMES == ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan",
-                           "unverified")
+    assert STATE_NAMES == (
+        "recording",
+        "completed",
+        "uploaded",
+        "stuck",
+        "upload_missing",
+        "orphan",
+        "unverified",
+    )
     assert [s.label for s in State] == list(STATE_NAMES)
     assert [RecordMode.of(m).label for m in (0, 1, 2, -1, 7)] == [
-        "single", "mixed", "unknown", "unknown", "unknown"]
+        "single",
+        "mixed",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
 
 
 def test_segment_keys_round_trip_and_name_their_room() -> None:
@@ -498,23 +600,56 @@ def test_segment_keys_round_trip_and_name_their_room() -> None:
 # ------------------------------------------------------------------ any settings, any time
 
 CONFIGS = st.builds(
-    lambda m, g, w, r, chk: replace(CFG, max_recording_seconds=m, upload_grace_seconds=g,
-                                    reorder_window_seconds=w, retention_seconds=r,
-                                    check_in_cos=chk),
-    st.integers(1, 200), st.integers(1, 200), st.integers(1, 200), st.integers(1, 400),
-    st.booleans())
+    lambda m, g, w, r, chk: replace(
+        CFG,
+        max_recording_seconds=m,
+        upload_grace_seconds=g,
+        reorder_window_seconds=w,
+        retention_seconds=r,
+        check_in_cos=chk,
+    ),
+    st.integers(1, 200),
+    st.integers(1, 200),
+    st.integers(1, 200),
+    st.integers(1, 400),
+    st.booleans(),
+)
 # Whole seconds mostly (deadlines are whole seconds: that is where boundaries are), any float too.
 TIMES = st.one_of(st.integers(0, 300).map(float), st.floats(0, 500, allow_nan=False))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cfg=CONFIGS, seen=st.integers(1, 7), r_first=TIMES, gap=TIMES, later=TIMES,
-       old=st.sampled_from([None, *State]), check=st.sampled_from(Check), blind=st.booleans())
-@example(cfg=GRACE_SHORTER, seen=C, r_first=0.0, gap=0.0, later=30.0, old=State.COMPLETED,
-         check=Check.NONE, blind=False)  # #19.3
+@given(
+    cfg=CONFIGS,
+    seen=st.integers(1, 7),
+    r_first=TIMES,
+    gap=TIMES,
+    later=TIMES,
+    old=st.sampled_from([None, *State]),
+    check=st.sampled_from(Check),
+    blind=st.booleans(),
+)
+@example(
+    cfg=GRACE_SHORTER,
+    seen=C,
+    r_first=0.0,
+    gap=0.0,
+    later=30.0,
+    old=State.COMPLETED,
+    check=Check.NONE,
+    blind=False,
+)  # #19.3
 def test_a_settled_segment_is_never_due_again_at_once(
-        rules: Any, cfg: Config, seen: int, r_first: float, gap: float, later: float,
-        old: State | None, check: Check, blind: bool) -> None:
+    rules: Any,
+    cfg: Config,
+    seen: int,
+    r_first: float,
+    gap: float,
+    later: float,
+    old: State | None,
+    check: Check,
+    blind: bool,
+) -> None:
     """Whatever the settings, events and time: once settled, a segment's next look is after
     now, or it is forgotten now. (A deadline left in the past makes the sweep spin.)"""
     r_complete = r_first + gap if seen & C else r_first

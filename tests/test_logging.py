@@ -56,17 +56,17 @@ def test_secrets_signatures_and_bodies_never_reach_the_logs(captured: io.StringI
     marker = "BODY-MARKER-7f3a"
     good = body(1, room=marker)
     good_sig = sign(good, SECRET)
-    h.post(good, sig=good_sig)                                       # accepted
-    h.post(good, sig=sign(good, "wrong"))                            # mismatch
+    h.post(good, sig=good_sig)  # accepted
+    h.post(good, sig=sign(good, "wrong"))  # mismatch
     bad = b'{"EventType":1,"Junk":"' + marker.encode() + b'-in-malformed"}'
-    h.post(bad, sig=sign(bad, SECRET))                               # malformed
-    h.post(b"x" * 100_000)                                           # too large
+    h.post(bad, sig=sign(bad, SECRET))  # malformed
+    h.post(b"x" * 100_000)  # too large
     h.get("/no/such/page")
     out = captured.getvalue()
     assert "callback_accepted" in out and "callback_rejected" in out
     assert SECRET not in out
     assert good_sig not in out
-    assert "-in-malformed" not in out                                 # no raw body
+    assert "-in-malformed" not in out  # no raw body
     assert '"Junk"' not in out
 
 
@@ -103,10 +103,16 @@ def test_without_an_exporter_there_are_no_dangling_trace_ids(captured: io.String
 
 
 def test_redact_processor_masks_sensitive_fields() -> None:
-    event = log_setup.redact(None, "info", {"event": "x", "signature": "abc", "secret": "s",
-                                            "body": b"raw", "room_id": "r"})
-    assert event == {"event": "x", "signature": "[redacted]", "secret": "[redacted]",
-                     "body": "[redacted]", "room_id": "r"}
+    event = log_setup.redact(
+        None, "info", {"event": "x", "signature": "abc", "secret": "s", "body": b"raw", "room_id": "r"}
+    )
+    assert event == {
+        "event": "x",
+        "signature": "[redacted]",
+        "secret": "[redacted]",
+        "body": "[redacted]",
+        "room_id": "r",
+    }
 
 
 def test_library_logs_go_through_the_same_renderer(captured: io.StringIO) -> None:
@@ -121,6 +127,7 @@ def test_keys_file_errors_are_logged_without_key_material(captured: io.StringIO,
     h = harness(secret_key="", keys_file=str(keys))
     keys.write_text("garbage-line-with-new-secret-value\n")
     import os
+
     os.utime(keys, (time.time() + 5, time.time() + 5))
     asyncio.run(h.service.reload_keys())
     out = captured.getvalue()

@@ -33,8 +33,13 @@ def make(checkout: Path, *targets: str) -> list[str]:
     calls = checkout / "uv-calls"
     calls.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
-    r = subprocess.run(["make", "-s", "-C", str(checkout), f"UV={checkout / 'fake-uv'}", *targets],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["make", "-s", "-C", str(checkout), f"UV={checkout / 'fake-uv'}", *targets],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return calls.read_text().splitlines() if calls.exists() else []
 
@@ -68,11 +73,16 @@ def test_a_changed_lock_makes_both_sync_again(checkout: Path) -> None:
     assert len(make(checkout, "venv")) == 1
 
 
-@pytest.mark.parametrize(("target", "needs"), [("run", ".runtime"), ("send", ".runtime"),
-                                               ("test", ".dev"), ("lint", ".dev")])
+@pytest.mark.parametrize(
+    ("target", "needs"), [("run", ".runtime"), ("send", ".runtime"), ("test", ".dev"), ("lint", ".dev")]
+)
 def test_each_target_depends_on_the_install_it_needs(target: str, needs: str) -> None:
-    r = subprocess.run(["make", "-C", str(ROOT), "-p", "-n", "--no-builtin-rules", "-q", "clean"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["make", "-C", str(ROOT), "-p", "-n", "--no-builtin-rules", "-q", "clean"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     rules = r.stdout
     line = next(x for x in rules.splitlines() if x.startswith(f"{target}:"))
     wanted = "venv-runtime" if needs == ".runtime" else "venv"

@@ -29,17 +29,28 @@ NOW = 1_700_000_000
 def _scenario() -> str:
     """Three segments through their lifecycles, deadlines, and two rejections."""
     clock = FakeClock(mono=1000.0, wall=float(NOW))
-    service = Service(Settings(secret_key=SECRET, max_recording_seconds=3600,
-                               upload_grace_seconds=600, reorder_window_seconds=60).validate(),
-                      clock=clock)
+    service = Service(
+        Settings(
+            secret_key=SECRET, max_recording_seconds=3600, upload_grace_seconds=600, reorder_window_seconds=60
+        ).validate(),
+        clock=clock,
+    )
 
     async def go() -> None:
         await service.start()
 
         async def send(event_type: int, room: str, ts: int, *, signed: bool = True) -> None:
-            b = encode_callback(biz_id=1400000000, room_id=room, user_id="u", task_id=1,
-                                seq_no=0, event_type=event_type, record_mode=1, timestamp=ts,
-                                file_name="f.mp3")
+            b = encode_callback(
+                biz_id=1400000000,
+                room_id=room,
+                user_id="u",
+                task_id=1,
+                seq_no=0,
+                event_type=event_type,
+                record_mode=1,
+                timestamp=ts,
+                file_name="f.mp3",
+            )
             await service.intake.handle(b, sign(b, SECRET if signed else "wrong"), "golden")
 
         await send(1, "done", NOW - 900)
@@ -56,10 +67,16 @@ def _scenario() -> str:
 
     asyncio.run(go())
     text = generate_latest(service.metrics.registry).decode()
-    kept = [line for line in text.splitlines(keepends=True)
-            if not re.match(r"(# (HELP|TYPE) )?(process|python)_", line)]
-    return "".join(kept).replace(f'version="{__version__}"', 'version="<version>"').replace(
-        'python_version="', 'python_version="<python>" x="')
+    kept = [
+        line
+        for line in text.splitlines(keepends=True)
+        if not re.match(r"(# (HELP|TYPE) )?(process|python)_", line)
+    ]
+    return (
+        "".join(kept)
+        .replace(f'version="{__version__}"', 'version="<version>"')
+        .replace('python_version="', 'python_version="<python>" x="')
+    )
 
 
 def _normalised(text: str) -> str:
@@ -72,7 +89,8 @@ def test_exposition_of_a_fixed_scenario_matches_the_golden_file(request: pytest.
         GOLDEN.write_text(got)
     assert got == GOLDEN.read_text(), (
         "the /metrics exposition changed: review the diff and run "
-        "`pytest tests/test_metrics.py --update-golden` if it is intended")
+        "`pytest tests/test_metrics.py --update-golden` if it is intended"
+    )
 
 
 def test_series_that_alerts_use_exist_at_zero_for_every_label_value() -> None:
@@ -99,8 +117,10 @@ def test_cos_error_classes_are_the_checkers_and_problem_labels_exist_per_app() -
     text = generate_latest(m.registry).decode()
     for state in metrics.PROBLEM_STATES:
         for confirmed in metrics.CONFIRMED:
-            assert (f'gme_recording_problem_segments_total{{app_id="1400000000",'
-                    f'confirmed="{confirmed}",state="{state}"}} 0.0') in text
+            assert (
+                f'gme_recording_problem_segments_total{{app_id="1400000000",'
+                f'confirmed="{confirmed}",state="{state}"}} 0.0'
+            ) in text
 
 
 def test_no_label_value_names_a_room_user_or_task() -> None:

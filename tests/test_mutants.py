@@ -29,24 +29,29 @@ def test_both_copies_of_the_rules_are_mutated_alike() -> None:
 
 def _report(tmp_path: Path, body: str) -> Path:
     junit = tmp_path / "junit.xml"
-    junit.write_text(f'<testsuites><testsuite>{body}</testsuite></testsuites>', encoding="utf-8")
+    junit.write_text(f"<testsuites><testsuite>{body}</testsuite></testsuites>", encoding="utf-8")
     return junit
 
 
-@pytest.mark.parametrize(("code", "body", "verdict"), [
-    (0, "", "survived"),
-    (None, "", "timeout"),  # past the hard limit, killed
-    (1, '<testcase classname="t" name="a"><failure message="assert 1 == 2"/></testcase>',
-     "killed"),
-    (1, '<testcase classname="t" name="a"><failure message="Failed: Timeout &gt;60.0s"/>'
-        "</testcase>", "timeout"),  # pytest-timeout: a hang is not a kill
-    (1, '<testcase classname="t" name="a"><error message="fixture failed"/></testcase>',
-     "error"),
-    (2, '<testcase classname="t" name="a"><failure message="x"/></testcase>', "error"),
-    (4, "", "error"),
-])
+@pytest.mark.parametrize(
+    ("code", "body", "verdict"),
+    [
+        (0, "", "survived"),
+        (None, "", "timeout"),  # past the hard limit, killed
+        (1, '<testcase classname="t" name="a"><failure message="assert 1 == 2"/></testcase>', "killed"),
+        (
+            1,
+            '<testcase classname="t" name="a"><failure message="Failed: Timeout &gt;60.0s"/></testcase>',
+            "timeout",
+        ),  # pytest-timeout: a hang is not a kill
+        (1, '<testcase classname="t" name="a"><error message="fixture failed"/></testcase>', "error"),
+        (2, '<testcase classname="t" name="a"><failure message="x"/></testcase>', "error"),
+        (4, "", "error"),
+    ],
+)
 def test_a_run_is_killed_only_by_a_failing_assertion(
-        tmp_path: Path, code: int | None, body: str, verdict: str) -> None:
+    tmp_path: Path, code: int | None, body: str, verdict: str
+) -> None:
     assert mutants.judge(code, _report(tmp_path, body))[0] == verdict
 
 

@@ -23,8 +23,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 
 def run(*argv: str | Path, stdin: str | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, text=True,
-                          check=False, **kw)
+    return subprocess.run(
+        [str(a) for a in argv], input=stdin, capture_output=True, text=True, check=False, **kw
+    )
 
 
 def workflow(name: str) -> dict[Any, Any]:
@@ -37,6 +38,7 @@ def steps(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ linters, and that they bite
+
 
 def test_workflows_are_valid_against_the_github_workflow_schema() -> None:
     assert {p.name for p in WORKFLOWS} == {"ci.yml", "release.yml"}
@@ -74,6 +76,7 @@ def test_hadolint_rejects_a_careless_dockerfile() -> None:
 
 # ------------------------------------------------------------------ the lock, and who keeps it current
 
+
 def test_make_and_the_image_build_use_the_same_uv() -> None:
     make = re.search(r"(?m)^UV_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text())
     docker = re.search(r"(?m)^ARG UV_VERSION=(\S+)$", DOCKERFILE.read_text())
@@ -89,7 +92,7 @@ def test_the_image_installs_the_locked_set_without_test_tools() -> None:
         assert "--frozen" in args and "--no-dev" in args, args
     assert "pip install" not in text.replace('pip install --no-cache-dir "uv==${UV_VERSION}"', "")
     lock = (ROOT / "uv.lock").read_text()
-    assert 'name = "gme-recwatch"' in lock and "hash = \"sha256:" in lock
+    assert 'name = "gme-recwatch"' in lock and 'hash = "sha256:' in lock
 
 
 def test_renovate_updates_the_lock_the_base_image_the_actions_and_uv() -> None:
@@ -107,6 +110,7 @@ def test_renovate_updates_the_lock_the_base_image_the_actions_and_uv() -> None:
 
 
 # ------------------------------------------------------------------ the workflows
+
 
 def test_every_action_is_pinned_to_a_commit_with_its_release_beside_it() -> None:
     for path in WORKFLOWS:
@@ -138,8 +142,12 @@ def test_release_tests_then_pushes_a_signed_multi_arch_image_with_sbom_and_prove
     image = jobs["image"]
     assert image["needs"] == "test"
     assert image["permissions"] == {"contents": "read", "packages": "write", "id-token": "write"}
-    for action in ("docker/setup-qemu-action", "docker/setup-buildx-action", "docker/login-action",
-                   "sigstore/cosign-installer"):
+    for action in (
+        "docker/setup-qemu-action",
+        "docker/setup-buildx-action",
+        "docker/login-action",
+        "sigstore/cosign-installer",
+    ):
         assert steps(image, action), action
     meta = steps(image, "docker/metadata-action")[0]["with"]
     assert "type=semver,pattern={{version}}" in meta["tags"] and meta["flavor"] == "latest=auto"
@@ -165,6 +173,7 @@ def test_release_packages_the_chart_at_the_tag_version_pointing_at_the_pushed_im
 
 # ------------------------------------------------------------------ make image
 
+
 def _path_with(tmp_path: Path, *tools: str) -> str:
     """A PATH that holds only these tools (the real ones)."""
     bin_dir = tmp_path / "bin"
@@ -178,8 +187,7 @@ def _path_with(tmp_path: Path, *tools: str) -> str:
 
 def _which(path: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("ENGINE", "DOCKER_HOST")}
-    return run("/bin/bash", ROOT / "tools/build-image.sh", "--which",
-               env={**clean, "PATH": path, **env})
+    return run("/bin/bash", ROOT / "tools/build-image.sh", "--which", env={**clean, "PATH": path, **env})
 
 
 def test_make_image_without_any_engine_says_what_it_needs(tmp_path: Path) -> None:

@@ -65,8 +65,13 @@ def test_the_readme_is_short_and_starts_with_what_matters() -> None:
     headings = [line for line in lines if line.startswith("## ")]
     assert headings[:3] == ["## Try it in 60 seconds", "## Run it for real", "## Documentation"]
     first_screen = "\n".join(lines[:70])
-    for must in ("make run", "simulate", "GME_RECWATCH_KEYS_FILE", "GME_RECWATCH_REDIS_URL",
-                 "GME_RECWATCH_COS_BUCKET"):
+    for must in (
+        "make run",
+        "simulate",
+        "GME_RECWATCH_KEYS_FILE",
+        "GME_RECWATCH_REDIS_URL",
+        "GME_RECWATCH_COS_BUCKET",
+    ):
         assert must in first_screen, must
 
 
@@ -138,12 +143,16 @@ def test_the_60_second_try_and_the_hand_signed_callback_run(tmp_path: Path) -> N
     try:
         venv_bin = str(Path(sys.executable).parent)
         try_block = blocks(README.split("## Try it in 60 seconds")[1], "sh")[1]
-        by_hand = next(b for b in blocks((DOCS / "signatures.md").read_text(), "sh")
-                       if "openssl dgst" in b)
+        by_hand = next(b for b in blocks((DOCS / "signatures.md").read_text(), "sh") if "openssl dgst" in b)
         for script in (try_block, by_hand):
             script = _on_ports(script, svc.port, svc.admin_port).replace(".venv/bin", venv_bin)
-            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
-                               text=True, timeout=60, cwd=tmp_path)
+            r = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
             assert r.returncode == 0, (script, r.stdout, r.stderr)
         assert r.stdout.strip() == '{"code":0}'  # the by-hand callback was accepted
         assert svc.metric("gme_recording_callbacks_total", result="accepted") == 1
@@ -160,8 +169,7 @@ def test_the_readme_simulate_command_parses_and_uses_the_demo_key() -> None:
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/metrics.md", "helm/gme-recwatch/README.md"])
-def test_scrape_configs_in_the_docs_are_valid_prometheus_configuration(
-        page: str, tmp_path: Path) -> None:
+def test_scrape_configs_in_the_docs_are_valid_prometheus_configuration(page: str, tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     found = [b for b in blocks((ROOT / page).read_text(), "yaml") if "scrape_configs:" in b]
     assert found
@@ -174,17 +182,21 @@ def test_scrape_configs_in_the_docs_are_valid_prometheus_configuration(
                     job["static_configs"] = [{"targets": ["placeholder:8081"]}]
         path = tmp_path / f"prometheus-{i}.yml"
         path.write_text(yaml.safe_dump(config))
-        r = subprocess.run([promtool, "check", "config", "--syntax-only", str(path)],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [promtool, "check", "config", "--syntax-only", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _has_kubernetes_sd(promtool: str, tmp_path: Path) -> bool:
     probe = tmp_path / "k8s-sd-probe.yml"
-    probe.write_text("scrape_configs:\n  - job_name: x\n    kubernetes_sd_configs:\n"
-                     "      - role: pod\n")
-    r = subprocess.run([promtool, "check", "config", "--syntax-only", str(probe)],
-                       capture_output=True, text=True, timeout=60)
+    probe.write_text("scrape_configs:\n  - job_name: x\n    kubernetes_sd_configs:\n      - role: pod\n")
+    r = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(probe)], capture_output=True, text=True, timeout=60
+    )
     return "kubernetes_sd_configs not found" not in r.stdout + r.stderr
 
 

@@ -45,14 +45,21 @@ def file_of(seq: int, room: str = "r1") -> str:
 
 
 def event(event_type: int, seq: int = 0, room: str = "r1") -> Event:
-    return Event(BIZ, room, "u1", TASK, seq, event_type, 1, 1_700_000_000 + event_type,
-                 file_of(seq, room))
+    return Event(BIZ, room, "u1", TASK, seq, event_type, 1, 1_700_000_000 + event_type, file_of(seq, room))
 
 
 def cos_settings(endpoint: str, bucket: str, key: tuple[str, str], **kw: Any) -> Settings:
-    return Settings(secret_key=SECRET, max_recording_seconds=100, upload_grace_seconds=50,
-                    cos_bucket=bucket, cos_region="ap-guangzhou", cos_endpoint=endpoint,
-                    cos_secret_id=key[0], cos_secret_key=key[1], **kw)
+    return Settings(
+        secret_key=SECRET,
+        max_recording_seconds=100,
+        upload_grace_seconds=50,
+        cos_bucket=bucket,
+        cos_region="ap-guangzhou",
+        cos_endpoint=endpoint,
+        cos_secret_id=key[0],
+        cos_secret_key=key[1],
+        **kw,
+    )
 
 
 def make_service(settings: Settings, clock: FakeClock, store: Store | None = None) -> Service:
@@ -75,8 +82,9 @@ async def settle(service: Service) -> None:
     raise AssertionError(f"the reconciler still had work after {MAX_SWEEP_ROUNDS} rounds")
 
 
-async def run_past_deadline(service: Service, clock: FakeClock, events: tuple[int, ...],
-                            seconds: float) -> None:
+async def run_past_deadline(
+    service: Service, clock: FakeClock, events: tuple[int, ...], seconds: float
+) -> None:
     """Start, record the events for segment 0, let `seconds` pass, sweep and answer every
     lookup, hand the tallies to the metrics, stop."""
     await service.start()
@@ -99,8 +107,10 @@ def unique_bucket() -> str:
 
 # ------------------------------------------------------------------------------- moto
 
+
 def test_a_stuck_segment_whose_file_is_in_cos_is_reconciled_and_its_callbacks_counted_lost(
-        s3_server: S3Server) -> None:
+    s3_server: S3Server,
+) -> None:
     bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
@@ -109,10 +119,19 @@ def test_a_stuck_segment_whose_file_is_in_cos_is_reconciled_and_its_callbacks_co
     log = service.log
     assert log.named("segment_stuck") == []
     (line,) = log.named("segment_reconciled")
-    assert {k: line[k] for k in ("biz_id", "room_id", "user_id", "task_id", "seq_no",
-                                 "lost_callbacks", "bucket", "object_key")} == {
-        "biz_id": BIZ, "room_id": "r1", "user_id": "u1", "task_id": str(TASK), "seq_no": 0,
-        "lost_callbacks": ["completed", "uploaded"], "bucket": bucket, "object_key": file_of(0)}
+    assert {
+        k: line[k]
+        for k in ("biz_id", "room_id", "user_id", "task_id", "seq_no", "lost_callbacks", "bucket", "object_key")
+    } == {
+        "biz_id": BIZ,
+        "room_id": "r1",
+        "user_id": "u1",
+        "task_id": str(TASK),
+        "seq_no": 0,
+        "lost_callbacks": ["completed", "uploaded"],
+        "bucket": bucket,
+        "object_key": file_of(0),
+    }
     assert counter(service, "gme_recording_callbacks_lost_total", event_type="completed") == 1
     assert counter(service, "gme_recording_callbacks_lost_total", event_type="uploaded") == 1
     assert counter(service, "gme_recording_segments_reconciled_total") == 1
@@ -121,16 +140,18 @@ def test_a_stuck_segment_whose_file_is_in_cos_is_reconciled_and_its_callbacks_co
     assert counter(service, "gme_recording_reconcile_checks_total", result="found") == 1
     (view,) = asyncio.run(service.store.segments())
     out = _out(view, service.settings)
-    assert (out.state, out.lost_events, out.uploaded_at) == (
-        "uploaded", ["completed", "uploaded"], None)
+    assert (out.state, out.lost_events, out.uploaded_at) == ("uploaded", ["completed", "uploaded"], None)
     # What the API says agrees with itself: only the start was received; the rest was found.
     assert out.events_seen == ["started"]
     assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
-        "found", bucket, file_of(0), None)
+        "found",
+        bucket,
+        file_of(0),
+        None,
+    )
 
 
-def test_a_completed_segment_whose_file_is_in_cos_lost_only_its_upload_callback(
-        s3_server: S3Server) -> None:
+def test_a_completed_segment_whose_file_is_in_cos_lost_only_its_upload_callback(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
@@ -154,20 +175,27 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
     assert (line["confirmed"], line["seq_no"], line["object_key"]) == (True, 0, file_of(0))
     assert service.log.named("segment_reconciled") == []
     assert counter(service, "gme_recording_stuck_total", app_id=str(BIZ)) == 1
-    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
-                   state="stuck", confirmed="true") == 1
+    assert (
+        counter(
+            service, "gme_recording_problem_segments_total", app_id=str(BIZ), state="stuck", confirmed="true"
+        )
+        == 1
+    )
     assert counter(service, "gme_recording_callbacks_lost_total", event_type="completed") == 0
     (view,) = asyncio.run(service.store.segments())
     out = _out(view, service.settings)
     assert (out.state, out.confirmed) == ("stuck", True)
     assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
-        "not_found", bucket, file_of(0), None)
+        "not_found",
+        bucket,
+        file_of(0),
+        None,
+    )
     assert out.deadline == "max_recording_seconds" and out.state_since == out.checked_at
     assert out.reason is not None and "not in COS" in out.reason
 
 
-def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
-        s3_server: S3Server) -> None:
+def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["nobody"]), clock)
@@ -179,17 +207,36 @@ def test_a_lookup_refused_403_leaves_the_problem_standing_unconfirmed(
     assert counter(service, "gme_recording_missing_uploads_total", app_id=str(BIZ)) == 1
     assert counter(service, "gme_recording_reconcile_checks_total", result="error") == 1
     # A COS outage is counted as such, never as a confirmed missing upload (#18).
-    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
-                   state="upload_missing", confirmed="false") == 1
-    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
-                   state="upload_missing", confirmed="true") == 0
-    assert counter(service, "gme_recording_reconcile_errors_total", bucket=bucket,
-                   reason="forbidden") == 1
+    assert (
+        counter(
+            service,
+            "gme_recording_problem_segments_total",
+            app_id=str(BIZ),
+            state="upload_missing",
+            confirmed="false",
+        )
+        == 1
+    )
+    assert (
+        counter(
+            service,
+            "gme_recording_problem_segments_total",
+            app_id=str(BIZ),
+            state="upload_missing",
+            confirmed="true",
+        )
+        == 0
+    )
+    assert counter(service, "gme_recording_reconcile_errors_total", bucket=bucket, reason="forbidden") == 1
     (view,) = asyncio.run(service.store.segments())
     out = _out(view, service.settings)
     assert (out.state, out.confirmed) == ("upload_missing", False)
     assert (out.check_result, out.bucket, out.object_key, out.check_error) == (
-        "error", bucket, file_of(0), "forbidden")
+        "error",
+        bucket,
+        file_of(0),
+        "forbidden",
+    )
     assert out.check_detail is not None and "403" in out.check_detail
     assert out.deadline == "upload_grace_seconds" and "(forbidden)" in (out.reason or "")
 
@@ -231,11 +278,20 @@ def test_without_a_bucket_there_is_no_reconciler_and_no_lookup() -> None:
     asyncio.run(service.sweep())
     (line,) = log.named("segment_stuck")
     assert "confirmed" not in line
-    assert counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ),
-                   state="stuck", confirmed="unchecked") == 1
+    assert (
+        counter(
+            service,
+            "gme_recording_problem_segments_total",
+            app_id=str(BIZ),
+            state="stuck",
+            confirmed="unchecked",
+        )
+        == 1
+    )
 
 
 # ------------------------------------------------------------------------------- a slow server
+
 
 @pytest.fixture
 def steered() -> Iterator[Steered]:
@@ -244,12 +300,12 @@ def steered() -> Iterator[Steered]:
     server.stop()
 
 
-def test_a_lookup_that_times_out_leaves_the_problem_standing_unconfirmed(
-        steered: Steered) -> None:
+def test_a_lookup_that_times_out_leaves_the_problem_standing_unconfirmed(steered: Steered) -> None:
     steered.delay = 1.0
     clock = FakeClock()
-    service = make_service(cos_settings(steered.url, "gme-records-1250000000",
-                                        ("AKIDx", "secret"), cos_timeout_seconds=0.2), clock)
+    service = make_service(
+        cos_settings(steered.url, "gme-records-1250000000", ("AKIDx", "secret"), cos_timeout_seconds=0.2), clock
+    )
     service.reconciler.checker._retry_backoff = 0.01  # type: ignore[union-attr]
 
     async def go() -> None:
@@ -262,22 +318,30 @@ def test_a_lookup_that_times_out_leaves_the_problem_standing_unconfirmed(
     asyncio.run(go())
     (line,) = service.log.named("segment_stuck")
     assert (line["confirmed"], line["check_error"]) == (False, "timeout")
-    assert counter(service, "gme_recording_reconcile_errors_total",
-                   bucket="gme-records-1250000000", reason="timeout") == 1
+    assert (
+        counter(
+            service, "gme_recording_reconcile_errors_total", bucket="gme-records-1250000000", reason="timeout"
+        )
+        == 1
+    )
     assert len(steered.starts) == 2  # the lookup and its one retry
 
 
-def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(
-        steered: Steered) -> None:
+def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(steered: Steered) -> None:
     """10,000 segments fall due at once (a fleet-wide outage) and COS is slow: the sweep does
     not wait for COS, callbacks are still answered at once, and COS sees at most the checker's
     concurrency and rate; the segments wait, held, for their turn."""
     steered.delay = 0.3
     steered.statuses = [404]
     clock = FakeClock()
-    settings = cos_settings(steered.url, "gme-records-1250000000", ("AKIDx", "secret"),
-                            cos_max_concurrency=4, cos_requests_per_second=20,
-                            sweep_interval_seconds=0.05)
+    settings = cos_settings(
+        steered.url,
+        "gme-records-1250000000",
+        ("AKIDx", "secret"),
+        cos_max_concurrency=4,
+        cos_requests_per_second=20,
+        sweep_interval_seconds=0.05,
+    )
     service = make_service(settings, clock)
     store = service.store
     assert isinstance(store, MemoryStore)
@@ -321,8 +385,8 @@ def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(
 
 # ------------------------------------------------------------------------------- replicas
 
-def test_two_replicas_on_redis_look_each_file_up_once(s3_server: S3Server,
-                                                       redis_server: RedisServer) -> None:
+
+def test_two_replicas_on_redis_look_each_file_up_once(s3_server: S3Server, redis_server: RedisServer) -> None:
     present = {file_of(seq): b"audio" for seq in range(0, 40, 2)}  # the even ones
     bucket = s3_server.bucket(unique_bucket(), present)
     clock = FakeClock()
@@ -330,8 +394,7 @@ def test_two_replicas_on_redis_look_each_file_up_once(s3_server: S3Server,
     prefix = f"t{uuid.uuid4().hex[:12]}:"
 
     def replica() -> Service:
-        store = RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix,
-                                    clock=clock)
+        store = RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix, clock=clock)
         return make_service(settings, clock, store)
 
     a, b = replica(), replica()
@@ -350,11 +413,15 @@ def test_two_replicas_on_redis_look_each_file_up_once(s3_server: S3Server,
             await s.stop()
 
     asyncio.run(go())
-    checks = sum(counter(s, "gme_recording_reconcile_checks_total", result=r)
-                 for s in (a, b) for r in ("found", "not_found", "error"))
+    checks = sum(
+        counter(s, "gme_recording_reconcile_checks_total", result=r)
+        for s in (a, b)
+        for r in ("found", "not_found", "error")
+    )
     assert checks == 40
-    assert all(counter(s, "gme_recording_reconcile_checks_total", result="found") > 0
-               for s in (a, b))  # both took part
+    assert all(
+        counter(s, "gme_recording_reconcile_checks_total", result="found") > 0 for s in (a, b)
+    )  # both took part
     reconciled = a.log.named("segment_reconciled") + b.log.named("segment_reconciled")
     stuck = a.log.named("segment_stuck") + b.log.named("segment_stuck")
     assert sorted(line["seq_no"] for line in reconciled) == list(range(0, 40, 2))
@@ -363,13 +430,16 @@ def test_two_replicas_on_redis_look_each_file_up_once(s3_server: S3Server,
 
 
 def test_a_replica_that_dies_mid_lookup_leaves_the_segment_to_another(
-        s3_server: S3Server, redis_server: RedisServer) -> None:
+    s3_server: S3Server, redis_server: RedisServer
+) -> None:
     bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
     clock = FakeClock()
     settings = cos_settings(s3_server.url, bucket, s3_server.keys["reader"])
     prefix = f"t{uuid.uuid4().hex[:12]}:"
-    stores = [RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix,
-                                  clock=clock) for _ in range(2)]
+    stores = [
+        RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix, clock=clock)
+        for _ in range(2)
+    ]
     survivor = make_service(settings, clock, stores[1])
 
     async def go() -> None:
@@ -393,9 +463,14 @@ def test_a_replica_that_dies_mid_lookup_leaves_the_segment_to_another(
 
 
 def test_a_lease_outlasts_the_wait_of_every_claim_held() -> None:
-    settings = cos_settings("http://127.0.0.1:9", "gme-records-1250000000", ("a", "b"),
-                            cos_max_concurrency=8, cos_requests_per_second=2,
-                            cos_timeout_seconds=5)
+    settings = cos_settings(
+        "http://127.0.0.1:9",
+        "gme-records-1250000000",
+        ("a", "b"),
+        cos_max_concurrency=8,
+        cos_requests_per_second=2,
+        cos_timeout_seconds=5,
+    )
     service = Service(settings, clock=FakeClock())
     rec = service.reconciler
     assert isinstance(rec, Reconciler)
@@ -405,8 +480,7 @@ def test_a_lease_outlasts_the_wait_of_every_claim_held() -> None:
     assert msgspec.json.encode(rec.lease)  # a plain number, handed to the store as is
 
 
-def test_a_lookup_that_raises_is_logged_and_its_claim_comes_back_after_the_lease(
-        s3_server: S3Server) -> None:
+def test_a_lookup_that_raises_is_logged_and_its_claim_comes_back_after_the_lease(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
@@ -433,7 +507,6 @@ def test_a_lookup_that_raises_is_logged_and_its_claim_comes_back_after_the_lease
         await service.stop()
 
     asyncio.run(go())
-    assert [kw["task"] for kw in service.log.named("background_task_failed")] == [
-        "reconcile_check"]
+    assert [kw["task"] for kw in service.log.named("background_task_failed")] == ["reconcile_check"]
     (line,) = service.log.named("segment_reconciled")
     assert line["seq_no"] == 0

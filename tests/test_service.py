@@ -85,15 +85,15 @@ def test_stop_writes_the_final_snapshot(tmp_path: Path) -> None:
 
 
 def _blind(service: Service, cause: str) -> float:
-    value = service.metrics.registry.get_sample_value(
-        "gme_recording_blind_seconds_total", {"cause": cause})
+    value = service.metrics.registry.get_sample_value("gme_recording_blind_seconds_total", {"cause": cause})
     assert value is not None
     return value
 
 
 def _restart(path: Path, clock: FakeClock, retry: float = 60.0) -> tuple[Service, Log]:
-    service = Service(Settings(secret_key=SECRET, state_file=str(path),
-                               sender_retry_seconds=retry), clock=clock)
+    service = Service(
+        Settings(secret_key=SECRET, state_file=str(path), sender_retry_seconds=retry), clock=clock
+    )
     log = Log()
     service.log = log
     asyncio.run(service.start())
@@ -119,8 +119,7 @@ def test_clean_restart_within_the_retry_horizon_is_no_blind_window(tmp_path: Pat
     service, log = _restart(tmp_path / "state", clock)
     assert [e for e, _ in log.events if e == "blind_window"] == []
     assert _blind(service, "restart_after_clean_stop") == 0
-    assert service.metrics.registry.get_sample_value(
-        "gme_recording_blind_window_start_timestamp_seconds") == 0
+    assert service.metrics.registry.get_sample_value("gme_recording_blind_window_start_timestamp_seconds") == 0
 
 
 def test_clean_restart_beyond_the_retry_horizon_is_blind_for_the_excess(tmp_path: Path) -> None:
@@ -131,8 +130,9 @@ def test_clean_restart_beyond_the_retry_horizon_is_blind_for_the_excess(tmp_path
     service, log = _restart(tmp_path / "state", clock, retry=60)
     assert _blind(service, "restart_after_clean_stop") == 40
     windows = [kw for e, kw in log.events if e == "blind_window"]
-    assert windows == [{"start": stopped + 60, "end": stopped + 100,
-                        "cause": "restart_after_clean_stop", "blind_seconds": 40}]
+    assert windows == [
+        {"start": stopped + 60, "end": stopped + 100, "cause": "restart_after_clean_stop", "blind_seconds": 40}
+    ]
     r = service.metrics.registry
     assert r.get_sample_value("gme_recording_blind_window_start_timestamp_seconds") == stopped + 60
     assert r.get_sample_value("gme_recording_blind_window_end_timestamp_seconds") == stopped + 100
@@ -150,7 +150,8 @@ def test_restart_after_a_crash_is_blind_from_the_last_snapshot(tmp_path: Path) -
     service, log = _restart(path, clock)
     assert _blind(service, "restart_after_crash") == 5
     assert [kw for e, kw in log.events if e == "blind_window"] == [
-        {"start": saved, "end": saved + 5, "cause": "restart_after_crash", "blind_seconds": 5}]
+        {"start": saved, "end": saved + 5, "cause": "restart_after_crash", "blind_seconds": 5}
+    ]
 
 
 def test_store_outage_is_blind_beyond_the_retry_horizon_only() -> None:
@@ -168,12 +169,11 @@ def test_store_outage_is_blind_beyond_the_retry_horizon_only() -> None:
     service._store_answered(True, "ping")
     assert _blind(service, "store_unreachable") == 30
     assert [kw for e, kw in log.events if e == "blind_window"] == [
-        {"start": failed + 60, "end": failed + 90, "cause": "store_unreachable",
-         "blind_seconds": 30}]
+        {"start": failed + 60, "end": failed + 90, "cause": "store_unreachable", "blind_seconds": 30}
+    ]
 
 
-def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(
-        tmp_path: Path) -> None:
+def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "state"
     crashed = Service(Settings(secret_key=SECRET, state_file=str(path)), clock=clock)
@@ -187,9 +187,12 @@ def test_segments_live_at_a_crash_end_unverified_and_later_ones_are_paged(
     by_event = {(e, kw["seq_no"]): kw for e, kw in log.events if e.startswith("segment_")}
     assert set(by_event) == {("segment_unverified", 0), ("segment_stuck", 1)}
     assert by_event[("segment_unverified", 0)]["blind_window_end"] == clock.time() - (
-        service.settings.max_recording_seconds + 1)
-    assert service.metrics.registry.get_sample_value(
-        "gme_recording_unverified_total", {"app_id": "1400000000"}) == 1
+        service.settings.max_recording_seconds + 1
+    )
+    assert (
+        service.metrics.registry.get_sample_value("gme_recording_unverified_total", {"app_id": "1400000000"})
+        == 1
+    )
 
 
 def _redis_service(url: str, prefix: str, clock: FakeClock) -> tuple[Service, Log]:
@@ -207,8 +210,7 @@ def _windows(log: Log) -> list[dict[str, Any]]:
     return [kw for e, kw in log.events if e == "blind_window"]
 
 
-def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(
-        redis_server: Any) -> None:
+def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(redis_server: Any) -> None:
     import uuid
 
     clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
@@ -233,8 +235,14 @@ def test_shared_store_every_replica_down_beyond_the_retry_horizon_is_blind(
         clock.advance(100)
         late, log = _redis_service(redis_server.url, prefix, clock)
         await late.start()
-        assert _windows(log) == [{"start": stopped + 33 + 60, "end": stopped + 133,
-                                  "cause": "all_replicas_down", "blind_seconds": 40}]
+        assert _windows(log) == [
+            {
+                "start": stopped + 33 + 60,
+                "end": stopped + 133,
+                "cause": "all_replicas_down",
+                "blind_seconds": 40,
+            }
+        ]
         await late.store.record(started(1))
         clock.advance(101)
         await late.sweep()
@@ -257,7 +265,8 @@ def _wipe(url: str, prefix: str) -> None:
 
 
 def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marker_was_seen(
-        redis_server: Any) -> None:
+    redis_server: Any,
+) -> None:
     """Two replicas; the store loses everything. The replica that finds it first counts one
     reset, logs it at error level with the segments known before, and opens a blind window from
     when the marker was last seen; the other only says it saw it. A segment recorded between
@@ -285,17 +294,23 @@ def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marke
         await b.check_store()
         await a.check_store()  # the new marker is a's own: nothing more
         await b.check_store()
-        resets = [m.registry.get_sample_value("gme_recording_store_resets_total")
-                  for m in (a.metrics, b.metrics)]
+        resets = [
+            m.registry.get_sample_value("gme_recording_store_resets_total") for m in (a.metrics, b.metrics)
+        ]
         assert resets == [1, 0]
         assert [kw for e, kw in log_a.events if e == "store_reset"] == [
-            {"segments_before": 3, "segments_now": 1, "marker_last_seen": seen,
-             "found_at": clock.time()}]
+            {"segments_before": 3, "segments_now": 1, "marker_last_seen": seen, "found_at": clock.time()}
+        ]
         assert [e for e, _ in log_b.events if e == "store_reset"] == []
         assert [kw for e, kw in log_b.events if e == "store_reset_seen"] == [
-            {"segments_before": 3, "segments_now": 1}]
-        assert _windows(log_a)[-1] == {"start": seen, "end": clock.time(),
-                                       "cause": "store_reset", "blind_seconds": 3}
+            {"segments_before": 3, "segments_now": 1}
+        ]
+        assert _windows(log_a)[-1] == {
+            "start": seen,
+            "end": clock.time(),
+            "cause": "store_reset",
+            "blind_seconds": 3,
+        }
         assert [w["cause"] for w in _windows(log_b)] == []
         # The reset took the heartbeats: both are back, so a replica starting now is not blind.
         newest, _, now = await b.store.last_alive()  # type: ignore[attr-defined]
@@ -303,8 +318,7 @@ def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marke
         clock.advance(101)
         await b.sweep()
         await a.sweep()
-        states = {kw["seq_no"]: e for log in (log_a, log_b)
-                  for e, kw in log.events if e.startswith("segment_")}
+        states = {kw["seq_no"]: e for log in (log_a, log_b) for e, kw in log.events if e.startswith("segment_")}
         assert states == {7: "segment_unverified"}
         await a.stop()
         await b.stop()
@@ -328,7 +342,8 @@ def test_the_service_finds_store_abilities_by_protocol_never_by_hasattr_any_or_i
 
 
 def test_the_epoch_marker_reports_each_reset_to_exactly_one_replica_whatever_the_order(
-        redis_server: Any) -> None:
+    redis_server: Any,
+) -> None:
     """Three replicas (their known markers) against one real Redis: a replica starting on the
     emptied store before the others look, and a replica that sleeps through two resets, still
     make one report per reset, and nobody takes turns resetting the marker afterwards."""
@@ -358,8 +373,7 @@ def test_the_epoch_marker_reports_each_reset_to_exactly_one_replica_whatever_the
         _wipe(redis_server.url, prefix)  # resets 2 and 3: b sleeps through both
         assert await look("a") == "reset"
         _wipe(redis_server.url, prefix)
-        assert [await look("a"), await look("b"), await look("c")] == ["reset", "changed",
-                                                                        "changed"]
+        assert [await look("a"), await look("b"), await look("c")] == ["reset", "changed", "changed"]
         for _ in range(3):  # settled: the same marker for everyone, nothing more reported
             assert {await look(r) for r in known} == {"same"}
         assert len(set(known.values())) == 1

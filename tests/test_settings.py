@@ -24,8 +24,9 @@ SECRET = "very-secret-key-0123456789"
 OTHER_SECRET = "second-secret-key-abcdef"
 
 
-def _error(env: dict[str, str] | None = None, overrides: dict[str, str | None] | None = None,
-           **fields: Any) -> str:
+def _error(
+    env: dict[str, str] | None = None, overrides: dict[str, str | None] | None = None, **fields: Any
+) -> str:
     """The SettingsError message for ``env``/``overrides`` (via load) or ``fields`` (via validate)."""
     with pytest.raises(SettingsError) as info:
         if fields:
@@ -36,6 +37,7 @@ def _error(env: dict[str, str] | None = None, overrides: dict[str, str | None] |
 
 
 # --- defaults ----------------------------------------------------------------------------
+
 
 def test_defaults_are_valid() -> None:
     s = Settings()
@@ -78,24 +80,28 @@ def test_every_setting_has_help_and_a_matching_env_var_and_flag() -> None:
 
 # --- environment variables and CLI overrides ---------------------------------------------
 
-@pytest.mark.parametrize(("var", "raw", "field", "value"), [
-    ("GME_RECWATCH_PORT", "9000", "port", 9000),
-    ("GME_RECWATCH_ADMIN_PORT", "9001", "admin_port", 9001),
-    ("GME_RECWATCH_HOST", "127.0.0.1", "host", "127.0.0.1"),
-    ("GME_RECWATCH_ADMIN_HOST", "10.0.0.5", "admin_host", "10.0.0.5"),
-    ("GME_RECWATCH_CALLBACK_PATH", "/gme/recording", "callback_path", "/gme/recording"),
-    ("GME_RECWATCH_SIGNATURE_ENCODING", "hex", "signature_encoding", "hex"),
-    ("GME_RECWATCH_SIGNATURE_ENCODING", "base64", "signature_encoding", "base64"),
-    ("GME_RECWATCH_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
-    ("GME_RECWATCH_LOG_LEVEL", "warning", "log_level", "warning"),
-    ("GME_RECWATCH_LOG_FORMAT", "json", "log_format", "json"),
-    ("GME_RECWATCH_RETENTION_SECONDS", "172800", "retention_seconds", 172800),
-    ("GME_RECWATCH_MAX_SEGMENTS", "1_000", "max_segments", 1000),
-    ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "0.25", "sweep_interval_seconds", 0.25),
-    ("GME_RECWATCH_KEYS_FILE", "/etc/gme/keys", "keys_file", "/etc/gme/keys"),
-    ("GME_RECWATCH_STATE_FILE", "/var/lib/gme/state", "state_file", "/var/lib/gme/state"),
-    ("GME_RECWATCH_SECRET_KEY", SECRET, "secret_key", SECRET),
-])
+
+@pytest.mark.parametrize(
+    ("var", "raw", "field", "value"),
+    [
+        ("GME_RECWATCH_PORT", "9000", "port", 9000),
+        ("GME_RECWATCH_ADMIN_PORT", "9001", "admin_port", 9001),
+        ("GME_RECWATCH_HOST", "127.0.0.1", "host", "127.0.0.1"),
+        ("GME_RECWATCH_ADMIN_HOST", "10.0.0.5", "admin_host", "10.0.0.5"),
+        ("GME_RECWATCH_CALLBACK_PATH", "/gme/recording", "callback_path", "/gme/recording"),
+        ("GME_RECWATCH_SIGNATURE_ENCODING", "hex", "signature_encoding", "hex"),
+        ("GME_RECWATCH_SIGNATURE_ENCODING", "base64", "signature_encoding", "base64"),
+        ("GME_RECWATCH_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+        ("GME_RECWATCH_LOG_LEVEL", "warning", "log_level", "warning"),
+        ("GME_RECWATCH_LOG_FORMAT", "json", "log_format", "json"),
+        ("GME_RECWATCH_RETENTION_SECONDS", "172800", "retention_seconds", 172800),
+        ("GME_RECWATCH_MAX_SEGMENTS", "1_000", "max_segments", 1000),
+        ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "0.25", "sweep_interval_seconds", 0.25),
+        ("GME_RECWATCH_KEYS_FILE", "/etc/gme/keys", "keys_file", "/etc/gme/keys"),
+        ("GME_RECWATCH_STATE_FILE", "/var/lib/gme/state", "state_file", "/var/lib/gme/state"),
+        ("GME_RECWATCH_SECRET_KEY", SECRET, "secret_key", SECRET),
+    ],
+)
 def test_environment_variable_overrides_the_default(var: str, raw: str, field: str, value: Any) -> None:
     s = load({var: raw})
     assert getattr(s, field) == value
@@ -145,21 +151,30 @@ def test_valid_cli_override_replaces_an_invalid_environment_value() -> None:
 
 
 def test_admin_port_may_equal_callback_port_on_different_hosts() -> None:
-    s = load({"GME_RECWATCH_HOST": "10.0.0.1", "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
-              "GME_RECWATCH_ADMIN_PORT": "8080"})
+    s = load(
+        {
+            "GME_RECWATCH_HOST": "10.0.0.1",
+            "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
+            "GME_RECWATCH_ADMIN_PORT": "8080",
+        }
+    )
     assert s.port == s.admin_port == 8080
 
 
 # --- invalid values name their environment variable ------------------------------------------
 
-@pytest.mark.parametrize(("var", "raw"), [
-    ("GME_RECWATCH_PORT", "0"),
-    ("GME_RECWATCH_PORT", "-1"),
-    ("GME_RECWATCH_PORT", "65536"),
-    ("GME_RECWATCH_PORT", "100000"),
-    ("GME_RECWATCH_ADMIN_PORT", "0"),
-    ("GME_RECWATCH_ADMIN_PORT", "65536"),
-])
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("GME_RECWATCH_PORT", "0"),
+        ("GME_RECWATCH_PORT", "-1"),
+        ("GME_RECWATCH_PORT", "65536"),
+        ("GME_RECWATCH_PORT", "100000"),
+        ("GME_RECWATCH_ADMIN_PORT", "0"),
+        ("GME_RECWATCH_ADMIN_PORT", "65536"),
+    ],
+)
 def test_port_out_of_range_is_rejected_naming_the_variable(var: str, raw: str) -> None:
     message = _error({var: raw})
     assert message.startswith(var + "=")
@@ -175,10 +190,13 @@ def test_non_integer_port_is_rejected_naming_the_variable(var: str, raw: str) ->
     assert repr(raw) in message
 
 
-@pytest.mark.parametrize(("var", "raw"), [
-    ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "fast"),
-    ("GME_RECWATCH_KEYS_RELOAD_SECONDS", "5s"),
-])
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("GME_RECWATCH_SWEEP_INTERVAL_SECONDS", "fast"),
+        ("GME_RECWATCH_KEYS_RELOAD_SECONDS", "5s"),
+    ],
+)
 def test_non_numeric_float_is_rejected_naming_the_variable(var: str, raw: str) -> None:
     message = _error({var: raw})
     assert message.startswith(var + "=")
@@ -192,13 +210,16 @@ def test_admin_port_equal_to_callback_port_on_the_same_host_is_rejected() -> Non
 
 
 def test_admin_port_equal_to_callback_port_set_by_cli_is_rejected() -> None:
-    message = _error({"GME_RECWATCH_HOST": "127.0.0.1", "GME_RECWATCH_ADMIN_HOST": "127.0.0.1"},
-                     {"port": "9000", "admin_port": "9000"})
+    message = _error(
+        {"GME_RECWATCH_HOST": "127.0.0.1", "GME_RECWATCH_ADMIN_HOST": "127.0.0.1"},
+        {"port": "9000", "admin_port": "9000"},
+    )
     assert "GME_RECWATCH_ADMIN_PORT" in message
 
 
-@pytest.mark.parametrize("path", ["callback", "gme/callback", "", " /callback", "/call back",
-                                  "http://example.com/callback"])
+@pytest.mark.parametrize(
+    "path", ["callback", "gme/callback", "", " /callback", "/call back", "http://example.com/callback"]
+)
 def test_callback_path_that_is_not_absolute_is_rejected(path: str) -> None:
     message = _error(callback_path=path)
     assert message.startswith("GME_RECWATCH_CALLBACK_PATH=")
@@ -215,14 +236,17 @@ def test_callback_path_that_is_absolute_and_not_a_probe_is_accepted(path: str) -
     assert load({"GME_RECWATCH_CALLBACK_PATH": path}).callback_path == path
 
 
-@pytest.mark.parametrize(("var", "raw"), [
-    ("GME_RECWATCH_SIGNATURE_ENCODING", "base32"),
-    ("GME_RECWATCH_SIGNATURE_ENCODING", "sha1"),
-    ("GME_RECWATCH_LOG_LEVEL", "verbose"),
-    ("GME_RECWATCH_LOG_LEVEL", "critical"),
-    ("GME_RECWATCH_LOG_FORMAT", "xml"),
-    ("GME_RECWATCH_ACCEPTED_LOG_LEVEL", "trace"),
-])
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("GME_RECWATCH_SIGNATURE_ENCODING", "base32"),
+        ("GME_RECWATCH_SIGNATURE_ENCODING", "sha1"),
+        ("GME_RECWATCH_LOG_LEVEL", "verbose"),
+        ("GME_RECWATCH_LOG_LEVEL", "critical"),
+        ("GME_RECWATCH_LOG_FORMAT", "xml"),
+        ("GME_RECWATCH_ACCEPTED_LOG_LEVEL", "trace"),
+    ],
+)
 def test_unknown_choice_is_rejected_naming_the_variable_and_the_choices(var: str, raw: str) -> None:
     message = _error({var: raw})
     assert message.startswith(var + "=")
@@ -247,24 +271,28 @@ def test_retention_shorter_than_reorder_window_is_rejected() -> None:
 
 
 def test_retention_equal_to_upload_grace_is_accepted() -> None:
-    s = load({"GME_RECWATCH_RETENTION_SECONDS": "900", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900",
-              "GME_RECWATCH_MAX_RECORDING_SECONDS": "600"})
+    s = load(
+        {
+            "GME_RECWATCH_RETENTION_SECONDS": "900",
+            "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "900",
+            "GME_RECWATCH_MAX_RECORDING_SECONDS": "600",
+        }
+    )
     assert s.retention_seconds == s.upload_grace_seconds == 900
 
 
 def test_retention_shorter_than_the_maximum_recording_is_rejected_naming_both() -> None:
     """A recording would be forgotten before it could be stuck (#19.3): nothing reported."""
-    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "3600",
-                      "GME_RECWATCH_MAX_RECORDING_SECONDS": "7200"})
-    assert message.startswith("GME_RECWATCH_RETENTION_SECONDS=3600: must be at least "
-                              "GME_RECWATCH_MAX_RECORDING_SECONDS=7200: ")
+    message = _error({"GME_RECWATCH_RETENTION_SECONDS": "3600", "GME_RECWATCH_MAX_RECORDING_SECONDS": "7200"})
+    assert message.startswith(
+        "GME_RECWATCH_RETENTION_SECONDS=3600: must be at least GME_RECWATCH_MAX_RECORDING_SECONDS=7200: "
+    )
     assert "UPLOAD_GRACE" not in message and "REORDER_WINDOW" not in message
 
 
 def test_retention_shorter_than_several_deadlines_names_each() -> None:
     message = _error({"GME_RECWATCH_RETENTION_SECONDS": "100"})
-    for name in ("MAX_RECORDING_SECONDS=21600", "UPLOAD_GRACE_SECONDS=900",
-                 "REORDER_WINDOW_SECONDS=120"):
+    for name in ("MAX_RECORDING_SECONDS=21600", "UPLOAD_GRACE_SECONDS=900", "REORDER_WINDOW_SECONDS=120"):
         assert "GME_RECWATCH_" + name in message
 
 
@@ -291,11 +319,21 @@ def test_max_body_bytes_at_the_bounds_is_accepted(raw: str) -> None:
     assert load({"GME_RECWATCH_MAX_BODY_BYTES": raw}).max_body_bytes == int(raw)
 
 
-@pytest.mark.parametrize("name", [
-    "max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds", "retention_seconds",
-    "snapshot_interval_seconds", "max_segments", "max_apps", "sweep_interval_seconds",
-    "keys_reload_seconds", "shutdown_timeout_seconds",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_recording_seconds",
+        "upload_grace_seconds",
+        "reorder_window_seconds",
+        "retention_seconds",
+        "snapshot_interval_seconds",
+        "max_segments",
+        "max_apps",
+        "sweep_interval_seconds",
+        "keys_reload_seconds",
+        "shutdown_timeout_seconds",
+    ],
+)
 @pytest.mark.parametrize("raw", ["0", "-5"])
 def test_non_positive_duration_or_capacity_is_rejected(name: str, raw: str) -> None:
     message = _error({env_name(name): raw})
@@ -304,13 +342,15 @@ def test_non_positive_duration_or_capacity_is_rejected(name: str, raw: str) -> N
 
 def test_negative_replay_window_is_rejected_and_zero_turns_it_off() -> None:
     assert _error({"GME_RECWATCH_REPLAY_WINDOW_SECONDS": "-1"}).startswith(
-        "GME_RECWATCH_REPLAY_WINDOW_SECONDS=")
+        "GME_RECWATCH_REPLAY_WINDOW_SECONDS="
+    )
     assert load({"GME_RECWATCH_REPLAY_WINDOW_SECONDS": "0"}).replay_window_seconds == 0
 
 
 def test_nan_interval_is_rejected() -> None:
     assert _error({"GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "nan"}).startswith(
-        "GME_RECWATCH_SWEEP_INTERVAL_SECONDS=")
+        "GME_RECWATCH_SWEEP_INTERVAL_SECONDS="
+    )
 
 
 def test_settings_error_is_a_value_error() -> None:
@@ -319,17 +359,22 @@ def test_settings_error_is_a_value_error() -> None:
 
 # --- the secret never leaks ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("env", "overrides"), [
-    ({"GME_RECWATCH_PORT": "0"}, None),
-    ({"GME_RECWATCH_PORT": "abc"}, None),
-    ({"GME_RECWATCH_ADMIN_PORT": "8080"}, None),
-    ({"GME_RECWATCH_CALLBACK_PATH": "/healthz"}, None),
-    ({"GME_RECWATCH_LOG_LEVEL": "loud"}, None),
-    ({}, {"signature_encoding": "base32"}),
-    ({}, {"max_body_bytes": "1"}),
-])
+
+@pytest.mark.parametrize(
+    ("env", "overrides"),
+    [
+        ({"GME_RECWATCH_PORT": "0"}, None),
+        ({"GME_RECWATCH_PORT": "abc"}, None),
+        ({"GME_RECWATCH_ADMIN_PORT": "8080"}, None),
+        ({"GME_RECWATCH_CALLBACK_PATH": "/healthz"}, None),
+        ({"GME_RECWATCH_LOG_LEVEL": "loud"}, None),
+        ({}, {"signature_encoding": "base32"}),
+        ({}, {"max_body_bytes": "1"}),
+    ],
+)
 def test_secret_never_appears_in_a_settings_error(
-    env: dict[str, str], overrides: dict[str, str] | None,
+    env: dict[str, str],
+    overrides: dict[str, str] | None,
 ) -> None:
     env = {"GME_RECWATCH_SECRET_KEY": f"{SECRET},{OTHER_SECRET}", **env}
     message = _error(env, overrides)
@@ -375,16 +420,22 @@ def test_repr_of_settings_never_shows_the_secret() -> None:
 
 # --- has_keys ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("secret_key", "keys_file", "expected"), [
-    ("", "", False),
-    ("   ", "", False),
-    (SECRET, "", True),
-    (f"{SECRET},{OTHER_SECRET}", "", True),
-    ("", "/etc/gme/keys", True),
-    (SECRET, "/etc/gme/keys", True),
-])
+
+@pytest.mark.parametrize(
+    ("secret_key", "keys_file", "expected"),
+    [
+        ("", "", False),
+        ("   ", "", False),
+        (SECRET, "", True),
+        (f"{SECRET},{OTHER_SECRET}", "", True),
+        ("", "/etc/gme/keys", True),
+        (SECRET, "/etc/gme/keys", True),
+    ],
+)
 def test_has_keys_is_true_when_a_secret_or_keys_file_is_configured(
-    secret_key: str, keys_file: str, expected: bool,
+    secret_key: str,
+    keys_file: str,
+    expected: bool,
 ) -> None:
     assert Settings(secret_key=secret_key, keys_file=keys_file).has_keys() is expected
 
@@ -404,14 +455,16 @@ def test_has_keys_is_false_when_the_secret_list_holds_no_key(secret_key: str) ->
 
 # --- the shared store ----------------------------------------------------------------------
 
+
 def test_a_password_in_the_redis_url_is_never_shown() -> None:
     s = load({"GME_RECWATCH_REDIS_URL": "rediss://app:hunter2@redis.internal:6380/1"})
     assert s.redis_url == "rediss://app:hunter2@redis.internal:6380/1"
     shown = repr(s) + str(s.redacted())
     assert "hunter2" not in shown
     assert "rediss://app:<redacted>@redis.internal:6380/1" in shown
-    message = _error({"GME_RECWATCH_REDIS_URL": "rediss://:hunter2@h/0",
-                      "GME_RECWATCH_STATE_FILE": "/var/lib/state"})
+    message = _error(
+        {"GME_RECWATCH_REDIS_URL": "rediss://:hunter2@h/0", "GME_RECWATCH_STATE_FILE": "/var/lib/state"}
+    )
     assert "hunter2" not in message
 
 
@@ -437,8 +490,9 @@ COS = {"GME_RECWATCH_COS_BUCKET": "gme-records-1250000000", "GME_RECWATCH_COS_RE
 def test_cos_is_off_unless_a_bucket_is_configured() -> None:
     assert not load({}).cos_enabled
     assert load(COS).cos_enabled
-    assert load({"GME_RECWATCH_COS_BUCKETS_FILE": "/etc/buckets",
-                 "GME_RECWATCH_COS_REGION": "ap-guangzhou"}).cos_enabled
+    assert load(
+        {"GME_RECWATCH_COS_BUCKETS_FILE": "/etc/buckets", "GME_RECWATCH_COS_REGION": "ap-guangzhou"}
+    ).cos_enabled
 
 
 def test_cos_credentials_come_from_tencent_cloud_s_standard_variables() -> None:
@@ -448,8 +502,7 @@ def test_cos_credentials_come_from_tencent_cloud_s_standard_variables() -> None:
     assert env_name("cos_secret_key") == "TENCENTCLOUD_SECRET_KEY"
     with pytest.raises(SettingsError) as err:  # under our prefix it would be ignored: refused
         load({"GME_RECWATCH_COS_SECRET_KEY": "sk-typed-here"})
-    assert str(err.value) == ("GME_RECWATCH_COS_SECRET_KEY is not read: set "
-                              "TENCENTCLOUD_SECRET_KEY instead")
+    assert str(err.value) == ("GME_RECWATCH_COS_SECRET_KEY is not read: set TENCENTCLOUD_SECRET_KEY instead")
 
 
 def test_cos_credentials_never_show_in_repr_or_the_start_up_line() -> None:
@@ -482,34 +535,44 @@ def test_a_cos_endpoint_must_be_an_http_url(endpoint: str) -> None:
         load({**COS, "GME_RECWATCH_COS_ENDPOINT": endpoint})
 
 
-@pytest.mark.parametrize("template", ["{file_name}", "recordings/{biz_id}/{file_name}",
-                                      "{room_id}/{user_id}/{task_id}-{seq_no}/{file_name}"])
+@pytest.mark.parametrize(
+    "template",
+    ["{file_name}", "recordings/{biz_id}/{file_name}", "{room_id}/{user_id}/{task_id}-{seq_no}/{file_name}"],
+)
 def test_key_templates_with_known_placeholders_are_accepted(template: str) -> None:
     assert load({"GME_RECWATCH_COS_KEY_TEMPLATE": template}).cos_key_template == template
 
 
-@pytest.mark.parametrize(("template", "words"), [
-    ("{biz_id}.mp3", "must contain {file_name}"),
-    ("{file_name.__class__}", "is not a placeholder"),
-    ("{file_name!r}", "is not a placeholder"),
-    ("{seq_no:04d}/{file_name}", "is not a placeholder"),
-    ("{bucket}/{file_name}", "{bucket} is not a placeholder"),
-    ("{}{file_name}", "is not a placeholder"),
-    ("{file_name", "not a valid template"),
-    ("/{file_name}", "no leading slash"),
-])
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{biz_id}.mp3", "must contain {file_name}"),
+        ("{file_name.__class__}", "is not a placeholder"),
+        ("{file_name!r}", "is not a placeholder"),
+        ("{seq_no:04d}/{file_name}", "is not a placeholder"),
+        ("{bucket}/{file_name}", "{bucket} is not a placeholder"),
+        ("{}{file_name}", "is not a placeholder"),
+        ("{file_name", "not a valid template"),
+        ("/{file_name}", "no leading slash"),
+    ],
+)
 def test_a_key_template_with_anything_else_is_refused_saying_why(template: str, words: str) -> None:
     with pytest.raises(SettingsError) as info:
         load({"GME_RECWATCH_COS_KEY_TEMPLATE": template})
     assert "GME_RECWATCH_COS_KEY_TEMPLATE" in str(info.value) and words in str(info.value)
 
 
-@pytest.mark.parametrize(("var", "raw"), [("GME_RECWATCH_COS_MAX_CONCURRENCY", "0"),
-                                          ("GME_RECWATCH_COS_MAX_CONCURRENCY", "257"),
-                                          ("GME_RECWATCH_COS_REQUESTS_PER_SECOND", "0"),
-                                          ("GME_RECWATCH_COS_TIMEOUT_SECONDS", "-1"),
-                                          ("GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND", "-1"),
-                                          ("GME_RECWATCH_COS_ADDRESSING_STYLE", "dns")])
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("GME_RECWATCH_COS_MAX_CONCURRENCY", "0"),
+        ("GME_RECWATCH_COS_MAX_CONCURRENCY", "257"),
+        ("GME_RECWATCH_COS_REQUESTS_PER_SECOND", "0"),
+        ("GME_RECWATCH_COS_TIMEOUT_SECONDS", "-1"),
+        ("GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND", "-1"),
+        ("GME_RECWATCH_COS_ADDRESSING_STYLE", "dns"),
+    ],
+)
 def test_cos_and_hint_limits_out_of_range_are_refused(var: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=var):
         load({var: raw})
@@ -518,22 +581,28 @@ def test_cos_and_hint_limits_out_of_range_are_refused(var: str, raw: str) -> Non
 def test_a_mistyped_setting_stops_the_start_naming_it_and_the_closest_setting() -> None:
     with pytest.raises(SettingsError) as err:
         load({"GME_RECWATCH_MAX_RECORDING_SECONS": "60"})
-    assert str(err.value) == ("GME_RECWATCH_MAX_RECORDING_SECONS is not a setting: did you mean "
-                              "GME_RECWATCH_MAX_RECORDING_SECONDS?")
+    assert str(err.value) == (
+        "GME_RECWATCH_MAX_RECORDING_SECONS is not a setting: did you mean GME_RECWATCH_MAX_RECORDING_SECONDS?"
+    )
     with pytest.raises(SettingsError) as err:
         load({"GME_RECWATCH_REDIS_PASSWORD": "hunter2"})
     assert "GME_RECWATCH_REDIS_PASSWORD_FILE" in str(err.value)
     assert "hunter2" not in str(err.value)  # the value may be a secret: never shown
     with pytest.raises(SettingsError) as err:
         load({"GME_RECWATCH_ZZZ": "1"})
-    assert str(err.value) == ("GME_RECWATCH_ZZZ is not a setting: `gme-recwatch serve --help` "
-                              "lists the settings")
+    assert str(err.value) == (
+        "GME_RECWATCH_ZZZ is not a setting: `gme-recwatch serve --help` lists the settings"
+    )
 
 
 def test_the_test_suite_s_own_variables_and_other_prefixes_do_not_stop_the_start() -> None:
-    assert TOOLING_VARIABLES == {"GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS",
-                                 "GME_RECWATCH_FLOOD_SEGMENTS", "GME_RECWATCH_IMAGE_CACHE",
-                                 "GME_RECWATCH_DEBIAN_MIRROR"}
+    assert TOOLING_VARIABLES == {
+        "GME_RECWATCH_FIGURES",
+        "GME_RECWATCH_FLOOD_CALLBACKS",
+        "GME_RECWATCH_FLOOD_SEGMENTS",
+        "GME_RECWATCH_IMAGE_CACHE",
+        "GME_RECWATCH_DEBIAN_MIRROR",
+    }
     load({name: "x" for name in TOOLING_VARIABLES} | {"GME_RECWATCHER": "x", "OTHER": "x"})
 
 
@@ -542,14 +611,28 @@ def test_every_gme_recwatch_variable_the_repository_uses_is_a_setting_or_a_tooli
     service would refuse is a bug in one of them (or a tooling variable to list)."""
     root = Path(__file__).resolve().parent.parent
     found: dict[str, str] = {}
-    for path in [root / "Makefile", *root.glob("helm/**/*"), *root.glob("src/**/*.py"),
-                 *root.glob("tests/**/*.py"), *root.glob("docs/*.md"), root / "README.md"]:
+    for path in [
+        root / "Makefile",
+        *root.glob("helm/**/*"),
+        *root.glob("src/**/*.py"),
+        *root.glob("tests/**/*.py"),
+        *root.glob("docs/*.md"),
+        root / "README.md",
+    ]:
         if path.is_file():
             for name in re.findall(r"GME_RECWATCH_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
                 found.setdefault(name, str(path.relative_to(root)))
-    refused = {name: where for name, where in found.items()
-               if unknown_variable(name) is not None
-               and name not in ("GME_RECWATCH_MAX_RECORDING_SECONS", "GME_RECWATCH_ZZZ",
-                                "GME_RECWATCH_REDIS_PASSWORD", "GME_RECWATCH_COS_SECRET_KEY",
-                                "GME_RECWATCH_COS_SECRET_ID")}
+    refused = {
+        name: where
+        for name, where in found.items()
+        if unknown_variable(name) is not None
+        and name
+        not in (
+            "GME_RECWATCH_MAX_RECORDING_SECONS",
+            "GME_RECWATCH_ZZZ",
+            "GME_RECWATCH_REDIS_PASSWORD",
+            "GME_RECWATCH_COS_SECRET_KEY",
+            "GME_RECWATCH_COS_SECRET_ID",
+        )
+    }
     assert refused == {}

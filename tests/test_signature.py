@@ -53,13 +53,14 @@ def _reason(body: bytes, header: str | None, keys: tuple[bytes, ...] | list[byte
 
 
 def _flip_byte(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
 
 vector_params = pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 
 
 # --- the shared test vectors -------------------------------------------------------------
+
 
 def test_vectors_file_holds_every_documented_case() -> None:
     names = {v["name"] for v in VECTORS}
@@ -153,6 +154,7 @@ def test_sign_keys_with_the_utf8_bytes_of_the_secret() -> None:
 
 # --- encoding settings --------------------------------------------------------------------
 
+
 def test_hex_signature_is_rejected_when_encoding_is_base64() -> None:
     v = VECTORS[0]
     assert _reason(_body(v), v["signature_hex"], [_key(v)], "base64") == "mismatch"
@@ -178,19 +180,22 @@ def test_decode_signature_returns_the_raw_20_byte_digest(encoding: str) -> None:
     assert decode_signature(header, encoding) == raw
 
 
-@pytest.mark.parametrize("header", [
-    "",
-    "not a signature",
-    "v9qCuSFMcUdeHoS+PRRs3kZZq+Y",                   # 27 chars: padding stripped
-    "v9qCuSFMcUdeHoS+PRRs3kZZq+Y==",                 # 29 chars
-    "v9qCuSFMcUdeHoS*PRRs3kZZq+Y=",                  # not in the Base64 alphabet
-    "bfda82b9214c71475e1e84be3d146cde4659abe",       # 39 hex chars
-    "bfda82b9214c71475e1e84be3d146cde4659abe6a",     # 41 hex chars
-    "gfda82b9214c71475e1e84be3d146cde4659abe6",      # 40 chars, one not hex
-    "bfda82b9214c71475e1e84be3d146cde4659abe6\n00",  # newline inside
-    base64.b64encode(b"\x00" * 21).decode()[:28],    # 28 chars but not a 20-byte digest
-    base64.b64encode(b"\x00" * 32).decode(),         # a SHA-256-sized digest
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "not a signature",
+        "v9qCuSFMcUdeHoS+PRRs3kZZq+Y",  # 27 chars: padding stripped
+        "v9qCuSFMcUdeHoS+PRRs3kZZq+Y==",  # 29 chars
+        "v9qCuSFMcUdeHoS*PRRs3kZZq+Y=",  # not in the Base64 alphabet
+        "bfda82b9214c71475e1e84be3d146cde4659abe",  # 39 hex chars
+        "bfda82b9214c71475e1e84be3d146cde4659abe6a",  # 41 hex chars
+        "gfda82b9214c71475e1e84be3d146cde4659abe6",  # 40 chars, one not hex
+        "bfda82b9214c71475e1e84be3d146cde4659abe6\n00",  # newline inside
+        base64.b64encode(b"\x00" * 21).decode()[:28],  # 28 chars but not a 20-byte digest
+        base64.b64encode(b"\x00" * 32).decode(),  # a SHA-256-sized digest
+    ],
+)
 def test_malformed_signature_header_decodes_to_none(header: str) -> None:
     assert decode_signature(header, "auto") is None
 
@@ -202,6 +207,7 @@ def test_malformed_signature_header_is_a_mismatch(header: str) -> None:
 
 
 # --- missing header, unknown app ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("header", [None, "", "   ", "\t\n"])
 def test_missing_or_blank_signature_header_is_reported_as_missing(header: str | None) -> None:
@@ -227,6 +233,7 @@ def test_signature_error_carries_its_reason_as_the_message() -> None:
 
 
 # --- keyrings: rotation, per-app keys, default keys ---------------------------------------
+
 
 @vector_params
 def test_during_rotation_the_old_key_still_verifies(vector: dict[str, Any]) -> None:
@@ -325,6 +332,7 @@ def test_parse_secret_list_splits_on_commas_and_strips() -> None:
 
 # --- keys file parsing ---------------------------------------------------------------------
 
+
 def test_keys_file_with_app_and_default_keys_is_parsed() -> None:
     ring = parse_keys_file(f"{APP_A}={SECRET_A}\n*=shared\n")
     assert ring.per_app == {APP_A: (SECRET_A.encode(),)}
@@ -362,17 +370,20 @@ def test_keys_file_keys_are_utf8_bytes_of_the_text() -> None:
     assert ring.default == ("密钥".encode(),)
 
 
-@pytest.mark.parametrize(("text", "line"), [
-    ("1400000000 super-secret-value\n", 1),
-    ("# ok\n1400000000=k\nsuper-secret-value\n", 3),
-    ("\n\n1400000000=\n", 3),
-    ("1400000000=   \n", 1),
-    ("*=k\nabc=super-secret-value\n", 2),
-    ("*=k\n-1=super-secret-value\n", 2),
-    ("*=k\n=super-secret-value\n", 2),
-    ("*=k\n1400000000x=super-secret-value\n", 2),
-    ("*=k\n** =super-secret-value\n", 2),
-])
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("1400000000 super-secret-value\n", 1),
+        ("# ok\n1400000000=k\nsuper-secret-value\n", 3),
+        ("\n\n1400000000=\n", 3),
+        ("1400000000=   \n", 1),
+        ("*=k\nabc=super-secret-value\n", 2),
+        ("*=k\n-1=super-secret-value\n", 2),
+        ("*=k\n=super-secret-value\n", 2),
+        ("*=k\n1400000000x=super-secret-value\n", 2),
+        ("*=k\n** =super-secret-value\n", 2),
+    ],
+)
 def test_keys_file_error_names_the_line_and_never_the_key(text: str, line: int) -> None:
     with pytest.raises(KeyringError) as info:
         parse_keys_file(text)
@@ -401,6 +412,7 @@ def test_keyring_error_is_a_value_error() -> None:
 
 
 # --- KeyringSource: env keys, file keys, reloading -------------------------------------------
+
 
 def _write(path: Path, text: str, *, mtime_offset: int = 0) -> None:
     path.write_text(text, encoding="utf-8")
@@ -550,6 +562,7 @@ def test_keyring_source_repr_of_current_never_shows_key_material(tmp_path: Path)
 
 # --- constant-time comparison -------------------------------------------------------------
 
+
 class _CompareSpy:
     def __init__(self) -> None:
         self.calls: list[tuple[bytes, bytes]] = []
@@ -576,9 +589,7 @@ def test_every_candidate_key_is_compared_in_constant_time(compare_spy: _CompareS
     assert len(compare_spy.calls) == len(keys)
     given = bytes.fromhex(v["signature_hex"])
     assert all(b == given for _, b in compare_spy.calls)
-    assert [a for a, _ in compare_spy.calls] == [
-        hmac.new(k, _body(v), hashlib.sha1).digest() for k in keys
-    ]
+    assert [a for a, _ in compare_spy.calls] == [hmac.new(k, _body(v), hashlib.sha1).digest() for k in keys]
 
 
 def test_failed_verification_also_compares_against_every_key(compare_spy: _CompareSpy) -> None:
@@ -606,10 +617,14 @@ def test_verify_never_compares_with_equality_operator(compare_spy: _CompareSpy) 
 secrets = st.text(min_size=1, max_size=64)
 
 
-@given(body=st.binary(max_size=2048), secret=secrets, other=secrets,
-       encoding=st.sampled_from(["base64", "hex"]))
+@given(
+    body=st.binary(max_size=2048), secret=secrets, other=secrets, encoding=st.sampled_from(["base64", "hex"])
+)
 def test_any_body_verifies_with_its_secret_and_not_with_another(
-    body: bytes, secret: str, other: str, encoding: str,
+    body: bytes,
+    secret: str,
+    other: str,
+    encoding: str,
 ) -> None:
     header = sign(body, secret, encoding)  # type: ignore[arg-type]
     verify(body, header, [secret.encode("utf-8")], encoding)

@@ -22,10 +22,19 @@ from gme_recwatch.simulate import (
 )
 
 SECRET = "sim-secret"
-BIG = SimConfig(rooms=2000, users_per_room=3, segments_per_task=2, mixed_fraction=0.25,
-                reorder_fraction=0.2, duplicate_fraction=0.1, drop_fraction=0.05,
-                never_complete_fraction=0.04, never_upload_fraction=0.06,
-                bad_signature_fraction=0.03, seed=11)
+BIG = SimConfig(
+    rooms=2000,
+    users_per_room=3,
+    segments_per_task=2,
+    mixed_fraction=0.25,
+    reorder_fraction=0.2,
+    duplicate_fraction=0.1,
+    drop_fraction=0.05,
+    never_complete_fraction=0.04,
+    never_upload_fraction=0.06,
+    bad_signature_fraction=0.03,
+    seed=11,
+)
 
 
 def within(observed: float, expected: float, rel: float = 0.12) -> bool:
@@ -59,9 +68,17 @@ def test_fractions_are_respected_on_a_large_plan() -> None:
 
 
 def test_zero_fractions_give_clean_traffic() -> None:
-    plan = make_plan(SimConfig(rooms=100, reorder_fraction=0, duplicate_fraction=0, drop_fraction=0,
-                               never_complete_fraction=0, never_upload_fraction=0,
-                               bad_signature_fraction=0))
+    plan = make_plan(
+        SimConfig(
+            rooms=100,
+            reorder_fraction=0,
+            duplicate_fraction=0,
+            drop_fraction=0,
+            never_complete_fraction=0,
+            never_upload_fraction=0,
+            bad_signature_fraction=0,
+        )
+    )
     assert not plan.dropped and plan.reordered == 0
     assert len(plan.sends) == 3 * len(plan.segments)
     assert {s.copy for s in plan.sends} == {"original"}
@@ -94,8 +111,16 @@ def test_events_follow_the_lifecycle_unless_reordered_and_sends_are_in_time_orde
 
 
 def test_an_out_of_order_event_goes_out_after_its_successor() -> None:
-    plan = make_plan(SimConfig(rooms=300, reorder_fraction=1.0, drop_fraction=0,
-                               never_complete_fraction=0, never_upload_fraction=0, seed=5))
+    plan = make_plan(
+        SimConfig(
+            rooms=300,
+            reorder_fraction=1.0,
+            drop_fraction=0,
+            never_complete_fraction=0,
+            never_upload_fraction=0,
+            seed=5,
+        )
+    )
     order: dict[int, list[int]] = {}
     for s in plan.sends:
         if s.copy == "original":
@@ -106,40 +131,56 @@ def test_an_out_of_order_event_goes_out_after_its_successor() -> None:
 def test_summary_end_states_follow_the_tracker_rules() -> None:
     plan = make_plan(SimConfig(rooms=3, users_per_room=1, segments_per_task=2, mixed_fraction=0))
     assert len(plan.segments) == 6
-    delivered: Counter[tuple[int, int]] = Counter({
-        (0, STARTED): 1, (0, COMPLETED): 2, (0, UPLOADED): 1,  # uploaded, one duplicate
-        (1, STARTED): 1,                                        # stuck
-        (2, STARTED): 1, (2, COMPLETED): 1,                     # upload_missing
-        (3, COMPLETED): 1, (3, UPLOADED): 1,                    # orphan
-        (4, COMPLETED): 1,                                      # orphan, then upload_missing
-    })                                                          # 5: never heard of
+    delivered: Counter[tuple[int, int]] = Counter(
+        {
+            (0, STARTED): 1,
+            (0, COMPLETED): 2,
+            (0, UPLOADED): 1,  # uploaded, one duplicate
+            (1, STARTED): 1,  # stuck
+            (2, STARTED): 1,
+            (2, COMPLETED): 1,  # upload_missing
+            (3, COMPLETED): 1,
+            (3, UPLOADED): 1,  # orphan
+            (4, COMPLETED): 1,  # orphan, then upload_missing
+        }
+    )  # 5: never heard of
     s = summarise(plan, delivered, Counter({UPLOADED: 2}), sent=set(delivered))
     assert s.expected_end_states == {"uploaded": 1, "stuck": 0 + 1, "upload_missing": 2, "orphan": 1}
     assert (s.untracked_segments, s.orphan_segments, s.completed_segments) == (1, 2, 4)
     assert s.events["completed"].delivered == 4 and s.events["completed"].duplicates == 1
     assert s.bad_signature_requests == 2 and s.events["uploaded"].bad_signature == 2
     # Each problem count comes with the segments behind it, to check one by one.
-    by_seq = {state: [(x["room_id"], x["seq_no"]) for x in keys]
-              for state, keys in s.expected_segments.items()}
+    by_seq = {state: [(x["room_id"], x["seq_no"]) for x in keys] for state, keys in s.expected_segments.items()}
     seg = plan.segments
-    assert by_seq == {"stuck": [(seg[1].room_id, seg[1].seq_no)],
-                      "upload_missing": [(seg[2].room_id, seg[2].seq_no),
-                                         (seg[4].room_id, seg[4].seq_no)],
-                      "orphan": [(seg[3].room_id, seg[3].seq_no)]}
+    assert by_seq == {
+        "stuck": [(seg[1].room_id, seg[1].seq_no)],
+        "upload_missing": [(seg[2].room_id, seg[2].seq_no), (seg[4].room_id, seg[4].seq_no)],
+        "orphan": [(seg[3].room_id, seg[3].seq_no)],
+    }
     assert s.expected_segments["stuck"][0]["task_id"] == str(seg[1].task_id)
     assert "expected_segments" not in s.to_json()  # the summary stays a summary
 
 
 def test_cli_says_on_stderr_when_nothing_listens_and_exits_non_zero(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     expected = tmp_path / "expected.json"
-    rc = cli.main(["simulate", "--url", f"http://127.0.0.1:{port}/callback", "--secret", SECRET,
-                   "--expected-file", str(expected)])
+    rc = cli.main(
+        [
+            "simulate",
+            "--url",
+            f"http://127.0.0.1:{port}/callback",
+            "--secret",
+            SECRET,
+            "--expected-file",
+            str(expected),
+        ]
+    )
     out = capsys.readouterr()
     assert rc != 0 and out.out == ""
     assert f"nothing answers at http://127.0.0.1:{port}/callback" in out.err
@@ -179,10 +220,23 @@ def _transport(fail_first: int, calls: Counter[str]) -> httpx.MockTransport:
 
 
 def _quick(**kw: float) -> SimConfig:
-    base = dict(rooms=5, users_per_room=2, segments_per_task=1, rate=10_000, spread=0.0,
-                duration_min=0.0, duration_max=0.0, upload_delay_min=0.0, upload_delay_max=0.0,
-                reorder_fraction=0.0, duplicate_fraction=0.0, drop_fraction=0.0,
-                never_complete_fraction=0.0, never_upload_fraction=0.0, bad_signature_fraction=0.0)
+    base = dict(
+        rooms=5,
+        users_per_room=2,
+        segments_per_task=1,
+        rate=10_000,
+        spread=0.0,
+        duration_min=0.0,
+        duration_max=0.0,
+        upload_delay_min=0.0,
+        upload_delay_max=0.0,
+        reorder_fraction=0.0,
+        duplicate_fraction=0.0,
+        drop_fraction=0.0,
+        never_complete_fraction=0.0,
+        never_upload_fraction=0.0,
+        bad_signature_fraction=0.0,
+    )
     base.update(kw)
     return SimConfig(**base)  # type: ignore[arg-type]
 
@@ -202,8 +256,7 @@ def test_sender_retries_failed_deliveries_until_answered_200() -> None:
     assert bad > 0 and calls["bad"] == bad  # a rejected forgery is not retried
     assert s.retries == 2 * originals
     assert s.statuses == {"200": originals, "503": 2 * originals, "401": bad}
-    assert all(c.delivered == c.generated and c.undelivered == 0
-               for c in s.events.values())
+    assert all(c.delivered == c.generated and c.undelivered == 0 for c in s.events.values())
 
 
 def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:
@@ -234,8 +287,7 @@ def test_corpus_lines_are_signature_tab_body_and_verify(tmp_path: Path) -> None:
 
 def test_cli_writes_a_corpus_without_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c.tsv"
-    rc = cli.main(["simulate", "--secret", SECRET, "--rooms", "4", "--seed", "9",
-                   "--write-corpus", str(out)])
+    rc = cli.main(["simulate", "--secret", SECRET, "--rooms", "4", "--seed", "9", "--write-corpus", str(out)])
     assert rc == 0 and '"requests"' in capsys.readouterr().out
     assert out.read_bytes().count(b"\n") == len(make_plan(SimConfig(rooms=4, seed=9)).sends)
 
@@ -246,6 +298,7 @@ def test_cli_refuses_fractions_outside_zero_to_one(capsys: pytest.CaptureFixture
 
 
 # --------------------------------------------------------------------------- files in a bucket
+
 
 def test_every_segment_that_uploads_leaves_a_file_and_no_other_does() -> None:
     plan = make_plan(BIG)
@@ -259,8 +312,9 @@ def test_every_segment_that_uploads_leaves_a_file_and_no_other_does() -> None:
 
 
 def test_a_file_lands_after_its_completion_and_before_its_uploaded_callback() -> None:
-    plan = make_plan(_quick(rooms=30, duration_min=10, duration_max=20, upload_delay_min=5,
-                            upload_delay_max=9, seed=4))
+    plan = make_plan(
+        _quick(rooms=30, duration_min=10, duration_max=20, upload_delay_min=5, upload_delay_max=9, seed=4)
+    )
     due = {(x.segment, x.event_type): x.at for x in plan.sends}
     for at, seg in plan.uploads:
         assert due[(seg, COMPLETED)] < at < due[(seg, UPLOADED)]
@@ -269,8 +323,13 @@ def test_a_file_lands_after_its_completion_and_before_its_uploaded_callback() ->
 def _s3_args(**kw: str | bool) -> object:
     import argparse
 
-    base: dict[str, str | bool] = {"s3_bucket": "", "s3_endpoint": "", "s3_region": "ap-guangzhou",
-                                   "s3_key_template": "{file_name}", "s3_create_bucket": False}
+    base: dict[str, str | bool] = {
+        "s3_bucket": "",
+        "s3_endpoint": "",
+        "s3_region": "ap-guangzhou",
+        "s3_key_template": "{file_name}",
+        "s3_create_bucket": False,
+    }
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -283,18 +342,23 @@ def test_s3_flags_that_do_not_fit_together_are_refused_without_key_material() ->
     with pytest.raises(ValueError, match="--s3-key-template"):
         s3_target_from_args(_s3_args(s3_bucket="b-1", s3_key_template="{x}"), {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="go together") as info:
-        s3_target_from_args(_s3_args(s3_bucket="b-1"),  # type: ignore[arg-type]
-                            {"TENCENTCLOUD_SECRET_KEY": "sk-never-shown"})
+        s3_target_from_args(
+            _s3_args(s3_bucket="b-1"),  # type: ignore[arg-type]
+            {"TENCENTCLOUD_SECRET_KEY": "sk-never-shown"},
+        )
     assert "sk-never-shown" not in str(info.value)
-    target = s3_target_from_args(_s3_args(s3_bucket="b-1", s3_endpoint="http://h:1/"),  # type: ignore[arg-type]
-                                 {"TENCENTCLOUD_SECRET_ID": "id", "TENCENTCLOUD_SECRET_KEY": "k"})
+    target = s3_target_from_args(
+        _s3_args(s3_bucket="b-1", s3_endpoint="http://h:1/"),  # type: ignore[arg-type]
+        {"TENCENTCLOUD_SECRET_ID": "id", "TENCENTCLOUD_SECRET_KEY": "k"},
+    )
     assert target is not None and target.endpoint == "http://h:1" and target.credentials
     assert "k" not in repr(target.credentials)
 
 
 def test_cli_refuses_s3_with_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(["simulate", "--secret", SECRET, "--write-corpus", str(tmp_path / "c"),
-                   "--s3-bucket", "b-1250000000"])
+    rc = cli.main(
+        ["simulate", "--secret", SECRET, "--write-corpus", str(tmp_path / "c"), "--s3-bucket", "b-1250000000"]
+    )
     assert rc == 2 and "not with --write-corpus" in capsys.readouterr().err
 
 
@@ -308,11 +372,25 @@ def test_the_sender_writes_each_uploaded_file_to_a_real_s3_bucket(s3_server: obj
 
     assert isinstance(s3_server, S3Server)
     bucket = f"sim-{uuid.uuid4().hex[:10]}"
-    plan = make_plan(_quick(rooms=12, users_per_room=2, segments_per_task=2, drop_fraction=0.3,
-                            never_complete_fraction=0.15, never_upload_fraction=0.2, seed=5))
-    target = S3Target(bucket=bucket, endpoint=s3_server.url, region=s3_server.REGION,
-                      key_template="recordings/{biz_id}/{file_name}",
-                      credentials=Credentials(*s3_server.keys["writer"]), create_bucket=True)
+    plan = make_plan(
+        _quick(
+            rooms=12,
+            users_per_room=2,
+            segments_per_task=2,
+            drop_fraction=0.3,
+            never_complete_fraction=0.15,
+            never_upload_fraction=0.2,
+            seed=5,
+        )
+    )
+    target = S3Target(
+        bucket=bucket,
+        endpoint=s3_server.url,
+        region=s3_server.REGION,
+        key_template="recordings/{biz_id}/{file_name}",
+        credentials=Credentials(*s3_server.keys["writer"]),
+        create_bucket=True,
+    )
     sender = SenderConfig(url="http://sim.test/callback", secret=SECRET, retry_seconds=0.0)
 
     async def go() -> Summary:
@@ -322,18 +400,23 @@ def test_the_sender_writes_each_uploaded_file_to_a_real_s3_bucket(s3_server: obj
     summary = asyncio.run(go())
     uploading = {seg for _, seg in plan.uploads}
     assert 0 < len(uploading) < len(plan.segments)
-    expected_keys = sorted(f"recordings/{plan.config.biz_id}/{plan.segments[seg].file_name}"
-                           for seg in uploading)
+    expected_keys = sorted(
+        f"recordings/{plan.config.biz_id}/{plan.segments[seg].file_name}" for seg in uploading
+    )
     assert s3_server.keys_of(bucket) == expected_keys
     assert (summary.files_uploaded, summary.upload_errors) == (len(uploading), 0)
     lost = sum(1 for seg in uploading if (seg, UPLOADED) in plan.dropped)
     assert lost > 0 and summary.uploaded_files_without_callback == lost
 
     # The checker, configured like the service, finds exactly those files.
-    config = CosConfig(region=s3_server.REGION, default_bucket=bucket, endpoint=s3_server.url,
-                       key_template="recordings/{biz_id}/{file_name}",
-                       credentials=Credentials(*s3_server.keys["reader"]),
-                       requests_per_second=1000)
+    config = CosConfig(
+        region=s3_server.REGION,
+        default_bucket=bucket,
+        endpoint=s3_server.url,
+        key_template="recordings/{biz_id}/{file_name}",
+        credentials=Credentials(*s3_server.keys["reader"]),
+        requests_per_second=1000,
+    )
 
     async def look() -> list[object]:
         async with CosChecker(config) as checker:
@@ -353,13 +436,18 @@ def test_a_bucket_that_refuses_writes_counts_upload_errors(s3_server: object) ->
     assert isinstance(s3_server, S3Server)
     bucket = s3_server.bucket("sim-readonly-1250000000")
     plan = make_plan(_quick(rooms=2, users_per_room=1))
-    target = S3Target(bucket=bucket, endpoint=s3_server.url, region=s3_server.REGION,
-                      credentials=Credentials(*s3_server.keys["reader"]))
+    target = S3Target(
+        bucket=bucket,
+        endpoint=s3_server.url,
+        region=s3_server.REGION,
+        credentials=Credentials(*s3_server.keys["reader"]),
+    )
 
     async def go() -> Summary:
         async with httpx.AsyncClient(transport=_transport(0, Counter())) as client:
-            return await run(plan, SenderConfig(url="http://sim.test/callback", secret=SECRET),
-                             client, s3=target)
+            return await run(
+                plan, SenderConfig(url="http://sim.test/callback", secret=SECRET), client, s3=target
+            )
 
     summary = asyncio.run(go())
     assert (summary.files_uploaded, summary.upload_errors) == (0, len(plan.uploads))

@@ -38,8 +38,15 @@ from gme_recwatch.stores import CheckNote, MemoryStore, SegmentView, StoreStats
 from gme_recwatch.stores.redis import RedisStore
 
 DEFAULTS = Settings().lifecycle()
-CFG = replace(DEFAULTS, max_recording_seconds=100, upload_grace_seconds=50,
-              reorder_window_seconds=10, retention_seconds=1000, max_segments=1000, max_apps=5)
+CFG = replace(
+    DEFAULTS,
+    max_recording_seconds=100,
+    upload_grace_seconds=50,
+    reorder_window_seconds=10,
+    retention_seconds=1000,
+    max_segments=1000,
+    max_apps=5,
+)
 BIZ = 1400000000
 TASK = 446946705284000000
 BACKENDS = ["memory", "redis"]
@@ -47,10 +54,27 @@ BACKENDS = ["memory", "redis"]
 Make = Callable[..., SyncStore]
 
 
-def ev(event_type: int, *, ts: int = 1_700_000_000, seq: int = 0, room: str = "r1",
-       user: str = "u1", biz: int = BIZ, mode: int = 1, task: int = TASK) -> Event:
-    return Event(biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
-                 event_type=event_type, record_mode=mode, timestamp=ts)
+def ev(
+    event_type: int,
+    *,
+    ts: int = 1_700_000_000,
+    seq: int = 0,
+    room: str = "r1",
+    user: str = "u1",
+    biz: int = BIZ,
+    mode: int = 1,
+    task: int = TASK,
+) -> Event:
+    return Event(
+        biz_id=biz,
+        room_id=room,
+        user_id=user,
+        task_id=task,
+        seq_no=seq,
+        event_type=event_type,
+        record_mode=mode,
+        timestamp=ts,
+    )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -92,7 +116,7 @@ async def _drop(store: RedisStore) -> None:
     """Delete what one test's store wrote, so the session's Redis stays small."""
     keys = [k async for k in store.client.scan_iter(match=store.prefix + "*", count=1000)]
     for i in range(0, len(keys), 1000):
-        await store.client.delete(*keys[i:i + 1000])
+        await store.client.delete(*keys[i : i + 1000])
 
 
 @pytest.fixture
@@ -118,8 +142,7 @@ def assert_consistent(t: SyncStore) -> tuple[StoreStats, list[SegmentView]]:
     checks: each is read once per check (a Redis store's listing walks its keyspace)."""
     inc, views = t.stats(), t.segments(limit=10**9)
     full = t.recount(inc, views)
-    for name in ("active_recordings", "active_rooms", "stuck", "missing_uploads", "by_state",
-                 "oldest_start"):
+    for name in ("active_recordings", "active_rooms", "stuck", "missing_uploads", "by_state", "oldest_start"):
         assert getattr(inc, name) == getattr(full, name), name
     assert sum(inc.by_state.values()) == len(t) == len(views)
     return inc, views
@@ -280,15 +303,15 @@ def test_retention_counts_from_the_last_event(store: SyncStore, clock: FakeClock
 
 def test_capacity_evicts_terminal_segments_first(make: Make) -> None:
     t = make(replace(DEFAULTS, max_segments=3, retention_seconds=10_000))
-    t.record(ev(1, seq=0))                    # oldest, live
+    t.record(ev(1, seq=0))  # oldest, live
     for e in (1, 2, 3):
-        t.record(ev(e, seq=1))                # terminal
+        t.record(ev(e, seq=1))  # terminal
     t.record(ev(1, seq=2))
-    t.record(ev(1, seq=3))                    # over capacity: the terminal one goes
+    t.record(ev(1, seq=3))  # over capacity: the terminal one goes
     assert len(t) == 3
     assert sorted(v.seq_no for v in t.segments()) == [0, 2, 3]
     assert t.stats().evictions[("capacity", "uploaded")] == 1
-    t.record(ev(1, seq=4))                    # no terminal left: the oldest goes
+    t.record(ev(1, seq=4))  # no terminal left: the oldest goes
     assert sorted(v.seq_no for v in t.segments()) == [2, 3, 4]
     assert t.stats().evictions[("capacity", "recording")] == 1
     assert_consistent(t)
@@ -348,8 +371,7 @@ def test_segments_api_filters_and_orders_oldest_first(store: SyncStore, clock: F
     assert store.segments(app_id="999") == []
 
 
-def test_pages_walk_every_match_once_oldest_first_with_the_total(
-        store: SyncStore, clock: FakeClock) -> None:
+def test_pages_walk_every_match_once_oldest_first_with_the_total(store: SyncStore, clock: FakeClock) -> None:
     for seq in range(7):
         store.record(ev(1, seq=seq, room="a" if seq % 3 else "b"))
         clock.advance(0.5 if seq % 2 else 0)  # two segments share a receive time: key decides
@@ -369,14 +391,23 @@ def test_pages_walk_every_match_once_oldest_first_with_the_total(
     assert ([v.seq_no for v in rest.segments], rest.total, rest.after) == ([4, 5], 4, None)
 
 
-@pytest.mark.parametrize(("events", "wait", "state", "deadline", "after"), [
-    ((1,), 101, "stuck", "max_recording_seconds", 100),
-    ((1, 2), 51, "upload_missing", "upload_grace_seconds", 50),
-    ((3,), 11, "orphan", "reorder_window_seconds", 10),
-])
+@pytest.mark.parametrize(
+    ("events", "wait", "state", "deadline", "after"),
+    [
+        ((1,), 101, "stuck", "max_recording_seconds", 100),
+        ((1, 2), 51, "upload_missing", "upload_grace_seconds", 50),
+        ((3,), 11, "orphan", "reorder_window_seconds", 10),
+    ],
+)
 def test_a_problem_segment_says_which_deadline_passed_and_since_when(
-        store: SyncStore, clock: FakeClock, events: tuple[int, ...], wait: float, state: str,
-        deadline: str, after: float) -> None:
+    store: SyncStore,
+    clock: FakeClock,
+    events: tuple[int, ...],
+    wait: float,
+    state: str,
+    deadline: str,
+    after: float,
+) -> None:
     for e in events:
         store.record(ev(e))
     (before,) = store.segments()
@@ -388,8 +419,7 @@ def test_a_problem_segment_says_which_deadline_passed_and_since_when(
     assert v.state_since == pytest.approx(v.first_received_at + after)
 
 
-def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
-        make: Make, clock: FakeClock) -> None:
+def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(make: Make, clock: FakeClock) -> None:
     t, c = stuck_and_claimed(make, clock)
     resolve(t, c.key, "found")
     v = view(t)
@@ -397,7 +427,8 @@ def test_a_reconciled_segment_lists_as_seen_only_the_callbacks_received(
 
 
 def test_a_lookup_note_shows_while_its_answer_stands_and_goes_with_the_segment(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     t, c = stuck_and_claimed(make, clock)
     resolve(t, c.key, "error")
     note = CheckNote(1_700_000_123.0, "error", "bkt-1250000000", "rec/0.mp3", "timeout", "5 s")
@@ -413,8 +444,7 @@ def test_a_lookup_note_shows_while_its_answer_stands_and_goes_with_the_segment(
     if isinstance(inner, MemoryStore):
         assert inner._check_notes == {}
     else:  # its own key, which expires by itself: never a leak
-        assert 0 < t.run(inner.client.ttl(inner.prefix + "ck:" + c.key)) <= (
-            CHECKING.retention_seconds)
+        assert 0 < t.run(inner.client.ttl(inner.prefix + "ck:" + c.key)) <= (CHECKING.retention_seconds)
 
 
 # ------------------------------------------------------------------ properties
@@ -427,11 +457,12 @@ SPAN = 5.0
 # decides which side of the deadline a segment is on. Reads stop a millisecond short of the next
 # deadline: the Redis store keeps Unix times (~1.7e9), whose floats are ~2e-7 s apart, so
 # 49.99999999999999 s after an arrival is the deadline itself there.
-CHECK_TIMES = st.sampled_from([(SPAN, 10), (10 + SPAN, 50), (50 + SPAN, 100), (100 + SPAN, 1000),
-                               (1000 + SPAN, 1500)]).flatmap(
-    lambda lo_hi: st.floats(lo_hi[0], lo_hi[1] - 1e-3))
-PROPERTY = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+CHECK_TIMES = st.sampled_from(
+    [(SPAN, 10), (10 + SPAN, 50), (50 + SPAN, 100), (100 + SPAN, 1000), (1000 + SPAN, 1500)]
+).flatmap(lambda lo_hi: st.floats(lo_hi[0], lo_hi[1] - 1e-3))
+PROPERTY = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @contextmanager
@@ -447,8 +478,9 @@ def _example(make: Make, cfg: Config = CFG, clock: FakeClock | None = None) -> I
             t.run(_drop(t.inner))
 
 
-def _deliver(make: Make, events: list[int], gaps: list[float], check_at: float) -> tuple[
-        str | None, StoreStats]:
+def _deliver(
+    make: Make, events: list[int], gaps: list[float], check_at: float
+) -> tuple[str | None, StoreStats]:
     clock = FakeClock()
     with _example(make, CFG, clock) as t:
         start = clock.mono
@@ -464,7 +496,8 @@ def _deliver(make: Make, events: list[int], gaps: list[float], check_at: float) 
 @PROPERTY
 @given(events=EVENT_LISTS, check_at=CHECK_TIMES, data=st.data())
 def test_order_and_duplicates_within_the_reorder_window_do_not_change_the_outcome(
-        make: Make, events: list[int], check_at: float, data: st.DataObject) -> None:
+    make: Make, events: list[int], check_at: float, data: st.DataObject
+) -> None:
     """While a segment's events all arrive within the reorder window, any permutation with any
     duplicates ends in the same state, with the same counts, as in-order delivery -- read at any
     time, across every deadline (except within the arrival spread of one, where the order
@@ -472,14 +505,14 @@ def test_order_and_duplicates_within_the_reorder_window_do_not_change_the_outcom
     shuffled = data.draw(st.permutations(events))
     extra = data.draw(st.lists(st.sampled_from(sorted(set(events))), max_size=3))
     delivery = list(shuffled) + extra
-    gaps = data.draw(st.lists(st.floats(0, SPAN / len(delivery)), min_size=len(delivery),
-                              max_size=len(delivery)))
+    gaps = data.draw(
+        st.lists(st.floats(0, SPAN / len(delivery)), min_size=len(delivery), max_size=len(delivery))
+    )
     in_order = sorted(set(events))
     state_a, stats_a = _deliver(make, in_order, [0.0] * len(in_order), check_at)
     state_b, stats_b = _deliver(make, delivery, gaps, check_at)
     assert state_a == state_b
-    for name in ("by_state", "completed_total", "stuck_total", "missing_uploads_total",
-                 "orphan_events"):
+    for name in ("by_state", "completed_total", "stuck_total", "missing_uploads_total", "orphan_events"):
         assert getattr(stats_a, name) == getattr(stats_b, name), name
 
 
@@ -513,12 +546,19 @@ class _Oracle:
 
 
 @PROPERTY
-@given(steps=st.lists(st.tuples(st.sampled_from([1, 2, 3]),
-                                st.sampled_from([0, 1, 9, 10, 11, 49, 50, 51, 99, 100, 101, 999,
-                                                 1000, 1001])),
-                      min_size=1, max_size=8))
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([1, 2, 3]),
+            st.sampled_from([0, 1, 9, 10, 11, 49, 50, 51, 99, 100, 101, 999, 1000, 1001]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_across_deadlines_results_and_states_follow_the_documented_rules(
-        make: Make, steps: list[tuple[int, int]]) -> None:
+    make: Make, steps: list[tuple[int, int]]
+) -> None:
     """Events separated by gaps that cross every deadline: each result (`late` after a deadline
     made the segment a problem, `out_of_order`, `duplicate`) and the state after each step are
     what the lifecycle rules say, replayed independently of any store."""
@@ -534,12 +574,22 @@ def test_across_deadlines_results_and_states_follow_the_documented_rules(
 
 
 @PROPERTY
-@given(ops=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 5), st.integers(0, 3),
-                              st.sampled_from(["ra", "rb", "rc"]), st.floats(0, 60)),
-                    max_size=40),
-       capacity=st.integers(2, 12))
-def test_gauges_always_equal_a_recount(make: Make, ops: list[tuple[int, int, int, str, float]],
-                                       capacity: int) -> None:
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from([1, 2, 3]),
+            st.integers(0, 5),
+            st.integers(0, 3),
+            st.sampled_from(["ra", "rb", "rc"]),
+            st.floats(0, 60),
+        ),
+        max_size=40,
+    ),
+    capacity=st.integers(2, 12),
+)
+def test_gauges_always_equal_a_recount(
+    make: Make, ops: list[tuple[int, int, int, str, float]], capacity: int
+) -> None:
     """Across events, deadlines, TTL expiry and capacity eviction, tallies never drift."""
     with _example(make, replace(CFG, retention_seconds=200, max_segments=capacity, max_apps=2)) as t:
         for event_type, seq, biz, room, dt in ops:
@@ -585,8 +635,6 @@ def test_oldest_start_ignores_a_reused_slot(make: Make) -> None:
     assert_consistent(t)
 
 
-
-
 # ------------------------------------------------------------------ COS checks (claim / resolve)
 
 CHECKING = replace(CFG, check_in_cos=True)
@@ -621,7 +669,8 @@ def view(t: SyncStore, seq: int = 0) -> SegmentView:
 
 
 def test_with_checks_a_deadline_holds_the_segment_until_its_file_is_looked_up(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     t = make(CHECKING, clock)
     t.record(fev(1))
     clock.advance(101)
@@ -636,22 +685,26 @@ def test_with_checks_a_deadline_holds_the_segment_until_its_file_is_looked_up(
 
 
 def test_a_file_found_makes_the_segment_uploaded_and_names_the_lost_callbacks(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, "found")
     assert isinstance(r, Reconciled)
     assert (r.lost, r.room_id, r.seq_no) == (("completed", "uploaded"), "r1", 0)
     v = view(t)
     assert (v.state, v.lost_events, v.completed_at, v.uploaded_at) == (
-        "uploaded", ["completed", "uploaded"], None, None)
+        "uploaded",
+        ["completed", "uploaded"],
+        None,
+        None,
+    )
     s = t.stats()
     assert (s.stuck_total[str(BIZ)], s.checks_pending) == (0, 0)
     assert t.record(fev(3)).result == "duplicate"  # a late upload changes nothing
     assert_consistent(t)
 
 
-def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(
-        make: Make, clock: FakeClock) -> None:
+def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(make: Make, clock: FakeClock) -> None:
     t = make(CHECKING, clock)
     t.record(fev(1))
     t.record(fev(2))
@@ -667,7 +720,8 @@ def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(
 
 @pytest.mark.parametrize(("answer", "confirmed"), [("not_found", True), ("error", False)])
 def test_a_file_not_found_or_not_looked_up_makes_the_problem_stand(
-        make: Make, clock: FakeClock, answer: str, confirmed: bool) -> None:
+    make: Make, clock: FakeClock, answer: str, confirmed: bool
+) -> None:
     t, c = stuck_and_claimed(make, clock)
     r = resolve(t, c.key, answer)
     assert isinstance(r, Transition)
@@ -682,7 +736,8 @@ def test_a_file_not_found_or_not_looked_up_makes_the_problem_stand(
 
 
 def test_an_answer_stands_while_a_late_event_leaves_the_segment_in_its_problem(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     """A late start for a segment whose upload was confirmed missing: still missing, still
     confirmed (found by the property test below). A late upload then ends the problem."""
     t = make(CHECKING, clock)
@@ -700,8 +755,7 @@ def test_an_answer_stands_while_a_late_event_leaves_the_segment_in_its_problem(
     assert_consistent(t)
 
 
-def test_a_callback_during_a_check_applies_and_the_late_answer_is_ignored(
-        make: Make, clock: FakeClock) -> None:
+def test_a_callback_during_a_check_applies_and_the_late_answer_is_ignored(make: Make, clock: FakeClock) -> None:
     t, c = stuck_and_claimed(make, clock)
     assert t.record(fev(3)).result == "accepted"  # the upload arrives meanwhile
     assert view(t).state == "uploaded"
@@ -725,8 +779,7 @@ def test_a_claim_whose_lease_runs_out_is_handed_out_again(make: Make, clock: Fak
     assert isinstance(resolve(t, again.key, "found"), Reconciled)
 
 
-def test_claims_are_bounded_oldest_first_and_each_segment_once(
-        make: Make, clock: FakeClock) -> None:
+def test_claims_are_bounded_oldest_first_and_each_segment_once(make: Make, clock: FakeClock) -> None:
     t = make(CHECKING, clock)
     for seq in range(30):
         t.record(fev(1, seq=seq))
@@ -756,17 +809,24 @@ _ANSWERS = st.sampled_from(["found", "not_found", "error"])
 # answer each). Flat lists of single operations reached a segment paged after a lookup in 0 to 8
 # of 150 examples (0 when derandomised): the deadline, the sweep, the claim and a negative
 # answer all had to come in that order. Rounds reach it in 14 to 46 of 150 (46 derandomised).
-OPS = st.lists(st.tuples(
-    st.lists(_EVENT, max_size=3),
-    st.sampled_from([0.0, 5.0, 30.0, 60.0, 120.0]),
-    st.lists(st.one_of(st.tuples(st.just("sweep"), st.just(0), st.just(0)),
-                       st.tuples(st.just("claim"), st.integers(1, 3), st.just(0)),
-                       st.tuples(st.just("answer"), _ANSWERS, st.just(0)),
-                       st.tuples(st.just("lookup"), _ANSWERS, st.just(0)),
-                       _EVENT), max_size=3),
-), min_size=1, max_size=6).map(
-    lambda rounds: [op for events, dt, then in rounds
-                    for op in (*events, ("advance", dt, 0), *then)])
+OPS = st.lists(
+    st.tuples(
+        st.lists(_EVENT, max_size=3),
+        st.sampled_from([0.0, 5.0, 30.0, 60.0, 120.0]),
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("sweep"), st.just(0), st.just(0)),
+                st.tuples(st.just("claim"), st.integers(1, 3), st.just(0)),
+                st.tuples(st.just("answer"), _ANSWERS, st.just(0)),
+                st.tuples(st.just("lookup"), _ANSWERS, st.just(0)),
+                _EVENT,
+            ),
+            max_size=3,
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda rounds: [op for events, dt, then in rounds for op in (*events, ("advance", dt, 0), *then)])
 CHECKS_EXAMPLES = 150
 
 
@@ -802,7 +862,8 @@ def test_checks_interleaved_with_callbacks_keep_every_tally_true(make: Make) -> 
                     resolve(t, claimed.pop(0).key, a)  # type: ignore[arg-type]
                 stats, views = assert_consistent(t)
                 assert stats.checks_pending <= sum(
-                    v.state in ("recording", "completed", "orphan") for v in views)
+                    v.state in ("recording", "completed", "orphan") for v in views
+                )
                 for v in views:
                     if v.state in ("stuck", "upload_missing"):
                         assert v.confirmed is not None  # paged only after a lookup answered
@@ -812,7 +873,8 @@ def test_checks_interleaved_with_callbacks_keep_every_tally_true(make: Make) -> 
     check()
     hits = sum(n > 0 for n in paged)
     assert hits >= max(1, len(paged) // 50), (
-        f"only {hits} of {len(paged)} examples reached a paged segment: the property is vacuous")
+        f"only {hits} of {len(paged)} examples reached a paged segment: the property is vacuous"
+    )
 
 
 # ------------------------------------------------------------------ blind windows
@@ -837,7 +899,8 @@ def test_a_blind_window_marks_only_the_live_segments(store: SyncStore, clock: Fa
 
 
 def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
-        store: SyncStore, clock: FakeClock) -> None:
+    store: SyncStore, clock: FakeClock
+) -> None:
     store.record(ev(1, seq=0))
     store.record(ev(1, seq=1))
     store.record(ev(2, seq=1))
@@ -846,7 +909,10 @@ def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
     clock.advance(101)
     moved = sorted(store.sweep(), key=lambda t: t.seq_no)
     assert [(t.seq_no, t.state, t.blind_window) for t in moved] == [
-        (0, "unverified", W), (1, "unverified", W), (3, "stuck", None)]
+        (0, "unverified", W),
+        (1, "unverified", W),
+        (3, "stuck", None),
+    ]
     s = store.stats()
     assert (s.stuck[str(BIZ)], s.stuck_total[str(BIZ)], s.missing_uploads[str(BIZ)]) == (1, 1, 0)
     assert s.by_state["unverified"] == 2
@@ -855,8 +921,7 @@ def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
     assert_consistent(store)
 
 
-def test_a_late_callback_resolves_an_unverified_segment_as_usual(
-        store: SyncStore, clock: FakeClock) -> None:
+def test_a_late_callback_resolves_an_unverified_segment_as_usual(store: SyncStore, clock: FakeClock) -> None:
     store.record(ev(1))
     mark_blind(store)
     clock.advance(101)

@@ -38,7 +38,8 @@ def one_round(t: SyncStore) -> list[str]:
 
 @SIDES
 def test_a_recording_is_stuck_exactly_at_the_maximum_duration(
-        store: SyncStore, clock: FakeClock, offset: float) -> None:
+    store: SyncStore, clock: FakeClock, offset: float
+) -> None:
     store.record(ev(1))
     clock.advance(CFG.max_recording_seconds + offset)
     reached = offset >= 0
@@ -50,7 +51,8 @@ def test_a_recording_is_stuck_exactly_at_the_maximum_duration(
 
 @SIDES
 def test_an_upload_is_missing_exactly_at_the_upload_grace(
-        store: SyncStore, clock: FakeClock, offset: float) -> None:
+    store: SyncStore, clock: FakeClock, offset: float
+) -> None:
     store.record(ev(1))
     clock.advance(20)  # the grace runs from the completion, not the start
     store.record(ev(2))
@@ -63,11 +65,12 @@ def test_an_upload_is_missing_exactly_at_the_upload_grace(
 
 
 @SIDES
-@pytest.mark.parametrize(("events", "deadline"), [((1,), "max_recording_seconds"),
-                                                  ((1, 2), "upload_grace_seconds")])
+@pytest.mark.parametrize(
+    ("events", "deadline"), [((1,), "max_recording_seconds"), ((1, 2), "upload_grace_seconds")]
+)
 def test_a_segment_live_in_a_blind_window_is_unverified_exactly_at_its_deadline(
-        store: SyncStore, clock: FakeClock, offset: float, events: tuple[int, ...],
-        deadline: str) -> None:
+    store: SyncStore, clock: FakeClock, offset: float, events: tuple[int, ...], deadline: str
+) -> None:
     for e in events:
         store.record(ev(e))
     assert mark_blind(store) == 1  # recording, or awaiting its upload: both were live
@@ -81,7 +84,8 @@ def test_a_segment_live_in_a_blind_window_is_unverified_exactly_at_its_deadline(
 @SIDES
 @pytest.mark.parametrize(("event", "before"), [(2, "completed"), (3, "uploaded")])
 def test_the_start_is_lost_exactly_at_the_reorder_window(
-        store: SyncStore, clock: FakeClock, offset: float, event: int, before: str) -> None:
+    store: SyncStore, clock: FakeClock, offset: float, event: int, before: str
+) -> None:
     store.record(ev(event))
     clock.advance(CFG.reorder_window_seconds + offset)
     reached = offset >= 0
@@ -98,7 +102,8 @@ def test_the_start_is_lost_exactly_at_the_reorder_window(
 @SIDES
 @pytest.mark.parametrize("events", [(1,), (1, 2, 3)], ids=["recording", "uploaded"])
 def test_a_segment_is_forgotten_exactly_when_its_retention_runs_out(
-        make: Make, clock: FakeClock, offset: float, events: tuple[int, ...]) -> None:
+    make: Make, clock: FakeClock, offset: float, events: tuple[int, ...]
+) -> None:
     # A maximum duration past the retention, so a recording is forgotten recording (settings
     # refuse this; the stores must still obey each deadline on its own).
     t = make(replace(CFG, max_recording_seconds=5000), clock)
@@ -112,8 +117,7 @@ def test_a_segment_is_forgotten_exactly_when_its_retention_runs_out(
     assert t.stats().evictions[("ttl", state)] == int(reached)
 
 
-def test_retention_counts_from_the_last_event_to_the_boundary(
-        store: SyncStore, clock: FakeClock) -> None:
+def test_retention_counts_from_the_last_event_to_the_boundary(store: SyncStore, clock: FakeClock) -> None:
     store.record(ev(1))
     clock.advance(900)
     store.record(ev(2))
@@ -131,7 +135,8 @@ SHORT_GRACE = replace(CFG, upload_grace_seconds=5, reorder_window_seconds=60)
 
 
 def test_a_completion_without_a_start_is_never_left_due_when_the_grace_is_shorter_than_the_window(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     """The upload grace runs out inside the reorder window: the upload is missing then, and the
     segment is next looked at when the window ends (its start is lost), never before. The old
     rule gave it a next change already past, so every sweep round found it due again: the
@@ -153,7 +158,8 @@ def test_a_completion_without_a_start_is_never_left_due_when_the_grace_is_shorte
 
 
 def test_a_start_within_the_window_after_the_short_grace_is_late_and_the_upload_still_missing(
-        make: Make, clock: FakeClock) -> None:
+    make: Make, clock: FakeClock
+) -> None:
     t = make(SHORT_GRACE, clock)
     t.record(ev(2))
     clock.advance(6)

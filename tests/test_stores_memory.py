@@ -38,7 +38,8 @@ def tracked(loop: asyncio.AbstractEventLoop, clock: FakeClock, cfg: Config = CFG
 
 
 def test_snapshot_restores_state_and_deadlines_keep_running(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     t = tracked(loop, clock)
     t.record(ev(1, seq=0))
     t.record(ev(2, seq=1))
@@ -59,7 +60,8 @@ def test_snapshot_restores_state_and_deadlines_keep_running(
 
 
 def test_snapshot_restored_by_another_process_keeps_wall_clock_deadlines(
-        loop: asyncio.AbstractEventLoop) -> None:
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     """A new process has another monotonic clock: deadlines follow wall time across it."""
     old_clock = FakeClock(mono=50.0)
     t = tracked(loop, old_clock)
@@ -72,19 +74,28 @@ def test_snapshot_restored_by_another_process_keeps_wall_clock_deadlines(
     assert view.next_deadline_at == pytest.approx(old_clock.wall + CFG.max_recording_seconds)
 
 
-@pytest.mark.parametrize("junk", [b"", b"not msgpack", b"\x93\x01\x02\x03", b"\xc1" * 10,
-                                  msgspec.msgpack.encode([99, 0.0, 0.0, [], b"", b"", b"", b"",
-                                                          b"", b"", b""])])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"not msgpack",
+        b"\x93\x01\x02\x03",
+        b"\xc1" * 10,
+        msgspec.msgpack.encode([99, 0.0, 0.0, [], b"", b"", b"", b"", b"", b"", b""]),
+    ],
+)
 def test_corrupt_or_unknown_snapshot_is_refused_and_leaves_the_store_empty(
-        junk: bytes, loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    junk: bytes, loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     t = tracked(loop, clock)
     with pytest.raises(ValueError):
         t.inner.restore(junk)
     assert len(t) == 0
 
 
-def test_snapshot_of_a_future_version_is_refused_by_name(loop: asyncio.AbstractEventLoop,
-                                                          clock: FakeClock) -> None:
+def test_snapshot_of_a_future_version_is_refused_by_name(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     data = msgspec.msgpack.encode([snapshot_format.VERSION + 1, 0.0, 0.0])
     with pytest.raises(ValueError, match="unsupported snapshot version"):
         tracked(loop, clock).inner.restore(data)
@@ -98,7 +109,8 @@ def test_restore_needs_an_empty_store(loop: asyncio.AbstractEventLoop, clock: Fa
 
 
 def test_a_flood_of_keys_past_capacity_keeps_capacity_and_then_expires(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     t = tracked(loop, clock, replace(DEFAULTS, max_segments=100, retention_seconds=10_000))
     for seq in range(20_000):
         t.record(ev(1, seq=seq))
@@ -111,16 +123,17 @@ def test_a_flood_of_keys_past_capacity_keeps_capacity_and_then_expires(
 
 
 def test_snapshot_with_freed_slots_restores_only_live_segments(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     t = tracked(loop, clock)
     for seq in range(6):
         t.record(ev(1, seq=seq))
     clock.advance(500)
-    t.record(ev(2, seq=4))          # seq 4 keeps living; the rest expire
+    t.record(ev(2, seq=4))  # seq 4 keeps living; the rest expire
     clock.advance(600)
     t.sweep()
     assert len(t) == 1
-    t.record(ev(3, seq=9))          # reuses a freed slot
+    t.record(ev(3, seq=9))  # reuses a freed slot
     t2 = tracked(loop, clock)
     assert t2.inner.restore(t.inner.snapshot()) == 2
     assert sorted((v.seq_no, v.state) for v in t2.segments()) == [(4, "upload_missing"), (9, "uploaded")]
@@ -130,8 +143,7 @@ def test_snapshot_with_freed_slots_restores_only_live_segments(
 GOLDEN_V2 = Path(__file__).resolve().parent / "golden" / "snapshot-v2.msgpack"
 
 
-def test_a_snapshot_written_by_the_previous_version_still_restores(
-        loop: asyncio.AbstractEventLoop) -> None:
+def test_a_snapshot_written_by_the_previous_version_still_restores(loop: asyncio.AbstractEventLoop) -> None:
     """tests/golden/snapshot-v2.msgpack was written by the tracker before the store split (format
     version 2, columns only): a recording, a completion without its start, an uploaded segment,
     at wall time 1_700_000_000."""
@@ -148,18 +160,19 @@ def test_a_snapshot_written_by_the_previous_version_still_restores(
 
 
 def test_restore_brings_back_tallies_eviction_order_and_deadlines_without_recounting(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     cfg = replace(DEFAULTS, max_segments=3, retention_seconds=10_000, max_recording_seconds=100)
     t = tracked(loop, clock, cfg)
     for e in (1, 2, 3):
-        t.record(ev(e, seq=1))                # terminal: the first to go at capacity
+        t.record(ev(e, seq=1))  # terminal: the first to go at capacity
     t.record(ev(1, seq=0))
     t.record(ev(1, seq=2, room="r2"))
     before = t.stats()
     t2 = tracked(loop, clock, cfg)
     t2.inner.restore(t.inner.snapshot())
     assert t2.stats() == before
-    t2.record(ev(1, seq=3))                   # over capacity: the uploaded one goes, as before
+    t2.record(ev(1, seq=3))  # over capacity: the uploaded one goes, as before
     assert sorted(v.seq_no for v in t2.segments()) == [0, 2, 3]
     clock.advance(101)
     assert sorted(m.seq_no for m in t2.sweep()) == [0, 2, 3]
@@ -167,11 +180,13 @@ def test_restore_brings_back_tallies_eviction_order_and_deadlines_without_recoun
 
 
 @settings(max_examples=50, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 6), st.floats(0, 80)),
-                    max_size=30),
-       downtime=st.floats(0, 300))
+@given(
+    ops=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 6), st.floats(0, 80)), max_size=30),
+    downtime=st.floats(0, 300),
+)
 def test_a_restored_store_goes_on_exactly_as_the_original_would(
-        ops: list[tuple[int, int, float]], downtime: float) -> None:
+    ops: list[tuple[int, int, float]], downtime: float
+) -> None:
     """Snapshot at any point, restore elsewhere after any downtime: from the next sweep on, the
     restored store and the original agree on every segment and every tally."""
     loop = asyncio.new_event_loop()
@@ -189,9 +204,12 @@ def test_a_restored_store_goes_on_exactly_as_the_original_would(
         b.inner.restore(data)
         a.sweep()
         b.sweep()
+
         def view(t: SyncStore) -> list[tuple[int, str, float | None]]:
-            return sorted((v.seq_no, v.state, None if v.next_deadline_at is None
-                           else round(v.next_deadline_at, 3)) for v in t.segments())
+            return sorted(
+                (v.seq_no, v.state, None if v.next_deadline_at is None else round(v.next_deadline_at, 3))
+                for v in t.segments()
+            )
 
         assert view(a) == view(b)
         for name in ("active_recordings", "stuck", "missing_uploads", "by_state", "oldest_start"):
@@ -202,7 +220,8 @@ def test_a_restored_store_goes_on_exactly_as_the_original_would(
 
 
 def test_a_snapshot_still_being_encoded_is_not_overwritten_by_the_next(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     """Periodic snapshots reuse their column buffers; one prepared while the previous is still
     encoding (a worker thread, at shutdown) must get buffers of its own."""
     t = tracked(loop, clock)
@@ -221,7 +240,8 @@ def test_a_snapshot_still_being_encoded_is_not_overwritten_by_the_next(
 
 
 def test_a_pending_check_and_its_file_name_survive_a_snapshot(
-        loop: asyncio.AbstractEventLoop, clock: FakeClock) -> None:
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
     """A claim dies with its process: after a restore the check is handed out again."""
     cfg = replace(CFG, check_in_cos=True)
     t = tracked(loop, clock, cfg)

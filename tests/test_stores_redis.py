@@ -19,8 +19,13 @@ from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
 from gme_recwatch.stores.redis import RedisStore
 
-CFG = replace(Settings().lifecycle(), max_recording_seconds=100, upload_grace_seconds=50,
-              reorder_window_seconds=10, retention_seconds=1000)
+CFG = replace(
+    Settings().lifecycle(),
+    max_recording_seconds=100,
+    upload_grace_seconds=50,
+    reorder_window_seconds=10,
+    retention_seconds=1000,
+)
 
 
 def ev(event_type: int, seq: int = 0) -> Event:
@@ -35,13 +40,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def test_three_replicas_sweeping_at_once_report_a_stuck_segment_exactly_once(
-        redis_server: RedisServer) -> None:
+def test_three_replicas_sweeping_at_once_report_a_stuck_segment_exactly_once(redis_server: RedisServer) -> None:
     async def go() -> list[int]:
         clock = FakeClock()
         prefix = f"x{uuid.uuid4().hex[:8]}:"
-        replicas = [RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=clock)
-                    for _ in range(3)]
+        replicas = [RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=clock) for _ in range(3)]
         for seq in range(50):
             await replicas[seq % 3].record(ev(1, seq))
         clock.advance(101)
@@ -85,11 +88,9 @@ def test_every_segment_key_expires_on_its_own(redis_server: RedisServer) -> None
     assert all(CFG.retention_seconds < t <= CFG.retention_seconds + 3600 for t in ttls)
 
 
-def test_an_unreachable_redis_fails_fast_with_store_unavailable_and_recovers(
-        own_redis: RedisServer) -> None:
+def test_an_unreachable_redis_fails_fast_with_store_unavailable_and_recovers(own_redis: RedisServer) -> None:
     async def go() -> tuple[float, int]:
-        store = RedisStore.from_url(own_redis.url, CFG, prefix="o:", timeout=0.5,
-                                    clock=FakeClock())
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="o:", timeout=0.5, clock=FakeClock())
         await store.record(ev(1, 0))
         own_redis.kill()
         started = time.monotonic()

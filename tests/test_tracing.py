@@ -52,16 +52,19 @@ def test_export_is_off_unless_an_otlp_endpoint_is_configured() -> None:
     assert not tracing.export_enabled({})
     assert tracing.export_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert tracing.export_enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
-    assert not tracing.export_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
-                                       "OTEL_TRACES_EXPORTER": "none"})
-    assert not tracing.export_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
-                                       "OTEL_SDK_DISABLED": "true"})
+    assert not tracing.export_enabled(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}
+    )
+    assert not tracing.export_enabled(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}
+    )
 
 
 def test_sdk_disabled_gives_no_provider_and_callbacks_still_work() -> None:
     assert tracing.make_provider(env={"OTEL_SDK_DISABLED": "true"}) is None
     assert tracing.make_provider(env={}) is None  # nothing to export to: no-op tracing
-    provider = tracing.make_provider(env={"OTEL_SERVICE_NAME": "recwatch-eu",
-                                          "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    provider = tracing.make_provider(
+        env={"OTEL_SERVICE_NAME": "recwatch-eu", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    )
     assert provider is not None
     assert provider.resource.attributes["service.name"] == "recwatch-eu"

@@ -23,20 +23,57 @@ from pathlib import Path
 from typing import Any
 
 # Units Grafana knows (its valueFormats categories); the subset a monitoring dashboard uses.
-UNITS = frozenset({
-    "none", "short", "percent", "percentunit", "bytes", "decbytes", "bits", "kbytes", "mbytes",
-    "gbytes", "Bps", "bps", "pps", "dateTimeAsIso", "dateTimeFromNow", "ns", "µs", "ms", "s",
-    "m", "h", "d", "dtdurations", "dtdhms", "cps", "ops", "reqps", "rps", "wps", "iops", "cpm",
-    "opm", "rpm", "wpm", "bool", "hertz",
-})
-QUERY_PANELS = frozenset({"stat", "singlestat", "graph", "table", "timeseries", "gauge",
-                          "bargauge", "heatmap"})
-PROM_DS_UIDS = frozenset({"$datasource", "${datasource}", "$prometheus_datasource",
-                          "${prometheus_datasource}"})
+UNITS = frozenset(
+    {
+        "none",
+        "short",
+        "percent",
+        "percentunit",
+        "bytes",
+        "decbytes",
+        "bits",
+        "kbytes",
+        "mbytes",
+        "gbytes",
+        "Bps",
+        "bps",
+        "pps",
+        "dateTimeAsIso",
+        "dateTimeFromNow",
+        "ns",
+        "µs",
+        "ms",
+        "s",
+        "m",
+        "h",
+        "d",
+        "dtdurations",
+        "dtdhms",
+        "cps",
+        "ops",
+        "reqps",
+        "rps",
+        "wps",
+        "iops",
+        "cpm",
+        "opm",
+        "rpm",
+        "wpm",
+        "bool",
+        "hertz",
+    }
+)
+QUERY_PANELS = frozenset({"stat", "singlestat", "graph", "table", "timeseries", "gauge", "bargauge", "heatmap"})
+PROM_DS_UIDS = frozenset({"$datasource", "${datasource}", "$prometheus_datasource", "${prometheus_datasource}"})
 # What dashboard-linter substitutes for Grafana's own variables before parsing a query.
-GLOBALS = {"$__rate_interval": "8869990787ms", "${__rate_interval}": "8869990787ms",
-           "$__interval": "4867856611ms", "$__range": "6080494788ms", "$__range_s": "6080",
-           "$__interval_ms": "4867856611"}
+GLOBALS = {
+    "$__rate_interval": "8869990787ms",
+    "${__rate_interval}": "8869990787ms",
+    "$__interval": "4867856611ms",
+    "$__range": "6080494788ms",
+    "$__range_s": "6080",
+    "$__interval_ms": "4867856611",
+}
 RATE_INTERVAL = "8869990787ms"
 
 
@@ -80,8 +117,20 @@ def expand(expr: str, d: dict[str, Any]) -> str:
 
 _KEYWORDS = {"and", "or", "unless", "offset", "bool", "inf", "nan", "atan2"}
 # Aggregations may put `by (...)` between their name and their parenthesis.
-_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-                 "bottomk", "topk", "quantile"}
+_AGGREGATIONS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+}
 _LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _NUMBER = re.compile(r"(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?:ms|[smhdwy])?")
@@ -131,8 +180,7 @@ def selectors(expr: str) -> Iterator[Selector]:
             i = _closing(expr, i, "[", "]") + 1
         elif c == "{":
             end = _closing(expr, i, "{", "}")
-            yield Selector(None, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[i + 1:end])},
-                           i, end + 1)
+            yield Selector(None, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[i + 1 : end])}, i, end + 1)
             i = end + 1
         elif c.isdigit() or (c == "." and i + 1 < len(expr) and expr[i + 1].isdigit()):
             number = _NUMBER.match(expr, i)
@@ -148,8 +196,9 @@ def selectors(expr: str) -> Iterator[Selector]:
                 i = j
             elif j < len(expr) and expr[j] == "{":
                 end = _closing(expr, j, "{", "}")
-                yield Selector(word, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[j + 1:end])},
-                               i, end + 1)
+                yield Selector(
+                    word, {m[0]: (m[1], m[2]) for m in _MATCHER.findall(expr[j + 1 : end])}, i, end + 1
+                )
                 i = end + 1
             else:
                 yield Selector(word, {}, i, i + len(word))
@@ -161,19 +210,23 @@ def selectors(expr: str) -> Iterator[Selector]:
 def _rule_template_datasource(d: dict[str, Any]) -> Iterator[Finding]:
     ds = [t for t in templates(d) if t.get("type") == "datasource"]
     if not ds:
-        yield Finding("template-datasource-rule", "error", d.get("title", ""),
-                      "no templated data source")
+        yield Finding("template-datasource-rule", "error", d.get("title", ""), "no templated data source")
         return
     for t in ds:
         kind = str(t.get("query", ""))
         names = {f"{kind.lower()}_datasource"} | ({"datasource"} if len(ds) == 1 else set())
         labels = {f"{kind.title()} data source"} | ({"Data source"} if len(ds) == 1 else set())
         if t["name"] not in names:
-            yield Finding("template-datasource-rule", "error", t["name"],
-                          f"should be named {' or '.join(sorted(names))}")
+            yield Finding(
+                "template-datasource-rule", "error", t["name"], f"should be named {' or '.join(sorted(names))}"
+            )
         elif t.get("label") not in labels:
-            yield Finding("template-datasource-rule", "warning", t["name"],
-                          f"should be labeled {' or '.join(sorted(labels))}")
+            yield Finding(
+                "template-datasource-rule",
+                "warning",
+                t["name"],
+                f"should be labeled {' or '.join(sorted(labels))}",
+            )
 
 
 def _check_template(d: dict[str, Any], name: str, rule: str) -> Iterator[Finding]:
@@ -205,15 +258,20 @@ def _rule_template_label_promql(d: dict[str, Any]) -> Iterator[Finding]:
         q = _query_of(t)
         m = re.fullmatch(r"label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)", q.strip())
         if not m and not re.fullmatch(r"label_values\(\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)", q.strip()):
-            yield Finding("template-label-promql-rule", "error", t["name"],
-                          f"not a label_values() query: {q!r}")
+            yield Finding(
+                "template-label-promql-rule", "error", t["name"], f"not a label_values() query: {q!r}"
+            )
 
 
 def _rule_on_time_change_reload(d: dict[str, Any]) -> Iterator[Finding]:
     for t in templates(d):
         if t.get("type") == "query" and t.get("refresh") != 2:
-            yield Finding("template-on-time-change-reload-rule", "error", t["name"],
-                          "should refresh on time range change (refresh: 2)")
+            yield Finding(
+                "template-on-time-change-reload-rule",
+                "error",
+                t["name"],
+                "should refresh on time range change (refresh: 2)",
+            )
 
 
 def _targets(p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -221,8 +279,11 @@ def _targets(p: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _prometheus_targets(p: dict[str, Any]) -> list[dict[str, Any]]:
-    return [t for t in _targets(p) if "prometheus" in str((t.get("datasource") or p.get(
-        "datasource") or {}).get("type", "prometheus"))]
+    return [
+        t
+        for t in _targets(p)
+        if "prometheus" in str((t.get("datasource") or p.get("datasource") or {}).get("type", "prometheus"))
+    ]
 
 
 def _rule_panels(d: dict[str, Any]) -> Iterator[Finding]:
@@ -232,11 +293,9 @@ def _rule_panels(d: dict[str, Any]) -> Iterator[Finding]:
         if kind == "row":
             continue
         if kind in QUERY_PANELS and _uid(p.get("datasource")) not in PROM_DS_UIDS:
-            yield Finding("panel-datasource-rule", "error", where,
-                          "does not use the templated data source")
+            yield Finding("panel-datasource-rule", "error", where, "does not use the templated data source")
         if not (p.get("title") or "").strip() or not (p.get("description") or "").strip():
-            yield Finding("panel-title-description-rule", "error", where,
-                          "needs a title and a description")
+            yield Finding("panel-title-description-rule", "error", where, "needs a title and a description")
         if kind in {"stat", "singlestat", "graph", "table", "timeseries", "gauge"}:
             unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
             if unit not in UNITS:
@@ -251,25 +310,36 @@ def _rule_targets(d: dict[str, Any]) -> Iterator[Finding]:
             where = f"panel {p.get('title')!r} query {t.get('refId')}"
             expr = expand(t["expr"], d)
             for fn in re.finditer(r"\b(i?rate)\s*\(", expr):
-                body = expr[fn.end() - 1:_closing(expr, fn.end() - 1, "(", ")") + 1]
+                body = expr[fn.end() - 1 : _closing(expr, fn.end() - 1, "(", ")") + 1]
                 ranges = re.findall(r"\[([^\]:]+)(?::[^\]]*)?\]", body)
                 if any(r != RATE_INTERVAL for r in ranges):
-                    yield Finding("target-rate-interval-rule", "error", where,
-                                  f"{fn.group(1)}() should use $__rate_interval")
+                    yield Finding(
+                        "target-rate-interval-rule",
+                        "error",
+                        where,
+                        f"{fn.group(1)}() should use $__rate_interval",
+                    )
             raw = t["expr"]
             for sel in selectors(raw):
                 for label in ("job", "instance"):
                     if sel.matchers.get(label) != ("=~", f"${label}"):
-                        yield Finding(f"target-{label}-rule", "error", where,
-                                      f"{sel.name or 'selector'} lacks {label}=~\"${label}\"")
+                        yield Finding(
+                            f"target-{label}-rule",
+                            "error",
+                            where,
+                            f'{sel.name or "selector"} lacks {label}=~"${label}"',
+                        )
                 if sel.name and sel.name.endswith("_total"):
                     metric = sel.name
-                    before = raw[:sel.start].rstrip()
-                    after = raw[sel.end:].lstrip()
-                    if not (re.search(r"\b(rate|irate|increase)\s*\($", before)
-                            and after.startswith("[")):
-                        yield Finding("target-counter-agg-rule", "error", where,
-                                      f"counter {metric} is not inside rate, irate or increase")
+                    before = raw[: sel.start].rstrip()
+                    after = raw[sel.end :].lstrip()
+                    if not (re.search(r"\b(rate|irate|increase)\s*\($", before) and after.startswith("[")):
+                        yield Finding(
+                            "target-counter-agg-rule",
+                            "error",
+                            where,
+                            f"counter {metric} is not inside rate, irate or increase",
+                        )
 
 
 def _rule_promql(d: dict[str, Any], promtool: str) -> Iterator[Finding]:
@@ -277,8 +347,9 @@ def _rule_promql(d: dict[str, Any], promtool: str) -> Iterator[Finding]:
     exprs: list[tuple[str, str, str]] = []
     for p in panels(d):
         for t in _prometheus_targets(p):
-            exprs.append(("target-promql-rule", f"panel {p.get('title')!r} query {t.get('refId')}",
-                          expand(t["expr"], d)))
+            exprs.append(
+                ("target-promql-rule", f"panel {p.get('title')!r} query {t.get('refId')}", expand(t["expr"], d))
+            )
     for t in templates(d):
         m = re.fullmatch(r"label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)", _query_of(t).strip())
         if t.get("type") == "query" and m:
@@ -293,13 +364,23 @@ def _rule_promql(d: dict[str, Any], promtool: str) -> Iterator[Finding]:
 
 def _compiles(exprs: list[str], promtool: str) -> str | None:
     """None when promtool compiles every expression (as recording rules), else its complaint."""
-    doc = {"groups": [{"name": "lint", "rules": [
-        {"record": f"lint:query_{i}:check", "expr": e} for i, e in enumerate(exprs)]}]}
+    doc = {
+        "groups": [
+            {
+                "name": "lint",
+                "rules": [{"record": f"lint:query_{i}:check", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump(doc, f)
     try:
-        out = subprocess.run([promtool, "check", "rules", f.name],  # noqa: S603
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(  # noqa: S603
+            [promtool, "check", "rules", f.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     finally:
         Path(f.name).unlink()
     if out.returncode == 0:
@@ -318,8 +399,14 @@ def lint(d: dict[str, Any], promtool: str | None = None) -> list[Finding]:
         *_rule_targets(d),
     ]
     if d.get("editable") is not False:
-        found.append(Finding("uneditable-dashboard", "warning", d.get("title", ""),
-                             "provisioned dashboards should be editable: false"))
+        found.append(
+            Finding(
+                "uneditable-dashboard",
+                "warning",
+                d.get("title", ""),
+                "provisioned dashboards should be editable: false",
+            )
+        )
     if promtool:
         found.extend(_rule_promql(d, promtool))
     return found

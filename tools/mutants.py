@@ -66,136 +66,352 @@ class Mutant:
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---- each deadline's boundary: reached at its time, not after it
-    Mutant("py-stuck-boundary", PY, "(State.STUCK, INF) if now >= d",
-           "(State.STUCK, INF) if now > d", "stuck only after max_recording, not at it"),
-    Mutant("lua-stuck-boundary", LUA, "if now >= d then return STUCK, INF end",
-           "if now > d then return STUCK, INF end", "stuck only after max_recording, not at it"),
-    Mutant("py-grace-boundary", PY, "(State.UPLOAD_MISSING, INF) if now >= d",
-           "(State.UPLOAD_MISSING, INF) if now > d", "upload missing only after the grace"),
-    Mutant("lua-grace-boundary", LUA, "if now >= d then return UPLOAD_MISSING, INF end",
-           "if now > d then return UPLOAD_MISSING, INF end", "upload missing only after the grace"),
-    Mutant("py-window-boundary", PY, "(State.UPLOADED, window) if now < window",
-           "(State.UPLOADED, window) if now <= window", "orphan only after the reorder window"),
-    Mutant("lua-window-boundary", LUA, "if now < window then return UPLOADED, window end",
-           "if now <= window then return UPLOADED, window end",
-           "orphan only after the reorder window"),
-    Mutant("py-start-lost-boundary", PY, "now >= r_first + cfg.reorder_window_seconds",
-           "now > r_first + cfg.reorder_window_seconds", "the start counted lost after the window"),
-    Mutant("lua-start-lost-boundary", LUA, "now >= r_first + WINDOW",
-           "now > r_first + WINDOW", "the start counted lost after the window"),
-    Mutant("py-retention-boundary", PY, "return expires <= now", "return expires < now",
-           "forgotten only after the retention, not at it"),
-    Mutant("lua-retention-boundary", LUA, "return expires <= now", "return expires < now",
-           "forgotten only after the retention, not at it"),
+    Mutant(
+        "py-stuck-boundary",
+        PY,
+        "(State.STUCK, INF) if now >= d",
+        "(State.STUCK, INF) if now > d",
+        "stuck only after max_recording, not at it",
+    ),
+    Mutant(
+        "lua-stuck-boundary",
+        LUA,
+        "if now >= d then return STUCK, INF end",
+        "if now > d then return STUCK, INF end",
+        "stuck only after max_recording, not at it",
+    ),
+    Mutant(
+        "py-grace-boundary",
+        PY,
+        "(State.UPLOAD_MISSING, INF) if now >= d",
+        "(State.UPLOAD_MISSING, INF) if now > d",
+        "upload missing only after the grace",
+    ),
+    Mutant(
+        "lua-grace-boundary",
+        LUA,
+        "if now >= d then return UPLOAD_MISSING, INF end",
+        "if now > d then return UPLOAD_MISSING, INF end",
+        "upload missing only after the grace",
+    ),
+    Mutant(
+        "py-window-boundary",
+        PY,
+        "(State.UPLOADED, window) if now < window",
+        "(State.UPLOADED, window) if now <= window",
+        "orphan only after the reorder window",
+    ),
+    Mutant(
+        "lua-window-boundary",
+        LUA,
+        "if now < window then return UPLOADED, window end",
+        "if now <= window then return UPLOADED, window end",
+        "orphan only after the reorder window",
+    ),
+    Mutant(
+        "py-start-lost-boundary",
+        PY,
+        "now >= r_first + cfg.reorder_window_seconds",
+        "now > r_first + cfg.reorder_window_seconds",
+        "the start counted lost after the window",
+    ),
+    Mutant(
+        "lua-start-lost-boundary",
+        LUA,
+        "now >= r_first + WINDOW",
+        "now > r_first + WINDOW",
+        "the start counted lost after the window",
+    ),
+    Mutant(
+        "py-retention-boundary",
+        PY,
+        "return expires <= now",
+        "return expires < now",
+        "forgotten only after the retention, not at it",
+    ),
+    Mutant(
+        "lua-retention-boundary",
+        LUA,
+        "return expires <= now",
+        "return expires < now",
+        "forgotten only after the retention, not at it",
+    ),
     # ---- the duplicate check and the results
-    Mutant("py-duplicate", PY, "    if seen & bit:\n        return Result.DUPLICATE",
-           "    if seen == bit:\n        return Result.DUPLICATE",
-           "a duplicate only when it is the only event seen"),
-    Mutant("lua-duplicate", LUA, "if has(seen, b) then return DUPLICATE end",
-           "if seen == b then return DUPLICATE end",
-           "a duplicate only when it is the only event seen"),
-    Mutant("py-late-unverified", PY, "if state in PROBLEM_STATES or state == State.UNVERIFIED:",
-           "if state in PROBLEM_STATES:", "an event for an unverified segment is not late"),
-    Mutant("lua-late-unverified", LUA, "(PROBLEM_STATES[state] or state == UNVERIFIED) then return LATE",
-           "(PROBLEM_STATES[state]) then return LATE",
-           "an event for an unverified segment is not late"),
+    Mutant(
+        "py-duplicate",
+        PY,
+        "    if seen & bit:\n        return Result.DUPLICATE",
+        "    if seen == bit:\n        return Result.DUPLICATE",
+        "a duplicate only when it is the only event seen",
+    ),
+    Mutant(
+        "lua-duplicate",
+        LUA,
+        "if has(seen, b) then return DUPLICATE end",
+        "if seen == b then return DUPLICATE end",
+        "a duplicate only when it is the only event seen",
+    ),
+    Mutant(
+        "py-late-unverified",
+        PY,
+        "if state in PROBLEM_STATES or state == State.UNVERIFIED:",
+        "if state in PROBLEM_STATES:",
+        "an event for an unverified segment is not late",
+    ),
+    Mutant(
+        "lua-late-unverified",
+        LUA,
+        "(PROBLEM_STATES[state] or state == UNVERIFIED) then return LATE",
+        "(PROBLEM_STATES[state]) then return LATE",
+        "an event for an unverified segment is not late",
+    ),
     # ---- states swapped
-    Mutant("py-swap-orphan-uploaded", PY, "if now < window else (State.ORPHAN, INF)",
-           "if now < window else (State.UPLOADED, INF)",
-           "an upload whose start never came is uploaded, not orphan"),
-    Mutant("lua-swap-orphan-uploaded", LUA,
-           "if now < window then return UPLOADED, window end\n    return ORPHAN, INF",
-           "if now < window then return UPLOADED, window end\n    return UPLOADED, INF",
-           "an upload whose start never came is uploaded, not orphan"),
-    Mutant("py-swap-stuck-missing", PY, "return (State.STUCK, INF) if now >= d",
-           "return (State.UPLOAD_MISSING, INF) if now >= d",
-           "a recording past its maximum is upload_missing"),
-    Mutant("lua-swap-stuck-missing", LUA, "if now >= d then return STUCK, INF end",
-           "if now >= d then return UPLOAD_MISSING, INF end",
-           "a recording past its maximum is upload_missing"),
+    Mutant(
+        "py-swap-orphan-uploaded",
+        PY,
+        "if now < window else (State.ORPHAN, INF)",
+        "if now < window else (State.UPLOADED, INF)",
+        "an upload whose start never came is uploaded, not orphan",
+    ),
+    Mutant(
+        "lua-swap-orphan-uploaded",
+        LUA,
+        "if now < window then return UPLOADED, window end\n    return ORPHAN, INF",
+        "if now < window then return UPLOADED, window end\n    return UPLOADED, INF",
+        "an upload whose start never came is uploaded, not orphan",
+    ),
+    Mutant(
+        "py-swap-stuck-missing",
+        PY,
+        "return (State.STUCK, INF) if now >= d",
+        "return (State.UPLOAD_MISSING, INF) if now >= d",
+        "a recording past its maximum is upload_missing",
+    ),
+    Mutant(
+        "lua-swap-stuck-missing",
+        LUA,
+        "if now >= d then return STUCK, INF end",
+        "if now >= d then return UPLOAD_MISSING, INF end",
+        "a recording past its maximum is upload_missing",
+    ),
     # ---- #19.3: the deadline of a completion whose grace ran out inside the window
-    Mutant("py-deadline-in-the-past", PY,
-           "return State.UPLOAD_MISSING, (window if now < window else INF)",
-           "return ((State.COMPLETED, min(window, d)) if now < window\n"
-           "                else (State.UPLOAD_MISSING, INF))",
-           "the old rule: a next change already past (the sweep spins)"),
-    Mutant("lua-deadline-in-the-past", LUA,
-           "if now < window then return UPLOAD_MISSING, window end",
-           "if now < window then return COMPLETED, math.min(window, d) end",
-           "the old rule: a next change already past (the sweep spins)"),
+    Mutant(
+        "py-deadline-in-the-past",
+        PY,
+        "return State.UPLOAD_MISSING, (window if now < window else INF)",
+        "return ((State.COMPLETED, min(window, d)) if now < window\n"
+        "                else (State.UPLOAD_MISSING, INF))",
+        "the old rule: a next change already past (the sweep spins)",
+    ),
+    Mutant(
+        "lua-deadline-in-the-past",
+        LUA,
+        "if now < window then return UPLOAD_MISSING, window end",
+        "if now < window then return COMPLETED, math.min(window, d) end",
+        "the old rule: a next change already past (the sweep spins)",
+    ),
     # ---- durations
-    Mutant("py-measure", PY, "duration = float(ts_complete - ts_start)",
-           "duration = float(ts_start - ts_complete)", "a recording's duration negated"),
-    Mutant("lua-measure", LUA, "duration = ts_c - ts_s", "duration = ts_s - ts_c",
-           "a recording's duration negated"),
+    Mutant(
+        "py-measure",
+        PY,
+        "duration = float(ts_complete - ts_start)",
+        "duration = float(ts_start - ts_complete)",
+        "a recording's duration negated",
+    ),
+    Mutant(
+        "lua-measure", LUA, "duration = ts_c - ts_s", "duration = ts_s - ts_c", "a recording's duration negated"
+    ),
     # ---- what an event does
-    Mutant("py-retention-restart", PY, "else r_complete, now + cfg.retention_seconds)",
-           "else r_complete, expires)",
-           "the retention counts from the first event, not the last"),
-    Mutant("lua-retention-restart", LUA, "false, r_complete, now + RETENTION",
-           "false, r_complete, expires", "the retention counts from the first event, not the last"),
-    Mutant("py-blind-cleared", PY, "check_after_event(check, bit), False,",
-           "check_after_event(check, bit), blind,", "a new event leaves the blind mark"),
-    Mutant("lua-blind-cleared", LUA, "check_after_event(check, b), false,",
-           "check_after_event(check, b), blind,", "a new event leaves the blind mark"),
-    Mutant("py-check-after-event", PY, "(check is not Check.NONE and bit != SEEN_STARTED)",
-           "(check is not Check.NONE)", "a late start voids a lookup's answer"),
-    Mutant("lua-check-after-event", LUA, "(check ~= CHECK_NONE and b ~= SEEN_STARTED)",
-           "(check ~= CHECK_NONE)", "a late start voids a lookup's answer"),
+    Mutant(
+        "py-retention-restart",
+        PY,
+        "        now + cfg.retention_seconds,\n    )",
+        "        expires,\n    )",
+        "the retention counts from the first event, not the last",
+    ),
+    Mutant(
+        "lua-retention-restart",
+        LUA,
+        "false, r_complete, now + RETENTION",
+        "false, r_complete, expires",
+        "the retention counts from the first event, not the last",
+    ),
+    Mutant(
+        "py-blind-cleared",
+        PY,
+        "check_after_event(check, bit),\n        False,",
+        "check_after_event(check, bit),\n        blind,",
+        "a new event leaves the blind mark",
+    ),
+    Mutant(
+        "lua-blind-cleared",
+        LUA,
+        "check_after_event(check, b), false,",
+        "check_after_event(check, b), blind,",
+        "a new event leaves the blind mark",
+    ),
+    Mutant(
+        "py-check-after-event",
+        PY,
+        "(check is not Check.NONE and bit != SEEN_STARTED)",
+        "(check is not Check.NONE)",
+        "a late start voids a lookup's answer",
+    ),
+    Mutant(
+        "lua-check-after-event",
+        LUA,
+        "(check ~= CHECK_NONE and b ~= SEEN_STARTED)",
+        "(check ~= CHECK_NONE)",
+        "a late start voids a lookup's answer",
+    ),
     # ---- settling
-    Mutant("py-start-lost", PY, "return not seen & SEEN_STARTED and now >=",
-           "return now >=", "a segment whose start came counts its start lost"),
-    Mutant("lua-start-lost", LUA, "return not has(seen, SEEN_STARTED) and now >=",
-           "return now >=", "a segment whose start came counts its start lost"),
-    Mutant("py-blind-unverified", PY, "if blind and not cfg.check_in_cos and new in CHECKED_STATES:",
-           "if blind and new in CHECKED_STATES:",
-           "with COS checks, a blind segment is unverified instead of looked up"),
-    Mutant("lua-blind-unverified", LUA, "if blind and not CHECK_IN_COS and CHECKED_STATES[new]",
-           "if blind and CHECKED_STATES[new]",
-           "with COS checks, a blind segment is unverified instead of looked up"),
-    Mutant("py-blind-marked", PY, "BLIND_MARKED: Final = frozenset({State.RECORDING, State.COMPLETED})",
-           "BLIND_MARKED: Final = frozenset({State.RECORDING})",
-           "a blind window leaves segments awaiting their upload unmarked", STORES),
-    Mutant("lua-blind-marked", LUA, "local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}",
-           "local BLIND_MARKED = {[RECORDING] = true}",
-           "a blind window leaves segments awaiting their upload unmarked"),
-    Mutant("py-holds-answered", PY, "and check in (Check.NONE, Check.PENDING))",
-           "and check in (Check.NONE, Check.PENDING, Check.CONFIRMED))",
-           "a confirmed answer holds the segment again instead of letting the problem stand"),
-    Mutant("lua-holds-answered", LUA, "(check == CHECK_NONE or check == CHECK_PENDING)",
-           "(check ~= CHECK_UNCONFIRMED)",
-           "a confirmed answer holds the segment again instead of letting the problem stand"),
-    Mutant("py-entered-once", PY, "entered = new if new != old and (",
-           "entered = new if (", "a problem state is reported at every settle, not once"),
-    Mutant("lua-entered-once", LUA, "if new ~= old and (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
-           "if (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
-           "a problem state is reported at every settle, not once"),
-    Mutant("py-deadline-expiry", PY, "deadline = next_change if next_change < expires else expires",
-           "deadline = next_change", "a segment with no next change is never looked at again"),
-    Mutant("lua-deadline-expiry", LUA, "return new, math.min(next_change, expires),",
-           "return new, next_change,", "a segment with no next change is never looked at again"),
+    Mutant(
+        "py-start-lost",
+        PY,
+        "return not seen & SEEN_STARTED and now >=",
+        "return now >=",
+        "a segment whose start came counts its start lost",
+    ),
+    Mutant(
+        "lua-start-lost",
+        LUA,
+        "return not has(seen, SEEN_STARTED) and now >=",
+        "return now >=",
+        "a segment whose start came counts its start lost",
+    ),
+    Mutant(
+        "py-blind-unverified",
+        PY,
+        "if blind and not cfg.check_in_cos and new in CHECKED_STATES:",
+        "if blind and new in CHECKED_STATES:",
+        "with COS checks, a blind segment is unverified instead of looked up",
+    ),
+    Mutant(
+        "lua-blind-unverified",
+        LUA,
+        "if blind and not CHECK_IN_COS and CHECKED_STATES[new]",
+        "if blind and CHECKED_STATES[new]",
+        "with COS checks, a blind segment is unverified instead of looked up",
+    ),
+    Mutant(
+        "py-blind-marked",
+        PY,
+        "BLIND_MARKED: Final = frozenset({State.RECORDING, State.COMPLETED})",
+        "BLIND_MARKED: Final = frozenset({State.RECORDING})",
+        "a blind window leaves segments awaiting their upload unmarked",
+        STORES,
+    ),
+    Mutant(
+        "lua-blind-marked",
+        LUA,
+        "local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}",
+        "local BLIND_MARKED = {[RECORDING] = true}",
+        "a blind window leaves segments awaiting their upload unmarked",
+    ),
+    Mutant(
+        "py-holds-answered",
+        PY,
+        "and check in (Check.NONE, Check.PENDING)\n    )",
+        "and check in (Check.NONE, Check.PENDING, Check.CONFIRMED)\n    )",
+        "a confirmed answer holds the segment again instead of letting the problem stand",
+    ),
+    Mutant(
+        "lua-holds-answered",
+        LUA,
+        "(check == CHECK_NONE or check == CHECK_PENDING)",
+        "(check ~= CHECK_UNCONFIRMED)",
+        "a confirmed answer holds the segment again instead of letting the problem stand",
+    ),
+    Mutant(
+        "py-entered-once",
+        PY,
+        "entered = new if new != old and (",
+        "entered = new if (",
+        "a problem state is reported at every settle, not once",
+    ),
+    Mutant(
+        "lua-entered-once",
+        LUA,
+        "if new ~= old and (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
+        "if (PROBLEM_STATES[new] or new == UNVERIFIED) then entered",
+        "a problem state is reported at every settle, not once",
+    ),
+    Mutant(
+        "py-deadline-expiry",
+        PY,
+        "deadline = next_change if next_change < expires else expires",
+        "deadline = next_change",
+        "a segment with no next change is never looked at again",
+    ),
+    Mutant(
+        "lua-deadline-expiry",
+        LUA,
+        "return new, math.min(next_change, expires),",
+        "return new, next_change,",
+        "a segment with no next change is never looked at again",
+    ),
     # ---- COS answers
-    Mutant("py-answer-not-found", PY, '"not_found": Check.CONFIRMED', '"not_found": Check.UNCONFIRMED',
-           "a file not found leaves the problem unconfirmed"),
-    Mutant("lua-answer-not-found", LUA, 'if answer == "not_found" then return CHECK_CONFIRMED end',
-           'if answer == "not_found" then return CHECK_UNCONFIRMED end',
-           "a file not found leaves the problem unconfirmed"),
-    Mutant("py-found-lost", PY, "lost = (SEEN_COMPLETED | SEEN_UPLOADED) & ~seen",
-           "lost = SEEN_UPLOADED & ~seen", "a file found does not complete the segment"),
-    Mutant("lua-found-lost", LUA, "local lost = band(bor(SEEN_COMPLETED, SEEN_UPLOADED), bnot(seen))",
-           "local lost = band(SEEN_UPLOADED, bnot(seen))", "a file found does not complete the segment"),
+    Mutant(
+        "py-answer-not-found",
+        PY,
+        '"not_found": Check.CONFIRMED',
+        '"not_found": Check.UNCONFIRMED',
+        "a file not found leaves the problem unconfirmed",
+    ),
+    Mutant(
+        "lua-answer-not-found",
+        LUA,
+        'if answer == "not_found" then return CHECK_CONFIRMED end',
+        'if answer == "not_found" then return CHECK_UNCONFIRMED end',
+        "a file not found leaves the problem unconfirmed",
+    ),
+    Mutant(
+        "py-found-lost",
+        PY,
+        "lost = (SEEN_COMPLETED | SEEN_UPLOADED) & ~seen",
+        "lost = SEEN_UPLOADED & ~seen",
+        "a file found does not complete the segment",
+    ),
+    Mutant(
+        "lua-found-lost",
+        LUA,
+        "local lost = band(bor(SEEN_COMPLETED, SEEN_UPLOADED), bnot(seen))",
+        "local lost = band(SEEN_UPLOADED, bnot(seen))",
+        "a file found does not complete the segment",
+    ),
     # ---- tallies
-    Mutant("py-tally-stuck-decrement", TALLIES, "            self._stuck[app] -= 1",
-           "            self._stuck[app] -= 0", "the stuck gauge never goes down", STORES),
-    Mutant("lua-tally-stuck-decrement", LUA,
-           'if old == STUCK then redis.call("HINCRBY", T, "s:" .. app, -1)',
-           'if old == STUCK then redis.call("HINCRBY", T, "s:" .. app, 0)',
-           "the stuck gauge never goes down", STORES),
-    Mutant("py-tally-recording-ended", TALLIES, "        self._active[app][mode] -= 1",
-           "        self._active[app][mode] -= 0", "a recording that ended stays active", STORES),
-    Mutant("lua-tally-recording-ended", LUA, 'redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, -1)',
-           'redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, 0)',
-           "a recording that ended stays active", STORES),
+    Mutant(
+        "py-tally-stuck-decrement",
+        TALLIES,
+        "            self._stuck[app] -= 1",
+        "            self._stuck[app] -= 0",
+        "the stuck gauge never goes down",
+        STORES,
+    ),
+    Mutant(
+        "lua-tally-stuck-decrement",
+        LUA,
+        'if old == STUCK then redis.call("HINCRBY", T, "s:" .. app, -1)',
+        'if old == STUCK then redis.call("HINCRBY", T, "s:" .. app, 0)',
+        "the stuck gauge never goes down",
+        STORES,
+    ),
+    Mutant(
+        "py-tally-recording-ended",
+        TALLIES,
+        "        self._active[app][mode] -= 1",
+        "        self._active[app][mode] -= 0",
+        "a recording that ended stays active",
+        STORES,
+    ),
+    Mutant(
+        "lua-tally-recording-ended",
+        LUA,
+        'redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, -1)',
+        'redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, 0)',
+        "a recording that ended stays active",
+        STORES,
+    ),
 )
 
 
@@ -213,6 +429,7 @@ def check_mutants(root: Path = ROOT) -> list[str]:
 
 # ------------------------------------------------------------------ running
 
+
 @dataclass
 class Outcome:
     mutant: Mutant
@@ -228,9 +445,22 @@ _STOP = threading.Event()
 
 def _files() -> list[str]:
     git = shutil.which("git") or "git"
-    listed = subprocess.run([git, "ls-files", "-co", "--exclude-standard", "--", "src", "tests",  # noqa: S603
-                             "pyproject.toml"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.split("\n")
+    listed = subprocess.run(  # noqa: S603
+        [
+            git,
+            "ls-files",
+            "-co",
+            "--exclude-standard",
+            "--",
+            "src",
+            "tests",
+            "pyproject.toml",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
     return [f for f in listed if f and (ROOT / f).is_file()]
 
 
@@ -262,8 +492,14 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], limit: float) -> int | 
     with _LOCK:
         if _STOP.is_set():
             return None
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(  # noqa: S603
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _RUNNING.add(proc)
     try:
         return proc.wait(limit)
@@ -285,9 +521,25 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def pytest_cmd(tests: tuple[str, ...], junit: Path, timeout: float) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-x", "-q", "-o", "addopts=",
-            "-p", "pytest_timeout", "-p", "_hypothesis_pytestplugin", "-p", "no:cacheprovider",
-            f"--timeout={timeout:g}", "--timeout-method=signal", f"--junitxml={junit}", *tests]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "pytest_timeout",
+        "-p",
+        "_hypothesis_pytestplugin",
+        "-p",
+        "no:cacheprovider",
+        f"--timeout={timeout:g}",
+        "--timeout-method=signal",
+        f"--junitxml={junit}",
+        *tests,
+    ]
 
 
 def judge(code: int | None, junit: Path) -> tuple[str, str]:
@@ -335,7 +587,11 @@ def imports_the_copy(tree: Path) -> str | None:
     """Why the tests in ``tree`` would not import its own package, or None."""
     probe = subprocess.run(
         [sys.executable, "-c", "import gme_recwatch; print(gme_recwatch.__file__)"],
-        cwd=tree, env=_env(tree), capture_output=True, text=True)
+        cwd=tree,
+        env=_env(tree),
+        capture_output=True,
+        text=True,
+    )
     if probe.stdout.strip().startswith(str(tree)):
         return None
     return f"the copy's package is not the one imported: {probe.stdout.strip() or probe.stderr}"
@@ -361,11 +617,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="mutants run at once, each in a copy")
     ap.add_argument("--timeout", type=float, default=60, help="pytest-timeout per test (s)")
     ap.add_argument("--limit", type=float, default=300, help="hard limit per mutant run (s)")
-    ap.add_argument("--tests", default="",
-                    help="run these test modules (comma-separated) instead of each mutant's own")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip checking that the unmutated copy passes the tests first (CI: "
-                         "`make test` just did)")
+    ap.add_argument(
+        "--tests", default="", help="run these test modules (comma-separated) instead of each mutant's own"
+    )
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip checking that the unmutated copy passes the tests first (CI: `make test` just did)",
+    )
     args = ap.parse_args(argv)
 
     problems = check_mutants()
@@ -425,8 +684,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     trees.put(tree)
                 if not _STOP.is_set():
-                    print(f"{out.verdict:9} {m.id:28} {out.seconds:5.1f} s  {out.detail}",
-                          flush=True)
+                    print(f"{out.verdict:9} {m.id:28} {out.seconds:5.1f} s  {out.detail}", flush=True)
                 return out
 
             pool = ThreadPoolExecutor(jobs)
@@ -443,11 +701,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: the real tree was never changed; the copies are deleted")
             return 130
-    counts = {v: sum(o.verdict == v for o in outcomes) for v in ("killed", "survived", "timeout",
-                                                                 "error")}
-    print(f"\n{counts['killed']}/{len(outcomes)} mutants killed by a failing assertion"
-          f" ({counts['survived']} survived, {counts['timeout']} timed out, {counts['error']}"
-          f" errors) in {time.monotonic() - started:.0f} s")
+    counts = {v: sum(o.verdict == v for o in outcomes) for v in ("killed", "survived", "timeout", "error")}
+    print(
+        f"\n{counts['killed']}/{len(outcomes)} mutants killed by a failing assertion"
+        f" ({counts['survived']} survived, {counts['timeout']} timed out, {counts['error']}"
+        f" errors) in {time.monotonic() - started:.0f} s"
+    )
     for o in outcomes:
         if o.verdict != "killed":
             print(f"  {o.verdict}: {o.mutant.id} ({o.mutant.what})")

@@ -35,20 +35,24 @@ def config_table() -> str:
 
 def metrics_table() -> str:
     service = Service(Settings(secret_key="docs-only"))  # noqa: S106
+
     async def with_an_app() -> None:  # so the per-app series show their labels
         await service.store.register_apps([1400000000])
         await service.refresh_stats()
 
     asyncio.run(with_an_app())
-    declared = {m._name: m._labelnames for m in vars(service.metrics).values()
-                if isinstance(m, MetricWrapperBase)}
+    declared = {
+        m._name: m._labelnames for m in vars(service.metrics).values() if isinstance(m, MetricWrapperBase)
+    }
     rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
     for fam in service.metrics.registry.collect():
         if fam.name.startswith(("process_", "python_")):
             continue
         name = fam.name + ("_total" if fam.type == "counter" else "")
-        labels = sorted(set(declared.get(fam.name, ())) |
-                        {k for s in fam.samples for k in s.labels if k not in ("le", "quantile")})
+        labels = sorted(
+            set(declared.get(fam.name, ()))
+            | {k for s in fam.samples for k in s.labels if k not in ("le", "quantile")}
+        )
         label_text = ", ".join(f"`{k}`" for k in labels) or "-"
         rows.append(f"| `{name}` | {fam.type} | {label_text} | {fam.documentation} |")
     return "\n".join(rows)

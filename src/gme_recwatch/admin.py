@@ -119,8 +119,7 @@ def _reason(v: SegmentView, settings: Settings) -> str | None:
     if v.deadline is None:
         return None
     seconds = getattr(settings, v.deadline)
-    text = (_WAITED_FOR[v.deadline].format(d=human_duration(seconds))
-            + f" ({env_name(v.deadline)}={seconds:g})")
+    text = _WAITED_FOR[v.deadline].format(d=human_duration(seconds)) + f" ({env_name(v.deadline)}={seconds:g})"
     if v.state == State.UNVERIFIED.label:
         text += "; it was live when a blind window opened, so it is not paged"
     if v.confirmed is True:
@@ -134,15 +133,28 @@ def _reason(v: SegmentView, settings: Settings) -> str | None:
 def _out(v: SegmentView, settings: Settings) -> SegmentOut:
     note = v.check
     return SegmentOut(
-        app_id=v.app_id, biz_id=str(v.biz_id), room_id=v.room_id, user_id=v.user_id,
-        task_id=str(v.task_id), seq_no=v.seq_no, state=v.state, record_mode=v.record_mode,
-        events_seen=v.events_seen, started_at=_iso(v.started_at),
-        completed_at=_iso(v.completed_at), uploaded_at=_iso(v.uploaded_at),
+        app_id=v.app_id,
+        biz_id=str(v.biz_id),
+        room_id=v.room_id,
+        user_id=v.user_id,
+        task_id=str(v.task_id),
+        seq_no=v.seq_no,
+        state=v.state,
+        record_mode=v.record_mode,
+        events_seen=v.events_seen,
+        started_at=_iso(v.started_at),
+        completed_at=_iso(v.completed_at),
+        uploaded_at=_iso(v.uploaded_at),
         first_received_at=_iso(v.first_received_at) or "",
-        next_deadline_at=_iso(v.next_deadline_at), expires_at=_iso(v.expires_at) or "",
-        confirmed=v.confirmed, lost_events=v.lost_events,
-        blind_window_start=_iso(v.blind_window_start), blind_window_end=_iso(v.blind_window_end),
-        state_since=_iso(v.state_since), deadline=v.deadline, reason=_reason(v, settings),
+        next_deadline_at=_iso(v.next_deadline_at),
+        expires_at=_iso(v.expires_at) or "",
+        confirmed=v.confirmed,
+        lost_events=v.lost_events,
+        blind_window_start=_iso(v.blind_window_start),
+        blind_window_end=_iso(v.blind_window_end),
+        state_since=_iso(v.state_since),
+        deadline=v.deadline,
+        reason=_reason(v, settings),
         checked_at=_iso(note.checked_at) if note else None,
         check_result=note.result if note else None,
         bucket=note.bucket or None if note else None,
@@ -170,8 +182,12 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def _found(page: SegmentPage, settings: Settings) -> SegmentList:
-    return SegmentList(len(page.segments), [_out(v, settings) for v in page.segments],
-                       page.total, encode_cursor(page.after) if page.after else None)
+    return SegmentList(
+        len(page.segments),
+        [_out(v, settings) for v in page.segments],
+        page.total,
+        encode_cursor(page.after) if page.after else None,
+    )
 
 
 # The handlers' Python names of parameters whose public name differs.
@@ -193,8 +209,9 @@ def bad_request(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     """A query or path parameter failed validation: 400 naming each one and what it must be."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     detail = "; ".join(_problem(i) for i in extra) or None
-    return Response(ErrorBody(400, "http", f"invalid parameter for {request.url.path}", detail),
-                    status_code=400)
+    return Response(
+        ErrorBody(400, "http", f"invalid parameter for {request.url.path}", detail), status_code=400
+    )
 
 
 def build_admin_app(service: Service) -> Litestar:
@@ -202,8 +219,9 @@ def build_admin_app(service: Service) -> Litestar:
     store = service.store
     settings = service.settings
 
-    @get("/metrics", summary="Prometheus metrics", include_in_schema=True,
-         media_type="text/plain; version=0.0.4")
+    @get(
+        "/metrics", summary="Prometheus metrics", include_in_schema=True, media_type="text/plain; version=0.0.4"
+    )
     async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         await service.refresh_stats()
         # The classic text format unless the scraper asks for OpenMetrics (Prometheus does when
@@ -215,15 +233,23 @@ def build_admin_app(service: Service) -> Litestar:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", summary="Readiness: started, state restored, store answering",
-         responses={503: ResponseSpec(data_container=Probe,
-                                      description="Not ready yet, stopping, or the store has "
-                                                  "not answered for a while")})
+    @get(
+        "/readyz",
+        summary="Readiness: started, state restored, store answering",
+        responses={
+            503: ResponseSpec(
+                data_container=Probe,
+                description="Not ready yet, stopping, or the store has not answered for a while",
+            )
+        },
+    )
     async def readyz() -> Response[Probe]:
         # From what the service already knows: a probe never waits on the store.
         r = service.readiness()
-        return Response(Probe("ready" if r.ready else "not ready", r.segments, r.reason),
-                        status_code=200 if r.ready else 503)
+        return Response(
+            Probe("ready" if r.ready else "not ready", r.segments, r.reason),
+            status_code=200 if r.ready else 503,
+        )
 
     bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
 
@@ -233,24 +259,42 @@ def build_admin_app(service: Service) -> Litestar:
         app_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         room_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, QueryParameter(
-            max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN,
-            description="next_cursor of the previous page")] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN, description="next_cursor of the previous page"
+            ),
+        ] = None,
     ) -> SegmentList:
-        return _found(await store.page(state=state_filter, app_id=app_id, room_id=room_id,
-                                       limit=limit, after=decode_cursor(cursor) if cursor else None),
-                      settings)
+        return _found(
+            await store.page(
+                state=state_filter,
+                app_id=app_id,
+                room_id=room_id,
+                limit=limit,
+                after=decode_cursor(cursor) if cursor else None,
+            ),
+            settings,
+        )
 
-    @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments",
-         responses=bad_query)
-    async def room(app_id: Annotated[str, PathParameter(max_length=64)],
-                   room_id: Annotated[str, PathParameter(max_length=256)],
-                   limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
-                   cursor: Annotated[str | None, QueryParameter(
-                       max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN,
-                       description="next_cursor of the previous page")] = None) -> SegmentList:
-        return _found(await store.page(app_id=app_id, room_id=room_id, limit=limit,
-                                       after=decode_cursor(cursor) if cursor else None), settings)
+    @get("/api/v1/rooms/{app_id:str}/{room_id:str}", summary="One room's segments", responses=bad_query)
+    async def room(
+        app_id: Annotated[str, PathParameter(max_length=64)],
+        room_id: Annotated[str, PathParameter(max_length=256)],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=_CURSOR_MAX, pattern=CURSOR_PATTERN, description="next_cursor of the previous page"
+            ),
+        ] = None,
+    ) -> SegmentList:
+        return _found(
+            await store.page(
+                app_id=app_id, room_id=room_id, limit=limit, after=decode_cursor(cursor) if cursor else None
+            ),
+            settings,
+        )
 
     schema = callback_schema(service.settings.callback_path, service.settings.max_body_bytes)
 
@@ -261,10 +305,11 @@ def build_admin_app(service: Service) -> Litestar:
     return Litestar(
         route_handlers=[metrics_endpoint, healthz, readyz, segments, room, callback_openapi],
         openapi_config=OpenAPIConfig(
-            title="gme-recwatch admin API", version=__version__, path="/schema",
+            title="gme-recwatch admin API",
+            version=__version__,
+            path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
-        exception_handlers={ValidationException: bad_request,
-                            Exception: internal_error(service.log)},
+        exception_handlers={ValidationException: bad_request, Exception: internal_error(service.log)},
         logging_config=None,
     )

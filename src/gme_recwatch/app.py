@@ -12,5 +12,7 @@ from .service import Service
 
 
 def build_apps(service: Service) -> tuple[ASGIApp, ASGIApp]:
-    return (instrument(build_callback_app(service), service.metrics, "callback"),
-            instrument(build_admin_app(service), service.metrics, "admin"))
+    return (
+        instrument(build_callback_app(service), service.metrics, "callback"),
+        instrument(build_admin_app(service), service.metrics, "admin"),
+    )

@@ -30,10 +30,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Cause = Literal["restart_after_crash", "restart_after_clean_stop", "all_replicas_down",
-                "store_unreachable", "store_reset"]
-CAUSES: Final[tuple[Cause, ...]] = ("restart_after_crash", "restart_after_clean_stop",
-                                    "all_replicas_down", "store_unreachable", "store_reset")
+Cause = Literal[
+    "restart_after_crash", "restart_after_clean_stop", "all_replicas_down", "store_unreachable", "store_reset"
+]
+CAUSES: Final[tuple[Cause, ...]] = (
+    "restart_after_crash",
+    "restart_after_clean_stop",
+    "all_replicas_down",
+    "store_unreachable",
+    "store_reset",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +66,9 @@ def after_restart(saved_at: float, clean: bool, now: float, retry: float) -> Win
     return Window(saved_at, now, "restart_after_crash")
 
 
-def after_all_down(newest_beat: float | None, stopped: float | None, now: float,
-                   retry: float, period: float) -> Window | None:
+def after_all_down(
+    newest_beat: float | None, stopped: float | None, now: float, retry: float, period: float
+) -> Window | None:
     """The window of a start on a shared store whose newest heartbeat (of another replica) is
     ``newest_beat`` and whose last clean stop of the last replica was ``stopped`` (None: not
     known). None while another replica is alive, or when nothing ever ran before."""

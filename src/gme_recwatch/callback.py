@@ -29,8 +29,13 @@ from .service import Service
 # What each rejection is answered with. 4xx tells Tencent not to retry: the same bytes would
 # be refused again. 503 asks it to retry: nothing was stored.
 STATUS: Final[dict[str, int]] = {
-    "missing": 401, "mismatch": 401, "unknown_app": 401,
-    "malformed": 400, "stale": 400, "too_large": 413, "unavailable": 503,
+    "missing": 401,
+    "mismatch": 401,
+    "unknown_app": 401,
+    "malformed": 400,
+    "stale": 400,
+    "too_large": 413,
+    "unavailable": 503,
 }
 MESSAGES: Final[dict[str, str]] = {
     "missing": "the Signature header is missing",
@@ -75,8 +80,7 @@ def one_signature(values: list[str]) -> str | None:
 def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The served callback route."""
 
-    async def answer(send: Send, status: int, body: bytes,
-                     extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    async def answer(send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         headers = [_JSON, (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -112,8 +116,7 @@ def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send]
             return  # the client is gone: nobody to answer
         client = scope.get("client")
         signatures = [v.decode("latin-1") for k, v in scope["headers"] if k == b"signature"]
-        outcome = await intake.handle(body, one_signature(signatures),
-                                      client[0] if client else "unknown")
+        outcome = await intake.handle(body, one_signature(signatures), client[0] if client else "unknown")
         await answer(send, *reply(outcome))
 
     return handle
@@ -140,10 +143,14 @@ def build_callback_app(service: Service) -> Callable[[Scope, Receive, Send], Awa
     callback = callback_asgi(service.intake, s.max_body_bytes)
     path, log = s.callback_path, service.log
 
-    async def plain(send: Send, status: int, body: bytes,
-                    extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [_JSON, (b"content-length", str(len(body)).encode()), *extra]})
+    async def plain(send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, (b"content-length", str(len(body)).encode()), *extra],
+            }
+        )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,23 +185,31 @@ def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
     route against what it says (tests/test_hostile.py).
     """
 
-    @post(callback_path, request_max_body_size=max_body_bytes,
-          summary="Receive a GME recording callback", status_code=200,
-          responses={
-              400: ResponseSpec(ErrorBody, description="Malformed body, or stale Timestamp"),
-              401: ResponseSpec(ErrorBody, description="Signature missing, wrong, or no key for the app"),
-              413: ResponseSpec(ErrorBody, description="Body larger than the configured limit"),
-              503: ResponseSpec(ErrorBody, description="State store unavailable: not recorded, retry"),
-          },
-          description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
-                      "the `Signature` header. Answers `{\"code\":0}` when accepted.")
+    @post(
+        callback_path,
+        request_max_body_size=max_body_bytes,
+        summary="Receive a GME recording callback",
+        status_code=200,
+        responses={
+            400: ResponseSpec(ErrorBody, description="Malformed body, or stale Timestamp"),
+            401: ResponseSpec(ErrorBody, description="Signature missing, wrong, or no key for the app"),
+            413: ResponseSpec(ErrorBody, description="Body larger than the configured limit"),
+            503: ResponseSpec(ErrorBody, description="State store unavailable: not recorded, retry"),
+        },
+        description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
+        'the `Signature` header. Answers `{"code":0}` when accepted.',
+    )
     async def receive_callback(request: Request[Any, Any, Any]) -> Ack:
         raise NotImplementedError("documentation only: the served route is callback_asgi")
 
     app = Litestar(
         route_handlers=[receive_callback, healthz],
-        openapi_config=OpenAPIConfig(title="gme-recwatch callback listener", version=__version__,
-                                     path="/schema", render_plugins=[JsonRenderPlugin()]),
+        openapi_config=OpenAPIConfig(
+            title="gme-recwatch callback listener",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
         logging_config=None,
     )
     return app.openapi_schema.to_schema()

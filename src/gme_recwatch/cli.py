@@ -24,36 +24,55 @@ from .signature import KeyringError, parse_keys_file, parse_secret_list, sign
 if TYPE_CHECKING:
     from .service import Service
 
-_EVENTS = {"started": STARTED, "completed": COMPLETED, "uploaded": UPLOADED,
-           "1": STARTED, "2": COMPLETED, "3": UPLOADED}
+_EVENTS = {
+    "started": STARTED,
+    "completed": COMPLETED,
+    "uploaded": UPLOADED,
+    "1": STARTED,
+    "2": COMPLETED,
+    "3": UPLOADED,
+}
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "serve", help="run the callback and admin listeners",
+        "serve",
+        help="run the callback and admin listeners",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Every flag can also be set by its environment variable; flags win.",
-        epilog=SERVE_KEYS_HELP)
+        epilog=SERVE_KEYS_HELP,
+    )
     for f in settings_mod.fields():
         if f.metadata["secret"]:
             continue  # secrets only from the environment or a file, never on a command line
-        p.add_argument(settings_mod.flag_name(f.name), dest=f.name, metavar="VALUE",
-                       help=f"{f.metadata['help']} [{settings_mod.env_name(f.name)}, "
-                            f"default {f.default!r}]")
-    p.add_argument("--demo", action="store_true",
-                   help="try it out (`make run`; never in production): deadlines of seconds "
-                        "instead of hours unless set ("
-                        + ", ".join(f"{settings_mod.env_name(k)}={v}"
-                                    for k, v in settings_mod.DEMO_DEFAULTS.items())
-                        + "), the built-in demo key when no key is set, and a banner with the "
-                          "URLs and a ready `send` command")
-    p.add_argument("--check", action="store_true",
-                   help="check the configuration and the keys, build everything a start builds, "
-                        "then exit (0: it would start) without listening or writing anything")
-    p.add_argument("--online", action="store_true",
-                   help="with --check: also reach what the configuration names -- Redis (auth, "
-                        "version >= 7, scripts load), every COS bucket (HEAD, with the configured "
-                        "key) -- print a summary, and exit 1 naming what failed")
+        p.add_argument(
+            settings_mod.flag_name(f.name),
+            dest=f.name,
+            metavar="VALUE",
+            help=f"{f.metadata['help']} [{settings_mod.env_name(f.name)}, default {f.default!r}]",
+        )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="try it out (`make run`; never in production): deadlines of seconds "
+        "instead of hours unless set ("
+        + ", ".join(f"{settings_mod.env_name(k)}={v}" for k, v in settings_mod.DEMO_DEFAULTS.items())
+        + "), the built-in demo key when no key is set, and a banner with the "
+        "URLs and a ready `send` command",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration and the keys, build everything a start builds, "
+        "then exit (0: it would start) without listening or writing anything",
+    )
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="with --check: also reach what the configuration names -- Redis (auth, "
+        "version >= 7, scripts load), every COS bucket (HEAD, with the configured "
+        "key) -- print a summary, and exit 1 naming what failed",
+    )
 
 
 SERVE_KEYS_HELP: Final = """\
@@ -70,8 +89,12 @@ def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("send", help="send one correctly signed callback, to check the wiring")
     p.add_argument("--url", default="http://127.0.0.1:8080/callback")
     p.add_argument("--secret", help="SecretKey (default: $GME_RECWATCH_SECRET_KEY)")
-    p.add_argument("--event", default="started", choices=sorted(_EVENTS),
-                   help="event type: started/1, completed/2, uploaded/3")
+    p.add_argument(
+        "--event",
+        default="started",
+        choices=sorted(_EVENTS),
+        help="event type: started/1, completed/2, uploaded/3",
+    )
     p.add_argument("--biz-id", type=int, default=1400000000)
     p.add_argument("--room-id", default="demo-room")
     p.add_argument("--user-id", default="demo-user")
@@ -85,16 +108,20 @@ def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _canary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "canary", help="send one signed synthetic callback through the public path; exit 1 if "
-                       "it is not accepted",
+        "canary",
+        help="send one signed synthetic callback through the public path; exit 1 if it is not accepted",
         description="Proves that Tencent's callbacks can reach the service: run it every minute "
-                    "(the Helm chart's canary CronJob does) against the public callback URL. The "
-                    "service counts a verified canary in "
-                    "gme_recording_canary_last_success_timestamp_seconds and nowhere else.")
+        "(the Helm chart's canary CronJob does) against the public callback URL. The "
+        "service counts a verified canary in "
+        "gme_recording_canary_last_success_timestamp_seconds and nowhere else.",
+    )
     p.add_argument("--url", required=True, help="the public callback URL, as set in the GME console")
     p.add_argument("--secret", help="SecretKey (default: $GME_RECWATCH_SECRET_KEY)")
-    p.add_argument("--keys-file", default=os.environ.get("GME_RECWATCH_KEYS_FILE", ""),
-                   help="or a keyring file of `BizID=key` lines (default: $GME_RECWATCH_KEYS_FILE)")
+    p.add_argument(
+        "--keys-file",
+        default=os.environ.get("GME_RECWATCH_KEYS_FILE", ""),
+        help="or a keyring file of `BizID=key` lines (default: $GME_RECWATCH_KEYS_FILE)",
+    )
     p.add_argument("--biz-id", type=int, default=1400000000, help="the AppID to sign as")
     p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
     p.add_argument("--timeout", type=float, default=5.0, help="seconds; Tencent waits about 5")
@@ -102,34 +129,45 @@ def _canary_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _segments_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "segments", help="list tracked segments from a running service's drill-down API",
+        "segments",
+        help="list tracked segments from a running service's drill-down API",
         description="Reads GET /api/v1/segments on the admin listener (e.g. through `kubectl "
-                    "port-forward svc/<release>-gme-recwatch-admin 8081`) and prints a table, "
-                    "oldest first.")
-    p.add_argument("--url", default="http://127.0.0.1:8081",
-                   help="the admin listener [default http://127.0.0.1:8081]")
+        "port-forward svc/<release>-gme-recwatch-admin 8081`) and prints a table, "
+        "oldest first.",
+    )
+    p.add_argument(
+        "--url", default="http://127.0.0.1:8081", help="the admin listener [default http://127.0.0.1:8081]"
+    )
     p.add_argument("--state", choices=STATE_NAMES, help="only segments in this state")
     p.add_argument("--app-id", help="only this app (BizID, or its app_id label)")
     p.add_argument("--room-id", help="only this room")
-    p.add_argument("--limit", type=int, default=100,
-                   help="most segments to show [default 100]; the total is always printed")
-    p.add_argument("--json", action="store_true",
-                   help="print the API's JSON (every page fetched, merged) instead of a table")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="most segments to show [default 100]; the total is always printed",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the API's JSON (every page fetched, merged) instead of a table",
+    )
     p.add_argument("--timeout", type=float, default=10.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gme-recwatch",
-        description="Verify, track and monitor Tencent Cloud GME recording callbacks.")
+        prog="gme-recwatch", description="Verify, track and monitor Tencent Cloud GME recording callbacks."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _send_parser(sub)
     _canary_parser(sub)
     _segments_parser(sub)
-    simulate.add_arguments(sub.add_parser(
-        "simulate", help="send realistic callback traffic like Tencent's sender, then a summary"))
+    simulate.add_arguments(
+        sub.add_parser("simulate", help="send realistic callback traffic like Tencent's sender, then a summary")
+    )
     return parser
 
 
@@ -143,9 +181,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo and not settings.has_keys():
         settings = msgspec.structs.replace(settings, secret_key=settings_mod.DEMO_KEY)
     if not settings.has_keys():
-        print("gme-recwatch: no SecretKey configured. Set GME_RECWATCH_SECRET_KEY (one key for "
-              "every app; comma-separated during a rotation) or GME_RECWATCH_KEYS_FILE (a file "
-              "of `BizID=key` lines, e.g. a mounted Kubernetes Secret).", file=sys.stderr)
+        print(
+            "gme-recwatch: no SecretKey configured. Set GME_RECWATCH_SECRET_KEY (one key for "
+            "every app; comma-separated during a rotation) or GME_RECWATCH_KEYS_FILE (a file "
+            "of `BizID=key` lines, e.g. a mounted Kubernetes Secret).",
+            file=sys.stderr,
+        )
         return 2
 
     from . import logging as log_setup
@@ -162,8 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     except (OSError, KeyringError, UnicodeDecodeError) as exc:
         what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
-        print(f"gme-recwatch: cannot load GME_RECWATCH_KEYS_FILE={settings.keys_file}: {what}",
-              file=sys.stderr)
+        print(f"gme-recwatch: cannot load GME_RECWATCH_KEYS_FILE={settings.keys_file}: {what}", file=sys.stderr)
         return 2
     if args.check:
         check(service)
@@ -197,25 +237,30 @@ def demo_banner(settings: settings_mod.Settings) -> str:
         secret = "<a key from that file>"  # noqa: S105 - a placeholder
     # `make send` reads the same variables as `serve`; name them when they differ from the
     # defaults, or it would knock on the wrong port.
-    moved = "".join(f" {settings_mod.env_name(name)}={value}"
-                    for name, value in (("port", settings.port),
-                                        ("callback_path", settings.callback_path))
-                    if value != settings_mod.default_of(name))
+    moved = "".join(
+        f" {settings_mod.env_name(name)}={value}"
+        for name, value in (("port", settings.port), ("callback_path", settings.callback_path))
+        if value != settings_mod.default_of(name)
+    )
     took = settings_mod.human_duration
-    d = (f"stuck after {took(settings.max_recording_seconds)} recording, upload missing "
-         f"{took(settings.upload_grace_seconds)} after completion, orphan without a start "
-         f"after {took(settings.reorder_window_seconds)}")
-    return (f"\n  gme-recwatch {__version__} (demo: never in production)\n"
-            f"  callback URL : {url}\n"
-            f"  metrics      : {admin}/metrics\n"
-            f"  segments     : {admin}/api/v1/segments?state=stuck   "
-            f"(or: gme-recwatch segments --url {admin} --state stuck)\n"
-            f"  deadlines    : {d}\n"
-            f"  {key_line}\n"
-            f"  try          : make send{moved}   # or: .venv/bin/gme-recwatch send --url {url} "
-            f"--secret {secret}\n"
-            f"  simulate     : .venv/bin/gme-recwatch simulate --url {url} --secret {secret} "
-            f"--time-scale 100   (problems show within a minute)\n")
+    d = (
+        f"stuck after {took(settings.max_recording_seconds)} recording, upload missing "
+        f"{took(settings.upload_grace_seconds)} after completion, orphan without a start "
+        f"after {took(settings.reorder_window_seconds)}"
+    )
+    return (
+        f"\n  gme-recwatch {__version__} (demo: never in production)\n"
+        f"  callback URL : {url}\n"
+        f"  metrics      : {admin}/metrics\n"
+        f"  segments     : {admin}/api/v1/segments?state=stuck   "
+        f"(or: gme-recwatch segments --url {admin} --state stuck)\n"
+        f"  deadlines    : {d}\n"
+        f"  {key_line}\n"
+        f"  try          : make send{moved}   # or: .venv/bin/gme-recwatch send --url {url} "
+        f"--secret {secret}\n"
+        f"  simulate     : .venv/bin/gme-recwatch simulate --url {url} --secret {secret} "
+        f"--time-scale 100   (problems show within a minute)\n"
+    )
 
 
 def _check_online(service: Service) -> int:
@@ -232,8 +277,9 @@ def _check_online(service: Service) -> int:
     return 0
 
 
-def _post(command: str, url: str, body: bytes, key: str, encoding: str,
-          timeout: float) -> httpx.Response | None:
+def _post(
+    command: str, url: str, body: bytes, key: str, encoding: str, timeout: float
+) -> httpx.Response | None:
     """POST a body signed as Tencent would; None (after saying why) when there is no answer."""
     headers = {"Signature": sign(body, key, encoding), "Content-Type": "application/json"}  # type: ignore[arg-type]
     try:
@@ -250,8 +296,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         print("gme-recwatch send: pass --secret or set GME_RECWATCH_SECRET_KEY", file=sys.stderr)
         return 2
     body = encode_callback(
-        biz_id=args.biz_id, room_id=args.room_id, user_id=args.user_id, task_id=args.task_id,
-        seq_no=args.seq_no, event_type=_EVENTS[args.event], record_mode=args.record_mode,
+        biz_id=args.biz_id,
+        room_id=args.room_id,
+        user_id=args.user_id,
+        task_id=args.task_id,
+        seq_no=args.seq_no,
+        event_type=_EVENTS[args.event],
+        record_mode=args.record_mode,
         timestamp=args.timestamp if args.timestamp is not None else int(time.time()),
         file_name=f"{args.biz_id}_{args.room_id}_{args.user_id}/demo_{args.task_id}_audio.mp3",
     )
@@ -283,18 +334,24 @@ def cmd_canary(args: argparse.Namespace) -> int:
         print(f"gme-recwatch canary: cannot load {args.keys_file}: {what}", file=sys.stderr)
         return 2
     if key is None:
-        print("gme-recwatch canary: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
-              f"--keys-file with a key for BizID {args.biz_id}", file=sys.stderr)
+        print(
+            "gme-recwatch canary: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
+            f"--keys-file with a key for BizID {args.biz_id}",
+            file=sys.stderr,
+        )
         return 2
     started = time.monotonic()
-    resp = _post("canary", args.url, canary_callback(args.biz_id, int(time.time())), key,
-                 args.encoding, args.timeout)
+    resp = _post(
+        "canary", args.url, canary_callback(args.biz_id, int(time.time())), key, args.encoding, args.timeout
+    )
     if resp is None:
         return 1
     ms = (time.monotonic() - started) * 1000
     ok = resp.status_code == 200
-    print(f"canary {'ok' if ok else 'failed'}: {resp.status_code} {resp.text.strip()[:200]} "
-          f"in {ms:.0f} ms", file=sys.stdout if ok else sys.stderr)
+    print(
+        f"canary {'ok' if ok else 'failed'}: {resp.status_code} {resp.text.strip()[:200]} in {ms:.0f} ms",
+        file=sys.stdout if ok else sys.stderr,
+    )
     return 0 if ok else 1
 
 
@@ -303,14 +360,14 @@ _PAGE_MAX: Final = 1000  # the API's largest page
 
 def fetch_segments(args: argparse.Namespace) -> dict[str, Any]:
     """Every page the query needs, up to ``--limit`` segments, merged into one answer."""
-    params: dict[str, str | int] = {k: v for k, v in (
-        ("state", args.state), ("app_id", args.app_id), ("room_id", args.room_id)) if v}
+    params: dict[str, str | int] = {
+        k: v for k, v in (("state", args.state), ("app_id", args.app_id), ("room_id", args.room_id)) if v
+    }
     out: dict[str, Any] = {"total": 0, "segments": []}
     url = args.url.rstrip("/") + "/api/v1/segments"
     while True:
         want = args.limit - len(out["segments"])
-        resp = httpx.get(url, params={**params, "limit": max(1, min(want, _PAGE_MAX))},
-                         timeout=args.timeout)
+        resp = httpx.get(url, params={**params, "limit": max(1, min(want, _PAGE_MAX))}, timeout=args.timeout)
         if resp.status_code != 200:
             raise ValueError(f"{url}: {resp.status_code} {resp.text.strip()[:300]}")
         page = resp.json()
@@ -328,8 +385,9 @@ def _why(seg: dict[str, Any]) -> str:
     """The short form of the API's ``reason``: the deadline that passed, and what COS said."""
     parts = [seg["deadline"]] if seg.get("deadline") else []
     if seg.get("check_result"):
-        parts.append(f"cos {seg['check_result']}" + (
-            f" ({seg['check_error']})" if seg.get("check_error") else ""))
+        parts.append(
+            f"cos {seg['check_result']}" + (f" ({seg['check_error']})" if seg.get("check_error") else "")
+        )
     if seg.get("lost_events"):
         parts.append("lost " + "+".join(seg["lost_events"]))
     if seg.get("blind_window_start"):
@@ -339,17 +397,28 @@ def _why(seg: dict[str, Any]) -> str:
 
 def segments_table(answer: dict[str, Any]) -> str:
     """A fixed-width table of ``answer``'s segments, and a line saying how many match in all."""
-    rows = [_COLUMNS] + [(
-        s["state"], s.get("state_since") or s["first_received_at"], s["app_id"], s["room_id"],
-        s["user_id"], s["task_id"], str(s["seq_no"]), "+".join(s["events_seen"]) or "-", _why(s),
-    ) for s in answer["segments"]]
+    rows = [_COLUMNS] + [
+        (
+            s["state"],
+            s.get("state_since") or s["first_received_at"],
+            s["app_id"],
+            s["room_id"],
+            s["user_id"],
+            s["task_id"],
+            str(s["seq_no"]),
+            "+".join(s["events_seen"]) or "-",
+            _why(s),
+        )
+        for s in answer["segments"]
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
     shown, total = len(answer["segments"]), answer["total"]
-    lines.append(f"{shown} of {total} matching segment{'s' if total != 1 else ''}"
-                 + ("" if shown == total else " (raise --limit for more)")
-                 + "; SINCE is when the state began (for a problem) or when it was first heard of")
+    lines.append(
+        f"{shown} of {total} matching segment{'s' if total != 1 else ''}"
+        + ("" if shown == total else " (raise --limit for more)")
+        + "; SINCE is when the state began (for a problem) or when it was first heard of"
+    )
     return "\n".join(lines)
 
 
@@ -357,8 +426,11 @@ def cmd_segments(args: argparse.Namespace) -> int:
     try:
         answer = fetch_segments(args)
     except httpx.HTTPError as exc:
-        print(f"gme-recwatch segments: {args.url}: {type(exc).__name__}: {exc} (is the admin "
-              "port reachable? e.g. kubectl port-forward)", file=sys.stderr)
+        print(
+            f"gme-recwatch segments: {args.url}: {type(exc).__name__}: {exc} (is the admin "
+            "port reachable? e.g. kubectl port-forward)",
+            file=sys.stderr,
+        )
         return 1
     except ValueError as exc:
         print(f"gme-recwatch segments: {exc}", file=sys.stderr)

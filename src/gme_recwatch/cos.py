@@ -64,8 +64,9 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 CheckResultName = Literal["found", "not_found", "error"]
 CHECK_RESULTS: Final[tuple[str, ...]] = get_args(CheckResultName)
-ErrorReason = Literal["timeout", "connection", "server_error", "forbidden", "no_such_bucket",
-                      "unexpected_status", "no_bucket"]
+ErrorReason = Literal[
+    "timeout", "connection", "server_error", "forbidden", "no_such_bucket", "unexpected_status", "no_bucket"
+]
 ERROR_REASONS: Final[tuple[str, ...]] = get_args(ErrorReason)
 _RETRIED: Final = frozenset({"timeout", "connection", "server_error"})
 RETRY_BACKOFF: Final = 0.5  # seconds before the one retry, times 1..1.5 so retries spread out
@@ -73,6 +74,7 @@ BUCKET_TTL: Final = 300.0  # seconds a bucket's existence is taken as known
 
 
 # ------------------------------------------------------------------------------- results
+
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -118,6 +120,7 @@ def result_name(result: CheckResult) -> CheckResultName:
 
 # ------------------------------------------------------------------------------- configuration
 
+
 class CosConfigError(ValueError):
     """A COS file could not be read or parsed; the message never contains key material."""
 
@@ -137,8 +140,11 @@ class Credentials:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Credentials) and other.secret_id == self.secret_id
-                and other.secret_key == self.secret_key)
+        return (
+            isinstance(other, Credentials)
+            and other.secret_id == self.secret_id
+            and other.secret_key == self.secret_key
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -179,8 +185,10 @@ def parse_buckets_file(text: str) -> dict[int, str]:
         if not sep or not bucket:
             raise CosConfigError(f"buckets file line {n}: expected `BizID=bucket`")
         if not (app.isascii() and app.isdigit()):
-            raise CosConfigError(f"buckets file line {n}: BizID must be digits "
-                                 "(GME_RECWATCH_COS_BUCKET is the bucket of every other app)")
+            raise CosConfigError(
+                f"buckets file line {n}: BizID must be digits "
+                "(GME_RECWATCH_COS_BUCKET is the bucket of every other app)"
+            )
         if not BUCKET_NAME.match(bucket):
             raise CosConfigError(f"buckets file line {n}: {bucket!r} is not a bucket name")
         if int(app) in buckets and buckets[int(app)] != bucket:
@@ -189,11 +197,20 @@ def parse_buckets_file(text: str) -> dict[int, str]:
     return buckets
 
 
-def object_key(template: str, *, biz_id: int, file_name: str, room_id: str = "",
-               user_id: str = "", task_id: int = 0, seq_no: int = 0) -> str:
+def object_key(
+    template: str,
+    *,
+    biz_id: int,
+    file_name: str,
+    room_id: str = "",
+    user_id: str = "",
+    task_id: int = 0,
+    seq_no: int = 0,
+) -> str:
     """The object key of one recorded file, from a template settings validated."""
-    return template.format(biz_id=biz_id, file_name=file_name, room_id=room_id,
-                           user_id=user_id, task_id=task_id, seq_no=seq_no)
+    return template.format(
+        biz_id=biz_id, file_name=file_name, room_id=room_id, user_id=user_id, task_id=task_id, seq_no=seq_no
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +258,13 @@ class CosConfig:
             with open(settings.cos_buckets_file, encoding="utf-8-sig") as fh:
                 buckets = parse_buckets_file(fh.read())
         return cls(
-            region=settings.cos_region, default_bucket=settings.cos_bucket, buckets=buckets,
+            region=settings.cos_region,
+            default_bucket=settings.cos_bucket,
+            buckets=buckets,
             endpoint=settings.cos_endpoint.rstrip("/"),
             addressing_style=settings.cos_addressing_style,
-            key_template=settings.cos_key_template, credentials=load_credentials(settings),
+            key_template=settings.cos_key_template,
+            credentials=load_credentials(settings),
             max_concurrency=settings.cos_max_concurrency,
             requests_per_second=settings.cos_requests_per_second,
             timeout=settings.cos_timeout_seconds,
@@ -260,8 +280,9 @@ def load_credentials(settings: Settings) -> Credentials | None:
     if not secret_id and not secret_key:
         return None
     if not (secret_id and secret_key):
-        raise CosConfigError("TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY go together: "
-                             "one of them is empty")
+        raise CosConfigError(
+            "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY go together: one of them is empty"
+        )
     return Credentials(secret_id, secret_key)
 
 
@@ -274,7 +295,8 @@ async def open_client(config: CosConfig) -> Any:
 
     creds = config.credentials
     client_config = AioConfig(
-        connect_timeout=config.timeout, read_timeout=config.timeout,
+        connect_timeout=config.timeout,
+        read_timeout=config.timeout,
         retries={"total_max_attempts": 1},  # the one retry is ours, through the rate limit
         max_pool_connections=config.max_concurrency,
         s3={"addressing_style": config.style},
@@ -283,10 +305,13 @@ async def open_client(config: CosConfig) -> Any:
     )
     session = AioSession()
     async with session.create_client(
-            "s3", region_name=config.region, endpoint_url=config.endpoint_url,
-            aws_access_key_id=creds.secret_id if creds else None,
-            aws_secret_access_key=creds.secret_key if creds else None,
-            config=client_config) as client:
+        "s3",
+        region_name=config.region,
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=creds.secret_id if creds else None,
+        aws_secret_access_key=creds.secret_key if creds else None,
+        config=client_config,
+    ) as client:
         client.meta.events.register_first("needs-retry.s3", _no_region_redirects)
         yield client
 
@@ -299,6 +324,7 @@ def _no_region_redirects(request_dict: dict[str, Any], **_: Any) -> None:
 
 
 # ------------------------------------------------------------------------------- the checker
+
 
 class _Missing:
     """A 404: what was missing depends on what was asked."""
@@ -314,11 +340,17 @@ class CosChecker:
     is counted in ``gme_recording_reconcile_checks_total{result}`` when given the metrics.
     """
 
-    def __init__(self, config: CosConfig, *, metrics: Metrics | None = None,
-                 clock: Clock | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 retry_backoff: float = RETRY_BACKOFF, bucket_ttl: float = BUCKET_TTL,
-                 client: S3Client | None = None) -> None:
+    def __init__(
+        self,
+        config: CosConfig,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_backoff: float = RETRY_BACKOFF,
+        bucket_ttl: float = BUCKET_TTL,
+        client: S3Client | None = None,
+    ) -> None:
         self.config = config
         self._metrics = metrics
         self._clock = clock or SystemClock()
@@ -352,24 +384,43 @@ class CosChecker:
     async def __aenter__(self) -> CosChecker:
         return await self.open()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"CosChecker(endpoint={c.endpoint_url!r}, bucket={c.default_bucket!r}, "
-                f"apps={sorted(c.buckets)}, credentials={'<set>' if c.credentials else '<unset>'})")
+        return (
+            f"CosChecker(endpoint={c.endpoint_url!r}, bucket={c.default_bucket!r}, "
+            f"apps={sorted(c.buckets)}, credentials={'<set>' if c.credentials else '<unset>'})"
+        )
 
-    async def check(self, biz_id: int, file_name: str, *, room_id: str = "", user_id: str = "",
-                    task_id: int = 0, seq_no: int = 0) -> CheckResult:
+    async def check(
+        self,
+        biz_id: int,
+        file_name: str,
+        *,
+        room_id: str = "",
+        user_id: str = "",
+        task_id: int = 0,
+        seq_no: int = 0,
+    ) -> CheckResult:
         """Look one recorded file up: :class:`Found`, :class:`NotFound` or :class:`CheckError`."""
-        key = object_key(self.config.key_template, biz_id=biz_id, file_name=file_name,
-                         room_id=room_id, user_id=user_id, task_id=task_id, seq_no=seq_no)
+        key = object_key(
+            self.config.key_template,
+            biz_id=biz_id,
+            file_name=file_name,
+            room_id=room_id,
+            user_id=user_id,
+            task_id=task_id,
+            seq_no=seq_no,
+        )
         bucket = self.config.bucket_for(biz_id)
         if not bucket:
-            result: CheckResult = CheckError("no_bucket", "", key,
-                                             f"no COS bucket is configured for BizID {biz_id}")
+            result: CheckResult = CheckError(
+                "no_bucket", "", key, f"no COS bucket is configured for BizID {biz_id}"
+            )
         else:
             result = await self._check(bucket, key)
         if self._metrics is not None:
@@ -381,14 +432,18 @@ class CosChecker:
         if isinstance(result, CheckError) and result.reason in _RETRIED:
             await self._sleep(self._retry_backoff * (1 + self._jitter.random() / 2))
             again = await self._head_object(bucket, key)
-            result = (CheckError(again.reason, bucket, key, again.detail, again.status, attempts=2)
-                      if isinstance(again, CheckError) else again)
+            result = (
+                CheckError(again.reason, bucket, key, again.detail, again.status, attempts=2)
+                if isinstance(again, CheckError)
+                else again
+            )
         if isinstance(result, NotFound):
             return await self._confirm_bucket(result)
         return result
 
-    async def _request(self, call: Callable[[], Awaitable[_T]], bucket: str,
-                       key: str) -> _T | CheckError | _Missing:
+    async def _request(
+        self, call: Callable[[], Awaitable[_T]], bucket: str, key: str
+    ) -> _T | CheckError | _Missing:
         """One request under the concurrency and rate limits and the timeout: the response,
         :data:`_MISSING` for a 404 (the caller knows what was missing), or a :class:`CheckError`."""
         from botocore.exceptions import (
@@ -408,22 +463,27 @@ class CosChecker:
                 async with asyncio.timeout(self.config.timeout):
                     return await call()
             except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
-                return CheckError("timeout", bucket, key,
-                                  f"no answer within {self.config.timeout:g} s ({type(exc).__name__})")
+                return CheckError(
+                    "timeout", bucket, key, f"no answer within {self.config.timeout:g} s ({type(exc).__name__})"
+                )
             except ClientError as exc:
                 meta = exc.response.get("ResponseMetadata", {})
                 status = meta.get("HTTPStatusCode")
                 code = exc.response.get("Error", {}).get("Code", "")
-                request_id = (meta.get("HTTPHeaders", {}).get("x-cos-request-id")
-                              or meta.get("RequestId", ""))
+                request_id = meta.get("HTTPHeaders", {}).get("x-cos-request-id") or meta.get("RequestId", "")
                 named = code if code and code != str(status) else ""  # a HEAD has no body
                 detail = f"HTTP {status} {named}".strip() + (
-                    f" (request id {request_id})" if request_id else "")
+                    f" (request id {request_id})" if request_id else ""
+                )
                 if status == 404:
                     return _MISSING
-                reason: ErrorReason = ("forbidden" if status == 403 else
-                                       "server_error" if isinstance(status, int) and status >= 500
-                                       else "unexpected_status")
+                reason: ErrorReason = (
+                    "forbidden"
+                    if status == 403
+                    else "server_error"
+                    if isinstance(status, int) and status >= 500
+                    else "unexpected_status"
+                )
                 return CheckError(reason, bucket, key, detail, status)
             except (BotoCoreError, OSError) as exc:
                 # Connection refused or reset, DNS, TLS: the type says which; botocore's
@@ -440,8 +500,9 @@ class CosChecker:
         if isinstance(got, _Missing):
             return NotFound(bucket, key)
         modified = got.get("LastModified")
-        return Found(bucket, key, got.get("ContentLength"),
-                     modified.timestamp() if modified is not None else None)
+        return Found(
+            bucket, key, got.get("ContentLength"), modified.timestamp() if modified is not None else None
+        )
 
     async def _confirm_bucket(self, result: NotFound) -> CheckResult:
         """A 404 means "no such object" only in a bucket that exists: check the bucket, once
@@ -453,26 +514,37 @@ class CosChecker:
             now = self._clock.monotonic()
             if known is None or now - known[1] >= self._bucket_ttl:
                 client = self._require_client()
-                got = await self._request(lambda: client.head_bucket(Bucket=bucket), bucket,
-                                          result.key)
+                got = await self._request(lambda: client.head_bucket(Bucket=bucket), bucket, result.key)
                 if isinstance(got, CheckError) and got.reason in _RETRIED:
-                    return CheckError(got.reason, bucket, result.key,
-                                      f"object not found; the bucket check failed: {got.detail}",
-                                      got.status)
-                exists = (False if isinstance(got, _Missing) else
-                          None if isinstance(got, CheckError) else True)
+                    return CheckError(
+                        got.reason,
+                        bucket,
+                        result.key,
+                        f"object not found; the bucket check failed: {got.detail}",
+                        got.status,
+                    )
+                exists = False if isinstance(got, _Missing) else None if isinstance(got, CheckError) else True
                 known = (exists, now)
                 self._buckets_known[bucket] = known
         if known[0] is None:
             # Without leave to HEAD the bucket, a 404 could as well be a misspelt bucket: say
             # so rather than confirm a missing file on the strength of it.
-            return CheckError("forbidden", bucket, result.key,
-                              "object not found, but the bucket could not be checked: grant "
-                              "cos:HeadBucket on it so that 'not found' can be trusted", 403)
+            return CheckError(
+                "forbidden",
+                bucket,
+                result.key,
+                "object not found, but the bucket could not be checked: grant "
+                "cos:HeadBucket on it so that 'not found' can be trusted",
+                403,
+            )
         if not known[0]:
-            return CheckError("no_such_bucket", bucket, result.key,
-                              f"bucket {bucket!r} does not exist at {self.config.endpoint_url}",
-                              404)
+            return CheckError(
+                "no_such_bucket",
+                bucket,
+                result.key,
+                f"bucket {bucket!r} does not exist at {self.config.endpoint_url}",
+                404,
+            )
         return result
 
     async def bucket_problem(self, bucket: str) -> str | None:
@@ -483,8 +555,7 @@ class CosChecker:
         if isinstance(got, _Missing):
             return f"bucket {bucket!r} does not exist at {self.config.endpoint_url}"
         if isinstance(got, CheckError):
-            fix = (": a wrong key, or one without cos:HeadBucket on it"
-                   if got.reason == "forbidden" else "")
+            fix = ": a wrong key, or one without cos:HeadBucket on it" if got.reason == "forbidden" else ""
             return f"bucket {bucket!r} at {self.config.endpoint_url}: {got.detail}{fix}"
         return None
 

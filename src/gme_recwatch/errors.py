@@ -28,11 +28,11 @@ def internal_error(log: Any) -> Callable[[Request[Any, Any, Any], Exception], Re
     def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         if isinstance(exc, StoreUnavailable):
             log.warning("store_unavailable", path=request.url.path, error=str(exc))
-            return Response(ErrorBody(503, "unavailable", "the state store is unavailable"),
-                            status_code=503)
+            return Response(ErrorBody(503, "unavailable", "the state store is unavailable"), status_code=503)
         if isinstance(exc, HTTPException):
-            doc = ErrorBody(exc.status_code, "http", exc.detail,
-                            str(exc.extra) if getattr(exc, "extra", None) else None)
+            doc = ErrorBody(
+                exc.status_code, "http", exc.detail, str(exc.extra) if getattr(exc, "extra", None) else None
+            )
             # exc.headers carries e.g. the Allow header of a 405.
             return Response(doc, status_code=exc.status_code, headers=exc.headers)
         # A bug, not the client's fault. The exception type only: no body, no headers.

@@ -161,18 +161,41 @@ CANARY_ROOM_ID: Final = "__gme_recwatch_canary__"
 
 def canary_callback(biz_id: int, timestamp: int) -> bytes:
     """The synthetic callback ``gme-recwatch canary`` sends: a start in the canary room."""
-    return encode_callback(biz_id=biz_id, room_id=CANARY_ROOM_ID, user_id="canary", task_id=0,
-                           seq_no=0, event_type=STARTED, record_mode=1, timestamp=timestamp,
-                           file_name="")
+    return encode_callback(
+        biz_id=biz_id,
+        room_id=CANARY_ROOM_ID,
+        user_id="canary",
+        task_id=0,
+        seq_no=0,
+        event_type=STARTED,
+        record_mode=1,
+        timestamp=timestamp,
+        file_name="",
+    )
 
 
 def encode_callback(
-    *, biz_id: int, room_id: str, user_id: str, task_id: int, seq_no: int, event_type: int,
-    record_mode: int, timestamp: int, file_name: str = "",
+    *,
+    biz_id: int,
+    room_id: str,
+    user_id: str,
+    task_id: int,
+    seq_no: int,
+    event_type: int,
+    record_mode: int,
+    timestamp: int,
+    file_name: str = "",
 ) -> bytes:
     """A body in Tencent's layout (field order of the sample callback), for `send` and tests."""
-    return msgspec.json.encode({
-        "BizID": biz_id, "RoomID": room_id, "UserID": user_id, "TaskID": task_id,
-        "RecordMode": record_mode, "Timestamp": timestamp, "EventType": event_type,
-        "Detail": {"SeqNo": seq_no, "FileName": file_name},
-    })
+    return msgspec.json.encode(
+        {
+            "BizID": biz_id,
+            "RoomID": room_id,
+            "UserID": user_id,
+            "TaskID": task_id,
+            "RecordMode": record_mode,
+            "Timestamp": timestamp,
+            "EventType": event_type,
+            "Detail": {"SeqNo": seq_no, "FileName": file_name},
+        }
+    )

@@ -46,8 +46,9 @@ from . import events
 from .ratelimit import TokenBucket
 from .signature import Keyring
 
-HintKind = Literal["other_app_key", "key_whitespace", "post_prefix", "sha256",
-                   "hex_encoding", "base64_encoding"]
+HintKind = Literal[
+    "other_app_key", "key_whitespace", "post_prefix", "sha256", "hex_encoding", "base64_encoding"
+]
 HINT_KINDS: Final[tuple[str, ...]] = get_args(HintKind)
 POST_PREFIX: Final = b"POST"
 # Suffixes a key read from a file or typed into a shell picks up on the sender's side.
@@ -118,8 +119,7 @@ def _candidate_keys(ring: Keyring, biz_id: int | None) -> Iterator[_Key]:
             yield _Key(k, "other_app_key", other_biz_id=other)
 
 
-def diagnose(body: bytes, header: str, ring: Keyring, biz_id: int | None,
-             encoding: str) -> Hint | None:
+def diagnose(body: bytes, header: str, ring: Keyring, biz_id: int | None, encoding: str) -> Hint | None:
     """The misconfiguration that reproduces ``header`` for ``body``, or None.
 
     ``biz_id`` is the BizID the body claims (unverified), ``encoding`` the configured
@@ -129,8 +129,7 @@ def diagnose(body: bytes, header: str, ring: Keyring, biz_id: int | None,
     if not digests:
         return None
     accepted = _ACCEPTS.get(encoding, ())
-    messages: tuple[tuple[bytes, HintKind | None], ...] = (
-        (body, None), (POST_PREFIX + body, "post_prefix"))
+    messages: tuple[tuple[bytes, HintKind | None], ...] = ((body, None), (POST_PREFIX + body, "post_prefix"))
     best: tuple[tuple[int, tuple[int, ...]], _Key, tuple[HintKind, ...]] | None = None
     for cand in _candidate_keys(ring, biz_id):
         for message, msg_dev in messages:
@@ -161,34 +160,51 @@ def _fix(kind: HintKind, cand: _Key, biz_id: int | None, encoding: str, has_own_
     app = f"BizID {biz_id}" if biz_id is not None else "the callback's BizID"
     if kind == "other_app_key":
         if not has_own_keys:
-            return (f"no SecretKey is configured for {app}, and the Signature verifies with the "
-                    f"key configured for BizID {cand.other_biz_id}: add a line "
-                    f"`{biz_id if biz_id is not None else '<BizID>'}=<that key>` to the keys "
-                    "file, or check which app the sender signs for")
-        return (f"the Signature verifies with the key configured for BizID {cand.other_biz_id}, "
-                f"not with {app}'s: the keys file pairs a key with the wrong BizID, or the sender "
-                "uses another app's SecretKey")
+            return (
+                f"no SecretKey is configured for {app}, and the Signature verifies with the "
+                f"key configured for BizID {cand.other_biz_id}: add a line "
+                f"`{biz_id if biz_id is not None else '<BizID>'}=<that key>` to the keys "
+                "file, or check which app the sender signs for"
+            )
+        return (
+            f"the Signature verifies with the key configured for BizID {cand.other_biz_id}, "
+            f"not with {app}'s: the keys file pairs a key with the wrong BizID, or the sender "
+            "uses another app's SecretKey"
+        )
     if kind == "key_whitespace":
         if cand.configured_has_whitespace:
-            return (f"the SecretKey configured for {app} has surrounding whitespace that the "
-                    "sender's lacks: remove it from GME_RECWATCH_SECRET_KEY or the keys file")
-        return ("the sender signs with the SecretKey plus trailing whitespace (a newline or "
-                "space, e.g. a key read from a file): strip the key where the sender reads it")
+            return (
+                f"the SecretKey configured for {app} has surrounding whitespace that the "
+                "sender's lacks: remove it from GME_RECWATCH_SECRET_KEY or the keys file"
+            )
+        return (
+            "the sender signs with the SecretKey plus trailing whitespace (a newline or "
+            "space, e.g. a key read from a file): strip the key where the sender reads it"
+        )
     if kind == "post_prefix":
-        return ('the sender signs "POST" + body, the rule of GME\'s voice-moderation callbacks; '
-                "recording callbacks sign the body alone: sign the body alone, and send "
-                "moderation callbacks to their own receiver")
+        return (
+            'the sender signs "POST" + body, the rule of GME\'s voice-moderation callbacks; '
+            "recording callbacks sign the body alone: sign the body alone, and send "
+            "moderation callbacks to their own receiver"
+        )
     if kind == "sha256":
-        return ("the sender signs with HMAC-SHA256 (TRTC's rule); GME recording callbacks are "
-                "HMAC-SHA1 and no setting accepts SHA-256: sign with HMAC-SHA1")
+        return (
+            "the sender signs with HMAC-SHA256 (TRTC's rule); GME recording callbacks are "
+            "HMAC-SHA1 and no setting accepts SHA-256: sign with HMAC-SHA1"
+        )
     if kind == "hex_encoding":
-        return (f"would verify with hex encoding, but GME_RECWATCH_SIGNATURE_ENCODING={encoding} "
-                "accepts only Base64: set GME_RECWATCH_SIGNATURE_ENCODING=auto")
-    return (f"would verify with Base64 encoding, but GME_RECWATCH_SIGNATURE_ENCODING={encoding} "
-            "accepts only hex: set GME_RECWATCH_SIGNATURE_ENCODING=auto")
+        return (
+            f"would verify with hex encoding, but GME_RECWATCH_SIGNATURE_ENCODING={encoding} "
+            "accepts only Base64: set GME_RECWATCH_SIGNATURE_ENCODING=auto"
+        )
+    return (
+        f"would verify with Base64 encoding, but GME_RECWATCH_SIGNATURE_ENCODING={encoding} "
+        "accepts only hex: set GME_RECWATCH_SIGNATURE_ENCODING=auto"
+    )
 
 
 # ------------------------------------------------------------------------- rate and log limits
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
@@ -212,15 +228,22 @@ class SignatureDoctor:
     """Runs :func:`diagnose` at most ``per_second`` times a second (bursts of
     :data:`HINTS_BURST`), and says when a hint is worth a log line."""
 
-    def __init__(self, per_second: float, monotonic: Callable[[], float], *,
-                 burst: int = HINTS_BURST, log_interval: float = HINT_LOG_INTERVAL) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        monotonic: Callable[[], float],
+        *,
+        burst: int = HINTS_BURST,
+        log_interval: float = HINT_LOG_INTERVAL,
+    ) -> None:
         self._bucket = TokenBucket(per_second, burst, monotonic)
         self._monotonic = monotonic
         self._log_interval = log_interval
         self._logged: dict[tuple[HintKind, int | None, int | None], tuple[float, int]] = {}
 
-    def examine(self, body: bytes, header: str, ring: Keyring, biz_id: int | None,
-                encoding: str) -> Diagnosis | None:
+    def examine(
+        self, body: bytes, header: str, ring: Keyring, biz_id: int | None, encoding: str
+    ) -> Diagnosis | None:
         """The diagnosis of one rejected callback, or None when over the rate (skipped)."""
         if not self._bucket.try_take():
             return None

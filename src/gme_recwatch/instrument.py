@@ -43,8 +43,7 @@ def instrument(app: ASGIApp, metrics: Metrics, listener: str) -> ASGIApp:
             key = (route, method, status)
             child = counters.get(key)
             if child is None:
-                child = counters[key] = metrics.http_requests.labels(
-                    listener, route, method, str(status))
+                child = counters[key] = metrics.http_requests.labels(listener, route, method, str(status))
             child.inc()
             timer = timers.get(route)
             if timer is None:

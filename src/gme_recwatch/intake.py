@@ -65,8 +65,16 @@ class Unreadable:
 
 
 class Intake:
-    def __init__(self, settings: Settings, keys: KeyringSource, store: Store,
-                 metrics: Metrics, tracer: trace.Tracer, log: Any, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyringSource,
+        store: Store,
+        metrics: Metrics,
+        tracer: trace.Tracer,
+        log: Any,
+        clock: Clock,
+    ) -> None:
         self.settings = settings
         self.keys = keys
         self.store = store
@@ -77,12 +85,14 @@ class Intake:
         self._accepted_log = getattr(log, settings.accepted_log_level)
         # Building the accepted line's fields costs ~2 us a callback: skip it when its level is
         # filtered out (the default: debug under info).
-        self._log_accepted = level_number(settings.accepted_log_level) >= level_number(
-            settings.log_level)
+        self._log_accepted = level_number(settings.accepted_log_level) >= level_number(settings.log_level)
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
-        self.doctor = (SignatureDoctor(settings.signature_hints_per_second, clock.monotonic)
-                       if settings.signature_hints_per_second > 0 else None)
+        self.doctor = (
+            SignatureDoctor(settings.signature_hints_per_second, clock.monotonic)
+            if settings.signature_hints_per_second > 0
+            else None
+        )
 
     async def handle(self, body: bytes | Unreadable, header: str | None, remote: str) -> Outcome:
         """Verify, decode and store one callback; the outcome says what became of it."""
@@ -100,11 +110,15 @@ class Intake:
                 span.set_attribute("gme.outcome", outcome.result.value)
             return outcome
 
-    def _invalid(self, reason: InvalidReason, remote: str, detail: str | None,
-                 **fields: Any) -> Rejected:
+    def _invalid(self, reason: InvalidReason, remote: str, detail: str | None, **fields: Any) -> Rejected:
         self.metrics.invalid.labels(reason).inc()
-        self.log.warning("callback_rejected", reason=reason, remote=remote,
-                         **({"detail": detail} if detail else {}), **fields)
+        self.log.warning(
+            "callback_rejected",
+            reason=reason,
+            remote=remote,
+            **({"detail": detail} if detail else {}),
+            **fields,
+        )
         return Rejected(reason, detail)
 
     def _canary(self, ev: Event, now: float, remote: str) -> Outcome:
@@ -114,8 +128,7 @@ class Intake:
         self.log.debug("canary_received", biz_id=ev.biz_id, remote=remote)
         return _CANARY
 
-    def _explain(self, body: bytes, header: str, ring: Keyring, biz: int | None,
-                 remote: str) -> None:
+    def _explain(self, body: bytes, header: str, ring: Keyring, biz: int | None, remote: str) -> None:
         """Say which misconfiguration would make a rejected signature verify, if one would.
         The callback stays rejected; the hint names settings and BizIDs, never key material."""
         assert self.doctor is not None
@@ -129,15 +142,17 @@ class Intake:
         self.metrics.signature_hints.labels(hint.kind).inc()
         if found.log:
             self.log.warning(
-                "signature_hint", hint=hint.kind, fix=hint.fix,
+                "signature_hint",
+                hint=hint.kind,
+                fix=hint.fix,
                 claimed_biz_id=found.biz_id,
                 remote=remote,
                 **({"deviations": list(hint.deviations)} if len(hint.deviations) > 1 else {}),
                 **({"verifies_for_biz_id": hint.key_biz_id} if hint.key_biz_id is not None else {}),
-                **({"unlogged_repeats": found.repeats} if found.repeats else {}))
+                **({"unlogged_repeats": found.repeats} if found.repeats else {}),
+            )
 
-    async def _handle(self, body: bytes, header: str | None, remote: str,
-                      span: trace.Span) -> Outcome:
+    async def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Outcome:
         biz = None
         try:
             ring = self.keys.current
@@ -149,8 +164,9 @@ class Intake:
             if biz is None and header:  # one key for every app: not peeked before, only now
                 biz = events.peek_biz_id(body)
             # The BizID is unverified here: logged as a claim, for finding a misconfigured app.
-            self.log.warning("callback_rejected", reason=exc.reason, remote=remote,
-                             claimed_biz_id=biz, body_bytes=len(body))
+            self.log.warning(
+                "callback_rejected", reason=exc.reason, remote=remote, claimed_biz_id=biz, body_bytes=len(body)
+            )
             if header is not None and exc.reason != "missing" and self.doctor is not None:
                 self._explain(body, header, ring, biz, remote)
             return Rejected(exc.reason)
@@ -168,19 +184,32 @@ class Intake:
         if isinstance(ev, UnknownEvent):
             self.metrics.count_callback("unknown", Result.IGNORED)
             span.set_attribute("gme.event_type", ev.event_type)
-            self.log.info("callback_unknown_event_type", event_type=ev.event_type,
-                          biz_id=ev.biz_id, remote=remote)
+            self.log.info(
+                "callback_unknown_event_type", event_type=ev.event_type, biz_id=ev.biz_id, remote=remote
+            )
             return _ACCEPTED[Result.IGNORED]
 
-        span.set_attributes({
-            "gme.biz_id": ev.biz_id, "gme.room_id": ev.room_id, "gme.user_id": ev.user_id,
-            "gme.task_id": str(ev.task_id), "gme.seq_no": ev.seq_no,
-            "gme.event_type": ev.event_name,
-        })
+        span.set_attributes(
+            {
+                "gme.biz_id": ev.biz_id,
+                "gme.room_id": ev.room_id,
+                "gme.user_id": ev.user_id,
+                "gme.task_id": str(ev.task_id),
+                "gme.seq_no": ev.seq_no,
+                "gme.event_type": ev.event_name,
+            }
+        )
         window = self.settings.replay_window_seconds
         if window and abs(now - ev.timestamp) > window:
-            return self._invalid("stale", remote, None, biz_id=ev.biz_id, room_id=ev.room_id,
-                                 timestamp=ev.timestamp, skew_seconds=round(now - ev.timestamp, 3))
+            return self._invalid(
+                "stale",
+                remote,
+                None,
+                biz_id=ev.biz_id,
+                room_id=ev.room_id,
+                timestamp=ev.timestamp,
+                skew_seconds=round(now - ev.timestamp, 3),
+            )
         if canary:
             return self._canary(ev, now, remote)
 
@@ -188,8 +217,14 @@ class Intake:
             out = await self.store.record(ev)
         except StoreUnavailable as exc:
             self.metrics.backend_errors.labels("record").inc()
-            self.log.warning("callback_not_stored", reason="unavailable", error=str(exc),
-                             biz_id=ev.biz_id, room_id=ev.room_id, remote=remote)
+            self.log.warning(
+                "callback_not_stored",
+                reason="unavailable",
+                error=str(exc),
+                biz_id=ev.biz_id,
+                room_id=ev.room_id,
+                remote=remote,
+            )
             return Rejected("unavailable")
         m = self.metrics
         m.count_callback(out.event_type, out.result)
@@ -200,7 +235,14 @@ class Intake:
             m.observe_upload_delay(out.record_mode, out.upload_delay)
         if self._log_accepted:
             self._accepted_log(
-                "callback_accepted", result=out.result.value, event_type=out.event_type,
-                biz_id=ev.biz_id, room_id=ev.room_id, user_id=ev.user_id,
-                task_id=str(ev.task_id), seq_no=ev.seq_no, remote=remote)
+                "callback_accepted",
+                result=out.result.value,
+                event_type=out.event_type,
+                biz_id=ev.biz_id,
+                room_id=ev.room_id,
+                user_id=ev.user_id,
+                task_id=str(ev.task_id),
+                seq_no=ev.seq_no,
+                remote=remote,
+            )
         return _ACCEPTED[out.result]

@@ -85,8 +85,11 @@ EVENT_LABEL: Final = EVENT_NAMES
 
 def events_seen(seen: int) -> list[str]:
     """The names of the events in a ``seen`` set, in lifecycle order."""
-    return [name for bit, name in ((SEEN_STARTED, "started"), (SEEN_COMPLETED, "completed"),
-                                   (SEEN_UPLOADED, "uploaded")) if seen & bit]
+    return [
+        name
+        for bit, name in ((SEEN_STARTED, "started"), (SEEN_COMPLETED, "completed"), (SEEN_UPLOADED, "uploaded"))
+        if seen & bit
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,7 @@ class Config:
     """Look a file up in COS before calling its segment stuck or its upload missing."""
 
 
-def derive_state(seen: int, r_first: float, r_complete: float, now: float,
-                 cfg: Config) -> tuple[State, float]:
+def derive_state(seen: int, r_first: float, r_complete: float, now: float, cfg: Config) -> tuple[State, float]:
     """(state, when the segment must next be looked at) from the events seen and when we
     received them: when its state changes by itself, or its start counts as lost; ``INF`` when
     only an event can change it. That time is always after ``now``: a deadline left in the past
@@ -166,8 +168,9 @@ class Outcome:
     upload_delay: float | None = None
 
 
-def measure(seen: int, bit: int, ts_start: int, ts_complete: int,
-            ts_upload: int) -> tuple[float | None, float | None]:
+def measure(
+    seen: int, bit: int, ts_start: int, ts_complete: int, ts_upload: int
+) -> tuple[float | None, float | None]:
     """The durations (recording, upload delay) that the event with ``bit`` completed, now that
     ``seen`` holds it; None for one it did not complete."""
     duration = upload_delay = None
@@ -238,8 +241,13 @@ def holds_for_check(old: State | None, new: State, check: Check, cfg: Config) ->
     """True when a segment about to move from ``old`` to ``new`` must instead stay in ``old``
     until its file is looked up: checks are on, ``new`` is a problem a file in COS disproves,
     and no lookup has answered for it yet. (A new segment, ``old`` None, has a state to enter.)"""
-    return (cfg.check_in_cos and old is not None and new in CHECKED_STATES and new != old
-            and check in (Check.NONE, Check.PENDING))
+    return (
+        cfg.check_in_cos
+        and old is not None
+        and new in CHECKED_STATES
+        and new != old
+        and check in (Check.NONE, Check.PENDING)
+    )
 
 
 def check_after_event(check: Check, bit: int) -> Check:
@@ -261,8 +269,7 @@ def found_in_cos(seen: int) -> tuple[int, int]:
 
 def check_after_answer(answer: CheckAnswer) -> Check:
     """What a lookup's answer makes of a pending check (a found file ends it)."""
-    return {"found": Check.NONE, "not_found": Check.CONFIRMED,
-            "error": Check.UNCONFIRMED}[answer]
+    return {"found": Check.NONE, "not_found": Check.CONFIRMED, "error": Check.UNCONFIRMED}[answer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +355,17 @@ class Applied(NamedTuple):
     expires: float
 
 
-def apply_event(seen: int, bit: int, state: State | None, check: Check, blind: bool,
-                r_complete: float, expires: float, now: float, cfg: Config) -> Applied:
+def apply_event(
+    seen: int,
+    bit: int,
+    state: State | None,
+    check: Check,
+    blind: bool,
+    r_complete: float,
+    expires: float,
+    now: float,
+    cfg: Config,
+) -> Applied:
     """What the event with ``bit``, received at ``now``, does to a segment that had seen
     ``seen`` and was in ``state`` (None: it is new). A duplicate changes nothing; any other
     event is added, ends a hold or voids an answer (:func:`check_after_event`), clears a blind
@@ -358,8 +374,14 @@ def apply_event(seen: int, bit: int, state: State | None, check: Check, blind: b
     result = classify(seen, bit, state)
     if result is Result.DUPLICATE:
         return Applied(result, seen, check, blind, r_complete, expires)
-    return Applied(result, seen | bit, check_after_event(check, bit), False,
-                   now if bit == SEEN_COMPLETED else r_complete, now + cfg.retention_seconds)
+    return Applied(
+        result,
+        seen | bit,
+        check_after_event(check, bit),
+        False,
+        now if bit == SEEN_COMPLETED else r_complete,
+        now + cfg.retention_seconds,
+    )
 
 
 class Settled(NamedTuple):
@@ -378,8 +400,18 @@ class Settled(NamedTuple):
     """Its retention ran out: the store forgets it, once it reported what it entered."""
 
 
-def settle(seen: int, r_first: float, r_complete: float, expires: float, old: State | None,
-           check: Check, start_lost: bool, blind: bool, now: float, cfg: Config) -> Settled:
+def settle(
+    seen: int,
+    r_first: float,
+    r_complete: float,
+    expires: float,
+    old: State | None,
+    check: Check,
+    start_lost: bool,
+    blind: bool,
+    now: float,
+    cfg: Config,
+) -> Settled:
     """A segment in ``old`` (None: new), settled at ``now``, after an event or at a deadline.
 
     In this order: the state the events and the time say (:func:`derive_state`); unverified
@@ -437,8 +469,9 @@ def room_of(key: str) -> str:
 Deadline = Literal["max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds"]
 
 
-def deadline_passed(state: State, seen: int, r_first: float, r_complete: float,
-                    cfg: Config) -> tuple[Deadline, float] | None:
+def deadline_passed(
+    state: State, seen: int, r_first: float, r_complete: float, cfg: Config
+) -> tuple[Deadline, float] | None:
     """For a segment in a problem state (or unverified): which deadline passed, and when (on
     the store's receive clock), from the same stored times :func:`derive_state` reads. None
     for a segment in no problem state."""

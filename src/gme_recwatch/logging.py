@@ -15,10 +15,22 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
-_SENSITIVE = frozenset({"signature", "secret", "secret_key", "key", "keys", "body", "raw_body",
-                        "authorization", "headers", "password", "token"})
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_SENSITIVE = frozenset(
+    {
+        "signature",
+        "secret",
+        "secret_key",
+        "key",
+        "keys",
+        "body",
+        "raw_body",
+        "authorization",
+        "headers",
+        "password",
+        "token",
+    }
+)
 
 
 QUIET_LOGGERS = ("botocore", "aiobotocore", "aiohttp", "s3transfer", "urllib3")
@@ -48,8 +60,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
+    )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -64,10 +77,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level_number(level))

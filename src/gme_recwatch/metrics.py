@@ -50,8 +50,15 @@ EVICTION_REASONS = ("ttl", "capacity")
 LISTENERS = ("callback", "admin")
 RECONCILE_RESULTS = ("found", "not_found", "error")  # cos.CHECK_RESULTS; cos sits above metrics
 # cos.ErrorReason, spelt out for the same reason (tests/test_metrics.py checks they agree).
-RECONCILE_ERRORS = ("timeout", "connection", "server_error", "forbidden", "no_such_bucket",
-                    "unexpected_status", "no_bucket")
+RECONCILE_ERRORS = (
+    "timeout",
+    "connection",
+    "server_error",
+    "forbidden",
+    "no_such_bucket",
+    "unexpected_status",
+    "no_bucket",
+)
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
 # answer to trust: a COS outage must never read as recordings missing), "unchecked" no bucket.
@@ -78,21 +85,25 @@ class Metrics:
         PlatformCollector(registry=r)
 
         self.build_info = Gauge(
-            PREFIX + "build_info", "Always 1; labels give the gme-recwatch and Python versions.",
-            ["version", "python_version"], registry=r,
+            PREFIX + "build_info",
+            "Always 1; labels give the gme-recwatch and Python versions.",
+            ["version", "python_version"],
+            registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
 
         self.signature_failures = Counter(
             PREFIX + "signature_failures",
             "Callbacks rejected because their Signature did not verify, by reason.",
-            ["reason"], registry=r,
+            ["reason"],
+            registry=r,
         )
         self.signature_hints = Counter(
             PREFIX + "signature_hints",
             "Rejected signatures that a misconfiguration explains, by hint (diagnosis is "
             "rate-limited: a sample of the failures, not all of them).",
-            ["hint"], registry=r,
+            ["hint"],
+            registry=r,
         )
         self.signature_diagnoses_skipped = Counter(
             PREFIX + "signature_diagnoses_skipped",
@@ -102,12 +113,14 @@ class Metrics:
         self.invalid = Counter(
             PREFIX + "callbacks_invalid",
             "Callbacks rejected as invalid (malformed body, too large, or stale Timestamp).",
-            ["reason"], registry=r,
+            ["reason"],
+            registry=r,
         )
         self.callbacks = Counter(
             PREFIX + "callbacks",
             "Verified callbacks, by event type and what the store made of them.",
-            ["event_type", "result"], registry=r,
+            ["event_type", "result"],
+            registry=r,
         )
         self.last_callback = Gauge(
             PREFIX + "last_callback_timestamp_seconds",
@@ -117,73 +130,95 @@ class Metrics:
         self.duration = Histogram(
             PREFIX + "duration_seconds",
             "Recorded length of completed segments (completed Timestamp minus started Timestamp).",
-            ["record_mode"], buckets=DURATION_BUCKETS, registry=r,
+            ["record_mode"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.upload_delay = Histogram(
             PREFIX + "upload_delay_seconds",
             "Time from a segment's completion to its upload (sender Timestamps).",
-            ["record_mode"], buckets=UPLOAD_DELAY_BUCKETS, registry=r,
+            ["record_mode"],
+            buckets=UPLOAD_DELAY_BUCKETS,
+            registry=r,
         )
         self.callback_delay = Histogram(
             PREFIX + "callback_delay_seconds",
             "Receive time minus the callback's Timestamp: how late Tencent's delivery is.",
-            ["event_type"], buckets=CALLBACK_DELAY_BUCKETS, registry=r,
+            ["event_type"],
+            buckets=CALLBACK_DELAY_BUCKETS,
+            registry=r,
         )
         self.http_requests = Counter(
             PREFIX + "http_requests",
             "HTTP requests answered, per listener, route template and status code.",
-            ["listener", "route", "method", "code"], registry=r,
+            ["listener", "route", "method", "code"],
+            registry=r,
         )
         self.http_duration = Histogram(
             PREFIX + "http_request_duration_seconds",
             "Time to answer HTTP requests, per listener and route template.",
-            ["listener", "route"], buckets=HTTP_BUCKETS, registry=r,
+            ["listener", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
         )
         self.http_in_flight = Gauge(
-            PREFIX + "http_requests_in_flight", "HTTP requests being answered, per listener.",
-            ["listener"], registry=r,
+            PREFIX + "http_requests_in_flight",
+            "HTTP requests being answered, per listener.",
+            ["listener"],
+            registry=r,
         )
         self.keyring_keys = Gauge(
-            PREFIX + "keyring_keys", "SecretKeys loaded (all apps, counting rotation keys).",
+            PREFIX + "keyring_keys",
+            "SecretKeys loaded (all apps, counting rotation keys).",
             registry=r,
         )
         self.keyring_reloads = Counter(
             PREFIX + "keyring_reloads",
             "Reloads of the keyring file, by result; a version of the file that fails counts "
-            "one failure, however often it is polled.", ["result"], registry=r,
+            "one failure, however often it is polled.",
+            ["result"],
+            registry=r,
         )
         self.keyring_file_valid = Gauge(
             PREFIX + "keyring_file_valid",
             "0 while the keyring file as it is now cannot be read or parsed (the keys loaded "
-            "before stay in force), else 1 (also without a keyring file).", registry=r,
+            "before stay in force), else 1 (also without a keyring file).",
+            registry=r,
         )
         self.keyring_file_valid.set(1)
         self.snapshot_failures = Counter(
             PREFIX + "snapshot_failures",
             "State snapshots that could not be written or restored.",
-            ["operation"], registry=r,
+            ["operation"],
+            registry=r,
         )
         self.snapshot_last_success = Gauge(
             PREFIX + "snapshot_last_success_timestamp_seconds",
-            "Unix time of the last state snapshot written (0 = never).", registry=r,
+            "Unix time of the last state snapshot written (0 = never).",
+            registry=r,
         )
         self.snapshot_duration = Gauge(
-            PREFIX + "snapshot_duration_seconds", "How long the last snapshot write took.",
+            PREFIX + "snapshot_duration_seconds",
+            "How long the last snapshot write took.",
             registry=r,
         )
         self.snapshot_loop_seconds = Gauge(
             PREFIX + "snapshot_loop_seconds",
             "How long the last periodic snapshot held the event loop (the copy; encoding and "
-            "writing run on a worker thread).", registry=r,
+            "writing run on a worker thread).",
+            registry=r,
         )
         self.snapshot_restored = Gauge(
             PREFIX + "snapshot_restored_segments",
-            "Segments restored from the state file at start.", registry=r,
+            "Segments restored from the state file at start.",
+            registry=r,
         )
         self.blind_seconds = Counter(
             PREFIX + "blind_seconds",
             "Seconds in which callbacks may have been sent and never recorded, beyond what "
-            "the sender's retries cover, by cause.", ["cause"], registry=r,
+            "the sender's retries cover, by cause.",
+            ["cause"],
+            registry=r,
         )
         for cause in BLIND_CAUSES:
             self.blind_seconds.labels(cause)
@@ -191,21 +226,25 @@ class Metrics:
             PREFIX + "unverified",
             "Segments this process's sweeps made unverified: live when a blind window opened, "
             "their deadline passed with no callback and no COS check to settle them.",
-            ["app_id"], registry=r,
+            ["app_id"],
+            registry=r,
         )
         self.blind_window_start = Gauge(
             PREFIX + "blind_window_start_timestamp_seconds",
-            "Unix time the last blind window opened (0 = none since start).", registry=r,
+            "Unix time the last blind window opened (0 = none since start).",
+            registry=r,
         )
         self.blind_window_end = Gauge(
             PREFIX + "blind_window_end_timestamp_seconds",
-            "Unix time the last blind window closed (0 = none since start).", registry=r,
+            "Unix time the last blind window closed (0 = none since start).",
+            registry=r,
         )
 
         self.backend_errors = Counter(
             PREFIX + "backend_errors",
             "Operations on the state store that failed (unreachable, timed out, refused).",
-            ["operation"], registry=r,
+            ["operation"],
+            registry=r,
         )
         self.backend_up = Gauge(
             PREFIX + "backend_up",
@@ -217,12 +256,14 @@ class Metrics:
             PREFIX + "store_resets",
             "Times this process found the shared store empty (its epoch marker gone: a restart "
             "without persistence, a failover to an empty replica, FLUSHALL). One replica counts "
-            "each reset, so the sum over replicas is the number of resets.", registry=r,
+            "each reset, so the sum over replicas is the number of resets.",
+            registry=r,
         )
         self.canary_last_success = Gauge(
             PREFIX + "canary_last_success_timestamp_seconds",
             "Unix time the last verified canary callback (`gme-recwatch canary`) was received "
-            "(0 before the first). Canaries count nowhere else.", registry=r,
+            "(0 before the first). Canaries count nowhere else.",
+            registry=r,
         )
         self.canary_interval = Gauge(
             PREFIX + "canary_interval_seconds",
@@ -230,37 +271,45 @@ class Metrics:
             registry=r,
         )
         self.canaries = Counter(
-            PREFIX + "canary_callbacks", "Verified canary callbacks received.", registry=r,
+            PREFIX + "canary_callbacks",
+            "Verified canary callbacks received.",
+            registry=r,
         )
         self.reconcile_checks = Counter(
             PREFIX + "reconcile_checks",
             "Lookups of recorded files in COS, by result: found, not_found, or error (timeout, "
             "5xx, 403, no such bucket: no answer to trust).",
-            ["result"], registry=r,
+            ["result"],
+            registry=r,
         )
         self.callbacks_lost = Counter(
             PREFIX + "callbacks_lost",
             "Callbacks the sender never delivered, found out because the segment's file was in "
             "COS when its deadline passed, by event type (completed, uploaded).",
-            ["event_type"], registry=r,
+            ["event_type"],
+            registry=r,
         )
         self.problem_segments = Counter(
             PREFIX + "problem_segments",
             "Segments this process found stuck or missing their upload, by app, state and "
             "whether a COS lookup confirmed it (true: looked up, not there; false: the lookup "
             "failed; unchecked: no bucket). Counted once per segment by the replica that settled "
-            "it, so replicas sum.", ["app_id", "state", "confirmed"], registry=r,
+            "it, so replicas sum.",
+            ["app_id", "state", "confirmed"],
+            registry=r,
         )
         self.reconcile_errors = Counter(
             PREFIX + "reconcile_errors",
             "COS lookups that gave no answer to trust, by bucket and error class (the buckets "
-            "are the configured ones; no_bucket has bucket=\"\").", ["bucket", "reason"],
+            'are the configured ones; no_bucket has bucket="").',
+            ["bucket", "reason"],
             registry=r,
         )
         self.segments_reconciled = Counter(
             PREFIX + "segments_reconciled",
             "Segments found uploaded in COS though a callback never arrived: made uploaded "
-            "instead of stuck or upload_missing.", registry=r,
+            "instead of stuck or upload_missing.",
+            registry=r,
         )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
@@ -322,8 +371,13 @@ class Metrics:
         self._upload_children[record_mode].observe(max(seconds, 0.0))
 
 
-def _by_app(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
-            values: dict[str, int] | dict[str, float], apps: Iterable[str]) -> Metric:
+def _by_app(
+    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    doc: str,
+    values: dict[str, int] | dict[str, float],
+    apps: Iterable[str],
+) -> Metric:
     """One sample per app label, zero for apps without a value yet."""
     fam = family(name, doc, labels=["app_id"])
     for app in apps:
@@ -347,8 +401,9 @@ def exemplar_labels(room_id: str, user_id: str, task_id: int, seq_no: int) -> di
     graph still finds the room in the segments API by prefix or in the logs.
     """
     fixed = {"task_id": str(task_id), "seq_no": str(seq_no)}
-    budget = EXEMPLAR_MAX_CHARS - sum(len(k) + len(v) for k, v in fixed.items()) - len(
-        "room_id") - len("user_id")
+    budget = (
+        EXEMPLAR_MAX_CHARS - sum(len(k) + len(v) for k, v in fixed.items()) - len("room_id") - len("user_id")
+    )
     room, user = room_id, user_id
     if len(room) + len(user) > budget:
         half = budget // 2
@@ -377,17 +432,18 @@ class StoreCollector(Collector):
     def update(self, stats: StoreStats) -> None:
         self.latest = stats
 
-    def note(self, state: str, app_id: str, labels: dict[str, str], value: float,
-             timestamp: float) -> None:
+    def note(self, state: str, app_id: str, labels: dict[str, str], value: float, timestamp: float) -> None:
         """Remember a segment that became ``state`` as the exemplar of that state's counter."""
         self._exemplars[(state, app_id)] = Exemplar(labels, value, timestamp)
 
-    def _problem_counter(self, name: str, doc: str, state: str, values: dict[str, int],
-                         apps: Iterable[str]) -> Metric:
+    def _problem_counter(
+        self, name: str, doc: str, state: str, values: dict[str, int], apps: Iterable[str]
+    ) -> Metric:
         fam = CounterMetricFamily(name, doc, labels=["app_id"])
         for app in apps:
-            fam.add_sample(name + "_total", {"app_id": app}, values.get(app, 0),
-                           exemplar=self._exemplars.get((state, app)))
+            fam.add_sample(
+                name + "_total", {"app_id": app}, values.get(app, 0), exemplar=self._exemplars.get((state, app))
+            )
         return fam
 
     def describe(self) -> Iterable[Metric]:
@@ -405,26 +461,51 @@ class StoreCollector(Collector):
             for mode in RECORD_MODES:
                 active.add_metric([app, mode], s.active_recordings.get((app, mode), 0))
         yield active
-        yield _by_app(GaugeMetricFamily, PREFIX + "active_rooms",
-                            "Rooms with at least one segment recording.", s.active_rooms, apps)
-        yield _by_app(GaugeMetricFamily, PREFIX + "stuck_recordings",
-                            "Segments recording for longer than the maximum recording duration.",
-                            s.stuck, apps)
-        yield self._problem_counter(PREFIX + "stuck", "Segments that became stuck.", "stuck",
-                                    s.stuck_total, apps)
-        yield _by_app(GaugeMetricFamily, PREFIX + "uploads_missing",
-                            "Completed segments with no upload within the upload grace.",
-                            s.missing_uploads, apps)
+        yield _by_app(
+            GaugeMetricFamily,
+            PREFIX + "active_rooms",
+            "Rooms with at least one segment recording.",
+            s.active_rooms,
+            apps,
+        )
+        yield _by_app(
+            GaugeMetricFamily,
+            PREFIX + "stuck_recordings",
+            "Segments recording for longer than the maximum recording duration.",
+            s.stuck,
+            apps,
+        )
+        yield self._problem_counter(
+            PREFIX + "stuck", "Segments that became stuck.", "stuck", s.stuck_total, apps
+        )
+        yield _by_app(
+            GaugeMetricFamily,
+            PREFIX + "uploads_missing",
+            "Completed segments with no upload within the upload grace.",
+            s.missing_uploads,
+            apps,
+        )
         yield self._problem_counter(
             PREFIX + "missing_uploads",
-            "Completed segments whose upload did not arrive within the grace.", "upload_missing",
-            s.missing_uploads_total, apps)
-        yield _by_app(CounterMetricFamily, PREFIX + "segments_completed",
-                              "Segments whose completion (event 2) was seen; the denominator of "
-                              "the missing-upload ratio.", s.completed_total, apps)
-        yield _by_app(GaugeMetricFamily, PREFIX + "oldest_recording_start_timestamp_seconds",
-                            "Start (sender Timestamp) of the oldest segment still recording; "
-                            "0 when none is.", s.oldest_start, apps)
+            "Completed segments whose upload did not arrive within the grace.",
+            "upload_missing",
+            s.missing_uploads_total,
+            apps,
+        )
+        yield _by_app(
+            CounterMetricFamily,
+            PREFIX + "segments_completed",
+            "Segments whose completion (event 2) was seen; the denominator of the missing-upload ratio.",
+            s.completed_total,
+            apps,
+        )
+        yield _by_app(
+            GaugeMetricFamily,
+            PREFIX + "oldest_recording_start_timestamp_seconds",
+            "Start (sender Timestamp) of the oldest segment still recording; 0 when none is.",
+            s.oldest_start,
+            apps,
+        )
         orphans = CounterMetricFamily(
             PREFIX + "orphan_events",
             "Completed/uploaded events whose start never arrived within the reorder window.",
@@ -433,8 +514,9 @@ class StoreCollector(Collector):
         for et in ("completed", "uploaded"):
             orphans.add_metric([et], s.orphan_events.get(et, 0))
         yield orphans
-        tracked = GaugeMetricFamily(PREFIX + "tracked_segments",
-                                    "Segments held by the store, by lifecycle state.", labels=["state"])
+        tracked = GaugeMetricFamily(
+            PREFIX + "tracked_segments", "Segments held by the store, by lifecycle state.", labels=["state"]
+        )
         for state in STATES:
             tracked.add_metric([state], s.by_state.get(state, 0))
         yield tracked
@@ -447,17 +529,22 @@ class StoreCollector(Collector):
             for state in STATES:
                 ev.add_metric([reason, state], s.evictions.get((reason, state), 0))
         yield ev
-        yield GaugeMetricFamily(PREFIX + "reconcile_pending",
-                                "Segments past their deadline waiting for their file to be "
-                                "looked up in COS (0 without a bucket).",
-                                value=s.checks_pending)
-        yield GaugeMetricFamily(PREFIX + "store_capacity",
-                                "Most segments the store holds before evicting.",
-                                value=s.capacity)
+        yield GaugeMetricFamily(
+            PREFIX + "reconcile_pending",
+            "Segments past their deadline waiting for their file to be looked up in COS (0 without a bucket).",
+            value=s.checks_pending,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_capacity", "Most segments the store holds before evicting.", value=s.capacity
+        )
         # The name before 0.x: kept one release so existing queries keep working (release note).
-        yield GaugeMetricFamily(PREFIX + "tracker_capacity",
-                                "Deprecated alias of gme_recording_store_capacity; removed in the "
-                                "next release.", value=s.capacity)
-        yield CounterMetricFamily(PREFIX + "app_label_overflow",
-                                  "Callbacks from apps beyond max_apps, reported as app_id=\"other\".",
-                                  value=s.app_overflow)
+        yield GaugeMetricFamily(
+            PREFIX + "tracker_capacity",
+            "Deprecated alias of gme_recording_store_capacity; removed in the next release.",
+            value=s.capacity,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "app_label_overflow",
+            'Callbacks from apps beyond max_apps, reported as app_id="other".',
+            value=s.app_overflow,
+        )

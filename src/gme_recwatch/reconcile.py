@@ -44,19 +44,26 @@ EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.labe
 CLAIMS_PER_LOOKUP_SLOT: Final = 4  # claims held per concurrent lookup: a short queue, never idle
 
 
-def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock,
-                   **extra: Any) -> None:
+def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock, **extra: Any) -> None:
     """Count, log (and note as an exemplar) a segment that entered a problem state."""
     if t.state in EXEMPLAR_STATES:
         metrics.count_problem(t.app_id, t.state, t.confirmed)
-        metrics.store.note(t.state, t.app_id,
-                           exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1,
-                           clock.time())
+        metrics.store.note(
+            t.state, t.app_id, exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1, clock.time()
+        )
     if t.confirmed is not None:
         extra["confirmed"] = t.confirmed
-    log.warning(f"segment_{t.state}", state=t.state, app_id=t.app_id, biz_id=t.biz_id,
-                room_id=t.room_id, user_id=t.user_id, task_id=str(t.task_id), seq_no=t.seq_no,
-                **extra)
+    log.warning(
+        f"segment_{t.state}",
+        state=t.state,
+        app_id=t.app_id,
+        biz_id=t.biz_id,
+        room_id=t.room_id,
+        user_id=t.user_id,
+        task_id=str(t.task_id),
+        seq_no=t.seq_no,
+        **extra,
+    )
 
 
 def lease_seconds(checker: CosChecker, max_claims: int) -> float:
@@ -71,9 +78,17 @@ def lease_seconds(checker: CosChecker, max_claims: int) -> float:
 class Reconciler:
     """Claims pending checks, looks their files up, hands the answers to the store."""
 
-    def __init__(self, store: Store, checker: CosChecker, metrics: Metrics, log: Any,
-                 clock: Clock, *, max_claims: int | None = None,
-                 lease: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        checker: CosChecker,
+        metrics: Metrics,
+        log: Any,
+        clock: Clock,
+        *,
+        max_claims: int | None = None,
+        lease: float | None = None,
+    ) -> None:
         self.store = store
         self.checker = checker
         self.metrics = metrics
@@ -104,8 +119,7 @@ class Reconciler:
             except StoreUnavailable as exc:
                 self.log.error("reconcile_claim_failed", error=str(exc))
             except Exception as exc:  # the loop must outlive one bad round
-                self.log.error("background_task_failed", task="reconcile",
-                               error=type(exc).__name__)
+                self.log.error("background_task_failed", task="reconcile", error=type(exc).__name__)
             self._wake.clear()
             try:
                 async with asyncio.timeout(interval):
@@ -130,8 +144,9 @@ class Reconciler:
         self._checking.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Unexpected: the claim stays leased, and is looked up again when its lease ends.
-            self.log.error("background_task_failed", task="reconcile_check",
-                           error=type(task.exception()).__name__)
+            self.log.error(
+                "background_task_failed", task="reconcile_check", error=type(task.exception()).__name__
+            )
         self.wake()
 
     async def drain(self) -> None:
@@ -150,8 +165,9 @@ class Reconciler:
         biz, room, user, task, seq = split_key(claim.key)
         result: CheckResult | None = None
         if claim.file_name:
-            result = await self.checker.check(biz, claim.file_name, room_id=room,
-                                              user_id=user, task_id=task, seq_no=seq)
+            result = await self.checker.check(
+                biz, claim.file_name, room_id=room, user_id=user, task_id=task, seq_no=seq
+            )
             answer: CheckAnswer = result_name(result)
             if isinstance(result, CheckError):
                 self.metrics.reconcile_errors.labels(result.bucket, result.reason).inc()
@@ -167,9 +183,17 @@ class Reconciler:
             return
         why = _why(result, claim)
         try:  # for the API: where it was looked for, and why no answer could be trusted
-            await self.store.note_check(claim.key, CheckNote(
-                self.clock.time(), answer, why.get("bucket", ""), why.get("object_key", ""),
-                why.get("check_error", ""), why.get("check_detail", "")))
+            await self.store.note_check(
+                claim.key,
+                CheckNote(
+                    self.clock.time(),
+                    answer,
+                    why.get("bucket", ""),
+                    why.get("object_key", ""),
+                    why.get("check_error", ""),
+                    why.get("check_detail", ""),
+                ),
+            )
         except StoreUnavailable as exc:  # the answer stands; only the API's detail is missing
             self.log.error("reconcile_note_failed", error=str(exc))
         if isinstance(resolution, Reconciled):
@@ -182,17 +206,23 @@ class Reconciler:
             self.metrics.callbacks_lost.labels(event).inc()
         self.metrics.segments_reconciled.inc()
         where = {} if result is None else {"bucket": result.bucket, "object_key": result.key}
-        self.log.info("segment_reconciled", app_id=r.app_id,
-                      biz_id=r.biz_id, room_id=r.room_id, user_id=r.user_id,
-                      task_id=str(r.task_id), seq_no=r.seq_no, lost_callbacks=list(r.lost),
-                      **where)
+        self.log.info(
+            "segment_reconciled",
+            app_id=r.app_id,
+            biz_id=r.biz_id,
+            room_id=r.room_id,
+            user_id=r.user_id,
+            task_id=str(r.task_id),
+            seq_no=r.seq_no,
+            lost_callbacks=list(r.lost),
+            **where,
+        )
 
 
 def _why(result: CheckResult | None, claim: Claim) -> dict[str, Any]:
     """What the problem line says of the lookup: where, and why it is unconfirmed."""
     if result is None:
-        return {"check_error": "no_file_name",
-                "check_detail": "no callback of this segment carried a FileName"}
+        return {"check_error": "no_file_name", "check_detail": "no callback of this segment carried a FileName"}
     out: dict[str, Any] = {"bucket": result.bucket, "object_key": result.key}
     if isinstance(result, CheckError):
         out["check_error"] = result.reason

@@ -44,10 +44,16 @@ async def _serve(server: _Server) -> None:
 
 def _config(app: Any, host: str, port: int, timeout: float, stack: str = "auto") -> uvicorn.Config:
     return uvicorn.Config(
-        app, host=host, port=port, lifespan="off", access_log=False, log_config=None,
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
         # "auto": httptools when installed (a dependency), else h11; see event_loop() for uvloop.
         http="h11" if stack == "python" else "auto",
-        server_header=False, timeout_graceful_shutdown=max(1, int(timeout)),
+        server_header=False,
+        timeout_graceful_shutdown=max(1, int(timeout)),
         # Tencent's sender keeps connections alive between callbacks.
         timeout_keep_alive=30,
     )
@@ -93,13 +99,17 @@ async def check_online(service: Service) -> tuple[list[str], str | None]:
             await store.close()
         lines.append(f"store     : {without_password(s.redis_url)} ({described})")
     else:
-        lines.append("store     : this process's memory" + (
-            f", snapshots to {s.state_file}" if s.state_file else ", no snapshots"))
+        lines.append(
+            "store     : this process's memory"
+            + (f", snapshots to {s.state_file}" if s.state_file else ", no snapshots")
+        )
     ring = service.keys.current
     apps = ring.app_ids()
-    lines.append(f"keys      : {len(ring)} SecretKeys; {len(apps)} apps with keys of their own"
-                 + (f" ({', '.join(map(str, apps))})" if apps else "")
-                 + ("; a key for every app" if ring.keys_for(None) else ""))
+    lines.append(
+        f"keys      : {len(ring)} SecretKeys; {len(apps)} apps with keys of their own"
+        + (f" ({', '.join(map(str, apps))})" if apps else "")
+        + ("; a key for every app" if ring.keys_for(None) else "")
+    )
     if service.reconciler is None:
         lines.append("COS       : no bucket (no lookups)")
     else:
@@ -114,11 +124,15 @@ async def check_online(service: Service) -> tuple[list[str], str | None]:
                     return lines, f"COS {problem}"
         finally:
             await checker.close()
-        lines.append(f"COS       : {', '.join(buckets)} in {cfg.region} at {cfg.endpoint_url}, "
-                     f"{'with a key' if cfg.credentials else 'anonymous'}: reachable")
-    lines.append(f"deadlines : stuck after {s.max_recording_seconds} s, upload missing after "
-                 f"{s.upload_grace_seconds} s, start lost after {s.reorder_window_seconds} s, "
-                 f"forgotten after {s.retention_seconds} s")
+        lines.append(
+            f"COS       : {', '.join(buckets)} in {cfg.region} at {cfg.endpoint_url}, "
+            f"{'with a key' if cfg.credentials else 'anonymous'}: reachable"
+        )
+    lines.append(
+        f"deadlines : stuck after {s.max_recording_seconds} s, upload missing after "
+        f"{s.upload_grace_seconds} s, start lost after {s.reorder_window_seconds} s, "
+        f"forgotten after {s.retention_seconds} s"
+    )
     return lines, None
 
 
@@ -126,8 +140,10 @@ async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)
     listeners = [(callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)]
-    servers = [_Server(_config(app, host, port, s.shutdown_timeout_seconds, s.http_stack))
-               for app, host, port in listeners]
+    servers = [
+        _Server(_config(app, host, port, s.shutdown_timeout_seconds, s.http_stack))
+        for app, host, port in listeners
+    ]
     await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -135,8 +151,7 @@ async def run(service: Service) -> None:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(_serve(srv)) for srv in servers]
     while not all(srv.started for srv in servers):
-        failed = [f"{host}:{port}" for t, (_, host, port) in zip(tasks, listeners, strict=True)
-                  if t.done()]
+        failed = [f"{host}:{port}" for t, (_, host, port) in zip(tasks, listeners, strict=True) if t.done()]
         if failed:  # e.g. a port already in use: name that one only
             for srv in servers:
                 srv.should_exit = True
@@ -144,9 +159,13 @@ async def run(service: Service) -> None:
             raise SystemExit(f"could not listen on {' and '.join(failed)}")
         await asyncio.sleep(0.02)
     service.start_background()
-    service.log.info("started", callback=f"http://{s.host}:{s.port}{s.callback_path}",
-                     admin=f"http://{s.admin_host}:{s.admin_port}", segments=await service.store.count(),
-                     settings=s.redacted())
+    service.log.info(
+        "started",
+        callback=f"http://{s.host}:{s.port}{s.callback_path}",
+        admin=f"http://{s.admin_host}:{s.admin_port}",
+        segments=await service.store.count(),
+        settings=s.redacted(),
+    )
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     service.log.info("stopping")

@@ -52,9 +52,13 @@ def open_store(settings: Settings, clock: Clock) -> Store:
     if settings.redis_password_file:
         with open(settings.redis_password_file, encoding="utf-8") as fh:
             password = fh.read().strip()
-    return RedisStore.from_url(settings.redis_url, settings.lifecycle(), password=password,
-                               prefix=settings.redis_prefix,
-                               timeout=settings.redis_timeout_seconds)
+    return RedisStore.from_url(
+        settings.redis_url,
+        settings.lifecycle(),
+        password=password,
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout_seconds,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +75,13 @@ class Readiness:
 class Service:
     """Everything both listeners share: keys, store, metrics, intake, snapshots, loops."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None,
-                 span_exporter: SpanExporter | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        span_exporter: SpanExporter | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.log: FilteringBoundLogger = get_logger()
@@ -82,20 +91,28 @@ class Service:
         self.metrics.canary_interval.set(settings.canary_interval_seconds)
         self.store = store if store is not None else open_store(settings, self.clock)
         self.provider = make_provider(span_exporter)
-        self.intake = Intake(settings, self.keys, self.store, self.metrics,
-                             tracer(self.provider), self.log, self.clock)
+        self.intake = Intake(
+            settings, self.keys, self.store, self.metrics, tracer(self.provider), self.log, self.clock
+        )
         self.snapshots = (
             SnapshotFile(settings.state_file, self.store, self.metrics, self.log, self.clock)
-            if settings.state_file and isinstance(self.store, Snapshottable) else None)
+            if settings.state_file and isinstance(self.store, Snapshottable)
+            else None
+        )
         try:
             cos = CosConfig.from_settings(settings)
         except OSError as exc:  # the buckets or credentials file: say which, never what is in it
-            raise CosConfigError(f"cannot read a COS file (GME_RECWATCH_COS_BUCKETS_FILE or "
-                                 f"GME_RECWATCH_COS_CREDENTIALS_FILE): {type(exc).__name__}"
-                                 ) from None
-        self.reconciler = None if cos is None else Reconciler(
-            self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log,
-            self.clock)
+            raise CosConfigError(
+                f"cannot read a COS file (GME_RECWATCH_COS_BUCKETS_FILE or "
+                f"GME_RECWATCH_COS_CREDENTIALS_FILE): {type(exc).__name__}"
+            ) from None
+        self.reconciler = (
+            None
+            if cos is None
+            else Reconciler(
+                self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log, self.clock
+            )
+        )
         self.ready = False
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
@@ -112,16 +129,17 @@ class Service:
     def store_healthy(self) -> bool:
         """False once the store has failed every check for ``store_unready_after_seconds``."""
         since = self._store_failing_since
-        return since is None or (
-            self.clock.monotonic() - since < self.settings.store_unready_after_seconds)
+        return since is None or (self.clock.monotonic() - since < self.settings.store_unready_after_seconds)
 
     def _store_answered(self, ok: bool, operation: str, error: Exception | None = None) -> None:
         if ok:
             if self._store_failing_since is not None:
                 self.log.info("store_recovered", operation=operation)
-                self._blind_window(blind.after_outage(
-                    self._store_failing_since_wall, self.clock.time(),
-                    self.settings.sender_retry_seconds))
+                self._blind_window(
+                    blind.after_outage(
+                        self._store_failing_since_wall, self.clock.time(), self.settings.sender_retry_seconds
+                    )
+                )
             self._store_failing_since = None
             self.metrics.backend_up.set(1)
             return
@@ -138,8 +156,11 @@ class Service:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
             saved = self.snapshots.store.restored_from
             if saved is not None:
-                self._blind_window(blind.after_restart(
-                    saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds))
+                self._blind_window(
+                    blind.after_restart(
+                        saved[0], saved[1], self.clock.time(), self.settings.sender_retry_seconds
+                    )
+                )
                 await self.mark_blind()  # before any sweep can page them
         if isinstance(self.store, SharedStore):
             await self._join(self.store)
@@ -152,9 +173,11 @@ class Service:
         store's epoch marker (taken over, or set on a store used for the first time)."""
         try:
             newest, stopped, now = await store.last_alive()
-            self._blind_window(blind.after_all_down(newest, stopped, now,
-                                                    self.settings.sender_retry_seconds,
-                                                    HEARTBEAT_SECONDS))
+            self._blind_window(
+                blind.after_all_down(
+                    newest, stopped, now, self.settings.sender_retry_seconds, HEARTBEAT_SECONDS
+                )
+            )
             await self.mark_blind()
             await store.heartbeat(self.replica)
             await self._epoch_answered(store, await store.epoch(self._epoch))
@@ -177,12 +200,16 @@ class Service:
         self._segments = self._epoch_segments = epoch.segments
         if epoch.status == "reset":
             self.metrics.store_resets.inc()
-            self.log.error("store_reset", segments_before=before, segments_now=epoch.segments,
-                           marker_last_seen=self._epoch_seen_at, found_at=epoch.now)
+            self.log.error(
+                "store_reset",
+                segments_before=before,
+                segments_now=epoch.segments,
+                marker_last_seen=self._epoch_seen_at,
+                found_at=epoch.now,
+            )
             self._blind_window(blind.after_reset(self._epoch_seen_at, epoch.now))
         elif epoch.status == "changed":
-            self.log.warning("store_reset_seen", segments_before=before,
-                             segments_now=epoch.segments)
+            self.log.warning("store_reset_seen", segments_before=before, segments_now=epoch.segments)
         elif epoch.status == "created":
             self.log.info("store_epoch_created", segments=epoch.segments)
         self._epoch, self._epoch_seen_at = epoch.marker, epoch.now
@@ -201,12 +228,13 @@ class Service:
         ]
         if isinstance(self.store, SharedStore):
             self._tasks.append(asyncio.create_task(self._every("store", 1.0, self.check_store)))
-            self._tasks.append(asyncio.create_task(
-                self._every("heartbeat", HEARTBEAT_SECONDS, self.heartbeat)))
+            self._tasks.append(asyncio.create_task(self._every("heartbeat", HEARTBEAT_SECONDS, self.heartbeat)))
         if self.snapshots is not None:
-            self._tasks.append(asyncio.create_task(
-                self._every("snapshot", s.snapshot_interval_seconds,
-                            self.snapshots.write_in_background)))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every("snapshot", s.snapshot_interval_seconds, self.snapshots.write_in_background)
+                )
+            )
         if self.reconciler is not None:
             self._tasks.append(asyncio.create_task(self.reconciler.run(s.sweep_interval_seconds)))
         self.ready = self._started = True
@@ -240,8 +268,13 @@ class Service:
         self.metrics.blind_seconds.labels(window.cause).inc(window.seconds)
         self.metrics.blind_window_start.set(window.start)
         self.metrics.blind_window_end.set(window.end)
-        self.log.warning("blind_window", start=window.start, end=window.end, cause=window.cause,
-                         blind_seconds=round(window.seconds, 3))
+        self.log.warning(
+            "blind_window",
+            start=window.start,
+            end=window.end,
+            cause=window.cause,
+            blind_seconds=round(window.seconds, 3),
+        )
         self._unmarked.append(window)
 
     async def mark_blind(self) -> None:
@@ -256,11 +289,9 @@ class Service:
                 self._store_answered(False, "sweep", exc)
                 return
             self._unmarked.pop(0)
-            self.log.info("blind_window_marked", start=w.start, end=w.end, cause=w.cause,
-                          segments=n)
+            self.log.info("blind_window_marked", start=w.start, end=w.end, cause=w.cause, segments=n)
 
-    async def _every(self, name: str, seconds: float,
-                     fn: Callable[[], Awaitable[object]]) -> None:
+    async def _every(self, name: str, seconds: float, fn: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -295,9 +326,14 @@ class Service:
                     report_problem(t, self.metrics, self.log, self.clock)
                     continue
                 self.metrics.unverified.labels(t.app_id).inc()
-                report_problem(t, self.metrics, self.log, self.clock,
-                               blind_window_start=t.blind_window[0],
-                               blind_window_end=t.blind_window[1])
+                report_problem(
+                    t,
+                    self.metrics,
+                    self.log,
+                    self.clock,
+                    blind_window_start=t.blind_window[0],
+                    blind_window_end=t.blind_window[1],
+                )
             if self.reconciler is not None:
                 self.reconciler.wake()
             if not done.more:
@@ -354,13 +390,15 @@ class Service:
             self.metrics.keyring_reloads.labels("failure").inc()
             self.metrics.keyring_file_valid.set(0)
             # The message names a line number or an OS error, never key material.
-            self.log.error("keyring_reload_failed", path=self.settings.keys_file,
-                           error=str(exc) if isinstance(exc, KeyringError) else type(exc).__name__)
+            self.log.error(
+                "keyring_reload_failed",
+                path=self.settings.keys_file,
+                error=str(exc) if isinstance(exc, KeyringError) else type(exc).__name__,
+            )
             return
         self.metrics.keyring_file_valid.set(1 if self.keys.file_valid else 0)
         if changed:
             self.metrics.keyring_reloads.labels("success").inc()
             self.metrics.keyring_keys.set(len(self.keys.current))
             await self.store.register_apps(self.keys.current.app_ids())
-            self.log.info("keyring_reloaded", keys=len(self.keys.current),
-                          apps=self.keys.current.app_ids())
+            self.log.info("keyring_reloaded", keys=len(self.keys.current), apps=self.keys.current.app_ids())

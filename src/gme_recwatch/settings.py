@@ -71,137 +71,253 @@ _PORT_RULE: Final = "must be a port number 1-65535"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service can be told. Defaults suit Tencent GME; see the README for why."""
 
-    secret_key: Annotated[str, _help(
-        "SecretKey (the GME console's permission key) for every app; several, comma-separated, "
-        "are all accepted during a rotation.", secret=True)] = ""
-    keys_file: Annotated[str, _help(
-        "Path of a keyring file (e.g. a mounted Kubernetes Secret): lines of `BizID=key` or "
-        "`*=key`; reloaded when it changes.")] = ""
-    host: Annotated[str, _help(
-        "Address of the callback listener (the only internet-facing one).")] = "0.0.0.0"
+    secret_key: Annotated[
+        str,
+        _help(
+            "SecretKey (the GME console's permission key) for every app; several, comma-separated, "
+            "are all accepted during a rotation.",
+            secret=True,
+        ),
+    ] = ""
+    keys_file: Annotated[
+        str,
+        _help(
+            "Path of a keyring file (e.g. a mounted Kubernetes Secret): lines of `BizID=key` or "
+            "`*=key`; reloaded when it changes."
+        ),
+    ] = ""
+    host: Annotated[str, _help("Address of the callback listener (the only internet-facing one).")] = "0.0.0.0"
     port: Annotated[_Port, _help("Port of the callback listener.", rule=_PORT_RULE)] = 8080
-    admin_host: Annotated[str, _help(
-        "Address of the admin listener (/metrics, probes, API).")] = "0.0.0.0"
-    admin_port: Annotated[_Port, _help(
-        "Port of the admin listener; keep it inside the cluster.", rule=_PORT_RULE)] = 8081
-    callback_path: Annotated[str, _help(
-        "Path Tencent POSTs callbacks to (the URL in the GME console).")] = "/callback"
-    signature_encoding: Annotated[SignatureEncoding, _help(
-        "Encoding of the Signature header: `base64`, `hex`, or `auto` (either, by its length).",
-    )] = "auto"
-    signature_hints_per_second: Annotated[float, Meta(ge=0), _help(
-        "Most rejected signatures diagnosed a second (each tries the misconfigurations that "
-        "would explain it and logs a `signature_hint`); 0 = off.",
-        rule="must be >= 0 (0 turns it off)")] = 2.0
-    max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024), _help(
-        "Largest callback body accepted; enforced while it streams in.",
-        rule="must be 1024..16777216")] = 65536
-    replay_window_seconds: Annotated[int, Meta(ge=0), _help(
-        "Reject verified callbacks whose Timestamp is further than this from now as `stale`; "
-        "0 = off.", rule="must be >= 0 (0 turns it off)")] = 0
+    admin_host: Annotated[str, _help("Address of the admin listener (/metrics, probes, API).")] = "0.0.0.0"
+    admin_port: Annotated[
+        _Port, _help("Port of the admin listener; keep it inside the cluster.", rule=_PORT_RULE)
+    ] = 8081
+    callback_path: Annotated[str, _help("Path Tencent POSTs callbacks to (the URL in the GME console).")] = (
+        "/callback"
+    )
+    signature_encoding: Annotated[
+        SignatureEncoding,
+        _help(
+            "Encoding of the Signature header: `base64`, `hex`, or `auto` (either, by its length).",
+        ),
+    ] = "auto"
+    signature_hints_per_second: Annotated[
+        float,
+        Meta(ge=0),
+        _help(
+            "Most rejected signatures diagnosed a second (each tries the misconfigurations that "
+            "would explain it and logs a `signature_hint`); 0 = off.",
+            rule="must be >= 0 (0 turns it off)",
+        ),
+    ] = 2.0
+    max_body_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=16 * 1024 * 1024),
+        _help("Largest callback body accepted; enforced while it streams in.", rule="must be 1024..16777216"),
+    ] = 65536
+    replay_window_seconds: Annotated[
+        int,
+        Meta(ge=0),
+        _help(
+            "Reject verified callbacks whose Timestamp is further than this from now as `stale`; 0 = off.",
+            rule="must be >= 0 (0 turns it off)",
+        ),
+    ] = 0
     log_level: Annotated[LogLevel, _help("Log level: debug, info, warning or error.")] = "info"
-    log_format: Annotated[LogFormat, _help(
-        "Log format: `json`, `console`, or `auto` (console on a terminal, JSON otherwise).",
-    )] = "auto"
-    accepted_log_level: Annotated[LogLevel, _help(
-        "Level of the log line for each accepted callback.")] = "debug"
-    max_recording_seconds: Annotated[int, _seconds(
-        "A segment still recording after this long is `stuck` (default 6 h).")] = 21600
-    upload_grace_seconds: Annotated[int, _seconds(
-        "A completed segment with no upload after this long is `upload_missing` "
-        "(default 15 min).")] = 900
-    reorder_window_seconds: Annotated[int, _seconds(
-        "How long a completed/uploaded event waits for its start before the start counts as "
-        "lost (`orphan`); covers Tencent's ~1 min of retries.")] = 120
-    retention_seconds: Annotated[int, _seconds(
-        "Every segment is forgotten this long after its last event (default 24 h); at least "
-        "the maximum recording, the upload grace and the reorder window, or a segment would be "
-        "forgotten before its deadline.")] = 86400
-    max_segments: Annotated[int, Meta(ge=1), _help(
-        "Capacity of the store; past it, terminal segments are evicted first, then the "
-        "oldest.", rule="must be >= 1")] = 1_000_000
-    max_apps: Annotated[int, Meta(ge=1), _help(
-        "Distinct BizIDs given their own `app_id` label value; further apps are reported as "
-        "`other`.", rule="must be >= 1")] = 50
-    redis_url: Annotated[str, _help(
-        "`redis://`, `rediss://` (TLS) or `unix://` URL of a Valkey or Redis >= 7 that every "
-        "replica shares; empty = state in this process's memory. A password in it is never "
-        "logged; prefer GME_RECWATCH_REDIS_PASSWORD_FILE.")] = ""
-    redis_password_file: Annotated[str, _help(
-        "File holding the Redis password (e.g. a mounted Kubernetes Secret); overrides one in "
-        "the URL.")] = ""
-    redis_prefix: Annotated[str, _help(
-        "Prefix of every Redis key, so several installations can share one Redis.")] = "gme-recwatch:"
-    redis_timeout_seconds: Annotated[float, _seconds(
-        "Timeout of each Redis command: a callback that cannot be stored within it is answered "
-        "503, and Tencent retries it.")] = 1.0
-    store_unready_after_seconds: Annotated[float, _seconds(
-        "How long the state store may be unreachable before /readyz says not ready.")] = 5.0
-    sender_retry_seconds: Annotated[float, _seconds(
-        "How long Tencent keeps retrying a callback that was not answered 200: a downtime or "
-        "store outage shorter than this after a clean stop loses nothing.")] = 60.0
-    state_file: Annotated[str, _help(
-        "Where to snapshot the in-memory store so a restart keeps it; empty = no snapshots.")] = ""
-    snapshot_interval_seconds: Annotated[int, _seconds(
-        "How often the state snapshot is written (also on shutdown).")] = 30
+    log_format: Annotated[
+        LogFormat,
+        _help(
+            "Log format: `json`, `console`, or `auto` (console on a terminal, JSON otherwise).",
+        ),
+    ] = "auto"
+    accepted_log_level: Annotated[LogLevel, _help("Level of the log line for each accepted callback.")] = (
+        "debug"
+    )
+    max_recording_seconds: Annotated[
+        int, _seconds("A segment still recording after this long is `stuck` (default 6 h).")
+    ] = 21600
+    upload_grace_seconds: Annotated[
+        int,
+        _seconds("A completed segment with no upload after this long is `upload_missing` (default 15 min)."),
+    ] = 900
+    reorder_window_seconds: Annotated[
+        int,
+        _seconds(
+            "How long a completed/uploaded event waits for its start before the start counts as "
+            "lost (`orphan`); covers Tencent's ~1 min of retries."
+        ),
+    ] = 120
+    retention_seconds: Annotated[
+        int,
+        _seconds(
+            "Every segment is forgotten this long after its last event (default 24 h); at least "
+            "the maximum recording, the upload grace and the reorder window, or a segment would be "
+            "forgotten before its deadline."
+        ),
+    ] = 86400
+    max_segments: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Capacity of the store; past it, terminal segments are evicted first, then the oldest.",
+            rule="must be >= 1",
+        ),
+    ] = 1_000_000
+    max_apps: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Distinct BizIDs given their own `app_id` label value; further apps are reported as `other`.",
+            rule="must be >= 1",
+        ),
+    ] = 50
+    redis_url: Annotated[
+        str,
+        _help(
+            "`redis://`, `rediss://` (TLS) or `unix://` URL of a Valkey or Redis >= 7 that every "
+            "replica shares; empty = state in this process's memory. A password in it is never "
+            "logged; prefer GME_RECWATCH_REDIS_PASSWORD_FILE."
+        ),
+    ] = ""
+    redis_password_file: Annotated[
+        str,
+        _help("File holding the Redis password (e.g. a mounted Kubernetes Secret); overrides one in the URL."),
+    ] = ""
+    redis_prefix: Annotated[
+        str, _help("Prefix of every Redis key, so several installations can share one Redis.")
+    ] = "gme-recwatch:"
+    redis_timeout_seconds: Annotated[
+        float,
+        _seconds(
+            "Timeout of each Redis command: a callback that cannot be stored within it is answered "
+            "503, and Tencent retries it."
+        ),
+    ] = 1.0
+    store_unready_after_seconds: Annotated[
+        float, _seconds("How long the state store may be unreachable before /readyz says not ready.")
+    ] = 5.0
+    sender_retry_seconds: Annotated[
+        float,
+        _seconds(
+            "How long Tencent keeps retrying a callback that was not answered 200: a downtime or "
+            "store outage shorter than this after a clean stop loses nothing."
+        ),
+    ] = 60.0
+    state_file: Annotated[
+        str, _help("Where to snapshot the in-memory store so a restart keeps it; empty = no snapshots.")
+    ] = ""
+    snapshot_interval_seconds: Annotated[
+        int, _seconds("How often the state snapshot is written (also on shutdown).")
+    ] = 30
     sweep_interval_seconds: Annotated[float, _seconds("Resolution of the deadline sweep.")] = 1.0
-    keys_reload_seconds: Annotated[float, _seconds(
-        "How often the keyring file is checked for changes.")] = 5.0
-    http_stack: Annotated[HttpStack, _help(
-        "HTTP server stack: `auto` (uvicorn on uvloop with the httptools parser, the fastest "
-        "measured; falls back by itself where those are not installed) or `python` (asyncio "
-        "and the pure-Python h11 parser).")] = "auto"
-    canary_interval_seconds: Annotated[int, Meta(ge=0), _help(
-        "How often a canary (`gme-recwatch canary`, e.g. the chart's CronJob) is sent to this "
-        "service; 0 = none. Exported so that GmeRecwatchCanaryFailing pages only where a canary "
-        "is expected.", rule="must be >= 0 (0 = no canary)")] = 0
-    shutdown_timeout_seconds: Annotated[float, _seconds(
-        "On SIGTERM, how long in-flight requests get to finish.")] = 10.0
-    cos_bucket: Annotated[str, _help(
-        "COS bucket the GME console uploads recordings to (`<name>-<APPID>`, e.g. "
-        "`gme-records-1250000000`), where a recorded file can be looked up; empty = no "
-        "lookups: a segment past its deadline is then stuck or missing its upload only once its "
-        "file has been looked up and is not there (see Reconciliation).",
-        rule="must be a bucket name: 3-63 lower-case letters, digits, dots and dashes")] = ""
-    cos_buckets_file: Annotated[str, _help(
-        "File of `BizID=bucket` lines for apps whose recordings go to a bucket of their own; "
-        "other apps use GME_RECWATCH_COS_BUCKET.")] = ""
-    cos_region: Annotated[str, _help(
-        "COS region of the bucket(s), e.g. `ap-guangzhou`; needed with a bucket.",
-        rule="must be a region name such as ap-guangzhou, and is needed with a bucket")] = ""
-    cos_endpoint: Annotated[str, _help(
-        "COS endpoint URL; empty = `https://cos.<region>.myqcloud.com`. Set it for a private "
-        "endpoint or an S3-compatible test server.",
-        rule="must be an http:// or https:// URL")] = ""
-    cos_addressing_style: Annotated[AddressingStyle, _help(
-        "Where the bucket goes in a COS request: `virtual` (the host name, as COS expects), "
-        "`path` (the URL path, as S3 test servers expect), or `auto` (virtual for the default "
-        "endpoint, path for GME_RECWATCH_COS_ENDPOINT).")] = "auto"
-    cos_key_template: Annotated[str, _help(
-        "Object key of a recorded file: `{file_name}` (the callback's FileName), with a prefix "
-        "if the bucket has one, e.g. `recordings/{biz_id}/{file_name}`. Placeholders: "
-        "{biz_id}, {room_id}, {user_id}, {task_id}, {seq_no}, {file_name}.",
-        rule="must contain {file_name}, name only the listed placeholders, and not start "
-             "with /")] = "{file_name}"
-    cos_credentials_file: Annotated[str, _help(
-        "File holding the COS API key in Tencent Cloud's credentials format (`[default]`, "
-        "`secret_id = ...`, `secret_key = ...`), e.g. a mounted Kubernetes Secret; wins over "
-        "TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY.")] = ""
-    cos_secret_id: Annotated[str, _help(
-        "SecretId of a Tencent Cloud API key (CAM, not the GME permission key) allowed to HEAD "
-        "objects in the bucket(s); never logged. Without one, lookups are anonymous.",
-        secret=True, env="TENCENTCLOUD_SECRET_ID")] = ""
-    cos_secret_key: Annotated[str, _help(
-        "SecretKey of that Tencent Cloud API key; never logged.",
-        secret=True, env="TENCENTCLOUD_SECRET_KEY")] = ""
-    cos_max_concurrency: Annotated[int, Meta(ge=1, le=256), _help(
-        "Most COS lookups in flight at once.", rule="must be 1..256")] = 8
-    cos_requests_per_second: Annotated[float, _seconds(
-        "Most COS requests started a second (retries included), however many files are due.",
-        rule="must be > 0")] = 20.0
-    cos_timeout_seconds: Annotated[float, _seconds(
-        "Timeout of each COS request; a timed-out lookup is retried once, after a short "
-        "back-off.")] = 5.0
+    keys_reload_seconds: Annotated[float, _seconds("How often the keyring file is checked for changes.")] = 5.0
+    http_stack: Annotated[
+        HttpStack,
+        _help(
+            "HTTP server stack: `auto` (uvicorn on uvloop with the httptools parser, the fastest "
+            "measured; falls back by itself where those are not installed) or `python` (asyncio "
+            "and the pure-Python h11 parser)."
+        ),
+    ] = "auto"
+    canary_interval_seconds: Annotated[
+        int,
+        Meta(ge=0),
+        _help(
+            "How often a canary (`gme-recwatch canary`, e.g. the chart's CronJob) is sent to this "
+            "service; 0 = none. Exported so that GmeRecwatchCanaryFailing pages only where a canary "
+            "is expected.",
+            rule="must be >= 0 (0 = no canary)",
+        ),
+    ] = 0
+    shutdown_timeout_seconds: Annotated[
+        float, _seconds("On SIGTERM, how long in-flight requests get to finish.")
+    ] = 10.0
+    cos_bucket: Annotated[
+        str,
+        _help(
+            "COS bucket the GME console uploads recordings to (`<name>-<APPID>`, e.g. "
+            "`gme-records-1250000000`), where a recorded file can be looked up; empty = no "
+            "lookups: a segment past its deadline is then stuck or missing its upload only once its "
+            "file has been looked up and is not there (see Reconciliation).",
+            rule="must be a bucket name: 3-63 lower-case letters, digits, dots and dashes",
+        ),
+    ] = ""
+    cos_buckets_file: Annotated[
+        str,
+        _help(
+            "File of `BizID=bucket` lines for apps whose recordings go to a bucket of their own; "
+            "other apps use GME_RECWATCH_COS_BUCKET."
+        ),
+    ] = ""
+    cos_region: Annotated[
+        str,
+        _help(
+            "COS region of the bucket(s), e.g. `ap-guangzhou`; needed with a bucket.",
+            rule="must be a region name such as ap-guangzhou, and is needed with a bucket",
+        ),
+    ] = ""
+    cos_endpoint: Annotated[
+        str,
+        _help(
+            "COS endpoint URL; empty = `https://cos.<region>.myqcloud.com`. Set it for a private "
+            "endpoint or an S3-compatible test server.",
+            rule="must be an http:// or https:// URL",
+        ),
+    ] = ""
+    cos_addressing_style: Annotated[
+        AddressingStyle,
+        _help(
+            "Where the bucket goes in a COS request: `virtual` (the host name, as COS expects), "
+            "`path` (the URL path, as S3 test servers expect), or `auto` (virtual for the default "
+            "endpoint, path for GME_RECWATCH_COS_ENDPOINT)."
+        ),
+    ] = "auto"
+    cos_key_template: Annotated[
+        str,
+        _help(
+            "Object key of a recorded file: `{file_name}` (the callback's FileName), with a prefix "
+            "if the bucket has one, e.g. `recordings/{biz_id}/{file_name}`. Placeholders: "
+            "{biz_id}, {room_id}, {user_id}, {task_id}, {seq_no}, {file_name}.",
+            rule="must contain {file_name}, name only the listed placeholders, and not start with /",
+        ),
+    ] = "{file_name}"
+    cos_credentials_file: Annotated[
+        str,
+        _help(
+            "File holding the COS API key in Tencent Cloud's credentials format (`[default]`, "
+            "`secret_id = ...`, `secret_key = ...`), e.g. a mounted Kubernetes Secret; wins over "
+            "TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY."
+        ),
+    ] = ""
+    cos_secret_id: Annotated[
+        str,
+        _help(
+            "SecretId of a Tencent Cloud API key (CAM, not the GME permission key) allowed to HEAD "
+            "objects in the bucket(s); never logged. Without one, lookups are anonymous.",
+            secret=True,
+            env="TENCENTCLOUD_SECRET_ID",
+        ),
+    ] = ""
+    cos_secret_key: Annotated[
+        str,
+        _help(
+            "SecretKey of that Tencent Cloud API key; never logged.", secret=True, env="TENCENTCLOUD_SECRET_KEY"
+        ),
+    ] = ""
+    cos_max_concurrency: Annotated[
+        int, Meta(ge=1, le=256), _help("Most COS lookups in flight at once.", rule="must be 1..256")
+    ] = 8
+    cos_requests_per_second: Annotated[
+        float,
+        _seconds(
+            "Most COS requests started a second (retries included), however many files are due.",
+            rule="must be > 0",
+        ),
+    ] = 20.0
+    cos_timeout_seconds: Annotated[
+        float,
+        _seconds("Timeout of each COS request; a timed-out lookup is retried once, after a short back-off."),
+    ] = 5.0
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
@@ -222,37 +338,71 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # Refused rather than merged: a key left in the environment after moving to a keys
         # file would keep verifying callbacks after it was rotated out of the file, and
         # nothing would say so.
-        need(not (self.secret_key and self.keys_file), "keys_file",
-             "set either GME_RECWATCH_SECRET_KEY or GME_RECWATCH_KEYS_FILE, not both: a key in "
-             "the environment would stay valid after it is removed from the file (put every key "
-             "in the file, `*=key` for all apps)")
-        need(self.port != self.admin_port or self.host != self.admin_host, "admin_port",
-             "must differ from GME_RECWATCH_PORT: /metrics must never be served on the callback port")
-        need(self.callback_path.startswith("/") and " " not in self.callback_path, "callback_path",
-             "must be an absolute URL path such as /callback")
-        need(self.callback_path.rstrip("/") not in ("/healthz", "/livez", ""), "callback_path",
-             "must not be / or the liveness probe path")
-        need(not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
-             "redis_url", "must start with redis://, rediss:// or unix://")
-        need(not (self.redis_url and self.state_file), "state_file",
-             "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis")
+        need(
+            not (self.secret_key and self.keys_file),
+            "keys_file",
+            "set either GME_RECWATCH_SECRET_KEY or GME_RECWATCH_KEYS_FILE, not both: a key in "
+            "the environment would stay valid after it is removed from the file (put every key "
+            "in the file, `*=key` for all apps)",
+        )
+        need(
+            self.port != self.admin_port or self.host != self.admin_host,
+            "admin_port",
+            "must differ from GME_RECWATCH_PORT: /metrics must never be served on the callback port",
+        )
+        need(
+            self.callback_path.startswith("/") and " " not in self.callback_path,
+            "callback_path",
+            "must be an absolute URL path such as /callback",
+        )
+        need(
+            self.callback_path.rstrip("/") not in ("/healthz", "/livez", ""),
+            "callback_path",
+            "must not be / or the liveness probe path",
+        )
+        need(
+            not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "redis_url",
+            "must start with redis://, rediss:// or unix://",
+        )
+        need(
+            not (self.redis_url and self.state_file),
+            "state_file",
+            "must be empty with GME_RECWATCH_REDIS_URL: the state lives in Redis",
+        )
         # Retention counts from a segment's last event, and each deadline from an event no later
         # than that: a retention shorter than a deadline forgets the segment before the deadline
         # can report it (a recording would never be stuck, a missing upload never missing).
         deadlines = ("max_recording_seconds", "upload_grace_seconds", "reorder_window_seconds")
-        short = [f"{env_name(n)}={getattr(self, n)}" for n in deadlines
-                 if self.retention_seconds < getattr(self, n)]
-        need(not short, "retention_seconds",
-             f"must be at least {', '.join(short)}: a segment is forgotten this long after its "
-             "last event, so a shorter retention drops it before that deadline can report it")
-        need(not self.cos_bucket or bool(BUCKET_NAME.match(self.cos_bucket)), "cos_bucket",
-             _BY_NAME["cos_bucket"].metadata["rule"])
-        need(not self.cos_region or bool(_REGION.match(self.cos_region)), "cos_region",
-             _BY_NAME["cos_region"].metadata["rule"])
-        need(bool(self.cos_region) or not (self.cos_bucket or self.cos_buckets_file), "cos_region",
-             "must be set with GME_RECWATCH_COS_BUCKET or GME_RECWATCH_COS_BUCKETS_FILE")
-        need(not self.cos_endpoint or _is_http_url(self.cos_endpoint), "cos_endpoint",
-             "must be an http:// or https:// URL such as https://cos.ap-guangzhou.myqcloud.com")
+        short = [
+            f"{env_name(n)}={getattr(self, n)}" for n in deadlines if self.retention_seconds < getattr(self, n)
+        ]
+        need(
+            not short,
+            "retention_seconds",
+            f"must be at least {', '.join(short)}: a segment is forgotten this long after its "
+            "last event, so a shorter retention drops it before that deadline can report it",
+        )
+        need(
+            not self.cos_bucket or bool(BUCKET_NAME.match(self.cos_bucket)),
+            "cos_bucket",
+            _BY_NAME["cos_bucket"].metadata["rule"],
+        )
+        need(
+            not self.cos_region or bool(_REGION.match(self.cos_region)),
+            "cos_region",
+            _BY_NAME["cos_region"].metadata["rule"],
+        )
+        need(
+            bool(self.cos_region) or not (self.cos_bucket or self.cos_buckets_file),
+            "cos_region",
+            "must be set with GME_RECWATCH_COS_BUCKET or GME_RECWATCH_COS_BUCKETS_FILE",
+        )
+        need(
+            not self.cos_endpoint or _is_http_url(self.cos_endpoint),
+            "cos_endpoint",
+            "must be an http:// or https:// URL such as https://cos.ap-guangzhou.myqcloud.com",
+        )
         problem = key_template_problem(self.cos_key_template)
         need(problem is None, "cos_key_template", problem or "")
         return self
@@ -312,9 +462,18 @@ def _describe(name: str, annotation: Any, default: Any) -> Field:
         help_text = m.description or help_text
     choices = get_args(base) if get_origin(base) is Literal else ()
     kind = type(default)
-    return Field(name, default, kind, {"help": help_text, "secret": extra.get("secret", False),
-                                      "choices": choices, "rule": extra.get("rule", ""),
-                                      "env": extra.get("env", "")})
+    return Field(
+        name,
+        default,
+        kind,
+        {
+            "help": help_text,
+            "secret": extra.get("secret", False),
+            "choices": choices,
+            "rule": extra.get("rule", ""),
+            "env": extra.get("env", ""),
+        },
+    )
 
 
 _HINTS: Final = get_type_hints(Settings, include_extras=True)
@@ -346,8 +505,7 @@ def env_name(field_name: str) -> str:
     """``GME_RECWATCH_<NAME>``, or the standard variable a field declares (Tencent Cloud's
     ``TENCENTCLOUD_SECRET_ID`` and ``TENCENTCLOUD_SECRET_KEY``)."""
     f = _BY_NAME.get(field_name)
-    return (f.metadata["env"] if f is not None and f.metadata["env"]
-            else ENV_PREFIX + field_name.upper())
+    return f.metadata["env"] if f is not None and f.metadata["env"] else ENV_PREFIX + field_name.upper()
 
 
 def key_template_problem(template: str) -> str | None:
@@ -365,10 +523,10 @@ def key_template_problem(template: str) -> str | None:
         if name is None:
             continue
         if name not in COS_KEY_PLACEHOLDERS or spec or conversion:
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + (
-                f":{spec}" if spec else "") + "}"
-            return (f"{shown} is not a placeholder; use "
-                    + ", ".join("{" + p + "}" for p in COS_KEY_PLACEHOLDERS))
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return f"{shown} is not a placeholder; use " + ", ".join(
+                "{" + p + "}" for p in COS_KEY_PLACEHOLDERS
+            )
         names.append(name)
     if "file_name" not in names:
         return "must contain {file_name}: the callback's FileName is what tells one recording from another"
@@ -414,8 +572,9 @@ def _convert(values: dict[str, Any], *, strict: bool) -> Settings:
         if found is None:  # not about one field: msgspec's own words
             raise SettingsError(str(exc)) from None
         f = _BY_NAME[found.group(1)]
-        raise SettingsError(f"{env_name(f.name)}={_shown(f.name, values[f.name])}: "
-                            f"{_requirement(f, values[f.name])}") from None
+        raise SettingsError(
+            f"{env_name(f.name)}={_shown(f.name, values[f.name])}: {_requirement(f, values[f.name])}"
+        ) from None
 
 
 def _requirement(f: Field, value: Any) -> str:
@@ -434,8 +593,11 @@ def _is_a(kind: type, value: Any) -> bool:
         except ValueError:
             return False
         return True
-    return isinstance(value, kind) and not isinstance(value, bool) and not (
-        isinstance(value, float) and math.isnan(value))
+    return (
+        isinstance(value, kind)
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _clean(f: Field, raw: str) -> str:
@@ -452,9 +614,15 @@ def _clean(f: Field, raw: str) -> str:
 # GME_RECWATCH_* variables that are not settings, on purpose: the test suite and the image build
 # read them (tests/conftest.py, tests/test_hostile.py, tests/e2e/test_image.py), never the
 # service. A developer who exports one must still be able to start the service next to them.
-TOOLING_VARIABLES: Final = frozenset({
-    "GME_RECWATCH_FIGURES", "GME_RECWATCH_FLOOD_CALLBACKS", "GME_RECWATCH_FLOOD_SEGMENTS",
-    "GME_RECWATCH_IMAGE_CACHE", "GME_RECWATCH_DEBIAN_MIRROR"})
+TOOLING_VARIABLES: Final = frozenset(
+    {
+        "GME_RECWATCH_FIGURES",
+        "GME_RECWATCH_FLOOD_CALLBACKS",
+        "GME_RECWATCH_FLOOD_SEGMENTS",
+        "GME_RECWATCH_IMAGE_CACHE",
+        "GME_RECWATCH_DEBIAN_MIRROR",
+    }
+)
 
 
 def unknown_variable(name: str) -> str | None:
@@ -470,19 +638,23 @@ def unknown_variable(name: str) -> str | None:
     if name in by_env:  # a setting read from a standard variable under its own name
         return f"{name} is not read: set {by_env[name]} instead"
     # Compared without the prefix, which every candidate shares and would make all look close.
-    suffixes = sorted(k[len(ENV_PREFIX):] for k in known if k.startswith(ENV_PREFIX))
-    close = difflib.get_close_matches(name[len(ENV_PREFIX):], suffixes, n=1, cutoff=0.6)
-    hint = (f"did you mean {ENV_PREFIX}{close[0]}?" if close
-            else "`gme-recwatch serve --help` lists the settings")
+    suffixes = sorted(k[len(ENV_PREFIX) :] for k in known if k.startswith(ENV_PREFIX))
+    close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+    hint = (
+        f"did you mean {ENV_PREFIX}{close[0]}?" if close else "`gme-recwatch serve --help` lists the settings"
+    )
     return f"{name} is not a setting: {hint}"
 
 
-_MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file", "redis_url",
-                         "redis_password_file")
+_MAY_BE_EMPTY: Final = ("secret_key", "keys_file", "state_file", "redis_url", "redis_password_file")
 
 
-def load(env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, str | None] | None = None, *, demo: bool = False) -> Settings:
+def load(
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+    *,
+    demo: bool = False,
+) -> Settings:
     """Build settings from environment variables, then CLI overrides (strings), and validate.
     ``demo``: :data:`DEMO_DEFAULTS` replace the defaults (what is set still wins)."""
     env = os.environ if env is None else env

@@ -88,8 +88,10 @@ class Keyring:
         return cls(enc(default), {int(b): enc(ks) for b, ks in (per_app or {}).items()})
 
     def merged(self, other: Keyring) -> Keyring:
-        apps = {b: self.per_app.get(b, ()) + other.per_app.get(b, ())
-                for b in set(self.per_app) | set(other.per_app)}
+        apps = {
+            b: self.per_app.get(b, ()) + other.per_app.get(b, ())
+            for b in set(self.per_app) | set(other.per_app)
+        }
         return Keyring(self.default + other.default, apps)
 
 

@@ -108,8 +108,15 @@ class SimConfig:
     """Seed of the plan; also part of room ids so that runs with other seeds do not collide."""
 
     def validate(self) -> SimConfig:
-        for name in ("reorder_fraction", "duplicate_fraction", "drop_fraction", "mixed_fraction",
-                     "never_complete_fraction", "never_upload_fraction", "bad_signature_fraction"):
+        for name in (
+            "reorder_fraction",
+            "duplicate_fraction",
+            "drop_fraction",
+            "mixed_fraction",
+            "never_complete_fraction",
+            "never_upload_fraction",
+            "bad_signature_fraction",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
         if self.never_complete_fraction + self.never_upload_fraction > 1.0:
@@ -170,15 +177,27 @@ class Plan:
     def identity(self, seg: int) -> dict[str, str | int]:
         """A segment's key as the service's API shows it (ids as strings)."""
         s = self.segments[seg]
-        return {"biz_id": str(self.config.biz_id), "room_id": s.room_id, "user_id": s.user_id,
-                "task_id": str(s.task_id), "seq_no": s.seq_no}
+        return {
+            "biz_id": str(self.config.biz_id),
+            "room_id": s.room_id,
+            "user_id": s.user_id,
+            "task_id": str(s.task_id),
+            "seq_no": s.seq_no,
+        }
 
     def body(self, send: Send, timestamp: int) -> bytes:
         s = self.segments[send.segment]
         return encode_callback(
-            biz_id=self.config.biz_id, room_id=s.room_id, user_id=s.user_id, task_id=s.task_id,
-            seq_no=s.seq_no, event_type=send.event_type, record_mode=s.record_mode,
-            timestamp=timestamp, file_name=s.file_name)
+            biz_id=self.config.biz_id,
+            room_id=s.room_id,
+            user_id=s.user_id,
+            task_id=s.task_id,
+            seq_no=s.seq_no,
+            event_type=send.event_type,
+            record_mode=s.record_mode,
+            timestamp=timestamp,
+            file_name=s.file_name,
+        )
 
 
 def make_plan(cfg: SimConfig) -> Plan:
@@ -202,21 +221,33 @@ def make_plan(cfg: SimConfig) -> Plan:
             t = task_start + rng.uniform(0, 1.0)  # users join a moment apart
             for seq in range(cfg.segments_per_task):
                 x = rng.random()
-                fate: Fate = ("never_complete" if x < cfg.never_complete_fraction else
-                              "never_upload" if x < cfg.never_complete_fraction
-                              + cfg.never_upload_fraction else "normal")
-                base = (f"{cfg.biz_id}_{room_id}_{user}" if mode == 0 else f"{cfg.biz_id}_{room_id}")
+                fate: Fate = (
+                    "never_complete"
+                    if x < cfg.never_complete_fraction
+                    else "never_upload"
+                    if x < cfg.never_complete_fraction + cfg.never_upload_fraction
+                    else "normal"
+                )
+                base = f"{cfg.biz_id}_{room_id}_{user}" if mode == 0 else f"{cfg.biz_id}_{room_id}"
                 kind = "audio" if mode == 0 else "mix"
                 seg = len(segments)
-                segments.append(Segment(room_id, user, task_id, seq, mode,
-                                        f"{base}/{stamp}_{task_id}_{seq}_{kind}.mp3", fate))
+                segments.append(
+                    Segment(
+                        room_id, user, task_id, seq, mode, f"{base}/{stamp}_{task_id}_{seq}_{kind}.mp3", fate
+                    )
+                )
                 duration = rng.uniform(cfg.duration_min, cfg.duration_max)
-                times = {STARTED: t, COMPLETED: t + duration,
-                         UPLOADED: t + duration + rng.uniform(cfg.upload_delay_min,
-                                                              cfg.upload_delay_max)}
+                times = {
+                    STARTED: t,
+                    COMPLETED: t + duration,
+                    UPLOADED: t + duration + rng.uniform(cfg.upload_delay_min, cfg.upload_delay_max),
+                }
                 t += duration
-                happen = [STARTED] if fate == "never_complete" else (
-                    [STARTED, COMPLETED] if fate == "never_upload" else list(EVENT_TYPES))
+                happen = (
+                    [STARTED]
+                    if fate == "never_complete"
+                    else ([STARTED, COMPLETED] if fate == "never_upload" else list(EVENT_TYPES))
+                )
                 if UPLOADED in happen:  # the file lands while the upload is under way
                     uploads.append(((times[COMPLETED] + times[UPLOADED]) / 2, seg))
                 sent = []
@@ -234,8 +265,9 @@ def make_plan(cfg: SimConfig) -> Plan:
                 for et in sent:
                     sends.append(Send(times[et], seg, et))
                     if rng.random() < cfg.duplicate_fraction:
-                        sends.append(Send(times[et] + rng.uniform(0, cfg.duplicate_delay), seg, et,
-                                          "duplicate"))
+                        sends.append(
+                            Send(times[et] + rng.uniform(0, cfg.duplicate_delay), seg, et, "duplicate")
+                        )
                 for et in happen:
                     if rng.random() < cfg.bad_signature_fraction:
                         sends.append(Send(times[et] + rng.uniform(0, 1.0), seg, et, "bad_signature"))
@@ -245,6 +277,7 @@ def make_plan(cfg: SimConfig) -> Plan:
 
 
 # ----------------------------------------------------------------------------- summary
+
 
 @dataclass(slots=True)
 class EventCounts:
@@ -305,8 +338,12 @@ class Summary:
         return json.dumps(out, indent=2, sort_keys=True)
 
 
-def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Counter[int],
-              sent: set[tuple[int, int]] | None = None) -> Summary:
+def summarise(
+    plan: Plan,
+    delivered: Counter[tuple[int, int]],
+    bad_answered: Counter[int],
+    sent: set[tuple[int, int]] | None = None,
+) -> Summary:
     """The summary for a plan, given how often each (segment, event type) was answered 200.
 
     End states follow the lifecycle rules: with the start, the furthest event seen decides
@@ -314,16 +351,19 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
     ends upload_missing if only its completion arrived.
     """
     counts = {EVENT_NAMES[et]: EventCounts() for et in EVENT_TYPES}
-    for (_, et) in plan.generated:
+    for _, et in plan.generated:
         counts[EVENT_NAMES[et]].generated += 1
-    for (_, et) in plan.dropped:
+    for _, et in plan.dropped:
         counts[EVENT_NAMES[et]].dropped += 1
     for (_, et), n in delivered.items():
         if n:
             counts[EVENT_NAMES[et]].delivered += 1
             counts[EVENT_NAMES[et]].duplicates += n - 1
-    attempted = sent if sent is not None else {(s.segment, s.event_type) for s in plan.sends
-                                                if s.copy != "bad_signature"}
+    attempted = (
+        sent
+        if sent is not None
+        else {(s.segment, s.event_type) for s in plan.sends if s.copy != "bad_signature"}
+    )
     for key in attempted:
         if not delivered.get(key):
             counts[EVENT_NAMES[key[1]]].undelivered += 1
@@ -331,8 +371,7 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
         counts[EVENT_NAMES[et]].bad_signature += n
 
     ends = dict.fromkeys(END_STATES, 0)
-    problems: dict[str, list[dict[str, str | int]]] = {
-        state: [] for state in END_STATES if state != "uploaded"}
+    problems: dict[str, list[dict[str, str | int]]] = {state: [] for state in END_STATES if state != "uploaded"}
     untracked = orphans = completed = 0
     for seg in range(len(plan.segments)):
         s, c, u = (delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES)
@@ -349,10 +388,17 @@ def summarise(plan: Plan, delivered: Counter[tuple[int, int]], bad_answered: Cou
         if end in problems:
             problems[end].append(plan.identity(seg))
     return Summary(
-        seed=plan.config.seed, segments=len(plan.segments), events=counts,
-        bad_signature_requests=sum(bad_answered.values()), expected_end_states=ends,
-        untracked_segments=untracked, orphan_segments=orphans, completed_segments=completed,
-        reordered_segments=plan.reordered, expected_segments=problems)
+        seed=plan.config.seed,
+        segments=len(plan.segments),
+        events=counts,
+        bad_signature_requests=sum(bad_answered.values()),
+        expected_end_states=ends,
+        untracked_segments=untracked,
+        orphan_segments=orphans,
+        completed_segments=completed,
+        reordered_segments=plan.reordered,
+        expected_segments=problems,
+    )
 
 
 def write_expected(summary: Summary, path: str) -> None:
@@ -364,6 +410,7 @@ def write_expected(summary: Summary, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- sending
+
 
 @dataclass(frozen=True, slots=True)
 class S3Target:
@@ -380,9 +427,15 @@ class S3Target:
     concurrency: int = 8
 
     def config(self) -> CosConfig:
-        return CosConfig(region=self.region, default_bucket=self.bucket, endpoint=self.endpoint,
-                         key_template=self.key_template, credentials=self.credentials,
-                         max_concurrency=self.concurrency, timeout=10.0)
+        return CosConfig(
+            region=self.region,
+            default_bucket=self.bucket,
+            endpoint=self.endpoint,
+            key_template=self.key_template,
+            credentials=self.credentials,
+            max_concurrency=self.concurrency,
+            timeout=10.0,
+        )
 
 
 def _recording(plan: Plan, seg: int) -> bytes:
@@ -401,23 +454,33 @@ async def _upload_all(plan: Plan, target: S3Target, started: float, tally: Count
     async with open_client(target.config()) as s3:
         if target.create_bucket:
             try:
-                await s3.create_bucket(Bucket=target.bucket, CreateBucketConfiguration={
-                    "LocationConstraint": target.region})
+                await s3.create_bucket(
+                    Bucket=target.bucket, CreateBucketConfiguration={"LocationConstraint": target.region}
+                )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     # Every put will fail the same way and be counted; say why once.
-                    print(f"gme-recwatch simulate: cannot create bucket {target.bucket}: {code}",
-                          file=sys.stderr)
+                    print(
+                        f"gme-recwatch simulate: cannot create bucket {target.bucket}: {code}", file=sys.stderr
+                    )
             except (BotoCoreError, OSError) as exc:
-                print(f"gme-recwatch simulate: cannot reach {target.config().endpoint_url}: "
-                      f"{type(exc).__name__}", file=sys.stderr)
+                print(
+                    f"gme-recwatch simulate: cannot reach {target.config().endpoint_url}: {type(exc).__name__}",
+                    file=sys.stderr,
+                )
 
         async def put(seg: int) -> None:
             s = plan.segments[seg]
-            key = object_key(target.key_template, biz_id=cfg.biz_id, file_name=s.file_name,
-                             room_id=s.room_id, user_id=s.user_id, task_id=s.task_id,
-                             seq_no=s.seq_no)
+            key = object_key(
+                target.key_template,
+                biz_id=cfg.biz_id,
+                file_name=s.file_name,
+                room_id=s.room_id,
+                user_id=s.user_id,
+                task_id=s.task_id,
+                seq_no=s.seq_no,
+            )
             try:
                 async with sem:
                     await s3.put_object(Bucket=target.bucket, Key=key, Body=_recording(plan, seg))
@@ -435,6 +498,7 @@ async def _upload_all(plan: Plan, target: S3Target, started: float, tally: Count
             tasks.append(asyncio.create_task(put(seg)))
         await asyncio.gather(*tasks)
     return done
+
 
 @dataclass(frozen=True, slots=True)
 class SenderConfig:
@@ -456,16 +520,22 @@ class SenderConfig:
     balancer would spread Tencent's deliveries."""
 
 
-async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None = None,
-              s3: S3Target | None = None, progress: Callable[[str], None] | None = None,
-              progress_every: float = 2.0) -> Summary:
+async def run(
+    plan: Plan,
+    sender: SenderConfig,
+    client: httpx.AsyncClient | None = None,
+    s3: S3Target | None = None,
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = 2.0,
+) -> Summary:
     """Deliver ``plan`` to ``sender.url``, writing its files to ``s3`` if given; return what
     the service answered (and what the bucket took). ``progress`` is told how far it got
     every ``progress_every`` seconds."""
     cfg = plan.config
     own = client is None
     http = client or httpx.AsyncClient(
-        timeout=sender.timeout, limits=httpx.Limits(max_connections=sender.concurrency))
+        timeout=sender.timeout, limits=httpx.Limits(max_connections=sender.concurrency)
+    )
     delivered: Counter[tuple[int, int]] = Counter()
     bad_answered: Counter[int] = Counter()
     statuses: Counter[str] = Counter()
@@ -477,6 +547,7 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
 
     def pick_url() -> str:
         return urls[0] if len(urls) == 1 else spread.choice(urls)
+
     loop = asyncio.get_running_loop()
 
     async def attempt(send: Send) -> int | None:
@@ -486,8 +557,7 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
         tally["requests"] += 1
         try:
             async with sem:
-                resp = await http.post(pick_url(), content=body, headers=headers,
-                                       timeout=sender.timeout)
+                resp = await http.post(pick_url(), content=body, headers=headers, timeout=sender.timeout)
         except httpx.TimeoutException:
             tally["timeouts"] += 1
             return None
@@ -524,10 +594,12 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
         while True:
             await asyncio.sleep(progress_every)
             unanswered = tally["transport_errors"] + tally["timeouts"]
-            progress(f"{loop.time() - started:.0f} s: {tally['requests']} requests sent "
-                     f"({len(plan.sends)} planned, plus retries), {statuses.get('200', 0)} "
-                     "answered 200, "
-                     f"{tally['retries']} retries, {unanswered} without an answer")
+            progress(
+                f"{loop.time() - started:.0f} s: {tally['requests']} requests sent "
+                f"({len(plan.sends)} planned, plus retries), {statuses.get('200', 0)} "
+                "answered 200, "
+                f"{tally['retries']} retries, {unanswered} without an answer"
+            )
 
     reporting = asyncio.create_task(report()) if progress is not None else None
     gap = 1.0 / cfg.rate
@@ -559,13 +631,13 @@ async def run(plan: Plan, sender: SenderConfig, client: httpx.AsyncClient | None
     summary.elapsed_seconds = round(loop.time() - started, 3)
     summary.files_uploaded = tally["files_uploaded"]
     summary.upload_errors = tally["upload_errors"]
-    summary.uploaded_files_without_callback = sum(
-        1 for seg in in_bucket if not delivered.get((seg, UPLOADED)))
+    summary.uploaded_files_without_callback = sum(1 for seg in in_bucket if not delivered.get((seg, UPLOADED)))
     return summary
 
 
-def write_corpus(plan: Plan, path: str, secret: str, encoding: Literal["base64", "hex"] = "base64",
-                 start: int | None = None) -> int:
+def write_corpus(
+    plan: Plan, path: str, secret: str, encoding: Literal["base64", "hex"] = "base64", start: int | None = None
+) -> int:
     """Write every request of ``plan`` pre-signed, one ``<Signature>\\t<body>`` line each.
 
     ``Timestamp`` is ``start`` (default now) plus the request's simulated time. Returns the
@@ -611,50 +683,78 @@ _FLAGS: Final = {  # SimConfig field -> help, in --help order
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `simulate` subcommand's flags."""
     p.add_argument("--url", default="http://127.0.0.1:8080/callback")
-    p.add_argument("--also-url", action="append", default=[], metavar="URL",
-                   help="another replica's callback URL; deliveries are spread at random over "
-                        "--url and these (repeatable)")
+    p.add_argument(
+        "--also-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another replica's callback URL; deliveries are spread at random over "
+        "--url and these (repeatable)",
+    )
     p.add_argument("--secret", help="SecretKey (default: first of $GME_RECWATCH_SECRET_KEY)")
     defaults = SimConfig()
     for name, help_text in _FLAGS.items():
         default = getattr(defaults, name)
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default),
-                       default=default, help=f"{help_text} [default {default}]")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=type(default),
+            default=default,
+            help=f"{help_text} [default {default}]",
+        )
     p.add_argument("--timeout", type=float, default=5.0, help="response timeout, s [default 5]")
-    p.add_argument("--retry-seconds", type=float, default=60.0,
-                   help="retry a failed event for this long, s [default 60]")
+    p.add_argument(
+        "--retry-seconds", type=float, default=60.0, help="retry a failed event for this long, s [default 60]"
+    )
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay, s [default 1]")
     p.add_argument("--concurrency", type=int, default=64, help="most requests in flight [default 64]")
     p.add_argument("--encoding", default="base64", choices=("base64", "hex"))
     p.add_argument("--summary-file", help="also write the JSON summary here")
-    p.add_argument("--expected-file", default="simulate-expected.json", metavar="FILE",
-                   help="where to write the segments expected to end stuck, upload_missing or "
-                        "orphan, to check one by one [default simulate-expected.json]; "
-                        "'' = do not write it")
+    p.add_argument(
+        "--expected-file",
+        default="simulate-expected.json",
+        metavar="FILE",
+        help="where to write the segments expected to end stuck, upload_missing or "
+        "orphan, to check one by one [default simulate-expected.json]; "
+        "'' = do not write it",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s3 = p.add_argument_group(
-        "recordings in a bucket", "also write each file the sender 'uploads' to an S3-compatible "
+        "recordings in a bucket",
+        "also write each file the sender 'uploads' to an S3-compatible "
         "bucket, as GME writes recordings to COS; the API key comes from TENCENTCLOUD_SECRET_ID "
-        "/ TENCENTCLOUD_SECRET_KEY (anonymous without)")
+        "/ TENCENTCLOUD_SECRET_KEY (anonymous without)",
+    )
     s3.add_argument("--s3-bucket", metavar="BUCKET", help="bucket to write the files to")
-    s3.add_argument("--s3-endpoint", metavar="URL", default="",
-                    help="S3 endpoint, e.g. http://127.0.0.1:5000 [default: COS in --s3-region]")
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        default="",
+        help="S3 endpoint, e.g. http://127.0.0.1:5000 [default: COS in --s3-region]",
+    )
     s3.add_argument("--s3-region", default="ap-guangzhou", help="region [default ap-guangzhou]")
-    s3.add_argument("--s3-key-template", default="{file_name}",
-                    help="object key, as GME_RECWATCH_COS_KEY_TEMPLATE [default {file_name}]")
-    s3.add_argument("--s3-create-bucket", action="store_true",
-                    help="create the bucket first if it does not exist (test servers)")
-    p.add_argument("--write-corpus", metavar="FILE",
-                   help="write the plan's requests pre-signed (`<Signature>\\t<body>` lines) "
-                        "instead of sending them")
+    s3.add_argument(
+        "--s3-key-template",
+        default="{file_name}",
+        help="object key, as GME_RECWATCH_COS_KEY_TEMPLATE [default {file_name}]",
+    )
+    s3.add_argument(
+        "--s3-create-bucket",
+        action="store_true",
+        help="create the bucket first if it does not exist (test servers)",
+    )
+    p.add_argument(
+        "--write-corpus",
+        metavar="FILE",
+        help="write the plan's requests pre-signed (`<Signature>\\t<body>` lines) instead of sending them",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(**{name: getattr(args, name) for name in _FLAGS}).validate()
 
 
-def s3_target_from_args(args: argparse.Namespace,
-                        env: dict[str, str] | None = None) -> S3Target | None:
+def s3_target_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> S3Target | None:
     """The bucket the flags name, or None; ValueError (no key material in it) when they do not
     fit together."""
     if not args.s3_bucket:
@@ -669,10 +769,14 @@ def s3_target_from_args(args: argparse.Namespace,
     secret_key = source.get("TENCENTCLOUD_SECRET_KEY", "").strip()
     if bool(secret_id) != bool(secret_key):
         raise ValueError("TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY go together")
-    return S3Target(bucket=args.s3_bucket, endpoint=args.s3_endpoint.rstrip("/"),
-                    region=args.s3_region, key_template=args.s3_key_template,
-                    credentials=Credentials(secret_id, secret_key) if secret_id else None,
-                    create_bucket=args.s3_create_bucket)
+    return S3Target(
+        bucket=args.s3_bucket,
+        endpoint=args.s3_endpoint.rstrip("/"),
+        region=args.s3_region,
+        key_template=args.s3_key_template,
+        credentials=Credentials(secret_id, secret_key) if secret_id else None,
+        create_bucket=args.s3_create_bucket,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -693,28 +797,40 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.write_corpus:
         if target is not None:
-            print("gme-recwatch simulate: --s3-* writes files while sending; not with "
-                  "--write-corpus", file=sys.stderr)
+            print(
+                "gme-recwatch simulate: --s3-* writes files while sending; not with --write-corpus",
+                file=sys.stderr,
+            )
             return 2
         n = write_corpus(plan, args.write_corpus, keys[0], args.encoding)
-        print(json.dumps({"corpus": args.write_corpus, "requests": n,
-                          "segments": len(plan.segments)}))
+        print(json.dumps({"corpus": args.write_corpus, "requests": n, "segments": len(plan.segments)}))
         return 0
-    sender = SenderConfig(url=args.url, secret=keys[0], timeout=args.timeout,
-                          retry_seconds=args.retry_seconds, backoff=args.backoff,
-                          concurrency=args.concurrency, encoding=args.encoding,
-                          also_urls=tuple(args.also_url))
+    sender = SenderConfig(
+        url=args.url,
+        secret=keys[0],
+        timeout=args.timeout,
+        retry_seconds=args.retry_seconds,
+        backoff=args.backoff,
+        concurrency=args.concurrency,
+        encoding=args.encoding,
+        also_urls=tuple(args.also_url),
+    )
     problem = unreachable(args.url, args.timeout)
     if problem is not None:
-        print(f"gme-recwatch simulate: nothing answers at {args.url} ({problem}): is the "
-              "service running there (`make run`), on that port?", file=sys.stderr)
+        print(
+            f"gme-recwatch simulate: nothing answers at {args.url} ({problem}): is the "
+            "service running there (`make run`), on that port?",
+            file=sys.stderr,
+        )
         return 3
 
     def say(line: str) -> None:
         print(f"gme-recwatch simulate: {line}", file=sys.stderr, flush=True)
 
-    say(f"{len(plan.segments)} segments, {len(plan.sends)} requests to {args.url}, about "
-        f"{max((s.at for s in plan.sends), default=0) / plan.config.time_scale:.0f} s")
+    say(
+        f"{len(plan.segments)} segments, {len(plan.sends)} requests to {args.url}, about "
+        f"{max((s.at for s in plan.sends), default=0) / plan.config.time_scale:.0f} s"
+    )
     summary = asyncio.run(run(plan, sender, s3=target, progress=None if args.quiet else say))
     text = summary.to_json()
     print(text)
@@ -724,14 +840,18 @@ def main(args: argparse.Namespace) -> int:
     if args.expected_file:
         write_expected(summary, args.expected_file)
         ends = summary.expected_end_states
-        say(f"expected once the deadlines pass: stuck {ends['stuck']}, upload_missing "
+        say(
+            f"expected once the deadlines pass: stuck {ends['stuck']}, upload_missing "
             f"{ends['upload_missing']}, orphan {ends['orphan']}; their keys are in "
-            f"{os.path.abspath(args.expected_file)}")
+            f"{os.path.abspath(args.expected_file)}"
+        )
     lost = sum(c.undelivered for c in summary.events.values())
     if lost:
-        say(f"{lost} events were never answered 200 within the retries "
+        say(
+            f"{lost} events were never answered 200 within the retries "
             f"({summary.transport_errors} transport errors, {summary.timeouts} timeouts, "
-            f"answers: {summary.statuses})")
+            f"answers: {summary.statuses})"
+        )
     if summary.upload_errors:
         say(f"{summary.upload_errors} files could not be written to the bucket")
     return 1 if lost or summary.upload_errors else 0
@@ -744,4 +864,3 @@ def unreachable(url: str, timeout: float) -> str | None:
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return None
-

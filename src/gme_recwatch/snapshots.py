@@ -17,8 +17,7 @@ from .stores import Snapshottable
 
 
 class SnapshotFile:
-    def __init__(self, path: str, store: Snapshottable, metrics: Metrics, log: Any,
-                 clock: Clock) -> None:
+    def __init__(self, path: str, store: Snapshottable, metrics: Metrics, log: Any, clock: Clock) -> None:
         self.path = Path(path) if path else None
         self.store = store
         self.metrics = metrics
@@ -82,8 +81,7 @@ class SnapshotFile:
             tmp_name = None
         except OSError as exc:
             self.metrics.snapshot_failures.labels("write").inc()
-            self.log.error("snapshot_write_failed", path=str(self.path),
-                           error=exc.strerror or str(exc))
+            self.log.error("snapshot_write_failed", path=str(self.path), error=exc.strerror or str(exc))
             return False
         finally:
             if tmp_name is not None:
@@ -94,6 +92,11 @@ class SnapshotFile:
         elapsed = time.perf_counter() - started
         self.metrics.snapshot_duration.set(elapsed)
         self.metrics.snapshot_last_success.set(self.clock.time())
-        self.log.debug("snapshot_written", path=str(self.path), segments=len(self.store),
-                       bytes=len(data), seconds=round(elapsed, 4))
+        self.log.debug(
+            "snapshot_written",
+            path=str(self.path),
+            segments=len(self.store),
+            bytes=len(data),
+            seconds=round(elapsed, 4),
+        )
         return True

@@ -32,16 +32,18 @@ def export_enabled(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
-def make_provider(exporter: SpanExporter | None = None,
-                  env: Mapping[str, str] | None = None) -> TracerProvider | None:
+def make_provider(
+    exporter: SpanExporter | None = None, env: Mapping[str, str] | None = None
+) -> TracerProvider | None:
     """A provider for the service, or None (no-op tracing) when there is nothing to export to."""
     env = os.environ if env is None else env
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
     if exporter is None and not export_enabled(env):
         return None
-    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME", "gme-recwatch"),
-                                "service.version": __version__})
+    resource = Resource.create(
+        {SERVICE_NAME: env.get("OTEL_SERVICE_NAME", "gme-recwatch"), "service.version": __version__}
+    )
     provider = TracerProvider(resource=resource)
     if exporter is None and export_enabled(env):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

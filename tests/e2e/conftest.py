@@ -31,13 +31,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def callback_body(event_type: int, *, room: str = "room-1", user: str = "user-1",
-                  task: int = 446946705284000001, seq: int = 0, mode: int = 1,
-                  ts: int | None = None, biz: int = BIZ_ID) -> bytes:
-    return encode_callback(biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
-                           event_type=event_type, record_mode=mode,
-                           timestamp=int(time.time()) if ts is None else ts,
-                           file_name=f"{biz}_{room}_{user}/x_{task}_audio.mp3")
+def callback_body(
+    event_type: int,
+    *,
+    room: str = "room-1",
+    user: str = "user-1",
+    task: int = 446946705284000001,
+    seq: int = 0,
+    mode: int = 1,
+    ts: int | None = None,
+    biz: int = BIZ_ID,
+) -> bytes:
+    return encode_callback(
+        biz_id=biz,
+        room_id=room,
+        user_id=user,
+        task_id=task,
+        seq_no=seq,
+        event_type=event_type,
+        record_mode=mode,
+        timestamp=int(time.time()) if ts is None else ts,
+        file_name=f"{biz}_{room}_{user}/x_{task}_audio.mp3",
+    )
 
 
 @dataclass
@@ -57,11 +72,16 @@ class RunningService:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def post(self, body: bytes, *, secret: str | None = None, signature: str | None = None,
-             timeout: float = 5.0) -> httpx.Response:
+    def post(
+        self, body: bytes, *, secret: str | None = None, signature: str | None = None, timeout: float = 5.0
+    ) -> httpx.Response:
         sig = signature if signature is not None else sign(body, secret or self.secret)
-        return httpx.post(self.callback_url, content=body, timeout=timeout,
-                          headers={"Signature": sig, "Content-Type": "application/json"})
+        return httpx.post(
+            self.callback_url,
+            content=body,
+            timeout=timeout,
+            headers={"Signature": sig, "Content-Type": "application/json"},
+        )
 
     def send(self, event_type: int, **kw: object) -> httpx.Response:
         return self.post(callback_body(event_type, **kw))  # type: ignore[arg-type]
@@ -132,8 +152,9 @@ def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, s
     log_path = tmp_path / f"service-{port}.log"
     exe = Path(sys.executable).with_name("gme-recwatch")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(exe), "serve", *serve_args], env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(exe), "serve", *serve_args], env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
     svc = RunningService(proc, port, admin, log_path, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -31,8 +31,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def shorten_rules(rule_files: Iterable[Path], dest: Path, *, for_duration: str = "2s",
-                  replace: Mapping[str, Mapping[str, str]] | None = None) -> list[Path]:
+def shorten_rules(
+    rule_files: Iterable[Path],
+    dest: Path,
+    *,
+    for_duration: str = "2s",
+    replace: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Path]:
     """Copy rule files into `dest`, every `for:` and `keep_firing_for:` set to `for_duration`,
     and return the copies.
 
@@ -85,12 +90,20 @@ class PrometheusServer:
     `target=None` makes it scrape itself, which is enough to exercise rules about scrape health.
     """
 
-    def __init__(self, target: str | Sequence[str] | None, rule_files: Sequence[Path],
-                 workdir: Path, *, job: str = "gme-recwatch", metrics_path: str = "/metrics",
-                 interval: str = "1s", binary: str | None = None,
-                 more_jobs: Mapping[str, Sequence[str]] | None = None,
-                 target_labels: Mapping[str, Mapping[str, str]] | None = None,
-                 alertmanager: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Sequence[str] | None,
+        rule_files: Sequence[Path],
+        workdir: Path,
+        *,
+        job: str = "gme-recwatch",
+        metrics_path: str = "/metrics",
+        interval: str = "1s",
+        binary: str | None = None,
+        more_jobs: Mapping[str, Sequence[str]] | None = None,
+        target_labels: Mapping[str, Mapping[str, str]] | None = None,
+        alertmanager: str | None = None,
+    ) -> None:
         self.target = target
         # host:port -> labels Prometheus adds to that target's series (e.g. its namespace)
         self.target_labels = {t: dict(v) for t, v in (target_labels or {}).items()}
@@ -112,18 +125,25 @@ class PrometheusServer:
 
     def _write_config(self) -> Path:
         config = {
-            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval,
-                       "scrape_timeout": self.interval},
+            "global": {
+                "scrape_interval": self.interval,
+                "evaluation_interval": self.interval,
+                "scrape_timeout": self.interval,
+            },
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
-                {"job_name": job, "metrics_path": self.metrics_path,
-                 "static_configs": [{"targets": [t], "labels": self.target_labels.get(t, {})}
-                                    for t in targets]}
-                for job, targets in ((self.job, self._targets()), *self.more_jobs.items())],
+                {
+                    "job_name": job,
+                    "metrics_path": self.metrics_path,
+                    "static_configs": [
+                        {"targets": [t], "labels": self.target_labels.get(t, {})} for t in targets
+                    ],
+                }
+                for job, targets in ((self.job, self._targets()), *self.more_jobs.items())
+            ],
         }
         if self.alertmanager:
-            config["alerting"] = {"alertmanagers": [
-                {"static_configs": [{"targets": [self.alertmanager]}]}]}
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [self.alertmanager]}]}]}
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -140,11 +160,17 @@ class PrometheusServer:
             config = self._write_config()
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
-                    [self.binary, f"--config.file={config}",
-                     f"--storage.tsdb.path={self.workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}",
-                     "--storage.tsdb.retention.time=1d", "--log.level=warn"],
-                    stdout=log, stderr=subprocess.STDOUT)
+                    [
+                        self.binary,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={self.workdir / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{self.port}",
+                        "--storage.tsdb.retention.time=1d",
+                        "--log.level=warn",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             if self._wait_ready(timeout):
                 return self
             if "address already in use" not in self.logs():
@@ -172,8 +198,9 @@ class PrometheusServer:
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def logs(self) -> str:
@@ -200,8 +227,11 @@ class PrometheusServer:
 
     def rule_health(self) -> list[tuple[str, str, str]]:
         """(name, health, lastError) of every loaded rule."""
-        return [(r["name"], r["health"], r.get("lastError", ""))
-                for g in self._api("/api/v1/rules")["groups"] for r in g["rules"]]
+        return [
+            (r["name"], r["health"], r.get("lastError", ""))
+            for g in self._api("/api/v1/rules")["groups"]
+            for r in g["rules"]
+        ]
 
     def wait_for(self, expr: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Poll an instant query until it returns something."""
@@ -214,14 +244,18 @@ class PrometheusServer:
                 raise PrometheusError(f"{expr!r} still empty after {timeout}s")
             time.sleep(0.5)
 
-    def wait_for_alert(self, name: str, state: str = "firing", timeout: float = 60,
-                       labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def wait_for_alert(
+        self, name: str, state: str = "firing", timeout: float = 60, labels: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Poll /api/v1/alerts until alert `name` (with `labels`) is in `state`; return it."""
         deadline = time.monotonic() + timeout
         while True:
             for alert in self.alerts():
-                if (alert["labels"].get("alertname") == name and alert["state"] == state
-                        and all(alert["labels"].get(k) == v for k, v in (labels or {}).items())):
+                if (
+                    alert["labels"].get("alertname") == name
+                    and alert["state"] == state
+                    and all(alert["labels"].get(k) == v for k, v in (labels or {}).items())
+                ):
                     return alert
             if time.monotonic() > deadline:
                 seen = [(a["labels"].get("alertname"), a["state"]) for a in self.alerts()]
@@ -251,9 +285,17 @@ class AlertmanagerServer:
         self.port = free_port()
         with open(self.workdir / "alertmanager.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={path}", f"--storage.path={self.workdir / 'data'}",
-                 f"--web.listen-address={self.address}", "--cluster.listen-address=",
-                 "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    self.binary,
+                    f"--config.file={path}",
+                    f"--storage.path={self.workdir / 'data'}",
+                    f"--web.listen-address={self.address}",
+                    "--cluster.listen-address=",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -263,11 +305,14 @@ class AlertmanagerServer:
                 pass
             time.sleep(0.1)
         self.__exit__(None, None, None)
-        raise PrometheusError("alertmanager did not become ready: " + (
-            self.workdir / "alertmanager.log").read_text(errors="replace"))
+        raise PrometheusError(
+            "alertmanager did not become ready: "
+            + (self.workdir / "alertmanager.log").read_text(errors="replace")
+        )
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         terminate(self.proc, timeout=10)
 
     def alerts(self) -> list[dict[str, Any]]:

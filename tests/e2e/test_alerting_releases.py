@@ -28,8 +28,7 @@ INHIBIT = yaml.safe_load((ROOT / "dashboards" / "alertmanager-inhibit.yaml").rea
 def _healthy_lifecycle(svc: RunningService, i: int) -> None:
     now = int(time.time())
     for event, ts in ((1, now - 300), (2, now - 10), (3, now)):
-        assert svc.send(event, room=f"ok-{i}", user="u", task=446946705284100000 + i,
-                        ts=ts).status_code == 200
+        assert svc.send(event, room=f"ok-{i}", user="u", task=446946705284100000 + i, ts=ts).status_code == 200
 
 
 def _scan(svc: RunningService, n: int) -> None:
@@ -63,12 +62,15 @@ def test_scanners_beside_healthy_traffic_page_nobody(tmp_path: Path) -> None:
 
 
 def _inhibited_by(am: AlertmanagerServer) -> dict[tuple[str, str], list[str]]:
-    return {(a["labels"]["alertname"], a["labels"].get("namespace", "")): a["status"]["inhibitedBy"]
-            for a in am.alerts()}
+    return {
+        (a["labels"]["alertname"], a["labels"].get("namespace", "")): a["status"]["inhibitedBy"]
+        for a in am.alerts()
+    }
 
 
-def _wait_am(am: AlertmanagerServer, want: set[tuple[str, str]], timeout: float = 60) -> dict[
-        tuple[str, str], list[str]]:
+def _wait_am(
+    am: AlertmanagerServer, want: set[tuple[str, str]], timeout: float = 60
+) -> dict[tuple[str, str], list[str]]:
     deadline = time.monotonic() + timeout
     seen: dict[tuple[str, str], list[str]] = {}
     while time.monotonic() < deadline:
@@ -94,38 +96,53 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
     }
     try:
         rules = shorten_rules(RULE_FILES, tmp_path / "rules", for_duration="1s")
-        targets = {f"127.0.0.1:{prod.admin_port}": {"namespace": "prod"},
-                   f"127.0.0.1:{staging.admin_port}": {"namespace": "staging"}}
-        with AlertmanagerServer(config, tmp_path / "am", am_binary) as am, PrometheusServer(
-                list(targets), rules, tmp_path / "prom", target_labels=targets,
-                alertmanager=am.address) as prom:
+        targets = {
+            f"127.0.0.1:{prod.admin_port}": {"namespace": "prod"},
+            f"127.0.0.1:{staging.admin_port}": {"namespace": "staging"},
+        }
+        with (
+            AlertmanagerServer(config, tmp_path / "am", am_binary) as am,
+            PrometheusServer(
+                list(targets), rules, tmp_path / "prom", target_labels=targets, alertmanager=am.address
+            ) as prom,
+        ):
             prom.wait_for('count(up{job="gme-recwatch"} == 1) == 2')
             # Both releases get a segment that will be stuck (its app's counters are scraped at
             # zero first, so the increase is seen); only staging's SecretKey was rotated.
             for svc in (prod, staging):
                 assert svc.send(1, room="r-stuck", user="u").status_code == 200
-            prom.wait_for('count(gme_recording_stuck_total == 0) == 2')
+            prom.wait_for("count(gme_recording_stuck_total == 0) == 2")
             for i in range(30):
                 r = staging.post(callback_body(1, room=f"bad-{i}"), secret="rotated-in-the-console")
                 assert r.status_code == 401
             ratio = prom.wait_for_alert("GmeRecordingSignatureFailureRatio", timeout=60)
             assert ratio["labels"]["namespace"] == "staging"
-            stuck = {a["labels"]["namespace"] for a in prom.alerts()
-                     if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"}
+            stuck = {
+                a["labels"]["namespace"]
+                for a in prom.alerts()
+                if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"
+            }
             deadline = time.monotonic() + 60
             while stuck != {"prod"} and time.monotonic() < deadline:
                 time.sleep(0.5)
-                stuck = {a["labels"]["namespace"] for a in prom.alerts()
-                         if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"}
+                stuck = {
+                    a["labels"]["namespace"]
+                    for a in prom.alerts()
+                    if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"
+                }
             # Staging's stuck segment follows from its own rotated key, a loss of our own making:
             # its ticket stays quiet (for 7 hours); production's key is fine, its ticket fires.
             assert stuck == {"prod"}
             # Only staging's signature alerts: production's keys are fine.
-            fired = {(a["labels"]["alertname"], a["labels"]["namespace"]) for a in prom.alerts()
-                     if a["labels"]["alertname"].startswith("GmeRecordingSignature")}
+            fired = {
+                (a["labels"]["alertname"], a["labels"]["namespace"])
+                for a in prom.alerts()
+                if a["labels"]["alertname"].startswith("GmeRecordingSignature")
+            }
             assert {ns for _, ns in fired} == {"staging"}
-            seen = _wait_am(am, {("GmeRecordingSignatureFailureRatio", "staging"),
-                                 ("GmeRecordingStuck", "prod")})
+            seen = _wait_am(
+                am, {("GmeRecordingSignatureFailureRatio", "staging"), ("GmeRecordingStuck", "prod")}
+            )
             # Staging's cause mutes nothing of production's: its stuck segment is its own problem.
             assert seen[("GmeRecordingStuck", "prod")] == []
             assert seen[("GmeRecordingSignatureFailureRatio", "staging")] == []

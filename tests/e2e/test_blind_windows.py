@@ -32,8 +32,13 @@ def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def _env(state: Path, **extra: str) -> dict[str, str]:
-    return {"GME_RECWATCH_STATE_FILE": str(state), "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "1",
-            "GME_RECWATCH_MAX_RECORDING_SECONDS": "3", "GME_RECWATCH_LOG_LEVEL": "info", **extra}
+    return {
+        "GME_RECWATCH_STATE_FILE": str(state),
+        "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "1",
+        "GME_RECWATCH_MAX_RECORDING_SECONDS": "3",
+        "GME_RECWATCH_LOG_LEVEL": "info",
+        **extra,
+    }
 
 
 def _stuck(svc: RunningService) -> float:
@@ -50,8 +55,7 @@ def _segments(svc: RunningService, state: str) -> list[dict[str, Any]]:
     return list(reply.json()["segments"])
 
 
-def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Factory,
-                                                          tmp_path: Path) -> None:
+def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Factory, tmp_path: Path) -> None:
     env = _env(tmp_path / "state")
     svc = service_factory(**env)
     assert svc.send(1, room="before").status_code == 200
@@ -63,10 +67,14 @@ def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Facto
     assert window["cause"] == "restart_after_crash"
     assert window["blind_seconds"] > 0
     assert abs(window["end"] - window["start"] - window["blind_seconds"]) < 0.001
-    assert abs(restarted.metric("gme_recording_blind_seconds_total", cause="restart_after_crash")
-               - window["blind_seconds"]) < 0.001
-    assert restarted.metric("gme_recording_blind_window_start_timestamp_seconds") == \
-        window["start"]
+    assert (
+        abs(
+            restarted.metric("gme_recording_blind_seconds_total", cause="restart_after_crash")
+            - window["blind_seconds"]
+        )
+        < 0.001
+    )
+    assert restarted.metric("gme_recording_blind_window_start_timestamp_seconds") == window["start"]
     assert restarted.send(1, room="after").status_code == 200
     # "before" may have completed while the process was down: not paged, unverified; "after"
     # started once it listened again: paged as usual.
@@ -74,14 +82,16 @@ def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Facto
     unverified = _segments(restarted, "unverified")
     assert [s["room_id"] for s in unverified] == ["before"]
     assert unverified[0]["blind_window_start"] == time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(window["start"]))
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(window["start"])
+    )
     assert [s["room_id"] for s in _segments(restarted, "stuck")] == ["after"]
     assert restarted.metric("gme_recording_unverified_total") == 1
     assert '"event": "segment_unverified"' in restarted.logs()
 
 
-def test_clean_restart_within_the_retry_horizon_changes_no_paging(service_factory: Factory,
-                                                                  tmp_path: Path) -> None:
+def test_clean_restart_within_the_retry_horizon_changes_no_paging(
+    service_factory: Factory, tmp_path: Path
+) -> None:
     env = _env(tmp_path / "state", GME_RECWATCH_SENDER_RETRY_SECONDS="60")
     svc = service_factory(**env)
     assert svc.send(1, room="before").status_code == 200
@@ -94,7 +104,8 @@ def test_clean_restart_within_the_retry_horizon_changes_no_paging(service_factor
 
 
 def test_clean_restart_beyond_the_retry_horizon_is_blind_for_the_excess(
-        service_factory: Factory, tmp_path: Path) -> None:
+    service_factory: Factory, tmp_path: Path
+) -> None:
     env = _env(tmp_path / "state", GME_RECWATCH_SENDER_RETRY_SECONDS="0.5")
     svc = service_factory(**env)
     assert svc.stop(signal.SIGTERM) == 0

@@ -16,8 +16,13 @@ EXE = str(Path(sys.executable).with_name("gme-recwatch"))
 
 
 def canary(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, "canary", *args], capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+    return subprocess.run(
+        [EXE, "canary", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
 
 
 def test_a_canary_is_counted_apart_from_recordings(service: RunningService) -> None:
@@ -33,8 +38,7 @@ def test_a_canary_is_counted_apart_from_recordings(service: RunningService) -> N
     assert service.metric("gme_recording_last_callback_timestamp_seconds") == before == 0
 
 
-def test_a_canary_with_the_wrong_key_fails_and_counts_as_a_bad_signature(
-        service: RunningService) -> None:
+def test_a_canary_with_the_wrong_key_fails_and_counts_as_a_bad_signature(service: RunningService) -> None:
     done = canary("--url", service.callback_url, "--secret", "not-the-key")
     assert done.returncode == 1
     assert "canary failed: 401" in done.stderr or "canary failed: 403" in done.stderr
@@ -42,14 +46,16 @@ def test_a_canary_with_the_wrong_key_fails_and_counts_as_a_bad_signature(
     assert service.metric("gme_recording_signature_failures_total", reason="mismatch") == 1
 
 
-def test_a_canary_signs_with_the_keyring_file_key_of_its_app(service_factory: object,
-                                                             tmp_path: Path) -> None:
+def test_a_canary_signs_with_the_keyring_file_key_of_its_app(service_factory: object, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("1400000001=app-one-key\n")
-    svc: RunningService = service_factory(GME_RECWATCH_SECRET_KEY="",  # type: ignore[operator]
-                                          GME_RECWATCH_KEYS_FILE=str(keys))
-    done = canary("--url", svc.callback_url, "--biz-id", "1400000001",
-                  env={"GME_RECWATCH_KEYS_FILE": str(keys)})
+    svc: RunningService = service_factory(
+        GME_RECWATCH_SECRET_KEY="",  # type: ignore[operator]
+        GME_RECWATCH_KEYS_FILE=str(keys),
+    )
+    done = canary(
+        "--url", svc.callback_url, "--biz-id", "1400000001", env={"GME_RECWATCH_KEYS_FILE": str(keys)}
+    )
     assert done.returncode == 0, done.stderr
     assert svc.metric("gme_recording_canary_callbacks_total") == 1
 
@@ -57,8 +63,7 @@ def test_a_canary_signs_with_the_keyring_file_key_of_its_app(service_factory: ob
 def test_a_broken_path_fails_the_canary_fast(tmp_path: Path) -> None:
     from .conftest import free_port
 
-    done = canary("--url", f"http://127.0.0.1:{free_port()}/callback", "--secret", SECRET,
-                  "--timeout", "2")
+    done = canary("--url", f"http://127.0.0.1:{free_port()}/callback", "--secret", SECRET, "--timeout", "2")
     assert done.returncode == 1
     assert "ConnectError" in done.stderr
 

@@ -66,6 +66,7 @@ def _figures() -> Iterator[None]:
 
 # ------------------------------------------------------------------ buildah, in a storage of its own
 
+
 class Buildah:
     """buildah on the vfs driver with chroot isolation, in its own storage under `cache`."""
 
@@ -73,23 +74,28 @@ class Buildah:
         self.binary = binary
         cache.mkdir(parents=True, exist_ok=True)
         conf = cache / "storage.conf"
-        conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{cache / "storage"}"\n'
-                        f'runroot = "{cache / "run"}"\n')
+        conf.write_text(
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{cache / "storage"}"\nrunroot = "{cache / "run"}"\n'
+        )
         # Read by every buildah this process starts, `make image` included.
-        self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf),
-                    "BUILDAH_ISOLATION": "chroot"}
+        self.env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(conf), "BUILDAH_ISOLATION": "chroot"}
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> str:
-        proc = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [self.binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"buildah {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stderr[-4000:]}")
+            raise AssertionError(f"buildah {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
         return proc.stdout.strip()
 
     def inspect_image(self, image: str) -> dict[str, Any] | None:
-        out = subprocess.run([self.binary, "inspect", "--type", "image", image], env=self.env,
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [self.binary, "inspect", "--type", "image", image],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return json.loads(out.stdout) if out.returncode == 0 else None
 
     def images(self, repo: str) -> list[str]:
@@ -112,13 +118,15 @@ def buildah() -> Buildah:
     binary = require_tool("buildah")
     require_tool("debootstrap")
     _require_root()
-    cache = Path(os.environ.get("GME_RECWATCH_IMAGE_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                 / "gme-recwatch-image")
+    cache = Path(
+        os.environ.get("GME_RECWATCH_IMAGE_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gme-recwatch-image"
+    )
     return Buildah(binary, cache)
 
 
 # ------------------------------------------------------------------ what the host knows
+
 
 def debian_mirror() -> str:
     """The Debian mirror apt uses here ($GME_RECWATCH_DEBIAN_MIRROR wins)."""
@@ -127,8 +135,7 @@ def debian_mirror() -> str:
     uris: list[str] = []
     apt = Path("/etc/apt")
     for f in sorted(apt.glob("sources.list.d/*.sources")):
-        uris += [u for line in f.read_text().splitlines() if line.startswith("URIs:")
-                 for u in line.split()[1:]]
+        uris += [u for line in f.read_text().splitlines() if line.startswith("URIs:") for u in line.split()[1:]]
     for f in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:
         if f.exists():
             uris += re.findall(r"(?m)^deb\s+(?:\[[^]]*\]\s+)?(\S+)", f.read_text())
@@ -144,8 +151,12 @@ def host_pip_settings() -> tuple[bytes, dict[str, str]]:
     Settings that name this machine's files (find-links, constraints, file:// indexes) are left
     out: the base could not see them."""
     cfg = configparser.ConfigParser()
-    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), Path.home() / ".pip/pip.conf",
-             Path.home() / ".config/pip/pip.conf"]
+    files = [
+        Path("/etc/xdg/pip/pip.conf"),
+        Path("/etc/pip.conf"),
+        Path.home() / ".pip/pip.conf",
+        Path.home() / ".config/pip/pip.conf",
+    ]
     if os.environ.get("PIP_CONFIG_FILE"):
         files.append(Path(os.environ["PIP_CONFIG_FILE"]))
     cfg.read([f for f in files if f.is_file()])
@@ -164,8 +175,12 @@ def host_pip_settings() -> tuple[bytes, dict[str, str]]:
             settings[key] = " ".join(urls)
     if found.get("trusted-host"):
         settings["trusted-host"] = found["trusted-host"]
-    candidates = [found.get("cert"), os.environ.get("SSL_CERT_FILE"),
-                  os.environ.get("REQUESTS_CA_BUNDLE"), "/etc/ssl/certs/ca-certificates.crt"]
+    candidates = [
+        found.get("cert"),
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("REQUESTS_CA_BUNDLE"),
+        "/etc/ssl/certs/ca-certificates.crt",
+    ]
     bundle = next(Path(c) for c in candidates if c and Path(c).is_file())
     return bundle.read_bytes(), settings
 
@@ -182,17 +197,21 @@ def _tree_bytes(root: Path) -> int:
 
 # ------------------------------------------------------------------ the base, kept between runs
 
+
 @pytest.fixture(scope="module")
 def base_image(buildah: Buildah, tmp_path_factory: pytest.TempPathFactory) -> str:
     mirror = debian_mirror()
     bundle, pip_settings = host_pip_settings()
-    pip_conf = "[global]\ncert = " + BUNDLE_IN_BASE + "\n" + "".join(
-        f"{k} = {v}\n" for k, v in sorted(pip_settings.items()))
+    pip_conf = (
+        "[global]\ncert = "
+        + BUNDLE_IN_BASE
+        + "\n"
+        + "".join(f"{k} = {v}\n" for k, v in sorted(pip_settings.items()))
+    )
     env = {"SSL_CERT_FILE": BUNDLE_IN_BASE}
     if "index-url" in pip_settings:  # uv reads no pip.conf
         env["UV_DEFAULT_INDEX"] = pip_settings["index-url"].split()[0]
-    recipe = json.dumps([RECIPE, SUITE, PACKAGES, mirror, hashlib.sha256(bundle).hexdigest(),
-                         pip_conf, env])
+    recipe = json.dumps([RECIPE, SUITE, PACKAGES, mirror, hashlib.sha256(bundle).hexdigest(), pip_conf, env])
     name = f"{BASE_REPO}:{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
     if buildah.inspect_image(name) is not None:
         FIGURES.update(base_cached=True, base_seconds=0.0)
@@ -202,9 +221,13 @@ def base_image(buildah: Buildah, tmp_path_factory: pytest.TempPathFactory) -> st
 
     started = time.monotonic()
     rootfs = tmp_path_factory.mktemp("base") / "rootfs"
-    proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-                           SUITE, str(rootfs), mirror], capture_output=True, text=True,
-                          timeout=1200, check=False)
+    proc = subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(rootfs), mirror],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert proc.returncode == 0, f"debootstrap from {mirror} failed:\n{proc.stdout[-3000:]}"
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (rootfs / junk).glob("*"):
@@ -218,9 +241,15 @@ def base_image(buildah: Buildah, tmp_path_factory: pytest.TempPathFactory) -> st
         mnt = buildah("mount", ctr)
         subprocess.run(["cp", "-a", f"{rootfs}/.", mnt], check=True)
         buildah("umount", ctr)
-        config = ["config", "--cmd", "/bin/bash",
-                  "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                  "--label", f"io.gme-recwatch.test-base.bytes={size}"]
+        config = [
+            "config",
+            "--cmd",
+            "/bin/bash",
+            "--env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--label",
+            f"io.gme-recwatch.test-base.bytes={size}",
+        ]
         for k, v in env.items():
             config += ["--env", f"{k}={v}"]
         buildah(*config, ctr)
@@ -234,11 +263,18 @@ def base_image(buildah: Buildah, tmp_path_factory: pytest.TempPathFactory) -> st
 
 # ------------------------------------------------------------------ the image, built by `make image`
 
+
 def make_image(buildah: Buildah, base: str, tag: str) -> str:
     """`make image` on `base`; the image ID."""
-    proc = subprocess.run(["make", "--no-print-directory", "image", "ENGINE=buildah",
-                           f"BASE={base}", f"IMAGE={tag}"], cwd=ROOT, env=buildah.env,
-                          capture_output=True, text=True, timeout=1800, check=False)
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "image", "ENGINE=buildah", f"BASE={base}", f"IMAGE={tag}"],
+        cwd=ROOT,
+        env=buildah.env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert proc.returncode == 0, f"make image failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-3000:]}"
     assert f"built {tag}" in proc.stdout
     info = buildah.inspect_image(tag)
@@ -290,6 +326,7 @@ def container(buildah: Buildah, image: Image) -> Iterator[Container]:
 
 # ------------------------------------------------------------------ the image as it is
 
+
 def test_image_runs_serve_as_uid_10001_from_its_state_directory(image: Image) -> None:
     c = image.config
     assert c["User"] == "10001:10001"
@@ -301,8 +338,7 @@ def test_image_runs_serve_as_uid_10001_from_its_state_directory(image: Image) ->
     assert env["PATH"].startswith("/opt/venv/bin:")
 
 
-def test_image_holds_no_compiler_no_tests_no_caches_and_stays_small(
-        image: Image, container: Container) -> None:
+def test_image_holds_no_compiler_no_tests_no_caches_and_stays_small(image: Image, container: Container) -> None:
     root = container.rootfs
     for tool in ("gcc", "cc", "c++", "g++", "clang", "ld", "as", "strip", "make", "uv", "pip"):
         for d in ("usr/bin", "usr/local/bin", "opt/venv/bin"):
@@ -317,8 +353,12 @@ def test_image_holds_no_compiler_no_tests_no_caches_and_stays_small(
     assert list(site.glob("*/uv_cache.json")) == []  # build-time file times, which differ every build
     image_bytes = _tree_bytes(root)
     added = image_bytes - image.base_bytes
-    FIGURES.update(image_bytes=image_bytes, base_bytes=image.base_bytes, added_bytes=added,
-                   venv_bytes=_tree_bytes(root / "opt/venv"))
+    FIGURES.update(
+        image_bytes=image_bytes,
+        base_bytes=image.base_bytes,
+        added_bytes=added,
+        venv_bytes=_tree_bytes(root / "opt/venv"),
+    )
     assert added < ADDED_BUDGET_BYTES, f"the image adds {added / 1e6:.1f} MB to its base"
 
 
@@ -333,15 +373,18 @@ def test_every_module_a_start_imports_has_bytecode(buildah: Buildah, container: 
         "print(json.dumps(sorted(f for m in list(sys.modules.values())\n"
         "    for f in [getattr(m, '__file__', None) or '']\n"
         "    if f.endswith('.py') and f.startswith(roots)\n"
-        "    and not os.path.exists(importlib.util.cache_from_source(f)))))\n")
-    out = buildah("run", "--env", f"GME_RECWATCH_SECRET_KEY={SECRET}", container.name, "--",
-                  "python", "-B", "-c", script)
+        "    and not os.path.exists(importlib.util.cache_from_source(f)))))\n"
+    )
+    out = buildah(
+        "run", "--env", f"GME_RECWATCH_SECRET_KEY={SECRET}", container.name, "--", "python", "-B", "-c", script
+    )
     assert "the configuration is valid" in out
     assert json.loads(out.splitlines()[-1]) == []
 
 
-def test_the_image_looks_a_recording_up_in_cos(buildah: Buildah, container: Container,
-                                               s3_server: S3Server) -> None:
+def test_the_image_looks_a_recording_up_in_cos(
+    buildah: Buildah, container: Container, s3_server: S3Server
+) -> None:
     """The image keeps botocore's S3 model only: a lookup from inside it, against a real S3
     server (moto) on loopback, finds a file that is there and not one that is not."""
     bucket = f"gme-image-{uuid.uuid4().hex[:10]}"
@@ -358,14 +401,27 @@ def test_the_image_looks_a_recording_up_in_cos(buildah: Buildah, container: Cont
         "    async with CosChecker(config) as checker:\n"
         "        for name in (present, 'absent.mp3'):\n"
         "            print(type(await checker.check(1400000000, name)).__name__)\n"
-        "asyncio.run(look())\n")
-    out = buildah("run", container.name, "--", "python", "-B", "-c", script, s3_server.REGION,
-                  bucket, s3_server.url, key_id, secret, present)
+        "asyncio.run(look())\n"
+    )
+    out = buildah(
+        "run",
+        container.name,
+        "--",
+        "python",
+        "-B",
+        "-c",
+        script,
+        s3_server.REGION,
+        bucket,
+        s3_server.url,
+        key_id,
+        secret,
+        present,
+    )
     assert out.splitlines() == ["Found", "NotFound"]
 
 
-def test_the_same_commit_builds_the_same_image(buildah: Buildah, base_image: str,
-                                               image: Image) -> None:
+def test_the_same_commit_builds_the_same_image(buildah: Buildah, base_image: str, image: Image) -> None:
     started = time.monotonic()
     again = make_image(buildah, base_image, f"{IMAGE}:{os.getpid()}-again")
     FIGURES["rebuild_seconds"] = round(time.monotonic() - started, 1)
@@ -373,6 +429,7 @@ def test_the_same_commit_builds_the_same_image(buildah: Buildah, base_image: str
 
 
 # ------------------------------------------------------------------ the image running
+
 
 def _tree(root: Path) -> dict[str, tuple[int, ...]]:
     """Every path under `root` with what a write would change: type and mode, owner, size,
@@ -386,7 +443,13 @@ def _tree(root: Path) -> dict[str, tuple[int, ...]]:
         for name in dirs + files:
             st = os.lstat(os.path.join(dirpath, name))
             out[os.path.normpath(os.path.join(rel, name))] = (
-                st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+            )
     return out
 
 
@@ -418,9 +481,12 @@ class Running:
         return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
 
     def post(self, body: bytes, secret: str = SECRET) -> httpx.Response:
-        return httpx.post(f"http://127.0.0.1:{self.port}/callback", content=body, timeout=5,
-                          headers={"Signature": sign(body, secret),
-                                   "Content-Type": "application/json"})
+        return httpx.post(
+            f"http://127.0.0.1:{self.port}/callback",
+            content=body,
+            timeout=5,
+            headers={"Signature": sign(body, secret), "Content-Type": "application/json"},
+        )
 
     def stop(self) -> int:
         """SIGTERM to the service, as `docker stop` and the kubelet send it."""
@@ -431,11 +497,16 @@ class Running:
 def run_image(buildah: Buildah, image: Image, container: Container, log: Path) -> Running:
     """The image's entrypoint and command, as its user, on loopback ports of this machine."""
     port, admin_port = free_port(), free_port()
-    env = {"GME_RECWATCH_SECRET_KEY": SECRET, "GME_RECWATCH_HOST": "127.0.0.1",
-           "GME_RECWATCH_ADMIN_HOST": "127.0.0.1", "GME_RECWATCH_PORT": str(port),
-           "GME_RECWATCH_ADMIN_PORT": str(admin_port), "GME_RECWATCH_LOG_FORMAT": "json",
-           # only the snapshot written on SIGTERM
-           "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600"}
+    env = {
+        "GME_RECWATCH_SECRET_KEY": SECRET,
+        "GME_RECWATCH_HOST": "127.0.0.1",
+        "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
+        "GME_RECWATCH_PORT": str(port),
+        "GME_RECWATCH_ADMIN_PORT": str(admin_port),
+        "GME_RECWATCH_LOG_FORMAT": "json",
+        # only the snapshot written on SIGTERM
+        "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600",
+    }
     argv = [buildah.binary, "run"]
     for k, v in env.items():
         argv += ["--env", f"{k}={v}"]
@@ -447,9 +518,18 @@ def run_image(buildah: Buildah, image: Image, container: Container, log: Path) -
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the image exited with {proc.returncode}:\n{log.read_text()}"
         if not pid:
-            pid = next((p for p in _descendants(proc.pid)
-                        if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]
-                        .rsplit(b"/", 1)[-1].startswith(b"python")), 0)
+            pid = next(
+                (
+                    p
+                    for p in _descendants(proc.pid)
+                    if Path(f"/proc/{p}/cmdline")
+                    .read_bytes()
+                    .split(b"\0")[0]
+                    .rsplit(b"/", 1)[-1]
+                    .startswith(b"python")
+                ),
+                0,
+            )
         try:
             if pid and httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=1).status_code == 200:
                 return Running(proc, pid, port, admin_port, log)
@@ -461,7 +541,8 @@ def run_image(buildah: Buildah, image: Image, container: Container, log: Path) -
 
 
 def test_the_image_serves_writes_only_its_state_and_snapshots_on_sigterm(
-        buildah: Buildah, image: Image, container: Container, tmp_path: Path) -> None:
+    buildah: Buildah, image: Image, container: Container, tmp_path: Path
+) -> None:
     before = _tree(container.rootfs)
     log = tmp_path / "service.log"
     started = time.monotonic()
@@ -477,8 +558,10 @@ def test_the_image_serves_writes_only_its_state_and_snapshots_on_sigterm(
         assert svc.post(callback_body(1, room="image-room"), secret="wrong").status_code == 401
         metrics = svc.admin("/metrics")
         assert metrics.status_code == 200
-        assert metric_value(metrics.text, "gme_recording_callbacks_total", event_type="started",
-                            result="accepted") == 1
+        assert (
+            metric_value(metrics.text, "gme_recording_callbacks_total", event_type="started", result="accepted")
+            == 1
+        )
         ready = svc.admin("/readyz")
         assert ready.status_code == 200 and ready.json()["segments"] == 1
 
@@ -495,8 +578,11 @@ def test_the_image_serves_writes_only_its_state_and_snapshots_on_sigterm(
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     # buildah itself marks every container it runs with /run/.containerenv, as podman does.
     runtime_own = {"run", "run/.containerenv"}
-    elsewhere = [p for p in changed if p not in runtime_own
-                 and not any(p == d or p.startswith(d + "/") for d in (STATE_DIR, "tmp"))]
+    elsewhere = [
+        p
+        for p in changed
+        if p not in runtime_own and not any(p == d or p.startswith(d + "/") for d in (STATE_DIR, "tmp"))
+    ]
     assert elsewhere == []
     assert f"{STATE_DIR}/state.snapshot" in changed
 
@@ -504,8 +590,7 @@ def test_the_image_serves_writes_only_its_state_and_snapshots_on_sigterm(
     again = run_image(buildah, image, container, log)
     try:
         assert again.admin("/readyz").json()["segments"] == 1
-        assert metric_value(again.admin("/metrics").text,
-                            "gme_recording_snapshot_restored_segments") == 1
+        assert metric_value(again.admin("/metrics").text, "gme_recording_snapshot_restored_segments") == 1
         assert again.stop() == 0
     finally:
         if again.proc.poll() is None:

@@ -15,8 +15,12 @@ import httpx
 
 from .conftest import BIZ_ID, RunningService
 
-FAST = {"GME_RECWATCH_MAX_RECORDING_SECONDS": "2", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "2",
-        "GME_RECWATCH_REORDER_WINDOW_SECONDS": "1", "GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "0.2"}
+FAST = {
+    "GME_RECWATCH_MAX_RECORDING_SECONDS": "2",
+    "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "2",
+    "GME_RECWATCH_REORDER_WINDOW_SECONDS": "1",
+    "GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "0.2",
+}
 APP = str(BIZ_ID)
 
 
@@ -110,8 +114,7 @@ def test_corrupt_snapshot_is_counted_and_the_service_starts_empty(service_factor
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
-    return subprocess.run([exe, "serve"], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run([exe, "serve"], env={**clean, **env}, capture_output=True, text=True, timeout=30)
 
 
 def test_serve_without_a_key_refuses_to_start_and_names_the_variable() -> None:

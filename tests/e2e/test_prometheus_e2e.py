@@ -29,8 +29,9 @@ APP = str(BIZ_ID)
 # production: the delivery burn page needs 100 settled segments an hour. The scenario also sends
 # rejected signatures, a loss of our own that keeps the follow-up tickets quiet for 7 hours
 # (tested with promtool): here the stuck and missing tickets are told to ignore it.
-_NO_QUIET = {"job:gme_recording_own_losses:present5m[7h]":
-             'job:gme_recording_own_losses:present5m{cause="none"}[7h]'}
+_NO_QUIET = {
+    "job:gme_recording_own_losses:present5m[7h]": 'job:gme_recording_own_losses:present5m{cause="none"}[7h]'
+}
 REPLACE = {
     "GmeRecordingDeliveryBudgetBurn": {">= 100": ">= 1"},
     "GmeRecordingStuck": _NO_QUIET,
@@ -43,12 +44,15 @@ def test_shorten_rules_rewrites_for_and_thresholds_and_stays_valid(tmp_path: Pat
     out = shorten_rules(RULE_FILES, tmp_path, for_duration="1s", replace=REPLACE)
     text = "\n".join(p.read_text() for p in out)
     assert "for: 1s" in text and "for: 5m" not in text and "for: 15m" not in text
-    exprs = {r.get("alert"): r["expr"] for p in out for g in yaml.safe_load(p.read_text())["groups"]
-             for r in g["rules"]}
+    exprs = {
+        r.get("alert"): r["expr"]
+        for p in out
+        for g in yaml.safe_load(p.read_text())["groups"]
+        for r in g["rules"]
+    }
     assert exprs["GmeRecordingDeliveryBudgetBurn"].endswith('window="page_long"} >= 1')
     assert 'cause="none"' in exprs["GmeRecordingStuck"]
-    check = subprocess.run([promtool, "check", "rules", *map(str, out)], capture_output=True,
-                           text=True)
+    check = subprocess.run([promtool, "check", "rules", *map(str, out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     with pytest.raises(ValueError, match="not in its expression"):
         shorten_rules(RULE_FILES, tmp_path / "x", replace={"GmeRecordingStuck": {"> 42": "> 1"}})
@@ -109,8 +113,9 @@ def _drive_scenarios(svc: RunningService, prom: PrometheusServer) -> None:
     assert svc.send(2, room="r-missing", user="u2", task=446946705284000002, ts=now - 20).status_code == 200
     # A whole lifecycle, for the duration, upload-delay and delivery-delay histograms.
     for event, ts in ((1, now - 600), (2, now - 60), (3, now)):
-        assert svc.send(event, room="r-ok", user="u3", task=446946705284000003, mode=0,
-                        ts=ts).status_code == 200
+        assert (
+            svc.send(event, room="r-ok", user="u3", task=446946705284000003, mode=0, ts=ts).status_code == 200
+        )
     # Orphan: an upload whose start never comes.
     assert svc.send(3, room="r-orphan", user="u4", task=446946705284000004).status_code == 200
     # Bad signatures: a rotated SecretKey.
@@ -130,8 +135,9 @@ FIRING = [
 
 
 @pytest.mark.parametrize("alertname", FIRING)
-def test_alert_fires_from_real_callbacks(stack: tuple[RunningService, PrometheusServer],
-                                         alertname: str) -> None:
+def test_alert_fires_from_real_callbacks(
+    stack: tuple[RunningService, PrometheusServer], alertname: str
+) -> None:
     _, prom = stack
     alert = prom.wait_for_alert(alertname, timeout=60)
     assert alert["annotations"]["runbook_url"].endswith("#" + alertname.lower())
@@ -143,16 +149,24 @@ def test_alert_fires_from_real_callbacks(stack: tuple[RunningService, Prometheus
 def test_healthy_service_alerts_stay_quiet(stack: tuple[RunningService, PrometheusServer]) -> None:
     _, prom = stack
     prom.wait_for_alert("GmeRecordingStuck", timeout=60)
-    quiet = {"GmeRecwatchAbsent", "GmeRecwatchDown", "GmeRecwatchTrackerNearCapacity",
-             "GmeRecwatchSnapshotFailing", "GmeRecwatchCosLookupsFailing", "GmeRecwatchBlind",
-             "GmeRecwatchIngestBudgetBurn", "GmeRecordingCallbacksSilent"}
+    quiet = {
+        "GmeRecwatchAbsent",
+        "GmeRecwatchDown",
+        "GmeRecwatchTrackerNearCapacity",
+        "GmeRecwatchSnapshotFailing",
+        "GmeRecwatchCosLookupsFailing",
+        "GmeRecwatchBlind",
+        "GmeRecwatchIngestBudgetBurn",
+        "GmeRecordingCallbacksSilent",
+    }
     active = {a["labels"]["alertname"] for a in prom.alerts()}
     assert not active & quiet, active
     assert all(h == "ok" for _, h, _ in prom.rule_health()), prom.rule_health()
 
 
 def test_drill_down_api_and_logs_name_the_affected_segments(
-        stack: tuple[RunningService, PrometheusServer]) -> None:
+    stack: tuple[RunningService, PrometheusServer],
+) -> None:
     svc, prom = stack
     prom.wait_for_alert("GmeRecordingUploadsMissing", timeout=60)
     stuck = httpx.get(f"{svc.admin_url}/api/v1/segments", params={"state": "stuck", "app_id": APP})
@@ -168,8 +182,15 @@ def _dashboard_queries() -> list[tuple[str, str, str]]:
     from test_dashboards import DASHBOARD_FILES, load_dashboard, panels
 
     # Grafana's variables; the upload grace offset goes (the scenario's grace is 3 s).
-    subs = {"$__rate_interval": "2m", "$job": "gme-recwatch", "$instance": ".*", "$app_id": ".*",
-            "$cluster": ".*", "$namespace": ".*", " offset 15m": ""}
+    subs = {
+        "$__rate_interval": "2m",
+        "$job": "gme-recwatch",
+        "$instance": ".*",
+        "$app_id": ".*",
+        "$cluster": ".*",
+        "$namespace": ".*",
+        " offset 15m": "",
+    }
     out = []
     for path in DASHBOARD_FILES:
         for p in panels(load_dashboard(path)):
@@ -187,14 +208,18 @@ def test_every_dashboard_query_returns_data(stack: tuple[RunningService, Prometh
         prom.wait_for_alert(name, timeout=60)
     # The scenario expects a canary and sends none (GmeRecwatchCanaryFailing must fire), so the
     # time since the last canary is empty by design; tests/e2e/test_canary.py covers it.
-    empty = [(dash, title, expr) for dash, title, expr in _dashboard_queries()
-             if not title.startswith("Since last canary") and not prom.query(expr)]
+    empty = [
+        (dash, title, expr)
+        for dash, title, expr in _dashboard_queries()
+        if not title.startswith("Since last canary") and not prom.query(expr)
+    ]
     assert not empty, "panels without data:\n" + "\n".join(map(str, empty))
 
 
 def test_promtool_accepts_the_live_metrics(stack: tuple[RunningService, PrometheusServer]) -> None:
     svc, _ = stack
     promtool = require_tool("promtool")
-    out = subprocess.run([promtool, "check", "metrics"], input=svc.metrics_text(),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [promtool, "check", "metrics"], input=svc.metrics_text(), capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr

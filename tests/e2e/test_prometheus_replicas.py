@@ -23,30 +23,41 @@ from .test_prometheus_e2e import REPLACE, RULE_FILES, _dashboard_queries
 
 pytestmark = pytest.mark.e2e
 
-DEADLINES = {"GME_RECWATCH_MAX_RECORDING_SECONDS": "3", "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "3",
-             "GME_RECWATCH_REORDER_WINDOW_SECONDS": "2", "GME_RECWATCH_LOG_LEVEL": "info"}
+DEADLINES = {
+    "GME_RECWATCH_MAX_RECORDING_SECONDS": "3",
+    "GME_RECWATCH_UPLOAD_GRACE_SECONDS": "3",
+    "GME_RECWATCH_REORDER_WINDOW_SECONDS": "2",
+    "GME_RECWATCH_LOG_LEVEL": "info",
+}
 # The one in-memory process, scraped as another job the rules' selector also matches.
 SINGLE = "single-gme-recwatch"
-LIFECYCLE_ALERTS = ("GmeRecordingStuck", "GmeRecordingUploadsMissing",
-                    "GmeRecordingDeliveryBudgetBurn")
+LIFECYCLE_ALERTS = ("GmeRecordingStuck", "GmeRecordingUploadsMissing", "GmeRecordingDeliveryBudgetBurn")
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[
-        tuple[RunningService, list[RunningService], PrometheusServer]]:
+def both(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[tuple[RunningService, list[RunningService], PrometheusServer]]:
     require_tool("prometheus")
     tmp: Path = tmp_path_factory.mktemp("prom-replicas")
     single = start_service(tmp, **DEADLINES)
-    shared = {**DEADLINES, "GME_RECWATCH_REDIS_URL": redis_server.url,
-              "GME_RECWATCH_REDIS_PREFIX": f"prom-{uuid.uuid4().hex[:8]}:"}
+    shared = {
+        **DEADLINES,
+        "GME_RECWATCH_REDIS_URL": redis_server.url,
+        "GME_RECWATCH_REDIS_PREFIX": f"prom-{uuid.uuid4().hex[:8]}:",
+    }
     replicas = [start_service(tmp, **shared) for _ in range(3)]
     prom = None
     try:
         rules = shorten_rules(RULE_FILES, tmp / "rules", for_duration="1s", replace=REPLACE)
-        prom = PrometheusServer([f"127.0.0.1:{r.admin_port}" for r in replicas], rules,
-                                tmp / "prom", more_jobs={SINGLE: [f"127.0.0.1:{single.admin_port}"]})
+        prom = PrometheusServer(
+            [f"127.0.0.1:{r.admin_port}" for r in replicas],
+            rules,
+            tmp / "prom",
+            more_jobs={SINGLE: [f"127.0.0.1:{single.admin_port}"]},
+        )
         prom.start()
-        prom.wait_for('count(up == 1) == 4')
+        prom.wait_for("count(up == 1) == 4")
         _deliver_the_same_to_both(single, replicas, prom)
         yield single, replicas, prom
     finally:
@@ -56,18 +67,26 @@ def both(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) ->
             svc.stop()
 
 
-def _deliver_the_same_to_both(single: RunningService, replicas: list[RunningService],
-                              prom: PrometheusServer) -> None:
+def _deliver_the_same_to_both(
+    single: RunningService, replicas: list[RunningService], prom: PrometheusServer
+) -> None:
     now = int(time.time())
-    sends = [(1, "r-stuck", 1, now), (1, "r-missing", 2, now - 120), (2, "r-missing", 2, now - 20),
-             (1, "r-ok", 3, now - 600), (2, "r-ok", 3, now - 60), (3, "r-ok", 3, now),
-             (3, "r-orphan", 4, now), (1, "r-stuck-2", 5, now)]
+    sends = [
+        (1, "r-stuck", 1, now),
+        (1, "r-missing", 2, now - 120),
+        (2, "r-missing", 2, now - 20),
+        (1, "r-ok", 3, now - 600),
+        (2, "r-ok", 3, now - 60),
+        (3, "r-ok", 3, now),
+        (3, "r-orphan", 4, now),
+        (1, "r-stuck-2", 5, now),
+    ]
     # The per-app series appear with the first callback: scrape them at zero first.
     first, *rest = sends
     for target in (single, replicas[0]):
         body = callback_body(first[0], room=first[1], task=446946705284000000 + first[2], ts=first[3])
         assert target.post(body).status_code == 200
-    prom.wait_for('count(gme_recording_segments_completed_total == 0) == 4')
+    prom.wait_for("count(gme_recording_segments_completed_total == 0) == 4")
     time.sleep(1.5)
     for i, (event, room, task, ts) in enumerate(rest):
         body = callback_body(event, room=room, task=446946705284000000 + task, ts=ts)
@@ -76,21 +95,25 @@ def _deliver_the_same_to_both(single: RunningService, replicas: list[RunningServ
 
 
 def _firing(prom: PrometheusServer, job: str) -> dict[tuple[str, str], str]:
-    return {(a["labels"]["alertname"], a["labels"].get("app_id", "")): a["value"]
-            for a in prom.alerts() if a["state"] == "firing" and a["labels"].get("job") == job
-            and a["labels"]["alertname"] in LIFECYCLE_ALERTS}
+    return {
+        (a["labels"]["alertname"], a["labels"].get("app_id", "")): a["value"]
+        for a in prom.alerts()
+        if a["state"] == "firing"
+        and a["labels"].get("job") == job
+        and a["labels"]["alertname"] in LIFECYCLE_ALERTS
+    }
 
 
 def test_lifecycle_alerts_of_three_replicas_are_those_of_one_process(
-        both: tuple[RunningService, list[RunningService], PrometheusServer]) -> None:
+    both: tuple[RunningService, list[RunningService], PrometheusServer],
+) -> None:
     _, _, prom = both
     for job in (SINGLE, "gme-recwatch"):
         for name in LIFECYCLE_ALERTS:
             prom.wait_for_alert(name, timeout=60, labels={"job": job})
     single, replicated = _firing(prom, SINGLE), _firing(prom, "gme-recwatch")
     # Per app, except the delivery burn, which is the release's.
-    assert set(single) == {(name, "" if "Budget" in name else "1400000000")
-                           for name in LIFECYCLE_ALERTS}
+    assert set(single) == {(name, "" if "Budget" in name else "1400000000") for name in LIFECYCLE_ALERTS}
     assert set(replicated) == set(single)  # one alert each, no more
     for key, value in single.items():
         # increase()s of per-replica counters: Prometheus extrapolates each replica's series
@@ -113,14 +136,16 @@ def _normalised(result: list[dict[str, object]]) -> list[tuple[tuple[tuple[str, 
 
 
 def test_dashboard_state_queries_give_the_single_process_numbers(
-        both: tuple[RunningService, list[RunningService], PrometheusServer]) -> None:
+    both: tuple[RunningService, list[RunningService], PrometheusServer],
+) -> None:
     _, _, prom = both
     prom.wait_for_alert("GmeRecordingUploadsMissing", timeout=60, labels={"job": "gme-recwatch"})
     time.sleep(2)  # one more scrape of both after the last transition
     compared = 0
     for dash, title, expr in _dashboard_queries():
-        if re.search(r"rate\(|increase\(|time\(\)|_bucket|build_info|process_|http_|keyring|snapshot|up\{",
-                     expr):
+        if re.search(
+            r"rate\(|increase\(|time\(\)|_bucket|build_info|process_|http_|keyring|snapshot|up\{", expr
+        ):
             continue  # timing, per-process or per-replica series: equal only by accident
         one = _normalised(prom.query(expr.replace('job=~"gme-recwatch"', f'job=~"{SINGLE}"')))
         three = _normalised(prom.query(expr))

@@ -35,30 +35,70 @@ def log_lines(svc: RunningService) -> list[dict[str, Any]]:
 
 
 def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files_are_paged(
-        service_factory: Any, s3_server: Any) -> None:
+    service_factory: Any, s3_server: Any
+) -> None:
     """Every segment that would have been paged was looked up first: those whose file is in the
     bucket are reconciled (counted as lost callbacks, never paged), the rest are paged with
     ``confirmed=true`` -- and which is which agrees with the bucket's contents."""
     bucket = f"rec-e2e-{uuid.uuid4().hex[:8]}"
     reader_id, reader_key = s3_server.keys["reader"]
     svc: RunningService = service_factory(
-        **DEADLINES, GME_RECWATCH_COS_BUCKET=bucket, GME_RECWATCH_COS_REGION=s3_server.REGION,
-        GME_RECWATCH_COS_ENDPOINT=s3_server.url, TENCENTCLOUD_SECRET_ID=reader_id,
+        **DEADLINES,
+        GME_RECWATCH_COS_BUCKET=bucket,
+        GME_RECWATCH_COS_REGION=s3_server.REGION,
+        GME_RECWATCH_COS_ENDPOINT=s3_server.url,
+        TENCENTCLOUD_SECRET_ID=reader_id,
         TENCENTCLOUD_SECRET_KEY=reader_key,
-        GME_RECWATCH_COS_KEY_TEMPLATE="recordings/{file_name}")
+        GME_RECWATCH_COS_KEY_TEMPLATE="recordings/{file_name}",
+    )
     writer_id, writer_key = s3_server.keys["writer"]
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
-    env = {**os.environ, "TENCENTCLOUD_SECRET_ID": writer_id,
-           "TENCENTCLOUD_SECRET_KEY": writer_key}
+    env = {**os.environ, "TENCENTCLOUD_SECRET_ID": writer_id, "TENCENTCLOUD_SECRET_KEY": writer_key}
     r = subprocess.run(
-        [exe, "simulate", "--url", svc.callback_url, "--secret", svc.secret, "--rooms", "8",
-         "--time-scale", "200", "--spread", "5", "--duration-min", "2", "--duration-max", "5",
-         "--drop-fraction", "0.25", "--never-upload-fraction", "0.15",
-         "--never-complete-fraction", "0.1", "--seed", "5", "--bad-signature-fraction", "0",
-         "--retry-seconds", "2", "--s3-endpoint", s3_server.url, "--s3-bucket", bucket,
-         "--s3-create-bucket", "--s3-key-template", "recordings/{file_name}",
-         "--expected-file", ""],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            exe,
+            "simulate",
+            "--url",
+            svc.callback_url,
+            "--secret",
+            svc.secret,
+            "--rooms",
+            "8",
+            "--time-scale",
+            "200",
+            "--spread",
+            "5",
+            "--duration-min",
+            "2",
+            "--duration-max",
+            "5",
+            "--drop-fraction",
+            "0.25",
+            "--never-upload-fraction",
+            "0.15",
+            "--never-complete-fraction",
+            "0.1",
+            "--seed",
+            "5",
+            "--bad-signature-fraction",
+            "0",
+            "--retry-seconds",
+            "2",
+            "--s3-endpoint",
+            s3_server.url,
+            "--s3-bucket",
+            bucket,
+            "--s3-create-bucket",
+            "--s3-key-template",
+            "recordings/{file_name}",
+            "--expected-file",
+            "",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     in_bucket = set(s3_server.keys_of(bucket))
@@ -68,7 +108,8 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if svc.metric("gme_recording_reconcile_pending") == 0 and any(
-                line.get("event") == "segment_reconciled" for line in log_lines(svc)):
+            line.get("event") == "segment_reconciled" for line in log_lines(svc)
+        ):
             time.sleep(1.5)  # one more sweep: nothing new may be held after this
             if svc.metric("gme_recording_reconcile_pending") == 0:
                 break
@@ -81,16 +122,16 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
     assert 0 < len(reconciled) <= summary["uploaded_files_without_callback"]
     assert {x["object_key"] for x in reconciled} <= in_bucket
     assert all("uploaded" in x["lost_callbacks"] for x in reconciled)
-    assert all({"biz_id", "room_id", "user_id", "task_id", "seq_no"} <= x.keys()
-               for x in reconciled)
+    assert all({"biz_id", "room_id", "user_id", "task_id", "seq_no"} <= x.keys() for x in reconciled)
     assert svc.metric("gme_recording_callbacks_lost_total", event_type="uploaded") == len(reconciled)
     assert svc.metric("gme_recording_segments_reconciled_total") == len(reconciled)
     # Not found: paged, confirmed, and really not in the bucket.
     assert problems, "the plan abandons segments: some must be paged"
     assert all(x["confirmed"] is True for x in problems)
     assert not {x["object_key"] for x in problems} & in_bucket
-    assert (svc.metric("gme_recording_stuck_total") + svc.metric(
-        "gme_recording_missing_uploads_total")) == len(problems)
+    assert (svc.metric("gme_recording_stuck_total") + svc.metric("gme_recording_missing_uploads_total")) == len(
+        problems
+    )
     assert svc.metric("gme_recording_reconcile_checks_total", result="error") == 0
     assert svc.metric("gme_recording_reconcile_checks_total") == len(reconciled) + len(problems)
     # The API says the same.
@@ -102,6 +143,7 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
 def svc_segments(svc: RunningService, state: str) -> list[dict[str, Any]]:
     import httpx
 
-    got = httpx.get(svc.admin_url + "/api/v1/segments", params={"state": state, "limit": 1000},
-                    timeout=5).json()
+    got = httpx.get(
+        svc.admin_url + "/api/v1/segments", params={"state": state, "limit": 1000}, timeout=5
+    ).json()
     return list(got["segments"])

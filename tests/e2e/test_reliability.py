@@ -93,13 +93,30 @@ asyncio.run(main())
 """
 
 
-def start_load(svc: RunningService, tmp_path: Path, *, prefix: str, n: int, concurrency: int,
-               bad_every: int = 0, stop_on_error: bool = False,
-               pause: float = 0.0) -> tuple[subprocess.Popen[bytes], Path]:
+def start_load(
+    svc: RunningService,
+    tmp_path: Path,
+    *,
+    prefix: str,
+    n: int,
+    concurrency: int,
+    bad_every: int = 0,
+    stop_on_error: bool = False,
+    pause: float = 0.0,
+) -> tuple[subprocess.Popen[bytes], Path]:
     out = tmp_path / f"load-{prefix}.jsonl"
-    cfg = {"host": "127.0.0.1", "port": svc.port, "secret": svc.secret, "n": n,
-           "concurrency": concurrency, "bad_every": bad_every, "prefix": prefix, "out": str(out),
-           "stop_on_error": stop_on_error, "pause": pause}
+    cfg = {
+        "host": "127.0.0.1",
+        "port": svc.port,
+        "secret": svc.secret,
+        "n": n,
+        "concurrency": concurrency,
+        "bad_every": bad_every,
+        "prefix": prefix,
+        "out": str(out),
+        "stop_on_error": stop_on_error,
+        "pause": pause,
+    }
     proc = subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT, json.dumps(cfg)])
     return proc, out
 
@@ -137,16 +154,25 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> fl
 def no_5xx(svc: RunningService) -> None:
     """No 5xx answered, except /readyz's 503 while starting (the start-up poll can meet it)."""
     text = svc.metrics_text()
-    five = [ln for ln in text.splitlines()
-            if ln.startswith("gme_recording_http_requests_total") and 'code="5' in ln
-            and not ('code="503"' in ln and 'route="/readyz"' in ln)]
+    five = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("gme_recording_http_requests_total")
+        and 'code="5' in ln
+        and not ('code="503"' in ln and 'route="/readyz"' in ln)
+    ]
     assert not five, five
 
 
 def counted(svc: RunningService) -> float:
-    return sum(svc.metric(name) for name in ("gme_recording_signature_failures_total",
-                                             "gme_recording_callbacks_invalid_total",
-                                             "gme_recording_callbacks_total"))
+    return sum(
+        svc.metric(name)
+        for name in (
+            "gme_recording_signature_failures_total",
+            "gme_recording_callbacks_invalid_total",
+            "gme_recording_callbacks_total",
+        )
+    )
 
 
 # --------------------------------------------------------------------------- raw HTTP
@@ -171,14 +197,15 @@ def _status_if_answered(s: socket.socket, wait: float) -> int | None:
     return int(data.split(b" ", 2)[1])
 
 
-def test_slow_chunked_body_over_the_limit_gets_413_as_soon_as_it_crosses(
-        service_factory: Factory) -> None:
+def test_slow_chunked_body_over_the_limit_gets_413_as_soon_as_it_crosses(service_factory: Factory) -> None:
     """No Content-Length, 1 KiB chunks every 50 ms: the 413 comes right after the limit is
     crossed; the server does not wait for the (64 KiB) rest."""
     svc = service_factory(GME_RECWATCH_MAX_BODY_BYTES="4096")
     s = _connect(svc)
-    s.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: x\r\n"
-              b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    s.sendall(
+        b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     sent, status, crossed_at = 0, None, None
     for _ in range(64):
         try:
@@ -196,8 +223,11 @@ def test_slow_chunked_body_over_the_limit_gets_413_as_soon_as_it_crosses(
     assert status == 413, status
     assert sent <= 4096 + 2048, f"the server let {sent} bytes in before answering"
     assert svc.metric("gme_recording_callbacks_invalid_total", reason="too_large") == 1
-    FIGURES["chunked_413"] = {"bytes_sent_before_413": sent, "limit": 4096,
-                              "seconds_after_crossing": round(latency or 0, 3)}
+    FIGURES["chunked_413"] = {
+        "bytes_sent_before_413": sent,
+        "limit": 4096,
+        "seconds_after_crossing": round(latency or 0, 3),
+    }
 
 
 def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_factory: Factory) -> None:
@@ -205,8 +235,9 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
     # Announces 10 MB, sends 10 bytes, then waits: answered from the header alone.
     s = _connect(svc)
     t0 = time.monotonic()
-    s.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: x\r\n"
-              b"Content-Length: 10000000\r\n\r\n{\"BizID\":1")
+    s.sendall(
+        b'POST /callback HTTP/1.1\r\nHost: x\r\nSignature: x\r\nContent-Length: 10000000\r\n\r\n{"BizID":1'
+    )
     status = _status_if_answered(s, 3)
     big_lie = time.monotonic() - t0
     s.close()
@@ -219,8 +250,12 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
     # for the connection at once, dropping the 401. Either way: 4xx only, nothing stored.
     body = callback_body(1, room="short-lie") + b" " * 1800
     s = _connect(svc)
-    s.sendall(b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: " + sign(body, SECRET).encode()
-              + b"\r\nContent-Length: 20\r\n\r\n" + body)
+    s.sendall(
+        b"POST /callback HTTP/1.1\r\nHost: x\r\nSignature: "
+        + sign(body, SECRET).encode()
+        + b"\r\nContent-Length: 20\r\n\r\n"
+        + body
+    )
     s.settimeout(3)
     reply = b""
     try:
@@ -248,9 +283,11 @@ def test_content_length_lies_get_413_or_a_counted_4xx_and_never_stall(service_fa
     assert svc.send(1, room="after-lies").status_code == 200
     assert svc.metric("gme_recording_tracked_segments") == 1
     no_5xx(svc)
-    FIGURES["content_length_lie"] = {"announced_10MB_answered_413_seconds": round(big_lie, 3),
-                                     "oversized_header_status": oversized,
-                                     "short_lie_statuses": statuses}
+    FIGURES["content_length_lie"] = {
+        "announced_10MB_answered_413_seconds": round(big_lie, 3),
+        "oversized_header_status": oversized,
+        "short_lie_statuses": statuses,
+    }
 
 
 # --------------------------------------------------------------------------- load
@@ -289,8 +326,12 @@ def test_admin_answers_promptly_under_callback_load(service_factory: Factory, tm
     assert max(worst.values()) < bound, worst
     cb = sorted(r["t1"] - r["t0"] for r in records)
     FIGURES["load"] = {
-        "callbacks": n, "concurrency": conc, "wrongly_signed": bad, "seconds": round(elapsed, 2),
-        "callbacks_per_second": round(n / elapsed), "callback_p50_ms": round(1000 * cb[len(cb) // 2], 1),
+        "callbacks": n,
+        "concurrency": conc,
+        "wrongly_signed": bad,
+        "seconds": round(elapsed, 2),
+        "callbacks_per_second": round(n / elapsed),
+        "callback_p50_ms": round(1000 * cb[len(cb) // 2], 1),
         "callback_p99_ms": round(1000 * cb[int(len(cb) * 0.99)], 1),
         "admin_polls": {p: len(v) for p, v in latencies.items()},
         "admin_p50_ms": {p: round(1000 * statistics.median(v), 1) for p, v in latencies.items()},
@@ -303,12 +344,16 @@ def test_admin_answers_promptly_under_callback_load(service_factory: Factory, tm
 
 
 def test_sigterm_under_load_answers_in_flight_snapshots_and_the_restart_restores(
-        service_factory: Factory, tmp_path: Path) -> None:
+    service_factory: Factory, tmp_path: Path
+) -> None:
     """Every callback that was answered 200 before SIGTERM is back after the restart, and nothing
     else is: no acknowledged event lost, none processed without an answer."""
     state = tmp_path / "state" / "segments.msgpack"
-    env = {"GME_RECWATCH_STATE_FILE": str(state), "GME_RECWATCH_LOG_LEVEL": "info",
-           "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600"}  # only the shutdown snapshot
+    env = {
+        "GME_RECWATCH_STATE_FILE": str(state),
+        "GME_RECWATCH_LOG_LEVEL": "info",
+        "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600",
+    }  # only the shutdown snapshot
     svc = service_factory(**env)
     proc, out = start_load(svc, tmp_path, prefix="term", n=900, concurrency=16, stop_on_error=True)
     wait_for(lambda: svc.metric("gme_recording_callbacks_total") >= 200, timeout=20)
@@ -328,32 +373,46 @@ def test_sigterm_under_load_answers_in_flight_snapshots_and_the_restart_restores
     assert restored == acked, (len(restored), len(acked), sorted(acked ^ restored)[:5])
     assert again.metric("gme_recording_snapshot_restored_segments") == len(acked)
     assert again.metric("gme_recording_snapshot_failures_total", operation="restore") == 0
-    FIGURES["sigterm"] = {"acked_before_exit": len(acked), "answered_after_sigterm": answered_after,
-                          "refused_after_sigterm": len(errors), "restored": len(restored),
-                          "lost": len(acked - restored), "exit_code": code,
-                          "shutdown_seconds": round(stopped_in, 2)}
+    FIGURES["sigterm"] = {
+        "acked_before_exit": len(acked),
+        "answered_after_sigterm": answered_after,
+        "refused_after_sigterm": len(errors),
+        "restored": len(restored),
+        "lost": len(acked - restored),
+        "exit_code": code,
+        "shutdown_seconds": round(stopped_in, 2),
+    }
 
 
 def test_kill_9_loses_at_most_what_came_after_the_last_snapshot(
-        service_factory: Factory, tmp_path: Path) -> None:
+    service_factory: Factory, tmp_path: Path
+) -> None:
     """SIGKILL mid-load with a 1 s snapshot interval: everything acknowledged before the last
     completed snapshot is back; what is lost was acknowledged within the interval before the kill."""
     interval = 1
     state = tmp_path / "state.msgpack"
-    env = {"GME_RECWATCH_STATE_FILE": str(state), "GME_RECWATCH_LOG_LEVEL": "info",
-           "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": str(interval)}
+    env = {
+        "GME_RECWATCH_STATE_FILE": str(state),
+        "GME_RECWATCH_LOG_LEVEL": "info",
+        "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": str(interval),
+    }
     svc = service_factory(**env)
     for i in range(50):
         assert svc.send(1, room=f"before-{i}").status_code == 200
     before_done = time.time()
-    wait_for(lambda: svc.metric("gme_recording_snapshot_last_success_timestamp_seconds") > before_done,
-             timeout=interval + 3)
-    proc, out = start_load(svc, tmp_path, prefix="kill", n=900, concurrency=4, stop_on_error=True,
-                             pause=0.01)  # ~400/s, so the load outlasts the wait below
+    wait_for(
+        lambda: svc.metric("gme_recording_snapshot_last_success_timestamp_seconds") > before_done,
+        timeout=interval + 3,
+    )
+    proc, out = start_load(
+        svc, tmp_path, prefix="kill", n=900, concurrency=4, stop_on_error=True, pause=0.01
+    )  # ~400/s, so the load outlasts the wait below
     wait_for(lambda: svc.metric("gme_recording_callbacks_total") >= 50 + 150, timeout=20)
     mid_load = time.time()  # wait for a snapshot taken mid-load, then kill before the next one
-    wait_for(lambda: svc.metric("gme_recording_snapshot_last_success_timestamp_seconds") > mid_load,
-             timeout=interval + 3)
+    wait_for(
+        lambda: svc.metric("gme_recording_snapshot_last_success_timestamp_seconds") > mid_load,
+        timeout=interval + 3,
+    )
     time.sleep(0.3)
     killed_at = time.time()
     assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -374,20 +433,25 @@ def test_kill_9_loses_at_most_what_came_after_the_last_snapshot(
     assert all(d > -0.25 for d in late), sorted(late)[:5]
     assert any(k.startswith("kill-") for k in restored), "no mid-load snapshot was restored"
     assert killed_at - snapshot_at <= interval + 0.5
-    FIGURES["kill_9"] = {"snapshot_interval_seconds": interval, "acked": len(acked),
-                         "restored": len(restored), "lost": len(lost),
-                         "kill_after_last_snapshot_seconds": round(killed_at - snapshot_at, 3),
-                         "restore_failures": 0}
+    FIGURES["kill_9"] = {
+        "snapshot_interval_seconds": interval,
+        "acked": len(acked),
+        "restored": len(restored),
+        "lost": len(lost),
+        "kill_after_last_snapshot_seconds": round(killed_at - snapshot_at, 3),
+        "restore_failures": 0,
+    }
 
 
-def test_unwritable_snapshot_path_is_counted_logged_and_survived(service_factory: Factory,
-                                                                 tmp_path: Path) -> None:
+def test_unwritable_snapshot_path_is_counted_logged_and_survived(
+    service_factory: Factory, tmp_path: Path
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the snapshot directory should be\n")
-    svc = service_factory(GME_RECWATCH_STATE_FILE=str(blocker / "state.msgpack"),
-                          GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS="1")
-    wait_for(lambda: svc.metric("gme_recording_snapshot_failures_total", operation="write") >= 1,
-             timeout=5)
+    svc = service_factory(
+        GME_RECWATCH_STATE_FILE=str(blocker / "state.msgpack"), GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS="1"
+    )
+    wait_for(lambda: svc.metric("gme_recording_snapshot_failures_total", operation="write") >= 1, timeout=5)
     assert '"event": "snapshot_write_failed"' in svc.logs()
     assert httpx.get(svc.admin_url + "/readyz", timeout=5).status_code == 200
     assert svc.send(1, room="still-working").status_code == 200
@@ -396,8 +460,9 @@ def test_unwritable_snapshot_path_is_counted_logged_and_survived(service_factory
     assert svc.logs().count('"event": "snapshot_write_failed"') >= 2  # the shutdown write too
 
 
-def test_corrupt_or_truncated_snapshot_is_counted_logged_and_survived(service_factory: Factory,
-                                                                      tmp_path: Path) -> None:
+def test_corrupt_or_truncated_snapshot_is_counted_logged_and_survived(
+    service_factory: Factory, tmp_path: Path
+) -> None:
     state = tmp_path / "state.msgpack"
     state.write_bytes(b"\x93\x01not a snapshot\xff" * 10)
     env = {"GME_RECWATCH_STATE_FILE": str(state), "GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS": "3600"}
@@ -418,15 +483,17 @@ def test_corrupt_or_truncated_snapshot_is_counted_logged_and_survived(service_fa
 # --------------------------------------------------------------------------- secrets
 
 
-def test_secret_key_rotation_through_the_keys_file_needs_no_restart(service_factory: Factory,
-                                                                    tmp_path: Path) -> None:
+def test_secret_key_rotation_through_the_keys_file_needs_no_restart(
+    service_factory: Factory, tmp_path: Path
+) -> None:
     """Old key works; the file gains the new key and it works within seconds; the old key is
     removed and rejected; a broken file in between keeps the keys in force. One process."""
     old, new = "rotation-OLD-key-7f3a91", "rotation-NEW-key-c2d8e4"
     keys = tmp_path / "keys"
     keys.write_text(f"*={old}\n")
-    svc = service_factory(GME_RECWATCH_SECRET_KEY="", GME_RECWATCH_KEYS_FILE=str(keys),
-                          GME_RECWATCH_KEYS_RELOAD_SECONDS="0.25")
+    svc = service_factory(
+        GME_RECWATCH_SECRET_KEY="", GME_RECWATCH_KEYS_FILE=str(keys), GME_RECWATCH_KEYS_RELOAD_SECONDS="0.25"
+    )
     sent: list[str] = []
     n = [0]
 
@@ -457,6 +524,9 @@ def test_secret_key_rotation_through_the_keys_file_needs_no_restart(service_fact
     for needle in (old, new, *sent):
         for where, text in (("logs", logs), ("metrics", metrics), ("schema", schema)):
             assert needle not in text, f"{needle[:6]}... in {where}"
-    FIGURES["rotation"] = {"reload_every_seconds": 0.25, "new_key_accepted_after_seconds": round(gained, 2),
-                           "old_key_rejected_after_seconds": round(dropped, 2),
-                           "signatures_grepped": len(sent)}
+    FIGURES["rotation"] = {
+        "reload_every_seconds": 0.25,
+        "new_key_accepted_after_seconds": round(gained, 2),
+        "old_key_rejected_after_seconds": round(dropped, 2),
+        "signatures_grepped": len(sent),
+    }

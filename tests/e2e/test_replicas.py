@@ -23,8 +23,12 @@ STATES = ("recording", "completed", "uploaded", "stuck", "upload_missing", "orph
 
 
 def redis_env(server: RedisServer, **extra: str) -> dict[str, str]:
-    return {**DEADLINES, "GME_RECWATCH_REDIS_URL": server.url,
-            "GME_RECWATCH_REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:", **extra}
+    return {
+        **DEADLINES,
+        "GME_RECWATCH_REDIS_URL": server.url,
+        "GME_RECWATCH_REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
+        **extra,
+    }
 
 
 def shared_view(replicas: list[RunningService]) -> dict[str, float]:
@@ -35,17 +39,20 @@ def shared_view(replicas: list[RunningService]) -> dict[str, float]:
     for state in STATES:
         values = {total(m, "gme_recording_tracked_segments", state=state) for m in per}
         got[f"tracked {state}"] = values.pop() if len(values) == 1 else float("nan")
-    for name in ("stuck_total", "missing_uploads_total", "orphan_events_total",
-                 "segments_completed_total"):
+    for name in ("stuck_total", "missing_uploads_total", "orphan_events_total", "segments_completed_total"):
         got[name] = sum(total(m, f"gme_recording_{name}") for m in per)
     for et in ("started", "completed", "uploaded"):
-        got[f"distinct {et}"] = sum(total(m, "gme_recording_callbacks_total", event_type=et,
-                                          result=r)
-                                    for m in per for r in ("accepted", "out_of_order", "late"))
-        got[f"duplicate {et}"] = sum(total(m, "gme_recording_callbacks_total", event_type=et,
-                                           result="duplicate") for m in per)
+        got[f"distinct {et}"] = sum(
+            total(m, "gme_recording_callbacks_total", event_type=et, result=r)
+            for m in per
+            for r in ("accepted", "out_of_order", "late")
+        )
+        got[f"duplicate {et}"] = sum(
+            total(m, "gme_recording_callbacks_total", event_type=et, result="duplicate") for m in per
+        )
     got["signature mismatch"] = sum(
-        total(m, "gme_recording_signature_failures_total", reason="mismatch") for m in per)
+        total(m, "gme_recording_signature_failures_total", reason="mismatch") for m in per
+    )
     return got
 
 
@@ -59,14 +66,21 @@ def wait_for(want: dict[str, float], replicas: list[RunningService], keys: list[
 
 
 def spread_run(replicas: list[RunningService], retry_seconds: float = 5) -> Summary:
-    sender = SenderConfig(url=replicas[0].callback_url, secret=replicas[0].secret, timeout=5,
-                          retry_seconds=retry_seconds, backoff=0.2, concurrency=32,
-                          also_urls=tuple(r.callback_url for r in replicas[1:]))
+    sender = SenderConfig(
+        url=replicas[0].callback_url,
+        secret=replicas[0].secret,
+        timeout=5,
+        retry_seconds=retry_seconds,
+        backoff=0.2,
+        concurrency=32,
+        also_urls=tuple(r.callback_url for r in replicas[1:]),
+    )
     return asyncio.run(run(make_plan(DISORDERLY), sender))
 
 
 def test_three_replicas_on_one_redis_count_what_a_single_process_would(
-        service_factory: object, redis_server: RedisServer) -> None:
+    service_factory: object, redis_server: RedisServer
+) -> None:
     env = redis_env(redis_server)
     replicas = [service_factory(**env) for _ in range(3)]  # type: ignore[operator]
     summary = spread_run(replicas)
@@ -78,9 +92,13 @@ def test_three_replicas_on_one_redis_count_what_a_single_process_would(
     # Each replica took part, and the drill-down API answers the same from any of them.
     for r in replicas:
         assert total(samples(r), "gme_recording_callbacks_total") > 0
-    stuck = [sorted((s["room_id"], s["user_id"], s["seq_no"]) for s in
-                    httpx.get(r.admin_url + "/api/v1/segments?state=stuck&limit=1000").json()["segments"])
-             for r in replicas]
+    stuck = [
+        sorted(
+            (s["room_id"], s["user_id"], s["seq_no"])
+            for s in httpx.get(r.admin_url + "/api/v1/segments?state=stuck&limit=1000").json()["segments"]
+        )
+        for r in replicas
+    ]
     assert stuck[0] == stuck[1] == stuck[2] and len(stuck[0]) == want["tracked stuck"]
     for r in replicas:
         assert "internal_error" not in r.logs()
@@ -90,7 +108,8 @@ def test_three_replicas_on_one_redis_count_what_a_single_process_would(
 # for up to 60 s by design, and three replicas start first (42 s on a loaded machine).
 @pytest.mark.timeout(240)
 def test_a_replica_killed_mid_run_loses_no_acknowledged_callback(
-        service_factory: object, redis_server: RedisServer) -> None:
+    service_factory: object, redis_server: RedisServer
+) -> None:
     env = redis_env(redis_server)
     replicas = [service_factory(**env) for _ in range(3)]  # type: ignore[operator]
     killer = threading.Timer(1.0, lambda: replicas[1].proc.send_signal(signal.SIGKILL))
@@ -109,12 +128,15 @@ def test_a_replica_killed_mid_run_loses_no_acknowledged_callback(
 
 
 def test_redis_away_means_503_and_not_ready_then_recovery_by_itself(
-        service_factory: object, tmp_path: Path) -> None:
+    service_factory: object, tmp_path: Path
+) -> None:
     server = RedisServer(tmp_path / "redis", appendonly=True)
     try:
-        svc: RunningService = service_factory(**redis_env(  # type: ignore[operator]
-            server, GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5",
-            GME_RECWATCH_STORE_UNREADY_AFTER_SECONDS="1"))
+        svc: RunningService = service_factory(
+            **redis_env(  # type: ignore[operator]
+                server, GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5", GME_RECWATCH_STORE_UNREADY_AFTER_SECONDS="1"
+            )
+        )
         assert svc.send(1, room="before").status_code == 200
         server.kill()
         started = time.monotonic()
@@ -133,8 +155,9 @@ def test_redis_away_means_503_and_not_ready_then_recovery_by_itself(
             assert time.monotonic() < deadline, "did not recover after Redis came back"
             time.sleep(0.2)
         assert svc.send(1, room="after").status_code == 200
-        rooms = {s["room_id"] for s in
-                 httpx.get(svc.admin_url + "/api/v1/segments?limit=100").json()["segments"]}
+        rooms = {
+            s["room_id"] for s in httpx.get(svc.admin_url + "/api/v1/segments?limit=100").json()["segments"]
+        }
         assert rooms == {"before", "after"}  # "during" was never acknowledged, nor stored
         assert svc.metric("gme_recording_backend_up") == 1
     finally:
@@ -142,8 +165,9 @@ def test_redis_away_means_503_and_not_ready_then_recovery_by_itself(
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill-9"])
-def test_a_restarted_replica_sees_the_shared_state(service_factory: object,
-                                                   redis_server: RedisServer, kill: bool) -> None:
+def test_a_restarted_replica_sees_the_shared_state(
+    service_factory: object, redis_server: RedisServer, kill: bool
+) -> None:
     env = redis_env(redis_server, GME_RECWATCH_MAX_RECORDING_SECONDS="3600")
     first: RunningService = service_factory(**env)  # type: ignore[operator]
     for seq in range(5):
@@ -154,14 +178,16 @@ def test_a_restarted_replica_sees_the_shared_state(service_factory: object,
 
 
 def test_redis_restarted_empty_under_two_replicas_is_one_reset_one_error_and_a_blind_window(
-        service_factory: object, tmp_path: Path) -> None:
+    service_factory: object, tmp_path: Path
+) -> None:
     """A redis-server without persistence restarts under two replicas: exactly one of them
     counts the reset and logs `store_reset` at error level with the segments known before, the
     other logs that it saw it; the blind window is counted; the store works again at once."""
     server = RedisServer(tmp_path / "redis")  # no AOF, no RDB: a restart empties it
     try:
-        env = redis_env(server, GME_RECWATCH_MAX_RECORDING_SECONDS="3600",
-                        GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5")
+        env = redis_env(
+            server, GME_RECWATCH_MAX_RECORDING_SECONDS="3600", GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5"
+        )
         replicas: list[RunningService] = [service_factory(**env) for _ in range(2)]  # type: ignore[operator]
         for seq in range(5):
             assert replicas[seq % 2].send(1, seq=seq).status_code == 200

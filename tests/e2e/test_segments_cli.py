@@ -47,9 +47,9 @@ def test_segments_prints_a_table_of_stuck_segments_with_the_total(service_factor
     assert doc["total"] == 1 and doc["segments"][0]["reason"].startswith("still recording 1 s")
 
 
-def test_segments_follows_the_cursor_across_pages(service_factory: object,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_segments_follows_the_cursor_across_pages(
+    service_factory: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     svc = stuck_service(service_factory, 5)
     monkeypatch.setattr(cli, "_PAGE_MAX", 2)  # pages of 2, so that 5 need three
     assert cli.main(["segments", "--url", svc.admin_url, "--json"]) == 0

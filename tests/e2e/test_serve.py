@@ -44,10 +44,15 @@ def test_bad_signature_is_rejected_and_counted(service: RunningService) -> None:
 
 
 def test_port_in_use_fails_fast_with_a_clear_message(service: RunningService) -> None:
-    env = {**os.environ, "GME_RECWATCH_SECRET_KEY": "k", "GME_RECWATCH_HOST": "127.0.0.1",
-           # both ports are already held by `service`
-           "GME_RECWATCH_PORT": str(service.port), "GME_RECWATCH_ADMIN_PORT": str(service.admin_port),
-           "GME_RECWATCH_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "GME_RECWATCH_SECRET_KEY": "k",
+        "GME_RECWATCH_HOST": "127.0.0.1",
+        # both ports are already held by `service`
+        "GME_RECWATCH_PORT": str(service.port),
+        "GME_RECWATCH_ADMIN_PORT": str(service.admin_port),
+        "GME_RECWATCH_LOG_FORMAT": "json",
+    }
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     r = subprocess.run([exe, "serve"], env=env, capture_output=True, text=True, timeout=30)
     out = r.stdout + r.stderr
@@ -66,10 +71,15 @@ def test_a_taken_admin_port_is_the_only_one_the_error_names(tmp_path: Path) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         admin_port = taken.getsockname()[1]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")},
-               "GME_RECWATCH_SECRET_KEY": "k", "GME_RECWATCH_HOST": "127.0.0.1",
-               "GME_RECWATCH_ADMIN_HOST": "127.0.0.1", "GME_RECWATCH_PORT": str(callback_port),
-               "GME_RECWATCH_ADMIN_PORT": str(admin_port), "GME_RECWATCH_LOG_FORMAT": "json"}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")},
+            "GME_RECWATCH_SECRET_KEY": "k",
+            "GME_RECWATCH_HOST": "127.0.0.1",
+            "GME_RECWATCH_ADMIN_HOST": "127.0.0.1",
+            "GME_RECWATCH_PORT": str(callback_port),
+            "GME_RECWATCH_ADMIN_PORT": str(admin_port),
+            "GME_RECWATCH_LOG_FORMAT": "json",
+        }
         exe = str(Path(sys.executable).with_name("gme-recwatch"))
         r = subprocess.run([exe, "serve"], env=env, capture_output=True, text=True, timeout=30)
     out = r.stdout + r.stderr
@@ -82,8 +92,10 @@ def test_a_taken_admin_port_is_the_only_one_the_error_names(tmp_path: Path) -> N
 def test_both_http_stacks_keep_every_http_behaviour(service_factory: object, stack: str) -> None:
     """uvloop + httptools (the default) and the pure-Python fallback answer alike: a signed
     callback 200, another method 405 with Allow, a streamed body over the limit 413."""
-    svc: RunningService = service_factory(GME_RECWATCH_HTTP_STACK=stack,  # type: ignore[operator]
-                                          GME_RECWATCH_MAX_BODY_BYTES="4096")
+    svc: RunningService = service_factory(
+        GME_RECWATCH_HTTP_STACK=stack,  # type: ignore[operator]
+        GME_RECWATCH_MAX_BODY_BYTES="4096",
+    )
     assert f'"http_stack": "{stack}"' in svc.logs()
     assert svc.send(1, room=f"stack-{stack}").status_code == 200
     r = httpx.get(svc.callback_url)

@@ -25,10 +25,10 @@ def _hint_lines(service: RunningService) -> list[dict[str, object]]:
     return lines
 
 
-def test_a_hex_signed_callback_to_a_base64_service_is_refused_and_explained(
-        service_factory: object) -> None:
+def test_a_hex_signed_callback_to_a_base64_service_is_refused_and_explained(service_factory: object) -> None:
     service: RunningService = service_factory(  # type: ignore[operator]
-        GME_RECWATCH_SIGNATURE_ENCODING="base64")
+        GME_RECWATCH_SIGNATURE_ENCODING="base64"
+    )
     body = callback_body(1, room="r-hint")
     header = sign(body, SECRET, "hex")
     r = service.post(body, signature=header)
@@ -51,10 +51,10 @@ def test_a_hex_signed_callback_to_a_base64_service_is_refused_and_explained(
     assert service.post(body).status_code == 200
 
 
-def test_a_flood_of_forged_signatures_is_diagnosed_only_at_the_rate(
-        service_factory: object) -> None:
+def test_a_flood_of_forged_signatures_is_diagnosed_only_at_the_rate(service_factory: object) -> None:
     service: RunningService = service_factory(  # type: ignore[operator]
-        GME_RECWATCH_SIGNATURE_ENCODING="base64", GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND="1")
+        GME_RECWATCH_SIGNATURE_ENCODING="base64", GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND="1"
+    )
     body = callback_body(1, room="r-flood")
     header = sign(body, SECRET, "hex")
     started = time.monotonic()

@@ -23,11 +23,26 @@ DEADLINES = {
 }
 
 DISORDERLY = SimConfig(
-    rooms=40, users_per_room=3, segments_per_task=2, mixed_fraction=0.3, rate=400, spread=150,
-    duration_min=30, duration_max=150, upload_delay_min=5, upload_delay_max=40, time_scale=100,
-    reorder_fraction=0.3, reorder_delay=5, duplicate_fraction=0.15, duplicate_delay=30,
-    drop_fraction=0.1, never_complete_fraction=0.08, never_upload_fraction=0.08,
-    bad_signature_fraction=0.05, seed=7,
+    rooms=40,
+    users_per_room=3,
+    segments_per_task=2,
+    mixed_fraction=0.3,
+    rate=400,
+    spread=150,
+    duration_min=30,
+    duration_max=150,
+    upload_delay_min=5,
+    upload_delay_max=40,
+    time_scale=100,
+    reorder_fraction=0.3,
+    reorder_delay=5,
+    duplicate_fraction=0.15,
+    duplicate_delay=30,
+    drop_fraction=0.1,
+    never_complete_fraction=0.08,
+    never_upload_fraction=0.08,
+    bad_signature_fraction=0.05,
+    seed=7,
 )
 
 
@@ -40,8 +55,11 @@ def samples(svc: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def total(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in m.items()
-               if n == name and all(dict(ls).get(k) == want for k, want in labels.items()))
+    return sum(
+        v
+        for (n, ls), v in m.items()
+        if n == name and all(dict(ls).get(k) == want for k, want in labels.items())
+    )
 
 
 def expected_metrics(s: Summary) -> dict[str, float]:
@@ -67,9 +85,9 @@ def observed_metrics(svc: RunningService) -> dict[str, float]:
     for et in ("started", "completed", "uploaded"):
         got[f"distinct {et}"] = sum(
             total(m, "gme_recording_callbacks_total", event_type=et, result=r)
-            for r in ("accepted", "out_of_order", "late"))
-        got[f"duplicate {et}"] = total(m, "gme_recording_callbacks_total", event_type=et,
-                                       result="duplicate")
+            for r in ("accepted", "out_of_order", "late")
+        )
+        got[f"duplicate {et}"] = total(m, "gme_recording_callbacks_total", event_type=et, result="duplicate")
     got["signature mismatch"] = total(m, "gme_recording_signature_failures_total", reason="mismatch")
     for state in ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan"):
         got[f"tracked {state}"] = total(m, "gme_recording_tracked_segments", state=state)
@@ -85,8 +103,9 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
     double-counted, and every segment ends in the state its delivered events imply."""
     svc: RunningService = service_factory(**DEADLINES)
     plan = make_plan(DISORDERLY)
-    sender = SenderConfig(url=svc.callback_url, secret=svc.secret, timeout=5, retry_seconds=5,
-                          backoff=0.2, concurrency=32)
+    sender = SenderConfig(
+        url=svc.callback_url, secret=svc.secret, timeout=5, retry_seconds=5, backoff=0.2, concurrency=32
+    )
     summary = asyncio.run(run(plan, sender))
 
     # The plan really exercises every kind of trouble, and the wire was clean.
@@ -95,8 +114,10 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
     assert summary.reordered_segments > 0 and summary.bad_signature_requests > 0
     assert all(c.duplicates > 0 and c.dropped > 0 for c in summary.events.values())
     assert all(n > 0 for n in summary.expected_end_states.values())
-    assert summary.statuses == {"200": summary.requests - summary.bad_signature_requests,
-                                "401": summary.bad_signature_requests}
+    assert summary.statuses == {
+        "200": summary.requests - summary.bad_signature_requests,
+        "401": summary.bad_signature_requests,
+    }
 
     # Request counters are final as soon as the last answer arrived.
     got = observed_metrics(svc)
@@ -115,8 +136,9 @@ def test_service_counts_exactly_what_the_simulated_sender_delivered(service_fact
     assert "internal_error" not in svc.logs()
 
 
-def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_factory, s3_server,
-                                                                   tmp_path) -> None:
+def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(
+    service_factory, s3_server, tmp_path
+) -> None:
     """`gme-recwatch simulate --s3-endpoint ... --s3-bucket ...` as a user runs it: the callbacks
     reach the service, and every file that "uploads" is in the bucket, including those whose
     uploaded callback was lost on the way."""
@@ -133,13 +155,47 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     env = {**os.environ, "TENCENTCLOUD_SECRET_ID": secret_id, "TENCENTCLOUD_SECRET_KEY": secret_key}
     r = subprocess.run(
-        [exe, "simulate", "--url", svc.callback_url, "--secret", svc.secret, "--rooms", "6",
-         "--time-scale", "200", "--spread", "5", "--duration-min", "2", "--duration-max", "5",
-         "--drop-fraction", "0.2", "--never-upload-fraction", "0.2", "--seed", "3",
-         "--bad-signature-fraction", "0", "--retry-seconds", "2",
-         "--s3-endpoint", s3_server.url, "--s3-bucket", bucket, "--s3-create-bucket",
-         "--s3-key-template", "recordings/{file_name}"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        [
+            exe,
+            "simulate",
+            "--url",
+            svc.callback_url,
+            "--secret",
+            svc.secret,
+            "--rooms",
+            "6",
+            "--time-scale",
+            "200",
+            "--spread",
+            "5",
+            "--duration-min",
+            "2",
+            "--duration-max",
+            "5",
+            "--drop-fraction",
+            "0.2",
+            "--never-upload-fraction",
+            "0.2",
+            "--seed",
+            "3",
+            "--bad-signature-fraction",
+            "0",
+            "--retry-seconds",
+            "2",
+            "--s3-endpoint",
+            s3_server.url,
+            "--s3-bucket",
+            bucket,
+            "--s3-create-bucket",
+            "--s3-key-template",
+            "recordings/{file_name}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     keys = s3_server.keys_of(bucket)
@@ -147,10 +203,9 @@ def test_the_simulate_command_writes_its_recordings_to_an_s3_bucket(service_fact
     assert all(k.startswith("recordings/1400000000_sim3-room") for k in keys)
     assert summary["uploaded_files_without_callback"] > 0  # what reconciliation will find
     assert summary["events"]["uploaded"]["delivered"] == (
-        len(keys) - summary["uploaded_files_without_callback"])
+        len(keys) - summary["uploaded_files_without_callback"]
+    )
     assert secret_key not in r.stdout + r.stderr + svc.logs()
-
-
 
 
 def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp_path) -> None:
@@ -165,8 +220,7 @@ def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp
     import httpx
     from test_readme import readme_simulate_args
 
-    svc: RunningService = service_factory("--demo", GME_RECWATCH_SECRET_KEY="",
-                                          GME_RECWATCH_LOG_LEVEL="info")
+    svc: RunningService = service_factory("--demo", GME_RECWATCH_SECRET_KEY="", GME_RECWATCH_LOG_LEVEL="info")
     assert "deadlines    : stuck after 20 s" in svc.logs()  # the banner says so
     expected_file = tmp_path / "expected.json"
     started = time.monotonic()
@@ -174,23 +228,31 @@ def test_the_demo_shows_every_problem_state_within_a_minute(service_factory, tmp
     args = readme_simulate_args()
     args[args.index("--url") + 1] = svc.callback_url
     r = subprocess.run(
-        [str(Path(sys.executable).with_name("gme-recwatch")), "simulate", *args,
-         "--expected-file", str(expected_file)],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(Path(sys.executable).with_name("gme-recwatch")),
+            "simulate",
+            *args,
+            "--expected-file",
+            str(expected_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "answered 200" in r.stderr and str(expected_file) in r.stderr  # progress, and where
     expected = json.loads(expected_file.read_text())
     assert all(expected[state] for state in ("stuck", "upload_missing", "orphan")), expected
 
     def shown(state: str) -> set[tuple[str, str, int]]:
-        doc = httpx.get(f"{svc.admin_url}/api/v1/segments", params={"state": state},
-                        timeout=5).json()
+        doc = httpx.get(f"{svc.admin_url}/api/v1/segments", params={"state": state}, timeout=5).json()
         for seg in doc["segments"]:
             assert seg["state_since"] and seg["deadline"] and seg["reason"], seg
         return {(s["room_id"], s["user_id"], s["seq_no"]) for s in doc["segments"]}
 
-    want = {state: {(x["room_id"], x["user_id"], x["seq_no"]) for x in keys}
-            for state, keys in expected.items()}
+    want = {
+        state: {(x["room_id"], x["user_id"], x["seq_no"]) for x in keys} for state, keys in expected.items()
+    }
     seen_at: dict[str, float] = {}
     while time.monotonic() - started < 60 and len(seen_at) < len(want):
         for state in want:

@@ -16,5 +16,16 @@ from .base import (
 )
 from .memory import MemoryStore
 
-__all__ = ["CheckNote", "Epoch", "MemoryStore", "SegmentPage", "SegmentView", "SharedStore",
-           "Snapshottable", "Store", "StoreStats", "StoreUnavailable", "Sweep"]
+__all__ = [
+    "CheckNote",
+    "Epoch",
+    "MemoryStore",
+    "SegmentPage",
+    "SegmentView",
+    "SharedStore",
+    "Snapshottable",
+    "Store",
+    "StoreStats",
+    "StoreUnavailable",
+    "Sweep",
+]

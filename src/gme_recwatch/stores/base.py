@@ -110,9 +110,9 @@ class SegmentPage:
     """Where the next page starts (pass it as ``after``); None on the last page."""
 
 
-def page_of(matches: list[tuple[float, str, T]], limit: int,
-            after: tuple[float, str] | None) -> tuple[list[tuple[float, str, T]], int,
-                                                      tuple[float, str] | None]:
+def page_of(
+    matches: list[tuple[float, str, T]], limit: int, after: tuple[float, str] | None
+) -> tuple[list[tuple[float, str, T]], int, tuple[float, str] | None]:
     """The page of ``matches`` ((first received, key, anything), in any order) after the
     position ``after``, at most ``limit`` long, oldest first; the total; the next position."""
     total = len(matches)
@@ -171,14 +171,26 @@ class Store(Protocol):
         """Give apps known in advance (from the keyring) their label, so their series exist."""
         ...
 
-    async def segments(self, *, state: str | None = None, app_id: str | None = None,
-                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+    async def segments(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+    ) -> list[SegmentView]:
         """Matching segments, oldest first (by when we first heard of them): for the API."""
         ...
 
-    async def page(self, *, state: str | None = None, app_id: str | None = None,
-                   room_id: str | None = None, limit: int = 100,
-                   after: tuple[float, str] | None = None) -> SegmentPage:
+    async def page(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> SegmentPage:
         """:meth:`segments` a page at a time: those after the position ``after`` (a page's
         ``after``), with the total matching."""
         ...

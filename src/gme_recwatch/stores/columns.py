@@ -42,15 +42,32 @@ _CHECKS: Final = tuple(Check)
 _STATES: Final = tuple(State)
 _MODES: Final = tuple(RecordMode)
 
-COLUMNS: Final = (("meta", "q"), ("ts_start", "q"), ("ts_complete", "q"), ("ts_upload", "q"),
-                  ("r_first", "d"), ("r_complete", "d"), ("expires", "d"))
+COLUMNS: Final = (
+    ("meta", "q"),
+    ("ts_start", "q"),
+    ("ts_complete", "q"),
+    ("ts_upload", "q"),
+    ("r_first", "d"),
+    ("r_complete", "d"),
+    ("expires", "d"),
+)
 
 
 class SegmentTable:
     """Typed columns indexed by slot; freed slots are reused."""
 
-    __slots__ = ("_free", "expires", "file_names", "keys", "meta", "r_complete", "r_first", "ts_complete",
-                 "ts_start", "ts_upload")
+    __slots__ = (
+        "_free",
+        "expires",
+        "file_names",
+        "keys",
+        "meta",
+        "r_complete",
+        "r_first",
+        "ts_complete",
+        "ts_start",
+        "ts_upload",
+    )
 
     def __init__(self) -> None:
         self.keys: list[str | None] = []  # None marks a free slot

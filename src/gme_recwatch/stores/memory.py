@@ -113,15 +113,26 @@ class MemoryStore:
         for biz_id in biz_ids:
             self._tallies.app(biz_id)
 
-    async def segments(self, *, state: str | None = None, app_id: str | None = None,
-                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+    async def segments(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+    ) -> list[SegmentView]:
         return self.find(state=state, app_id=app_id, room_id=room_id, limit=limit)
 
-    async def page(self, *, state: str | None = None, app_id: str | None = None,
-                   room_id: str | None = None, limit: int = 100,
-                   after: tuple[float, str] | None = None) -> SegmentPage:
-        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit,
-                              after=after)
+    async def page(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> SegmentPage:
+        return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit, after=after)
 
     async def note_check(self, key: str, note: CheckNote) -> None:
         if key in self._index:  # forgotten meanwhile: nothing to describe
@@ -152,10 +163,10 @@ class MemoryStore:
             app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
         blind = key in self._blind if self._blind else False
         check = t.check(slot)
-        a = apply_event(t.seen(slot), bit, old, check, blind, t.r_complete[slot],
-                        t.expires[slot], now, self.cfg)
-        out = Outcome(a.result, EVENT_LABEL[ev.event_type], MODE_NAMES[mode],
-                      self._tallies.labels[app])
+        a = apply_event(
+            t.seen(slot), bit, old, check, blind, t.r_complete[slot], t.expires[slot], now, self.cfg
+        )
+        out = Outcome(a.result, EVENT_LABEL[ev.event_type], MODE_NAMES[mode], self._tallies.labels[app])
         if a.result is Result.DUPLICATE:
             return out
         if blind and not a.blind:
@@ -171,8 +182,9 @@ class MemoryStore:
             t.ts_upload[slot] = ev.timestamp
         else:
             t.ts_start[slot] = ev.timestamp
-        out.duration, out.upload_delay = measure(a.seen, bit, t.ts_start[slot],
-                                                 t.ts_complete[slot], t.ts_upload[slot])
+        out.duration, out.upload_delay = measure(
+            a.seen, bit, t.ts_start[slot], t.ts_complete[slot], t.ts_upload[slot]
+        )
         t.set_seen(slot, a.seen)
         t.r_complete[slot] = a.r_complete
         t.expires[slot] = a.expires
@@ -187,15 +199,24 @@ class MemoryStore:
         self._creation_fifo.append(key)
         return slot
 
-    def _settle(self, slot: int, key: str, old: State | None, now: float, *,
-                schedule: bool = True) -> Settled:
+    def _settle(self, slot: int, key: str, old: State | None, now: float, *, schedule: bool = True) -> Settled:
         """Settle a slot (:func:`~gme_recwatch.lifecycle.settle`) and keep the books: its
         columns, the tallies, the check queue, and (with ``schedule``) its deadline."""
         t = self._table
         window = self._blind.get(key) if self._blind else None
         marked, check = t.start_lost(slot), t.check(slot)
-        s = settle(t.seen(slot), t.r_first[slot], t.r_complete[slot], t.expires[slot], old,
-                   check, marked, window is not None, now, self.cfg)
+        s = settle(
+            t.seen(slot),
+            t.r_first[slot],
+            t.r_complete[slot],
+            t.expires[slot],
+            old,
+            check,
+            marked,
+            window is not None,
+            now,
+            self.cfg,
+        )
         if s.start_lost and not marked:
             t.mark_start_lost(slot)
             seen = t.seen(slot)
@@ -205,8 +226,7 @@ class MemoryStore:
             if s.check is Check.PENDING:  # held: its file is to be looked up, oldest first
                 self._checks.append(key)
         if s.state != old:
-            self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], old,
-                               s.state)
+            self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], old, s.state)
             if s.state == State.UPLOADED:
                 self._terminal_fifo.append(key)
             t.set_state(slot, s.state)
@@ -220,8 +240,17 @@ class MemoryStore:
             return None
         biz, room, user, task, seq = split_key(key)
         window = self._blind.get(key) if s.entered == State.UNVERIFIED else None
-        return Transition(s.entered.label, biz, room, user, task, seq,
-                          self._tallies.labels[self._table.app(slot)], s.check.confirmed, window)
+        return Transition(
+            s.entered.label,
+            biz,
+            room,
+            user,
+            task,
+            seq,
+            self._tallies.labels[self._table.app(slot)],
+            s.check.confirmed,
+            window,
+        )
 
     # ------------------------------------------------------------ deadlines
 
@@ -289,10 +318,8 @@ class MemoryStore:
             if slot is None or key in self._leases or t.check(slot) is not Check.PENDING:
                 continue  # forgotten, already claimed, or moved on since it was queued
             self._leases[key] = now + lease
-            pending, _ = derive_state(t.seen(slot), t.r_first[slot], t.r_complete[slot], now,
-                                      self.cfg)
-            out.append(Claim(key, pending.label, t.file_names[slot],
-                             self._tallies.labels[t.app(slot)]))
+            pending, _ = derive_state(t.seen(slot), t.r_first[slot], t.r_complete[slot], now, self.cfg)
+            out.append(Claim(key, pending.label, t.file_names[slot], self._tallies.labels[t.app(slot)]))
         return out
 
     def resolve_now(self, key: str, answer: CheckAnswer) -> Resolution:
@@ -312,8 +339,9 @@ class MemoryStore:
         if answer != "found":
             return self._transition(slot, key, s)
         biz, room, user, task, seq = split_key(key)
-        return Reconciled(biz, room, user, task, seq, self._tallies.labels[t.app(slot)],
-                          tuple(events_seen(lost)))
+        return Reconciled(
+            biz, room, user, task, seq, self._tallies.labels[t.app(slot)], tuple(events_seen(lost))
+        )
 
     # ------------------------------------------------------------ eviction
 
@@ -351,7 +379,8 @@ class MemoryStore:
             self._creation_fifo = deque(self._index)
         if len(self._terminal_fifo) > limit:
             self._terminal_fifo = deque(
-                k for k, s in self._index.items() if self._table.state(s) == State.UPLOADED)
+                k for k, s in self._index.items() if self._table.state(s) == State.UPLOADED
+            )
 
     # ------------------------------------------------------------ read side
 
@@ -376,34 +405,60 @@ class MemoryStore:
         note = self._check_notes.get(key) if confirmed is not None or lost else None
         passed = deadline_passed(state, seen, t.r_first[slot], t.r_complete[slot], self.cfg)
         return SegmentView(
-            biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq,
-            app_id=self._tallies.labels[t.app(slot)], state=state.label,
-            record_mode=MODE_NAMES[t.mode(slot)], events_seen=events_seen(seen & ~lost),
+            biz_id=biz,
+            room_id=room,
+            user_id=user,
+            task_id=task,
+            seq_no=seq,
+            app_id=self._tallies.labels[t.app(slot)],
+            state=state.label,
+            record_mode=MODE_NAMES[t.mode(slot)],
+            events_seen=events_seen(seen & ~lost),
             started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
-            completed_at=(float(t.ts_complete[slot])
-                          if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None),
-            uploaded_at=(float(t.ts_upload[slot])
-                         if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None),
+            completed_at=(
+                float(t.ts_complete[slot]) if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None
+            ),
+            uploaded_at=(
+                float(t.ts_upload[slot]) if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None
+            ),
             first_received_at=wall(t.r_first[slot]),
             next_deadline_at=None if deadline == INF else wall(deadline),
             expires_at=wall(t.expires[slot]),
-            confirmed=confirmed, lost_events=events_seen(lost),
+            confirmed=confirmed,
+            lost_events=events_seen(lost),
             blind_window_start=window[0] if window else None,
             blind_window_end=window[1] if window else None,
             deadline=passed[0] if passed else None,
-            state_since=(note.checked_at if note is not None and passed is not None
-                         else wall(passed[1]) if passed else None),
+            state_since=(
+                note.checked_at
+                if note is not None and passed is not None
+                else wall(passed[1])
+                if passed
+                else None
+            ),
             check=note,
         )
 
-    def find(self, *, state: str | None = None, app_id: str | None = None,
-             room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
+    def find(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+    ) -> list[SegmentView]:
         """:meth:`segments` without the coroutine."""
         return self.find_page(state=state, app_id=app_id, room_id=room_id, limit=limit).segments
 
-    def find_page(self, *, state: str | None = None, app_id: str | None = None,
-                  room_id: str | None = None, limit: int = 100,
-                  after: tuple[float, str] | None = None) -> SegmentPage:
+    def find_page(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> SegmentPage:
         """:meth:`page` without the coroutine. A scan: it serves the admin drill-down API,
         never the callback path or a scrape."""
         t = self._table
@@ -412,8 +467,7 @@ class MemoryStore:
         for key, slot in self._index.items():
             if state is not None and t.state(slot).label != state:
                 continue
-            if app_id is not None and labels[t.app(slot)] != app_id and (
-                    not key.startswith(app_id + SEP)):
+            if app_id is not None and labels[t.app(slot)] != app_id and (not key.startswith(app_id + SEP)):
                 continue
             if room_id is not None and key.split(SEP, 2)[1] != room_id:
                 continue
@@ -448,12 +502,19 @@ class MemoryStore:
         self._buffers_busy = True
         columns = {name: self._copy(name, getattr(t, name), reuse) for name, _ in COLUMNS}
         snap = snapshot_format.SnapshotV3(
-            version=snapshot_format.VERSION, wall_time=wall_now, mono_to_wall=wall_now - self._now(),
-            keys=list(t.keys), **columns,  # type: ignore[arg-type]  # bytearrays encode as bytes
-            deadlines=when, buckets=buckets, terminal=list(self._terminal_fifo),
+            version=snapshot_format.VERSION,
+            wall_time=wall_now,
+            mono_to_wall=wall_now - self._now(),
+            keys=list(t.keys),
+            **columns,  # type: ignore[arg-type]  # bytearrays encode as bytes
+            deadlines=when,
+            buckets=buckets,
+            terminal=list(self._terminal_fifo),
             tallies=self._tallies.dump(),
-            file_names=list(t.file_names) if self.cfg.check_in_cos else None, clean=clean,
-            blind=dict(self._blind) or None)
+            file_names=list(t.file_names) if self.cfg.check_in_cos else None,
+            clean=clean,
+            blind=dict(self._blind) or None,
+        )
 
         def encode() -> bytes:
             try:
@@ -514,8 +575,7 @@ class MemoryStore:
             if key is None or key in self._index:
                 continue
             meta = int(cols["meta"][i])
-            slot = self._insert(key, self._tallies.app(split_key(key)[0]),
-                                SegmentTable.meta_mode(meta), now)
+            slot = self._insert(key, self._tallies.app(split_key(key)[0]), SegmentTable.meta_mode(meta), now)
             t.restore_meta(slot, meta)
             t.ts_start[slot] = int(cols["ts_start"][i])
             t.ts_complete[slot] = int(cols["ts_complete"][i])
@@ -531,8 +591,7 @@ class MemoryStore:
     def _requeue_checks(self) -> None:
         """After a restore: every pending check is looked up again (claims die with a process)."""
         t = self._table
-        pending = sorted((t.r_first[s], k) for k, s in self._index.items()
-                         if t.check(s) is Check.PENDING)
+        pending = sorted((t.r_first[s], k) for k, s in self._index.items() if t.check(s) is Check.PENDING)
         if not self.cfg.check_in_cos:  # checks were turned off since: no segment stays held
             for _, k in pending:
                 t.set_check(self._index[k], Check.NONE)

@@ -97,30 +97,45 @@ def _glob_escape(text: str) -> str:
 class RedisStore:
     """Lifecycle store in Redis, shared by every replica configured with the same prefix."""
 
-    def __init__(self, client: aioredis.Redis, cfg: Config, prefix: str = "gme-recwatch:",
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, cfg: Config, prefix: str = "gme-recwatch:", clock: Clock | None = None
+    ) -> None:
         self.cfg = cfg
         self.client = client
         self.prefix = prefix
         self.clock = clock  # None: Redis TIME, the clock every replica agrees on
         self._script = client.register_script(_SCRIPT)
         self._replicas = client.register_script(_REPLICAS)
-        self._cfg_args = [cfg.max_recording_seconds, cfg.upload_grace_seconds,
-                          cfg.reorder_window_seconds, cfg.retention_seconds, cfg.max_segments,
-                          cfg.max_apps, int(cfg.check_in_cos)]
+        self._cfg_args = [
+            cfg.max_recording_seconds,
+            cfg.upload_grace_seconds,
+            cfg.reorder_window_seconds,
+            cfg.retention_seconds,
+            cfg.max_segments,
+            cfg.max_apps,
+            int(cfg.check_in_cos),
+        ]
         # Counters of what this replica did (see the module doc), by app label.
         self._stuck_total: dict[str, int] = {}
         self._missing_total: dict[str, int] = {}
         self._completed_total: dict[str, int] = {}
         self._orphan_events = {"completed": 0, "uploaded": 0}
         self._evictions: dict[tuple[str, str], int] = {
-            (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES}
+            (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES
+        }
         self._app_overflow = 0
 
     @classmethod
-    def from_url(cls, url: str, cfg: Config, *, password: str | None = None,
-                 prefix: str = "gme-recwatch:", timeout: float = 1.0,
-                 clock: Clock | None = None) -> RedisStore:
+    def from_url(
+        cls,
+        url: str,
+        cfg: Config,
+        *,
+        password: str | None = None,
+        prefix: str = "gme-recwatch:",
+        timeout: float = 1.0,
+        clock: Clock | None = None,
+    ) -> RedisStore:
         """A store on ``redis://``, ``rediss://`` (TLS) or ``unix://``. Every command times out
         after ``timeout`` seconds, so a slow or absent Redis becomes a quick 503, never a hang."""
         # One immediate retry on a fresh connection: after Redis restarts, every pooled
@@ -129,10 +144,17 @@ class RedisStore:
         # At most MAX_CONNECTIONS to Redis; a callback beyond them waits for one, within the
         # same timeout, instead of opening connections without bound.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, password=password or None, socket_timeout=timeout,
-            socket_connect_timeout=timeout, health_check_interval=10,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
-            max_connections=MAX_CONNECTIONS, timeout=timeout, decode_responses=False)
+            url,
+            password=password or None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
+            decode_responses=False,
+        )
         return cls(aioredis.Redis(connection_pool=pool), cfg, prefix, clock)
 
     async def _run(self, op: str, *args: Any) -> Any:
@@ -160,21 +182,32 @@ class RedisStore:
     async def record(self, ev: Event) -> Outcome:
         bit = SEEN_BIT[ev.event_type]
         mode = RecordMode.of(ev.record_mode)
-        reply = await self._run("record", key_of(ev), bit, ev.timestamp, int(mode),
-                                str(ev.biz_id), ev.file_name if self.cfg.check_in_cos else "")
+        reply = await self._run(
+            "record",
+            key_of(ev),
+            bit,
+            ev.timestamp,
+            int(mode),
+            str(ev.biz_id),
+            ev.file_name if self.cfg.check_in_cos else "",
+        )
         result, label, mode_code, duration, upload_delay, entered, orphaned, evicted, overflow = reply
         app = label.decode()
-        out = Outcome(_RESULTS[result], EVENT_LABEL[ev.event_type], MODE_NAMES[mode_code], app,
-                      None if duration is None else float(duration),
-                      None if upload_delay is None else float(upload_delay))
+        out = Outcome(
+            _RESULTS[result],
+            EVENT_LABEL[ev.event_type],
+            MODE_NAMES[mode_code],
+            app,
+            None if duration is None else float(duration),
+            None if upload_delay is None else float(upload_delay),
+        )
         if out.result is not Result.DUPLICATE and bit == SEEN_COMPLETED:
             self._completed_total[app] = self._completed_total.get(app, 0) + 1
         self._app_overflow += overflow
         self._count(app, entered, orphaned, evicted, "capacity")
         return out
 
-    def _count(self, app: str, entered: int, orphaned: bytes | str, evicted: int,
-               reason: str) -> None:
+    def _count(self, app: str, entered: int, orphaned: bytes | str, evicted: int, reason: str) -> None:
         if entered == State.STUCK:
             self._stuck_total[app] = self._stuck_total.get(app, 0) + 1
         elif entered == State.UPLOAD_MISSING:
@@ -194,15 +227,20 @@ class RedisStore:
             self._count(app, entered, orphaned, evicted, "ttl")
             if entered >= 0:
                 biz, room, user, task, seq = split_key(key)
-                done.transitions.append(Transition(STATE_NAMES[entered], biz, room, user, task,
-                                                   seq, app, blind_window=_window(window)))
+                done.transitions.append(
+                    Transition(
+                        STATE_NAMES[entered], biz, room, user, task, seq, app, blind_window=_window(window)
+                    )
+                )
         return done
 
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         # Atomic in the script: with several replicas, each segment is claimed by one of them.
         claimed = await self._run("claim", limit, lease)
-        return [Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label))
-                for key, pending, file, label in claimed]
+        return [
+            Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label))
+            for key, pending, file, label in claimed
+        ]
 
     async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
         reply = await self._run("resolve", key, answer)
@@ -216,8 +254,7 @@ class RedisStore:
             return Reconciled(biz, room, user, task, seq, app, tuple(events_seen(lost)))
         if entered < 0:
             return None
-        return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app,
-                          Check(check).confirmed)
+        return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app, Check(check).confirmed)
 
     # ------------------------------------------------------------ the SharedStore interface
 
@@ -226,17 +263,14 @@ class RedisStore:
 
     async def last_alive(self) -> tuple[float | None, float | None, float]:
         newest, stopped, now = await self._run_replicas("alive")
-        return (float(newest) if newest else None, float(stopped) if stopped else None,
-                float(now))
+        return (float(newest) if newest else None, float(stopped) if stopped else None, float(now))
 
     async def leave(self, replica: str, period: float) -> None:
         await self._run_replicas("leave", replica, period)
 
     async def epoch(self, known: str) -> Epoch:
-        status, marker, segments, now = await self._run_replicas("epoch", known,
-                                                                 uuid.uuid4().hex)
-        return Epoch(cast(EpochStatus, _text(status)), _text(marker), int(segments),
-                     float(now))
+        status, marker, segments, now = await self._run_replicas("epoch", known, uuid.uuid4().hex)
+        return Epoch(cast(EpochStatus, _text(status)), _text(marker), int(segments), float(now))
 
     async def check_online(self) -> str:
         try:
@@ -245,21 +279,22 @@ class RedisStore:
             name = "Valkey" if info.get("valkey_version") else "Redis"
             compatible = _text(info.get("redis_version") or version)
             if int(compatible.split(".")[0]) < MIN_VERSION:
-                raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is "
-                                       f"needed")
+                raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is needed")
             for script in (_SCRIPT, _REPLICAS):
                 await self.client.script_load(script)
             segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
             marked = await self.client.exists(self.prefix + "epoch")
         except AuthenticationError as exc:
-            raise StoreUnavailable(f"authentication failed ({exc}): check "
-                                   "GME_RECWATCH_REDIS_PASSWORD_FILE") from exc
+            raise StoreUnavailable(
+                f"authentication failed ({exc}): check GME_RECWATCH_REDIS_PASSWORD_FILE"
+            ) from exc
         except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
             raise StoreUnavailable(f"refused: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return (f"{name} {version}, prefix {self.prefix!r}, {segments} segments, "
-                + ("epoch marker set" if marked else "never used (no epoch marker yet)"))
+        return f"{name} {version}, prefix {self.prefix!r}, {segments} segments, " + (
+            "epoch marker set" if marked else "never used (no epoch marker yet)"
+        )
 
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the deadline index, each one script: Redis is never held for long. (A
@@ -302,16 +337,20 @@ class RedisStore:
 
         return StoreStats(
             app_labels=labels,
-            active_recordings={(label, MODE_NAMES[m]): t.get(f"a:{i}:{m}", 0)
-                               for i, label in enumerate(labels) for m in range(len(MODE_NAMES))},
+            active_recordings={
+                (label, MODE_NAMES[m]): t.get(f"a:{i}:{m}", 0)
+                for i, label in enumerate(labels)
+                for m in range(len(MODE_NAMES))
+            },
             active_rooms=per_app("r"),
             stuck=per_app("s"),
             stuck_total={a: self._stuck_total.get(a, 0) for a in labels},
             missing_uploads=per_app("m"),
             missing_uploads_total={a: self._missing_total.get(a, 0) for a in labels},
             completed_total={a: self._completed_total.get(a, 0) for a in labels},
-            oldest_start={label: (float(o[0][1]) if o else 0.0)
-                          for label, o in zip(labels, oldest, strict=True)},
+            oldest_start={
+                label: (float(o[0][1]) if o else 0.0) for label, o in zip(labels, oldest, strict=True)
+            },
             orphan_events=dict(self._orphan_events),
             by_state={name: t.get(f"st:{i}", 0) for i, name in enumerate(STATE_NAMES)},
             evictions=dict(self._evictions),
@@ -321,14 +360,25 @@ class RedisStore:
             checks_pending=int(pending),
         )
 
-    async def segments(self, *, state: str | None = None, app_id: str | None = None,
-                       room_id: str | None = None, limit: int = 100) -> list[SegmentView]:
-        return (await self.page(state=state, app_id=app_id, room_id=room_id,
-                                limit=limit)).segments
+    async def segments(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+    ) -> list[SegmentView]:
+        return (await self.page(state=state, app_id=app_id, room_id=room_id, limit=limit)).segments
 
-    async def page(self, *, state: str | None = None, app_id: str | None = None,
-                   room_id: str | None = None, limit: int = 100,
-                   after: tuple[float, str] | None = None) -> SegmentPage:
+    async def page(
+        self,
+        *,
+        state: str | None = None,
+        app_id: str | None = None,
+        room_id: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> SegmentPage:
         """Matching segments, oldest first. Problem states come from their index; any other
         query scans (SCAN, never KEYS), narrowed to one room when a room is given."""
         p = self.prefix
@@ -341,19 +391,18 @@ class RedisStore:
                 pattern = p + "s:"
                 if app_id is not None and app_id.isdigit() and room_id is not None:
                     pattern += _glob_escape(f"{app_id}{SEP}{room_id}{SEP}")
-                keys = [_text(k)[len(p) + 2:]
-                        async for k in self.client.scan_iter(match=pattern + "*",
-                                                             count=_SCAN_BATCH)]
+                keys = [
+                    _text(k)[len(p) + 2 :]
+                    async for k in self.client.scan_iter(match=pattern + "*", count=_SCAN_BATCH)
+                ]
             views: list[tuple[float, str, tuple[Any, ...]]] = []
             for start in range(0, len(keys), _SCAN_BATCH):
-                batch = keys[start:start + _SCAN_BATCH]
-                for key, raw in zip(batch, await self.client.mget([p + "s:" + k for k in batch]),
-                                    strict=True):
+                batch = keys[start : start + _SCAN_BATCH]
+                for key, raw in zip(batch, await self.client.mget([p + "s:" + k for k in batch]), strict=True):
                     if raw is None:
                         continue
                     # The packed fields, then the FileName (not shown).
-                    seg = _FORMAT.unpack_from(
-                        raw if isinstance(raw, bytes) else raw.encode("latin-1"))
+                    seg = _FORMAT.unpack_from(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
                     label = labels[seg[4]] if seg[4] < len(labels) else "other"
                     if state is not None and STATE_NAMES[seg[1]] != state:
                         continue
@@ -365,21 +414,32 @@ class RedisStore:
             chosen, total, nxt = page_of(views, limit, after)
             keys = [k for _, k, _ in chosen]
             due = await self._deadlines(keys)
-            windows = dict(zip(keys, await self.client.hmget(p + "bw", keys), strict=True)
-                           ) if keys else {}
-            notes = dict(zip(keys, await self.client.mget([p + "ck:" + k for k in keys]),
-                             strict=True)) if keys else {}
+            windows = dict(zip(keys, await self.client.hmget(p + "bw", keys), strict=True)) if keys else {}
+            notes = (
+                dict(zip(keys, await self.client.mget([p + "ck:" + k for k in keys]), strict=True))
+                if keys
+                else {}
+            )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
-        return SegmentPage([_view(k, seg, due.get(k), self.cfg, _window(windows.get(k)),
-                                  _note(notes.get(k))) for _, k, seg in chosen], total, nxt)
+        return SegmentPage(
+            [
+                _view(k, seg, due.get(k), self.cfg, _window(windows.get(k)), _note(notes.get(k)))
+                for _, k, seg in chosen
+            ],
+            total,
+            nxt,
+        )
 
     async def note_check(self, key: str, note: CheckNote) -> None:
         # Its own key, beside the segment's (the packed segment and the script stay as they
         # are), expiring with the retention: it never outlives the segment by more than that.
         try:
-            await self.client.set(self.prefix + "ck:" + key, msgspec.json.encode(note),
-                                  ex=max(1, math.ceil(self.cfg.retention_seconds)))
+            await self.client.set(
+                self.prefix + "ck:" + key,
+                msgspec.json.encode(note),
+                ex=max(1, math.ceil(self.cfg.retention_seconds)),
+            )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"note_check: {type(exc).__name__}") from exc
 
@@ -411,8 +471,14 @@ def _note(raw: bytes | str | None) -> CheckNote | None:
         return None
 
 
-def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
-          window: tuple[float, float] | None = None, note: CheckNote | None = None) -> SegmentView:
+def _view(
+    key: str,
+    seg: tuple[Any, ...],
+    deadline: float | None,
+    cfg: Config,
+    window: tuple[float, float] | None = None,
+    note: CheckNote | None = None,
+) -> SegmentView:
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
     lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
@@ -420,8 +486,14 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
     note = note if confirmed is not None or lost else None  # only while its answer stands
     passed = deadline_passed(State(state), seen, r_first, r_complete, cfg)
     return SegmentView(
-        biz_id=biz, room_id=room, user_id=user, task_id=task, seq_no=seq, app_id=label,
-        state=STATE_NAMES[state], record_mode=MODE_NAMES[mode],
+        biz_id=biz,
+        room_id=room,
+        user_id=user,
+        task_id=task,
+        seq_no=seq,
+        app_id=label,
+        state=STATE_NAMES[state],
+        record_mode=MODE_NAMES[mode],
         events_seen=events_seen(seen & ~lost),
         started_at=ts_s if seen & SEEN_STARTED else None,
         completed_at=ts_c if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None,
@@ -434,7 +506,8 @@ def _view(key: str, seg: tuple[Any, ...], deadline: float | None, cfg: Config,
         blind_window_start=window[0] if window else None,
         blind_window_end=window[1] if window else None,
         deadline=passed[0] if passed else None,
-        state_since=(note.checked_at if note is not None and passed is not None
-                     else passed[1] if passed else None),
+        state_since=(
+            note.checked_at if note is not None and passed is not None else passed[1] if passed else None
+        ),
         check=note,
     )

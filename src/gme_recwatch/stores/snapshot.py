@@ -89,8 +89,9 @@ def decode(data: bytes) -> Loaded:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"not a gme-recwatch snapshot: {exc}") from None
     if version not in READABLE:
-        raise ValueError(f"unsupported snapshot version {version} (this version reads "
-                         f"{', '.join(map(str, READABLE))})")
+        raise ValueError(
+            f"unsupported snapshot version {version} (this version reads {', '.join(map(str, READABLE))})"
+        )
     kind: type[SnapshotV3] | type[_SnapshotV2] = SnapshotV3 if version == 3 else _SnapshotV2
     try:
         snap = msgspec.msgpack.decode(data, type=kind)
@@ -112,9 +113,15 @@ def decode(data: bytes) -> Loaded:
                     split_key(key)
                 except ValueError:
                     raise ValueError("snapshot holds a malformed segment key") from None
-    return Loaded(version, snap.wall_time, isinstance(snap, SnapshotV3) and snap.clean,
-                  snap.mono_to_wall, snap.keys, columns,
-                  snap if isinstance(snap, SnapshotV3) else None)
+    return Loaded(
+        version,
+        snap.wall_time,
+        isinstance(snap, SnapshotV3) and snap.clean,
+        snap.mono_to_wall,
+        snap.keys,
+        columns,
+        snap if isinstance(snap, SnapshotV3) else None,
+    )
 
 
 def _check_v3(snap: SnapshotV3, n: int) -> None:
@@ -128,8 +135,16 @@ def _check_v3(snap: SnapshotV3, n: int) -> None:
             raise ValueError(f"snapshot bucket {sec} names a slot beyond {n}")
     t = snap.tallies
     apps = len(t.labels)
-    per_app = (t.active, t.active_rooms, t.stuck, t.stuck_total, t.missing, t.missing_total,
-               t.completed_total, t.starts)
+    per_app = (
+        t.active,
+        t.active_rooms,
+        t.stuck,
+        t.stuck_total,
+        t.missing,
+        t.missing_total,
+        t.completed_total,
+        t.starts,
+    )
     if any(len(col) != apps for col in per_app) or not 6 <= len(t.by_state) <= 7:
         raise ValueError("snapshot tallies do not match its apps")
     meta = array("q", snap.meta)

@@ -64,7 +64,8 @@ class Tallies:
         self._start_heap: list[list[int]] = []
         self.orphan_events = {"completed": 0, "uploaded": 0}
         self.evictions: dict[tuple[str, str], int] = {
-            (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES}
+            (r, s): 0 for r in ("ttl", "capacity") for s in STATE_NAMES
+        }
 
     # ------------------------------------------------------------ app labels
 
@@ -83,8 +84,14 @@ class Tallies:
 
     def _new_label(self, label: str) -> int:
         self.labels.append(label)
-        for col in (self._active_rooms, self._stuck, self._stuck_total, self._missing,
-                    self._missing_total, self.completed_total):
+        for col in (
+            self._active_rooms,
+            self._stuck,
+            self._stuck_total,
+            self._missing,
+            self._missing_total,
+            self.completed_total,
+        ):
             col.append(0)
         self._active.append([0] * len(RecordMode))
         self._starts.append({})
@@ -93,8 +100,9 @@ class Tallies:
 
     # ------------------------------------------------------------ moves
 
-    def move(self, app: int, mode: RecordMode, room: str, ts_start: int,
-             old: State | None, new: State | None) -> None:
+    def move(
+        self, app: int, mode: RecordMode, room: str, ts_start: int, old: State | None, new: State | None
+    ) -> None:
         """A segment went from ``old`` to ``new`` (None: it did not exist / no longer does)."""
         if old is not None:
             self.by_state[old] -= 1
@@ -153,12 +161,23 @@ class Tallies:
     def dump(self) -> TallyState:
         """A copy of every tally (shallow copies: the caller encodes it elsewhere)."""
         return TallyState(
-            list(self.labels), dict(self._app_index), self._other, self.app_overflow,
-            list(self.by_state), [list(row) for row in self._active], dict(self._rooms),
-            list(self._active_rooms), list(self._stuck), list(self._stuck_total),
-            list(self._missing), list(self._missing_total), list(self.completed_total),
-            [dict(s) for s in self._starts], dict(self.orphan_events),
-            [(r, st, n) for (r, st), n in self.evictions.items()])
+            list(self.labels),
+            dict(self._app_index),
+            self._other,
+            self.app_overflow,
+            list(self.by_state),
+            [list(row) for row in self._active],
+            dict(self._rooms),
+            list(self._active_rooms),
+            list(self._stuck),
+            list(self._stuck_total),
+            list(self._missing),
+            list(self._missing_total),
+            list(self.completed_total),
+            [dict(s) for s in self._starts],
+            dict(self.orphan_events),
+            [(r, st, n) for (r, st), n in self.evictions.items()],
+        )
 
     def load(self, state: TallyState) -> None:
         self.labels = state.labels
@@ -192,8 +211,9 @@ class Tallies:
         labels = list(self.labels)
         return StoreStats(
             app_labels=labels,
-            active_recordings={(labels[a], MODE_NAMES[m]): n
-                               for a, row in enumerate(self._active) for m, n in enumerate(row)},
+            active_recordings={
+                (labels[a], MODE_NAMES[m]): n for a, row in enumerate(self._active) for m, n in enumerate(row)
+            },
             active_rooms=dict(zip(labels, self._active_rooms, strict=True)),
             stuck=dict(zip(labels, self._stuck, strict=True)),
             stuck_total=dict(zip(labels, self._stuck_total, strict=True)),
