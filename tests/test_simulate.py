@@ -259,6 +259,38 @@ def test_sender_retries_failed_deliveries_until_answered_200() -> None:
     assert all(c.delivered == c.generated and c.undelivered == 0 for c in s.events.values())
 
 
+def test_a_retry_goes_to_the_next_replica_so_a_dead_one_costs_one_attempt() -> None:
+    """Spread over three replicas, one of them dead: each delivery that landed on the dead one
+    is retried once, on the next replica, and answered there (a random pick could land on the
+    dead one again and again, each time after a doubled backoff)."""
+    urls = ("http://a.test/callback", "http://dead.test/callback", "http://c.test/callback")
+    attempts: Counter[str] = Counter()
+    hosts: Counter[str] = Counter()
+    ok = _transport(0, Counter())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts[request.url.host] += 1
+        ev = events.decode(request.content)
+        assert isinstance(ev, events.Event)
+        attempts[f"{ev.room_id}/{ev.user_id}/{ev.seq_no}/{ev.event_type}"] += 1
+        if request.url.host == "dead.test":
+            raise httpx.ConnectError("connection refused", request=request)
+        return ok.handle_request(request)
+
+    plan = make_plan(_quick(bad_signature_fraction=0.0, seed=3))
+    sender = SenderConfig(url=urls[0], also_urls=urls[1:], secret=SECRET, backoff=0.001, retry_seconds=5)
+
+    async def go() -> Summary:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await run(plan, sender, client)
+
+    s = asyncio.run(go())
+    assert hosts["dead.test"] > 0 and hosts["a.test"] > 0 and hosts["c.test"] > 0
+    assert s.transport_errors == s.retries == hosts["dead.test"]
+    assert max(attempts.values()) == 2  # never the dead one twice in a row
+    assert all(c.undelivered == 0 for c in s.events.values())
+
+
 def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:
     calls: Counter[str] = Counter()
     plan = make_plan(_quick(rooms=1, users_per_room=1))

@@ -516,8 +516,9 @@ class SenderConfig:
     """Most requests in flight."""
     encoding: Literal["base64", "hex"] = "base64"
     also_urls: tuple[str, ...] = ()
-    """Further replicas: each attempt goes to one of ``url`` and these at random, as a load
-    balancer would spread Tencent's deliveries."""
+    """Further replicas: a first attempt goes to one of ``url`` and these at random, as a load
+    balancer would spread Tencent's deliveries; a retry goes to the next one in turn, as a
+    balancer that stops sending to an endpoint which failed would send it."""
 
 
 async def run(
@@ -545,19 +546,19 @@ async def run(
     urls = (sender.url, *sender.also_urls)
     spread = random.Random(cfg.seed)  # noqa: S311 - load spreading, not a secret
 
-    def pick_url() -> str:
-        return urls[0] if len(urls) == 1 else spread.choice(urls)
+    def pick_url() -> int:
+        return 0 if len(urls) == 1 else spread.randrange(len(urls))
 
     loop = asyncio.get_running_loop()
 
-    async def attempt(send: Send) -> int | None:
+    async def attempt(send: Send, url: int) -> int | None:
         body = plan.body(send, int(time.time()))
         key = wrong_key if send.copy == "bad_signature" else sender.secret
         headers = {"Signature": sign(body, key, sender.encoding), "Content-Type": "application/json"}
         tally["requests"] += 1
         try:
             async with sem:
-                resp = await http.post(pick_url(), content=body, headers=headers, timeout=sender.timeout)
+                resp = await http.post(urls[url], content=body, headers=headers, timeout=sender.timeout)
         except httpx.TimeoutException:
             tally["timeouts"] += 1
             return None
@@ -570,18 +571,20 @@ async def run(
     async def deliver(send: Send) -> None:
         if send.copy == "bad_signature":
             # A forged or corrupted copy: the rejection is the expected answer, not retried.
-            if await attempt(send) is not None:
+            if await attempt(send, pick_url()) is not None:
                 bad_answered[send.event_type] += 1
             return
         first = loop.time()
         delay = sender.backoff
+        url = pick_url()
         while True:
-            if await attempt(send) == 200:
+            if await attempt(send, url) == 200:
                 delivered[(send.segment, send.event_type)] += 1
                 return
             if loop.time() + delay - first > sender.retry_seconds:
                 return
             tally["retries"] += 1
+            url = (url + 1) % len(urls)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -689,7 +692,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="URL",
         help="another replica's callback URL; deliveries are spread at random over "
-        "--url and these (repeatable)",
+        "--url and these, and a retry goes to the next one (repeatable)",
     )
     p.add_argument("--secret", help="SecretKey (default: first of $GME_RECWATCH_SECRET_KEY)")
     defaults = SimConfig()

@@ -104,9 +104,6 @@ def test_three_replicas_on_one_redis_count_what_a_single_process_would(
         assert "internal_error" not in r.logs()
 
 
-# Longer than the suite's per-test limit: the sender retries what the killed replica dropped
-# for up to 60 s by design, and three replicas start first (42 s on a loaded machine).
-@pytest.mark.timeout(240)
 def test_a_replica_killed_mid_run_loses_no_acknowledged_callback(
     service_factory: object, redis_server: RedisServer
 ) -> None:
@@ -114,11 +111,13 @@ def test_a_replica_killed_mid_run_loses_no_acknowledged_callback(
     replicas = [service_factory(**env) for _ in range(3)]  # type: ignore[operator]
     killer = threading.Timer(1.0, lambda: replicas[1].proc.send_signal(signal.SIGKILL))
     killer.start()
-    summary = spread_run(replicas, retry_seconds=60)  # as Tencent does: retry what failed
+    # As Tencent does: retry what failed, for up to a minute. A retry goes to the next replica,
+    # as a load balancer would send it once the dead one fails, so it takes one more attempt.
+    summary = spread_run(replicas, retry_seconds=60)
     killer.join()
     assert replicas[1].proc.poll() is not None  # it really died mid-run
     assert summary.transport_errors > 0  # deliveries really failed on the dead replica
-    assert all(c.undelivered == 0 for c in summary.events.values())  # 60 s of retries got through
+    assert all(c.undelivered == 0 for c in summary.events.values())  # the retries got through
     want = expected_metrics(summary)
     survivors = [replicas[0], replicas[2]]
     tracked = [k for k in want if k.startswith("tracked")]
