@@ -147,41 +147,179 @@ def test_promtool_check_rules_passes(path: Path) -> None:
     assert "SUCCESS" in out.stdout
 
 
-@pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
-def test_promtool_rule_unit_tests_pass(path: Path) -> None:
-    promtool = require_tool("promtool")
-    out = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+# ------------------------------------------------------------------ promtool unit tests
+
+PROMQL_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: scenarios.test.yaml is 0.5 MB
+
+
+@cache
+def _promtool_doc(path: Path) -> str:
+    return json.dumps(yaml.load(path.read_text(), Loader=YAML_LOADER))
+
+
+def promtool_doc(path: Path) -> dict[str, Any]:
+    """A promtool test file, parsed once per worker; each call gets its own copy."""
+    doc: dict[str, Any] = json.loads(_promtool_doc(path))
+    return doc
+
+
+def rules_read_by(cases: list[dict[str, Any]], rules: list[dict[str, Any]]) -> set[str]:
+    """The alerts and recording rules that can change what `cases` check: the alerts they name,
+    the series their expressions read, and, over and over, the rules those rules read.
+
+    Rules reach each other only through the series they write: a recorded name, or ALERTS
+    (and ALERTS_FOR_STATE) for an alert. A rule outside this set writes only series that
+    nothing checked reads, so leaving it out changes no result; it only costs evaluation
+    (the whole set made promtool take 3-10 times as long: a week of 5-minute steps evaluated
+    every SLO window at every step, for one alert)."""
+    alerts = {r["alert"] for r in rules if "alert" in r}
+    records = {r["record"] for r in rules if "record" in r}
+
+    def reads(expr: str) -> set[str]:
+        names = set(PROMQL_NAME.findall(expr))
+        return (names & records) | (alerts if names & {"ALERTS", "ALERTS_FOR_STATE"} else set())
+
+    wanted: set[str] = set()
+    for case in cases:
+        wanted |= {check["alertname"] for check in case.get("alert_rule_test", [])}
+        for check in case.get("promql_expr_test", []):
+            wanted |= reads(check["expr"])
+    todo = list(wanted)
+    while todo:
+        name = todo.pop()
+        for rule in rules:
+            if rule.get("alert", rule.get("record")) == name:
+                new = reads(rule["expr"]) - wanted
+                wanted |= new
+                todo.extend(new)
+    return wanted
+
+
+def promtool_test(
+    test_file: Path, tmp_path: Path, cases: list[dict[str, Any]] | None = None, rules_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules test_file`, on `cases` of it (all by default), with each rule file
+    (from `rules_dir` if given) cut to the rules those cases can see (:func:`rules_read_by`);
+    groups keep their order, the rules theirs, and ``group_eval_order`` what is left of it."""
+    doc = promtool_doc(test_file)
+    if cases is not None:
+        doc["tests"] = cases
+    sources = [
+        (rules_dir / Path(name).name) if rules_dir else (test_file.parent / name).resolve()
+        for name in doc["rule_files"]
+    ]
+    files = [yaml.load(path.read_text(), Loader=YAML_LOADER) for path in sources]
+    wanted = rules_read_by(doc["tests"], [r for f in files for g in f["groups"] for r in g["rules"]])
+    out = tmp_path / "promtool"
+    out.mkdir(exist_ok=True)
+    doc["rule_files"], kept_groups = [], set()
+    for path, f in zip(sources, files, strict=True):
+        for group in f["groups"]:
+            group["rules"] = [r for r in group["rules"] if r.get("alert", r.get("record")) in wanted]
+        f["groups"] = [g for g in f["groups"] if g["rules"]]
+        kept_groups |= {g["name"] for g in f["groups"]}
+        if f["groups"]:
+            (out / path.name).write_text(yaml.safe_dump(f, sort_keys=False))
+            doc["rule_files"].append(path.name)
+    if "group_eval_order" in doc:
+        doc["group_eval_order"] = [g for g in doc["group_eval_order"] if g in kept_groups]
+    test = out / test_file.name
+    test.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return subprocess.run(
+        [require_tool("promtool"), "test", "rules", str(test)], capture_output=True, text=True
+    )
+
+
+def _promtool_cases() -> list[Any]:
+    """One pytest case per promtool test case, so that the workers share them out."""
+    return [
+        pytest.param(path, i, id=f"{path.name}:{i}")
+        for path in RULE_TEST_FILES
+        for i in range(len(promtool_doc(path)["tests"]))
+    ]
+
+
+@pytest.mark.parametrize(("path", "index"), _promtool_cases())
+def test_promtool_rule_unit_tests_pass(path: Path, index: int, tmp_path: Path) -> None:
+    out = promtool_test(path, tmp_path, [promtool_doc(path)["tests"][index]])
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+def test_promtool_cases_see_every_rule_they_read() -> None:
+    """What :func:`rules_read_by` keeps: an alert alone when it reads raw series only; an alert
+    and the recording rule it reads; an SLO burn alert with the ratios it reads and, a level
+    down, the increases those divide; for a check of ALERTS (the scenarios), every alert and
+    exactly the recording rules read by what is kept."""
+    rules = load_rules()
+
+    def for_alert(name: str) -> set[str]:
+        return rules_read_by([{"alert_rule_test": [{"alertname": name}]}], rules)
+
+    assert for_alert("GmeRecordingCallbacksAbsent") == {"GmeRecordingCallbacksAbsent"}
+    assert for_alert("GmeRecordingStuck") == {"GmeRecordingStuck", "job:gme_recording_own_losses:present5m"}
+    burn = for_alert("GmeRecordingDeliveryBudgetBurn")
+    assert {
+        "job:gme_recording_slo_errors:ratio_increase",
+        "job:gme_recording_slo_errors:increase",
+        "job:gme_recording_slo_events:increase",
+    } <= burn
+    assert [n for n in burn if n.startswith("Gme")] == ["GmeRecordingDeliveryBudgetBurn"]
+    kept = rules_read_by(
+        [{"promql_expr_test": [{"expr": 'group by (alertname) (ALERTS{alertstate="firing"})'}]}], rules
+    )
+    assert {r["alert"] for r in alerts()} <= kept
+    read = {n for r in rules if r.get("alert", r.get("record")) in kept for n in PROMQL_NAME.findall(r["expr"])}
+    assert kept - {r["alert"] for r in alerts()} == recorded_names() & read
+
+
+DELIVERY_ERRORS_1H = 'gme_recording_problem_segments_total{job=~".*gme-recwatch.*", confirmed!="false"}[1h]))'
 
 
 def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
-    """The unit tests are not vacuous: loosen one alert and they fail, naming it. Only the test
-    cases that check that alert run (the whole file takes several times as long): first on the
-    rules as they are, where they pass, then on the loosened rule, where they fail."""
-    promtool = require_tool("promtool")
+    """The unit tests are not vacuous, and neither is the cut to the rules a case reads: loosen
+    an alert, or a recording rule two levels under a burn-rate alert, and the cases checking
+    that alert fail, naming it; on the rules as they are, they pass."""
     shutil.copytree(DASHBOARDS_DIR / "rules", tmp_path / "rules")
-    (tmp_path / "tests").mkdir()
-    doc = yaml.safe_load((DASHBOARDS_DIR / "tests" / "alerts.test.yaml").read_text())
-    doc["tests"] = [
-        case
-        for case in doc["tests"]
-        if any(c["alertname"] == "GmeRecordingStuck" for c in case.get("alert_rule_test", []))
-    ]
-    assert doc["tests"]
-    subset = tmp_path / "tests" / "stuck.test.yaml"
-    subset.write_text(yaml.safe_dump(doc, sort_keys=False))
-    out = subprocess.run([promtool, "test", "rules", str(subset)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    alerts_file = tmp_path / "rules" / "gme-recwatch-alerts.yaml"
-    text = alerts_file.read_text()
-    broken = text.replace(
-        'state="stuck", confirmed!="false"}[30m])) > 0', 'state="stuck", confirmed!="false"}[30m])) > 5'
-    )
-    assert broken != text
-    alerts_file.write_text(broken)
-    out = subprocess.run([promtool, "test", "rules", str(subset)], capture_output=True, text=True)
-    assert out.returncode != 0
-    assert "GmeRecordingStuck" in out.stdout + out.stderr
+
+    def cases(path: Path, alert: str) -> list[dict[str, Any]]:
+        found = [
+            case
+            for case in promtool_doc(path)["tests"]
+            if any(c["alertname"] == alert for c in case.get("alert_rule_test", []))
+        ]
+        assert found
+        return found
+
+    for alert, test_file, rule_file, before, after in (
+        (
+            "GmeRecordingStuck",
+            "alerts.test.yaml",
+            "gme-recwatch-alerts.yaml",
+            'state="stuck", confirmed!="false"}[30m])) > 0',
+            'state="stuck", confirmed!="false"}[30m])) > 5',
+        ),
+        (
+            "GmeRecordingDeliveryBudgetBurn",
+            "alerts-slo.test.yaml",
+            "gme-recwatch-slo-rules.yaml",
+            # the delivery errors of the hour, a level under the ratio the alert reads
+            "|-\n      (sum by (cluster, namespace, job) (increase(" + DELIVERY_ERRORS_1H,
+            "|-\n      (0.01 * sum by (cluster, namespace, job) (increase(" + DELIVERY_ERRORS_1H,
+        ),
+    ):
+        chosen = cases(DASHBOARDS_DIR / "tests" / test_file, alert)
+        out = promtool_test(DASHBOARDS_DIR / "tests" / test_file, tmp_path, chosen, tmp_path / "rules")
+        assert out.returncode == 0, out.stdout + out.stderr
+        target = tmp_path / "rules" / rule_file
+        text = target.read_text()
+        assert text.count(before) == 1, before
+        target.write_text(text.replace(before, after))
+        out = promtool_test(DASHBOARDS_DIR / "tests" / test_file, tmp_path, chosen, tmp_path / "rules")
+        target.write_text(text)
+        assert out.returncode != 0, f"{alert}: the cases pass with {after!r}"
+        assert alert in out.stdout + out.stderr
 
 
 def test_rule_expressions_use_only_exported_metrics() -> None:
@@ -227,7 +365,7 @@ def _test_cases() -> list[tuple[int, dict[str, Any]]]:
     """(evaluation step in minutes, test case) of every promtool test file."""
     cases = []
     for path in RULE_TEST_FILES:
-        doc = yaml.safe_load(path.read_text())
+        doc = promtool_doc(path)
         step = _minutes(doc.get("evaluation_interval", "1m"))
         cases.extend((step, case) for case in doc.get("tests", []))
     return cases
