@@ -5,6 +5,7 @@ two replicas sharing one state."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -351,6 +352,7 @@ def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(steere
     clock.advance(101)
     latencies: list[float] = []
     lag: list[float] = []
+    busy: list[float] = []  # CPU the event loop's thread spent meanwhile
 
     async def go() -> None:
         await service.start()
@@ -360,9 +362,10 @@ def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(steere
         sweep_seconds = time.monotonic() - t0
         assert sweep_seconds < 5
         for i in range(40):  # callbacks keep arriving while the lookups run
-            before = time.monotonic()
+            before, cpu_before = time.monotonic(), time.thread_time()
             await asyncio.sleep(0.05)
             lag.append(time.monotonic() - before - 0.05)
+            busy.append(time.thread_time() - cpu_before)
             before = time.monotonic()
             await service.store.record(event(1, seq=i, room="fresh"))
             latencies.append(time.monotonic() - before)
@@ -375,8 +378,13 @@ def test_a_flood_of_due_segments_neither_stalls_callbacks_nor_hammers_cos(steere
         await service.stop()
 
     asyncio.run(go())
-    assert max(latencies) < 0.05
-    assert max(lag) < 0.25
+    # On a loaded machine the whole process can be paused for a moment, stretching one wait or
+    # another (0.37 s was seen with the suite on 2 cores): the waits are held to their median,
+    # which a loop waiting for COS lookup after lookup would stretch, and the loop's own CPU
+    # time to its maximum, which a pause leaves alone and a burst of work on the loop does not.
+    assert statistics.median(latencies) < 0.01
+    assert statistics.median(lag) < 0.05
+    assert max(busy) < 0.25
     assert steered.max_in_flight <= 4
     assert steered.max_per_window(1.0) <= 20 + 1
     # Some lookups answered (a confirmed stuck each), the rest still wait for theirs.
