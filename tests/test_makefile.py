@@ -51,9 +51,11 @@ def stamps(checkout: Path) -> set[str]:
 def test_run_installs_the_runtime_only_then_test_adds_the_dev_group(checkout: Path) -> None:
     (call,) = make(checkout, "venv-runtime")
     assert "--no-dev" in call and "--inexact" in call  # `make run` after `make test` removes nothing
+    assert "--compile-bytecode" not in call  # a first `make run` is not kept waiting for it
     assert stamps(checkout) == {".runtime"}
     (call,) = make(checkout, "venv")
     assert "sync --locked" in call and "--no-dev" not in call and "--inexact" not in call
+    assert "--compile-bytecode" in call  # every test's `serve` starts from bytecode
     assert stamps(checkout) == {".runtime", ".dev"}
     assert make(checkout, "venv-runtime") == [] and make(checkout, "venv") == []
 
