@@ -1,4 +1,4 @@
-"""Shared by the in-process benchmarks: realistic segment events for filling a Tracker."""
+"""Shared by the in-process benchmarks: realistic segment events for filling a store."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Both are served by the same uvicorn settings on one pinned core; `wrk` runs on the other with
 `corpus.lua`, cycling through pre-signed, valid callbacks of distinct segments written by
 `gme-recwatch simulate --write-corpus`. Each full-service run starts a fresh process (empty
-tracker) and afterwards checks that the service counted every request wrk saw answered, and
+store) and afterwards checks that the service counted every request wrk saw answered, and
 answered nothing but 200.
 
     .venv/bin/python benchmarks/ingest.py --rounds 3 --duration 10 --connections 32

@@ -1,6 +1,6 @@
 """Per-callback cost of the service's own pipeline, in-process, without HTTP.
 
-``Intake.handle`` (peek BizID, HMAC-SHA1 verify, decode, tracker, metrics, span) over distinct
+``Intake.handle`` (peek BizID, HMAC-SHA1 verify, decode, store, metrics, span) over distinct
 pre-signed callbacks, with the tracer the service uses by default (no OTLP endpoint set: the
 no-op tracer) and with tracing on (an SDK span per callback, handed to a BatchSpanProcessor
 whose exporter discards it: what an OTLP endpoint costs in-process, minus the network). Log

@@ -1,6 +1,6 @@
 """Memory per tracked segment at 100k and 1M segments, in-process.
 
-Fills a fresh Tracker through ``record()`` (one process per size and lifecycle, so earlier
+Fills a fresh in-memory store through ``record()`` (one process per size and lifecycle, so earlier
 fills do not hide in the allocator) and reports bytes per segment two ways: tracemalloc's
 net Python allocations, and the process RSS delta (what the container's limit sees). Events
 are created on the fly and dropped, so neither figure includes them.
@@ -30,15 +30,15 @@ def measure(n: int, lifecycle: tuple[int, ...], use_tracemalloc: bool) -> dict[s
     if use_tracemalloc:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0] if use_tracemalloc else 0
-    tracker = MemoryStore(Settings(max_segments=max(n, 1)).lifecycle(), FakeClock())
+    store = MemoryStore(Settings(max_segments=max(n, 1)).lifecycle(), FakeClock())
     for ev in events(n, lifecycle):
-        tracker.record_now(ev)
+        store.record_now(ev)
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] - base if use_tracemalloc else 0
     if use_tracemalloc:
         tracemalloc.stop()
     rss = rss_bytes() - rss0
-    assert len(tracker) == n
+    assert len(store) == n
     return {
         "segments": n,
         "tracemalloc_bytes_per_segment": traced / n if use_tracemalloc else None,

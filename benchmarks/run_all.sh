@@ -16,8 +16,8 @@ echo "== 2. memory per tracked segment"
 $PY benchmarks/memory.py
 echo "== 3. /metrics scrape time"
 $PY benchmarks/scrape.py
-echo "== 4. tracker transitions and deadline sweep"
-$PY benchmarks/tracker_ops.py
+echo "== 4. store transitions and deadline sweep"
+$PY benchmarks/store_ops.py
 echo "== 5. the Redis store: ingest against in-memory, memory per segment, scrape, sweep"
 $PY benchmarks/ingest_backends.py --rounds "${ROUNDS:-3}" --duration "${DURATION:-10}"
 $PY benchmarks/redis_store.py

@@ -1,6 +1,6 @@
 """`/metrics` scrape cost at 0, 100k and 1M tracked segments.
 
-In-process: ``generate_latest(registry)`` of the service's own Metrics with a filled Tracker
+In-process: ``generate_latest(registry)`` of the service's own Metrics with a filled in-memory store
 attached (half recording, a quarter completed, a quarter uploaded, so every tally is busy).
 Reports the median and p99 of repeated scrapes and the exposition size.
 
@@ -26,7 +26,7 @@ from gme_recwatch.stores import MemoryStore
 
 def main() -> int:
     metrics = Metrics()
-    tracker = MemoryStore(Settings().lifecycle(), FakeClock())
+    store = MemoryStore(Settings().lifecycle(), FakeClock())
     print(json.dumps({"machine": machine()}))
     print("| segments | median ms | p99 ms | bytes |")
     print("|---:|---:|---:|---:|")
@@ -34,16 +34,16 @@ def main() -> int:
     for target in (0, 100_000, 1_000_000):
         add = target - filled
         for ev in mixed_events(filled, add):
-            tracker.record_now(ev)
+            store.record_now(ev)
         filled = target
-        assert len(tracker) == target
+        assert len(store) == target
         for _ in range(5):
-            metrics.store.update(tracker.stats_now())
+            metrics.store.update(store.stats_now())
             generate_latest(metrics.registry)
         times = []
         for _ in range(200):
             t0 = time.perf_counter()
-            metrics.store.update(tracker.stats_now())  # what the /metrics handler does first
+            metrics.store.update(store.stats_now())  # what the /metrics handler does first
             body = generate_latest(metrics.registry)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()

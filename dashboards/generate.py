@@ -547,7 +547,7 @@ def overview() -> dict[str, Any]:
         timeseries(
             "Callbacks by event type and result",
             "Verified callbacks per second, by "
-            "event type and what the tracker made of them (accepted, duplicate, "
+            "event type and what the store made of them (accepted, duplicate, "
             "out_of_order, late, ignored).",
             "reqps",
             [
@@ -904,9 +904,9 @@ def service() -> dict[str, Any]:
     )
     lay.add(
         stat(
-            "Tracker capacity used",
-            "Largest share of tracker capacity in use on any selected "
-            "instance (GmeRecwatchTrackerNearCapacity above 90%).",
+            "Store capacity used",
+            "Largest share of store capacity in use on any selected "
+            "instance (GmeRecwatchStoreNearCapacity above 90%).",
             "percentunit",
             f"max(sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on (instance) "
             f"(max by (instance) (gme_recording_store_capacity{{{SEL}}}) > 0))",
@@ -1024,7 +1024,7 @@ def service() -> dict[str, Any]:
         8,
     )
 
-    lay.row("Tracker")
+    lay.row("Store")
     lay.add(
         timeseries(
             "Tracked segments by state",
@@ -1040,7 +1040,7 @@ def service() -> dict[str, Any]:
     )
     lay.add(
         timeseries(
-            "Tracker capacity used",
+            "Store capacity used",
             "Tracked segments as a share of the capacity (GME_RECWATCH_MAX_SEGMENTS), per instance.",
             "percentunit",
             [
@@ -1060,7 +1060,7 @@ def service() -> dict[str, Any]:
             "Evictions by reason and state",
             "Segments dropped from memory per second. "
             "`capacity` evictions of states other than `uploaded` lose live segments "
-            "(GmeRecwatchTrackerNearCapacity).",
+            "(GmeRecwatchStoreNearCapacity).",
             "ops",
             [
                 (
@@ -1173,8 +1173,7 @@ def service() -> dict[str, Any]:
     return dashboard(
         "gme-recwatch-svc",
         "gme-recwatch: service health",
-        "The gme-recwatch process: HTTP listeners, tracker memory and capacity, state "
-        "snapshots, CPU and memory.",
+        "The gme-recwatch process: HTTP listeners, store memory and capacity, state snapshots, CPU and memory.",
         ["gme", "gme-recwatch"],
         lay.panels,
         with_app=False,

@@ -222,7 +222,7 @@ def groups() -> list[Group]:
     recording = Group(
         "gme-recwatch.rules",
         [
-            # Verified callbacks per second, by event type and what the tracker made of them.
+            # Verified callbacks per second, by event type and what the store made of them.
             Record(
                 "job:gme_recording_callbacks:rate5m",
                 "sum by ($BY, event_type, result) (rate(gme_recording_callbacks_total{$S}[5m]))",
@@ -245,9 +245,9 @@ def groups() -> list[Group]:
                 'sum by ($BY) (rate(gme_recording_signature_failures_total{$S, reason!="missing"}[5m]))\n'
                 "/ (job:gme_recording_signed_callbacks:rate5m > 0)",
             ),
-            # Share of the tracker's capacity in use, per instance.
+            # Share of the store's capacity in use, per instance.
             Record(
-                "instance:gme_recording_tracker_utilisation:ratio",
+                "instance:gme_recording_store_utilisation:ratio",
                 "sum by ($BY, instance) (gme_recording_tracked_segments{$S})\n"
                 "/ on ($BY, instance) (max by ($BY, instance) (gme_recording_store_capacity{$S}) > 0)",
             ),
@@ -607,15 +607,15 @@ def groups() -> list[Group]:
             ),
             # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
             Alert(
-                "GmeRecwatchTrackerNearCapacity",
-                "instance:gme_recording_tracker_utilisation:ratio > $ratio\n"
+                "GmeRecwatchStoreNearCapacity",
+                "instance:gme_recording_store_utilisation:ratio > $ratio\n"
                 "or\n"
-                "instance:gme_recording_tracker_utilisation:ratio\n"
+                "instance:gme_recording_store_utilisation:ratio\n"
                 "and on ($BY, instance)\n"
                 "sum by ($BY, instance) (increase(gme_recording_evictions_total{$S, "
                 'reason="capacity", state!="uploaded"}[10m])) > 0',
-                "The gme-recwatch tracker is full or nearly so.",
-                "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its tracker "
+                "The gme-recwatch store is full or nearly so.",
+                "{{ $labels.instance }} holds {{ $value | humanizePercentage }} of its store "
                 "capacity (GME_RECWATCH_MAX_SEGMENTS); at capacity it evicts segments it still "
                 "watches, and their stuck or missing uploads go unnoticed.",
                 "warning",

@@ -50,7 +50,7 @@ def test_there_is_something_to_check() -> None:
 
 
 class _EveryTally:
-    """Stands in for tracker stats: one app, every tally empty, so the collector emits each family."""
+    """Stands in for store stats: one app, every tally empty, so the collector emits each family."""
 
     app_labels = ("lint",)
     capacity = 1
@@ -84,7 +84,7 @@ def exported_metrics() -> dict[str, frozenset[str]]:
     return {name: frozenset(labels) for name, labels in names.items()}
 
 
-def test_metric_collection_sees_the_tracker_and_request_metrics() -> None:
+def test_metric_collection_sees_the_store_and_request_metrics() -> None:
     names = exported_metrics()
     assert "gme_recording_stuck_recordings" in names
     assert "gme_recording_http_request_duration_seconds_bucket" in names

@@ -5,7 +5,7 @@ The invariants every test here checks:
 
 * a POST to the callback path is answered 2xx or 4xx, never 5xx;
 * it is counted exactly once: ``signature_failures + callbacks_invalid + callbacks`` grows by one;
-* a rejection (4xx) names its reason in the body and leaves the tracker exactly as it was;
+* a rejection (4xx) names its reason in the body and leaves the store exactly as it was;
 * the secret and the signatures it produced never appear in logs, metrics, bodies or schemas.
 
 Set ``GME_RECWATCH_FIGURES=<path>`` to append the figures quoted in docs/reliability.md (JSON lines),
@@ -119,7 +119,7 @@ class World:
                         out[key] = out.get(key, 0.0) + s.value
         return out
 
-    def tracker_state(self) -> tuple[Any, ...]:
+    def store_state(self) -> tuple[Any, ...]:
         t = self.service.store
         assert isinstance(t, MemoryStore)
         return (len(t), t.stats_now(), frozenset(t.keys()))
@@ -162,7 +162,7 @@ def world() -> Iterator[World]:
 
 def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *, signed: bool) -> httpx.Response:
     """POST one callback and check every invariant; return the response."""
-    before, state = w.counted(), w.tracker_state()
+    before, state = w.counted(), w.store_state()
     r = w.post(body, headers)
     after = w.counted()
     assert 200 <= r.status_code < 500, (r.status_code, r.text)
@@ -179,7 +179,7 @@ def exchange(w: World, body: Any, headers: list[tuple[str, str | bytes]], *, sig
         )
         assert grown == {f"{metric}:{reason}": 1.0}
         assert r.status_code == {"too_large": 413, "malformed": 400, "stale": 400}.get(reason, 401)
-        assert w.tracker_state() == state, "a rejected callback changed the tracker"
+        assert w.store_state() == state, "a rejected callback changed the store"
         w.error_bodies.append(r.content)
         w.bump(f"{'signed' if signed else 'unsigned'}:{r.status_code}:{reason}")
     else:
@@ -781,24 +781,24 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
     per event adds 50k elements over the last half of the flood, twice what is allowed."""
     n = int(os.environ.get("GME_RECWATCH_FLOOD_SEGMENTS", "100000"))
     cap = every = n // 10
-    tracker = MemoryStore(Settings(max_segments=cap).lifecycle(), FakeClock())
+    store = MemoryStore(Settings(max_segments=cap).lifecycle(), FakeClock())
     base = _rss_mib()
     rss: list[float] = []
     held: list[int] = []
     started = time.perf_counter()
     for i in range(n):
-        tracker.record_now(
+        store.record_now(
             Event(BIZ_ID, f"room-{i // 10}", "user", 446946705284000000 + i, 0, 1 + i % 3, 1, 1_700_000_000)
         )
         if i % every == every - 1:
-            assert len(tracker) <= cap
+            assert len(store) <= cap
             rss.append(round(_rss_mib(), 1))
-            held.append(_held(tracker))
+            held.append(_held(store))
     elapsed = time.perf_counter() - started
-    stats = tracker.stats_now()
+    stats = store.stats_now()
     evicted = sum(v for (reason, _), v in stats.evictions.items() if reason == "capacity")
     figure(
-        "tracker_flood",
+        "store_flood",
         {
             "segments": n,
             "capacity": cap,
@@ -810,7 +810,7 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
             "per_second": round(n / elapsed),
         },
     )
-    assert len(tracker) == cap and evicted == n - cap
+    assert len(store) == cap and evicted == n - cap
     assert sum(stats.by_state.values()) == cap
     # Lazily compacted structures oscillate with a period of about `cap` inserts, so the peak
     # over the 2nd to 5th tenth covers them. Anything kept per *event* adds n/2 elements over
@@ -822,7 +822,7 @@ def test_ten_times_capacity_in_distinct_segments_stays_within_capacity() -> None
 def test_signed_flood_through_the_intake_is_bounded_and_the_admin_still_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Distinct signed callbacks through signature, decoding, tracker and metrics."""
+    """Distinct signed callbacks through signature, decoding, store and metrics."""
     n = int(os.environ.get("GME_RECWATCH_FLOOD_CALLBACKS", "100000"))
     cap = min(100_000, n // 5)
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")

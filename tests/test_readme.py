@@ -218,3 +218,29 @@ def test_every_alert_has_a_runbook_section() -> None:
     assert alerts
     for alert in alerts:
         assert f"## {alert.lower()}" in runbook or f'id="{alert.lower()}"' in runbook, alert
+
+
+# Where "tracker", the old word for the store, may still be read: the deprecated alias metric,
+# the retired alert's row, and history (what a measurement or a fixed bug was made on).
+OLD_WORD_KEPT = (
+    '"tracker_capacity"',
+    "`gme_recording_tracker_capacity`",
+    "| GmeRecwatchTrackerNearCapacity |",
+    "`Tracker` class",
+    "(then the tracker's)",
+)
+
+
+def test_users_read_one_word_for_where_segments_are_kept() -> None:
+    """The word is "store", never "tracker", wherever users and operators read: the service's own texts
+    (help, logs, settings), the rules, the dashboards, the chart and the docs."""
+    trees = [ROOT / "src", ROOT / "dashboards", ROOT / "helm", ROOT / "docs", ROOT / "README.md"]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for tree in trees
+        for path in ([tree] if tree.is_file() else sorted(p for p in tree.rglob("*") if p.is_file()))
+        if path.suffix in {".py", ".lua", ".md", ".json", ".yaml", ".yml", ".tpl", ".txt"}
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "tracker" in line.lower() and not any(kept in line for kept in OLD_WORD_KEPT)
+    ]
+    assert found == []

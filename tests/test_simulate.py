@@ -128,7 +128,7 @@ def test_an_out_of_order_event_goes_out_after_its_successor() -> None:
     assert all(seq != [STARTED, COMPLETED, UPLOADED] for seq in order.values())
 
 
-def test_summary_end_states_follow_the_tracker_rules() -> None:
+def test_summary_end_states_follow_the_lifecycle_rules() -> None:
     plan = make_plan(SimConfig(rooms=3, users_per_room=1, segments_per_task=2, mixed_fraction=0))
     assert len(plan.segments) == 6
     delivered: Counter[tuple[int, int]] = Counter(

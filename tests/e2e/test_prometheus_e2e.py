@@ -152,7 +152,7 @@ def test_healthy_service_alerts_stay_quiet(stack: tuple[RunningService, Promethe
     quiet = {
         "GmeRecwatchAbsent",
         "GmeRecwatchDown",
-        "GmeRecwatchTrackerNearCapacity",
+        "GmeRecwatchStoreNearCapacity",
         "GmeRecwatchSnapshotFailing",
         "GmeRecwatchCosLookupsFailing",
         "GmeRecwatchBlind",

@@ -1,4 +1,4 @@
-"""Tracker transitions per second, and the cost of the deadline sweep as segments grow.
+"""In-memory store transitions per second, and the cost of the deadline sweep as segments grow.
 
 In-process with a fake clock. Transitions: ``record()`` of pre-built events (started,
 completed, uploaded for each segment), events built before the clock starts. Sweep, at 10k,
@@ -12,7 +12,7 @@ completed, uploaded for each segment), events built before the clock starts. Swe
   also ``Service.sweep(5000)`` rounds, which add the ``segment_stuck`` log line per segment
   (JSON to /dev/null).
 
-    .venv/bin/python benchmarks/tracker_ops.py
+    .venv/bin/python benchmarks/store_ops.py
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def transitions(n: int) -> dict[str, float]:
     evs = list(events(n, (STARTED, COMPLETED, UPLOADED)))
     # Interleave: every segment's started first, then completions, then uploads.
     ordered = evs[0::3] + evs[1::3] + evs[2::3]
-    tracker = MemoryStore(Settings(max_segments=n).lifecycle(), FakeClock())
+    store = MemoryStore(Settings(max_segments=n).lifecycle(), FakeClock())
     gc.collect()
     t0 = time.perf_counter()
     for ev in ordered:
-        tracker.record_now(ev)
+        store.record_now(ev)
     dt = time.perf_counter() - t0
     return {
         "segments": n,
@@ -59,19 +59,19 @@ def transitions(n: int) -> dict[str, float]:
 def sweep(n: int) -> dict[str, float]:
     clock = FakeClock()
     cfg = Settings(max_segments=n).lifecycle()
-    tracker = MemoryStore(cfg, clock)
+    store = MemoryStore(cfg, clock)
     for ev in events(n, (STARTED,)):
-        tracker.record_now(ev)
+        store.record_now(ev)
     clock.advance(1.5)
     t0 = time.perf_counter()
     for _ in range(100):
-        tracker.sweep_now()
+        store.sweep_now()
     idle = (time.perf_counter() - t0) / 100
     clock.advance(cfg.max_recording_seconds)
     t0 = time.perf_counter()
-    out = tracker.sweep_now()
+    out = store.sweep_now()
     due = time.perf_counter() - t0
-    assert len(out) == n and tracker.stats_now().by_state["stuck"] == n
+    assert len(out) == n and store.stats_now().by_state["stuck"] == n
     return {
         "segments": n,
         "idle_sweep_us": idle * 1e6,
@@ -97,13 +97,13 @@ def budgeted(n: int) -> dict[str, float]:
     """All n due at once, swept in rounds of BUDGET: rounds, worst round, total."""
     clock = FakeClock()
     cfg = Settings(max_segments=n).lifecycle()
-    tracker = MemoryStore(cfg, clock)
+    store = MemoryStore(cfg, clock)
     for ev in events(n, (STARTED,)):
-        tracker.record_now(ev)
+        store.record_now(ev)
     clock.advance(1.5 + cfg.max_recording_seconds)
     gc.collect()
-    rounds, worst, median, total = _rounds(lambda: tracker.sweep_now(BUDGET), tracker.has_due)
-    assert tracker.stats_now().by_state["stuck"] == n
+    rounds, worst, median, total = _rounds(lambda: store.sweep_now(BUDGET), store.has_due)
+    assert store.stats_now().by_state["stuck"] == n
     return {
         "budget": BUDGET,
         "budgeted_rounds": rounds,
@@ -174,7 +174,7 @@ def main() -> int:
     for n in (10_000, 100_000, 1_000_000):
         r = sweep(n)
         gc.collect()
-        r.update(budgeted(n))  # after the unbudgeted tracker is gone: one 1M tracker at a time
+        r.update(budgeted(n))  # after the unbudgeted store is gone: one 1M store at a time
         print(
             f"| {n:,} | {r['idle_sweep_us']:.1f} | {r['all_due_sweep_ms']:,.1f} | "
             f"{r['us_per_due_segment']:.2f} | {r['budgeted_rounds']} | {r['median_round_ms']:.1f} / "
