@@ -120,6 +120,9 @@ class Service:
         self.replica = uuid.uuid4().hex  # this process, among the replicas of a shared store
         self._epoch = ""  # the shared store's epoch marker as last seen ("" before the first)
         self._epoch_seen_at = 0.0  # when it was last seen, on the store's clock
+        # One check of the store at a time: the sweep checks it after an outage, beside the check
+        # every second, and two checks sent with the same known marker would both act on a reset.
+        self._store_check = asyncio.Lock()
         self._segments = 0  # segments tracked, as last heard from the store
         self._epoch_segments = 0  # ... as the store counted them when the marker was last seen
         self._tasks: list[asyncio.Task[None]] = []
@@ -346,16 +349,17 @@ class Service:
         store = self.store
         if not isinstance(store, SharedStore):
             return
-        try:
-            epoch = await store.epoch(self._epoch)
-        except StoreUnavailable as exc:
-            self._store_answered(False, "ping", exc)
-            return
-        self._store_answered(True, "ping")
-        try:
-            await self._epoch_answered(store, epoch)
-        except StoreUnavailable as exc:
-            self._store_answered(False, "ping", exc)
+        async with self._store_check:
+            try:
+                epoch = await store.epoch(self._epoch)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "ping", exc)
+                return
+            self._store_answered(True, "ping")
+            try:
+                await self._epoch_answered(store, epoch)
+            except StoreUnavailable as exc:
+                self._store_answered(False, "ping", exc)
 
     def readiness(self) -> Readiness:
         """Ready once started, not stopping, and the store has not failed every check for
