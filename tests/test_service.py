@@ -264,6 +264,15 @@ def _wipe(url: str, prefix: str) -> None:
     client.close()
 
 
+async def _two_replicas(url: str, prefix: str, clock: FakeClock) -> tuple[Service, Log, Service, Log]:
+    """Two services started on one Redis prefix, the first making the epoch marker."""
+    a, log_a = _redis_service(url, prefix, clock)
+    b, log_b = _redis_service(url, prefix, clock)
+    await a.start()
+    await b.start()
+    return a, log_a, b, log_b
+
+
 def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marker_was_seen(
     redis_server: Any,
 ) -> None:
@@ -276,10 +285,7 @@ def test_a_shared_store_that_comes_back_empty_is_one_reset_blind_since_the_marke
     clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
 
     async def run() -> None:
-        a, log_a = _redis_service(redis_server.url, prefix, clock)
-        b, log_b = _redis_service(redis_server.url, prefix, clock)
-        await a.start()
-        await b.start()
+        a, log_a, b, log_b = await _two_replicas(redis_server.url, prefix, clock)
         assert [e for e, _ in log_a.events if e == "store_epoch_created"]  # first use
         for seq in range(3):
             await a.store.record(started(seq))
@@ -336,10 +342,7 @@ def test_checks_of_the_store_that_overlap_report_a_reset_once(redis_server: Any)
     clock, prefix = FakeClock(), f"svc-{uuid.uuid4().hex[:8]}:"
 
     async def run() -> None:
-        a, log_a = _redis_service(redis_server.url, prefix, clock)
-        b, log_b = _redis_service(redis_server.url, prefix, clock)
-        await a.start()
-        await b.start()
+        a, log_a, b, log_b = await _two_replicas(redis_server.url, prefix, clock)
         await a.store.record(started(1))
         await asyncio.gather(a.check_store(), b.check_store())
         _wipe(redis_server.url, prefix)
