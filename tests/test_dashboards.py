@@ -115,12 +115,22 @@ def test_selector_scan_finds_metrics_and_matchers() -> None:
 # --------------------------------------------------------------------------- rules
 
 
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: scenarios.test.yaml is 0.5 MB
+
+
+@cache
+def _parsed(text: str) -> Any:
+    return yaml.load(text, Loader=YAML_LOADER)
+
+
+def read_yaml(path: Path) -> Any:
+    """`path` parsed once per worker for each content it has had (a test may rewrite a copy);
+    each call gets its own copy to change."""
+    return copy.deepcopy(_parsed(path.read_text()))
+
+
 def load_rules() -> list[dict[str, Any]]:
-    rules = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            rules.extend(group["rules"])
-    return rules
+    return [rule for path in RULE_FILES for group in read_yaml(path)["groups"] for rule in group["rules"]]
 
 
 def alerts() -> list[dict[str, Any]]:
@@ -151,18 +161,6 @@ def test_promtool_check_rules_passes(path: Path) -> None:
 # ------------------------------------------------------------------ promtool unit tests
 
 PROMQL_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: scenarios.test.yaml is 0.5 MB
-
-
-@cache
-def _promtool_doc(path: Path) -> str:
-    return json.dumps(yaml.load(path.read_text(), Loader=YAML_LOADER))
-
-
-def promtool_doc(path: Path) -> dict[str, Any]:
-    """A promtool test file, parsed once per worker; each call gets its own copy."""
-    doc: dict[str, Any] = json.loads(_promtool_doc(path))
-    return doc
 
 
 def rules_read_by(cases: list[dict[str, Any]], rules: list[dict[str, Any]]) -> set[str]:
@@ -203,14 +201,14 @@ def promtool_test(
     """`promtool test rules test_file`, on `cases` of it (all by default), with each rule file
     (from `rules_dir` if given) cut to the rules those cases can see (:func:`rules_read_by`);
     groups keep their order, the rules theirs, and ``group_eval_order`` what is left of it."""
-    doc = promtool_doc(test_file)
+    doc = read_yaml(test_file)
     if cases is not None:
         doc["tests"] = cases
     sources = [
         (rules_dir / Path(name).name) if rules_dir else (test_file.parent / name).resolve()
         for name in doc["rule_files"]
     ]
-    files = [yaml.load(path.read_text(), Loader=YAML_LOADER) for path in sources]
+    files = [read_yaml(path) for path in sources]
     wanted = rules_read_by(doc["tests"], [r for f in files for g in f["groups"] for r in g["rules"]])
     out = tmp_path / "promtool"
     out.mkdir(exist_ok=True)
@@ -240,13 +238,13 @@ def _promtool_cases() -> list[Any]:
     return [
         pytest.param(path, i, id=f"{path.name}:{i}")
         for path in RULE_TEST_FILES
-        for i in range(len(promtool_doc(path)["tests"]))
+        for i in range(len(read_yaml(path)["tests"]))
     ]
 
 
 @pytest.mark.parametrize(("path", "index"), _promtool_cases())
 def test_promtool_rule_unit_tests_pass(path: Path, index: int, tmp_path: Path) -> None:
-    out = promtool_test(path, tmp_path, [promtool_doc(path)["tests"][index]])
+    out = promtool_test(path, tmp_path, [read_yaml(path)["tests"][index]])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
 
@@ -290,7 +288,7 @@ def test_promtool_rule_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> N
     def cases(path: Path, alert: str) -> list[dict[str, Any]]:
         found = [
             case
-            for case in promtool_doc(path)["tests"]
+            for case in read_yaml(path)["tests"]
             if any(c["alertname"] == alert for c in case.get("alert_rule_test", []))
         ]
         assert found
@@ -369,7 +367,7 @@ def _test_cases() -> list[tuple[int, dict[str, Any]]]:
     """(evaluation step in minutes, test case) of every promtool test file."""
     cases = []
     for path in RULE_TEST_FILES:
-        doc = promtool_doc(path)
+        doc = read_yaml(path)
         step = _minutes(doc.get("evaluation_interval", "1m"))
         cases.extend((step, case) for case in doc.get("tests", []))
     return cases
@@ -401,7 +399,7 @@ def test_every_alert_has_fire_not_yet_and_healthy_unit_tests(rule: dict[str, Any
 
 def test_inhibit_rules_name_existing_alerts_and_are_documented() -> None:
     names = {r["alert"] for r in alerts()}
-    rules = yaml.safe_load(INHIBIT_FILE.read_text())["inhibit_rules"]
+    rules = read_yaml(INHIBIT_FILE)["inhibit_rules"]
     assert rules
     for rule in rules:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
