@@ -44,6 +44,10 @@ class StoreStats:
     segments: int = 0
     checks_pending: int = 0
     """Segments held until their file is looked up in COS (claimed or not)."""
+    segments_vanished: int = 0
+    """Segments whose record vanished from a shared store behind the service's back (an
+    evicting Redis, a manual delete), found and taken out of the count by the sweep or an
+    eviction; always 0 in memory. Their share of the other tallies is lost with them."""
 
 
 @dataclass(frozen=True, slots=True)

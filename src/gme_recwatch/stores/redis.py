@@ -297,18 +297,21 @@ class RedisStore:
         )
 
     async def mark_blind(self, start: float, end: float) -> int:
-        # In pages of the deadline index, each one script: Redis is never held for long. (A
-        # segment that moves in the index meanwhile may be passed over or seen twice.)
-        marked, offset = 0, 0
+        # In pages of the order of first receipt, each one script: Redis is never held for
+        # long, and a segment's place in that order never changes, so none is passed over or
+        # seen twice while callbacks and sweeps go on; those heard from since the window ended
+        # are not marked (lifecycle.blind_marks), as a callback would have cleared the mark.
+        marked, after, upto = 0, "0", ""
         while True:
-            n, seen = await self._run("blind", repr(start), repr(end), offset, _SCAN_BATCH)
+            n, seen, last, upto_raw = await self._run("blind", repr(start), repr(end), after, _SCAN_BATCH, upto)
             marked += n
-            offset += seen
+            after, upto = _text(last), _text(upto_raw)
             if seen < _SCAN_BATCH:
                 return int(marked)
 
     async def register_apps(self, biz_ids: list[int]) -> None:
-        await self._run("apps", *(str(b) for b in biz_ids))
+        # An app past MAX_APPS is "other", and counted as overflow, as the in-memory store does.
+        self._app_overflow += int(await self._run("apps", *(str(b) for b in biz_ids)))
 
     async def count(self) -> int:
         try:
@@ -358,6 +361,7 @@ class RedisStore:
             app_overflow=self._app_overflow,
             segments=t.get("n", 0),
             checks_pending=int(pending),
+            segments_vanished=t.get("vanished", 0),
         )
 
     async def segments(
