@@ -200,3 +200,30 @@ def test_blind_marks_page_over_a_stable_view_while_the_store_moves(
     marked, views = asyncio.run(go())
     assert views == [(1, True), (2, True), (3, True), (4, True), (9, False)]
     assert marked == 5  # s0 was marked on the first page, then evicted
+
+
+def test_keys_redis_evicts_are_exported_as_a_store_fault(own_redis: RedisServer) -> None:
+    """An evicting Redis under memory pressure: INFO's evicted_keys is in the stats, for the gauge
+    GmeRecwatchStoreEvictingKeys reads. (Which keys go is Redis's choice, so what the sweep
+    then finds is pinned by the test of a deleted key above.)"""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+
+    async def go() -> tuple[int, int]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="ev:", clock=FakeClock())
+        for seq in range(200):
+            await store.record(ev(1, seq))
+        before = (await store.stats()).evicted_keys
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", str(used - 20_000))  # below what is used: Redis evicts
+        client.set("filler", "x" * 1000)  # a write makes it evict
+        client.config_set("maxmemory", "0")
+        after = (await store.stats()).evicted_keys
+        await store.close()
+        return before, after
+
+    before, after = asyncio.run(go())
+    client.close()
+    assert before == 0 and after > 0

@@ -537,6 +537,20 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             PREFIX + "store_capacity", "Most segments the store holds before evicting.", value=s.capacity
         )
+        # Store faults: data gone from the shared store behind the service's back (shared values:
+        # every replica exports the same; take the max). GmeRecwatchStoreEvictingKeys.
+        yield GaugeMetricFamily(
+            PREFIX + "store_evicted_keys",
+            "Keys the shared Redis evicted since it started (INFO stats evicted_keys; 0 in memory): "
+            "any growth is a store fault, an evicting maxmemory-policy.",
+            value=s.evicted_keys,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_vanished_segments",
+            "Segments whose key vanished from the shared Redis store (evicted, deleted by hand), found "
+            "and uncounted by the sweep; 0 in memory.",
+            value=s.segments_vanished,
+        )
         # The name before 0.x: kept one release so existing queries keep working (release note).
         yield GaugeMetricFamily(
             PREFIX + "tracker_capacity",

@@ -48,6 +48,10 @@ class StoreStats:
     """Segments whose record vanished from a shared store behind the service's back (an
     evicting Redis, a manual delete), found and taken out of the count by the sweep or an
     eviction; always 0 in memory. Their share of the other tallies is lost with them."""
+    evicted_keys: int = 0
+    """Keys the shared store's Redis evicted since it started (``INFO stats``; any key of that
+    Redis, ours or not): growth means an evicting ``maxmemory-policy`` under memory pressure, a
+    store fault. Always 0 in memory."""
 
 
 @dataclass(frozen=True, slots=True)

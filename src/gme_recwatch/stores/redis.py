@@ -82,6 +82,13 @@ _FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
+# maxmemory-policy values that never evict a key of ours: noeviction refuses writes when Redis is
+# full (a 503, retried by Tencent, and GmeRecwatchBackendDown); volatile-* evict only keys with a
+# TTL, and of ours only the COS lookup notes (ck:) have one -- the API then shows no lookup
+# detail, nothing more. allkeys-* would evict segments, tallies and the epoch marker at random.
+SAFE_POLICIES: Final = frozenset(
+    {"noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
+)
 MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
 
@@ -280,6 +287,14 @@ class RedisStore:
             compatible = _text(info.get("redis_version") or version)
             if int(compatible.split(".")[0]) < MIN_VERSION:
                 raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is needed")
+            policy = _text((await self.client.info("memory")).get("maxmemory_policy", "noeviction"))
+            if policy not in SAFE_POLICIES:
+                raise StoreUnavailable(
+                    f"maxmemory-policy {policy} evicts keys when Redis is full, segments included, "
+                    "and nobody hears of it: set maxmemory-policy noeviction (a full Redis then refuses "
+                    "writes: callbacks are answered 503, Tencent retries, GmeRecwatchBackendDown pages)"
+                )
+            aof = int((await self.client.info("persistence")).get("aof_enabled", 0) or 0)
             for script in (_SCRIPT, _REPLICAS):
                 await self.client.script_load(script)
             segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
@@ -292,9 +307,16 @@ class RedisStore:
             raise StoreUnavailable(f"refused: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return f"{name} {version}, prefix {self.prefix!r}, {segments} segments, " + (
+        described = f"{name} {version}, prefix {self.prefix!r}, {segments} segments, " + (
             "epoch marker set" if marked else "never used (no epoch marker yet)"
         )
+        if not aof:  # a warning, on a line of its own: an RDB-only Redis may be what was chosen
+            described += (
+                "\nwarning: AOF is off (appendonly no): a Redis restart keeps at most its last RDB "
+                "snapshot, if any, and the segments since are lost (GmeRecwatchStoreReset); "
+                "set appendonly yes"
+            )
+        return described
 
     async def mark_blind(self, start: float, end: float) -> int:
         # In pages of the order of first receipt, each one script: Redis is never held for
@@ -326,7 +348,8 @@ class RedisStore:
                 pipe.hgetall(p + "t")
                 pipe.lrange(p + "applist", 0, -1)
                 pipe.zcard(p + "chk")
-                tallies, labels_raw, pending = await pipe.execute()
+                pipe.info("stats")
+                tallies, labels_raw, pending, info = await pipe.execute()
                 labels = [x.decode() for x in labels_raw]
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
@@ -362,6 +385,7 @@ class RedisStore:
             segments=t.get("n", 0),
             checks_pending=int(pending),
             segments_vanished=t.get("vanished", 0),
+            evicted_keys=int(info.get("evicted_keys", 0)),
         )
 
     async def segments(
