@@ -240,6 +240,17 @@ class Metrics:
             registry=r,
         )
 
+        self.callbacks_unknown_outcome = Counter(
+            PREFIX + "callbacks_unknown_outcome",
+            "Callbacks answered 503 after their write was sent to the store (it timed out or the "
+            "connection was lost): they may have been recorded all the same; Tencent retries them.",
+            registry=r,
+        )
+        self.callbacks_retried_after_unknown = Counter(
+            PREFIX + "callbacks_retried_after_unknown_outcome",
+            "Retries of such callbacks found already recorded: counted as accepted, not as duplicates.",
+            registry=r,
+        )
         self.backend_errors = Counter(
             PREFIX + "backend_errors",
             "Operations on the state store that failed (unreachable, timed out, refused).",

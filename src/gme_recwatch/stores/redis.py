@@ -169,7 +169,10 @@ class RedisStore:
         try:
             return await self._script(args=[op, self.prefix, now, *self._cfg_args, *args])
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
+            # Only a connection never made surely sent nothing; after a timeout or a connection
+            # lost mid-call, Redis may have run (or still run) the script.
+            never_sent = isinstance(exc, RedisConnectionError) and "connecting" in str(exc)
+            raise StoreUnavailable(f"{op}: {type(exc).__name__}", maybe_applied=not never_sent) from exc
 
     async def _run_replicas(self, op: str, *args: Any) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
