@@ -67,8 +67,21 @@ OPS = st.lists(
     ),
     max_size=30,
 )
-# The whole comparison: how many operations ran, for the report (see test_parity_ran).
+# How much was compared: printed at the end of the module (`pytest -s`), for BENCHMARKS-style
+# reporting of the parity test's size.
 RAN = {"examples": 0, "operations": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_size() -> Iterator[None]:
+    import time
+
+    started = time.perf_counter()
+    yield
+    print(
+        f"\nparity: {RAN['examples']} examples, {RAN['operations']} operations, each followed by "
+        f"a full comparison, in {time.perf_counter() - started:.1f} s"
+    )
 
 
 def ev(event_type: int, seq: int, biz: int = 1, room: str = "ra") -> Event:
