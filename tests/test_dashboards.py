@@ -959,3 +959,30 @@ def test_per_app_queries_filter_numerator_and_denominator_alike() -> None:
                     if "app_id" not in exported.get(metric, ()) or matchers.get("app_id") != ("=~", "$app_id"):
                         mixed.append(f"{p['title']} [{t['refId']}]: {metric} is not filtered by app")
     assert mixed == []
+
+
+def api_links(state: str, labels: dict[str, str], api_url: str) -> list[str]:
+    """The overview's drill-down API links for `state`, rendered as Grafana would for a series
+    with `labels` (with every variable on All): what tests/e2e follow against a service."""
+    d = load_dashboard(DASHBOARDS_DIR / "gme-recordings-overview.json")
+    variables = dict(variable_samples(d)["all"], api_url=LINKS.Variable((api_url,)))
+    ctx = LINKS.Context(variables, labels=labels)
+    return [
+        LINKS.interpolate(link["url"], ctx)
+        for _, link in data_links(d)
+        if "(API)" in link["title"] and f"state={state}&" in link["url"] + "&"
+    ]
+
+
+def api_linked_panels() -> dict[str, list[dict[str, Any]]]:
+    """State -> the overview panels with an API link for it."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p, link in data_links(load_dashboard(DASHBOARDS_DIR / "gme-recordings-overview.json")):
+        m = re.search(r"state=(\w+)", link["url"])
+        if "(API)" in link["title"] and m:
+            out.setdefault(m.group(1), []).append(p)
+    return out
+
+
+def test_every_problem_state_has_an_api_link() -> None:
+    assert set(api_linked_panels()) == {"stuck", "upload_missing", "orphan", "unverified"}
