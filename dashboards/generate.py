@@ -28,6 +28,7 @@ from grafana_foundation_sdk.builders import prometheus as prometheus_builder
 from grafana_foundation_sdk.builders import stat as stat_builder
 from grafana_foundation_sdk.builders import table as table_builder
 from grafana_foundation_sdk.builders import timeseries as timeseries_builder
+from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
@@ -56,7 +57,14 @@ SHARED = "max without (instance, pod)"
 LOG_STREAM = 'container="gme-recwatch"'
 
 Queries = Sequence[tuple[str, str]] | str
-PanelBuilder = Builder[model.Panel]
+PanelBuilder = (
+    timeseries_builder.Panel
+    | stat_builder.Panel
+    | gauge_builder.Panel
+    | bargauge_builder.Panel
+    | heatmap_builder.Panel
+    | table_builder.Panel
+)
 
 
 class Board:
@@ -79,7 +87,7 @@ class Board:
     def add(self, panel: PanelBuilder, w: int, h: int) -> None:
         if self.x + w > 24:
             self._newline()
-        panel.id(self._id()).grid_pos(model.GridPos(h=h, w=w, x=self.x, y=self.y))  # type: ignore[attr-defined]
+        panel.id(self._id()).grid_pos(model.GridPos(h=h, w=w, x=self.x, y=self.y))
         self.builder.with_panel(panel)
         self.x += w
         self.line_h = max(self.line_h, h)
@@ -111,6 +119,15 @@ def _targets(queries: Queries, *, instant: bool = False) -> list[prometheus_buil
     if isinstance(queries, str):
         queries = [(queries, "")]
     return [target(e, legend, chr(ord("A") + i), instant=instant) for i, (e, legend) in enumerate(queries)]
+
+
+def _queries(queries: Sequence[Builder[variants.Dataquery]]) -> list[Builder[variants.Dataquery]]:
+    """The SDK's builders take a list of any query type's builders (a list is invariant)."""
+    return list(queries)
+
+
+def _links(links: Sequence[Builder[model.DashboardLink]]) -> list[Builder[model.DashboardLink]]:
+    return list(links)
 
 
 def _thresholds(red: float | None) -> dashboard_builder.ThresholdsConfig:
@@ -166,14 +183,14 @@ def timeseries(
             .mode(common.TooltipDisplayMode.MULTI)
             .sort(common.SortOrder.DESCENDING)
         )
-        .targets(targets)  # type: ignore[arg-type]
+        .targets(_queries(targets))
     )
     if stack:
         panel.stacking(common_builder.StackingConfig().mode(common.StackingMode.NORMAL).group("A"))
     if minimum is not None:
         panel.min(minimum)
     if links:
-        panel.data_links(links)  # type: ignore[arg-type]
+        panel.data_links(_links(links))
     return panel
 
 
@@ -198,7 +215,7 @@ def stat(
         .color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.AREA)
         .text_mode(common.BigValueTextMode.AUTO)
-        .targets(_targets(expr, instant=True))  # type: ignore[arg-type]
+        .targets(_queries(_targets(expr, instant=True)))
     )
     if decimals is not None:
         panel.decimals(decimals)
@@ -219,7 +236,7 @@ def gauge(title: str, description: str, unit: str, expr: str, *, red: float) -> 
         .reduce_options(_reduce("lastNotNull"))
         .show_threshold_labels(False)
         .show_threshold_markers(True)
-        .targets(_targets(expr, instant=True))  # type: ignore[arg-type]
+        .targets(_queries(_targets(expr, instant=True)))
     )
 
 
@@ -237,7 +254,7 @@ def bargauge(title: str, description: str, unit: str, queries: Queries, calc: st
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .show_unfilled(True)
         .reduce_options(_reduce(calc))
-        .targets(_targets(queries))  # type: ignore[arg-type]
+        .targets(_queries(_targets(queries)))
     )
 
 
@@ -296,7 +313,7 @@ def table(
                 id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": rename}
             )
         )
-        .targets(targets)  # type: ignore[arg-type]
+        .targets(_queries(targets))
     )
 
 
