@@ -394,7 +394,7 @@ def explore_logs(event: str, *, per_app: bool) -> str:
         f'{{namespace="${{__field.labels.namespace:percentencode}}", {LOG_STREAM}}} | json | event="{event}"'
     )
     if per_app:
-        logql += ' | biz_id="${__field.labels.app_id:percentencode}"'
+        logql += ' | app_id="${__field.labels.app_id:percentencode}"'
     state = {
         "logs": {
             "datasource": "${loki_datasource:percentencode}",

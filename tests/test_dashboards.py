@@ -859,8 +859,8 @@ def test_explore_links_open_a_valid_state_with_a_selector_loki_accepts() -> None
         assert LINKS.loki_selector_problems(query["expr"]) == [], (where, query["expr"])
         event = re.search(r'event="(segment_\w+)"', query["expr"])
         assert event and f"{event.group(1)} log lines" in where, where
-        if "biz_id" in query["expr"]:
-            assert 'biz_id="1400000000"' in query["expr"] and "'app_id'" in where, where
+        if "app_id" in query["expr"]:
+            assert 'app_id="1400000000"' in query["expr"] and "'app_id'" in where, where
     assert seen
 
 
