@@ -52,9 +52,12 @@ STDLIB_CUT = {
     "pydoc_data", "distutils", "venv", "site-packages", "dist-packages", "__pycache__",
 }  # fmt: skip
 STDLIB_CUT_PREFIX = ("config-",)  # config-3.11-x86_64-linux-gnu: libpython.a and the Makefile
-# Extension modules of the same kinds (Tk, curses, readline, the test helpers): what they
-# link against (libtk, libncurses, libreadline) stays out with them.
-DYNLOAD_CUT = re.compile(r"^(_tkinter|_test\w*|_xxtestfuzz|xxlimited\w*|_ctypes_test|readline|_curses\w*)\.")
+# Extension modules of the same kinds (Tk, curses, readline, the test helpers) and two for
+# services a container never uses (NIS, Berkeley DB): what they link against (libtk,
+# libncurses, libreadline; libnsl, libtirpc and Kerberos; libdb, 3.6 MB in all) stays out too.
+DYNLOAD_CUT = re.compile(
+    r"^(_tkinter|_test\w*|_xxtestfuzz|xxlimited\w*|_ctypes_test|readline|_curses\w*|nis|_dbm)\."
+)
 # In the venv: what uv put there for a shell user, not the service.
 VENV_BIN_KEEP = re.compile(r"^(python[0-9.]*|gme-recwatch)$")
 
