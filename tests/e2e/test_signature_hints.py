@@ -65,4 +65,6 @@ def test_a_flood_of_forged_signatures_is_diagnosed_only_at_the_rate(service_fact
     skipped = service.metric("gme_recording_signature_diagnoses_skipped_total")
     assert hinted + skipped == 200
     assert hinted <= 5 + elapsed * 1 + 1
-    assert len(_hint_lines(service)) == 1  # one line a minute for this hint and app
+    # One line a minute for this hint and app: one, unless the 200 requests took more than a
+    # minute on a loaded machine, when each further minute begun may add one.
+    assert 1 <= len(_hint_lines(service)) <= 1 + int(elapsed // 60), elapsed
