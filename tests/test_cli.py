@@ -212,29 +212,9 @@ def test_send_signs_with_the_keys_file_key_of_its_biz_id(receiver: str, tmp_path
 
 def test_make_send_signs_with_gme_recwatch_keys_file(receiver: str, tmp_path: Any) -> None:
     """`make send` beside a service started with a keys file: the key of BIZ_ID, not the demo key."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from conftest import ROOT
-
     keys = tmp_path / "keyring"
     keys.write_text("1400000000=from-the-file\n")
-    port = receiver.split(":")[2].split("/")[0]
-    venv = Path(sys.executable).parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
-    r = subprocess.run(
-        [
-            *("make", "-s", "-C", str(ROOT), "-o", f"{venv}/bin/.runtime", "send", f"VENV={venv}"),
-            *(f"GME_RECWATCH_PORT={port}", f"GME_RECWATCH_KEYS_FILE={keys}"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
+    r = make_send(receiver, f"GME_RECWATCH_KEYS_FILE={keys}")
     ((body, sig),) = _Receiver.got
     verify(body, sig, [b"from-the-file"], "base64")
     assert "from-the-file" not in r.stdout + r.stderr
@@ -429,30 +409,34 @@ def test_the_demo_banner_follows_a_moved_port() -> None:
 def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None:
     """`make send GME_RECWATCH_PORT=...`, as the banner says it, reaches that port, signed with
     the key `serve --demo` uses."""
-    import os
     import re
+
+    from conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^DEMO_KEY \?= (\S+)$", makefile, re.M)[1] == settings_mod.DEMO_KEY  # type: ignore[index]
+    make_send(receiver)
+    ((body, sig),) = _Receiver.got
+    verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")
+
+
+def make_send(receiver: str, *variables: str) -> Any:
+    """`make send GME_RECWATCH_PORT=<the receiver's> <variables>` with no GME_RECWATCH_* in the
+    environment, through this venv; it must exit 0."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     from conftest import ROOT
 
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^DEMO_KEY \?= (\S+)$", makefile, re.M)[1] == settings_mod.DEMO_KEY  # type: ignore[index]
     port = receiver.split(":")[2].split("/")[0]
     venv = Path(sys.executable).parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
     r = subprocess.run(
         [
-            "make",
-            "-s",
-            "-C",
-            str(ROOT),
-            "-o",
-            f"{venv}/bin/.runtime",
-            "send",
-            f"VENV={venv}",
-            f"GME_RECWATCH_PORT={port}",
+            *("make", "-s", "-C", str(ROOT), "-o", f"{venv}/bin/.runtime", "send", f"VENV={venv}"),
+            *(f"GME_RECWATCH_PORT={port}", *variables),
         ],
         env=env,
         capture_output=True,
@@ -460,5 +444,4 @@ def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    ((body, sig),) = _Receiver.got
-    verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")
+    return r

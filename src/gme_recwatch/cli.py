@@ -347,18 +347,8 @@ def _post(
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    try:
-        key = _signing_key(args)
-    except (OSError, KeyringError, UnicodeDecodeError) as exc:
-        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
-        print(f"gme-recwatch send: cannot load {args.keys_file}: {what}", file=sys.stderr)
-        return 2
+    key = _key_or_say_why("send", args)
     if key is None:
-        print(
-            "gme-recwatch send: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
-            f"--keys-file (GME_RECWATCH_KEYS_FILE) with a key for BizID {args.biz_id}",
-            file=sys.stderr,
-        )
         return 2
     body = encode_callback(
         biz_id=args.biz_id,
@@ -378,6 +368,23 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0 if resp.status_code == 200 else 1
 
 
+def _key_or_say_why(command: str, args: argparse.Namespace) -> str | None:
+    """The key `send` or `canary` signs with, or None after saying on stderr why there is none."""
+    try:
+        key = _signing_key(args)
+    except (OSError, KeyringError, UnicodeDecodeError) as exc:
+        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
+        print(f"gme-recwatch {command}: cannot load {args.keys_file}: {what}", file=sys.stderr)
+        return None
+    if key is None:
+        print(
+            f"gme-recwatch {command}: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
+            f"--keys-file (GME_RECWATCH_KEYS_FILE) with a key for BizID {args.biz_id}",
+            file=sys.stderr,
+        )
+    return key
+
+
 def _signing_key(args: argparse.Namespace) -> str | None:
     """The key to sign with: --secret, $GME_RECWATCH_SECRET_KEY, else the keyring's for the app."""
     keys = parse_secret_list(args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", ""))
@@ -392,18 +399,8 @@ def _signing_key(args: argparse.Namespace) -> str | None:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    try:
-        key = _signing_key(args)
-    except (OSError, KeyringError, UnicodeDecodeError) as exc:
-        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
-        print(f"gme-recwatch canary: cannot load {args.keys_file}: {what}", file=sys.stderr)
-        return 2
+    key = _key_or_say_why("canary", args)
     if key is None:
-        print(
-            "gme-recwatch canary: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
-            f"--keys-file with a key for BizID {args.biz_id}",
-            file=sys.stderr,
-        )
         return 2
     started = time.monotonic()
     resp = _post(
