@@ -288,7 +288,8 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or lines[1].startswith(
         f"  store     : {redis_server.url} (Valkey"
     )
-    assert lines[1].endswith(f"prefix '{prefix}', 0 segments, never used (no epoch marker yet))")
+    tagged = "{" + prefix[:-1] + "}:"  # the prefix as the store's hash tag
+    assert lines[1].endswith(f"prefix '{tagged}', 0 segments, never used (no epoch marker yet))")
     assert lines[2] == (
         "  keys      : 3 SecretKeys; 2 apps with keys of their own "
         "(1400000001, 1400000002); a key for every app"
@@ -300,7 +301,7 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     )
     import redis as redis_sync
 
-    assert redis_sync.Redis.from_url(redis_server.url).keys(prefix + "*") == []  # wrote nothing
+    assert redis_sync.Redis.from_url(redis_server.url).keys(tagged + "*") == []  # wrote nothing
 
 
 # --------------------------------------------------------------------------- the first try

@@ -15,6 +15,7 @@ from conftest import RedisServer
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
+from gme_recwatch.lifecycle import Outcome, Result
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
 from gme_recwatch.stores.redis import RedisStore
@@ -79,7 +80,7 @@ def test_every_segment_key_expires_on_its_own(redis_server: RedisServer) -> None
         store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=FakeClock())
         for seq in range(5):
             await store.record(ev(1, seq))
-        ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=prefix + "s:*")]
+        ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=store.prefix + "s:*")]
         await store.close()
         return ttls
 
@@ -128,3 +129,52 @@ def test_a_redis_restart_with_aof_keeps_every_acknowledged_callback(own_redis: R
     own_redis.start()
     n, by_state = asyncio.run(read_back())
     assert n == 20 and by_state["recording"] == 20
+
+
+def _evalsha_calls(server: RedisServer) -> int:
+    import redis as redis_sync
+
+    client = redis_sync.Redis(port=server.port)
+    calls = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    client.close()
+    return calls
+
+
+def test_callbacks_arriving_together_are_written_in_few_script_calls_each_with_its_own_outcome(
+    own_redis: RedisServer,
+) -> None:
+    """200 callbacks at once, each segment's start twice (a retry racing the original): each
+    gets its own result, as one call per callback would give, in far fewer script calls."""
+
+    async def go() -> tuple[list[Result], int, dict[str, int]]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="b:", clock=FakeClock())
+        await store.ping()
+        before = _evalsha_calls(own_redis)
+        events = [ev(1, seq) for seq in range(100) for _ in range(2)]
+        outcomes = await asyncio.gather(*(store.record(e) for e in events))
+        calls = _evalsha_calls(own_redis) - before
+        by_state = (await store.stats()).by_state
+        await store.close()
+        return [o.result for o in outcomes], calls, by_state
+
+    results, calls, by_state = asyncio.run(go())
+    assert results == [Result.ACCEPTED, Result.DUPLICATE] * 100  # in arrival order, per callback
+    assert calls <= 200 // 10  # batched (one call per callback before)
+    assert by_state["recording"] == 100
+
+
+def test_a_failed_batch_fails_each_of_its_callbacks_and_stores_none(own_redis: RedisServer) -> None:
+    async def go() -> tuple[list[BaseException | Outcome], int]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="f:", timeout=0.5, clock=FakeClock())
+        await store.record(ev(1, 0))
+        own_redis.kill()
+        got = await asyncio.gather(*(store.record(ev(1, seq)) for seq in range(1, 50)), return_exceptions=True)
+        own_redis.start()
+        n = await store.count()
+        await store.close()
+        return got, n
+
+    got, n = asyncio.run(go())
+    assert len(got) == 49 and all(isinstance(g, StoreUnavailable) for g in got)  # a 503 each
+    assert len({id(g) for g in got}) == 49  # each its own error, not one shared
+    assert n == 1
