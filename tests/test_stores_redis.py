@@ -11,14 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer
+from conftest import RedisClusterServers, RedisServer
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import Outcome, Result
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
-from gme_recwatch.stores.redis import RedisStore
+from gme_recwatch.stores.redis import RedisStore, _text, hash_tagged
 
 CFG = replace(
     Settings().lifecycle(),
@@ -178,3 +178,36 @@ def test_a_failed_batch_fails_each_of_its_callbacks_and_stores_none(own_redis: R
     assert len(got) == 49 and all(isinstance(g, StoreUnavailable) for g in got)  # a 503 each
     assert len({id(g) for g in got}) == 49  # each its own error, not one shared
     assert n == 1
+
+
+@pytest.mark.parametrize(
+    ("prefix", "tagged"),
+    [("gme-recwatch:", "{gme-recwatch}:"), ("stage", "{stage}"), ("{ours}:x:", "{ours}:x:"), ("{}:", "{{}}:")],
+)
+def test_the_prefix_becomes_one_hash_tag(prefix: str, tagged: str) -> None:
+    assert hash_tagged(prefix) == tagged
+
+
+def test_on_a_redis_cluster_every_key_is_in_the_slot_of_the_prefix_and_the_check_names_it(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    async def go() -> tuple[str, set[int], int]:
+        clock = FakeClock()
+        store = RedisStore.from_url(redis_cluster.url, CFG, prefix=f"k{uuid.uuid4().hex[:8]}:", clock=clock)
+        await asyncio.gather(*(store.record(ev(t, seq)) for seq in range(20) for t in (1, 2, 3)))
+        clock.advance(2000)
+        await store.heartbeat("r1")
+        await store.epoch("")
+        while (await store.sweep(1000)).more:
+            pass
+        checked = await store.check_online()
+        slots = {
+            redis_cluster.keyslot(_text(k)) async for k in store.client.scan_iter(match=store.prefix + "*")
+        }
+        n = await store.count()
+        await store.close()
+        return checked, slots, n
+
+    checked, slots, n = asyncio.run(go())
+    assert len(slots) == 1 and n == 0  # the sweep found every segment there and forgot it
+    assert checked.startswith("Redis 7") and f"cluster slot {slots.pop()}, " in checked

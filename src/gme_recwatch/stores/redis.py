@@ -99,8 +99,20 @@ SWEEP_BATCH: Final = 500
 RECORD_BATCH: Final = 64
 RECORD_FLIGHTS: Final = 2
 CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
-# The lifecycle script's keys that are not a segment's: every call names them in KEYS.
-_FIXED_KEYS: Final = ("t", "due", "upl", "chk", "bw", "apps", "applist", "rooms")
+# The lifecycle script's keys that are not a segment's: every call names them in KEYS, with the
+# segments it is given. Redis then runs a call only where all of them are (or refuses it before
+# it writes anything: MOVED, ASK, TRYAGAIN while a migration splits them).
+_FIXED_KEYS: Final = (
+    "t",
+    "due",
+    "upl",
+    "chk",
+    "bw",
+    "apps",
+    "applist",
+    "rooms",
+    *(f"ix:{int(s)}" for s in _PROBLEMS),
+)
 _REPLICA_KEYS: Final = ("hb", "stopped", "epoch", "t")
 _Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 

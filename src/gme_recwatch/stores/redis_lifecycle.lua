@@ -11,10 +11,11 @@
 -- ARGV: op, prefix, now (or "" for Redis TIME: the one clock every replica agrees on),
 --       max_recording, upload_grace, reorder_window, retention, max_segments, max_apps,
 --       check_in_cos (1 or 0), then the op's own arguments.
--- KEYS: the fixed keys below and the segment keys the op names (stores/redis.py _keys), so a
---       cluster node or proxy routes the call by them and refuses it while they are split by a
---       slot migration. The prefix carries a hash tag ("{gme-recwatch}:"): every key the script
---       makes from it, the ones it finds in an index too, is in the same slot (docs/design.md).
+-- KEYS: the keys below that have fixed names, and the segments the op is given (stores/redis.py
+--       _FIXED_KEYS), so a cluster node or proxy routes the call by them and refuses it, before
+--       it writes anything, while a slot migration splits them. The prefix carries a hash tag
+--       ("{gme-recwatch}:"): every key the script makes from it (per app, or found in an index)
+--       is in the same slot (docs/design.md).
 --
 -- Keys (under the prefix):
 --   s:<segment key>   the segment, packed (see unpack_seg/save); expires shortly after retention
