@@ -1,16 +1,22 @@
 """Ingest with the Redis store against the in-memory store: the same service, alternated rounds.
+With --cluster, a third kind in every round: the Redis store on a Redis Cluster of three masters
+with a replica each (tests/conftest.py RedisClusterServers, `redis+cluster://`).
 
 Uses ingest.py's method (wrk with corpus.lua on pre-signed callbacks of distinct segments, the
 service pinned to one core, a fresh process per round, every answer checked against what the
 service counted) and runs a redis-server of its own, pinned to the core wrk uses, so the service
 keeps its core. Each Redis round gets a fresh key prefix.
 
-    .venv/bin/python benchmarks/ingest_backends.py --rounds 5 --duration 10
+    .venv/bin/python benchmarks/ingest_backends.py --rounds 5 --duration 10 --cluster
+
+Each round's load average (1 min) is kept: the machine may be shared, and alternating the kinds
+within a round is what keeps the ratios fair when it is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,32 +29,37 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import ingest
-from conftest import RedisServer
+from conftest import RedisClusterServers, RedisServer
 
 
 def main() -> int:
     p = ingest.wrk_arguments(__doc__, rounds=5)
+    p.add_argument("--cluster", action="store_true", help="also a Redis Cluster in every round")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ingest-backends-", dir=out))
     corpus = ingest.corpus_for(out, args.rooms)
     redis = RedisServer(work / "redis")
+    cluster = RedisClusterServers(work / "cluster") if args.cluster else None
     if ingest.pin(0):
-        subprocess.run(["taskset", "-cp", "0", str(redis.proc.pid)], check=True, capture_output=True)
+        for server in [redis, *(cluster.nodes if cluster else [])]:
+            subprocess.run(["taskset", "-cp", "0", str(server.proc.pid)], check=True, capture_output=True)
+    kinds = ("memory", "redis", "cluster") if cluster else ("memory", "redis")
     runs: list[dict[str, Any]] = []
     ok = True
     try:
         for rnd in range(args.rounds):
-            for kind in ("memory", "redis"):
+            for kind in kinds:
                 env = (
                     {}
                     if kind == "memory"
                     else {
-                        "GME_RECWATCH_REDIS_URL": redis.url,
+                        "GME_RECWATCH_REDIS_URL": cluster.url if cluster and kind == "cluster" else redis.url,
                         "GME_RECWATCH_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
                     }
                 )
+                load = os.getloadavg()[0]
                 proc, url, admin = ingest.start("full", work, env)
                 try:
                     res = ingest.run_wrk(url, corpus, args)
@@ -64,15 +75,17 @@ def main() -> int:
                     ok &= good
                 finally:
                     ingest.stop(proc)
-                res.update(kind=kind, round=rnd, check="ok" if good else "FAILED")
+                res.update(kind=kind, round=rnd, check="ok" if good else "FAILED", load1=load)
                 runs.append(res)
                 print(
-                    f"round {rnd} {kind:6s}: {res['rps']:8.0f} req/s  p50 {res['p50_us'] / 1000:6.2f} ms  "
-                    f"p99 {res['p99_us'] / 1000:6.2f} ms  {res['check']}",
+                    f"round {rnd} {kind:7s}: {res['rps']:8.0f} req/s  p50 {res['p50_us'] / 1000:6.2f} ms  "
+                    f"p99 {res['p99_us'] / 1000:6.2f} ms  load {load:5.2f}  {res['check']}",
                     flush=True,
                 )
     finally:
         redis.stop()
+        if cluster:
+            cluster.stop()
 
     def agg(kind: str) -> dict[str, float]:
         rs = [r for r in runs if r["kind"] == kind]
@@ -82,16 +95,17 @@ def main() -> int:
             "p99_ms_median": statistics.median(r["p99_us"] for r in rs) / 1000,
         }
 
-    memory, redis_ = agg("memory"), agg("redis")
-    ratios = [r["rps"] / m["rps"] for m, r in zip(runs[::2], runs[1::2], strict=True)]
-    result = {
-        "machine": ingest.machine(),
-        "memory": memory,
-        "redis": redis_,
-        "ratio_per_round": ratios,
-        "ratio_median": statistics.median(ratios),
-        "all_checks_ok": ok,
-    }
+    def ratios(kind: str) -> list[float]:
+        mem = {r["round"]: r["rps"] for r in runs if r["kind"] == "memory"}
+        return [r["rps"] / mem[r["round"]] for r in runs if r["kind"] == kind]
+
+    result: dict[str, Any] = {"machine": ingest.machine(), "all_checks_ok": ok}
+    for kind in kinds:
+        result[kind] = agg(kind)
+    for kind in kinds[1:]:
+        result[f"{kind}_ratio_per_round"] = ratios(kind)
+        result[f"{kind}_ratio_median"] = statistics.median(ratios(kind))
+    result["load1_per_round"] = [r["load1"] for r in runs]
     (out / "ingest-backends.json").write_text(json.dumps({**result, "runs": runs}, indent=2))
     print(json.dumps(result, indent=2))
     return 0 if ok else 1
