@@ -1,6 +1,8 @@
 """Ingest with the Redis store against the in-memory store: the same service, alternated rounds.
-With --cluster, a third kind in every round: the Redis store on a Redis Cluster of three masters
-with a replica each (tests/conftest.py RedisClusterServers, `redis+cluster://`).
+With --cluster, another kind in every round: the Redis store on a Redis Cluster of three masters
+with a replica each (tests/conftest.py RedisClusterServers, `redis+cluster://`). With
+--unbatched, another: the Redis store writing each callback in its own script call, up to the
+pool's 32 at once, as before batching (stores/redis.py RECORD_BATCH = 1, RECORD_FLIGHTS = 32).
 
 Uses ingest.py's method (wrk with corpus.lua on pre-signed callbacks of distinct segments, the
 service pinned to one core, a fresh process per round, every answer checked against what the
@@ -10,7 +12,11 @@ keeps its core. Each Redis round gets a fresh key prefix.
     .venv/bin/python benchmarks/ingest_backends.py --rounds 5 --duration 10 --cluster
 
 Each round's load average (1 min) is kept: the machine may be shared, and alternating the kinds
-within a round is what keeps the ratios fair when it is.
+within a round is what keeps the ratios fair when it is. So is the CPU time each request cost the
+service and the Redis processes (from /proc: what a busy neighbour does not inflate the way it
+inflates latency): 1e6 / service_cpu_us is callbacks per second per replica core, 1e6 /
+redis_cpu_us per Redis core (for the cluster, the store's master; its replica's cost is shown
+apart).
 """
 
 from __future__ import annotations
@@ -31,10 +37,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import ingest
 from conftest import RedisClusterServers, RedisServer
 
+from gme_recwatch.stores.redis import hash_tagged
+
+PREFIX = "GME_RECWATCH_REDIS_PREFIX"
+UNBATCHED = [
+    str(ingest.BIN / "python"),
+    "-c",
+    "import sys; import gme_recwatch.stores.redis as r; r.RECORD_BATCH = 1; "
+    "r.RECORD_FLIGHTS = r.MAX_CONNECTIONS; from gme_recwatch.cli import main; sys.exit(main(['serve']))",
+]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def main() -> int:
     p = ingest.wrk_arguments(__doc__, rounds=5)
     p.add_argument("--cluster", action="store_true", help="also a Redis Cluster in every round")
+    p.add_argument("--unbatched", action="store_true", help="also the Redis store without batching")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +68,7 @@ def main() -> int:
     if ingest.pin(0):
         for server in [redis, *(cluster.nodes if cluster else [])]:
             subprocess.run(["taskset", "-cp", "0", str(server.proc.pid)], check=True, capture_output=True)
-    kinds = ("memory", "redis", "cluster") if cluster else ("memory", "redis")
+    kinds = ("memory", "redis", *(["unbatched"] if args.unbatched else []), *(["cluster"] if cluster else []))
     runs: list[dict[str, Any]] = []
     ok = True
     try:
@@ -56,13 +79,24 @@ def main() -> int:
                     if kind == "memory"
                     else {
                         "GME_RECWATCH_REDIS_URL": cluster.url if cluster and kind == "cluster" else redis.url,
-                        "GME_RECWATCH_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+                        PREFIX: f"bench-{uuid.uuid4().hex[:8]}:",
                     }
                 )
                 load = os.getloadavg()[0]
-                proc, url, admin = ingest.start("full", work, env)
+                serve = UNBATCHED if kind == "unbatched" else None
+                proc, url, admin = ingest.start("full", work, env, serve=serve)
+                if kind in ("redis", "unbatched"):
+                    servers = {"master": redis.proc.pid}
+                elif kind == "cluster" and cluster:
+                    master, (standby, *_) = cluster.master_of(cluster.keyslot(hash_tagged(env[PREFIX]) + "t"))
+                    servers = {"master": master.proc.pid, "replica": standby.proc.pid}
+                else:
+                    servers = {}
                 try:
+                    before = {k: cpu_seconds(pid) for k, pid in {"service": proc.pid, **servers}.items()}
                     res = ingest.run_wrk(url, corpus, args)
+                    for k, pid in {"service": proc.pid, **servers}.items():
+                        res[f"{k}_cpu_us"] = (cpu_seconds(pid) - before[k]) / res["requests"] * 1e6
                     time.sleep(0.5)
                     assert admin is not None
                     c = ingest.counted(admin)
@@ -79,7 +113,10 @@ def main() -> int:
                 runs.append(res)
                 print(
                     f"round {rnd} {kind:7s}: {res['rps']:8.0f} req/s  p50 {res['p50_us'] / 1000:6.2f} ms  "
-                    f"p99 {res['p99_us'] / 1000:6.2f} ms  load {load:5.2f}  {res['check']}",
+                    f"p99 {res['p99_us'] / 1000:6.2f} ms  load {load:5.2f}  "
+                    f"cpu/req: service {res['service_cpu_us']:4.0f} us, "
+                    f"redis {res.get('master_cpu_us', 0):4.0f} us  "
+                    f"{res['check']}",
                     flush=True,
                 )
     finally:
@@ -93,6 +130,12 @@ def main() -> int:
             "rps_median": statistics.median(r["rps"] for r in rs),
             "p50_ms_median": statistics.median(r["p50_us"] for r in rs) / 1000,
             "p99_ms_median": statistics.median(r["p99_us"] for r in rs) / 1000,
+            "service_cpu_us_median": statistics.median(r["service_cpu_us"] for r in rs),
+            **(
+                {"redis_cpu_us_median": statistics.median(r["master_cpu_us"] for r in rs)}
+                if kind != "memory"
+                else {}
+            ),
         }
 
     def ratios(kind: str) -> list[float]:
