@@ -1,8 +1,9 @@
 """Ingest with the Redis store against the in-memory store: the same service, alternated rounds.
 With --cluster, another kind in every round: the Redis store on a Redis Cluster of three masters
 with a replica each (tests/conftest.py RedisClusterServers, `redis+cluster://`). With
---unbatched, another: the Redis store writing each callback in its own script call, up to the
-pool's 32 at once, as before batching (stores/redis.py RECORD_BATCH = 1, RECORD_FLIGHTS = 32).
+--variant unbatched, another: the Redis store writing each callback in its own script call, up
+to the pool's 32 at once, as before batching (stores/redis.py RECORD_BATCH = 1, RECORD_FLIGHTS =
+32); --variant flights4 or flights8: batches with 4 or 8 script calls in flight (VARIANTS).
 
 Uses ingest.py's method (wrk with corpus.lua on pre-signed callbacks of distinct segments, the
 service pinned to one core, a fresh process per round, every answer checked against what the
@@ -40,12 +41,21 @@ from conftest import RedisClusterServers, RedisServer
 from gme_recwatch.stores.redis import hash_tagged
 
 PREFIX = "GME_RECWATCH_REDIS_PREFIX"
-UNBATCHED = [
-    str(ingest.BIN / "python"),
-    "-c",
-    "import sys; import gme_recwatch.stores.redis as r; r.RECORD_BATCH = 1; "
-    "r.RECORD_FLIGHTS = r.MAX_CONNECTIONS; from gme_recwatch.cli import main; sys.exit(main(['serve']))",
-]
+VARIANTS = {
+    "unbatched": "r.RECORD_BATCH = 1; r.RECORD_FLIGHTS = r.MAX_CONNECTIONS",
+    "flights4": "r.RECORD_FLIGHTS = 4",
+    "flights8": "r.RECORD_FLIGHTS = 8",
+}
+
+
+def variant(change: str) -> list[str]:
+    """`gme-recwatch serve` with the Redis store's batching changed as `change` says."""
+    return [
+        str(ingest.BIN / "python"),
+        "-c",
+        f"import sys; import gme_recwatch.stores.redis as r; {change}; "
+        "from gme_recwatch.cli import main; sys.exit(main(['serve']))",
+    ]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,7 +67,7 @@ def cpu_seconds(pid: int) -> float:
 def main() -> int:
     p = ingest.wrk_arguments(__doc__, rounds=5)
     p.add_argument("--cluster", action="store_true", help="also a Redis Cluster in every round")
-    p.add_argument("--unbatched", action="store_true", help="also the Redis store without batching")
+    p.add_argument("--variant", action="append", default=[], choices=sorted(VARIANTS), help="also this variant")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +78,7 @@ def main() -> int:
     if ingest.pin(0):
         for server in [redis, *(cluster.nodes if cluster else [])]:
             subprocess.run(["taskset", "-cp", "0", str(server.proc.pid)], check=True, capture_output=True)
-    kinds = ("memory", "redis", *(["unbatched"] if args.unbatched else []), *(["cluster"] if cluster else []))
+    kinds = ("memory", "redis", *args.variant, *(["cluster"] if cluster else []))
     runs: list[dict[str, Any]] = []
     ok = True
     try:
@@ -83,9 +93,9 @@ def main() -> int:
                     }
                 )
                 load = os.getloadavg()[0]
-                serve = UNBATCHED if kind == "unbatched" else None
+                serve = variant(VARIANTS[kind]) if kind in VARIANTS else None
                 proc, url, admin = ingest.start("full", work, env, serve=serve)
-                if kind in ("redis", "unbatched"):
+                if kind == "redis" or kind in VARIANTS:
                     servers = {"master": redis.proc.pid}
                 elif kind == "cluster" and cluster:
                     master, (standby, *_) = cluster.master_of(cluster.keyslot(hash_tagged(env[PREFIX]) + "t"))
