@@ -255,6 +255,22 @@ def test_serve_check_online_names_an_unreachable_redis_and_fails() -> None:
     assert "pw-never-shown" not in r.stdout + r.stderr and SECRET not in r.stdout + r.stderr
 
 
+def test_serve_check_online_against_a_redis_cluster_names_the_slot_and_writes_nothing(
+    redis_cluster: Any,
+) -> None:
+    import redis as redis_sync
+
+    prefix = f"online-{uuid.uuid4().hex[:8]}:"
+    tagged = "{" + prefix[:-1] + "}:"
+    r = _online({"GME_RECWATCH_REDIS_URL": redis_cluster.url, "GME_RECWATCH_REDIS_PREFIX": prefix})
+    assert r.returncode == 0, r.stdout + r.stderr
+    slot = redis_cluster.keyslot(tagged + "t")
+    store_line = next(line for line in r.stdout.splitlines() if line.startswith("  store "))
+    assert "(Redis 7" in store_line and f"cluster slot {slot}, prefix '{tagged}', 0 segments" in store_line
+    master, _ = redis_cluster.master_of(slot)
+    assert redis_sync.Redis(port=master.port).keys(tagged + "*") == []  # wrote nothing
+
+
 def test_serve_check_online_names_a_missing_bucket_and_fails(
     s3_server: Any, redis_server: Any, tmp_path: Any
 ) -> None:

@@ -211,3 +211,26 @@ def test_on_a_redis_cluster_every_key_is_in_the_slot_of_the_prefix_and_the_check
     checked, slots, n = asyncio.run(go())
     assert len(slots) == 1 and n == 0  # the sweep found every segment there and forgot it
     assert checked.startswith("Redis 7") and f"cluster slot {slots.pop()}, " in checked
+
+
+def test_an_unreachable_redis_cluster_is_store_unavailable_not_a_crash() -> None:
+    """The cluster client's own errors (no node answers, so no slot map) are not RedisErrors:
+    they must still become StoreUnavailable, so a callback gets a 503 and not a 500."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def go() -> list[str]:
+        store = RedisStore.from_url(f"redis+cluster://127.0.0.1:{port}", CFG, timeout=0.5, clock=FakeClock())
+        errors = []
+        for call in (lambda: store.record(ev(1)), store.stats, store.count, store.check_online):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call()
+            errors.append(str(caught.value))
+        await store.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert len(errors) == 4 and errors[0].startswith("records: ")

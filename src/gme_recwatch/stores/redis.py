@@ -37,7 +37,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
@@ -98,6 +98,9 @@ SWEEP_BATCH: Final = 500
 # idle); the ones arriving meanwhile go together in the next call (benchmarks/ingest_backends.py).
 RECORD_BATCH: Final = 64
 RECORD_FLIGHTS: Final = 2
+# What a store call may raise: the cluster client's own errors (no node reachable, a slot no
+# master serves) are not RedisErrors.
+_FAILURES: Final = (RedisError, RedisClusterException, OSError)
 CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
 # The lifecycle script's keys that are not a segment's: every call names them in KEYS, with the
 # segments it is given. Redis then runs a call only where all of them are (or refuses it before
@@ -221,20 +224,20 @@ class RedisStore:
         keys = self._fixed_keys + [self.prefix + "s:" + k for k in segments]
         try:
             return await self._script(keys=keys, args=[op, self.prefix, now, *self._cfg_args, *args])
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
     async def _run_replicas(self, op: str, *args: Any) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
         try:
             return await self._replicas(keys=self._replica_keys, args=[op, self.prefix, now, *args])
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"ping: {type(exc).__name__}") from exc
 
     # ------------------------------------------------------------ the Store interface
@@ -369,6 +372,7 @@ class RedisStore:
     async def check_online(self) -> str:
         try:
             if self.cluster:  # the node that holds the store's slot
+                await self.client.initialize()  # the slot map, before it is looked up
                 node = self.client.get_node_from_key(self.prefix + "t")
                 info = await self.client.info("server", target_nodes=node)
                 state = _text((await self.client.cluster_info(target_nodes=node)).get("cluster_state", b""))
@@ -391,7 +395,7 @@ class RedisStore:
             ) from exc
         except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
             raise StoreUnavailable(f"refused: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         where = f"cluster slot {self.client.keyslot(self.prefix + 't')}, " if self.cluster else ""
         return f"{name} {version}, {where}prefix {self.prefix!r}, {segments} segments, " + (
@@ -415,7 +419,7 @@ class RedisStore:
     async def count(self) -> int:
         try:
             return int(await self.client.hget(self.prefix + "t", "n") or 0)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"count: {type(exc).__name__}") from exc
 
     async def stats(self) -> StoreStats:
@@ -431,7 +435,7 @@ class RedisStore:
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
                 oldest = await pipe.execute() if labels else []
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"stats: {type(exc).__name__}") from exc
         t = {k.decode(): int(v) for k, v in tallies.items()}
 
@@ -523,7 +527,7 @@ class RedisStore:
                 if keys
                 else {}
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
         return SegmentPage(
             [
@@ -543,7 +547,7 @@ class RedisStore:
                 msgspec.json.encode(note),
                 ex=max(1, math.ceil(self.cfg.retention_seconds)),
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"note_check: {type(exc).__name__}") from exc
 
     async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
