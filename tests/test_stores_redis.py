@@ -18,6 +18,7 @@ from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import Outcome, Result
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
+from gme_recwatch.stores import redis as redis_store
 from gme_recwatch.stores.redis import RedisStore, _text, hash_tagged
 
 CFG = replace(
@@ -234,3 +235,23 @@ def test_an_unreachable_redis_cluster_is_store_unavailable_not_a_crash() -> None
 
     errors = asyncio.run(go())
     assert len(errors) == 4 and errors[0].startswith("records: ")
+
+
+def test_a_callback_arriving_as_the_last_call_in_flight_ends_is_still_written(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller of a callback just written runs before the call's task is reaped: a callback it
+    sends then must start a call of its own, not wait for one that has already ended."""
+    monkeypatch.setattr(redis_store, "RECORD_FLIGHTS", 1)
+
+    async def go() -> int:
+        store = RedisStore.from_url(
+            redis_server.url, CFG, prefix=f"l{uuid.uuid4().hex[:8]}:", clock=FakeClock()
+        )
+        for seq in range(5):
+            await store.record(ev(1, seq))  # in this task: no other task's wake-up in between
+        n = await store.count()
+        await store.close()
+        return n
+
+    assert asyncio.run(asyncio.wait_for(go(), 10)) == 5

@@ -163,7 +163,8 @@ class RedisStore:
         self._fixed_keys = [self.prefix + k for k in _FIXED_KEYS]
         self._replica_keys = [self.prefix + k for k in _REPLICA_KEYS]
         self._pending: list[_Pending] = []
-        self._flights: set[asyncio.Task[None]] = set()
+        self._flights: set[asyncio.Task[None]] = set()  # kept so that they are not collected
+        self._flying = 0  # flights not yet past their last look at _pending
         self._cfg_args = [
             cfg.max_recording_seconds,
             cfg.upload_grace_seconds,
@@ -255,7 +256,11 @@ class RedisStore:
         )
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((args, done))
-        if len(self._flights) < RECORD_FLIGHTS:
+        # Counted, not len(self._flights): a flight that has just ended is still in the set until
+        # its done-callback runs, which may be after this caller, whose callback would then wait
+        # for the next callback to come (tests/test_stores_redis.py).
+        if self._flying < RECORD_FLIGHTS:
+            self._flying += 1
             flight = asyncio.create_task(self._fly())
             self._flights.add(flight)
             flight.add_done_callback(self._flights.discard)
@@ -279,6 +284,12 @@ class RedisStore:
     async def _fly(self) -> None:
         """Write what is pending, RECORD_BATCH callbacks per script call, until nothing is:
         each callback gets its own reply, and a failed call fails each of its callbacks."""
+        try:
+            await self._fly_batches()
+        finally:
+            self._flying -= 1  # in the same step as the last look at _pending: nothing between
+
+    async def _fly_batches(self) -> None:
         while self._pending:
             batch = self._pending[:RECORD_BATCH]
             del self._pending[:RECORD_BATCH]
