@@ -1032,6 +1032,15 @@ def test_one_replica_on_redis_gets_no_budget_or_spread_it_could_not_use(chart: h
     assert "GME_RECWATCH_REDIS_PASSWORD_FILE" not in out.env
 
 
+def test_a_redis_cluster_is_named_by_its_url_scheme_and_the_prefix_is_its_hash_tag(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "redis-cluster-values.yaml"))
+    assert out.one("Deployment")["spec"]["replicas"] == 3
+    loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
+    assert loaded.redis_url == "redis+cluster://gme-redis-redis-cluster.gme.svc:6379"
+    assert loaded.redis_prefix == "{studio-a}:"
+    assert loaded.redis_password_file == "/etc/gme-recwatch/redis/password"
+
+
 def test_a_redis_url_of_another_scheme_is_refused(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmValuesError, match="url"):
         chart.render({"redis": {"url": "http://redis:6379"}}, name=RELEASE)
