@@ -959,8 +959,14 @@ def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
         r"python:3\.1[1-9]-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)
     ), base
     stages = re.split(r"(?m)^FROM ", dockerfile)[1:]
-    # Builder and runtime on the same base: the venv links to the base's python3.
-    assert [s.split()[0] for s in stages] == ["${BASE}", "${BASE}"]
+    # The builder runs on the base; the final stage starts from nothing and takes the base's
+    # interpreter, the libraries it links and the venv from the builder (no shell, no apt).
+    assert [s.split()[0] for s in stages] == ["${BASE}", "scratch"]
+    assert all(
+        line.startswith("COPY --from=builder ")
+        for line in stages[-1].splitlines()
+        if line.startswith(("COPY", "ADD", "RUN"))
+    )
     final = stages[-1]
     uid = chart.values["podSecurityContext"]["runAsUser"]
     assert re.search(rf"(?m)^USER {uid}(:{uid})?$", final)
