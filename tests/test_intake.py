@@ -272,3 +272,64 @@ def test_a_rejected_signature_logs_the_body_s_claimed_biz_id_with_one_global_key
         ("callback_rejected", 1400000000),
         ("callback_rejected", None),
     ]
+
+
+def test_a_503_for_a_write_redis_applied_late_says_so_and_its_retry_is_no_duplicate(tmp_path: Any) -> None:
+    """A Redis stall longer than the timeout: the callback is answered 503 ("may have been
+    recorded; the retry is safe") and counted as of unknown outcome; Redis applies the script
+    once the stall ends; Tencent's retry then finds it recorded, and is counted as the first
+    acknowledgement it is (accepted), not as a duplicate Tencent sent."""
+    import threading
+
+    import redis as sync_redis
+    from conftest import RedisServer
+
+    from gme_recwatch.callback import MESSAGES
+    from gme_recwatch.stores.redis import RedisStore
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        settings = Settings(secret_key=SECRET, redis_url=server.url, redis_timeout_seconds=0.3).validate()
+        store = RedisStore.from_url(server.url, settings.lifecycle(), timeout=0.3)
+        service = Service(settings, clock=FakeClock(wall=NOW), store=store)
+        pauser = sync_redis.Redis.from_url(server.url)
+        loop = asyncio.new_event_loop()
+        try:
+            b = body(3)
+            header = sign(b, SECRET, "base64")
+            warm = body(1, room="warm")  # loads the script: the stalled call is one EVALSHA
+            assert isinstance(
+                loop.run_until_complete(service.intake.handle(warm, sign(warm, SECRET, "base64"), "t")),
+                Accepted,
+            )
+            busy = (  # a script that holds Redis for 0.8 s, as a slow command or a fork would
+                "local s = redis.call('TIME') while true do local n = redis.call('TIME') "
+                "if (n[1] - s[1]) * 1e6 + (n[2] - s[2]) > 800000 then return 1 end end"
+            )
+            stall = threading.Thread(target=pauser.eval, args=(busy, 0))
+            stall.start()  # Redis is busy: what is sent meanwhile waits in its socket
+            time.sleep(0.1)
+            first = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert first == Rejected("unavailable")
+            stall.join()
+            time.sleep(0.2)  # the stall ends: Redis runs the script it was sent
+            assert loop.run_until_complete(store.count()) == 2  # it landed after the 503
+            retry = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert isinstance(retry, Accepted) and retry.result is Result.ACCEPTED
+            m = service.metrics.registry
+            assert m.get_sample_value("gme_recording_callbacks_unknown_outcome_total") == 1
+            assert m.get_sample_value("gme_recording_callbacks_retried_after_unknown_outcome_total") == 1
+            assert counts(service) == {
+                "gme_recording_callbacks_total[('event_type', 'started'), ('result', 'accepted')]": 1.0,
+                "gme_recording_callbacks_total[('event_type', 'uploaded'), ('result', 'accepted')]": 1.0,
+            }
+            # A third copy is a duplicate Tencent sent: counted as one.
+            again = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert isinstance(again, Accepted) and again.result is Result.DUPLICATE
+            assert "may have been recorded" in MESSAGES["unavailable"]
+            loop.run_until_complete(store.close())
+        finally:
+            loop.close()
+            pauser.close()
+    finally:
+        server.stop()

@@ -26,7 +26,8 @@ from .intake import Accepted, Intake, Outcome, Reason, Unreadable
 from .service import Service
 
 # What each rejection is answered with. 4xx tells Tencent not to retry: the same bytes would
-# be refused again. 503 asks it to retry: nothing was stored.
+# be refused again. 503 asks it to retry: it may or may not have been stored (a store that timed
+# out may still apply it), and a retry is safe either way.
 STATUS: Final[dict[str, int]] = {
     "missing": 401,
     "mismatch": 401,
@@ -43,7 +44,10 @@ MESSAGES: Final[dict[str, str]] = {
     "malformed": "the body is not a valid GME recording callback",
     "too_large": "the body exceeds the configured limit",
     "stale": "the callback's Timestamp is outside the replay window",
-    "unavailable": "the state store is unavailable; the callback was not recorded, retry it",
+    "unavailable": (
+        "the state store did not answer in time or is unreachable; the callback may have been "
+        "recorded or not: retry it (a retry is safe, a duplicate changes nothing)"
+    ),
 }
 _OK: Final = b'{"code":0}'
 _JSON: Final = (b"content-type", b"application/json")
@@ -193,7 +197,7 @@ def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
             400: error_response("Malformed body, or stale Timestamp"),
             401: error_response("Signature missing, wrong, or no key for the app"),
             413: error_response("Body larger than the configured limit"),
-            503: error_response("State store unavailable: not recorded, retry"),
+            503: error_response("State store unavailable: may be recorded; retry (safe)"),
         },
         description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
         'the `Signature` header. Answers `{"code":0}` when accepted.',

@@ -22,7 +22,7 @@ from . import events, signature
 from .clock import Clock
 from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, UnknownEvent
 from .hints import SignatureDoctor
-from .lifecycle import Result
+from .lifecycle import Result, key_of
 from .logging import level_number
 from .metrics import Metrics
 from .settings import Settings
@@ -52,6 +52,9 @@ class Rejected:
 
 Outcome = Accepted | Rejected
 _ACCEPTED: Final = {r: Accepted(r) for r in Result}
+# Callbacks answered 503 whose write may have landed, remembered so that their retry is not
+# counted as a duplicate: bounded (oldest forgotten first); Tencent retries within a minute.
+UNKNOWN_OUTCOMES_KEPT: Final = 10_000
 # Answered like any accepted callback; the result is never counted in recording metrics.
 _CANARY: Final = Accepted(Result.IGNORED)
 
@@ -82,6 +85,9 @@ class Intake:
         self.tracer = tracer
         self.log = log
         self.clock = clock
+        # Callbacks answered 503 that may have been recorded all the same, by (segment, event):
+        # oldest first, bounded.
+        self._unknown_outcome: dict[tuple[str, int], float] = {}
         self._accepted_log = getattr(log, settings.accepted_log_level)
         # Building the accepted line's fields costs ~2 us a callback: skip it when its level is
         # filtered out (the default: debug under info).
@@ -217,6 +223,13 @@ class Intake:
             out = await self.store.record(ev)
         except StoreUnavailable as exc:
             self.metrics.backend_errors.labels("record").inc()
+            if exc.maybe_applied:
+                # Answered 503, yet it may land: its retry is then a duplicate of a write nobody
+                # acknowledged, and is counted as the first acknowledgement it is (below).
+                self.metrics.callbacks_unknown_outcome.inc()
+                self._unknown_outcome[(key_of(ev), ev.event_type)] = now
+                while len(self._unknown_outcome) > UNKNOWN_OUTCOMES_KEPT:
+                    del self._unknown_outcome[next(iter(self._unknown_outcome))]
             self.log.warning(
                 "callback_not_stored",
                 reason="unavailable",
@@ -227,6 +240,12 @@ class Intake:
             )
             return Rejected("unavailable")
         m = self.metrics
+        if self._unknown_outcome and self._unknown_outcome.pop((key_of(ev), ev.event_type), None) is not None:
+            if out.result is Result.DUPLICATE:
+                # The 503'd copy landed: this retry is its first acknowledgement, not Tencent
+                # sending twice. (On another replica it counts as a duplicate: see the docs.)
+                out.result = Result.ACCEPTED
+                m.callbacks_retried_after_unknown.inc()
         m.count_callback(out.event_type, out.result)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)
         if out.duration is not None:

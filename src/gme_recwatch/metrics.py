@@ -240,6 +240,17 @@ class Metrics:
             registry=r,
         )
 
+        self.callbacks_unknown_outcome = Counter(
+            PREFIX + "callbacks_unknown_outcome",
+            "Callbacks answered 503 after their write was sent to the store (it timed out or the "
+            "connection was lost): they may have been recorded all the same; Tencent retries them.",
+            registry=r,
+        )
+        self.callbacks_retried_after_unknown = Counter(
+            PREFIX + "callbacks_retried_after_unknown_outcome",
+            "Retries of such callbacks found already recorded: counted as accepted, not as duplicates.",
+            registry=r,
+        )
         self.backend_errors = Counter(
             PREFIX + "backend_errors",
             "Operations on the state store that failed (unreachable, timed out, refused).",
@@ -536,6 +547,20 @@ class StoreCollector(Collector):
         )
         yield GaugeMetricFamily(
             PREFIX + "store_capacity", "Most segments the store holds before evicting.", value=s.capacity
+        )
+        # Store faults: data gone from the shared store behind the service's back (shared values:
+        # every replica exports the same; take the max). GmeRecwatchStoreEvictingKeys.
+        yield GaugeMetricFamily(
+            PREFIX + "store_evicted_keys",
+            "Keys the shared Redis evicted since it started (INFO stats evicted_keys; 0 in memory): "
+            "any growth is a store fault, an evicting maxmemory-policy.",
+            value=s.evicted_keys,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_vanished_segments",
+            "Segments whose key vanished from the shared Redis store (evicted, deleted by hand), found "
+            "and uncounted by the sweep; 0 in memory.",
+            value=s.segments_vanished,
         )
         # The name before 0.x: kept one release so existing queries keep working (release note).
         yield GaugeMetricFamily(

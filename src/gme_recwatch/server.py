@@ -97,7 +97,9 @@ async def check_online(service: Service) -> tuple[list[str], str | None]:
             return lines, f"store {without_password(s.redis_url)}: {exc}"
         finally:
             await store.close()
-        lines.append(f"store     : {without_password(s.redis_url)} ({described})")
+        first, *warnings = described.split("\n")
+        lines.append(f"store     : {without_password(s.redis_url)} ({first})")
+        lines += [f"store     : {w}" for w in warnings]
     else:
         lines.append(
             "store     : this process's memory"

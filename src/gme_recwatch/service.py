@@ -158,6 +158,12 @@ class Service:
         if self.snapshots is not None:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
             saved = self.snapshots.store.restored_from
+            # The previous process never stopped cleanly if its running mark is still there:
+            # what it acknowledged since it started (or since its last snapshot, if later) is
+            # lost, whatever the snapshot it left says.
+            crashed = self.snapshots.running_since()
+            if crashed is not None:
+                saved = (max(crashed, saved[0]) if saved is not None else crashed, False)
             if saved is not None:
                 self._blind_window(
                     blind.after_restart(
@@ -165,6 +171,7 @@ class Service:
                     )
                 )
                 await self.mark_blind()  # before any sweep can page them
+            self.snapshots.mark_running()  # on disk before the first callback is acknowledged
         if isinstance(self.store, SharedStore):
             await self._join(self.store)
         await self.store.register_apps(self.keys.current.app_ids())
@@ -251,8 +258,10 @@ class Service:
         self._tasks = []
         if self.reconciler is not None:
             await self.reconciler.stop()  # their checks stay pending: looked up after restart
-        if self.snapshots is not None:
-            self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
+        if self.snapshots is not None and self.snapshots.write(clean=True):
+            # The marker: the next start knows nothing was lost. (A final snapshot that could
+            # not be written leaves the running mark: the next start counts a crash.)
+            self.snapshots.clear_running()
         if self.reconciler is not None:
             await self.reconciler.checker.close()
         if isinstance(self.store, SharedStore):
