@@ -717,7 +717,7 @@ def test_a_settled_segment_is_never_due_again_at_once(
         ("not_found", 500, 0.5, -1),
         ("error", 0, 1.0, 30),  # no answer: at least `first` as the bound
         ("error", 10, 0.5, 15),  # the bound never below `first`
-        ("error", 45, 1.0, 45),  # then as long as already waited (so it at least doubles)
+        ("error", 45, 1.0, 45),  # then as long as already waited (so it grows with the outage)
         ("error", 100, 0.25, 25),  # full jitter: a share of the bound
         ("error", 899, 1.0, 899),
         ("error", 5000, 1.0, 900),  # never above `most`
@@ -730,9 +730,9 @@ def test_a_lookup_without_an_answer_is_retried_with_a_jittered_wait_that_grows_t
     assert rules.retry_after(answer, waited, jitter, 30, 900) == pytest.approx(delay)
 
 
-def test_the_bound_on_the_wait_doubles_per_retry_until_the_cap(rules: Any) -> None:
+def test_the_bound_on_the_wait_at_most_doubles_per_retry_until_the_cap(rules: Any) -> None:
     waited, bounds = 0.0, []
-    for _ in range(8):  # each retry at the end of its wait: the slowest the bound may grow
+    for _ in range(8):  # each retry at the end of its wait: the fastest the bound may grow
         bound = rules.retry_after("error", waited, 1.0, 30, 900)
         bounds.append(bound)
         waited += bound

@@ -324,7 +324,8 @@ Resolution = Reconciled | Transition | Retrying | None
 # lease hand each retry to one replica. The wait is exponential with full jitter: drawn
 # uniformly from [0, d], where d is the time already waited since the deadline passed, at least
 # ``first`` and at most ``most`` seconds -- each wait at most as long as all before it, so the
-# bound at least doubles per lookup until it reaches ``most`` (no attempt counter to keep).
+# bound grows by a factor of 1 to 2 per lookup, 1.5 on average, until it reaches ``most`` (no
+# attempt counter to keep).
 
 
 class Backoff(NamedTuple):

@@ -13,7 +13,11 @@ hands the answer back to the store, then counts and logs what it made of it:
   ``gme_recording_segments_reconciled_total``; no stuck or missing-upload count, gauge or page.
 * not found: ``segment_stuck`` / ``segment_upload_missing`` with ``confirmed=true``.
 * lookup failed: the same line with ``confirmed=false`` and why, and the error class counted in
-  ``gme_recording_reconcile_errors_total{bucket, reason}``.
+  ``gme_recording_reconcile_errors_total{bucket, reason}``; the store schedules the next
+  lookup (:func:`gme_recwatch.lifecycle.retry_after`: back-off with full jitter, the ``retry``
+  bounds), counted in ``gme_recording_reconcile_retries_total``, and the retry is claimed like
+  a first lookup, until it gets an answer (found: reconciled; not found: the problem reported
+  anew, confirmed) or the segment is forgotten.
 
 Every segment that enters a problem state is counted once, by the replica that settled it, in
 ``gme_recording_problem_segments_total{app_id, state, confirmed}`` (:func:`report_problem`): the
