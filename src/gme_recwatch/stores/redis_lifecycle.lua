@@ -582,7 +582,7 @@ if op == "resolve" then
   end
   local confirmed = confirms(before, check_of(seg)) and seg.state or -1  -- reported anew
   save(key, seg)
-  return {entered, lost, check_of(seg), orphaned, app_label(seg.app), tostring(retry), confirmed}
+  return {entered, lost, check_of(seg), orphaned, app_label(seg.app), string.format("%.17g", retry), confirmed}
 end
 
 if op == "rule" then
