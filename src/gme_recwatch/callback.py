@@ -48,6 +48,7 @@ MESSAGES: Final[dict[str, str]] = {
 }
 _OK: Final = b'{"code":0}'
 _JSON: Final = (b"content-type", b"application/json")
+_RETRY_AFTER: Final = ((b"retry-after", b"5"),)
 _METHOD_NOT_ALLOWED: Final = b'{"code":405,"error":"http","message":"Method Not Allowed"}'
 
 
@@ -117,7 +118,9 @@ def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send]
         client = scope.get("client")
         signatures = [v.decode("latin-1") for k, v in scope["headers"] if k == b"signature"]
         outcome = await intake.handle(body, one_signature(signatures), client[0] if client else "unknown")
-        await answer(send, *reply(outcome))
+        status, doc = reply(outcome)
+        # Nothing was stored: Tencent retries; the header says when a retry may succeed.
+        await answer(send, status, doc, _RETRY_AFTER if status == 503 else ())
 
     return handle
 
