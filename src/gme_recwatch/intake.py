@@ -20,6 +20,7 @@ and answered as before (401).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -116,6 +117,8 @@ class Intake:
         self._log_accepted = level_number(settings.accepted_log_level) >= level_number(settings.log_level)
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        # Told of every verified upload callback: the COS checker's proof that its endpoint sees.
+        self.on_uploaded: Callable[[Event], None] | None = None
         # At most one line per rejection reason per interval, saying how many it left out.
         self._sampler = LogSampler(settings.rejection_log_interval_seconds, clock.monotonic)
         self.doctor = (
@@ -301,6 +304,8 @@ class Intake:
                 remote=remote,
             )
             return Rejected("unavailable")
+        if ev.event_type == events.UPLOADED and self.on_uploaded is not None:
+            self.on_uploaded(ev)
         m = self.metrics
         m.count_callback(out.event_type, out.result)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)

@@ -61,6 +61,8 @@ RECONCILE_ERRORS = (
     "no_such_bucket",
     "unexpected_status",
     "no_bucket",
+    "blind",
+    "unproven",
 )
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no

@@ -113,6 +113,16 @@ class Service:
                 self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log, self.clock
             )
         )
+        if self.reconciler is not None:
+            checker = self.reconciler.checker
+            self.intake.on_uploaded = lambda ev: checker.witness(
+                ev.biz_id,
+                ev.file_name,
+                room_id=ev.room_id,
+                user_id=ev.user_id,
+                task_id=ev.task_id,
+                seq_no=ev.seq_no,
+            )
         self.ready = False
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window

@@ -371,6 +371,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds("Timeout of each COS request; a timed-out lookup is retried once, after a short back-off."),
     ] = 5.0
+    cos_evidence_seconds: Annotated[
+        float,
+        _seconds(
+            "A COS 404 confirms a file missing only if the bucket's endpoint found a file that "
+            "exists within this long; otherwise the latest uploaded file is looked up first, and "
+            "if it is not found either the miss stays unconfirmed."
+        ),
+    ] = 60.0
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
