@@ -433,15 +433,7 @@ class CosChecker:
         seq_no: int = 0,
     ) -> CheckResult:
         """Look one recorded file up: :class:`Found`, :class:`NotFound` or :class:`CheckError`."""
-        key = object_key(
-            self.config.key_template,
-            biz_id=biz_id,
-            file_name=file_name,
-            room_id=room_id,
-            user_id=user_id,
-            task_id=task_id,
-            seq_no=seq_no,
-        )
+        key = self._key(biz_id, file_name, room_id, user_id, task_id, seq_no)
         bucket = self.config.bucket_for(biz_id)
         if not bucket:
             result: CheckResult = CheckError(
@@ -462,7 +454,10 @@ class CosChecker:
         bucket = self.config.bucket_for(biz_id)
         if not bucket or not file_name:
             return
-        self._witnesses[bucket] = object_key(
+        self._witnesses[bucket] = self._key(biz_id, file_name, room_id, user_id, task_id, seq_no)
+
+    def _key(self, biz_id: int, file_name: str, room_id: str, user_id: str, task_id: int, seq_no: int) -> str:
+        return object_key(
             self.config.key_template,
             biz_id=biz_id,
             file_name=file_name,

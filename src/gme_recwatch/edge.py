@@ -11,8 +11,12 @@ that looks at the raw bytes of each request head before the parser does:
   ``max_header_count`` lines, is answered 431 and the connection closed;
 - a head not complete within ``header_timeout_seconds`` of the connection (or of the request's
   first byte on a kept-alive connection) is answered 408 and the connection closed;
-- past ``max_connections`` open connections, a new one is answered 503 and closed at once, so
-  the descriptors in use stay bounded and the other listener (probes, /metrics) stays reachable;
+- past ``max_connections`` open connections, the one that has waited longest for a request head
+  (a slow or silent client, or an idle kept-alive one) is closed to make room, as nginx reuses
+  its connections; when every connection is busy with a request, the new one is answered 503
+  and closed at once. The descriptors in use stay bounded, the other listener (probes,
+  /metrics) stays reachable, and a sender that sends its head at once is not crowded out by
+  connections that never do;
 - an idle kept-alive connection is closed after ``keepalive_timeout_seconds`` (uvicorn's timer).
 
 Every refusal is counted in ``gme_recording_http_connections_refused_total{listener, reason}``;
@@ -74,6 +78,8 @@ def guarded_protocol(
     }
     gauge = metrics.connections_open.labels(listener)
     open_connections = [0]  # this listener's, shared by its connections (one event loop)
+    # Connections waiting for a request head, oldest first (dicts keep insertion order).
+    waiting: dict[Any, None] = {}
 
     class Guarded(base):  # type: ignore[misc]
         # Per connection: bytes and lines of the current head (None: not reading a head), the
@@ -83,16 +89,22 @@ def guarded_protocol(
         _tail: bytes
         _timer: asyncio.TimerHandle | None
         _refused: bool
+        _evicted: bool
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self._head, self._lines, self._tail, self._timer = 0, 0, b"", None
-            self._refused = open_connections[0] >= max_connections
-            if self._refused:  # before uvicorn knows of it: closed at once, nothing kept
-                refused["too_many_connections"].inc()
-                transport.write(_BUSY)  # type: ignore[attr-defined]
-                transport.close()
-                return
+            self._refused = self._evicted = False
+            if open_connections[0] >= max_connections:
+                victim = next(iter(waiting), None)
+                if victim is None:  # all busy with requests: refused before uvicorn knows of it
+                    self._refused = True
+                    refused["too_many_connections"].inc()
+                    transport.write(_BUSY)  # type: ignore[attr-defined]
+                    transport.close()
+                    return
+                victim._evict()
             open_connections[0] += 1
+            waiting[self] = None
             gauge.inc()
             super().connection_made(transport)
             self._arm()  # a connection that never sends a byte is a slow head too
@@ -100,7 +112,9 @@ def guarded_protocol(
         def connection_lost(self, exc: Exception | None) -> None:
             if self._refused:
                 return
-            open_connections[0] -= 1
+            waiting.pop(self, None)
+            if not self._evicted:
+                open_connections[0] -= 1
             gauge.dec()
             self._disarm()
             super().connection_lost(exc)
@@ -118,6 +132,20 @@ def guarded_protocol(
             self._timer = None
             if self._head is not None and not self.transport.is_closing():
                 self._refuse("header_timeout", _TIMEOUT)
+
+        def _evict(self) -> None:
+            """Make room for a new connection: this one has waited longest for a head. It no
+            longer counts as open (its descriptor goes with the close)."""
+            waiting.pop(self, None)
+            self._evicted = True
+            open_connections[0] -= 1
+            if self._head:  # a head begun and not finished: say why
+                self._refuse("too_many_connections", _BUSY)
+                return
+            refused["too_many_connections"].inc()  # idle: closed as a keep-alive timeout would
+            self._head = None
+            self._disarm()
+            self.transport.close()
 
         def _refuse(self, reason: str, answer: bytes) -> None:
             refused[reason].inc()
@@ -153,6 +181,7 @@ def guarded_protocol(
                 return False
             if ends:  # the head is complete: the body is the route's to limit
                 self._head, self._tail = None, b""
+                waiting.pop(self, None)
                 self._disarm()
             else:
                 self._tail = seen[-3:]
@@ -164,6 +193,8 @@ def guarded_protocol(
             # the connection is idle, and the keep-alive timeout applies).
             self._head, self._lines, self._tail = 0, 0, b""
             self._disarm()
+            if not self.transport.is_closing():
+                waiting[self] = None  # idle now: the first to go when room is needed
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
