@@ -152,11 +152,8 @@ def attack_flood(url: str, log: Path, seconds: float = 5.0) -> dict[str, Any]:
     return {"requests": count[0], "log_lines": lines, "log_lines_per_minute": lines * 60 / seconds}
 
 
-def one(kind: str, work: Path, env: dict[str, str], attack: str) -> dict[str, Any]:
-    limit = {}
-    if attack == "slow":
-        limit = {"preexec": 1024}
-    proc, url, admin = _start(work, env, limit.get("preexec"))
+def one(work: Path, env: dict[str, str], attack: str) -> dict[str, Any]:
+    proc, url, admin = _start(work, env, 1024 if attack == "slow" else None)
     assert admin is not None
     try:
         if attack == "headers":
@@ -183,6 +180,7 @@ def _start(work: Path, env: dict[str, str], nofile: int | None) -> tuple[Any, st
 def main() -> int:
     p = ingest.wrk_arguments(__doc__, rounds=3)
     p.add_argument("--before", default="", help="a source tree (its src/) run as 'before'")
+    p.add_argument("--attacks-only", action="store_true", help="no wrk throughput runs")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,17 +190,19 @@ def main() -> int:
     results: dict[str, dict[str, list[Any]]] = {v: {} for v in variants}
     for _ in range(args.rounds):
         for name, env in variants.items():
-            proc, url, admin = ingest.start("full", work, env)
-            try:
-                res = ingest.run_wrk(url, corpus, args)
-            finally:
-                ingest.stop(proc)
-            results[name].setdefault("rps", []).append(res["rps"])
+            if not args.attacks_only:
+                proc, url, _ = ingest.start("full", work, env)
+                try:
+                    res = ingest.run_wrk(url, corpus, args)
+                finally:
+                    ingest.stop(proc)
+                results[name].setdefault("rps", []).append(res["rps"])
             for attack in ("headers", "slow", "flood"):
-                results[name].setdefault(attack, []).append(one("full", work, env, attack))
+                results[name].setdefault(attack, []).append(one(work, env, attack))
     summary: dict[str, Any] = {}
     for name, by in results.items():
-        summary[name] = {"rps_median": statistics.median(by["rps"]), "rps": by["rps"]}
+        rps = by.get("rps", [])
+        summary[name] = {"rps_median": statistics.median(rps) if rps else None, "rps": rps}
         for attack in ("headers", "slow", "flood"):
             runs = by[attack]
             summary[name][attack] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
