@@ -45,7 +45,13 @@ SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
 NOISE_REASONS: tuple[str, ...] = get_args(NoiseReason)
 # Why the edge closed or refused a connection before a request was answered (server.py).
-CONNECTION_REFUSALS = ("too_many_connections", "header_too_large", "too_many_headers", "header_timeout")
+CONNECTION_REFUSALS = (
+    "too_many_connections",
+    "header_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "body_timeout",
+)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
@@ -132,7 +138,7 @@ class Metrics:
         self.connections_refused = Counter(
             PREFIX + "http_connections_refused",
             "Connections the edge closed or refused before answering, per listener and reason "
-            "(too many open, header too large, too many header lines, header read timeout).",
+            "(too many open, header too large, too many header lines, header or body read timeout).",
             ["listener", "reason"],
             registry=r,
         )

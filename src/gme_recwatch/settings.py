@@ -240,7 +240,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds(
             "Time a client gets to send a request's line and headers (from its connection or its "
-            "first byte); slower connections are closed."
+            "first byte), and between two pieces of a callback's body; slower ones are closed (408)."
         ),
     ] = 10.0
     keepalive_timeout_seconds: Annotated[

@@ -157,6 +157,13 @@ def test_a_slow_head_is_closed_at_the_header_timeout_and_an_idle_keepalive_too(s
         assert read_all(silent).startswith(b"HTTP/1.1 408")
     assert time.monotonic() - t < 4
     assert svc.metric("gme_recording_http_connections_refused_total", reason="header_timeout") == 2
+    # A body trickled in slower than that is answered 408 and closed, not held.
+    with connect(svc) as s:
+        s.sendall(head(extra=b"Signature: abc\r\nContent-Length: 1000\r\n\r\n{"))
+        t = time.monotonic()
+        assert read_all(s).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t < 3
+    assert svc.metric("gme_recording_http_connections_refused_total", reason="body_timeout") == 1
     # A kept-alive connection that goes idle after its answer is closed, not kept forever.
     with connect(svc) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
