@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # The demo key `make send` signs with: the one `serve --demo` uses when no key is set
 # (gme_recwatch.settings.DEMO_KEY, which tests/test_cli.py checks it against). Never use it anywhere real.
 DEMO_KEY ?= recwatch-demo-key-change-me
+# The BizID (AppID) `make send` sends as; with GME_RECWATCH_KEYS_FILE it signs with that app's key.
+BIZ_ID ?= 1400000000
 
 # Every Python package comes from uv.lock (exact versions and hashes), installed by uv. A fresh
 # machine has only python3 and pip, so uv itself is fetched with pip, at this version, into
@@ -20,11 +22,13 @@ export UV_SYSTEM_CERTS ?= 1
 export UV_PYTHON_DOWNLOADS ?= never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-# `make image`: the tag, and optionally the base image and the engine (docker, podman, buildah).
+# `make image`: the tag, and optionally the base image, the engine (docker, podman, buildah),
+# and NO_CACHE=1 to build every step again.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/gme_recwatch/__init__.py)
 IMAGE ?= gme-recwatch:$(VERSION)
 BASE ?=
 ENGINE ?=
+NO_CACHE ?=
 
 # Every Python tree `make lint` checks and `make format` formats.
 PY_TREES := src tests benchmarks tools docker dashboards
@@ -63,10 +67,11 @@ venv: $(BIN)/.dev
 run: venv-runtime
 	$(BIN)/gme-recwatch serve --demo
 
-## Send one signed demo callback to a service started with `make run` (same port variables).
+## Send one signed demo callback to a service started with `make run` (same port and key variables:
+## GME_RECWATCH_SECRET_KEY, or GME_RECWATCH_KEYS_FILE with the key of BIZ_ID, else the demo key).
 send: venv-runtime
 	$(BIN)/gme-recwatch send --url "http://127.0.0.1:$${GME_RECWATCH_PORT:-8080}$${GME_RECWATCH_CALLBACK_PATH:-/callback}" \
-		--secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
+		--biz-id $(BIZ_ID) $(if $(GME_RECWATCH_SECRET_KEY)$(GME_RECWATCH_KEYS_FILE),,--secret "$(DEMO_KEY)")
 
 # The tests run on a worker per core and one more (pytest-xdist; most end-to-end tests wait on
 # real processes); the tests of a module that share a module-scoped fixture stay on one worker
@@ -109,7 +114,7 @@ bench: venv
 
 ## Build the container image with whichever of docker, podman or buildah works here.
 image:
-	IMAGE="$(IMAGE)" BASE="$(BASE)" ENGINE="$(ENGINE)" bash tools/build-image.sh
+	IMAGE="$(IMAGE)" BASE="$(BASE)" ENGINE="$(ENGINE)" NO_CACHE="$(NO_CACHE)" bash tools/build-image.sh
 
 ## System packages the tests and benchmarks use (Debian): Prometheus/promtool, wrk, redis, buildah.
 system-deps:
