@@ -699,6 +699,20 @@ def groups() -> list[Group]:
                 {"window": "30m", "ratio": 0.5, "min_errors": 3},
             ),
             Alert(
+                "GmeRecwatchCosBlind",
+                "sum by ($BY, bucket) "
+                '(increase(gme_recording_reconcile_errors_total{$S, reason="blind"}[$window])) > 0',
+                "COS answers 404 even for a file known to exist: no missing recording is confirmed.",
+                "COS lookups of job {{ $labels.job }} (namespace {{ $labels.namespace }}) in bucket "
+                "{{ $labels.bucket }} did not find the latest file whose upload callback was received "
+                "({{ $value | humanize }} misses in the window): the endpoint does not see files that "
+                "exist. Its 404s confirm nothing; stuck and missing segments are reported unconfirmed "
+                "and page nobody.",
+                "warning",
+                "0m",
+                {"window": "15m"},
+            ),
+            Alert(
                 "GmeRecwatchBlind",
                 "sum by ($BY) (increase(gme_recording_blind_seconds_total{$S}[$window]))\n"
                 "and on ($BY)\n"

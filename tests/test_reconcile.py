@@ -170,6 +170,10 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
     bucket = s3_server.bucket(unique_bucket(), {"someone-else.mp3": b"x"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
+    # An upload callback was received for a file that exists: the proof COS's 404s mean missing.
+    service.reconciler.checker.witness(  # type: ignore[union-attr]
+        BIZ, "someone-else.mp3", room_id="r", user_id="u", task_id=1, seq_no=0
+    )
 
     asyncio.run(run_past_deadline(service, clock, (1,), 101))
     (line,) = service.log.named("segment_stuck")

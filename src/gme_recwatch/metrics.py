@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .blind import CAUSES as BLIND_CAUSES
-from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .events import EVENT_NAMES, MODE_NAMES, InvalidReason, NoiseReason
 from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
 from .signature import FailureReason
@@ -43,6 +43,15 @@ EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
 SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
 SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
+NOISE_REASONS: tuple[str, ...] = get_args(NoiseReason)
+# Why the edge closed or refused a connection before a request was answered (server.py).
+CONNECTION_REFUSALS = (
+    "too_many_connections",
+    "header_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "body_timeout",
+)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
@@ -58,6 +67,8 @@ RECONCILE_ERRORS = (
     "no_such_bucket",
     "unexpected_status",
     "no_bucket",
+    "blind",
+    "unproven",
 )
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
@@ -114,6 +125,27 @@ class Metrics:
             PREFIX + "callbacks_invalid",
             "Callbacks rejected as invalid (malformed body, too large, or stale Timestamp).",
             ["reason"],
+            registry=r,
+        )
+        self.noise = Counter(
+            PREFIX + "noise_requests",
+            "Requests to the callback path that failed verification and are not a well-formed "
+            "callback of an app with a key (no body, not JSON, not a callback, unknown BizID): "
+            "scanners and junk, outside every signature alert and SLO.",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            PREFIX + "http_connections_refused",
+            "Connections the edge closed or refused before answering, per listener and reason "
+            "(too many open, header too large, too many header lines, header or body read timeout).",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            PREFIX + "http_connections",
+            "Open HTTP connections, per listener.",
+            ["listener"],
             registry=r,
         )
         self.callbacks = Counter(
@@ -336,6 +368,12 @@ class Metrics:
             self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
+        for reason in NOISE_REASONS:
+            self.noise.labels(reason)
+        for listener in LISTENERS:
+            self.connections_open.labels(listener)
+            for refusal in CONNECTION_REFUSALS:
+                self.connections_refused.labels(listener, refusal)
         self._callback_children = {
             (e, res): self.callbacks.labels(e, res) for e in EVENT_TYPES for res in RESULTS
         }

@@ -118,6 +118,16 @@ class Service:
                 retry=(settings.cos_retry_min_seconds, settings.cos_retry_max_seconds),
             )
         )
+        if self.reconciler is not None:
+            checker = self.reconciler.checker
+            self.intake.on_uploaded = lambda ev: checker.witness(
+                ev.biz_id,
+                ev.file_name,
+                room_id=ev.room_id,
+                user_id=ev.user_id,
+                task_id=ev.task_id,
+                seq_no=ev.seq_no,
+            )
         self.ready = False
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
@@ -132,6 +142,10 @@ class Service:
         self._epoch_segments = 0  # ... as the store counted them when the marker was last seen
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False  # the loops were started: not ready now means stopping
+        # A shared store that has not answered since the start (unreachable, or still loading
+        # its data): not ready, callbacks answered 503; the store check joins it once it answers.
+        self._joined = not isinstance(self.store, SharedStore)
+        self._apps_registered = False
 
     @property
     def store_healthy(self) -> bool:
@@ -179,13 +193,25 @@ class Service:
             self.snapshots.mark_running()  # on disk before the first callback is acknowledged
         if isinstance(self.store, SharedStore):
             await self._join(self.store)
-        await self.store.register_apps(self.keys.current.app_ids())
+        await self._register_apps()
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
 
+    async def _register_apps(self) -> None:
+        """Give the keyring's apps their labels in the store; a store that does not answer gets
+        them when it does (:meth:`check_store`)."""
+        try:
+            await self.store.register_apps(self.keys.current.app_ids())
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
+            return
+        self._apps_registered = True
+
     async def _join(self, store: SharedStore) -> None:
         """On a shared store: a blind window if every replica was down, our heartbeat, and the
-        store's epoch marker (taken over, or set on a store used for the first time)."""
+        store's epoch marker (taken over, or set on a store used for the first time). A store
+        that does not answer (unreachable, or loading its data) is not a reason not to start:
+        the service starts not ready, answers callbacks 503, and joins when the store answers."""
         try:
             newest, stopped, now = await store.last_alive()
             self._blind_window(
@@ -198,6 +224,8 @@ class Service:
             await self._epoch_answered(store, await store.epoch(self._epoch))
         except StoreUnavailable as exc:  # not a reason not to start: the store check says so
             self._store_answered(False, "ping", exc)
+            return
+        self._joined = True
 
     async def heartbeat(self) -> None:
         if not isinstance(self.store, SharedStore):
@@ -364,6 +392,14 @@ class Service:
         if not isinstance(store, SharedStore):
             return
         async with self._store_check:
+            if not self._joined:  # never answered since the start: join it now that it may
+                await self._join(store)
+                if not self._joined:
+                    return
+                self._store_answered(True, "ping")
+                if not self._apps_registered:
+                    await self._register_apps()
+                return
             try:
                 epoch = await store.epoch(self._epoch)
             except StoreUnavailable as exc:
@@ -382,7 +418,7 @@ class Service:
         segments = len(self.store) if isinstance(self.store, Sized) else self._segments
         if not self.ready:
             return Readiness(False, segments, "stopping" if self._started else "starting")
-        if not self.store_healthy:
+        if not self._joined or not self.store_healthy:
             return Readiness(False, segments, "store_unavailable")
         return Readiness(True, segments, None)
 

@@ -231,6 +231,59 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "and the pure-Python h11 parser)."
         ),
     ] = "auto"
+    max_header_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=1024 * 1024),
+        _help(
+            "Largest request line plus headers either listener reads; more is answered 431 and "
+            "the connection closed.",
+            rule="must be 1024..1048576",
+        ),
+    ] = 16384
+    max_header_count: Annotated[
+        int,
+        Meta(ge=8, le=10000),
+        _help(
+            "Most header lines in one request; more is answered 431 and the connection closed.",
+            rule="must be 8..10000",
+        ),
+    ] = 100
+    header_timeout_seconds: Annotated[
+        float,
+        _seconds(
+            "Time a client gets to send a request's line and headers (from its connection or its "
+            "first byte), and between two pieces of a callback's body; slower ones are closed (408)."
+        ),
+    ] = 10.0
+    keepalive_timeout_seconds: Annotated[
+        float, _seconds("An idle keep-alive connection is closed after this long.")
+    ] = 30.0
+    max_connections: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Open connections the callback listener keeps; further ones are answered 503 and "
+            "closed at once, so that a flood cannot use up the process's file descriptors.",
+            rule="must be >= 1",
+        ),
+    ] = 512
+    admin_max_connections: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Open connections the admin listener keeps; further ones are answered 503 and closed.",
+            rule="must be >= 1",
+        ),
+    ] = 64
+    rejection_log_interval_seconds: Annotated[
+        float,
+        Meta(ge=0),
+        _help(
+            "At most one `callback_rejected`/`request_rejected` line per reason per this many seconds, "
+            "saying how many were left out (`suppressed`); the counters stay exact. 0 = every one.",
+            rule="must be >= 0 (0 logs every rejection)",
+        ),
+    ] = 10.0
     canary_interval_seconds: Annotated[
         int,
         Meta(ge=0),
@@ -342,6 +395,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds("The largest bound on the wait before a failed lookup is tried again (default 15 min)."),
     ] = 900.0
+    cos_evidence_seconds: Annotated[
+        float,
+        _seconds(
+            "A COS 404 confirms a file missing only if the bucket's endpoint found a file that "
+            "exists within this long; otherwise the latest uploaded file is looked up first, and "
+            "if it is not found either the miss stays unconfirmed."
+        ),
+    ] = 60.0
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
