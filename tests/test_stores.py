@@ -688,6 +688,17 @@ def stuck_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
     return t, c
 
 
+def missing_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
+    """A store with checks on, and one completed segment past its upload grace, held and claimed."""
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    t.record(fev(2))
+    clock.advance(51)
+    t.sweep()
+    (c,) = claim(t)
+    return t, c
+
+
 def view(t: SyncStore, seq: int = 0) -> SegmentView:
     (v,) = [v for v in t.segments(room_id="r1", limit=1000) if v.seq_no == seq]
     return v
@@ -730,12 +741,7 @@ def test_a_file_found_makes_the_segment_uploaded_and_names_the_lost_callbacks(
 
 
 def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    t.record(fev(2))
-    clock.advance(51)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = missing_and_claimed(make, clock)
     assert c.pending == "upload_missing"
     r = resolve(t, c.key, "found")
     assert isinstance(r, Reconciled) and r.lost == ("uploaded",)
@@ -863,12 +869,7 @@ def test_a_failed_lookup_is_retried_after_its_backoff_claimed_once_until_confirm
 
 
 def test_a_retried_lookup_that_finds_the_file_makes_the_problem_uploaded(make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    t.record(fev(2))
-    clock.advance(51)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = missing_and_claimed(make, clock)
     r = resolve(t, c.key, "error", BACKOFF)
     assert isinstance(r, Transition) and (r.state, r.confirmed) == ("upload_missing", False)
     assert t.stats().missing_uploads[str(BIZ)] == 1
