@@ -66,6 +66,7 @@ RULES = (
     "found_in_cos",
     "check_after_answer",
     "after_blind",
+    "can_mark",
     "is_expired",
     "apply_event",
     "settle",
@@ -157,6 +158,10 @@ class LuaRules:
     def after_blind(self, new: State, blind: bool, cfg: Config) -> State:
         (code,) = self._call("after_blind", cfg, new, blind)
         return State(int(code))
+
+    def can_mark(self, state: State | None) -> bool:
+        (marks,) = self._call("can_mark", CFG, state)
+        return _bool(marks)
 
     def is_expired(self, expires: float, now: float) -> bool:
         (expired,) = self._call("is_expired", CFG, expires, now)
@@ -435,6 +440,23 @@ def test_a_blind_mark_makes_a_deadline_unverified_without_checks(rules: Any) -> 
 )
 def test_after_blind(rules: Any, new: State, blind: bool, cfg: Config, after: State) -> None:
     assert rules.after_blind(new, blind, cfg) is after
+
+
+@pytest.mark.parametrize(
+    ("state", "marks"),
+    [
+        (None, False),  # never heard of: a refused callback creates nothing
+        (State.RECORDING, True),
+        (State.COMPLETED, True),
+        (State.UPLOADED, False),
+        (State.STUCK, False),
+        (State.UPLOAD_MISSING, False),
+        (State.UNVERIFIED, False),
+        (State.ORPHAN, False),
+    ],
+)
+def test_can_mark(rules: Any, state: State | None, marks: bool) -> None:
+    assert rules.can_mark(state) is marks
 
 
 def test_with_checks_a_deadline_holds_the_segment_and_marks_its_check_pending(rules: Any) -> None:

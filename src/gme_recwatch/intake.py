@@ -22,9 +22,10 @@ from . import events, signature
 from .clock import Clock
 from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, UnknownEvent
 from .hints import SignatureDoctor
-from .lifecycle import Result
+from .lifecycle import Result, key_of
 from .logging import level_number
 from .metrics import Metrics
+from .ratelimit import TokenBucket
 from .settings import Settings
 from .signature import FailureReason, Keyring, KeyringSource, SignatureError
 from .stores import Store, StoreUnavailable
@@ -88,6 +89,9 @@ class Intake:
         self._log_accepted = level_number(settings.accepted_log_level) >= level_number(settings.log_level)
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self._marks = TokenBucket(
+            settings.rejection_marks_per_second, settings.rejection_marks_burst, clock.monotonic
+        )
         self.doctor = (
             SignatureDoctor(settings.signature_hints_per_second, clock.monotonic)
             if settings.signature_hints_per_second > 0
@@ -152,6 +156,29 @@ class Intake:
                 **({"unlogged_repeats": found.repeats} if found.repeats else {}),
             )
 
+    async def _mark_refused(self, body: bytes) -> None:
+        """A well-formed callback for a BizID we hold a key for failed verification: mark the
+        live segment it names as attributed to us (we refused its event; lifecycle.can_mark),
+        so its deadline makes it unverified (or looked up in COS), never a miss nor a page.
+        Nothing in the body is trusted beyond naming that one segment; marks are bounded by a
+        token bucket (rate and burst) and counted; a segment we do not track is left alone."""
+        try:
+            ev = events.decode(body)
+        except MalformedCallback:
+            return
+        if not isinstance(ev, Event) or ev.room_id == CANARY_ROOM_ID:
+            return
+        marks = self.metrics.segment_marks
+        if not self._marks.try_take():
+            marks.labels("signature", "refused").inc()
+            return
+        now = self.clock.time()
+        try:
+            marked = await self.store.mark_segment(key_of(ev), now, now)
+        except StoreUnavailable:
+            return  # the store's own outage is counted and marked by its blind window
+        marks.labels("signature", "marked" if marked else "not_tracked").inc()
+
     async def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Outcome:
         biz = None
         try:
@@ -169,6 +196,8 @@ class Intake:
             )
             if header is not None and exc.reason != "missing" and self.doctor is not None:
                 self._explain(body, header, ring, biz, remote)
+            if exc.reason == "mismatch":
+                await self._mark_refused(body)
             return Rejected(exc.reason)
 
         now = self.clock.time()
@@ -182,7 +211,7 @@ class Intake:
             self.metrics.last_callback.set(now)
 
         if isinstance(ev, UnknownEvent):
-            self.metrics.count_callback("unknown", Result.IGNORED)
+            self.metrics.count_callback("unknown", Result.IGNORED, "other")
             span.set_attribute("gme.event_type", ev.event_type)
             self.log.info(
                 "callback_unknown_event_type", event_type=ev.event_type, biz_id=ev.biz_id, remote=remote
@@ -227,7 +256,7 @@ class Intake:
             )
             return Rejected("unavailable")
         m = self.metrics
-        m.count_callback(out.event_type, out.result)
+        m.count_callback(out.event_type, out.result, out.app_id)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)
         if out.duration is not None:
             m.observe_duration(out.record_mode, out.duration)

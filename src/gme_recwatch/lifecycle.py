@@ -322,6 +322,14 @@ Resolution = Reconciled | Transition | None
 BLIND_MARKED: Final = frozenset({State.RECORDING, State.COMPLETED})
 
 
+def can_mark(state: State | None) -> bool:
+    """Whether a segment in ``state`` (None: not tracked) may be marked as attributed to an
+    incident of ours, one by one (a well-formed callback for it that we refused): only a live
+    one, as a blind window marks them. A segment we never heard of gets no state from a
+    refused callback, and a settled one is past what a mark changes."""
+    return state is not None and state in BLIND_MARKED
+
+
 def after_blind(new: State, blind: bool, cfg: Config) -> State:
     """The state a segment enters instead of ``new`` when it is marked blind (``blind``)."""
     if blind and not cfg.check_in_cos and new in CHECKED_STATES:
