@@ -467,6 +467,26 @@ def test_each_incident_pages_once_as_the_scenario_says(scenario: Any) -> None:
     sent = SCENARIOS.notified(scenario, inhibits)
     assert {a: t for a, t in sent.items() if a in critical} == scenario.pages
     assert len(scenario.pages) <= 1
+    # #31.7: per checked minute, the one page inside the paged span, nothing outside it, and
+    # nothing starts after the incident ends.
+    for minute, pages in SCENARIOS.paging_at(scenario, inhibits, critical).items():
+        inside = scenario.paged is not None and scenario.paged[0] <= minute <= scenario.paged[1]
+        assert pages == (set(scenario.pages) if inside else set()), (minute, pages)
+    if scenario.paged is not None:
+        assert min(scenario.pages.values()) == scenario.paged[0]
+        assert scenario.ends is None or scenario.paged[0] < scenario.ends
+        assert scenario.paged[1] + 1 in scenario.checks or scenario.paged[1] == scenario.minutes - 1
+        assert scenario.paged[0] - 1 in scenario.checks, "no check just before the page"
+
+
+def test_alerting_md_incident_table_is_the_scenarios() -> None:
+    inhibits = [
+        (rule.source, targets) for rule, targets in RULES.inhibit_rules({a.name for a in RULES.alerts()})
+    ]
+    critical = {a.name for a in RULES.alerts() if a.severity == "critical"}
+    assert SCENARIOS.incident_table(inhibits, critical) in (ROOT / "docs" / "alerting.md").read_text(), (
+        "docs/alerting.md's incident table is stale: paste dashboards/scenarios.py's incident_table()"
+    )
 
 
 # --------------------------------------------------------------------------- dashboards
