@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # The demo key `make send` signs with: the one `serve --demo` uses when no key is set
 # (gme_recwatch.settings.DEMO_KEY, which tests/test_cli.py checks it against). Never use it anywhere real.
 DEMO_KEY ?= recwatch-demo-key-change-me
+# The BizID (AppID) `make send` sends as; with GME_RECWATCH_KEYS_FILE it signs with that app's key.
+BIZ_ID ?= 1400000000
 
 # Every Python package comes from uv.lock (exact versions and hashes), installed by uv. A fresh
 # machine has only python3 and pip, so uv itself is fetched with pip, at this version, into
@@ -63,10 +65,11 @@ venv: $(BIN)/.dev
 run: venv-runtime
 	$(BIN)/gme-recwatch serve --demo
 
-## Send one signed demo callback to a service started with `make run` (same port variables).
+## Send one signed demo callback to a service started with `make run` (same port and key variables:
+## GME_RECWATCH_SECRET_KEY, or GME_RECWATCH_KEYS_FILE with the key of BIZ_ID, else the demo key).
 send: venv-runtime
 	$(BIN)/gme-recwatch send --url "http://127.0.0.1:$${GME_RECWATCH_PORT:-8080}$${GME_RECWATCH_CALLBACK_PATH:-/callback}" \
-		--secret "$${GME_RECWATCH_SECRET_KEY:-$(DEMO_KEY)}"
+		--biz-id $(BIZ_ID) $(if $(GME_RECWATCH_SECRET_KEY)$(GME_RECWATCH_KEYS_FILE),,--secret "$(DEMO_KEY)")
 
 # The tests run on a worker per core and one more (pytest-xdist; most end-to-end tests wait on
 # real processes); the tests of a module that share a module-scoped fixture stay on one worker

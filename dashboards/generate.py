@@ -1,24 +1,48 @@
 """Writes the Grafana dashboards in this folder: `python dashboards/generate.py`.
 
-The JSON files are what Grafana and the Helm chart load; this script is how they are written, so
-every panel gets the same datasource, filters and layout. Edit here, regenerate, commit both:
-tests/test_dashboards.py fails when a JSON file differs from what this script writes.
+The dashboards are built with Grafana's typed builder, grafana-foundation-sdk (its Grafana 11.6
+build, pinned in pyproject.toml), so every panel, option and link has the shape Grafana's schema
+gives it; tests/test_dashboards.py validates the output against that schema (vendored in
+tests/grafana_schema/) and fails when a JSON file differs from what this script writes.
+Edit here, regenerate, commit both (and the chart's copies: helm/sync-assets.sh).
+
+To add a panel: pick the helper for its kind (stat, timeseries, bargauge, heatmap, table), give
+it a title, a description, a unit and its queries with the SEL/APP selectors, and `add` it to a
+row. Queries may read the service's metrics and the recording rules of rules.py.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge as bargauge_builder
+from grafana_foundation_sdk.builders import common as common_builder
+from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.builders import gauge as gauge_builder
+from grafana_foundation_sdk.builders import heatmap as heatmap_builder
+from grafana_foundation_sdk.builders import prometheus as prometheus_builder
+from grafana_foundation_sdk.builders import stat as stat_builder
+from grafana_foundation_sdk.builders import table as table_builder
+from grafana_foundation_sdk.builders import timeseries as timeseries_builder
+from grafana_foundation_sdk.cog import variants
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import heatmap as heatmap_model
+from grafana_foundation_sdk.models import prometheus as prometheus_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import rules  # noqa: E402  (beside this script: the SLIs are defined once, for rules and panels)
 
-DS = {"type": "prometheus", "uid": "${prometheus_datasource}"}
-LOKI = {"type": "loki", "uid": "${loki_datasource}"}
+DS = model.DataSourceRef(type_val="prometheus", uid="${prometheus_datasource}")
 RUNBOOK = "https://github.com/gme-recwatch/gme-recwatch/blob/main/docs/runbook.md"
+TAGS = ["gme", "gme-recwatch"]
 
 # Selectors every query carries: the release (cluster, namespace, job) and the instance; APP adds
 # the app filter for metrics that have an app_id label.
@@ -27,119 +51,147 @@ APP = SEL + ', app_id=~"$app_id"'
 # State gauges describe the shared state: every replica on one Redis exports the same value,
 # so replicas are collapsed with max before anything is summed (one replica: the value itself).
 SHARED = "max without (instance, pod)"
+# The log lines of the chart's pods, as Loki's Kubernetes discovery (Alloy, Promtail) labels
+# them: the container name is a matcher that never matches the empty string, so the selector is
+# one Loki accepts whatever namespace label the series clicked on has (none, outside Kubernetes).
+LOG_STREAM = 'container="gme-recwatch"'
+
+Queries = Sequence[tuple[str, str]] | str
+PanelBuilder = (
+    timeseries_builder.Panel
+    | stat_builder.Panel
+    | gauge_builder.Panel
+    | bargauge_builder.Panel
+    | heatmap_builder.Panel
+    | table_builder.Panel
+)
 
 
-class Layout:
-    """Places panels left to right on Grafana's 24-column grid, wrapping into new rows."""
+class Board:
+    """A dashboard's panels in reading order: rows, and panels placed left to right on Grafana's
+    24-column grid, a panel that does not fit starting a new line (the SDK's own placement lets
+    it overflow). Ids are given here so that links to a panel stay stable."""
 
-    def __init__(self) -> None:
-        self.x = 0
-        self.y = 0
-        self.row_h = 0
+    def __init__(self, uid: str, title: str) -> None:
+        self.builder = dashboard_builder.Dashboard(title).uid(uid)
         self.next_id = 1
-        self.panels: list[dict[str, Any]] = []
+        self.x = self.y = self.line_h = 0
 
     def row(self, title: str) -> None:
-        self.newline()
-        self.panels.append(
-            {
-                "type": "row",
-                "title": title,
-                "id": self._id(),
-                "collapsed": False,
-                "panels": [],
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
-            }
+        self._newline()
+        self.builder.with_row(
+            dashboard_builder.Row(title).id(self._id()).grid_pos(model.GridPos(h=1, w=24, x=0, y=self.y))
         )
         self.y += 1
 
-    def newline(self) -> None:
-        self.y += self.row_h
-        self.x = 0
-        self.row_h = 0
-
-    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+    def add(self, panel: PanelBuilder, w: int, h: int) -> None:
         if self.x + w > 24:
-            self.newline()
-        panel["id"] = self._id()
-        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
-        self.panels.append(panel)
+            self._newline()
+        panel.id(self._id()).grid_pos(model.GridPos(h=h, w=w, x=self.x, y=self.y))
+        self.builder.with_panel(panel)
         self.x += w
-        self.row_h = max(self.row_h, h)
+        self.line_h = max(self.line_h, h)
+
+    def _newline(self) -> None:
+        self.y += self.line_h
+        self.x = self.line_h = 0
 
     def _id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
 
 
-def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[str, Any]:
-    t: dict[str, Any] = {
-        "datasource": DS,
-        "expr": expr,
-        "legendFormat": legend or "__auto",
-        "refId": ref,
-        "range": True,
-        "instant": False,
-    }
-    t.update(extra)
-    return t
+def target(
+    expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
+) -> prometheus_builder.Dataquery:
+    query = (
+        prometheus_builder.Dataquery()
+        .datasource(DS)
+        .expr(expr)
+        .legend_format(legend or "__auto")
+        .ref_id(ref)
+        .editor_mode(prometheus_model.QueryEditorMode.CODE)
+    )
+    return query.instant() if instant else query.range()
 
 
-def _targets(queries: list[tuple[str, str]] | str) -> list[dict[str, Any]]:
+def _targets(queries: Queries, *, instant: bool = False) -> list[prometheus_builder.Dataquery]:
     if isinstance(queries, str):
         queries = [(queries, "")]
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
+    return [target(e, legend, chr(ord("A") + i), instant=instant) for i, (e, legend) in enumerate(queries)]
 
 
-def _thresholds(red: float | None) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+def _queries(queries: Sequence[Builder[variants.Dataquery]]) -> list[Builder[variants.Dataquery]]:
+    """The SDK's builders take a list of any query type's builders (a list is invariant)."""
+    return list(queries)
+
+
+def _links(links: Sequence[Builder[model.DashboardLink]]) -> list[Builder[model.DashboardLink]]:
+    return list(links)
+
+
+def _thresholds(red: float | None) -> dashboard_builder.ThresholdsConfig:
+    steps = [model.Threshold(value=None, color="green")]
     if red is not None:
-        steps.append({"color": "red", "value": red})
-    return {"mode": "absolute", "steps": steps}
+        steps.append(model.Threshold(value=red, color="red"))
+    return dashboard_builder.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def _color(mode: model.FieldColorModeId) -> dashboard_builder.FieldColor:
+    return dashboard_builder.FieldColor().mode(mode)
+
+
+def _reduce(calc: str) -> common_builder.ReduceDataOptions:
+    return common_builder.ReduceDataOptions().calcs([calc]).fields("").values(False)
 
 
 def timeseries(
     title: str,
     description: str,
     unit: str,
-    queries: list[tuple[str, str]] | str,
+    queries: Queries,
     *,
     stack: bool = False,
     minimum: float | None = 0,
-    links: list[dict[str, Any]] | None = None,
+    links: list[dashboard_builder.DashboardLink] | None = None,
     exemplars: bool = False,
-) -> dict[str, Any]:
-    custom: dict[str, Any] = {
-        "drawStyle": "line",
-        "lineWidth": 1,
-        "fillOpacity": 10,
-        "showPoints": "never",
-        "spanNulls": False,
-    }
-    if stack:
-        custom["stacking"] = {"mode": "normal", "group": "A"}
-        custom["fillOpacity"] = 40
-    defaults: dict[str, Any] = {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"}}
-    if minimum is not None:
-        defaults["min"] = minimum
-    if links:
-        defaults["links"] = links
+) -> timeseries_builder.Panel:
     targets = _targets(queries)
     if exemplars:
-        for t in targets:
-            t["exemplar"] = True
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"]},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": targets,
-    }
+        targets = [t.exemplar(True) for t in targets]
+    panel = (
+        timeseries_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .color_scheme(_color(model.FieldColorModeId.PALETTE_CLASSIC))
+        .draw_style(common.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(40 if stack else 10)
+        .show_points(common.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .legend(
+            common_builder.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "max", "lastNotNull"])
+        )
+        .tooltip(
+            common_builder.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.DESCENDING)
+        )
+        .targets(_queries(targets))
+    )
+    if stack:
+        panel.stacking(common_builder.StackingConfig().mode(common.StackingMode.NORMAL).group("A"))
+    if minimum is not None:
+        panel.min(minimum)
+    if links:
+        panel.data_links(_links(links))
+    return panel
 
 
 def stat(
@@ -149,102 +201,120 @@ def stat(
     expr: str,
     *,
     red: float | None = None,
-    kind: str = "stat",
     decimals: int | None = None,
-) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"unit": unit, "thresholds": _thresholds(red), "color": {"mode": "thresholds"}}
+) -> stat_builder.Panel:
+    panel = (
+        stat_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .thresholds(_thresholds(red))
+        .color_scheme(_color(model.FieldColorModeId.THRESHOLDS))
+        .reduce_options(_reduce("lastNotNull"))
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .text_mode(common.BigValueTextMode.AUTO)
+        .targets(_queries(_targets(expr, instant=True)))
+    )
     if decimals is not None:
-        defaults["decimals"] = decimals
-    options: dict[str, Any] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
-    if kind == "stat":
-        options.update({"colorMode": "value", "graphMode": "area", "textMode": "auto"})
-    if kind == "gauge":
-        defaults.update({"min": 0, "max": 1})
-        options.update({"showThresholdLabels": False, "showThresholdMarkers": True})
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": options,
-        "targets": [target(expr, "", "A", instant=True, range=False)],
-    }
+        panel.decimals(decimals)
+    return panel
 
 
-def bargauge(
-    title: str, description: str, unit: str, queries: list[tuple[str, str]], calc: str
-) -> dict[str, Any]:
-    return {
-        "type": "bargauge",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "min": 0,
-                "thresholds": _thresholds(None),
-                "color": {"mode": "palette-classic"},
-            },
-            "overrides": [],
-        },
-        "options": {
-            "orientation": "horizontal",
-            "displayMode": "gradient",
-            "showUnfilled": True,
-            "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
-        },
-        "targets": _targets(queries),
-    }
+def gauge(title: str, description: str, unit: str, expr: str, *, red: float) -> gauge_builder.Panel:
+    return (
+        gauge_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .min(0)
+        .max(1)
+        .thresholds(_thresholds(red))
+        .color_scheme(_color(model.FieldColorModeId.THRESHOLDS))
+        .reduce_options(_reduce("lastNotNull"))
+        .show_threshold_labels(False)
+        .show_threshold_markers(True)
+        .targets(_queries(_targets(expr, instant=True)))
+    )
 
 
-def heatmap(title: str, description: str, unit: str, expr: str) -> dict[str, Any]:
-    return {
-        "type": "heatmap",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "custom": {"hideFrom": {"legend": False, "tooltip": False, "viz": False}},
-            },
-            "overrides": [],
-        },
-        "options": {
-            "calculate": False,
-            "yAxis": {"unit": unit, "axisPlacement": "left"},
-            "cellGap": 1,
-            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
-            "rowsFrame": {"layout": "auto"},
-            "tooltip": {"show": True, "yHistogram": True},
-            "legend": {"show": True},
-        },
-        "targets": [target(expr, "{{le}}", "A", format="heatmap")],
-    }
+def bargauge(title: str, description: str, unit: str, queries: Queries, calc: str) -> bargauge_builder.Panel:
+    return (
+        bargauge_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .min(0)
+        .thresholds(_thresholds(None))
+        .color_scheme(_color(model.FieldColorModeId.PALETTE_CLASSIC))
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .show_unfilled(True)
+        .reduce_options(_reduce(calc))
+        .targets(_queries(_targets(queries)))
+    )
+
+
+def heatmap(title: str, description: str, unit: str, expr: str) -> heatmap_builder.Panel:
+    return (
+        heatmap_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .calculate(False)
+        .y_axis(heatmap_builder.YAxisConfig().unit(unit).axis_placement(common.AxisPlacement.LEFT))
+        .cell_gap(1)
+        .color(
+            heatmap_builder.HeatmapColorOptions()
+            .mode(heatmap_model.HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .fill("dark-orange")
+            .exponent(0.5)
+            .steps(64)
+        )
+        .rows_frame(heatmap_builder.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))
+        .show_legend()
+        .show_y_histogram()
+        .targets(
+            [
+                prometheus_builder.Dataquery()
+                .datasource(DS)
+                .expr(expr)
+                .legend_format("{{le}}")
+                .ref_id("A")
+                .editor_mode(prometheus_model.QueryEditorMode.CODE)
+                .format(prometheus_model.PromQueryFormat.HEATMAP)
+                .range()
+            ]
+        )
+    )
 
 
 def table(
-    title: str, description: str, unit: str, queries: list[tuple[str, str]], rename: dict[str, str]
-) -> dict[str, Any]:
-    targets = [
-        target(expr, legend, chr(ord("A") + i), instant=True, range=False, format="table")
-        for i, (expr, legend) in enumerate(queries)
-    ]
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": {"unit": unit, "custom": {"align": "auto"}}, "overrides": []},
-        "options": {"showHeader": True, "sortBy": [{"displayName": next(iter(rename.values())), "desc": True}]},
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename}},
-        ],
-        "targets": targets,
-    }
+    title: str, description: str, unit: str, queries: Queries, rename: dict[str, str]
+) -> table_builder.Panel:
+    targets = [t.format(prometheus_model.PromQueryFormat.TABLE) for t in _targets(queries, instant=True)]
+    return (
+        table_builder.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .align(common.FieldTextAlignment.AUTO)
+        .show_header(True)
+        .sort_by([common_builder.TableSortByFieldState().display_name(next(iter(rename.values()))).desc(True)])
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": rename}
+            )
+        )
+        .targets(_queries(targets))
+    )
 
 
 def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
@@ -260,68 +330,104 @@ def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
     ]
 
 
-def variable(name: str, label: str, query: str, *, all_value: str = ".+") -> dict[str, Any]:
+def variable(name: str, label: str, query: str, *, all_value: str = ".+") -> dashboard_builder.QueryVariable:
     """A multi-select label variable, refreshed when the time range changes. `.+` as "All" for
     job and instance (every series has them); `.*` for cluster and namespace, which a
     Prometheus outside Kubernetes, or with one cluster, does not set."""
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DS,
-        "definition": query,
-        "query": {"query": query, "refId": f"{name}-values"},
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "allValue": all_value,
-        "sort": 1,
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "hide": 0,
-        "regex": "",
-        "options": [],
-    }
-
-
-def datasource_variable(kind: str, label: str) -> dict[str, Any]:
-    return {
-        "name": f"{kind}_datasource",
-        "label": label,
-        "type": "datasource",
-        "query": kind,
-        "current": {},
-        "hide": 0,
-        "refresh": 1,
-        "regex": "",
-        "options": [],
-        "includeAll": False,
-        "multi": False,
-    }
-
-
-def segments_link(state: str) -> list[dict[str, Any]]:
-    """Data links from a problem count to the segments behind it: the drill-down API (through
-    `api_url`, e.g. a `kubectl port-forward` of the admin Service) and the log lines in Loki."""
-    event = f"segment_{state}"
-    logs = '{namespace=~"${namespace}"} | json | event="' + event + '" | biz_id="${__field.labels.app_id}"'
-    explore = (
-        '/explore?left={"datasource":"${loki_datasource}","queries":[{"refId":"A",'
-        '"expr":"' + logs + '"}],"range":{"from":"${__from}","to":"${__to}"}}'
+    return (
+        dashboard_builder.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .include_all(True)
+        .multi(True)
+        .all_value(all_value)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
     )
+
+
+def datasource_variable(kind: str, label: str) -> dashboard_builder.DatasourceVariable:
+    return (
+        dashboard_builder.DatasourceVariable(f"{kind}_datasource")
+        .label(label)
+        .type(kind)
+        .current(model.VariableOption(text="", value=""))
+    )
+
+
+def link(title: str, url: str, tooltip: str = "") -> dashboard_builder.DashboardLink:
+    """A data or dashboard link. Grafana's schema types data links as dashboard links, so the
+    fields a data link ignores (tags, asDropdown...) are set to their defaults."""
+    return (
+        dashboard_builder.DashboardLink(title)
+        .type(model.DashboardLinkType.LINK)
+        .url(url)
+        .icon("external link")
+        .tooltip(tooltip)
+        .tags([])
+        .as_dropdown(False)
+        .target_blank(True)
+        .include_vars(False)
+        .keep_time(False)
+    )
+
+
+def url_quote(template: str) -> str:
+    """`template` percent-encoded for a URL query, its Grafana variables (`${...}`) left for
+    Grafana to fill in: each of them must be formatted to be URL-safe itself."""
+    parts = []
+    rest = template
+    while "${" in rest:
+        before, _, after = rest.partition("${")
+        name, _, rest = after.partition("}")
+        parts.append(urllib.parse.quote(before, safe="") + "${" + name + "}")
+    return "".join(parts) + urllib.parse.quote(rest, safe="")
+
+
+def explore_logs(event: str, *, per_app: bool) -> str:
+    """An Explore URL (Grafana 11 `panes` state) showing the `event` log lines of the series'
+    namespace, for the series' app when it has one, over the panel's time range. The state is
+    JSON, percent-encoded; the values Grafana fills in are percent-encoded by their format."""
+    logql = (
+        f'{{namespace="${{__field.labels.namespace:percentencode}}", {LOG_STREAM}}} | json | event="{event}"'
+    )
+    if per_app:
+        logql += ' | app_id="${__field.labels.app_id:percentencode}"'
+    state = {
+        "logs": {
+            "datasource": "${loki_datasource:percentencode}",
+            "queries": [
+                {
+                    "refId": "A",
+                    "datasource": {"type": "loki", "uid": "${loki_datasource:percentencode}"},
+                    "expr": logql,
+                    "queryType": "range",
+                }
+            ],
+            "range": {"from": "${__from}", "to": "${__to}"},
+        }
+    }
+    return "/explore?schemaVersion=1&orgId=${__org}&panes=" + url_quote(
+        json.dumps(state, separators=(",", ":"))
+    )
+
+
+def segments_links(state: str, *, per_app: bool = True) -> list[dashboard_builder.DashboardLink]:
+    """Data links from a problem count to the segments behind it: the drill-down API (through
+    `api_url`, e.g. a `kubectl port-forward` of the admin Service) and the log lines in Loki.
+    `per_app` when the series has an app_id label (the query keeps it in its `by`)."""
+    app = "&app_id=${__field.labels.app_id:percentencode}" if per_app else ""
+    where = " in app ${__field.labels.app_id}" if per_app else ""
     return [
-        {
-            "title": f"Segments {state} in app ${{__field.labels.app_id}} (API)",
-            "targetBlank": True,
-            "url": f"${{api_url}}/api/v1/segments?state={state}&app_id=${{__field.labels.app_id}}",
-        },
-        {"title": f"{event} log lines (Loki)", "targetBlank": True, "url": explore},
+        link(f"Segments {state}{where} (API)", f"${{api_url:raw}}/api/v1/segments?state={state}{app}"),
+        link(f"segment_{state} log lines (Loki)", explore_logs(f"segment_{state}", per_app=per_app)),
     ]
 
 
-def dashboard(
-    uid: str, title: str, description: str, tags: list[str], panels: list[dict[str, Any]], *, with_app: bool
-) -> dict[str, Any]:
-    variables: list[dict[str, Any]] = [
+def dashboard(board: Board, description: str, *, with_app: bool) -> dict[str, object]:
+    variables: list[Builder[model.VariableModel]] = [
         datasource_variable("prometheus", "Prometheus data source"),
         datasource_variable("loki", "Loki data source"),
         variable("cluster", "Cluster", "label_values(gme_recording_build_info, cluster)", all_value=".*"),
@@ -348,59 +454,62 @@ def dashboard(
             variable("app_id", "App (BizID)", f"label_values(gme_recording_active_recordings{{{SEL}}}, app_id)")
         )
         variables.append(
-            {
-                "name": "api_url",
-                "label": "Segments API",
-                "type": "textbox",
-                "description": "Base URL of the admin listener for the data links, e.g. after "
-                "kubectl port-forward svc/<release>-gme-recwatch-admin 8081",
-                "query": "http://127.0.0.1:8081",
-                "current": {"text": "http://127.0.0.1:8081", "value": "http://127.0.0.1:8081"},
-                "hide": 0,
-                "options": [],
-            }
+            dashboard_builder.TextBoxVariable("api_url")
+            .label("Segments API")
+            .description(
+                "Base URL of the admin listener for the data links, e.g. after "
+                "kubectl port-forward svc/<release>-gme-recwatch-admin 8081"
+            )
+            .default_value("http://127.0.0.1:8081")
+            .current(model.VariableOption(text="http://127.0.0.1:8081", value="http://127.0.0.1:8081"))
         )
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": tags,
-        "editable": False,
-        "graphTooltip": 1,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "timezone": "",
-        "timepicker": {},
-        "fiscalYearStartMonth": 0,
-        "liveNow": False,
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "links": [{"title": "Runbook", "type": "link", "icon": "doc", "targetBlank": True, "url": RUNBOOK}],
-        "templating": {"list": variables},
-        "panels": panels,
-    }
+    built = (
+        board.builder.description(description)
+        .tags(TAGS)
+        .readonly()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .version(1)
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("")
+        .fiscal_year_start_month(0)
+        .live_now(False)
+        .annotation(
+            dashboard_builder.AnnotationQuery()
+            .name("Annotations & Alerts")
+            .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+            .enable(True)
+            .hide(True)
+            .icon_color("rgba(0, 211, 255, 1)")
+            .type("dashboard")
+            .built_in(1)
+        )
+        .link(link("Runbook", RUNBOOK, "What each alert means and what to do").icon("doc"))
+        .link(
+            # The other dashboards of the mixin, on the same time range and variables.
+            dashboard_builder.DashboardLink("gme-recwatch dashboards")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags(["gme-recwatch"])
+            .icon("dashboard")
+            .tooltip("")
+            .as_dropdown(True)
+            .target_blank(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+        .variables(variables)
+        .build()
+    )
+    return built.to_json()
 
 
 def _sli(slo: str, window: str) -> tuple[str, str]:
     if slo == "ingest":
         return rules.ingest_sli(window, str(rules.KNOBS["ingest_slow_le"][1]), SEL, "sum")
-    return rules.delivery_sli(window, SEL, APP, "sum")
+    return rules.delivery_sli(window, SEL, SEL, "sum")
 
 
-def slo_row(lay: Layout) -> None:
+def slo_row(lay: Board) -> None:
     """Budget left over the budget period, and the burn rate over the page and ticket windows,
     of both SLOs: read from the counters with the SLIs of rules.py, against the objective the
     rules record (`instance:gme_recording_slo_objective:ratio`, the chart's value)."""
@@ -418,7 +527,8 @@ def slo_row(lay: Layout) -> None:
                 f"{title} error budget left",
                 f"The {slo} SLO ({what[slo]}): the share of "
                 f"its error budget left over the last {rules.BUDGET_PERIOD}. Below 0 the "
-                f"objective is missed.",
+                f"objective is missed. All apps of the release, as the alerts see it "
+                f"(the App filter does not apply: the objective is the release's).",
                 "percentunit",
                 f"1 - ({errors}) / (({events}) > 0) / (1 - {objective})",
                 red=0,
@@ -442,7 +552,7 @@ def slo_row(lay: Layout) -> None:
                 f"the {slo} SLO spends its error budget (1 = the whole budget in "
                 f"{rules.BUDGET_PERIOD}). Paged above {page} over both the long and the "
                 "short page windows; ticketed above the slow factor over the ticket "
-                "windows (docs/alerting.md).",
+                "windows (docs/alerting.md). All apps of the release, as the alerts see it.",
                 "short",
                 burns,
             ),
@@ -451,8 +561,8 @@ def slo_row(lay: Layout) -> None:
         )
 
 
-def overview() -> dict[str, Any]:
-    lay = Layout()
+def overview() -> dict[str, object]:
+    lay = Board("gme-rec-overview", "GME recordings: overview")
     lay.row("Now")
     lay.add(
         stat(
@@ -632,17 +742,18 @@ def overview() -> dict[str, Any]:
         timeseries(
             "Orphan events (lost starts)",
             "Completed/uploaded events whose start never "
-            "arrived within the reorder window, per interval (GmeRecordingCallbacksLost). "
-            "Links: the orphan segments in the API and the segment_orphan log lines.",
+            "arrived within the reorder window, per interval (GmeRecordingCallbacksLost), "
+            "all apps (the counter has no app label). Links: the release's orphan segments "
+            "in the API and the segment_orphan log lines.",
             "short",
             [
                 (
-                    f"sum by (event_type) (increase(gme_recording_orphan_events_total{{{SEL}}}"
+                    f"sum by (namespace, event_type) (increase(gme_recording_orphan_events_total{{{SEL}}}"
                     f"[$__rate_interval]))",
                     "{{event_type}}",
                 )
             ],
-            links=segments_link("orphan"),
+            links=segments_links("orphan", per_app=False),
         ),
         8,
         8,
@@ -657,8 +768,13 @@ def overview() -> dict[str, Any]:
             "new ones). Links: that app's stuck segments in the API, and the "
             "segment_stuck log lines.",
             "short",
-            [(f"sum by (app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))", "{{app_id}}")],
-            links=segments_link("stuck"),
+            [
+                (
+                    f"sum by (namespace, app_id) ({SHARED} (gme_recording_stuck_recordings{{{APP}}}))",
+                    "{{app_id}}",
+                )
+            ],
+            links=segments_links("stuck"),
         ),
         6,
         8,
@@ -670,8 +786,8 @@ def overview() -> dict[str, Any]:
             "upload grace, by app (the standing count; GmeRecordingUploadsMissing pages "
             "on new ones). Links: that app's segments in the API, and the log lines.",
             "short",
-            [(f"sum by (app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))", "{{app_id}}")],
-            links=segments_link("upload_missing"),
+            [(f"sum by (namespace, app_id) ({SHARED} (gme_recording_uploads_missing{{{APP}}}))", "{{app_id}}")],
+            links=segments_links("upload_missing"),
         ),
         6,
         8,
@@ -684,19 +800,22 @@ def overview() -> dict[str, Any]:
             "would be stuck or missing an upload, but the callback may have been lost "
             "while the service was not listening. Not paged: look them up in COS "
             "(runbook: Blind windows). Standing count, and new ones per interval by "
-            "app.",
+            "app. Links: the release's unverified segments in the API, and the log lines.",
             "short",
             [
                 (
-                    f'sum({SHARED} (gme_recording_tracked_segments{{{SEL}, state="unverified"}}))',
+                    f"sum by (namespace) ({SHARED} "
+                    f'(gme_recording_tracked_segments{{{SEL}, state="unverified"}}))',
                     "unverified now",
                 ),
                 (
-                    f"sum by (app_id) (increase(gme_recording_unverified_total{{{APP}}}[$__rate_interval]))",
+                    f"sum by (namespace, app_id) (increase(gme_recording_unverified_total{{{APP}}}"
+                    f"[$__rate_interval]))",
                     "new {{app_id}}",
                 ),
             ],
-            links=segments_link("unverified"),
+            # The standing count has no app label: the links list every app's unverified segments.
+            links=segments_links("unverified", per_app=False),
         ),
         6,
         8,
@@ -868,19 +987,16 @@ def overview() -> dict[str, Any]:
         8,
     )
     return dashboard(
-        "gme-rec-overview",
-        "GME recordings: overview",
+        lay,
         "Tencent Cloud GME server-side recordings as gme-recwatch sees them: lifecycle "
         "started -> completed -> uploaded, stuck recordings, missing uploads, callback "
         "health.",
-        ["gme", "gme-recwatch"],
-        lay.panels,
         with_app=True,
     )
 
 
-def service() -> dict[str, Any]:
-    lay = Layout()
+def service() -> dict[str, object]:
+    lay = Board("gme-recwatch-svc", "gme-recwatch: service health")
     lay.row("Overview")
     lay.add(
         stat(
@@ -903,7 +1019,7 @@ def service() -> dict[str, Any]:
         4,
     )
     lay.add(
-        stat(
+        gauge(
             "Store capacity used",
             "Largest share of store capacity in use on any selected "
             "instance (GmeRecwatchStoreNearCapacity above 90%).",
@@ -911,7 +1027,6 @@ def service() -> dict[str, Any]:
             f"max(sum by (instance) (gme_recording_tracked_segments{{{SEL}}}) / on (instance) "
             f"(max by (instance) (gme_recording_store_capacity{{{SEL}}}) > 0))",
             red=0.9,
-            kind="gauge",
         ),
         4,
         4,
@@ -1171,23 +1286,20 @@ def service() -> dict[str, Any]:
         8,
     )
     return dashboard(
-        "gme-recwatch-svc",
-        "gme-recwatch: service health",
+        lay,
         "The gme-recwatch process: HTTP listeners, store memory and capacity, state snapshots, CPU and memory.",
-        ["gme", "gme-recwatch"],
-        lay.panels,
         with_app=False,
     )
 
 
-DASHBOARDS = {
+DASHBOARDS: dict[str, Callable[[], dict[str, object]]] = {
     "gme-recordings-overview.json": overview,
     "gme-recwatch-service.json": service,
 }
 
 
-def render(build: Any) -> str:
-    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+def render(build: Callable[[], dict[str, object]]) -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False, cls=JSONEncoder) + "\n"
 
 
 def main() -> int:

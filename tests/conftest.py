@@ -19,7 +19,11 @@ from hypothesis import settings as hypothesis_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
+# The project's `shared` repository (the protocol notes and the signed vectors), checked out
+# beside this one in CI. Only tests/test_vectors.py reads it: the vectors are vendored under
+# tests/vectors/, so a clone with nothing beside it runs the suite.
 SHARED = ROOT.parent / "shared"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "signed-callbacks.json"
 
 
 def in_ci() -> bool:
@@ -75,8 +79,19 @@ def require_tool(name: str) -> str:
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    """The signed test vectors shipped in ../shared/vectors/."""
-    return json.loads((SHARED / "vectors" / "signed-callbacks.json").read_text(encoding="utf-8"))
+    """The signed test vectors, vendored in tests/vectors/ (a copy of ../shared/vectors/)."""
+    return json.loads(VECTORS.read_text(encoding="utf-8"))
+
+
+def require_shared() -> Path:
+    """The ``shared`` checkout beside this one; skip when it is absent, fail under CI=true
+    (CI checks it out beside the clone, so there a missing one is a broken workflow)."""
+    if (SHARED / "vectors").is_dir() and (SHARED / "spec").is_dir():
+        return SHARED
+    reason = f"{SHARED} (the shared repository with spec/ and vectors/) is not beside this clone"
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true so this test must not skip", pytrace=False)
+    pytest.skip(reason)
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float:

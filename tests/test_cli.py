@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
 from gme_recwatch import cli
 from gme_recwatch import settings as settings_mod
 from gme_recwatch.events import decode
-from gme_recwatch.signature import verify
+from gme_recwatch.signature import SignatureError, verify
 
 SECRET = "cli-test-secret"
 
@@ -197,6 +198,28 @@ def test_send_posts_a_callback_signed_with_the_secret(
     assert json.loads(body)["Detail"]["FileName"].endswith("_audio.mp3")
 
 
+def test_send_signs_with_the_keys_file_key_of_its_biz_id(receiver: str, tmp_path: Any) -> None:
+    keys = tmp_path / "keyring"
+    keys.write_text("1400000001=app-one-key\n*=every-app-key\n")
+    assert cli.main(["send", "--url", receiver, "--keys-file", str(keys), "--biz-id", "1400000001"]) == 0
+    assert cli.main(["send", "--url", receiver, "--keys-file", str(keys), "--biz-id", "1400000002"]) == 0
+    (one, one_sig), (other, other_sig) = _Receiver.got
+    verify(one, one_sig, [b"app-one-key"], "base64")
+    verify(other, other_sig, [b"every-app-key"], "base64")
+    with pytest.raises(SignatureError):  # the app's own key, not the one for every app
+        verify(one, one_sig, [b"every-app-key"], "base64")
+
+
+def test_make_send_signs_with_gme_recwatch_keys_file(receiver: str, tmp_path: Any) -> None:
+    """`make send` beside a service started with a keys file: the key of BIZ_ID, not the demo key."""
+    keys = tmp_path / "keyring"
+    keys.write_text("1400000000=from-the-file\n")
+    r = make_send(receiver, f"GME_RECWATCH_KEYS_FILE={keys}")
+    ((body, sig),) = _Receiver.got
+    verify(body, sig, [b"from-the-file"], "base64")
+    assert "from-the-file" not in r.stdout + r.stderr
+
+
 def test_send_to_nobody_exits_1_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -238,6 +261,14 @@ def _cos_env(s3: Any, bucket: str, tmp_path: Any, user: str = "reader") -> dict[
         "GME_RECWATCH_COS_ENDPOINT": s3.url,
         "GME_RECWATCH_COS_CREDENTIALS_FILE": str(creds),
     }
+
+
+def test_serve_check_online_counts_one_key_and_one_app_in_the_singular(tmp_path: Any) -> None:
+    keys = tmp_path / "keyring"
+    keys.write_text("1400000001=only-key\n")
+    r = _online({"GME_RECWATCH_KEYS_FILE": str(keys)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  keys      : 1 SecretKey; 1 app with keys of their own (1400000001)" in r.stdout.splitlines()
 
 
 def test_serve_check_online_names_an_unreachable_redis_and_fails() -> None:
@@ -353,6 +384,18 @@ def test_the_demo_banner_shows_the_key_only_when_it_is_the_built_in_one() -> Non
     assert "from /etc/keys (not shown)" in ring and "demo key" not in ring
 
 
+def test_the_demo_listens_on_this_machine_only_unless_told_otherwise() -> None:
+    demo = settings_mod.load(env={}, demo=True)
+    assert (demo.host, demo.admin_host) == ("127.0.0.1", "127.0.0.1")
+    assert "listening on : 127.0.0.1 and 127.0.0.1 only" in cli.demo_banner(
+        msgspec.structs.replace(demo, secret_key=settings_mod.DEMO_KEY)
+    )
+    opened = settings_mod.load(env={"GME_RECWATCH_HOST": "0.0.0.0"}, demo=True)
+    assert (opened.host, opened.admin_host) == ("0.0.0.0", "127.0.0.1")
+    assert "reachable from other machines" in cli.demo_banner(opened)
+    assert settings_mod.load(env={"GME_RECWATCH_SECRET_KEY": "k"}).host == "0.0.0.0"  # not a demo
+
+
 def test_the_demo_banner_follows_a_moved_port() -> None:
     text = cli.demo_banner(
         settings_mod.Settings(secret_key=settings_mod.DEMO_KEY, port=9090, callback_path="/gme")
@@ -366,30 +409,34 @@ def test_the_demo_banner_follows_a_moved_port() -> None:
 def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None:
     """`make send GME_RECWATCH_PORT=...`, as the banner says it, reaches that port, signed with
     the key `serve --demo` uses."""
-    import os
     import re
+
+    from conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^DEMO_KEY \?= (\S+)$", makefile, re.M)[1] == settings_mod.DEMO_KEY  # type: ignore[index]
+    make_send(receiver)
+    ((body, sig),) = _Receiver.got
+    verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")
+
+
+def make_send(receiver: str, *variables: str) -> Any:
+    """`make send GME_RECWATCH_PORT=<the receiver's> <variables>` with no GME_RECWATCH_* in the
+    environment, through this venv; it must exit 0."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     from conftest import ROOT
 
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^DEMO_KEY \?= (\S+)$", makefile, re.M)[1] == settings_mod.DEMO_KEY  # type: ignore[index]
     port = receiver.split(":")[2].split("/")[0]
     venv = Path(sys.executable).parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")}
     r = subprocess.run(
         [
-            "make",
-            "-s",
-            "-C",
-            str(ROOT),
-            "-o",
-            f"{venv}/bin/.runtime",
-            "send",
-            f"VENV={venv}",
-            f"GME_RECWATCH_PORT={port}",
+            *("make", "-s", "-C", str(ROOT), "-o", f"{venv}/bin/.runtime", "send", f"VENV={venv}"),
+            *(f"GME_RECWATCH_PORT={port}", *variables),
         ],
         env=env,
         capture_output=True,
@@ -397,5 +444,4 @@ def test_make_send_follows_a_moved_port_with_the_demo_key(receiver: str) -> None
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    ((body, sig),) = _Receiver.got
-    verify(body, sig, [settings_mod.DEMO_KEY.encode()], "base64")
+    return r

@@ -706,6 +706,21 @@ def test_network_policy_opens_callbacks_and_keeps_admin_to_monitoring(chart: hel
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
+def test_network_policy_admits_callbacks_only_from_the_ingress_namespace_named(chart: helm.Chart) -> None:
+    policy = {"enabled": True, "callback": {"ingressNamespace": "ingress-nginx"}}
+    out = render(chart, {"networkPolicy": policy})
+    callback_rule = out.one("NetworkPolicy")["spec"]["ingress"][0]
+    assert callback_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    extra = {"ipBlock": {"cidr": "10.0.0.0/8"}}
+    both = render(chart, {"networkPolicy": {**policy, "callback": {**policy["callback"], "from": [extra]}}})
+    assert both.one("NetworkPolicy")["spec"]["ingress"][0]["from"][1] == extra
+    for doc in both.docs:
+        if doc["kind"] == "NetworkPolicy":
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
 def test_pdb_is_optional(chart: helm.Chart) -> None:
     assert render(chart).of_kind("PodDisruptionBudget") == []
     pdb = render(chart, scenario_values(CHART / "ci" / "exposed-values.yaml")).one("PodDisruptionBudget")
@@ -1055,6 +1070,19 @@ def test_the_canary_runs_every_minute_against_the_public_url(chart: helm.Chart) 
     assert not selector.items() <= labels.items()
 
 
+def test_the_canary_with_an_existing_secret_refuses_to_render_without_its_biz_id(chart: helm.Chart) -> None:
+    """The chart cannot see which apps a Secret it does not manage has keys for: a canary signing
+    as the default 1400000000 would fail, and page, from its first minute on a keyring without
+    that app. So the render fails naming the value; with it, or without the canary, it renders."""
+    ring = {"secret": {"existingSecret": "recwatch-keyring"}}
+    with pytest.raises(
+        Exception, match=r"canary\.bizId is required .*secret\.existingSecret \(recwatch-keyring\)"
+    ):
+        chart.render(ring, name=RELEASE, namespace=NAMESPACE)
+    assert "--biz-id=1400000001" in _canary_args(render(chart, {**ring, "canary": {"bizId": 1400000001}}))
+    assert not render(chart, {**ring, "canary": {"enabled": False}}).of_kind("CronJob")
+
+
 def test_the_canary_url_falls_back_to_the_service_and_can_be_set(chart: helm.Chart) -> None:
     inside = render(chart, {"canary": {"enabled": True}}).one("CronJob")
     args = inside["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -1204,3 +1232,58 @@ def test_the_production_example_wires_every_part(chart: helm.Chart) -> None:
     assert "cos-buckets" in {m["name"] for m in check["spec"]["containers"][0]["volumeMounts"]}
     loaded = settings.load({k: v for k, v in env.items() if isinstance(v, str)})
     assert loaded.cos_enabled and loaded.redis_url and loaded.keys_file
+
+
+def test_the_production_example_is_quiet_on_day_one(chart: helm.Chart) -> None:
+    """ci/production-values.yaml: the canary signs for a BizID it names (the keyring Secret's),
+    the inhibit rules are installed for kube-prometheus-stack's Alertmanager, and the
+    NetworkPolicy admits callbacks only from the ingress controller's namespace."""
+    values = scenario_values(CHART / "ci" / "production-values.yaml")
+    out = render(chart, values)
+    assert values["secret"]["existingSecret"] and values["canary"]["bizId"] > 0
+    assert f"--biz-id={values['canary']['bizId']}" in _canary_args(out)
+    am = out.one("AlertmanagerConfig")
+    assert am["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load((CHART / "files" / "alertmanager" / "inhibit-rules.yaml").read_text())
+    assert am["spec"]["inhibitRules"] == shipped["inhibitRules"] and shipped["inhibitRules"]
+    np = out.one("NetworkPolicy")
+    callback_rule, admin_rule = np["spec"]["ingress"]
+    assert callback_rule["ports"] == [{"port": "callback", "protocol": "TCP"}]
+    assert callback_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    # Without the BizID the same file would not render at all.
+    del values["canary"]["bizId"]
+    with pytest.raises(Exception, match=r"canary\.bizId is required"):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_the_chart_readme_renders_the_production_example_offline(chart: helm.Chart) -> None:
+    """The README's `helm template` command: no cluster, the production values; what it renders
+    (here through helm-python-sdk, the same engine) is valid Kubernetes and the CRDs' fields."""
+    import shlex
+
+    readme = (CHART / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith("helm template ")]
+    words = shlex.split(line.split(">")[0])
+    assert words[:4] == ["helm", "template", "recwatch", "./helm/gme-recwatch"]
+    assert "--kube-context" not in words and "--validate" not in words  # offline: no API server
+    namespace = words[words.index("-n") + 1]
+    values = yaml.safe_load((ROOT / words[words.index("-f") + 1]).read_text())
+    raw = chart.render(values, name=words[2], namespace=namespace, is_install=True)
+    docs = [
+        d
+        for path, text in sorted(raw.items())
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "CronJob", "NetworkPolicy", "AlertmanagerConfig", "PrometheusRule"} <= kinds
+    for doc in docs:
+        crd_check = CRD_VALIDATORS.get((doc["apiVersion"], doc["kind"]))
+        if crd_check is not None:
+            crd_check(doc)
+        else:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)

@@ -29,7 +29,7 @@ import readme_tables
 README = (ROOT / "README.md").read_text()
 DOCS = ROOT / "docs"
 # Commands shown for the reader's own environment: checked for shape, never run here.
-NOT_RUN = {"docker", "cosign", "kubectl", "openssl"}
+NOT_RUN = {"docker", "cosign", "kubectl", "openssl", "prometheus"}  # prometheus: e2e/test_readme_prometheus.py
 
 
 def blocks(text: str, lang: str) -> list[str]:

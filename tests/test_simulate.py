@@ -161,6 +161,43 @@ def test_summary_end_states_follow_the_lifecycle_rules() -> None:
     assert "expected_segments" not in s.to_json()  # the summary stays a summary
 
 
+def test_with_a_bucket_a_segment_whose_file_is_there_is_expected_reconciled() -> None:
+    """A service that looks files up in the bucket finds the file of a segment whose upload (or
+    completion) callback was lost: uploaded, not upload_missing or stuck (an orphan without its
+    start); a segment whose file is not there keeps its problem."""
+    plan = make_plan(SimConfig(rooms=4, users_per_room=1, segments_per_task=1, mixed_fraction=0))
+    delivered: Counter[tuple[int, int]] = Counter(
+        {
+            (0, STARTED): 1,
+            (0, COMPLETED): 1,  # upload callback lost, file there
+            (1, STARTED): 1,  # completion and upload callbacks lost, file there
+            (2, COMPLETED): 1,  # start and upload callbacks lost, file there
+            (3, STARTED): 1,
+            (3, COMPLETED): 1,  # never uploaded: no file
+        }
+    )
+    alone = summarise(plan, delivered, Counter(), sent=set(delivered))
+    assert alone.expected_end_states == {"uploaded": 0, "stuck": 1, "upload_missing": 3, "orphan": 0}
+    assert alone.expected_reconciled == 0
+    cos = summarise(plan, delivered, Counter(), sent=set(delivered), in_bucket={0, 1, 2})
+    assert cos.expected_end_states == {"uploaded": 2, "stuck": 0, "upload_missing": 1, "orphan": 1}
+    assert cos.expected_reconciled == 3
+    assert [x["room_id"] for x in cos.expected_segments["upload_missing"]] == [plan.segments[3].room_id]
+    assert [x["room_id"] for x in cos.expected_segments["orphan"]] == [plan.segments[2].room_id]
+
+
+def test_without_seed_each_run_gets_a_fresh_one_and_with_seed_the_same_plan() -> None:
+    from gme_recwatch.simulate import config_from_args
+
+    parser = cli.build_parser()
+    fresh = [parser.parse_args(["simulate"]) for _ in range(3)]
+    seeds = {config_from_args(a).seed for a in fresh}
+    assert len(seeds) == 3 and 0 not in seeds
+    assert {a.seed for a in fresh} == seeds  # set on the args, for the command to print
+    again = config_from_args(parser.parse_args(["simulate", "--seed", str(fresh[0].seed)]))
+    assert make_plan(again).sends == make_plan(config_from_args(fresh[0])).sends
+
+
 def test_cli_says_on_stderr_when_nothing_listens_and_exits_non_zero(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -289,6 +326,30 @@ def test_a_retry_goes_to_the_next_replica_so_a_dead_one_costs_one_attempt() -> N
     assert s.transport_errors == s.retries == hosts["dead.test"]
     assert max(attempts.values()) == 2  # never the dead one twice in a row
     assert all(c.undelivered == 0 for c in s.events.values())
+
+
+def test_the_sender_reports_how_far_behind_its_plan_it_got_events_through() -> None:
+    """A service that answers one request at a time, 50 ms each: the sixth of six events due
+    at once gets its 200 about 0.3 s after its planned time, and the summary says so (a test
+    comparing deadline outcomes checks it against its margin rather than assume the sender
+    kept pace). A prompt service leaves the figure near zero."""
+    plan = make_plan(_quick(rooms=1, users_per_room=2, time_scale=1000))  # 6 events due within 1 ms
+    sender = SenderConfig(url="http://sim.test/callback", secret=SECRET, concurrency=1)
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json={"code": 0})
+
+    async def go(transport: httpx.AsyncBaseTransport) -> Summary:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await run(plan, sender, client)
+
+    late = asyncio.run(go(httpx.MockTransport(slow)))
+    assert len(plan.sends) == 6 and late.statuses == {"200": 6}
+    assert 0.28 <= late.max_lateness_seconds < 2.0
+    prompt = asyncio.run(go(_transport(0, Counter())))
+    assert prompt.max_lateness_seconds < 0.25
+    assert '"max_lateness_seconds"' in late.to_json()
 
 
 def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:

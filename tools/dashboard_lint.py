@@ -1,10 +1,19 @@
-"""The rules of Grafana's dashboard-linter, checked in Python: `python tools/dashboard_lint.py FILE...`
+"""What no library checks in our dashboards: `python tools/dashboard_lint.py [--promtool P] FILE...`
 
-dashboard-linter (github.com/grafana/dashboard-linter) is a Go program; this repository does not
-build Go, so its rule set is re-stated here, rule by rule, with the same names, and run over the
-shipped dashboards by tests/test_dashboards.py. PromQL validity (target-promql-rule,
-template-label-promql-rule) is checked by promtool, when given (``--promtool``), by compiling
-every query, with the dashboard variables substituted, as a recording rule.
+grafana-foundation-sdk (dashboards/generate.py) gives every panel, option and link the shape
+Grafana's schema wants, and tests/test_dashboards.py validates the output against that schema.
+Neither knows what a query means. These rules do, after grafana/dashboard-linter's (same names)
+and the monitoring-mixin conventions:
+
+- every panel has a title, a description, a unit Grafana knows, and queries;
+- every query uses the templated Prometheus data source, `$__rate_interval` in every rate() and
+  increase(), counters only inside rate/irate/increase, and every selector the release's
+  filters (cluster, namespace, job, instance; app where the metric has an app and the whole
+  query is per app);
+- every metric a query or a variable reads exists (`known`: the service's registry and the
+  recording rules, given by the caller), and every query compiles (promtool, when given);
+- the variables: templated data sources, multi-select job and instance with `.+` for All,
+  refreshed when the time range changes; a stable uid.
 
 Exit status 1 when any rule reports an error (or a warning with ``--strict``).
 """
@@ -17,54 +26,22 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Units Grafana knows (its valueFormats categories); the subset a monitoring dashboard uses.
+# Units Grafana knows (its valueFormats categories); the subset a monitoring dashboard uses. The
+# schema types a unit as any string, so a typo would pass it.
 UNITS = frozenset(
-    {
-        "none",
-        "short",
-        "percent",
-        "percentunit",
-        "bytes",
-        "decbytes",
-        "bits",
-        "kbytes",
-        "mbytes",
-        "gbytes",
-        "Bps",
-        "bps",
-        "pps",
-        "dateTimeAsIso",
-        "dateTimeFromNow",
-        "ns",
-        "µs",
-        "ms",
-        "s",
-        "m",
-        "h",
-        "d",
-        "dtdurations",
-        "dtdhms",
-        "cps",
-        "ops",
-        "reqps",
-        "rps",
-        "wps",
-        "iops",
-        "cpm",
-        "opm",
-        "rpm",
-        "wpm",
-        "bool",
-        "hertz",
-    }
+    "none short percent percentunit bytes decbytes bits kbytes mbytes gbytes Bps bps pps "
+    "dateTimeAsIso dateTimeFromNow ns µs ms s m h d dtdurations dtdhms cps ops reqps rps wps iops "
+    "cpm opm rpm wpm bool hertz".split()
 )
-QUERY_PANELS = frozenset({"stat", "singlestat", "graph", "table", "timeseries", "gauge", "bargauge", "heatmap"})
-PROM_DS_UIDS = frozenset({"$datasource", "${datasource}", "$prometheus_datasource", "${prometheus_datasource}"})
+QUERY_PANELS = frozenset({"stat", "table", "timeseries", "gauge", "bargauge", "heatmap"})
+PROM_DS_UIDS = frozenset({"$prometheus_datasource", "${prometheus_datasource}"})
+# Filters on every selector: the release and the instance.
+RELEASE = ("cluster", "namespace", "job", "instance")
 # What dashboard-linter substitutes for Grafana's own variables before parsing a query.
 GLOBALS = {
     "$__rate_interval": "8869990787ms",
@@ -246,21 +223,22 @@ def _check_template(d: dict[str, Any], name: str, rule: str) -> Iterator[Finding
         yield Finding(rule, "error", name, f"allValue should be '.+', is {t.get('allValue')!r}")
 
 
-def _query_of(t: dict[str, Any]) -> str:
-    q = t.get("query")
-    return str(q.get("query", "")) if isinstance(q, dict) else str(q or "")
+_LABEL_VALUES = re.compile(r"label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)")
 
 
-def _rule_template_label_promql(d: dict[str, Any]) -> Iterator[Finding]:
+def _rule_template_label_promql(d: dict[str, Any], known: Callable[[str], bool]) -> Iterator[Finding]:
     for t in templates(d):
         if t.get("type") != "query":
             continue
-        q = _query_of(t)
-        m = re.fullmatch(r"label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)", q.strip())
-        if not m and not re.fullmatch(r"label_values\(\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)", q.strip()):
+        m = _LABEL_VALUES.fullmatch(str(t.get("query", "")).strip())
+        if not m:
             yield Finding(
-                "template-label-promql-rule", "error", t["name"], f"not a label_values() query: {q!r}"
+                "template-label-promql-rule", "error", t["name"], "not a label_values(selector, label)"
             )
+            continue
+        for sel in selectors(m.group(1)):
+            if sel.name and not known(sel.name):
+                yield Finding("template-metric-rule", "error", t["name"], f"unknown metric {sel.name}")
 
 
 def _rule_on_time_change_reload(d: dict[str, Any]) -> Iterator[Finding]:
@@ -278,14 +256,6 @@ def _targets(p: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in p.get("targets", []) if "expr" in t]
 
 
-def _prometheus_targets(p: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        t
-        for t in _targets(p)
-        if "prometheus" in str((t.get("datasource") or p.get("datasource") or {}).get("type", "prometheus"))
-    ]
-
-
 def _rule_panels(d: dict[str, Any]) -> Iterator[Finding]:
     for p in panels(d):
         where = f"panel {p.get('title')!r}"
@@ -296,7 +266,7 @@ def _rule_panels(d: dict[str, Any]) -> Iterator[Finding]:
             yield Finding("panel-datasource-rule", "error", where, "does not use the templated data source")
         if not (p.get("title") or "").strip() or not (p.get("description") or "").strip():
             yield Finding("panel-title-description-rule", "error", where, "needs a title and a description")
-        if kind in {"stat", "singlestat", "graph", "table", "timeseries", "gauge"}:
+        if kind in QUERY_PANELS:
             unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
             if unit not in UNITS:
                 yield Finding("panel-units-rule", "error", where, f"no or invalid unit {unit!r}")
@@ -304,9 +274,12 @@ def _rule_panels(d: dict[str, Any]) -> Iterator[Finding]:
             yield Finding("panel-no-targets-rule", "error", where, "has no queries")
 
 
-def _rule_targets(d: dict[str, Any]) -> Iterator[Finding]:
+def _rule_targets(
+    d: dict[str, Any], known: Callable[[str], bool], app_labelled: Callable[[str], bool]
+) -> Iterator[Finding]:
+    has_app = any(t["name"] == "app_id" for t in templates(d))
     for p in panels(d):
-        for t in _prometheus_targets(p):
+        for t in _targets(p):
             where = f"panel {p.get('title')!r} query {t.get('refId')}"
             expr = expand(t["expr"], d)
             for fn in re.finditer(r"\b(i?rate)\s*\(", expr):
@@ -320,11 +293,18 @@ def _rule_targets(d: dict[str, Any]) -> Iterator[Finding]:
                         f"{fn.group(1)}() should use $__rate_interval",
                     )
             raw = t["expr"]
-            for sel in selectors(raw):
-                for label in ("job", "instance"):
+            found = list(selectors(raw))
+            # A query that also reads a metric without app (an SLO's denominator) is the
+            # release's figure: no app filter in it anywhere (tests/test_dashboards.py checks).
+            per_app = has_app and all(sel.name and app_labelled(sel.name) for sel in found)
+            for sel in found:
+                if sel.name and not known(sel.name):
+                    yield Finding("target-metric-rule", "error", where, f"unknown metric {sel.name}")
+                wanted = [*RELEASE, "app_id"] if per_app else RELEASE
+                for label in wanted:
                     if sel.matchers.get(label) != ("=~", f"${label}"):
                         yield Finding(
-                            f"target-{label}-rule",
+                            f"target-{label.removesuffix('_id')}-rule",
                             "error",
                             where,
                             f'{sel.name or "selector"} lacks {label}=~"${label}"',
@@ -346,12 +326,12 @@ def _rule_promql(d: dict[str, Any], promtool: str) -> Iterator[Finding]:
     """Every query and every label_values() selector compiles, checked by promtool."""
     exprs: list[tuple[str, str, str]] = []
     for p in panels(d):
-        for t in _prometheus_targets(p):
+        for t in _targets(p):
             exprs.append(
                 ("target-promql-rule", f"panel {p.get('title')!r} query {t.get('refId')}", expand(t["expr"], d))
             )
     for t in templates(d):
-        m = re.fullmatch(r"label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)", _query_of(t).strip())
+        m = _LABEL_VALUES.fullmatch(str(t.get("query", "")).strip())
         if t.get("type") == "query" and m:
             exprs.append(("template-label-promql-rule", t["name"], expand(m.group(1), d)))
     if not exprs or _compiles([e for _, _, e in exprs], promtool) is None:
@@ -388,25 +368,36 @@ def _compiles(exprs: list[str], promtool: str) -> str | None:
     return (out.stderr or out.stdout).strip().splitlines()[-1]
 
 
-def lint(d: dict[str, Any], promtool: str | None = None) -> list[Finding]:
+def _everything(name: str) -> bool:
+    return True
+
+
+def _nothing(name: str) -> bool:
+    return False
+
+
+def lint(
+    d: dict[str, Any],
+    promtool: str | None = None,
+    known: Callable[[str], bool] = _everything,
+    app_labelled: Callable[[str], bool] = _nothing,
+) -> list[Finding]:
+    """The findings on dashboard `d`. `known(metric)` says whether a metric exists (default:
+    all do), `app_labelled(metric)` whether it has an app_id label (default: none has)."""
     found = [
         *_rule_template_datasource(d),
         *_check_template(d, "job", "template-job-rule"),
         *_check_template(d, "instance", "template-instance-rule"),
-        *_rule_template_label_promql(d),
+        *_rule_template_label_promql(d, known),
         *_rule_on_time_change_reload(d),
         *_rule_panels(d),
-        *_rule_targets(d),
+        *_rule_targets(d, known, app_labelled),
     ]
-    if d.get("editable") is not False:
-        found.append(
-            Finding(
-                "uneditable-dashboard",
-                "warning",
-                d.get("title", ""),
-                "provisioned dashboards should be editable: false",
-            )
-        )
+    if not re.fullmatch(r"[a-z0-9-]{3,40}", d.get("uid") or ""):
+        found.append(Finding("dashboard-uid-rule", "error", d.get("title", ""), "uid missing or unstable"))
+    for name in RELEASE:
+        if not any(t["name"] == name for t in templates(d)):
+            found.append(Finding("template-release-rule", "error", d.get("title", ""), f"no `{name}` variable"))
     if promtool:
         found.extend(_rule_promql(d, promtool))
     return found

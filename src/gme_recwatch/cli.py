@@ -90,6 +90,12 @@ def _send_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--url", default="http://127.0.0.1:8080/callback")
     p.add_argument("--secret", help="SecretKey (default: $GME_RECWATCH_SECRET_KEY)")
     p.add_argument(
+        "--keys-file",
+        default=os.environ.get("GME_RECWATCH_KEYS_FILE", ""),
+        help="or a keyring file of `BizID=key` lines: signs with --biz-id's key "
+        "(default: $GME_RECWATCH_KEYS_FILE)",
+    )
+    p.add_argument(
         "--event",
         default="started",
         choices=sorted(_EVENTS),
@@ -214,11 +220,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.online:
         print("gme-recwatch: --online goes with --check", file=sys.stderr)
         return 2
+    taken = ports_in_use(settings)
+    if taken:
+        print(f"gme-recwatch: {taken}", file=sys.stderr)
+        return 2
     if args.demo:
         print(demo_banner(settings), flush=True)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.http_stack)) as runner:
         runner.run(run(service))
     return 0
+
+
+def ports_in_use(settings: settings_mod.Settings) -> str | None:
+    """Why a listener cannot bind, naming the setting that moves it; None when both can. Checked
+    before anything is printed, so a clash is the only thing said (the listeners, started
+    later, still report a port taken meanwhile)."""
+    import errno
+    import socket
+
+    problems = []
+    for name, host, port in (
+        ("GME_RECWATCH_PORT", settings.host, settings.port),
+        ("GME_RECWATCH_ADMIN_PORT", settings.admin_host, settings.admin_port),
+    ):
+        try:
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError:
+            continue  # an address the listener itself will refuse, with its own message
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener does
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+                problems.append(f"{host}:{port} ({name}): {why}")
+
+    if not problems:
+        return None
+    return (
+        f"could not listen on {' and '.join(problems)}. Stop what holds it (an earlier "
+        "`make run`?) or move the listeners with GME_RECWATCH_PORT and "
+        "GME_RECWATCH_ADMIN_PORT (--port, --admin-port)"
+    )
 
 
 def demo_banner(settings: settings_mod.Settings) -> str:
@@ -248,8 +292,21 @@ def demo_banner(settings: settings_mod.Settings) -> str:
         f"{took(settings.upload_grace_seconds)} after completion, orphan without a start "
         f"after {took(settings.reorder_window_seconds)}"
     )
+    local = settings.host in ("127.0.0.1", "::1", "localhost") and settings.admin_host in (
+        "127.0.0.1",
+        "::1",
+        "localhost",
+    )
+    listen = (
+        f"{settings.host} and {settings.admin_host} only (GME_RECWATCH_HOST / GME_RECWATCH_ADMIN_HOST "
+        "open them to other machines)"
+        if local
+        else f"{settings.host}:{settings.port} and {settings.admin_host}:{settings.admin_port}: reachable from "
+        "other machines (the admin API lists room and user ids)"
+    )
     return (
         f"\n  gme-recwatch {__version__} (demo: never in production)\n"
+        f"  listening on : {listen}\n"
         f"  callback URL : {url}\n"
         f"  metrics      : {admin}/metrics\n"
         f"  segments     : {admin}/api/v1/segments?state=stuck   "
@@ -290,10 +347,8 @@ def _post(
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    secret = args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", "")
-    keys = parse_secret_list(secret)
-    if not keys:
-        print("gme-recwatch send: pass --secret or set GME_RECWATCH_SECRET_KEY", file=sys.stderr)
+    key = _key_or_say_why("send", args)
+    if key is None:
         return 2
     body = encode_callback(
         biz_id=args.biz_id,
@@ -306,14 +361,31 @@ def cmd_send(args: argparse.Namespace) -> int:
         timestamp=args.timestamp if args.timestamp is not None else int(time.time()),
         file_name=f"{args.biz_id}_{args.room_id}_{args.user_id}/demo_{args.task_id}_audio.mp3",
     )
-    resp = _post("send", args.url, body, keys[0], args.encoding, args.timeout)
+    resp = _post("send", args.url, body, key, args.encoding, args.timeout)
     if resp is None:
         return 1
     print(f"{resp.status_code} {resp.text}")
     return 0 if resp.status_code == 200 else 1
 
 
-def _canary_key(args: argparse.Namespace) -> str | None:
+def _key_or_say_why(command: str, args: argparse.Namespace) -> str | None:
+    """The key `send` or `canary` signs with, or None after saying on stderr why there is none."""
+    try:
+        key = _signing_key(args)
+    except (OSError, KeyringError, UnicodeDecodeError) as exc:
+        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
+        print(f"gme-recwatch {command}: cannot load {args.keys_file}: {what}", file=sys.stderr)
+        return None
+    if key is None:
+        print(
+            f"gme-recwatch {command}: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
+            f"--keys-file (GME_RECWATCH_KEYS_FILE) with a key for BizID {args.biz_id}",
+            file=sys.stderr,
+        )
+    return key
+
+
+def _signing_key(args: argparse.Namespace) -> str | None:
     """The key to sign with: --secret, $GME_RECWATCH_SECRET_KEY, else the keyring's for the app."""
     keys = parse_secret_list(args.secret or os.environ.get("GME_RECWATCH_SECRET_KEY", ""))
     if keys:
@@ -327,18 +399,8 @@ def _canary_key(args: argparse.Namespace) -> str | None:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    try:
-        key = _canary_key(args)
-    except (OSError, KeyringError, UnicodeDecodeError) as exc:
-        what = str(exc) if isinstance(exc, KeyringError) else type(exc).__name__
-        print(f"gme-recwatch canary: cannot load {args.keys_file}: {what}", file=sys.stderr)
-        return 2
+    key = _key_or_say_why("canary", args)
     if key is None:
-        print(
-            "gme-recwatch canary: pass --secret, set GME_RECWATCH_SECRET_KEY, or give a "
-            f"--keys-file with a key for BizID {args.biz_id}",
-            file=sys.stderr,
-        )
         return 2
     started = time.monotonic()
     resp = _post(
@@ -440,7 +502,19 @@ def cmd_segments(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command. A reader that stops early (``segments --json | head``) ends it quietly:
+    what it did not read is not an error, and no traceback follows."""
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except BrokenPipeError:
+        # The interpreter flushes stdout again at exit: point it at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "simulate":

@@ -106,7 +106,8 @@ async def check_online(service: Service) -> tuple[list[str], str | None]:
     ring = service.keys.current
     apps = ring.app_ids()
     lines.append(
-        f"keys      : {len(ring)} SecretKeys; {len(apps)} apps with keys of their own"
+        f"keys      : {len(ring)} SecretKey{'' if len(ring) == 1 else 's'}; "
+        f"{len(apps)} app{'' if len(apps) == 1 else 's'} with keys of their own"
         + (f" ({', '.join(map(str, apps))})" if apps else "")
         + ("; a key for every app" if ring.keys_for(None) else "")
     )
@@ -156,7 +157,12 @@ async def run(service: Service) -> None:
             for srv in servers:
                 srv.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise SystemExit(f"could not listen on {' and '.join(failed)}")
+            names = {s.port: "GME_RECWATCH_PORT", s.admin_port: "GME_RECWATCH_ADMIN_PORT"}
+            raise SystemExit(
+                "could not listen on "
+                + " and ".join(f"{addr} ({names.get(int(addr.rsplit(':', 1)[1]), 'port')})" for addr in failed)
+                + "; move the listeners with GME_RECWATCH_PORT and GME_RECWATCH_ADMIN_PORT"
+            )
         await asyncio.sleep(0.02)
     service.start_background()
     service.log.info(

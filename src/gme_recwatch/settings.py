@@ -43,10 +43,14 @@ _REGION: Final = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 # shows stuck, missing-upload and orphan segments within a minute. Only where the environment
 # or a flag sets nothing: explicit settings win.
 DEMO_KEY: Final = "recwatch-demo-key-change-me"
-DEMO_DEFAULTS: Final[Mapping[str, int]] = {
+DEMO_DEFAULTS: Final[Mapping[str, int | str]] = {
     "max_recording_seconds": 20,
     "upload_grace_seconds": 10,
     "reorder_window_seconds": 10,
+    # The demo key is public and the admin API lists room and user ids: this machine only,
+    # unless GME_RECWATCH_HOST / GME_RECWATCH_ADMIN_HOST say otherwise.
+    "host": "127.0.0.1",
+    "admin_host": "127.0.0.1",
 }
 
 

@@ -105,7 +105,8 @@ class SimConfig:
     biz_id: int = 1400000000
     """BizID (AppID) of every callback."""
     seed: int = 0
-    """Seed of the plan; also part of room ids so that runs with other seeds do not collide."""
+    """Seed of the plan; also part of room ids so that runs with other seeds do not collide.
+    The command picks a fresh one unless ``--seed`` is given (:func:`fresh_seed`)."""
 
     def validate(self) -> SimConfig:
         for name in (
@@ -319,6 +320,11 @@ class Summary:
     timeouts: int = 0
     retries: int = 0
     elapsed_seconds: float = 0.0
+    max_lateness_seconds: float = 0.0
+    """How far behind the plan the sender got an event through at worst: the latest first 200
+    of an event after the real time the plan gave it (rate slots and retries included). The plan's timing
+    holds at the service only to within this: on a loaded machine a segment's events can reach
+    the service this much further apart than planned, and so reach a deadline the plan did not."""
     files_uploaded: int = 0
     """Files written to the bucket (``--s3-bucket``); 0 without one."""
     upload_errors: int = 0
@@ -326,6 +332,10 @@ class Summary:
     uploaded_files_without_callback: int = 0
     """Files in the bucket whose "uploaded" callback never got its 200: what a COS lookup
     finds although the service was never told."""
+    expected_reconciled: int = 0
+    """Segments that would end stuck or upload_missing on their callbacks alone but whose file
+    is in the bucket: a service that looks files up there (``GME_RECWATCH_COS_BUCKET``) finds
+    them and counts the lost callbacks instead (``expected_end_states`` already says so)."""
 
     expected_segments: dict[str, list[dict[str, str | int]]] = field(default_factory=dict)
     """The segments behind each problem count of ``expected_end_states`` (stuck,
@@ -343,12 +353,17 @@ def summarise(
     delivered: Counter[tuple[int, int]],
     bad_answered: Counter[int],
     sent: set[tuple[int, int]] | None = None,
+    in_bucket: set[int] | None = None,
 ) -> Summary:
     """The summary for a plan, given how often each (segment, event type) was answered 200.
 
     End states follow the lifecycle rules: with the start, the furthest event seen decides
     (uploaded, else upload_missing, else stuck); without it the segment is an orphan, which
-    ends upload_missing if only its completion arrived.
+    ends upload_missing if only its completion arrived. ``in_bucket``: the segments whose file
+    the bucket holds, for a service that looks files up in it before calling a segment stuck
+    or missing its upload; a file found there completes and uploads the segment
+    (:func:`gme_recwatch.lifecycle.found_in_cos`), so it ends uploaded (orphan without its
+    start) and counts in ``expected_reconciled``.
     """
     counts = {EVENT_NAMES[et]: EventCounts() for et in EVENT_TYPES}
     for _, et in plan.generated:
@@ -372,13 +387,17 @@ def summarise(
 
     ends = dict.fromkeys(END_STATES, 0)
     problems: dict[str, list[dict[str, str | int]]] = {state: [] for state in END_STATES if state != "uploaded"}
-    untracked = orphans = completed = 0
+    untracked = orphans = completed = reconciled = 0
+    found = in_bucket or set()
     for seg in range(len(plan.segments)):
         s, c, u = (delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES)
         completed += c
         if not (s or c or u):
             untracked += 1
             continue
+        if seg in found and not u:  # looked up at its deadline, and there
+            c = u = True
+            reconciled += 1
         if s:
             end = "uploaded" if u else "upload_missing" if c else "stuck"
         else:
@@ -398,6 +417,7 @@ def summarise(
         completed_segments=completed,
         reordered_segments=plan.reordered,
         expected_segments=problems,
+        expected_reconciled=reconciled,
     )
 
 
@@ -568,7 +588,9 @@ async def run(
         statuses[str(resp.status_code)] += 1
         return resp.status_code
 
-    async def deliver(send: Send) -> None:
+    lateness = [0.0]
+
+    async def deliver(send: Send, due: float) -> None:
         if send.copy == "bad_signature":
             # A forged or corrupted copy: the rejection is the expected answer, not retried.
             if await attempt(send, pick_url()) is not None:
@@ -579,6 +601,8 @@ async def run(
         url = pick_url()
         while True:
             if await attempt(send, url) == 200:
+                if send.copy == "original":
+                    lateness[0] = max(lateness[0], loop.time() - due)
                 delivered[(send.segment, send.event_type)] += 1
                 return
             if loop.time() + delay - first > sender.retry_seconds:
@@ -614,7 +638,9 @@ async def run(
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(deliver(send)))
+            # Lateness counts from the plan's time, not from the rate's slot: a slot is a delay
+            # the plan did not give the event either.
+            tasks.append(asyncio.create_task(deliver(send, started + send.at / cfg.time_scale)))
             if len(tasks) >= 4096:  # keep the list of finished tasks short on long runs
                 tasks = [t for t in tasks if not t.done()]
         await asyncio.gather(*tasks)
@@ -625,13 +651,15 @@ async def run(
                 task.cancel()
         if own:
             await http.aclose()
-    summary = summarise(plan, delivered, bad_answered)
+    # With a bucket, the expectation is that of a service looking files up in it.
+    summary = summarise(plan, delivered, bad_answered, in_bucket=in_bucket if s3 is not None else None)
     summary.requests = tally["requests"]
     summary.statuses = dict(sorted(statuses.items()))
     summary.transport_errors = tally["transport_errors"]
     summary.timeouts = tally["timeouts"]
     summary.retries = tally["retries"]
     summary.elapsed_seconds = round(loop.time() - started, 3)
+    summary.max_lateness_seconds = round(lateness[0], 3)
     summary.files_uploaded = tally["files_uploaded"]
     summary.upload_errors = tally["upload_errors"]
     summary.uploaded_files_without_callback = sum(1 for seg in in_bucket if not delivered.get((seg, UPLOADED)))
@@ -698,6 +726,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = SimConfig()
     for name, help_text in _FLAGS.items():
         default = getattr(defaults, name)
+        if name == "seed":  # a second run must not replay the first one's segments as duplicates
+            p.add_argument(
+                "--seed", type=int, default=None, help=f"{help_text} [default: a fresh one, printed]"
+            )
+            continue
         p.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -753,7 +786,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def fresh_seed() -> int:
+    """A seed for a run that gave none: its rooms, users and tasks are new to the service."""
+    return random.SystemRandom().randrange(1, 1_000_000)
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The plan the flags ask for; without ``--seed``, a fresh seed (``args.seed`` is set to
+    it, so the caller can print it)."""
+    if args.seed is None:
+        args.seed = fresh_seed()
     return SimConfig(**{name: getattr(args, name) for name in _FLAGS}).validate()
 
 
@@ -831,6 +873,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"gme-recwatch simulate: {line}", file=sys.stderr, flush=True)
 
     say(
+        f"seed {plan.config.seed} (--seed {plan.config.seed} replays this run): "
         f"{len(plan.segments)} segments, {len(plan.sends)} requests to {args.url}, about "
         f"{max((s.at for s in plan.sends), default=0) / plan.config.time_scale:.0f} s"
     )
@@ -843,8 +886,13 @@ def main(args: argparse.Namespace) -> int:
     if args.expected_file:
         write_expected(summary, args.expected_file)
         ends = summary.expected_end_states
+        cos = (
+            f" (with {target.bucket} looked up by the service: {summary.expected_reconciled} found there)"
+            if target is not None
+            else ""
+        )
         say(
-            f"expected once the deadlines pass: stuck {ends['stuck']}, upload_missing "
+            f"expected once the deadlines pass{cos}: stuck {ends['stuck']}, upload_missing "
             f"{ends['upload_missing']}, orphan {ends['orphan']}; their keys are in "
             f"{os.path.abspath(args.expected_file)}"
         )

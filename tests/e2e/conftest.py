@@ -156,7 +156,9 @@ def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, s
             [str(exe), "serve", *serve_args], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     svc = RunningService(proc, port, admin, log_path, env=env)
-    deadline = time.monotonic() + 30
+    # A start takes about a second; at load 25 on 2 cores (seven developers' suites and two CPU
+    # hogs) services took over 30 s to become ready, and the test failed before it began.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             error = _PortTaken if "address already in use" in svc.logs() else RuntimeError

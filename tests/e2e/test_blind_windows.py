@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .conftest import RunningService
+from .conftest import BIZ_ID, RunningService
 
 Factory = Callable[..., RunningService]
 
@@ -85,6 +85,16 @@ def test_kill_9_opens_a_blind_window_at_the_last_snapshot(service_factory: Facto
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(window["start"])
     )
     assert [s["room_id"] for s in _segments(restarted, "stuck")] == ["after"]
+    # The overview's "Unverified segments" links, for its standing count (no labels) and for
+    # the new ones of an app, list it.
+    from test_dashboards import api_links
+
+    urls = api_links("unverified", {}, restarted.admin_url)
+    urls += api_links("unverified", {"app_id": str(BIZ_ID)}, restarted.admin_url)
+    assert urls
+    for url in urls:
+        listed = httpx.get(url, timeout=5).json()["segments"]
+        assert [s["room_id"] for s in listed] == ["before"], url
     assert restarted.metric("gme_recording_unverified_total") == 1
     assert '"event": "segment_unverified"' in restarted.logs()
 

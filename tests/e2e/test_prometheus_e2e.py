@@ -172,27 +172,66 @@ def test_drill_down_api_and_logs_name_the_affected_segments(
         assert f'"event": "{event}"' in logs, event
 
 
+# The room of each problem the scenario makes, by the state the drill-down API lists it in.
+PROBLEM_ROOMS = {"stuck": "r-stuck", "upload_missing": "r-missing", "orphan": "r-orphan"}
+
+
+def test_each_api_link_lists_the_problem_its_series_counts(
+    stack: tuple[RunningService, PrometheusServer],
+) -> None:
+    """The overview's drill-down links, rendered for every series its panel's queries return
+    from the real Prometheus (tests/grafana_links.py interpolates them as Grafana does) and
+    followed against the real service: each lists the segment of its kind. The unverified
+    link is followed in tests/e2e/test_blind_windows.py (it needs a blind window)."""
+    from test_dashboards import api_linked_panels, api_links
+
+    svc, prom = stack
+    prom.wait_for_alert("GmeRecordingUploadsMissing", timeout=60)
+    prom.wait_for('gme_recording_tracked_segments{state="orphan"} > 0')
+    panels = api_linked_panels()
+    assert set(PROBLEM_ROOMS) < set(panels)
+    followed = 0
+    for state, room in PROBLEM_ROOMS.items():
+        for panel in panels[state]:
+            for t in panel["targets"]:
+                series = prom.query(_substituted(t["expr"]))
+                assert series, (panel["title"], t["refId"])
+                for s in series:
+                    for url in api_links(state, s["metric"], svc.admin_url):
+                        reply = httpx.get(url, timeout=5)
+                        assert reply.status_code == 200, (url, reply.text)
+                        rooms = [seg["room_id"] for seg in reply.json()["segments"]]
+                        assert room in rooms, (panel["title"], s["metric"], url, rooms)
+                        followed += 1
+    assert followed >= 3
+
+
+# Grafana's variables; the upload grace offset goes (the scenario's grace is 3 s).
+_SUBSTITUTIONS = {
+    "$__rate_interval": "2m",
+    "$job": "gme-recwatch",
+    "$instance": ".*",
+    "$app_id": ".*",
+    "$cluster": ".*",
+    "$namespace": ".*",
+    " offset 15m": "",
+}
+
+
+def _substituted(expr: str) -> str:
+    for var, value in sorted(_SUBSTITUTIONS.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(var, value)
+    return expr
+
+
 def _dashboard_queries() -> list[tuple[str, str, str]]:
     from test_dashboards import DASHBOARD_FILES, load_dashboard, panels
 
-    # Grafana's variables; the upload grace offset goes (the scenario's grace is 3 s).
-    subs = {
-        "$__rate_interval": "2m",
-        "$job": "gme-recwatch",
-        "$instance": ".*",
-        "$app_id": ".*",
-        "$cluster": ".*",
-        "$namespace": ".*",
-        " offset 15m": "",
-    }
     out = []
     for path in DASHBOARD_FILES:
         for p in panels(load_dashboard(path)):
             for t in p["targets"]:
-                expr = t["expr"]
-                for var, value in sorted(subs.items(), key=lambda kv: -len(kv[0])):
-                    expr = expr.replace(var, value)
-                out.append((path.name, f"{p['title']} [{t['refId']}]", expr))
+                out.append((path.name, f"{p['title']} [{t['refId']}]", _substituted(t["expr"])))
     return out
 
 

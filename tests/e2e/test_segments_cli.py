@@ -62,3 +62,27 @@ def test_segments_says_when_the_admin_port_does_not_answer(tmp_path: Path) -> No
 
     r = segments("--url", f"http://127.0.0.1:{free_port()}")
     assert r.returncode == 1 and "ConnectError" in r.stderr and "port-forward" in r.stderr
+
+
+def test_segments_into_a_reader_that_stops_early_ends_quietly(service_factory: object) -> None:
+    """`gme-recwatch segments --json | head`: the reader closes the pipe after three lines, the
+    command stops without a traceback and exits 0 (so `set -o pipefail` scripts go on)."""
+    import shlex
+
+    svc: RunningService = service_factory()  # type: ignore[operator]
+    for seq in range(150):  # about 90 kB of JSON: more than a pipe holds, so a write meets EPIPE
+        assert svc.send(1, room=f"room-{seq}", seq=seq).status_code == 200
+    r = subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{shlex.quote(EXE)} segments --json --limit 1000 --url {svc.admin_url} | head -n 3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and len(r.stdout.splitlines()) == 3

@@ -59,6 +59,24 @@ def test_port_in_use_fails_fast_with_a_clear_message(service: RunningService) ->
     assert r.returncode != 0
     assert "address already in use" in out and "could not listen" in out
     assert "Task exception was never retrieved" not in out
+    assert f"127.0.0.1:{service.port} (GME_RECWATCH_PORT)" in r.stderr
+    assert f":{service.admin_port} (GME_RECWATCH_ADMIN_PORT)" in r.stderr
+
+
+def test_a_demo_on_taken_ports_names_the_settings_before_any_banner(service: RunningService) -> None:
+    """A second `make run` beside the first: one line naming both settings that move the
+    listeners, and no banner announcing URLs that are someone else's."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GME_RECWATCH_")},
+        "GME_RECWATCH_PORT": str(service.port),
+        "GME_RECWATCH_ADMIN_PORT": str(service.admin_port),
+    }
+    exe = str(Path(sys.executable).with_name("gme-recwatch"))
+    r = subprocess.run([exe, "serve", "--demo"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "GME_RECWATCH_PORT" in r.stderr and "GME_RECWATCH_ADMIN_PORT" in r.stderr
+    assert "address already in use" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_a_taken_admin_port_is_the_only_one_the_error_names(tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ def test_a_hex_signed_callback_to_a_base64_service_is_refused_and_explained(serv
     assert service.post(body).status_code == 200
 
 
+FLOOD = 100
+
+
 def test_a_flood_of_forged_signatures_is_diagnosed_only_at_the_rate(service_factory: object) -> None:
     service: RunningService = service_factory(  # type: ignore[operator]
         GME_RECWATCH_SIGNATURE_ENCODING="base64", GME_RECWATCH_SIGNATURE_HINTS_PER_SECOND="1"
@@ -58,11 +61,15 @@ def test_a_flood_of_forged_signatures_is_diagnosed_only_at_the_rate(service_fact
     body = callback_body(1, room="r-flood")
     header = sign(body, SECRET, "hex")
     started = time.monotonic()
-    for _ in range(200):
+    # 100 requests: far more than the burst (5) and the rate (1/s) allow back to back, and within
+    # the test's timeout on a loaded machine (200 took over 120 s at load 25 on 2 cores).
+    for _ in range(FLOOD):
         assert service.post(body, signature=header).status_code == 401
     elapsed = time.monotonic() - started
     hinted = service.metric("gme_recording_signature_hints_total", hint="hex_encoding")
     skipped = service.metric("gme_recording_signature_diagnoses_skipped_total")
-    assert hinted + skipped == 200
+    assert hinted + skipped == FLOOD
     assert hinted <= 5 + elapsed * 1 + 1
-    assert len(_hint_lines(service)) == 1  # one line a minute for this hint and app
+    # One line a minute for this hint and app: one, unless the requests took more than a
+    # minute on a loaded machine, when each further minute begun may add one.
+    assert 1 <= len(_hint_lines(service)) <= 1 + int(elapsed // 60), elapsed
