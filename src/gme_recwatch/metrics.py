@@ -331,8 +331,12 @@ class Metrics:
             self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
-        # Per app, created at zero by touch_app (and at first use for "other").
+        # Per app, created at zero by touch_app; "other" (the overflow, and event types we do
+        # not know) from the start, so the family has its zero series before any traffic.
         self._callback_children: dict[tuple[str, str, str], Any] = {}
+        for e in EVENT_TYPES:
+            for res in RESULTS:
+                self._callback_child(e, res, "other")
         self._delay_children = {e: self.callback_delay.labels(e) for e in EVENT_TYPES}
         self._duration_children = {m: self.duration.labels(m) for m in RECORD_MODES}
         self._upload_children = {m: self.upload_delay.labels(m) for m in RECORD_MODES}
