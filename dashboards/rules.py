@@ -418,7 +418,7 @@ def groups() -> list[Group]:
                 "  max by ($BY, app_id) (job_app:gme_recording_callbacks:rate1h offset $window) * 3600"
                 " >= $min_per_hour\n"
                 "  or\n"
-                '  max by ($BY, app_id) (ALERTS{alertname="GmeRecordingAppSilent", alertstate="firing"})\n'
+                '  max by ($BY, app_id) (ALERTS{$S, alertname="GmeRecordingAppSilent", alertstate="firing"})\n'
                 ")",
                 "One GME app stopped sending callbacks while it usually sends.",
                 "App {{ $labels.app_id }} of job {{ $labels.job }} (namespace "
@@ -495,7 +495,8 @@ def groups() -> list[Group]:
                 '  (job:gme_recording_slo_errors:increase{slo="ingest", window="page_slow_short"} > 0)'
                 " > $explains\n"
                 "  and on ($BY)\n"
-                '  max by ($BY) (ALERTS{alertname="GmeRecordingSignatureFailureRatio", alertstate="firing"})\n'
+                "  max by ($BY)\n"
+                '  (ALERTS{$S, alertname="GmeRecordingSignatureFailureRatio", alertstate="firing"})\n'
                 ")",
                 "Most signed GME callbacks fail signature verification.",
                 "{{ $value | humanizePercentage }} of the signed callbacks to job {{ $labels.job }} "
@@ -1034,6 +1035,16 @@ FILES = {
 INHIBIT_FILE = HERE / "alertmanager-inhibit.yaml"
 CHART_INHIBIT_FILE = ROOT / "helm" / "gme-recwatch" / "files" / "alertmanager" / "inhibit-rules.yaml"
 EQUAL = ["cluster", "namespace", "job"]
+
+
+def promtool_file(evaluation_interval: str) -> dict[str, Any]:
+    """The head of a promtool test file under dashboards/tests that sees every rule file, the
+    groups evaluated in their order (the scenarios and the SLO tests are written so)."""
+    return {
+        "rule_files": [f"../rules/{name}" for name in (*FILES, "gme-recwatch-alerts.yaml")],
+        "evaluation_interval": evaluation_interval,
+        "group_eval_order": [g.name for g in groups()],
+    }
 
 
 def render(how: Plain) -> dict[str, str]:

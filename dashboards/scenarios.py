@@ -28,6 +28,9 @@ import yaml
 
 from gme_recwatch import metrics as metrics_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rules as RULES
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "tests" / "scenarios.test.yaml"
 
@@ -1005,20 +1008,7 @@ HEADER = (
 def render() -> str:
     names = Names()
     doc = {
-        "rule_files": [
-            "../rules/gme-recwatch-recording-rules.yaml",
-            "../rules/gme-recwatch-slo-rules.yaml",
-            "../rules/gme-recwatch-alerts.yaml",
-        ],
-        "evaluation_interval": "1m",
-        "group_eval_order": [
-            "gme-recwatch.rules",
-            "gme-recwatch.slo",
-            "gme-recwatch.availability",
-            "gme-recwatch.callbacks",
-            "gme-recwatch.lifecycle",
-            "gme-recwatch.service",
-        ],
+        **RULES.promtool_file("1m"),
         "tests": [promtool_test(sc, names) for sc in SCENARIOS],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1000)

@@ -226,20 +226,7 @@ def header(kind: str) -> str:
 
 def render(kind: str) -> str:
     doc = {
-        "rule_files": [
-            "../rules/gme-recwatch-recording-rules.yaml",
-            "../rules/gme-recwatch-slo-rules.yaml",
-            "../rules/gme-recwatch-alerts.yaml",
-        ],
-        "evaluation_interval": f"{STEP[kind]}m",
-        "group_eval_order": [
-            "gme-recwatch.rules",
-            "gme-recwatch.slo",
-            "gme-recwatch.availability",
-            "gme-recwatch.callbacks",
-            "gme-recwatch.lifecycle",
-            "gme-recwatch.service",
-        ],
+        **rules.promtool_file(f"{STEP[kind]}m"),
         "tests": [t for slo in rules.SLOS for t in pair_tests(slo, kind)],
     }
     return header(kind) + yaml.safe_dump(doc, sort_keys=False, width=1000)
