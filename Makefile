@@ -22,11 +22,13 @@ export UV_SYSTEM_CERTS ?= 1
 export UV_PYTHON_DOWNLOADS ?= never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-# `make image`: the tag, and optionally the base image and the engine (docker, podman, buildah).
+# `make image`: the tag, and optionally the base image, the engine (docker, podman, buildah),
+# and NO_CACHE=1 to build every step again.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/gme_recwatch/__init__.py)
 IMAGE ?= gme-recwatch:$(VERSION)
 BASE ?=
 ENGINE ?=
+NO_CACHE ?=
 
 # Every Python tree `make lint` checks and `make format` formats.
 PY_TREES := src tests benchmarks tools docker dashboards
@@ -112,7 +114,7 @@ bench: venv
 
 ## Build the container image with whichever of docker, podman or buildah works here.
 image:
-	IMAGE="$(IMAGE)" BASE="$(BASE)" ENGINE="$(ENGINE)" bash tools/build-image.sh
+	IMAGE="$(IMAGE)" BASE="$(BASE)" ENGINE="$(ENGINE)" NO_CACHE="$(NO_CACHE)" bash tools/build-image.sh
 
 ## System packages the tests and benchmarks use (Debian): Prometheus/promtool, wrk, redis, buildah.
 system-deps:

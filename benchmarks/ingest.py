@@ -68,8 +68,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start(
-    kind: str, workdir: Path, extra_env: dict[str, str], stack: str = "auto"
+    kind: str, workdir: Path, extra_env: dict[str, str], stack: str = "auto", serve: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str | None]:
+    """A server on a free port, its callback URL and (full service) its admin URL. `serve`
+    replaces the full service's `gme-recwatch serve` command."""
     port = free_port()
     log_path = workdir / f"{kind}-{port}.log"
     if kind == "bare" and stack == "granian":
@@ -126,7 +128,10 @@ def start(
     env.update(extra_env)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*pin(1), str(BIN / "gme-recwatch"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*pin(1), *(serve or [str(BIN / "gme-recwatch"), "serve"])],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     wait_ok(f"http://127.0.0.1:{admin}/readyz", proc)
     return proc, f"http://127.0.0.1:{port}/callback", f"http://127.0.0.1:{admin}"

@@ -4,13 +4,19 @@ Starts its own redis-server (Debian `redis-server`) on a free loopback port, no 
 and drives the real RedisStore from one asyncio loop, as a replica does.
 
 * memory: fills N segments (half recording, a quarter completed, a quarter uploaded, as
-  benchmarks/memory.py) and divides the growth of `INFO memory` used_memory by N;
+  benchmarks/memory.py) and divides the growth of `INFO memory` used_memory by N; and the time
+  Redis spent in the scripts per event (`INFO commandstats`: EVALSHA microseconds / events;
+  wall time, so a loaded machine inflates it: ingest_backends.py reads CPU time instead);
 * scrape: `Service.refresh_stats()` + `generate_latest()` with those N segments in Redis;
 * sweep: D recordings fall due at once; the replica's sweep (rounds of 5000, yielding between
   them) runs while a second task stores new callbacks one at a time: time until every due
   segment is reported, and the latency of those callbacks meanwhile (p50/p99/max).
 
     .venv/bin/python benchmarks/redis_store.py --segments 1000000 --due 100000
+    .venv/bin/python benchmarks/redis_store.py --segments 200000 --due 0 --cluster
+
+With --cluster, the same on a Redis Cluster of three masters with a replica each (tests/conftest.py
+RedisClusterServers); memory and CPU are the store's master's (the store is one slot).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _fill import machine, mixed_events
-from conftest import RedisServer
+from conftest import RedisClusterServers, RedisServer
 from prometheus_client import generate_latest
 
 from gme_recwatch import logging as log_setup
@@ -52,17 +58,28 @@ async def fill(store: RedisStore, events: list[Event]) -> float:
     return time.perf_counter() - started
 
 
-async def memory_and_scrape(server: RedisServer, n: int) -> dict[str, float]:
-    settings = Settings(secret_key="bench", redis_url=server.url, max_segments=max(n, 1))
+def script_usec(server: RedisServer) -> float:
+    import redis as redis_sync
+
+    c = redis_sync.Redis(port=server.port)
+    try:
+        return float(c.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+    finally:
+        c.close()
+
+
+async def memory_and_scrape(server: RedisServer, n: int, url: str) -> dict[str, float]:
+    settings = Settings(secret_key="bench", redis_url=url, max_segments=max(n, 1))
     clock = FakeClock(wall=time.time())
-    store = RedisStore.from_url(server.url, settings.lifecycle(), prefix="m:", clock=clock)
+    store = RedisStore.from_url(url, settings.lifecycle(), prefix="m:", clock=clock)
     service = Service(settings, clock=clock, store=store)
     await store.register_apps([1400000000])
-    before = server.used_memory()
+    before, usec = server.used_memory(), script_usec(server)
     events = list(mixed_events(0, n))
     seconds = await fill(store, events)
     assert await store.count() == n
     used = server.used_memory() - before
+    usec = script_usec(server) - usec
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
@@ -76,18 +93,17 @@ async def memory_and_scrape(server: RedisServer, n: int) -> dict[str, float]:
         "fill_seconds": round(seconds, 1),
         "events_per_second": round(len(events) / seconds),
         "redis_bytes_per_segment": round(used / n, 1),
+        "redis_script_us_per_event": round(usec / len(events), 1),
         "scrape_ms_median": round(statistics.median(times) * 1000, 2),
         "scrape_ms_max": round(max(times) * 1000, 2),
         "scrape_bytes": len(body),
     }
 
 
-async def sweep_under_load(server: RedisServer, due: int) -> dict[str, float]:
-    settings = Settings(
-        secret_key="bench", redis_url=server.url, max_segments=due * 2, max_recording_seconds=3600
-    )
+async def sweep_under_load(url: str, due: int) -> dict[str, float]:
+    settings = Settings(secret_key="bench", redis_url=url, max_segments=due * 2, max_recording_seconds=3600)
     clock = FakeClock(wall=time.time())
-    store = RedisStore.from_url(server.url, settings.lifecycle(), prefix="w:", clock=clock)
+    store = RedisStore.from_url(url, settings.lifecycle(), prefix="w:", clock=clock)
     log_setup.configure("warning", "json", open("/dev/null", "w"))
     service = Service(settings, clock=clock, store=store)
     await fill(
@@ -131,14 +147,22 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--segments", type=int, default=1_000_000)
     p.add_argument("--due", type=int, default=100_000)
+    p.add_argument("--cluster", action="store_true", help="on a Redis Cluster of three masters")
     args = p.parse_args()
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    cluster = RedisClusterServers(workdir) if args.cluster else None
+    server = cluster.master_of(cluster.keyslot("{m}:t"))[0] if cluster else RedisServer(workdir)
+    url = cluster.url if cluster else server.url
     try:
-        print(json.dumps({"machine": machine(), "redis": server.binary}))
-        print(json.dumps(asyncio.run(memory_and_scrape(server, args.segments))), flush=True)
-        print(json.dumps(asyncio.run(sweep_under_load(server, args.due))), flush=True)
+        print(json.dumps({"machine": machine(), "redis": server.binary, "cluster": bool(cluster)}))
+        print(json.dumps(asyncio.run(memory_and_scrape(server, args.segments, url))), flush=True)
+        if args.due:
+            print(json.dumps(asyncio.run(sweep_under_load(url, args.due))), flush=True)
     finally:
-        server.stop()
+        if cluster:
+            cluster.stop()
+        else:
+            server.stop()
     return 0
 
 

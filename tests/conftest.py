@@ -333,19 +333,21 @@ def _free_port() -> int:
 class RedisServer:
     """A redis-server of our own on a free loopback port, with its own directory."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, cluster: bool = False) -> None:
         import subprocess
 
         self.binary = require_tool("redis-server")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
+        self.cluster = cluster
         self._subprocess = subprocess
         self.proc: Any = None
         # Another process (an xdist worker's server, a service) may take the free port before
         # redis-server binds it: then it exits, and another port is tried.
         for attempt in range(3):
             self.port = _free_port()
+            self.bus_port = _free_port()  # a cluster node's bus (not port + 10000: maybe taken)
             try:
                 self.start()
                 return
@@ -373,6 +375,22 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.dir / "redis.log"),
+            *(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(self.bus_port),
+                    "--cluster-config-file",
+                    str(self.dir / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--repl-diskless-sync-delay",  # a replica syncs at once, not after 5 s
+                    "0",
+                ]
+                if self.cluster
+                else []
+            ),
         ]
 
     @property
@@ -422,6 +440,118 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+class RedisClusterServers:
+    """Six redis-servers of our own as a Redis Cluster of three masters with one replica each,
+    made by `redis-cli --cluster create`, on free loopback ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        import subprocess
+        import time
+
+        import redis as redis_sync
+
+        cli = require_tool("redis-cli")
+        self.nodes: list[RedisServer] = []
+        try:
+            self.nodes = [RedisServer(workdir / f"node{i}", cluster=True) for i in range(6)]
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            deadline = time.monotonic() + 30
+            while not self._settled():
+                assert time.monotonic() < deadline, "the cluster did not settle: " + repr(
+                    [redis_sync.Redis(port=n.port).cluster("info") for n in self.nodes]
+                )
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _settled(self) -> bool:
+        """Every node sees the cluster ok, and every replica is in sync with its master."""
+        for node in self.nodes:
+            c = self.client(node)
+            try:
+                if c.cluster("info")["cluster_state"] != "ok":
+                    return False
+                info = c.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+            finally:
+                c.close()
+        return True
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def client(self, node: RedisServer) -> Any:
+        import redis as redis_sync
+
+        return redis_sync.Redis(port=node.port, decode_responses=True)
+
+    def by_port(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def node_id(self, node: RedisServer) -> str:
+        c = self.client(node)
+        try:
+            return str(c.execute_command("CLUSTER", "MYID"))
+        finally:
+            c.close()
+
+    def keyslot(self, key: str) -> int:
+        c = self.client(self.nodes[0])
+        try:
+            return int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        finally:
+            c.close()
+
+    def master_of(self, slot: int) -> tuple[RedisServer, list[RedisServer]]:
+        """The master serving `slot` now, and its replicas."""
+        c = self.client(self.nodes[0])
+        try:
+            for start, end, master, *replicas in c.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return self.by_port(int(master[1])), [self.by_port(int(r[1])) for r in replicas]
+        finally:
+            c.close()
+        raise KeyError(slot)
+
+    def masters(self) -> list[RedisServer]:
+        out = []
+        for node in self.nodes:
+            c = self.client(node)
+            try:
+                if c.info("replication")["role"] == "master":
+                    out.append(node)
+            finally:
+                c.close()
+        return out
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
 
 
 # ------------------------------------------------------------------ a real S3 server (moto)

@@ -286,6 +286,22 @@ def test_serve_check_online_names_an_unreachable_redis_and_fails() -> None:
     assert "pw-never-shown" not in r.stdout + r.stderr and SECRET not in r.stdout + r.stderr
 
 
+def test_serve_check_online_against_a_redis_cluster_names_the_slot_and_writes_nothing(
+    redis_cluster: Any,
+) -> None:
+    import redis as redis_sync
+
+    prefix = f"online-{uuid.uuid4().hex[:8]}:"
+    tagged = "{" + prefix[:-1] + "}:"
+    r = _online({"GME_RECWATCH_REDIS_URL": redis_cluster.url, "GME_RECWATCH_REDIS_PREFIX": prefix})
+    assert r.returncode == 0, r.stdout + r.stderr
+    slot = redis_cluster.keyslot(tagged + "t")
+    store_line = next(line for line in r.stdout.splitlines() if line.startswith("  store "))
+    assert "(Redis 7" in store_line and f"cluster slot {slot}, prefix '{tagged}', 0 segments" in store_line
+    master, _ = redis_cluster.master_of(slot)
+    assert redis_sync.Redis(port=master.port).keys(tagged + "*") == []  # wrote nothing
+
+
 def test_serve_check_online_names_a_missing_bucket_and_fails(
     s3_server: Any, redis_server: Any, tmp_path: Any
 ) -> None:
@@ -319,7 +335,8 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     assert lines[1].startswith(f"  store     : {redis_server.url} (Redis 7") or lines[1].startswith(
         f"  store     : {redis_server.url} (Valkey"
     )
-    assert lines[1].endswith(f"prefix '{prefix}', 0 segments, never used (no epoch marker yet))")
+    tagged = "{" + prefix[:-1] + "}:"  # the prefix as the store's hash tag
+    assert lines[1].endswith(f"prefix '{tagged}', 0 segments, never used (no epoch marker yet))")
     assert lines[2] == (
         "  keys      : 3 SecretKeys; 2 apps with keys of their own "
         "(1400000001, 1400000002); a key for every app"
@@ -331,7 +348,7 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     )
     import redis as redis_sync
 
-    assert redis_sync.Redis.from_url(redis_server.url).keys(prefix + "*") == []  # wrote nothing
+    assert redis_sync.Redis.from_url(redis_server.url).keys(tagged + "*") == []  # wrote nothing
 
 
 # --------------------------------------------------------------------------- the first try

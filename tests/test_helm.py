@@ -960,8 +960,14 @@ def test_dockerfile_matches_the_chart(chart: helm.Chart) -> None:
         r"python:3\.1[1-9]-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1)
     ), base
     stages = re.split(r"(?m)^FROM ", dockerfile)[1:]
-    # Builder and runtime on the same base: the venv links to the base's python3.
-    assert [s.split()[0] for s in stages] == ["${BASE}", "${BASE}"]
+    # The builder runs on the base; the final stage starts from nothing and takes the base's
+    # interpreter, the libraries it links and the venv from the builder (no shell, no apt).
+    assert [s.split()[0] for s in stages] == ["${BASE}", "scratch"]
+    assert all(
+        line.startswith("COPY --from=builder ")
+        for line in stages[-1].splitlines()
+        if line.startswith(("COPY", "ADD", "RUN"))
+    )
     final = stages[-1]
     uid = chart.values["podSecurityContext"]["runAsUser"]
     assert re.search(rf"(?m)^USER {uid}(:{uid})?$", final)
@@ -1031,6 +1037,15 @@ def test_one_replica_on_redis_gets_no_budget_or_spread_it_could_not_use(chart: h
     assert not out.of_kind("PodDisruptionBudget")
     assert out.env["GME_RECWATCH_REDIS_URL"] == "rediss://r.internal:6380/0"
     assert "GME_RECWATCH_REDIS_PASSWORD_FILE" not in out.env
+
+
+def test_a_redis_cluster_is_named_by_its_url_scheme_and_the_prefix_is_its_hash_tag(chart: helm.Chart) -> None:
+    out = render(chart, scenario_values(CHART / "ci" / "redis-cluster-values.yaml"))
+    assert out.one("Deployment")["spec"]["replicas"] == 3
+    loaded = settings.load({k: v for k, v in out.env.items() if isinstance(v, str)})
+    assert loaded.redis_url == "redis+cluster://gme-redis-redis-cluster.gme.svc:6379"
+    assert loaded.redis_prefix == "{studio-a}:"
+    assert loaded.redis_password_file == "/etc/gme-recwatch/redis/password"
 
 
 def test_a_redis_url_of_another_scheme_is_refused(chart: helm.Chart) -> None:

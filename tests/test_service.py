@@ -258,7 +258,7 @@ def _wipe(url: str, prefix: str) -> None:
     import redis as redis_sync
 
     client = redis_sync.Redis.from_url(url)
-    keys = list(client.scan_iter(match=prefix + "*"))
+    keys = list(client.scan_iter(match="{" + prefix[:-1] + "}:*"))  # the prefix as the store's hash tag
     if keys:
         client.delete(*keys)
     client.close()

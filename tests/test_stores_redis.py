@@ -11,13 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer
+from conftest import RedisClusterServers, RedisServer
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
+from gme_recwatch.lifecycle import Outcome, Result
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
-from gme_recwatch.stores.redis import RedisStore
+from gme_recwatch.stores import redis as redis_store
+from gme_recwatch.stores.redis import RedisStore, _text, hash_tagged
 
 CFG = replace(
     Settings().lifecycle(),
@@ -79,7 +81,7 @@ def test_every_segment_key_expires_on_its_own(redis_server: RedisServer) -> None
         store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=FakeClock())
         for seq in range(5):
             await store.record(ev(1, seq))
-        ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=prefix + "s:*")]
+        ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=store.prefix + "s:*")]
         await store.close()
         return ttls
 
@@ -128,3 +130,128 @@ def test_a_redis_restart_with_aof_keeps_every_acknowledged_callback(own_redis: R
     own_redis.start()
     n, by_state = asyncio.run(read_back())
     assert n == 20 and by_state["recording"] == 20
+
+
+def _evalsha_calls(server: RedisServer) -> int:
+    import redis as redis_sync
+
+    client = redis_sync.Redis(port=server.port)
+    calls = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    client.close()
+    return calls
+
+
+def test_callbacks_arriving_together_are_written_in_few_script_calls_each_with_its_own_outcome(
+    own_redis: RedisServer,
+) -> None:
+    """200 callbacks at once, each segment's start twice (a retry racing the original): each
+    gets its own result, as one call per callback would give, in far fewer script calls."""
+
+    async def go() -> tuple[list[Result], int, dict[str, int]]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="b:", clock=FakeClock())
+        await store.ping()
+        before = _evalsha_calls(own_redis)
+        events = [ev(1, seq) for seq in range(100) for _ in range(2)]
+        outcomes = await asyncio.gather(*(store.record(e) for e in events))
+        calls = _evalsha_calls(own_redis) - before
+        by_state = (await store.stats()).by_state
+        await store.close()
+        return [o.result for o in outcomes], calls, by_state
+
+    results, calls, by_state = asyncio.run(go())
+    assert results == [Result.ACCEPTED, Result.DUPLICATE] * 100  # in arrival order, per callback
+    assert calls <= 200 // 10  # batched (one call per callback before)
+    assert by_state["recording"] == 100
+
+
+def test_a_failed_batch_fails_each_of_its_callbacks_and_stores_none(own_redis: RedisServer) -> None:
+    async def go() -> tuple[list[BaseException | Outcome], int]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="f:", timeout=0.5, clock=FakeClock())
+        await store.record(ev(1, 0))
+        own_redis.kill()
+        got = await asyncio.gather(*(store.record(ev(1, seq)) for seq in range(1, 50)), return_exceptions=True)
+        own_redis.start()
+        n = await store.count()
+        await store.close()
+        return got, n
+
+    got, n = asyncio.run(go())
+    assert len(got) == 49 and all(isinstance(g, StoreUnavailable) for g in got)  # a 503 each
+    assert len({id(g) for g in got}) == 49  # each its own error, not one shared
+    assert n == 1
+
+
+@pytest.mark.parametrize(
+    ("prefix", "tagged"),
+    [("gme-recwatch:", "{gme-recwatch}:"), ("stage", "{stage}"), ("{ours}:x:", "{ours}:x:"), ("{}:", "{{}}:")],
+)
+def test_the_prefix_becomes_one_hash_tag(prefix: str, tagged: str) -> None:
+    assert hash_tagged(prefix) == tagged
+
+
+def test_on_a_redis_cluster_every_key_is_in_the_slot_of_the_prefix_and_the_check_names_it(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    async def go() -> tuple[str, set[int], int]:
+        clock = FakeClock()
+        store = RedisStore.from_url(redis_cluster.url, CFG, prefix=f"k{uuid.uuid4().hex[:8]}:", clock=clock)
+        await asyncio.gather(*(store.record(ev(t, seq)) for seq in range(20) for t in (1, 2, 3)))
+        clock.advance(2000)
+        await store.heartbeat("r1")
+        await store.epoch("")
+        while (await store.sweep(1000)).more:
+            pass
+        checked = await store.check_online()
+        slots = {
+            redis_cluster.keyslot(_text(k)) async for k in store.client.scan_iter(match=store.prefix + "*")
+        }
+        n = await store.count()
+        await store.close()
+        return checked, slots, n
+
+    checked, slots, n = asyncio.run(go())
+    assert len(slots) == 1 and n == 0  # the sweep found every segment there and forgot it
+    assert checked.startswith("Redis 7") and f"cluster slot {slots.pop()}, " in checked
+
+
+def test_an_unreachable_redis_cluster_is_store_unavailable_not_a_crash() -> None:
+    """The cluster client's own errors (no node answers, so no slot map) are not RedisErrors:
+    they must still become StoreUnavailable, so a callback gets a 503 and not a 500."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def go() -> list[str]:
+        store = RedisStore.from_url(f"redis+cluster://127.0.0.1:{port}", CFG, timeout=0.5, clock=FakeClock())
+        errors = []
+        for call in (lambda: store.record(ev(1)), store.stats, store.count, store.check_online):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call()
+            errors.append(str(caught.value))
+        await store.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert len(errors) == 4 and errors[0].startswith("records: ")
+
+
+def test_a_callback_arriving_as_the_last_call_in_flight_ends_is_still_written(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller of a callback just written runs before the call's task is reaped: a callback it
+    sends then must start a call of its own, not wait for one that has already ended."""
+    monkeypatch.setattr(redis_store, "RECORD_FLIGHTS", 1)
+
+    async def go() -> int:
+        store = RedisStore.from_url(
+            redis_server.url, CFG, prefix=f"l{uuid.uuid4().hex[:8]}:", clock=FakeClock()
+        )
+        for seq in range(5):
+            await store.record(ev(1, seq))  # in this task: no other task's wake-up in between
+        n = await store.count()
+        await store.close()
+        return n
+
+    assert asyncio.run(asyncio.wait_for(go(), 10)) == 5

@@ -4,6 +4,8 @@
 #   IMAGE   tag to build (default gme-recwatch:<version>)
 #   BASE    base image (default: the Dockerfile's, python:3.12-slim-bookworm)
 #   ENGINE  docker, podman or buildah, to skip the detection
+#   NO_CACHE=1  build every step again (docker and podman reuse the layers of earlier builds;
+#               buildah, without --layers, builds every step anyway)
 # `tools/build-image.sh --which` prints the engine it would use and exits.
 # Files in the image are dated with the last commit's time (SOURCE_DATE_EPOCH), so building
 # the same commit twice gives the same layers.
@@ -43,6 +45,7 @@ args=(--file Dockerfile --tag "$image"
 [ -z "${BASE:-}" ] || args+=(--build-arg "BASE=$BASE")
 # podman and buildah date every file in the layers, and the image, with it.
 [ "$engine" = docker ] || args+=(--timestamp "$epoch")
+[ -z "${NO_CACHE:-}" ] || args+=(--no-cache)
 
 echo "make image: building $image with $engine${BASE:+ on $BASE}"
 case $engine in

@@ -18,7 +18,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .callback import callback_schema
-from .errors import ErrorBody, internal_error
+from .errors import ErrorBody, error_response, internal_error
 from .lifecycle import STATE_NAMES, State, StateName
 from .service import Service
 from .settings import Settings, env_name, human_duration
@@ -240,6 +240,7 @@ def build_admin_app(service: Service) -> Litestar:
             503: ResponseSpec(
                 data_container=Probe,
                 description="Not ready yet, stopping, or the store has not answered for a while",
+                generate_examples=False,
             )
         },
     )
@@ -251,7 +252,7 @@ def build_admin_app(service: Service) -> Litestar:
             status_code=200 if r.ready else 503,
         )
 
-    bad_query = {400: ResponseSpec(ErrorBody, description="A query or path parameter is invalid")}
+    bad_query = {400: error_response("A query or path parameter is invalid")}
 
     @get("/api/v1/segments", summary="Tracked segments, oldest first", responses=bad_query)
     async def segments(

@@ -17,12 +17,11 @@ from typing import Any, Final
 import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import Receive, Scope, Send
 
 from . import __version__
-from .errors import ErrorBody
+from .errors import ErrorBody, error_response
 from .intake import Accepted, Intake, Outcome, Reason, Unreadable
 from .service import Service
 
@@ -191,10 +190,10 @@ def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
         summary="Receive a GME recording callback",
         status_code=200,
         responses={
-            400: ResponseSpec(ErrorBody, description="Malformed body, or stale Timestamp"),
-            401: ResponseSpec(ErrorBody, description="Signature missing, wrong, or no key for the app"),
-            413: ResponseSpec(ErrorBody, description="Body larger than the configured limit"),
-            503: ResponseSpec(ErrorBody, description="State store unavailable: not recorded, retry"),
+            400: error_response("Malformed body, or stale Timestamp"),
+            401: error_response("Signature missing, wrong, or no key for the app"),
+            413: error_response("Body larger than the configured limit"),
+            503: error_response("State store unavailable: not recorded, retry"),
         },
         description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
         'the `Signature` header. Answers `{"code":0}` when accepted.',

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 
 from .stores import StoreUnavailable
 
@@ -20,6 +21,12 @@ class ErrorBody(msgspec.Struct):
     error: str
     message: str
     detail: str | None = None
+
+
+def error_response(description: str) -> ResponseSpec:
+    """An :class:`ErrorBody` response in an OpenAPI schema. Without generated examples: litestar
+    makes those with polyfactory and faker, which the container image does not install."""
+    return ResponseSpec(ErrorBody, description=description, generate_examples=False)
 
 
 def internal_error(log: Any) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:

@@ -73,7 +73,7 @@ def event_loop_factory(stack: str) -> Callable[[], asyncio.AbstractEventLoop] | 
 def check(service: Service) -> None:
     """Build what :func:`run` builds before it listens (both apps, both listeners' uvicorn
     configuration, the event loop) without listening or touching the state: `serve --check`.
-    It imports every module a start imports, which the image build relies on."""
+    It imports every module a start imports (tests/e2e/test_image.py runs it in the image)."""
     s = service.settings
     callback_app, admin_app = build_apps(service)
     for app, host, port in ((callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)):

@@ -198,7 +198,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _help(
             "`redis://`, `rediss://` (TLS) or `unix://` URL of a Valkey or Redis >= 7 that every "
-            "replica shares; empty = state in this process's memory. A password in it is never "
+            "replica shares (a cluster proxy such as TencentDB cluster edition too); "
+            "`redis+cluster://` or `rediss+cluster://` and any node of a Redis Cluster; "
+            "empty = state in this process's memory. A password in it is never "
             "logged; prefer GME_RECWATCH_REDIS_PASSWORD_FILE."
         ),
     ] = ""
@@ -207,7 +209,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _help("File holding the Redis password (e.g. a mounted Kubernetes Secret); overrides one in the URL."),
     ] = ""
     redis_prefix: Annotated[
-        str, _help("Prefix of every Redis key, so several installations can share one Redis.")
+        str,
+        _help(
+            "Prefix of every Redis key, so several installations can share one Redis; used as the "
+            "Redis Cluster hash tag (`gme-recwatch:` becomes `{gme-recwatch}:`; one with braces is kept)."
+        ),
     ] = "gme-recwatch:"
     redis_timeout_seconds: Annotated[
         float,
@@ -384,9 +390,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "must not be / or the liveness probe path",
         )
         need(
-            not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            not self.redis_url
+            or self.redis_url.startswith(
+                ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+            ),
             "redis_url",
-            "must start with redis://, rediss:// or unix://",
+            "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://",
         )
         need(
             not (self.redis_url and self.state_file),

@@ -12,23 +12,32 @@ Gauges describe the shared state (every replica exports the same values: aggrega
 ``max``). Counters count what *this* replica did -- the transitions its sweeps applied, the
 completions it received -- so summing them over replicas gives the truth.
 
-Redis Cluster is not supported: the script touches keys it cannot declare up front. Use a
-standalone Redis or Valkey, with a replica and Sentinel, or a managed one (TencentDB for Redis
-standard architecture).
+Every key carries one hash tag (:func:`hash_tagged`), so each script call touches one slot and
+names the keys it is routed by in KEYS: the same keys work on a standalone Redis or Valkey, on a
+Redis Cluster (``redis+cluster://``: redis-py's cluster client, which follows MOVED and ASK) and
+behind a cluster proxy (TencentDB for Redis cluster edition: one endpoint, ``redis://``). The
+whole store is one slot, so one shard: docs/design.md says why, and docs/capacity.md how far
+that goes.
+
+Callbacks that arrive together are written together (:meth:`RedisStore.record`): one script
+call for a batch, one outcome for each callback, each answered only once the batch landed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Final, cast
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
@@ -84,6 +93,31 @@ _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
 MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
+# Callbacks written by one script call at most, and such calls in flight at once per replica. A
+# callback that finds fewer than RECORD_FLIGHTS in flight is sent at once (no added wait when
+# idle); the ones arriving meanwhile go together in the next call (benchmarks/ingest_backends.py).
+RECORD_BATCH: Final = 64
+RECORD_FLIGHTS: Final = 2
+# What a store call may raise: the cluster client's own errors (no node reachable, a slot no
+# master serves) are not RedisErrors.
+_FAILURES: Final = (RedisError, RedisClusterException, OSError)
+CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
+# The lifecycle script's keys that are not a segment's: every call names them in KEYS, with the
+# segments it is given. Redis then runs a call only where all of them are (or refuses it before
+# it writes anything: MOVED, ASK, TRYAGAIN while a migration splits them).
+_FIXED_KEYS: Final = (
+    "t",
+    "due",
+    "upl",
+    "chk",
+    "bw",
+    "apps",
+    "applist",
+    "rooms",
+    *(f"ix:{int(s)}" for s in _PROBLEMS),
+)
+_REPLICA_KEYS: Final = ("hb", "stopped", "epoch", "t")
+_Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 def _text(value: Any) -> str:
@@ -94,18 +128,43 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+def hash_tagged(prefix: str) -> str:
+    """The key prefix with a Redis Cluster hash tag, so that every key of the store hashes to
+    one slot: a prefix that has one (``{recwatch}:``) is kept, otherwise its part before the
+    trailing colons becomes the tag (``gme-recwatch:`` -> ``{gme-recwatch}:``)."""
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:
+        return prefix
+    base = prefix.rstrip(":") or "gme-recwatch"
+    return "{" + base + "}" + prefix[len(prefix.rstrip(":")) :]
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
 class RedisStore:
     """Lifecycle store in Redis, shared by every replica configured with the same prefix."""
 
     def __init__(
-        self, client: aioredis.Redis, cfg: Config, prefix: str = "gme-recwatch:", clock: Clock | None = None
+        self,
+        client: aioredis.Redis | RedisCluster,
+        cfg: Config,
+        prefix: str = "gme-recwatch:",
+        clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
-        self.client = client
-        self.prefix = prefix
+        self.client: Any = client  # redis-py types the two clients' commands apart
+        self.cluster = isinstance(client, RedisCluster)
+        self.prefix = hash_tagged(prefix)
         self.clock = clock  # None: Redis TIME, the clock every replica agrees on
         self._script = client.register_script(_SCRIPT)
         self._replicas = client.register_script(_REPLICAS)
+        self._fixed_keys = [self.prefix + k for k in _FIXED_KEYS]
+        self._replica_keys = [self.prefix + k for k in _REPLICA_KEYS]
+        self._pending: list[_Pending] = []
+        self._flights: set[asyncio.Task[None]] = set()  # kept so that they are not collected
+        self._flying = 0  # flights not yet past their last look at _pending
         self._cfg_args = [
             cfg.max_recording_seconds,
             cfg.upload_grace_seconds,
@@ -136,8 +195,12 @@ class RedisStore:
         timeout: float = 1.0,
         clock: Clock | None = None,
     ) -> RedisStore:
-        """A store on ``redis://``, ``rediss://`` (TLS) or ``unix://``. Every command times out
-        after ``timeout`` seconds, so a slow or absent Redis becomes a quick 503, never a hang."""
+        """A store on ``redis://``, ``rediss://`` (TLS) or ``unix://``, or on a Redis Cluster
+        through any of its nodes with ``redis+cluster://`` or ``rediss+cluster://``. Every
+        command times out after ``timeout`` seconds, so a slow or absent Redis becomes a quick
+        503, never a hang."""
+        if is_cluster_url(url):
+            return cls(_cluster_client(url, password, timeout), cfg, prefix, clock)
         # One immediate retry on a fresh connection: after Redis restarts, every pooled
         # connection is stale, and the first command on each would fail for nothing. (A script
         # whose reply was lost and that runs again sees its event as a duplicate.)
@@ -157,24 +220,25 @@ class RedisStore:
         )
         return cls(aioredis.Redis(connection_pool=pool), cfg, prefix, clock)
 
-    async def _run(self, op: str, *args: Any) -> Any:
+    async def _run(self, op: str, *args: Any, segments: Sequence[str] = ()) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
+        keys = self._fixed_keys + [self.prefix + "s:" + k for k in segments]
         try:
-            return await self._script(args=[op, self.prefix, now, *self._cfg_args, *args])
-        except (RedisError, OSError) as exc:
+            return await self._script(keys=keys, args=[op, self.prefix, now, *self._cfg_args, *args])
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
     async def _run_replicas(self, op: str, *args: Any) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
         try:
-            return await self._replicas(args=[op, self.prefix, now, *args])
-        except (RedisError, OSError) as exc:
+            return await self._replicas(keys=self._replica_keys, args=[op, self.prefix, now, *args])
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"ping: {type(exc).__name__}") from exc
 
     # ------------------------------------------------------------ the Store interface
@@ -182,8 +246,7 @@ class RedisStore:
     async def record(self, ev: Event) -> Outcome:
         bit = SEEN_BIT[ev.event_type]
         mode = RecordMode.of(ev.record_mode)
-        reply = await self._run(
-            "record",
+        args = (
             key_of(ev),
             bit,
             ev.timestamp,
@@ -191,6 +254,17 @@ class RedisStore:
             str(ev.biz_id),
             ev.file_name if self.cfg.check_in_cos else "",
         )
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((args, done))
+        # Counted, not len(self._flights): a flight that has just ended is still in the set until
+        # its done-callback runs, which may be after this caller, whose callback would then wait
+        # for the next callback to come (tests/test_stores_redis.py).
+        if self._flying < RECORD_FLIGHTS:
+            self._flying += 1
+            flight = asyncio.create_task(self._fly())
+            self._flights.add(flight)
+            flight.add_done_callback(self._flights.discard)
+        reply = await done
         result, label, mode_code, duration, upload_delay, entered, orphaned, evicted, overflow = reply
         app = label.decode()
         out = Outcome(
@@ -206,6 +280,40 @@ class RedisStore:
         self._app_overflow += overflow
         self._count(app, entered, orphaned, evicted, "capacity")
         return out
+
+    async def _fly(self) -> None:
+        """Write what is pending, RECORD_BATCH callbacks per script call, until nothing is:
+        each callback gets its own reply, and a failed call fails each of its callbacks."""
+        try:
+            await self._fly_batches()
+        finally:
+            self._flying -= 1  # in the same step as the last look at _pending: nothing between
+
+    async def _fly_batches(self) -> None:
+        while self._pending:
+            batch = self._pending[:RECORD_BATCH]
+            del self._pending[:RECORD_BATCH]
+            try:
+                replies = await self._run(
+                    "records",
+                    len(batch),
+                    *(a for args, _ in batch for a in args),
+                    segments=[a[0] for a, _ in batch],
+                )
+            except StoreUnavailable as exc:
+                for _, done in batch:
+                    if not done.done():  # each its own error: a 503 each, and Tencent retries each
+                        done.set_exception(StoreUnavailable(str(exc)))
+                continue
+            except BaseException:  # cancelled at shutdown: no callback is left waiting
+                for _, done in batch + self._pending:
+                    if not done.done():
+                        done.set_exception(StoreUnavailable("record: shutting down"))
+                self._pending.clear()
+                raise
+            for (_, done), reply in zip(batch, replies, strict=True):
+                if not done.done():  # its caller may have gone (a client that hung up)
+                    done.set_result(reply)
 
     def _count(self, app: str, entered: int, orphaned: bytes | str, evicted: int, reason: str) -> None:
         if entered == State.STUCK:
@@ -243,7 +351,7 @@ class RedisStore:
         ]
 
     async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
-        reply = await self._run("resolve", key, answer)
+        reply = await self._run("resolve", key, answer, segments=[key])
         if reply[0] == -2:
             return None
         entered, lost, check, orphaned, label = reply
@@ -274,7 +382,15 @@ class RedisStore:
 
     async def check_online(self) -> str:
         try:
-            info = await self.client.info("server")
+            if self.cluster:  # the node that holds the store's slot
+                await self.client.initialize()  # the slot map, before it is looked up
+                node = self.client.get_node_from_key(self.prefix + "t")
+                info = await self.client.info("server", target_nodes=node)
+                state = _text((await self.client.cluster_info(target_nodes=node)).get("cluster_state", b""))
+                if state != "ok":
+                    raise StoreUnavailable(f"cluster_state is {state!r} on {node.name}")
+            else:
+                info = await self.client.info("server")
             version = _text(info.get("valkey_version") or info.get("redis_version") or "0")
             name = "Valkey" if info.get("valkey_version") else "Redis"
             compatible = _text(info.get("redis_version") or version)
@@ -290,9 +406,10 @@ class RedisStore:
             ) from exc
         except ResponseError as exc:  # NOAUTH, a script Redis will not load, a denied command
             raise StoreUnavailable(f"refused: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return f"{name} {version}, prefix {self.prefix!r}, {segments} segments, " + (
+        where = f"cluster slot {self.client.keyslot(self.prefix + 't')}, " if self.cluster else ""
+        return f"{name} {version}, {where}prefix {self.prefix!r}, {segments} segments, " + (
             "epoch marker set" if marked else "never used (no epoch marker yet)"
         )
 
@@ -316,12 +433,13 @@ class RedisStore:
     async def count(self) -> int:
         try:
             return int(await self.client.hget(self.prefix + "t", "n") or 0)
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"count: {type(exc).__name__}") from exc
 
     async def stats(self) -> StoreStats:
         p = self.prefix
         try:
+            # One slot: a transaction on a cluster too (redis-py sends it to the slot's node).
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(p + "t")
                 pipe.lrange(p + "applist", 0, -1)
@@ -331,7 +449,7 @@ class RedisStore:
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
                 oldest = await pipe.execute() if labels else []
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"stats: {type(exc).__name__}") from exc
         t = {k.decode(): int(v) for k, v in tallies.items()}
 
@@ -423,7 +541,7 @@ class RedisStore:
                 if keys
                 else {}
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
         return SegmentPage(
             [
@@ -443,7 +561,7 @@ class RedisStore:
                 msgspec.json.encode(note),
                 ex=max(1, math.ceil(self.cfg.retention_seconds)),
             )
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreUnavailable(f"note_check: {type(exc).__name__}") from exc
 
     async def _deadlines(self, keys: list[str]) -> dict[str, float | None]:
@@ -454,7 +572,26 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        if not self.cluster:
+            await self.client.connection_pool.disconnect()
+
+
+def _cluster_client(url: str, password: str | None, timeout: float) -> RedisCluster:
+    """redis-py's cluster client on ``redis+cluster://`` (``rediss+cluster://`` for TLS): it
+    learns the slots from the node in the URL, follows MOVED and ASK, and after a failover
+    learns the new master. At most MAX_CONNECTIONS to each node."""
+    return RedisCluster.from_url(
+        url.replace("+cluster", "", 1),
+        password=password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=10,
+        # While a master fails over, its slots have no answer for a moment: a few quick retries,
+        # each after the cluster client looks the slots up again, then a 503 that Tencent retries.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        max_connections=MAX_CONNECTIONS,
+        decode_responses=False,
+    )
 
 
 def _window(raw: bytes | str | None) -> tuple[float, float] | None:

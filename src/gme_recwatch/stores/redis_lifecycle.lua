@@ -11,6 +11,11 @@
 -- ARGV: op, prefix, now (or "" for Redis TIME: the one clock every replica agrees on),
 --       max_recording, upload_grace, reorder_window, retention, max_segments, max_apps,
 --       check_in_cos (1 or 0), then the op's own arguments.
+-- KEYS: the keys below that have fixed names, and the segments the op is given (stores/redis.py
+--       _FIXED_KEYS), so a cluster node or proxy routes the call by them and refuses it, before
+--       it writes anything, while a slot migration splits them. The prefix carries a hash tag
+--       ("{gme-recwatch}:"): every key the script makes from it (per app, or found in an index)
+--       is in the same slot (docs/design.md).
 --
 -- Keys (under the prefix):
 --   s:<segment key>   the segment, packed (see unpack_seg/save); expires shortly after retention
@@ -365,10 +370,8 @@ local function evict_one()
   return -1
 end
 
-if op == "record" then
-  -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
-  local key, b, ts, mode, biz = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
-  local file = ARGV[16]
+-- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
+local function record(key, b, ts, mode, biz, file)
   local raw = redis.call("GET", P .. "s:" .. key)
   local seg, old
   local evicted, overflow = -1, 0
@@ -411,6 +414,22 @@ if op == "record" then
   -- Integers survive the trip back to the client (durations are whole seconds); nil does not.
   return {result, label, seg.mode, duration or false, upload_delay or false, entered, orphaned,
           evicted, overflow}
+end
+
+if op == "record" then
+  return record(ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15], ARGV[16])
+end
+
+if op == "records" then
+  -- Callbacks that arrived together (stores/redis.py RedisStore.record): n, then n times the
+  -- arguments of "record"; one reply each, in order, as if each were its own call.
+  local n, out = tonumber(ARGV[11]), {}
+  for i = 0, n - 1 do
+    local a = 12 + 6 * i
+    out[i + 1] = record(ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+      ARGV[a + 4], ARGV[a + 5])
+  end
+  return out
 end
 
 if op == "sweep" then
