@@ -78,7 +78,7 @@ def start_once(path: Path, n: int) -> dict[str, float]:
         GME_RECWATCH_PORT=str(port),
         GME_RECWATCH_ADMIN_PORT=str(admin),
         GME_RECWATCH_STATE_FILE=str(path),
-        GME_RECWATCH_MAX_SEGMENTS=str(max(n, 1)),
+        GME_RECWATCH_MAX_SEGMENTS=str(max(n, 100)),  # the smallest capacity accepted
         GME_RECWATCH_LOG_FORMAT="json",
     )
     exe = Path(sys.executable).with_name("gme-recwatch")

@@ -729,6 +729,22 @@ def groups() -> list[Group]:
                 "0m",
                 {"window": "30m"},
             ),
+            # Redis evicted keys (an evicting maxmemory-policy under memory pressure), or a segment
+            # key vanished: data gone behind the service's back. Shared gauges: max per release.
+            Alert(
+                "GmeRecwatchStoreEvictingKeys",
+                "max by ($BY) (delta(gme_recording_store_evicted_keys{$S}[$window])) > 0\n"
+                "or\n"
+                "max by ($BY) (delta(gme_recording_store_vanished_segments{$S}[$window])) > 0",
+                "The shared Redis store is losing keys: tracked recordings vanish without a word.",
+                "Job {{ $labels.job }} (namespace {{ $labels.namespace }}): its Redis evicted keys, or "
+                "segment keys vanished, within the window. Segments, tallies or "
+                "the epoch marker may be gone; their stuck recordings and missing uploads will not be "
+                "reported. Set maxmemory-policy noeviction and give Redis memory.",
+                "warning",
+                "0m",
+                {"window": "30m"},
+            ),
             # Nearly full, or full and already forgetting live segments: one alert, the utilisation.
             Alert(
                 "GmeRecwatchStoreNearCapacity",
@@ -808,6 +824,20 @@ def groups() -> list[Group]:
                 "warning",
                 "10m",
                 {"window": "30m", "ratio": 0.05, "min_errors": 3},
+            ),
+            Alert(
+                "GmeRecwatchCosBlind",
+                "sum by ($BY, bucket) "
+                '(increase(gme_recording_reconcile_errors_total{$S, reason="blind"}[$window])) > 0',
+                "COS answers 404 even for a file known to exist: no missing recording is confirmed.",
+                "COS lookups of job {{ $labels.job }} (namespace {{ $labels.namespace }}) in bucket "
+                "{{ $labels.bucket }} did not find the latest file whose upload callback was received "
+                "({{ $value | humanize }} misses in the window): the endpoint does not see files that "
+                "exist. Its 404s confirm nothing; stuck and missing segments are reported unconfirmed "
+                "and page nobody.",
+                "warning",
+                "0m",
+                {"window": "15m"},
             ),
             Alert(
                 "GmeRecwatchBlind",

@@ -337,6 +337,7 @@ def test_serve_check_online_prints_one_summary_and_exits_0_when_everything_answe
     )
     tagged = "{" + prefix[:-1] + "}:"  # the prefix as the store's hash tag
     assert lines[1].endswith(f"prefix '{tagged}', 0 segments, never used (no epoch marker yet))")
+    assert lines.pop(2).startswith("  store     : warning: AOF is off")  # the tests' Redis has none
     assert lines[2] == (
         "  keys      : 3 SecretKeys; 2 apps with keys of their own "
         "(1400000001, 1400000002); a key for every app"
@@ -462,3 +463,31 @@ def make_send(receiver: str, *variables: str) -> Any:
     )
     assert r.returncode == 0, r.stderr
     return r
+
+
+def test_serve_check_online_refuses_an_evicting_redis_and_warns_without_aof(tmp_path: Any) -> None:
+    """allkeys-* evicts segments, tallies and the epoch marker at random without a word: refused.
+    noeviction (a full Redis refuses writes: a 503, retried) and volatile-* (of our keys only the
+    COS lookup notes have a TTL) are accepted; AOF off is a warning of its own line."""
+    import redis as sync_redis
+    from conftest import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        client = sync_redis.Redis.from_url(server.url)
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        refused = _online({"GME_RECWATCH_REDIS_URL": server.url})
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "maxmemory-policy allkeys-lru evicts keys when Redis is full" in refused.stderr
+        assert "set maxmemory-policy noeviction" in refused.stderr
+        for policy in ("noeviction", "volatile-lru"):
+            client.config_set("maxmemory-policy", policy)
+            ok = _online({"GME_RECWATCH_REDIS_URL": server.url})
+            assert ok.returncode == 0, ok.stdout + ok.stderr
+            assert "  store     : warning: AOF is off (appendonly no)" in ok.stdout
+        client.config_set("appendonly", "yes")
+        ok = _online({"GME_RECWATCH_REDIS_URL": server.url})
+        assert ok.returncode == 0 and "warning" not in ok.stdout, ok.stdout
+        client.close()
+    finally:
+        server.stop()

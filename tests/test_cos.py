@@ -48,9 +48,19 @@ def moto_config(s3: S3Server, bucket: str, user: str | None = "reader", **kw: An
     return CosConfig(region=s3.REGION, default_bucket=bucket, endpoint=s3.url, credentials=creds, **kw)
 
 
-def check(config: CosConfig, *calls: tuple[int, str], metrics: Metrics | None = None, **kw: Any) -> list[Any]:
+def check(
+    config: CosConfig,
+    *calls: tuple[int, str],
+    metrics: Metrics | None = None,
+    witness: str | None = None,
+    **kw: Any,
+) -> list[Any]:
+    """Look ``calls`` up; ``witness``: a file whose upload callback was received first."""
+
     async def go() -> list[Any]:
         async with CosChecker(config, metrics=metrics, **kw) as checker:
+            if witness is not None:
+                checker.witness(BIZ, witness, room_id="r", user_id="u", task_id=1, seq_no=0)
             return [await checker.check(b, f) for b, f in calls]
 
     return asyncio.run(go())
@@ -81,7 +91,7 @@ def test_a_file_in_the_bucket_is_found_with_its_size(s3_server: S3Server) -> Non
 def test_a_file_not_in_an_existing_bucket_is_not_found(s3_server: S3Server) -> None:
     bucket = s3_server.bucket(unique_bucket(), {"other.mp3": b"x"})
     metrics = Metrics()
-    (result,) = check(moto_config(s3_server, bucket), (BIZ, FILE), metrics=metrics)
+    (result,) = check(moto_config(s3_server, bucket), (BIZ, FILE), metrics=metrics, witness="other.mp3")
     assert result == NotFound(bucket, FILE)
     assert counted(metrics) == {"not_found": 1}
 
@@ -101,17 +111,18 @@ def test_a_missing_bucket_is_an_error_never_a_confirmed_missing_file(s3_server: 
 
 
 def test_the_bucket_is_looked_at_once_per_ttl_however_many_files_are_missing(s3_server: S3Server) -> None:
-    bucket = s3_server.bucket(unique_bucket())
+    bucket = s3_server.bucket(unique_bucket(), {"seen.mp3": b"x"})
 
     async def go() -> int:
         async with CosChecker(
             moto_config(s3_server, bucket, max_concurrency=8, requests_per_second=1000)
         ) as checker:
+            checker.witness(BIZ, "seen.mp3", room_id="r", user_id="u", task_id=1, seq_no=0)
             results = await asyncio.gather(*(checker.check(BIZ, f"{i}.mp3") for i in range(20)))
             assert all(isinstance(r, NotFound) for r in results)
             return checker.requests
 
-    assert asyncio.run(go()) == 20 + 1
+    assert asyncio.run(go()) == 20 + 1 + 1  # and the witness, once per evidence window
 
 
 def test_without_leave_to_head_the_bucket_a_missing_file_is_unconfirmed(s3_server: S3Server) -> None:
@@ -539,3 +550,112 @@ def test_check_before_open_is_a_programming_error() -> None:
     checker = CosChecker(CosConfig(region="ap-guangzhou", default_bucket="b-1250000000"))
     with pytest.raises(RuntimeError, match="open"):
         asyncio.run(checker.check(BIZ, FILE))
+
+
+# ------------------------------------------------------------------------------- COS must prove it can see
+
+
+class FaultyProxy:
+    """A real HTTP proxy in front of moto that forwards every request as it came (SigV4 signs the
+    Host it was sent to, which stays the proxy's) until ``broken``: then it answers 404 to
+    everything, as a misrouted private endpoint or a gateway failing closed does."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        self.broken = False
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.broken:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                conn.request(self.command, self.path, body, dict(self.headers.items()))
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_HEAD = do_GET = do_PUT = do_POST = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def faulty(s3_server: S3Server) -> Iterator[FaultyProxy]:
+    proxy = FaultyProxy(s3_server.url)
+    yield proxy
+    proxy.stop()
+
+
+def test_a_404_for_everything_never_confirms_a_file_missing(s3_server: S3Server, faulty: FaultyProxy) -> None:
+    """The bucket was seen to exist and a witness found; then the endpoint answers 404 to
+    everything: once the evidence is older than cos_evidence_seconds, a file that exists is
+    not "confirmed missing" but an error ``blind`` naming the bucket."""
+    bucket = s3_server.bucket(unique_bucket(), {"witness.mp3": b"w", FILE: b"there"})
+    creds = Credentials(*s3_server.keys["reader"])
+    config = CosConfig(
+        region=s3_server.REGION,
+        default_bucket=bucket,
+        endpoint=faulty.url,
+        credentials=creds,
+        evidence_seconds=0.3,
+    )
+
+    async def go() -> tuple[Any, Any, Any]:
+        async with CosChecker(config) as checker:
+            checker.witness(BIZ, "witness.mp3", room_id="r", user_id="u", task_id=1, seq_no=0)
+            healthy = await checker.check(BIZ, "gone.mp3")  # a real miss, proven: confirmed
+            faulty.broken = True
+            await asyncio.sleep(0.4)
+            blind = await checker.check(BIZ, FILE)
+            faulty.broken = False
+            await asyncio.sleep(0.4)
+            again = await checker.check(BIZ, "gone.mp3")  # the endpoint sees again
+            return healthy, blind, again
+
+    healthy, blind, again = asyncio.run(go())
+    assert healthy == NotFound(bucket, "gone.mp3")
+    assert isinstance(blind, CheckError) and (blind.reason, blind.bucket) == ("blind", bucket)
+    assert "does not see files that exist" in blind.detail
+    assert again == NotFound(bucket, "gone.mp3")
+
+
+def test_a_404_with_no_witness_is_unproven_not_confirmed(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {"other.mp3": b"x"})
+    metrics = Metrics()
+    (result,) = check(moto_config(s3_server, bucket), (BIZ, FILE), metrics=metrics)
+    assert isinstance(result, CheckError) and result.reason == "unproven"
+    assert counted(metrics) == {"error": 1}
+
+
+def test_a_file_found_is_evidence_enough_for_the_next_404(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {"other.mp3": b"x"})
+    found, missing = check(moto_config(s3_server, bucket), (BIZ, "other.mp3"), (BIZ, FILE))
+    assert isinstance(found, Found) and missing == NotFound(bucket, FILE)

@@ -540,6 +540,7 @@ def _another_value(f: dataclasses.Field[Any]) -> Any:
         "callback_path": "/gme/hook",
         "retention_seconds": 172800,
         "max_segments": 5_000_000,
+        "replay_window_seconds": 300,  # at least the sender's retry span
         "redis_prefix": "stage:",
         "cos_bucket": "gme-records-1250000000",
         "cos_region": "ap-shanghai",

@@ -11,7 +11,7 @@ import pytest
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import canary_callback, encode_callback
-from gme_recwatch.intake import Accepted, Rejected, Unreadable
+from gme_recwatch.intake import Accepted, Noise, Rejected, Unreadable, Unverified
 from gme_recwatch.lifecycle import Result
 from gme_recwatch.service import Service
 from gme_recwatch.settings import Settings
@@ -84,7 +84,7 @@ def test_a_refused_well_formed_callback_marks_the_live_segment_it_names(run: Any
     b = body(1)
     run(service.intake.handle(b, sign(b, SECRET), "t"))
     upload = body(3)
-    assert run(service.intake.handle(upload, sign(upload, "rotated"), "t")) == Rejected("mismatch")
+    assert run(service.intake.handle(upload, sign(upload, "rotated"), "t")).reason == "mismatch"
     (seg,) = run(service.store.segments(limit=10))
     assert seg.blind_window_start == NOW
     other = body(3, room="never-started")
@@ -136,7 +136,8 @@ def test_a_bad_signature_is_rejected_with_its_reason_and_changes_nothing(
 ) -> None:
     service = make()
     outcome = run(service.intake.handle(body(), header, "t"))
-    assert outcome == Rejected(reason)  # type: ignore[arg-type]
+    assert isinstance(outcome, Unverified) and outcome.reason == reason
+    assert outcome.event is not None and outcome.event.biz_id == 1400000000  # what it names
     assert run(service.store.count()) == 0
     assert counts(service) == {f"gme_recording_signature_failures_total[('reason', '{reason}')]": 1.0}
     assert service.metrics.last_callback._value.get() == 0  # nothing verified arrived
@@ -204,7 +205,7 @@ def test_a_canary_is_verified_counted_apart_and_never_stored(run: Any) -> None:
 def test_a_canary_must_be_signed_and_fresh(run: Any) -> None:
     service = make(replay_window_seconds=300)
     b = canary_callback(1400000000, NOW)
-    assert run(service.intake.handle(b, sign(b, "wrong"), "t")) == Rejected("mismatch")
+    assert run(service.intake.handle(b, sign(b, "wrong"), "t")).reason == "mismatch"
     old = canary_callback(1400000000, NOW - 3600)
     assert run(service.intake.handle(old, sign(old, SECRET), "t")) == Rejected("stale")
     assert service.metrics.canary_last_success._value.get() == 0
@@ -233,7 +234,7 @@ def test_a_hex_signature_under_base64_is_rejected_as_before_and_explained(run: A
     header = sign(b, SECRET, "hex")
     with capture_logs() as logs:
         outcome = run(service.intake.handle(b, header, "t"))
-    assert outcome == Rejected("mismatch")
+    assert isinstance(outcome, Unverified) and outcome.reason == "mismatch"
     assert run(service.store.count()) == 0
     assert counts(service) == {"gme_recording_signature_failures_total[('reason', 'mismatch')]": 1.0}
     assert hints(service) == {"hex_encoding": 1.0}
@@ -253,7 +254,9 @@ def test_an_unknown_app_signed_with_another_app_s_key_is_explained(run: Any, tmp
     service = Service(Settings(keys_file=str(keys)).validate(), clock=FakeClock(wall=NOW))
     b = body()
     with capture_logs() as logs:
-        assert run(service.intake.handle(b, sign(b, "key-of-the-other-app"), "t")) == Rejected("unknown_app")
+        assert run(service.intake.handle(b, sign(b, "key-of-the-other-app"), "t")) == Noise(
+            "unknown_app", noise="unknown_app"
+        )
     assert hints(service) == {"other_app_key": 1.0}
     (line,) = [x for x in logs if x["event"] == "signature_hint"]
     assert line["verifies_for_biz_id"] == 1400000001 and line["claimed_biz_id"] == 1400000000
@@ -277,7 +280,7 @@ def test_a_flood_of_bad_signatures_is_diagnosed_a_burst_then_at_the_rate(run: An
     header = sign(b, SECRET, "hex")
     with capture_logs() as logs:
         for _ in range(1000):
-            assert run(service.intake.handle(b, header, "t")) == Rejected("mismatch")
+            assert run(service.intake.handle(b, header, "t")).reason == "mismatch"
     assert hints(service) == {"hex_encoding": HINTS_BURST, "skipped": 1000 - HINTS_BURST}
     assert [x["event"] for x in logs].count("signature_hint") == 1  # once a minute per app
     service.clock.advance(1.0)  # type: ignore[attr-defined]
@@ -290,7 +293,7 @@ def test_a_flood_of_bad_signatures_is_diagnosed_a_burst_then_at_the_rate(run: An
 def test_with_hints_off_nothing_is_diagnosed_or_skipped(run: Any) -> None:
     service = make(signature_encoding="base64", signature_hints_per_second=0)
     b = body()
-    assert run(service.intake.handle(b, sign(b, SECRET, "hex"), "t")) == Rejected("mismatch")
+    assert run(service.intake.handle(b, sign(b, SECRET, "hex"), "t")).reason == "mismatch"
     assert hints(service) == {} and service.intake.doctor is None
 
 
@@ -324,7 +327,156 @@ def test_a_rejected_signature_logs_the_body_s_claimed_biz_id_with_one_global_key
     with capture_logs() as logs:
         run(service.intake.handle(body(), sign(body(), "another-key"), "t"))
         run(service.intake.handle(b"{not json", sign(b"{not json", "another-key"), "t"))
-    assert [(x["event"], x["claimed_biz_id"]) for x in logs] == [
+    assert [(x["event"], x.get("claimed_biz_id")) for x in logs] == [
         ("callback_rejected", 1400000000),
-        ("callback_rejected", None),
+        ("request_rejected", None),  # not a callback: noise, with nothing to claim
     ]
+
+
+def test_a_503_for_a_write_redis_applied_late_says_so_and_its_retry_is_no_duplicate(tmp_path: Any) -> None:
+    """A Redis stall longer than the timeout: the callback is answered 503 ("may have been
+    recorded; the retry is safe") and counted as of unknown outcome; Redis applies the script
+    once the stall ends; Tencent's retry then finds it recorded, and is counted as the first
+    acknowledgement it is (accepted), not as a duplicate Tencent sent."""
+    import threading
+
+    import redis as sync_redis
+    from conftest import RedisServer
+
+    from gme_recwatch.callback import MESSAGES
+    from gme_recwatch.stores.redis import RedisStore
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        settings = Settings(secret_key=SECRET, redis_url=server.url, redis_timeout_seconds=0.3).validate()
+        store = RedisStore.from_url(server.url, settings.lifecycle(), timeout=0.3)
+        service = Service(settings, clock=FakeClock(wall=NOW), store=store)
+        pauser = sync_redis.Redis.from_url(server.url)
+        loop = asyncio.new_event_loop()
+        try:
+            b = body(3)
+            header = sign(b, SECRET, "base64")
+            warm = body(1, room="warm")  # loads the script: the stalled call is one EVALSHA
+            assert isinstance(
+                loop.run_until_complete(service.intake.handle(warm, sign(warm, SECRET, "base64"), "t")),
+                Accepted,
+            )
+            busy = (  # a script that holds Redis for 0.8 s, as a slow command or a fork would
+                "local s = redis.call('TIME') while true do local n = redis.call('TIME') "
+                "if (n[1] - s[1]) * 1e6 + (n[2] - s[2]) > 800000 then return 1 end end"
+            )
+            stall = threading.Thread(target=pauser.eval, args=(busy, 0))
+            stall.start()  # Redis is busy: what is sent meanwhile waits in its socket
+            time.sleep(0.1)
+            first = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert first == Rejected("unavailable")
+            stall.join()
+            time.sleep(0.2)  # the stall ends: Redis runs the script it was sent
+            assert loop.run_until_complete(store.count()) == 2  # it landed after the 503
+            retry = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert isinstance(retry, Accepted) and retry.result is Result.ACCEPTED
+            m = service.metrics.registry
+            assert m.get_sample_value("gme_recording_callbacks_unknown_outcome_total") == 1
+            assert m.get_sample_value("gme_recording_callbacks_retried_after_unknown_outcome_total") == 1
+            assert counts(service) == {
+                "gme_recording_callbacks_total"
+                "[('app_id', '1400000000'), ('event_type', 'started'), ('result', 'accepted')]": 1.0,
+                "gme_recording_callbacks_total"
+                "[('app_id', '1400000000'), ('event_type', 'uploaded'), ('result', 'accepted')]": 1.0,
+            }
+            # A third copy is a duplicate Tencent sent: counted as one.
+            again = loop.run_until_complete(service.intake.handle(b, header, "test"))
+            assert isinstance(again, Accepted) and again.result is Result.DUPLICATE
+            assert "may have been recorded" in MESSAGES["unavailable"]
+            loop.run_until_complete(store.close())
+        finally:
+            loop.close()
+            pauser.close()
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- noise is not a sender
+
+
+def noise(service: Service) -> dict[str, float]:
+    return {
+        s.labels["reason"]: s.value
+        for fam in service.metrics.noise.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.value
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "header", "reason", "answer"),
+    [
+        (b"", None, "empty", "missing"),
+        (b"", "abc", "empty", "mismatch"),
+        (b"x", "abc", "not_json", "mismatch"),  # curl -H 'Signature: abc' --data x
+        (b"\xff\xfe{", "abc", "not_json", "mismatch"),
+        (b"{}", "abc", "not_a_callback", "mismatch"),
+        (b'{"EventType":1,"BizID":1400000000}', "abc", "not_a_callback", "mismatch"),
+        (b'{"EventType":9}', "abc", "not_a_callback", "mismatch"),  # no BizID to hold a key for
+        (b"[1,2,3]", None, "not_a_callback", "missing"),
+    ],
+)
+def test_junk_is_noise_answered_as_before_and_never_a_signature_failure(
+    run: Any, raw: bytes, header: str | None, reason: str, answer: str
+) -> None:
+    service = make()
+    outcome = run(service.intake.handle(raw, header, "t"))
+    assert outcome == Noise(answer, noise=reason)  # type: ignore[arg-type]
+    assert counts(service) == {}  # neither signature_failures nor callbacks_invalid
+    assert noise(service) == {reason: 1.0}
+    assert run(service.store.count()) == 0
+
+
+def test_an_app_without_a_key_is_noise_with_per_app_keys(run: Any, tmp_path: Any) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("1400000001=key-of-the-other-app\n")
+    service = Service(Settings(keys_file=str(keys)).validate(), clock=FakeClock(wall=NOW))
+    outcome = run(service.intake.handle(body(), sign(body(), "whatever"), "t"))
+    assert outcome == Noise("unknown_app", noise="unknown_app")
+    assert counts(service) == {} and noise(service) == {"unknown_app": 1.0}
+
+
+def test_junk_signed_with_our_key_is_a_sender_s_malformed_callback_not_noise(run: Any) -> None:
+    service = make()
+    b = b'{"EventType":1}'
+    outcome = run(service.intake.handle(b, sign(b, SECRET), "t"))
+    assert outcome.reason == "malformed" and not isinstance(outcome, Noise)
+    assert noise(service) == {}
+    assert counts(service) == {"gme_recording_callbacks_invalid_total[('reason', 'malformed')]": 1.0}
+
+
+def test_a_flood_of_rejections_logs_one_line_per_reason_per_interval_and_counts_every_one(run: Any) -> None:
+    from structlog.testing import capture_logs
+
+    service = make(rejection_log_interval_seconds=10, signature_hints_per_second=0)
+    b = body()
+    with capture_logs() as logs:
+        for _ in range(1000):
+            run(service.intake.handle(b"x", "abc", "t"))
+            run(service.intake.handle(b, "bm90IGl0", "t"))
+        service.clock.advance(10.0)  # type: ignore[attr-defined]
+        run(service.intake.handle(b"x", "abc", "t"))
+        run(service.intake.handle(b, "bm90IGl0", "t"))
+    assert noise(service) == {"not_json": 1001.0}
+    assert counts(service) == {"gme_recording_signature_failures_total[('reason', 'mismatch')]": 1001.0}
+    assert [(x["event"], x.get("suppressed")) for x in logs] == [
+        ("request_rejected", None),
+        ("callback_rejected", None),
+        ("request_rejected", 999),
+        ("callback_rejected", 999),
+    ]
+
+
+def test_with_a_zero_interval_every_rejection_is_logged(run: Any) -> None:
+    from structlog.testing import capture_logs
+
+    service = make(rejection_log_interval_seconds=0)
+    with capture_logs() as logs:
+        for _ in range(5):
+            run(service.intake.handle(b"x", "abc", "t"))
+    assert len(logs) == 5

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"settings", "metrics", "logging", "tracing"},
     {"intake", "snapshots", "cos", "reconcile"},
     {"service"},
-    {"errors", "instrument", "callback", "admin", "app"},
+    {"errors", "instrument", "callback", "admin", "app", "edge"},
     {"server", "simulate"},
     {"cli"},
 ]

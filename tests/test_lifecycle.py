@@ -66,6 +66,7 @@ RULES = (
     "found_in_cos",
     "check_after_answer",
     "after_blind",
+    "blind_marks",
     "can_mark",
     "is_expired",
     "apply_event",
@@ -158,6 +159,10 @@ class LuaRules:
     def after_blind(self, new: State, blind: bool, cfg: Config) -> State:
         (code,) = self._call("after_blind", cfg, new, blind)
         return State(int(code))
+
+    def blind_marks(self, state: State, last_heard: float, window_end: float) -> bool:
+        (marks,) = self._call("blind_marks", CFG, state, last_heard, window_end)
+        return _bool(marks)
 
     def can_mark(self, state: State | None) -> bool:
         (marks,) = self._call("can_mark", CFG, state)
@@ -443,6 +448,24 @@ def test_after_blind(rules: Any, new: State, blind: bool, cfg: Config, after: St
 
 
 @pytest.mark.parametrize(
+    ("state", "last_heard", "marks"),
+    [
+        (State.RECORDING, 99.0, True),
+        (State.COMPLETED, 100.0, True),  # heard from as the window ended: still in it
+        (State.RECORDING, 100.5, False),  # heard from after it: a callback clears a mark
+        (State.COMPLETED, 101.0, False),
+        (State.UPLOADED, 50.0, False),
+        (State.STUCK, 50.0, False),
+        (State.UPLOAD_MISSING, 50.0, False),
+        (State.ORPHAN, 50.0, False),
+        (State.UNVERIFIED, 50.0, False),
+    ],
+)
+def test_blind_marks(rules: Any, state: State, last_heard: float, marks: bool) -> None:
+    assert rules.blind_marks(state, last_heard, 100.0) is marks
+
+
+@pytest.mark.parametrize(
     ("state", "marks"),
     [
         (None, False),  # never heard of: a refused callback creates nothing
@@ -558,7 +581,7 @@ def test_the_lua_constants_are_the_python_ones() -> None:
     assert max(Check) < 4 and redis_store._FLAG_START_LOST < 1 << check_shift
     assert C << lost_shift == 1 << (check_shift + 2)
     sets = _lua_sets()
-    for name in ("BLIND_MARKED", "PROBLEM_STATES", "LIVE_RECORDING", "CHECKED_STATES"):
+    for name in ("BLIND_MARKED", "PROBLEM_STATES", "LIVE_RECORDING", "CHECKED_STATES", "EVICTED_FIRST"):
         assert {State[s] for s in sets[name]} == getattr(lifecycle, name), name
     (fmt,) = re.findall(r'^local FORMAT = "([^"]+)"$', SCRIPT, re.M)
     assert fmt == redis_store._FORMAT.format

@@ -170,6 +170,10 @@ def test_a_file_not_in_cos_makes_a_confirmed_stuck_segment(s3_server: S3Server) 
     bucket = s3_server.bucket(unique_bucket(), {"someone-else.mp3": b"x"})
     clock = FakeClock()
     service = make_service(cos_settings(s3_server.url, bucket, s3_server.keys["reader"]), clock)
+    # An upload callback was received for a file that exists: the proof COS's 404s mean missing.
+    service.reconciler.checker.witness(  # type: ignore[union-attr]
+        BIZ, "someone-else.mp3", room_id="r", user_id="u", task_id=1, seq_no=0
+    )
 
     asyncio.run(run_past_deadline(service, clock, (1,), 101))
     (line,) = service.log.named("segment_stuck")
@@ -518,3 +522,29 @@ def test_a_lookup_that_raises_is_logged_and_its_claim_comes_back_after_the_lease
     assert [kw["task"] for kw in service.log.named("background_task_failed")] == ["reconcile_check"]
     (line,) = service.log.named("segment_reconciled")
     assert line["seq_no"] == 0
+
+
+def test_only_stuck_and_missing_uploads_count_as_delivery_errors() -> None:
+    """gme_recording_problem_segments_total is the error count of the delivery SLO: a stuck
+    recording and a missing upload are; an orphan (a lost start: the file was delivered) and an
+    unverified segment (a blind window, never a guess) are not."""
+    from gme_recwatch.clock import FakeClock
+    from gme_recwatch.lifecycle import Transition
+    from gme_recwatch.metrics import Metrics
+    from gme_recwatch.reconcile import report_problem
+
+    class Quiet:
+        def warning(self, *args: Any, **kw: Any) -> None:
+            pass
+
+    metrics = Metrics()
+    for state in ("stuck", "upload_missing", "orphan", "unverified"):
+        report_problem(Transition(state, 1, "r", "u", 7, 0, "1"), metrics, Quiet(), FakeClock())
+    counted = {
+        s.labels["state"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "gme_recording_problem_segments"
+        for s in family.samples
+        if s.name.endswith("_total") and s.value
+    }
+    assert counted == {"stuck": 1, "upload_missing": 1}

@@ -412,3 +412,32 @@ def test_the_epoch_marker_reports_each_reset_to_exactly_one_replica_whatever_the
         return reports
 
     assert asyncio.run(run()) == ["a", "a", "a"]
+
+
+def test_after_a_store_reset_the_keyring_s_apps_are_listed_again(redis_server: Any, tmp_path: Any) -> None:
+    """A reset takes the app labels with it: the replica that sees it gives the keyring's apps
+    their labels back at once, so their series exist before their next callback."""
+    import uuid
+
+    from gme_recwatch.stores.redis import RedisStore
+
+    keys = tmp_path / "keys"
+    keys.write_text("1400000001=k1\n1400000002=k2\n")
+    prefix = f"apps-{uuid.uuid4().hex[:8]}:"
+    clock = FakeClock()
+    settings = Settings(keys_file=str(keys), max_recording_seconds=100)
+    store = RedisStore.from_url(redis_server.url, settings.lifecycle(), prefix=prefix, clock=clock)
+    service = Service(settings, clock=clock, store=store)
+    service.log = Log()
+
+    async def run() -> tuple[list[str], list[str]]:
+        await service.start()
+        before = (await service.store.stats()).app_labels
+        _wipe(redis_server.url, prefix)
+        clock.advance(2)
+        await service.check_store()
+        after = (await service.store.stats()).app_labels
+        await service.stop()
+        return before, after
+
+    assert asyncio.run(run()) == (["1400000001", "1400000002"], ["1400000001", "1400000002"])

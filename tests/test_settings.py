@@ -116,12 +116,38 @@ def test_surrounding_whitespace_in_env_values_is_stripped() -> None:
 
 
 def test_variables_without_the_prefix_are_ignored() -> None:
-    assert load({"PORT": "9999", "RECWATCH_PORT": "9998", "gme_recwatch_port": "9997"}).port == 8080
+    assert load({"PORT": "9999", "RECWATCH_PORT": "9998", "REDIS_URL": "redis://x"}).port == 8080
 
 
-def test_empty_env_value_leaves_the_default() -> None:
-    s = load({"GME_RECWATCH_PORT": "", "GME_RECWATCH_HOST": "", "GME_RECWATCH_LOG_LEVEL": ""})
-    assert (s.port, s.host, s.log_level) == (8080, "0.0.0.0", "info")
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("GME_RECWATH_REDIS_URL", "GME_RECWATCH_REDIS_URL"),  # a typo in the prefix
+        ("GME_RECWACH_REDIS_URL", "GME_RECWATCH_REDIS_URL"),
+        ("GMERECWATCH_REDIS_URL", "GME_RECWATCH_REDIS_URL"),
+        ("gme_recwatch_redis_url", "GME_RECWATCH_REDIS_URL"),  # any case
+        ("Gme_Recwatch_Port", "GME_RECWATCH_PORT"),
+        ("GME-RECWATCH-STATE-FILE", "GME_RECWATCH_STATE_FILE"),
+        ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRET_ID"),  # a standard variable we read
+    ],
+)
+def test_a_variable_a_few_edits_from_a_setting_is_refused_with_a_suggestion(name: str, suggested: str) -> None:
+    """Ignored, it would leave the service on a default (in memory instead of on Redis) while
+    `--check` says the settings are valid."""
+    message = _error({name: "redis://127.0.0.1:6379/0"})
+    assert message == f"{name} is not read (a typo?): did you mean {suggested}?"
+    assert "127.0.0.1" not in message  # never the value
+
+
+def test_an_empty_value_is_an_error_naming_the_default() -> None:
+    assert _error({"GME_RECWATCH_PORT": ""}) == (
+        "GME_RECWATCH_PORT is empty: give it a value, or unset it for the default (8080)"
+    )
+    assert _error({"GME_RECWATCH_LOG_LEVEL": "  "}).startswith("GME_RECWATCH_LOG_LEVEL is empty")
+    assert _error(overrides={"host": ""}).startswith("--host is empty")
+    # Where empty has a meaning of its own ("in memory", "no snapshots"), it is a value.
+    s = load({"GME_RECWATCH_REDIS_URL": "", "GME_RECWATCH_STATE_FILE": ""})
+    assert (s.redis_url, s.state_file) == ("", "")
 
 
 def test_cli_override_beats_the_environment() -> None:
@@ -636,3 +662,50 @@ def test_every_gme_recwatch_variable_the_repository_uses_is_a_setting_or_a_tooli
         )
     }
     assert refused == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"GME_RECWATCH_REPLAY_WINDOW_SECONDS": "30"},
+            "GME_RECWATCH_REPLAY_WINDOW_SECONDS=30: must be 0 (off) or at least "
+            "GME_RECWATCH_SENDER_RETRY_SECONDS=60: a retry carries its first Timestamp",
+        ),
+        (
+            {"GME_RECWATCH_REDIS_TIMEOUT_SECONDS": "5"},
+            "GME_RECWATCH_REDIS_TIMEOUT_SECONDS=5.0: must be below 5: Tencent gives up",
+        ),
+        (
+            {"GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "86400"},
+            "GME_RECWATCH_SWEEP_INTERVAL_SECONDS=86400.0: must be at most "
+            "GME_RECWATCH_REORDER_WINDOW_SECONDS=120: the sweep applies the deadlines",
+        ),
+        (
+            {"GME_RECWATCH_MAX_SEGMENTS": "1"},
+            "GME_RECWATCH_MAX_SEGMENTS=1: must be at least 100: below it, capacity eviction",
+        ),
+    ],
+)
+def test_settings_that_defeat_the_service_are_refused_with_the_reason(
+    env: dict[str, str], message: str
+) -> None:
+    assert _error(env).startswith(message)
+
+
+def test_the_contradictions_stop_where_the_settings_still_work() -> None:
+    s = load(
+        {
+            "GME_RECWATCH_REPLAY_WINDOW_SECONDS": "60",
+            "GME_RECWATCH_REDIS_TIMEOUT_SECONDS": "4.9",
+            "GME_RECWATCH_SWEEP_INTERVAL_SECONDS": "120",
+            "GME_RECWATCH_MAX_SEGMENTS": "100",
+        }
+    )
+    assert (s.replay_window_seconds, s.redis_timeout_seconds, s.sweep_interval_seconds, s.max_segments) == (
+        60,
+        4.9,
+        120.0,
+        100,
+    )
+    assert load({}, demo=True).validate()  # the demo's short deadlines still fit the sweep

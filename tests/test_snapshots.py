@@ -107,7 +107,8 @@ def test_a_version_2_snapshot_reads_as_written_before_a_crash() -> None:
 def test_blind_marks_survive_a_snapshot() -> None:
     clock = FakeClock()
     s = store(clock)
-    assert s.mark_blind_now(1.0, 2.0) == len(s)
+    window = (clock.time() - 1.0, clock.time())  # it ends when it is found, as every window does
+    assert s.mark_blind_now(*window) == len(s)
     restored = MemoryStore(Settings(secret_key="x").lifecycle(), FakeClock())
     restored.restore(s.snapshot())
-    assert {(v.blind_window_start, v.blind_window_end) for v in restored.find()} == {(1.0, 2.0)}
+    assert {(v.blind_window_start, v.blind_window_end) for v in restored.find()} == {window}

@@ -318,6 +318,29 @@ def test_capacity_evicts_terminal_segments_first(make: Make) -> None:
     assert_consistent(t)
 
 
+def test_capacity_evicts_the_oldest_not_the_one_due_soonest(make: Make, clock: FakeClock) -> None:
+    """No terminal segment: the oldest goes (an old recording), never the completed segment
+    still waiting for its upload because its deadline is the soonest."""
+    t = make(replace(DEFAULTS, max_segments=2, retention_seconds=100_000), clock)
+    t.record(ev(1, seq=0))  # A: old, recording (its deadline is hours away)
+    clock.advance(5)
+    t.record(ev(1, seq=1))
+    t.record(ev(2, seq=1))  # B: young, completed, awaiting its upload (due in minutes)
+    clock.advance(5)
+    t.record(ev(1, seq=2))  # C: over capacity
+    assert [v.seq_no for v in t.segments()] == [1, 2]
+    assert t.stats().evictions[("capacity", "recording")] == 1
+    assert_consistent(t)
+
+
+def test_registered_apps_past_the_bound_count_as_overflow(make: Make) -> None:
+    t = make(replace(DEFAULTS, max_apps=2))
+    t.register_apps([1, 2, 3, 4])
+    s = t.stats()
+    assert s.app_labels == ["1", "2", "other"]
+    assert s.app_overflow == 2
+
+
 def test_app_labels_are_bounded_and_overflow_is_other(make: Make) -> None:
     t = make(replace(DEFAULTS, max_apps=2))
     for biz in (1, 2, 3, 4):

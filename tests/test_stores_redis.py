@@ -75,19 +75,51 @@ def test_without_an_injected_clock_deadlines_run_on_redis_time(redis_server: Red
     assert asyncio.run(go()) == pytest.approx(time.time(), abs=5)
 
 
-def test_every_segment_key_expires_on_its_own(redis_server: RedisServer) -> None:
-    async def go() -> list[int]:
+def test_no_segment_key_expires_behind_the_sweeps_back(redis_server: RedisServer) -> None:
+    """Every replica down for a day past the retention: the keys are still there, and the first
+    sweep forgets them with every tally (a key that expired on its own took only its deadline
+    with it, and left segments=1, recording=1 while the API listed nothing)."""
+
+    async def go() -> tuple[list[int], int, dict[str, int], int]:
         prefix = f"e{uuid.uuid4().hex[:8]}:"
-        store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=FakeClock())
+        clock = FakeClock()
+        store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=clock)
         for seq in range(5):
             await store.record(ev(1, seq))
         ttls = [await store.client.ttl(k) async for k in store.client.scan_iter(match=store.prefix + "s:*")]
+        clock.advance(CFG.retention_seconds + 86400)
+        await store.sweep(100)
+        stats = await store.stats()
+        listed = len(await store.segments())
         await store.close()
-        return ttls
+        return ttls, stats.segments, {k: v for k, v in stats.by_state.items() if v}, listed
 
-    ttls = asyncio.run(go())
-    assert len(ttls) == 5
-    assert all(CFG.retention_seconds < t <= CFG.retention_seconds + 3600 for t in ttls)
+    ttls, segments, by_state, listed = asyncio.run(go())
+    assert ttls == [-1] * 5  # no TTL: the sweep decides when a segment is forgotten
+    assert (segments, by_state, listed) == (0, {}, 0)
+
+
+def test_a_segment_key_that_vanishes_is_noticed_counted_and_uncounted(redis_server: RedisServer) -> None:
+    """A key deleted behind the service's back (an evicting maxmemory-policy, a manual DEL) is
+    found by the sweep at its deadline: out of the count and every index, and counted."""
+
+    async def go() -> tuple[int, int, int, int]:
+        prefix = f"v{uuid.uuid4().hex[:8]}:"
+        clock = FakeClock()
+        store = RedisStore.from_url(redis_server.url, CFG, prefix=prefix, clock=clock)
+        for seq in range(3):
+            await store.record(ev(1, seq))
+        (victim,) = [k async for k in store.client.scan_iter(match=store.prefix + "s:*0")]
+        await store.client.delete(victim)
+        clock.advance(CFG.max_recording_seconds + 1)
+        await store.sweep(100)
+        stats = await store.stats()
+        listed = len(await store.segments())
+        age = await store.client.zcard(store.prefix + "age")
+        await store.close()
+        return stats.segments, stats.segments_vanished, listed, age
+
+    assert asyncio.run(go()) == (2, 1, 2, 2)
 
 
 def test_an_unreachable_redis_fails_fast_with_store_unavailable_and_recovers(own_redis: RedisServer) -> None:
@@ -130,6 +162,73 @@ def test_a_redis_restart_with_aof_keeps_every_acknowledged_callback(own_redis: R
     own_redis.start()
     n, by_state = asyncio.run(read_back())
     assert n == 20 and by_state["recording"] == 20
+
+
+def test_blind_marks_page_over_a_stable_view_while_the_store_moves(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marking goes page by page; between two pages another replica's callback evicts the
+    oldest segment at capacity. No live segment is passed over (paging by offset through the
+    deadline index skipped the one that slid into the page already read), and the segment
+    heard of after the window ended is not marked."""
+    from gme_recwatch.stores import redis as redis_module
+
+    monkeypatch.setattr(redis_module, "_SCAN_BATCH", 2)
+
+    async def go() -> tuple[int, list[tuple[int, bool]]]:
+        clock, prefix = FakeClock(), f"b{uuid.uuid4().hex[:8]}:"
+        store = RedisStore.from_url(redis_server.url, replace(CFG, max_segments=5), prefix=prefix, clock=clock)
+        other = RedisStore.from_url(redis_server.url, replace(CFG, max_segments=5), prefix=prefix, clock=clock)
+        for seq in range(5):
+            await store.record(ev(1, seq))
+            clock.advance(1)
+        real_run, pages = store._run, []
+
+        async def run(op: str, *args: object) -> object:
+            reply = await real_run(op, *args)
+            if op == "blind" and not pages:
+                pages.append(reply)
+                await other.record(ev(1, 9))  # another replica, meanwhile: the oldest goes
+            return reply
+
+        monkeypatch.setattr(store, "_run", run)
+        end = clock.time() - 0.5
+        marked = await store.mark_blind(end - 60, end)
+        views = [(v.seq_no, v.blind_window_end is not None) for v in await store.segments()]
+        await store.close()
+        await other.close()
+        return marked, views
+
+    marked, views = asyncio.run(go())
+    assert views == [(1, True), (2, True), (3, True), (4, True), (9, False)]
+    assert marked == 5  # s0 was marked on the first page, then evicted
+
+
+def test_keys_redis_evicts_are_exported_as_a_store_fault(own_redis: RedisServer) -> None:
+    """An evicting Redis under memory pressure: INFO's evicted_keys is in the stats, for the gauge
+    GmeRecwatchStoreEvictingKeys reads. (Which keys go is Redis's choice, so what the sweep
+    then finds is pinned by the test of a deleted key above.)"""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+
+    async def go() -> tuple[int, int]:
+        store = RedisStore.from_url(own_redis.url, CFG, prefix="ev:", clock=FakeClock())
+        for seq in range(200):
+            await store.record(ev(1, seq))
+        before = (await store.stats()).evicted_keys
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", str(used - 20_000))  # below what is used: Redis evicts
+        client.set("filler", "x" * 1000)  # a write makes it evict
+        client.config_set("maxmemory", "0")
+        after = (await store.stats()).evicted_keys
+        await store.close()
+        return before, after
+
+    before, after = asyncio.run(go())
+    client.close()
+    assert before == 0 and after > 0
 
 
 def _evalsha_calls(server: RedisServer) -> int:

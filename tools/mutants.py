@@ -1,4 +1,5 @@
-"""Mutation check of the lifecycle rules, in both copies: lifecycle.py and redis_lifecycle.lua.
+"""Mutation check of the lifecycle rules, in both copies: lifecycle.py and redis_lifecycle.lua,
+and of the bookkeeping around them (``books-*``: pages, restores, app labels, key TTLs, caches).
 
 Each mutant is one small wrong change to a rule (a deadline boundary, the duplicate check, a
 state, a tally, a COS answer, a blind mark...). For each, the tests that should notice it run
@@ -411,6 +412,104 @@ MUTANTS: tuple[Mutant, ...] = (
         'redis.call("HINCRBY", T, "a:" .. app .. ":" .. mode, 0)',
         "a recording that ended stays active",
         STORES,
+    ),
+    # ---- the eviction order and the blind marks (lifecycle.EVICTED_FIRST, lifecycle.blind_marks)
+    Mutant(
+        "py-evicted-first",
+        PY,
+        "EVICTED_FIRST: Final = frozenset({State.UPLOADED})",
+        "EVICTED_FIRST: Final = frozenset({State.COMPLETED})",
+        "capacity evicts segments awaiting their upload first, not uploaded ones",
+        STORES,
+    ),
+    Mutant(
+        "lua-evicted-first",
+        LUA,
+        "local EVICTED_FIRST = {[UPLOADED] = true}",
+        "local EVICTED_FIRST = {[COMPLETED] = true}",
+        "capacity evicts segments awaiting their upload first, not uploaded ones",
+        STORES,
+    ),
+    Mutant(
+        "py-blind-marks-heard-since",
+        PY,
+        "return state in BLIND_MARKED and last_heard <= window_end",
+        "return state in BLIND_MARKED",
+        "a segment heard from after the window ended is marked all the same",
+    ),
+    Mutant(
+        "lua-blind-marks-heard-since",
+        LUA,
+        "return BLIND_MARKED[state] == true and last_heard <= window_end",
+        "return BLIND_MARKED[state] == true",
+        "a segment heard from after the window ended is marked all the same",
+    ),
+    # ---- the bookkeeping around the rules (#27.8): each pinned by a test
+    Mutant(
+        "books-page-order",
+        "src/gme_recwatch/stores/base.py",
+        "chosen = heapq.nsmallest(limit + 1, matches, key=lambda m: (m[0], m[1]))",
+        "chosen = heapq.nsmallest(limit + 1, matches, key=lambda m: m[1])",
+        "pages ordered by key, not by first receipt",
+        ("tests/test_stores.py",),
+    ),
+    Mutant(
+        "books-page-cursor",
+        "src/gme_recwatch/stores/base.py",
+        "chosen = heapq.nsmallest(limit + 1, matches",
+        "chosen = heapq.nsmallest(limit, matches",
+        "a full page never says where the next one starts (the API's overflow cursor)",
+        ("tests/test_stores.py",),
+    ),
+    Mutant(
+        "books-page-after",
+        "src/gme_recwatch/stores/base.py",
+        "matches = [m for m in matches if (m[0], m[1]) > after]",
+        "matches = [m for m in matches if (m[0], m[1]) >= after]",
+        "the next page repeats the last segment of the one before",
+        ("tests/test_stores.py",),
+    ),
+    Mutant(
+        "books-restore-count",
+        "src/gme_recwatch/stores/memory.py",
+        "self._index = {k: i for i, k in enumerate(loaded.keys) if k is not None}",
+        "self._index = {k: i for i, k in enumerate(loaded.keys)}  # type: ignore[misc]",
+        "a restore counts the free slots of the snapshot as segments",
+        ("tests/test_snapshots.py", "tests/test_stores_memory.py"),
+    ),
+    Mutant(
+        "books-reset-apps",
+        "src/gme_recwatch/service.py",
+        "            await self.store.register_apps(self.keys.current.app_ids())\n"
+        "            await self.mark_blind()",
+        "            await self.mark_blind()",
+        "after a store reset the keyring's apps have no labels until their next callback",
+        ("tests/test_service.py",),
+    ),
+    Mutant(
+        "books-redis-no-ttl",
+        LUA,
+        "seg.ts_u, seg.r_first, seg.r_complete, seg.expires) .. seg.file)",
+        'seg.ts_u, seg.r_first, seg.r_complete, seg.expires) .. seg.file, "PX", 4600000)',
+        "segment keys expire on their own again, behind the sweep's back",
+        ("tests/test_stores_redis.py",),
+    ),
+    Mutant(
+        "books-bucket-cache-ttl",
+        "src/gme_recwatch/cos.py",
+        "if known is None or now - known[1] >= self._bucket_ttl:",
+        "if known is None:",
+        "what was learnt of a bucket is kept for ever",
+        ("tests/test_cos_buckets.py",),
+    ),
+    Mutant(
+        "books-delivery-error-states",
+        "src/gme_recwatch/reconcile.py",
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})",
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, "
+        "State.ORPHAN.label})",
+        "an orphan (a lost start) counts as a delivery error of the SLO",
+        ("tests/test_reconcile.py",),
     ),
 )
 

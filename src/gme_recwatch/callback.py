@@ -10,6 +10,7 @@ here, and only here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -26,7 +27,8 @@ from .intake import Accepted, Intake, Outcome, Reason, Unreadable
 from .service import Service
 
 # What each rejection is answered with. 4xx tells Tencent not to retry: the same bytes would
-# be refused again. 503 asks it to retry: nothing was stored.
+# be refused again. 503 asks it to retry: it may or may not have been stored (a store that timed
+# out may still apply it), and a retry is safe either way.
 STATUS: Final[dict[str, int]] = {
     "missing": 401,
     "mismatch": 401,
@@ -43,10 +45,14 @@ MESSAGES: Final[dict[str, str]] = {
     "malformed": "the body is not a valid GME recording callback",
     "too_large": "the body exceeds the configured limit",
     "stale": "the callback's Timestamp is outside the replay window",
-    "unavailable": "the state store is unavailable; the callback was not recorded, retry it",
+    "unavailable": (
+        "the state store did not answer in time or is unreachable; the callback may have been "
+        "recorded or not: retry it (a retry is safe, a duplicate changes nothing)"
+    ),
 }
 _OK: Final = b'{"code":0}'
 _JSON: Final = (b"content-type", b"application/json")
+_RETRY_AFTER: Final = ((b"retry-after", b"5"),)
 _METHOD_NOT_ALLOWED: Final = b'{"code":405,"error":"http","message":"Method Not Allowed"}'
 
 
@@ -76,8 +82,16 @@ def one_signature(values: list[str]) -> str | None:
     return values[0] if len(set(values)) == 1 else "!"
 
 
-def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The served callback route."""
+_TIMED_OUT: Final = b'{"code":408,"error":"http","message":"the body did not arrive in time"}'
+_CLOSE: Final = ((b"connection", b"close"),)
+
+
+def callback_asgi(
+    intake: Intake, limit: int, body_timeout: float | None = None, timed_out: Any = None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The served callback route. A body whose next piece does not arrive within
+    ``body_timeout`` seconds (a slow-body client holding the connection) is answered 408 and
+    the connection closed, counted in ``timed_out``."""
 
     async def answer(send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         headers = [_JSON, (b"content-length", str(len(body)).encode()), *extra]
@@ -95,7 +109,8 @@ def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send]
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            async with asyncio.timeout(body_timeout):
+                message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
@@ -110,13 +125,21 @@ def callback_asgi(intake: Intake, limit: int) -> Callable[[Scope, Receive, Send]
         if scope.get("method") != "POST":
             await answer(send, 405, _METHOD_NOT_ALLOWED, ((b"allow", b"POST"),))
             return
-        body = await read(scope, receive)
+        try:
+            body = await read(scope, receive)
+        except TimeoutError:
+            if timed_out is not None:
+                timed_out.inc()
+            await answer(send, 408, _TIMED_OUT, _CLOSE)
+            return
         if body is None:
             return  # the client is gone: nobody to answer
         client = scope.get("client")
         signatures = [v.decode("latin-1") for k, v in scope["headers"] if k == b"signature"]
         outcome = await intake.handle(body, one_signature(signatures), client[0] if client else "unknown")
-        await answer(send, *reply(outcome))
+        status, doc = reply(outcome)
+        # Nothing was stored: Tencent retries; the header says when a retry may succeed.
+        await answer(send, status, doc, _RETRY_AFTER if status == 503 else ())
 
     return handle
 
@@ -139,7 +162,12 @@ def build_callback_app(service: Service) -> Callable[[Scope, Receive, Send], Awa
     admin listener publishes it (:func:`callback_schema`).
     """
     s = service.settings
-    callback = callback_asgi(service.intake, s.max_body_bytes)
+    callback = callback_asgi(
+        service.intake,
+        s.max_body_bytes,
+        s.header_timeout_seconds,
+        service.metrics.connections_refused.labels("callback", "body_timeout"),
+    )
     path, log = s.callback_path, service.log
 
     async def plain(send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -193,7 +221,7 @@ def callback_schema(callback_path: str, max_body_bytes: int) -> dict[str, Any]:
             400: error_response("Malformed body, or stale Timestamp"),
             401: error_response("Signature missing, wrong, or no key for the app"),
             413: error_response("Body larger than the configured limit"),
-            503: error_response("State store unavailable: not recorded, retry"),
+            503: error_response("State store unavailable: may be recorded; retry (safe)"),
         },
         description="Tencent GME server-side recording callback, signed with HMAC-SHA1 in "
         'the `Signature` header. Answers `{"code":0}` when accepted.',

@@ -31,6 +31,16 @@ makes every lookup an error, never a confirmed "missing", and so does a key with
 HEAD the bucket (``cos:HeadBucket``). Answers are remembered for :data:`BUCKET_TTL` seconds.
 The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s).
 
+**A 404 confirms only what an endpoint that can see says.** An endpoint that answers 404 to
+everything (a misrouted private endpoint, a gateway failing closed) would otherwise confirm
+every looked-up file missing. So a 404 is trusted only while the checker has recent evidence
+(``evidence_seconds``) that this bucket's endpoint finds files that exist: a lookup that found
+one, or a HEAD of the *witness*, the latest file whose upload callback was received
+(:meth:`CosChecker.witness`), made right then. When the witness is not found either, the miss
+is an error ``blind`` (the alert GmeRecwatchCosBlind names the bucket); when no witness is
+known yet (no upload callback since the start), an error ``unproven``. Either way the segment
+is reported ``confirmed=false`` with that reason and pages nobody.
+
 **Credentials.** A Tencent Cloud API key (CAM; not the GME permission key): from a file in
 Tencent Cloud's credentials format (``cos_credentials_file``) or ``TENCENTCLOUD_SECRET_ID`` /
 ``TENCENTCLOUD_SECRET_KEY``. They are handed to the client and nowhere else: never logged, not
@@ -65,12 +75,21 @@ _T = TypeVar("_T")
 CheckResultName = Literal["found", "not_found", "error"]
 CHECK_RESULTS: Final[tuple[str, ...]] = get_args(CheckResultName)
 ErrorReason = Literal[
-    "timeout", "connection", "server_error", "forbidden", "no_such_bucket", "unexpected_status", "no_bucket"
+    "timeout",
+    "connection",
+    "server_error",
+    "forbidden",
+    "no_such_bucket",
+    "unexpected_status",
+    "no_bucket",
+    "blind",
+    "unproven",
 ]
 ERROR_REASONS: Final[tuple[str, ...]] = get_args(ErrorReason)
 _RETRIED: Final = frozenset({"timeout", "connection", "server_error"})
 RETRY_BACKOFF: Final = 0.5  # seconds before the one retry, times 1..1.5 so retries spread out
 BUCKET_TTL: Final = 300.0  # seconds a bucket's existence is taken as known
+EVIDENCE_SECONDS: Final = 60.0  # seconds a found file proves that an endpoint's 404s mean missing
 
 
 # ------------------------------------------------------------------------------- results
@@ -227,6 +246,7 @@ class CosConfig:
     max_concurrency: int = 8
     requests_per_second: float = 20.0
     timeout: float = 5.0
+    evidence_seconds: float = EVIDENCE_SECONDS
 
     def __post_init__(self) -> None:
         problem = key_template_problem(self.key_template)
@@ -268,6 +288,7 @@ class CosConfig:
             max_concurrency=settings.cos_max_concurrency,
             requests_per_second=settings.cos_requests_per_second,
             timeout=settings.cos_timeout_seconds,
+            evidence_seconds=settings.cos_evidence_seconds,
         )
 
 
@@ -363,6 +384,11 @@ class CosChecker:
         # bucket -> (True: exists, False: does not, None: may not be asked), when learnt
         self._buckets_known: dict[str, tuple[bool | None, float]] = {}
         self._bucket_locks: dict[str, asyncio.Lock] = {}
+        # bucket -> when a lookup last found a file there (the endpoint can see), and the
+        # object key of the latest file whose upload callback was received (one per bucket).
+        self._seen_at: dict[str, float] = {}
+        self._witnesses: dict[str, str] = {}
+        self._sight_locks: dict[str, asyncio.Lock] = {}
         self._client: S3Client | None = client
         self._stack: contextlib.AsyncExitStack | None = None
         self.in_flight = 0
@@ -407,15 +433,7 @@ class CosChecker:
         seq_no: int = 0,
     ) -> CheckResult:
         """Look one recorded file up: :class:`Found`, :class:`NotFound` or :class:`CheckError`."""
-        key = object_key(
-            self.config.key_template,
-            biz_id=biz_id,
-            file_name=file_name,
-            room_id=room_id,
-            user_id=user_id,
-            task_id=task_id,
-            seq_no=seq_no,
-        )
+        key = self._key(biz_id, file_name, room_id, user_id, task_id, seq_no)
         bucket = self.config.bucket_for(biz_id)
         if not bucket:
             result: CheckResult = CheckError(
@@ -427,6 +445,64 @@ class CosChecker:
             self._metrics.reconcile_checks.labels(result_name(result)).inc()
         return result
 
+    def witness(
+        self, biz_id: int, file_name: str, *, room_id: str, user_id: str, task_id: int, seq_no: int
+    ) -> None:
+        """Remember a file whose upload callback was received: a file that exists, whose HEAD
+        proves the bucket's endpoint can see before one of its 404s confirms anything. Called
+        on every verified upload callback; one entry per bucket, the latest."""
+        bucket = self.config.bucket_for(biz_id)
+        if not bucket or not file_name:
+            return
+        self._witnesses[bucket] = self._key(biz_id, file_name, room_id, user_id, task_id, seq_no)
+
+    def _key(self, biz_id: int, file_name: str, room_id: str, user_id: str, task_id: int, seq_no: int) -> str:
+        return object_key(
+            self.config.key_template,
+            biz_id=biz_id,
+            file_name=file_name,
+            room_id=room_id,
+            user_id=user_id,
+            task_id=task_id,
+            seq_no=seq_no,
+        )
+
+    async def _prove_sight(self, result: NotFound) -> CheckResult:
+        """``result`` if the endpoint has recently been seen finding a file in the bucket (or
+        finds the witness now), else an error that says why the 404 proves nothing."""
+        bucket = result.bucket
+        async with self._sight_locks.setdefault(bucket, asyncio.Lock()):
+            seen = self._seen_at.get(bucket)
+            if seen is not None and self._clock.monotonic() - seen < self.config.evidence_seconds:
+                return result
+            witness = self._witnesses.get(bucket)
+            if witness is None:
+                return CheckError(
+                    "unproven",
+                    bucket,
+                    result.key,
+                    "object not found, but no file has been seen in this bucket through "
+                    f"{self.config.endpoint_url} recently (no upload callback yet to check against)",
+                    404,
+                )
+            got = await self._head_object(bucket, witness)
+            if isinstance(got, Found):
+                self._seen_at[bucket] = self._clock.monotonic()
+                return result
+            if isinstance(got, CheckError):
+                return CheckError(
+                    got.reason, bucket, result.key, f"object not found; the sight check failed: {got.detail}"
+                )
+            return CheckError(
+                "blind",
+                bucket,
+                result.key,
+                f"object not found, and neither is the latest file whose upload callback was received: "
+                f"{self.config.endpoint_url} does not see files that exist (a misrouted endpoint, a "
+                "gateway failing closed)",
+                404,
+            )
+
     async def _check(self, bucket: str, key: str) -> CheckResult:
         result = await self._head_object(bucket, key)
         if isinstance(result, CheckError) and result.reason in _RETRIED:
@@ -437,8 +513,12 @@ class CosChecker:
                 if isinstance(again, CheckError)
                 else again
             )
+        if isinstance(result, Found):
+            self._seen_at[bucket] = self._clock.monotonic()
         if isinstance(result, NotFound):
-            return await self._confirm_bucket(result)
+            result = await self._confirm_bucket(result)
+        if isinstance(result, NotFound):
+            return await self._prove_sight(result)
         return result
 
     async def _request(

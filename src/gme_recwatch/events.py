@@ -41,6 +41,9 @@ MODE_NAMES: Final[tuple[str, ...]] = tuple(m.name.lower() for m in RecordMode)
 # Why a callback was refused before its signature was even looked at, or after it held:
 # the body is not a callback, it is too large, or its Timestamp is outside the replay window.
 InvalidReason = Literal["malformed", "too_large", "stale"]
+# Why a request that failed verification is noise rather than a sender: no body, not JSON, JSON
+# but not a callback (a required field missing or invalid, no BizID), or a BizID with no key.
+NoiseReason = Literal["empty", "not_json", "not_a_callback", "unknown_app"]
 
 # Bounds that keep one hostile-but-signed body from costing unbounded memory.
 MAX_ID_LENGTH: Final = 256

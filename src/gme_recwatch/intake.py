@@ -3,15 +3,24 @@
 No HTTP here: the HTTP layer hands over what it read (the body, or why it could not read one)
 and the ``Signature`` header, and gets back an :data:`Outcome` -- :class:`Accepted` with the
 store's result, or :class:`Rejected` with a reason -- which it maps to a status and a body.
-Every rejection is counted and logged here, once, with its reason; a rejected signature may
-add one rate-limited ``signature_hint`` line naming the misconfiguration that explains it.
-Nothing read from the body is trusted, logged as fact or allowed to change state before the
-signature holds. (BizID is peeked beforehand only to choose which app's keys to try, and to
-name the app a hint is about.)
+Every rejection is counted here, once, with its reason, and logged at a bounded rate (one line
+per reason per ``rejection_log_interval_seconds``, saying how many were left out); a rejected
+signature may add one rate-limited ``signature_hint`` line naming the misconfiguration that
+explains it. Nothing read from the body is trusted, logged as fact or allowed to change state
+before the signature holds. (The body is decoded beforehand only to choose which app's keys to
+try and to tell a sender from noise.)
+
+Noise is not a sender: only a well-formed callback (it decodes, has the required fields, names a
+BizID we hold a key for) whose signature then fails is an :class:`Unverified` outcome, counted in
+``gme_recording_signature_failures_total`` and so in the signature alerts and the ingest SLO.
+Anything else that fails verification (no body, not JSON, not a callback, an app without a key,
+a Signature on junk) is :class:`Noise`, counted in ``gme_recording_noise_requests_total`` only,
+and answered as before (401).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -20,12 +29,12 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import events, signature
 from .clock import Clock
-from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, UnknownEvent
+from .events import CANARY_ROOM_ID, Event, InvalidReason, MalformedCallback, NoiseReason, UnknownEvent
 from .hints import SignatureDoctor
 from .lifecycle import Result, key_of
 from .logging import level_number
 from .metrics import Metrics
-from .ratelimit import TokenBucket
+from .ratelimit import LogSampler, TokenBucket
 from .settings import Settings
 from .signature import FailureReason, Keyring, KeyringSource, SignatureError
 from .stores import Store, StoreUnavailable
@@ -51,8 +60,30 @@ class Rejected:
     detail: str | None = None
 
 
-Outcome = Accepted | Rejected
+@dataclass(frozen=True, slots=True)
+class Unverified(Rejected):
+    """A well-formed callback for an app we hold keys for whose signature did not verify
+    (``reason`` missing or mismatch): a real sender on a wrong key, or a forger naming a real
+    app. Counted in ``gme_recording_signature_failures_total``. ``event`` is what the body
+    claims, unverified: never stored, only a pointer to what it names."""
+
+    event: Event | UnknownEvent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Noise(Rejected):
+    """A request that failed verification and is not a well-formed callback of an app we hold
+    keys for. Answered by ``reason`` (missing, mismatch, unknown_app: as a signature failure
+    always was), counted by ``noise`` in ``gme_recording_noise_requests_total`` only."""
+
+    noise: NoiseReason = "not_a_callback"
+
+
+Outcome = Accepted | Rejected  # Unverified and Noise are Rejected
 _ACCEPTED: Final = {r: Accepted(r) for r in Result}
+# Callbacks answered 503 whose write may have landed, remembered so that their retry is not
+# counted as a duplicate: bounded (oldest forgotten first); Tencent retries within a minute.
+UNKNOWN_OUTCOMES_KEPT: Final = 10_000
 # Answered like any accepted callback; the result is never counted in recording metrics.
 _CANARY: Final = Accepted(Result.IGNORED)
 
@@ -83,6 +114,9 @@ class Intake:
         self.tracer = tracer
         self.log = log
         self.clock = clock
+        # Callbacks answered 503 that may have been recorded all the same, by (segment, event):
+        # oldest first, bounded.
+        self._unknown_outcome: dict[tuple[str, int], float] = {}
         self._accepted_log = getattr(log, settings.accepted_log_level)
         # Building the accepted line's fields costs ~2 us a callback: skip it when its level is
         # filtered out (the default: debug under info).
@@ -92,6 +126,10 @@ class Intake:
         self._marks = TokenBucket(
             settings.rejection_marks_per_second, settings.rejection_marks_burst, clock.monotonic
         )
+        # Told of every verified upload callback: the COS checker's proof that its endpoint sees.
+        self.on_uploaded: Callable[[Event], None] | None = None
+        # At most one line per rejection reason per interval, saying how many it left out.
+        self._sampler = LogSampler(settings.rejection_log_interval_seconds, clock.monotonic)
         self.doctor = (
             SignatureDoctor(settings.signature_hints_per_second, clock.monotonic)
             if settings.signature_hints_per_second > 0
@@ -116,14 +154,52 @@ class Intake:
 
     def _invalid(self, reason: InvalidReason, remote: str, detail: str | None, **fields: Any) -> Rejected:
         self.metrics.invalid.labels(reason).inc()
-        self.log.warning(
-            "callback_rejected",
-            reason=reason,
-            remote=remote,
-            **({"detail": detail} if detail else {}),
-            **fields,
-        )
+        self._rejected(reason, remote=remote, **({"detail": detail} if detail else {}), **fields)
         return Rejected(reason, detail)
+
+    def _rejected(self, key: str, event: str = "callback_rejected", **fields: Any) -> None:
+        """Log a rejection unless one of the same kind was logged within the interval; the line
+        says how many were left out since the previous one (the counters have them all)."""
+        suppressed = self._sampler.admit(key)
+        if suppressed is None:
+            return
+        self.log.warning(event, **fields, **({"suppressed": suppressed} if suppressed else {}))
+
+    def _noise(
+        self,
+        body: bytes,
+        parsed: Event | UnknownEvent | MalformedCallback,
+        answer: FailureReason,
+        header: str | None,
+        ring: Keyring,
+        biz: int | None,
+        remote: str,
+    ) -> Noise:
+        """Not a sender: counted apart, outside every signature alert and SLO."""
+        noise: NoiseReason
+        if not body.strip():
+            noise = "empty"
+        elif isinstance(parsed, MalformedCallback):
+            noise = "not_json" if str(parsed).startswith("invalid JSON") else "not_a_callback"
+        elif biz is None:
+            noise = "not_a_callback"
+        else:
+            noise = "unknown_app"
+        self.metrics.noise.labels(noise).inc()
+        self._rejected(
+            "noise:" + noise,
+            "request_rejected",
+            reason=noise,
+            answer=answer,
+            remote=remote,
+            body_bytes=len(body),
+            **({"claimed_biz_id": biz} if biz is not None else {}),
+        )
+        # An app with no key of its own, signed with another app's key, is a sender's
+        # misconfiguration worth naming (rate-limited like every diagnosis).
+        if noise == "unknown_app" and header is not None and answer != "missing" and self.doctor is not None:
+            self._explain(body, header, ring, biz, remote)
+        return Noise(answer, noise=noise)
 
     def _canary(self, ev: Event, now: float, remote: str) -> Outcome:
         """A verified canary: proof the public path works, counted apart from recordings."""
@@ -156,17 +232,13 @@ class Intake:
                 **({"unlogged_repeats": found.repeats} if found.repeats else {}),
             )
 
-    async def _mark_refused(self, body: bytes) -> None:
+    async def _mark_refused(self, ev: Event) -> None:
         """A well-formed callback for a BizID we hold a key for failed verification: mark the
         live segment it names as attributed to us (we refused its event; lifecycle.can_mark),
         so its deadline makes it unverified (or looked up in COS), never a miss nor a page.
         Nothing in the body is trusted beyond naming that one segment; marks are bounded by a
         token bucket (rate and burst) and counted; a segment we do not track is left alone."""
-        try:
-            ev = events.decode(body)
-        except MalformedCallback:
-            return
-        if not isinstance(ev, Event) or ev.room_id == CANARY_ROOM_ID:
+        if ev.room_id == CANARY_ROOM_ID:
             return
         marks = self.metrics.segment_marks
         if not self._marks.try_take():
@@ -180,32 +252,38 @@ class Intake:
         marks.labels("signature", "marked" if marked else "not_tracked").inc()
 
     async def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Outcome:
-        biz = None
+        # Decoded first, trusted never: to pick the app's keys and to tell a sender from noise.
         try:
-            ring = self.keys.current
-            # Peeking costs a JSON parse: only worth it when keys differ per app.
-            biz = events.peek_biz_id(body) if header and ring.per_app else None
-            signature.verify(body, header, ring.keys_for(biz), self.settings.signature_encoding)
+            parsed: Event | UnknownEvent | MalformedCallback = events.decode(body)
+        except MalformedCallback as exc:
+            parsed = exc
+        if isinstance(parsed, MalformedCallback):
+            biz = events.peek_biz_id(body)
+        else:
+            biz = parsed.biz_id
+        ring = self.keys.current
+        keys = ring.keys_for(biz)
+        try:
+            signature.verify(body, header, keys, self.settings.signature_encoding)
         except SignatureError as exc:
+            if isinstance(parsed, MalformedCallback) or biz is None or not keys:
+                return self._noise(body, parsed, exc.reason, header, ring, biz, remote)
             self.metrics.signature_failures.labels(exc.reason).inc()
-            if biz is None and header:  # one key for every app: not peeked before, only now
-                biz = events.peek_biz_id(body)
             # The BizID is unverified here: logged as a claim, for finding a misconfigured app.
-            self.log.warning(
-                "callback_rejected", reason=exc.reason, remote=remote, claimed_biz_id=biz, body_bytes=len(body)
+            self._rejected(
+                exc.reason, reason=exc.reason, remote=remote, claimed_biz_id=biz, body_bytes=len(body)
             )
             if header is not None and exc.reason != "missing" and self.doctor is not None:
                 self._explain(body, header, ring, biz, remote)
-            if exc.reason == "mismatch":
-                await self._mark_refused(body)
-            return Rejected(exc.reason)
+            if exc.reason == "mismatch" and isinstance(parsed, Event):
+                await self._mark_refused(parsed)
+            return Unverified(exc.reason, event=parsed)
 
         now = self.clock.time()
-        try:
-            ev = events.decode(body)
-        except MalformedCallback as exc:
+        if isinstance(parsed, MalformedCallback):  # signed by a key of ours, yet not a callback
             self.metrics.last_callback.set(now)
-            return self._invalid("malformed", remote, str(exc))
+            return self._invalid("malformed", remote, str(parsed))
+        ev = parsed
         canary = isinstance(ev, Event) and ev.room_id == CANARY_ROOM_ID
         if not canary:
             self.metrics.last_callback.set(now)
@@ -246,7 +324,15 @@ class Intake:
             out = await self.store.record(ev)
         except StoreUnavailable as exc:
             self.metrics.backend_errors.labels("record").inc()
-            self.log.warning(
+            if exc.maybe_applied:
+                # Answered 503, yet it may land: its retry is then a duplicate of a write nobody
+                # acknowledged, and is counted as the first acknowledgement it is (below).
+                self.metrics.callbacks_unknown_outcome.inc()
+                self._unknown_outcome[(key_of(ev), ev.event_type)] = now
+                while len(self._unknown_outcome) > UNKNOWN_OUTCOMES_KEPT:
+                    del self._unknown_outcome[next(iter(self._unknown_outcome))]
+            self._rejected(
+                "unavailable",
                 "callback_not_stored",
                 reason="unavailable",
                 error=str(exc),
@@ -255,7 +341,15 @@ class Intake:
                 remote=remote,
             )
             return Rejected("unavailable")
+        if ev.event_type == events.UPLOADED and self.on_uploaded is not None:
+            self.on_uploaded(ev)
         m = self.metrics
+        if self._unknown_outcome and self._unknown_outcome.pop((key_of(ev), ev.event_type), None) is not None:
+            if out.result is Result.DUPLICATE:
+                # The 503'd copy landed: this retry is its first acknowledgement, not Tencent
+                # sending twice. (On another replica it counts as a duplicate: see the docs.)
+                out.result = Result.ACCEPTED
+                m.callbacks_retried_after_unknown.inc()
         m.count_callback(out.event_type, out.result, out.app_id)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)
         if out.duration is not None:

@@ -330,6 +330,26 @@ def can_mark(state: State | None) -> bool:
     return state is not None and state in BLIND_MARKED
 
 
+def blind_marks(state: State, last_heard: float, window_end: float) -> bool:
+    """True when a blind window ending at ``window_end`` marks a segment in ``state`` that was
+    last heard from (its last new event received) at ``last_heard``: it is live, and nothing
+    was heard from it since the window ended (a callback after the window clears a mark, so a
+    segment heard from meanwhile -- while a store marks page by page -- is not marked)."""
+    return state in BLIND_MARKED and last_heard <= window_end
+
+
+# ------------------------------------------------------------------ capacity eviction
+#
+# When the store is full, a new segment makes room by evicting one, in the same order in every
+# store: first the segments that reached ``EVICTED_FIRST`` (uploaded: the file is in COS, only
+# late duplicates are still absorbed), in the order they first got there; when none is left,
+# the oldest of all, in the order they were first heard of. Never "the one due soonest": that
+# would drop a completed segment still waiting for its upload before an old recording.
+# Counted in ``gme_recording_evictions_total{reason="capacity", state}``.
+
+EVICTED_FIRST: Final = frozenset({State.UPLOADED})
+
+
 def after_blind(new: State, blind: bool, cfg: Config) -> State:
     """The state a segment enters instead of ``new`` when it is marked blind (``blind``)."""
     if blind and not cfg.check_in_cos and new in CHECKED_STATES:

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .blind import CAUSES as BLIND_CAUSES
-from .events import EVENT_NAMES, MODE_NAMES, InvalidReason
+from .events import EVENT_NAMES, MODE_NAMES, InvalidReason, NoiseReason
 from .hints import HINT_KINDS
 from .lifecycle import RESULTS, STATE_NAMES
 from .signature import FailureReason
@@ -43,6 +43,15 @@ EVENT_TYPES = (*EVENT_NAMES.values(), "unknown")
 SIGNATURE_FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
 SIGNATURE_HINTS = HINT_KINDS
 INVALID_REASONS: tuple[str, ...] = get_args(InvalidReason)
+NOISE_REASONS: tuple[str, ...] = get_args(NoiseReason)
+# Why the edge closed or refused a connection before a request was answered (server.py).
+CONNECTION_REFUSALS = (
+    "too_many_connections",
+    "header_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "body_timeout",
+)
 STATES = STATE_NAMES
 RECORD_MODES = MODE_NAMES
 BACKEND_OPERATIONS = ("record", "sweep", "stats", "segments", "ping")
@@ -58,6 +67,8 @@ RECONCILE_ERRORS = (
     "no_such_bucket",
     "unexpected_status",
     "no_bucket",
+    "blind",
+    "unproven",
 )
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
@@ -115,6 +126,27 @@ class Metrics:
             PREFIX + "callbacks_invalid",
             "Callbacks rejected as invalid (malformed body, too large, or stale Timestamp).",
             ["reason"],
+            registry=r,
+        )
+        self.noise = Counter(
+            PREFIX + "noise_requests",
+            "Requests to the callback path that failed verification and are not a well-formed "
+            "callback of an app with a key (no body, not JSON, not a callback, unknown BizID): "
+            "scanners and junk, outside every signature alert and SLO.",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            PREFIX + "http_connections_refused",
+            "Connections the edge closed or refused before answering, per listener and reason "
+            "(too many open, header too large, too many header lines, header or body read timeout).",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            PREFIX + "http_connections",
+            "Open HTTP connections, per listener.",
+            ["listener"],
             registry=r,
         )
         self.callbacks = Counter(
@@ -252,6 +284,17 @@ class Metrics:
             registry=r,
         )
 
+        self.callbacks_unknown_outcome = Counter(
+            PREFIX + "callbacks_unknown_outcome",
+            "Callbacks answered 503 after their write was sent to the store (it timed out or the "
+            "connection was lost): they may have been recorded all the same; Tencent retries them.",
+            registry=r,
+        )
+        self.callbacks_retried_after_unknown = Counter(
+            PREFIX + "callbacks_retried_after_unknown_outcome",
+            "Retries of such callbacks found already recorded: counted as accepted, not as duplicates.",
+            registry=r,
+        )
         self.backend_errors = Counter(
             PREFIX + "backend_errors",
             "Operations on the state store that failed (unreachable, timed out, refused).",
@@ -331,6 +374,12 @@ class Metrics:
             self.signature_hints.labels(hint)
         for reason in INVALID_REASONS:
             self.invalid.labels(reason)
+        for reason in NOISE_REASONS:
+            self.noise.labels(reason)
+        for listener in LISTENERS:
+            self.connections_open.labels(listener)
+            for refusal in CONNECTION_REFUSALS:
+                self.connections_refused.labels(listener, refusal)
         # Per app, created at zero by touch_app; "other" (the overflow, and event types we do
         # not know) from the start, so the family has its zero series before any traffic.
         self._callback_children: dict[tuple[str, str, str], Any] = {}
@@ -562,6 +611,20 @@ class StoreCollector(Collector):
         )
         yield GaugeMetricFamily(
             PREFIX + "store_capacity", "Most segments the store holds before evicting.", value=s.capacity
+        )
+        # Store faults: data gone from the shared store behind the service's back (shared values:
+        # every replica exports the same; take the max). GmeRecwatchStoreEvictingKeys.
+        yield GaugeMetricFamily(
+            PREFIX + "store_evicted_keys",
+            "Keys the shared Redis evicted since it started (INFO stats evicted_keys; 0 in memory): "
+            "any growth is a store fault, an evicting maxmemory-policy.",
+            value=s.evicted_keys,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_vanished_segments",
+            "Segments whose key vanished from the shared Redis store (evicted, deleted by hand), found "
+            "and uncounted by the sweep; 0 in memory.",
+            value=s.segments_vanished,
         )
         # The name before 0.x: kept one release so existing queries keep working (release note).
         yield GaugeMetricFamily(

@@ -51,3 +51,33 @@ class TokenBucket:
         """
         wait = max(self._tat, self._monotonic()) - self._tolerance - self._monotonic()
         return wait if wait > _SLACK else 0.0
+
+
+class LogSampler:
+    """At most one log line per key per ``interval`` seconds; the rest are counted, and the next
+    line that gets through says how many were left out. For rejections, which anyone on the
+    internet can cause at line rate: the counters stay exact, the log stays readable and small.
+
+    Keys must come from a small fixed set (the rejection reasons): one entry is kept per key.
+    ``interval`` 0 lets every line through.
+    """
+
+    __slots__ = ("_monotonic", "_next", "_suppressed", "interval")
+
+    def __init__(self, interval: float, monotonic: Callable[[], float]) -> None:
+        self.interval = interval
+        self._monotonic = monotonic
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """None: do not log this one (it is counted). Otherwise log it, with this many left out
+        since the previous line of ``key``."""
+        if self.interval <= 0:
+            return 0
+        now = self._monotonic()
+        if now < self._next.get(key, -float("inf")):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._next[key] = now + self.interval
+        return self._suppressed.pop(key, 0)

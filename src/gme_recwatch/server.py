@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 
 from .app import build_apps
+from .edge import guarded_protocol
 from .service import Service
 from .settings import without_password
 from .stores import SharedStore, StoreUnavailable
@@ -42,7 +44,15 @@ async def _serve(server: _Server) -> None:
         raise ListenError(f"uvicorn exited with {exc.code}") from None
 
 
-def _config(app: Any, host: str, port: int, timeout: float, stack: str = "auto") -> uvicorn.Config:
+def _config(
+    app: Any,
+    host: str,
+    port: int,
+    timeout: float,
+    stack: str = "auto",
+    protocol: type[asyncio.Protocol] | None = None,
+    keepalive: float = 30,
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -51,12 +61,62 @@ def _config(app: Any, host: str, port: int, timeout: float, stack: str = "auto")
         access_log=False,
         log_config=None,
         # "auto": httptools when installed (a dependency), else h11; see event_loop() for uvloop.
-        http="h11" if stack == "python" else "auto",
+        http=protocol or ("h11" if stack == "python" else "auto"),
         server_header=False,
         timeout_graceful_shutdown=max(1, int(timeout)),
         # Tencent's sender keeps connections alive between callbacks.
-        timeout_keep_alive=30,
+        timeout_keep_alive=keepalive,  # type: ignore[arg-type]  # uvicorn takes a float too
     )
+
+
+# Descriptors kept for everything but the listeners' connections: the store, COS, files.
+RESERVED_DESCRIPTORS: Final = 64
+
+
+def connection_caps(service: Service, nofile: int | None = None) -> tuple[int, int]:
+    """(callback, admin) caps on open connections: the settings, lowered to fit the process's
+    file limit so that a flood of one listener never leaves the other one unreachable."""
+    s = service.settings
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    callback, admin = s.max_connections, s.admin_max_connections
+    if nofile != resource.RLIM_INFINITY and callback + admin + RESERVED_DESCRIPTORS > nofile:
+        admin = max(1, min(admin, nofile // 8))
+        callback = max(1, nofile - admin - RESERVED_DESCRIPTORS)
+        service.log.warning(
+            "connection_caps_lowered",
+            file_limit=nofile,
+            max_connections=callback,
+            admin_max_connections=admin,
+        )
+    return callback, admin
+
+
+def _configs(service: Service, apps: tuple[Any, Any]) -> list[uvicorn.Config]:
+    """Both listeners' uvicorn configurations, each behind its own connection guard."""
+    s = service.settings
+    caps = connection_caps(service)
+    listeners = (("callback", s.host, s.port), ("admin", s.admin_host, s.admin_port))
+    return [
+        _config(
+            app,
+            host,
+            port,
+            s.shutdown_timeout_seconds,
+            s.http_stack,
+            guarded_protocol(
+                s.http_stack,
+                name,
+                service.metrics,
+                max_header_bytes=s.max_header_bytes,
+                max_header_count=s.max_header_count,
+                header_timeout=s.header_timeout_seconds,
+                max_connections=cap,
+            ),
+            s.keepalive_timeout_seconds,
+        )
+        for app, (name, host, port), cap in zip(apps, listeners, caps, strict=True)
+    ]
 
 
 def event_loop_factory(stack: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -75,9 +135,8 @@ def check(service: Service) -> None:
     configuration, the event loop) without listening or touching the state: `serve --check`.
     It imports every module a start imports (tests/e2e/test_image.py runs it in the image)."""
     s = service.settings
-    callback_app, admin_app = build_apps(service)
-    for app, host, port in ((callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)):
-        _config(app, host, port, s.shutdown_timeout_seconds, s.http_stack).load()
+    for config in _configs(service, build_apps(service)):
+        config.load()
     factory = event_loop_factory(s.http_stack)
     if factory is not None:
         factory().close()
@@ -97,7 +156,9 @@ async def check_online(service: Service) -> tuple[list[str], str | None]:
             return lines, f"store {without_password(s.redis_url)}: {exc}"
         finally:
             await store.close()
-        lines.append(f"store     : {without_password(s.redis_url)} ({described})")
+        first, *warnings = described.split("\n")
+        lines.append(f"store     : {without_password(s.redis_url)} ({first})")
+        lines += [f"store     : {w}" for w in warnings]
     else:
         lines.append(
             "store     : this process's memory"
@@ -141,10 +202,7 @@ async def run(service: Service) -> None:
     s = service.settings
     callback_app, admin_app = build_apps(service)
     listeners = [(callback_app, s.host, s.port), (admin_app, s.admin_host, s.admin_port)]
-    servers = [
-        _Server(_config(app, host, port, s.shutdown_timeout_seconds, s.http_stack))
-        for app, host, port in listeners
-    ]
+    servers = [_Server(config) for config in _configs(service, (callback_app, admin_app))]
     await service.start()  # before anything listens: ready means the state is back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -169,7 +227,7 @@ async def run(service: Service) -> None:
         "started",
         callback=f"http://{s.host}:{s.port}{s.callback_path}",
         admin=f"http://{s.admin_host}:{s.admin_port}",
-        segments=await service.store.count(),
+        segments=service.readiness().segments,  # never a store round trip: it may be down
         settings=s.redacted(),
     )
     stopper = asyncio.create_task(stop.wait())

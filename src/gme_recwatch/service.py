@@ -113,6 +113,16 @@ class Service:
                 self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log, self.clock
             )
         )
+        if self.reconciler is not None:
+            checker = self.reconciler.checker
+            self.intake.on_uploaded = lambda ev: checker.witness(
+                ev.biz_id,
+                ev.file_name,
+                room_id=ev.room_id,
+                user_id=ev.user_id,
+                task_id=ev.task_id,
+                seq_no=ev.seq_no,
+            )
         self.ready = False
         self._store_failing_since: float | None = None
         self._store_failing_since_wall = 0.0  # the same moment, for a blind window
@@ -127,6 +137,10 @@ class Service:
         self._epoch_segments = 0  # ... as the store counted them when the marker was last seen
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False  # the loops were started: not ready now means stopping
+        # A shared store that has not answered since the start (unreachable, or still loading
+        # its data): not ready, callbacks answered 503; the store check joins it once it answers.
+        self._joined = not isinstance(self.store, SharedStore)
+        self._apps_registered = False
 
     @property
     def store_healthy(self) -> bool:
@@ -158,6 +172,12 @@ class Service:
         if self.snapshots is not None:
             self.snapshots.restore()  # first: a snapshot brings its own app labels back
             saved = self.snapshots.store.restored_from
+            # The previous process never stopped cleanly if its running mark is still there:
+            # what it acknowledged since it started (or since its last snapshot, if later) is
+            # lost, whatever the snapshot it left says.
+            crashed = self.snapshots.running_since()
+            if crashed is not None:
+                saved = (max(crashed, saved[0]) if saved is not None else crashed, False)
             if saved is not None:
                 self._blind_window(
                     blind.after_restart(
@@ -165,15 +185,28 @@ class Service:
                     )
                 )
                 await self.mark_blind()  # before any sweep can page them
+            self.snapshots.mark_running()  # on disk before the first callback is acknowledged
         if isinstance(self.store, SharedStore):
             await self._join(self.store)
-        await self.store.register_apps(self.keys.current.app_ids())
+        await self._register_apps()
         if self.reconciler is not None:
             await self.reconciler.checker.open()  # loads botocore's model: not on a request
 
+    async def _register_apps(self) -> None:
+        """Give the keyring's apps their labels in the store; a store that does not answer gets
+        them when it does (:meth:`check_store`)."""
+        try:
+            await self.store.register_apps(self.keys.current.app_ids())
+        except StoreUnavailable as exc:
+            self._store_answered(False, "ping", exc)
+            return
+        self._apps_registered = True
+
     async def _join(self, store: SharedStore) -> None:
         """On a shared store: a blind window if every replica was down, our heartbeat, and the
-        store's epoch marker (taken over, or set on a store used for the first time)."""
+        store's epoch marker (taken over, or set on a store used for the first time). A store
+        that does not answer (unreachable, or loading its data) is not a reason not to start:
+        the service starts not ready, answers callbacks 503, and joins when the store answers."""
         try:
             newest, stopped, now = await store.last_alive()
             self._blind_window(
@@ -186,6 +219,8 @@ class Service:
             await self._epoch_answered(store, await store.epoch(self._epoch))
         except StoreUnavailable as exc:  # not a reason not to start: the store check says so
             self._store_answered(False, "ping", exc)
+            return
+        self._joined = True
 
     async def heartbeat(self) -> None:
         if not isinstance(self.store, SharedStore):
@@ -251,8 +286,10 @@ class Service:
         self._tasks = []
         if self.reconciler is not None:
             await self.reconciler.stop()  # their checks stay pending: looked up after restart
-        if self.snapshots is not None:
-            self.snapshots.write(clean=True)  # the marker: the next start knows nothing was lost
+        if self.snapshots is not None and self.snapshots.write(clean=True):
+            # The marker: the next start knows nothing was lost. (A final snapshot that could
+            # not be written leaves the running mark: the next start counts a crash.)
+            self.snapshots.clear_running()
         if self.reconciler is not None:
             await self.reconciler.checker.close()
         if isinstance(self.store, SharedStore):
@@ -350,6 +387,14 @@ class Service:
         if not isinstance(store, SharedStore):
             return
         async with self._store_check:
+            if not self._joined:  # never answered since the start: join it now that it may
+                await self._join(store)
+                if not self._joined:
+                    return
+                self._store_answered(True, "ping")
+                if not self._apps_registered:
+                    await self._register_apps()
+                return
             try:
                 epoch = await store.epoch(self._epoch)
             except StoreUnavailable as exc:
@@ -368,7 +413,7 @@ class Service:
         segments = len(self.store) if isinstance(self.store, Sized) else self._segments
         if not self.ready:
             return Readiness(False, segments, "stopping" if self._started else "starting")
-        if not self.store_healthy:
+        if not self._joined or not self.store_healthy:
             return Readiness(False, segments, "store_unavailable")
         return Readiness(True, segments, None)
 

@@ -25,6 +25,8 @@ from msgspec import Meta
 from . import lifecycle
 
 ENV_PREFIX: Final = "GME_RECWATCH_"
+SENDER_TIMEOUT_SECONDS: Final = 5.0  # how long Tencent waits for a callback's answer
+MIN_SEGMENTS: Final = 100  # the smallest capacity that can track a room's worth of segments
 
 SignatureEncoding = Literal["auto", "base64", "hex"]
 LogFormat = Literal["auto", "json", "console"]
@@ -183,7 +185,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(ge=1),
         _help(
             "Capacity of the store; past it, terminal segments are evicted first, then the oldest.",
-            rule="must be >= 1",
+            rule="must be >= 1 (and at least 100: checked with the other settings)",
         ),
     ] = 1_000_000
     max_apps: Annotated[
@@ -248,6 +250,59 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "and the pure-Python h11 parser)."
         ),
     ] = "auto"
+    max_header_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=1024 * 1024),
+        _help(
+            "Largest request line plus headers either listener reads; more is answered 431 and "
+            "the connection closed.",
+            rule="must be 1024..1048576",
+        ),
+    ] = 16384
+    max_header_count: Annotated[
+        int,
+        Meta(ge=8, le=10000),
+        _help(
+            "Most header lines in one request; more is answered 431 and the connection closed.",
+            rule="must be 8..10000",
+        ),
+    ] = 100
+    header_timeout_seconds: Annotated[
+        float,
+        _seconds(
+            "Time a client gets to send a request's line and headers (from its connection or its "
+            "first byte), and between two pieces of a callback's body; slower ones are closed (408)."
+        ),
+    ] = 10.0
+    keepalive_timeout_seconds: Annotated[
+        float, _seconds("An idle keep-alive connection is closed after this long.")
+    ] = 30.0
+    max_connections: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Open connections the callback listener keeps; further ones are answered 503 and "
+            "closed at once, so that a flood cannot use up the process's file descriptors.",
+            rule="must be >= 1",
+        ),
+    ] = 512
+    admin_max_connections: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Open connections the admin listener keeps; further ones are answered 503 and closed.",
+            rule="must be >= 1",
+        ),
+    ] = 64
+    rejection_log_interval_seconds: Annotated[
+        float,
+        Meta(ge=0),
+        _help(
+            "At most one `callback_rejected`/`request_rejected` line per reason per this many seconds, "
+            "saying how many were left out (`suppressed`); the counters stay exact. 0 = every one.",
+            rule="must be >= 0 (0 logs every rejection)",
+        ),
+    ] = 10.0
     canary_interval_seconds: Annotated[
         int,
         Meta(ge=0),
@@ -347,6 +402,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds("Timeout of each COS request; a timed-out lookup is retried once, after a short back-off."),
     ] = 5.0
+    cos_evidence_seconds: Annotated[
+        float,
+        _seconds(
+            "A COS 404 confirms a file missing only if the bucket's endpoint found a file that "
+            "exists within this long; otherwise the latest uploaded file is looked up first, and "
+            "if it is not found either the miss stays unconfirmed."
+        ),
+    ] = 60.0
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
@@ -437,6 +500,34 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         )
         problem = key_template_problem(self.cos_key_template)
         need(problem is None, "cos_key_template", problem or "")
+        # Settings that defeat the service, each refused with the reason.
+        need(
+            not 0 < self.replay_window_seconds < self.sender_retry_seconds,
+            "replay_window_seconds",
+            f"must be 0 (off) or at least GME_RECWATCH_SENDER_RETRY_SECONDS={self.sender_retry_seconds:g}: "
+            "a retry carries its first Timestamp, so a shorter window rejects Tencent's own retries "
+            "as stale and their events are lost",
+        )
+        need(
+            self.redis_timeout_seconds < SENDER_TIMEOUT_SECONDS,
+            "redis_timeout_seconds",
+            f"must be below {SENDER_TIMEOUT_SECONDS:g}: Tencent gives up on a callback after "
+            f"{SENDER_TIMEOUT_SECONDS:g} s, so a store answer slower than that is a 200 nobody "
+            "receives (and a retry of a write that landed)",
+        )
+        shortest = min(deadlines, key=lambda n: getattr(self, n))
+        need(
+            self.sweep_interval_seconds <= getattr(self, shortest),
+            "sweep_interval_seconds",
+            f"must be at most {env_name(shortest)}={getattr(self, shortest)}: the sweep applies the "
+            "deadlines, so a slower one reports every problem late by up to its interval",
+        )
+        need(
+            self.max_segments >= MIN_SEGMENTS,
+            "max_segments",
+            f"must be at least {MIN_SEGMENTS}: below it, capacity eviction forgets live segments "
+            "as fast as they arrive and no deadline can ever report them",
+        )
         return self
 
     @property
@@ -657,15 +748,59 @@ TOOLING_VARIABLES: Final = frozenset(
 )
 
 
+def edit_distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance of ``a`` and ``b``, or ``limit + 1`` once it is known to exceed it."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+        if min(row) > limit:
+            return limit + 1
+    return row[-1]
+
+
+# How far (in edits, any case) a variable may be from the prefix or from a setting's variable and
+# still be taken for a typo of it: one the service would otherwise ignore without a word, and run
+# on a default (in memory instead of on Redis, say) while `--check` says the settings are valid.
+TYPO_DISTANCE: Final = 2
+
+
+def _near_miss(name: str, known: set[str]) -> str | None:
+    """For a variable outside the prefix: the setting it looks like a typo of, or None."""
+    upper = name.upper()
+    distance, nearest = min((edit_distance(upper, k, TYPO_DISTANCE), k) for k in known)
+    if distance <= TYPO_DISTANCE:
+        return nearest
+    n = len(ENV_PREFIX)
+    for cut in range(n - TYPO_DISTANCE, n + TYPO_DISTANCE + 1):
+        if edit_distance(upper[:cut], ENV_PREFIX, TYPO_DISTANCE) <= TYPO_DISTANCE:
+            rest = upper[cut:].lstrip("_")
+            suffixes = sorted(k[n:] for k in known if k.startswith(ENV_PREFIX))
+            close = difflib.get_close_matches(rest, suffixes, n=1, cutoff=0.8)
+            if close:  # (another tool's GME_RECWATCHER is not one of ours)
+                return ENV_PREFIX + close[0]
+    return None
+
+
 def unknown_variable(name: str) -> str | None:
-    """Why ``GME_RECWATCH_<...>`` variable ``name`` stops the start, or None when it is a setting
-    (or a tooling variable). A mistyped setting would otherwise be silently ignored. The message
+    """Why variable ``name`` stops the start, or None when it is a setting (or a tooling
+    variable, or nothing like one). A mistyped setting would otherwise be silently ignored: a
+    ``GME_RECWATCH_`` variable that is no setting, and any variable within
+    :data:`TYPO_DISTANCE` edits (any case) of the prefix or of a setting's variable. The message
     names the variable and the closest setting, never the value (it may be a secret)."""
-    if not name.startswith(ENV_PREFIX) or name in TOOLING_VARIABLES:
+    if name in TOOLING_VARIABLES:
         return None
     known = {env_name(f.name) for f in _FIELDS}
     if name in known:
         return None
+    if not name.startswith(ENV_PREFIX):
+        near = _near_miss(name, known)
+        if near is None:
+            return None
+        return f"{name} is not read (a typo?): did you mean {near}?"
     by_env = {ENV_PREFIX + f.name.upper(): env_name(f.name) for f in _FIELDS}
     if name in by_env:  # a setting read from a standard variable under its own name
         return f"{name} is not read: set {by_env[name]} instead"
@@ -696,9 +831,17 @@ def load(
             raise SettingsError(problem)
     values: dict[str, Any] = dict(DEMO_DEFAULTS) if demo else {}
     for f in _FIELDS:
-        raw = env.get(env_name(f.name))
+        raw, source = env.get(env_name(f.name)), env_name(f.name)
         if overrides and overrides.get(f.name) is not None:
-            raw = overrides[f.name]
+            raw, source = overrides[f.name], flag_name(f.name)
+        if raw is not None and raw.strip() == "" and f.name not in _MAY_BE_EMPTY and default_of(f.name) != "":
+            # Unset it for the default: an empty value is more often a template or a secret
+            # that rendered to nothing than a wish for the default. (Where the default is empty
+            # -- "off": no bucket, no state file -- empty is that value, as the chart renders it.)
+            raise SettingsError(
+                f"{source} is empty: give it a value, or unset it for the default "
+                f"({_shown(f.name, default_of(f.name))})"
+            )
         if raw is not None and (raw != "" or f.name in _MAY_BE_EMPTY):
             values[f.name] = _clean(f, raw)
     return _convert(values, strict=False).validate()

@@ -1,6 +1,13 @@
 """The snapshot file of the in-memory store: written atomically every few seconds and at
 shutdown, read back at start, and never a reason to crash-loop. (The format is the store's:
-:mod:`gme_recwatch.stores.snapshot`.)"""
+:mod:`gme_recwatch.stores.snapshot`.)
+
+Beside it, the *running mark* (``<state file>.running``, holding the Unix time the process
+started): written and fsynced at start, before anything listens, and removed only once the final
+snapshot of a clean stop is on disk. A start that finds it knows the previous process did not
+stop cleanly, whatever the snapshot says -- a crash soon after a clean restart, before the next
+periodic snapshot, left the clean stop's snapshot in place -- and that what it acknowledged since
+it started is lost: a blind window from then (:mod:`gme_recwatch.blind`)."""
 
 from __future__ import annotations
 
@@ -23,6 +30,60 @@ class SnapshotFile:
         self.metrics = metrics
         self.log = log
         self.clock = clock
+
+    @property
+    def running_path(self) -> Path | None:
+        return None if self.path is None else self.path.with_name(self.path.name + ".running")
+
+    def running_since(self) -> float | None:
+        """When the previous process started, if it never stopped cleanly (its running mark is
+        still there); None otherwise. An unreadable mark counts as one from the epoch: the
+        snapshot's own time then bounds the window."""
+        path = self.running_path
+        if path is None:
+            return None
+        try:
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return 0.0
+        try:
+            return float(text.strip())
+        except ValueError:
+            return 0.0
+
+    def mark_running(self) -> bool:
+        """Put the running mark on disk (fsynced, with its directory), before any callback is
+        acknowledged. False, logged and counted as a failed write, if it cannot be."""
+        path = self.running_path
+        if path is None:
+            return False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, repr(self.clock.time()).encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            self.metrics.snapshot_failures.labels("write").inc()
+            self.log.error("running_mark_write_failed", path=str(path), error=exc.strerror or str(exc))
+            return False
+        return True
+
+    def clear_running(self) -> None:
+        """A clean stop whose final snapshot is on disk: the next start has nothing to fear."""
+        path = self.running_path
+        if path is None:
+            return
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as exc:  # the next start counts a crash: a window too many, never too few
+            self.log.error("running_mark_remove_failed", path=str(path), error=exc.strerror or str(exc))
 
     def restore(self) -> int:
         """Load the snapshot if there is one. Any failure is logged and counted; start empty."""
@@ -100,3 +161,12 @@ class SnapshotFile:
             seconds=round(elapsed, 4),
         )
         return True
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a file's creation, rename or removal in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

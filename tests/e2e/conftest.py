@@ -133,7 +133,11 @@ class _PortTaken(RuntimeError):
     pass
 
 
-def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, str]) -> RunningService:
+def _start_service(
+    tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, str], probe: str = "/readyz"
+) -> RunningService:
+    """Start it and wait until ``probe`` answers 200 (/healthz for a service meant to be up but
+    not ready)."""
     port, admin = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -164,7 +168,7 @@ def _start_service(tmp_path: Path, serve_args: tuple[str, ...], env: dict[str, s
             error = _PortTaken if "address already in use" in svc.logs() else RuntimeError
             raise error(f"gme-recwatch exited with {proc.returncode}:\n{svc.logs()}")
         try:
-            if httpx.get(svc.admin_url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(svc.admin_url + probe, timeout=1).status_code == 200:
                 return svc
         except httpx.HTTPError:
             pass

@@ -52,8 +52,8 @@ def test_scanners_beside_healthy_traffic_page_nobody(tmp_path: Path) -> None:
                 _scan(svc, 60)
                 _healthy_lifecycle(svc, round_)
                 time.sleep(1)
-            # Enough scans to have tripped the old rules, seen by Prometheus.
-            prom.wait_for('sum(gme_recording_signature_failures_total{reason="missing"}) >= 360')
+            # Enough scans to have tripped the old rules, seen by Prometheus: noise, not a sender.
+            prom.wait_for('sum(gme_recording_noise_requests_total{reason="not_a_callback"}) >= 360')
             time.sleep(3)  # a few more evaluations, every `for:` being 1 s
             assert prom.alerts() == []
             assert all(h == "ok" for _, h, _ in prom.rule_health()), prom.rule_health()

@@ -124,3 +124,25 @@ def test_clean_restart_beyond_the_retry_horizon_is_blind_for_the_excess(
     [window] = _windows(restarted)
     assert window["cause"] == "restart_after_clean_stop"
     assert window["blind_seconds"] >= 0.5
+
+
+def test_a_crash_soon_after_a_clean_restart_is_a_blind_window(service_factory: Factory, tmp_path: Path) -> None:
+    """SIGTERM, restart, callbacks answered 200, kill -9 before the next periodic snapshot,
+    restart: the final snapshot of the clean stop still says "clean", but the running mark the
+    second process put on disk before it listened says it never stopped cleanly. What it
+    acknowledged is lost, and the loss is a window covering those callbacks."""
+    env = _env(tmp_path / "state", GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS="600")
+    first = service_factory(**env)
+    assert first.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "state.running").exists()  # removed by the clean stop
+    second = service_factory(**env)
+    assert (tmp_path / "state.running").exists()  # on disk before the first 200
+    sent_at = time.time()
+    for room in ("a", "b", "c"):
+        assert second.send(1, room=room).status_code == 200
+    second.stop(signal.SIGKILL)
+    third = service_factory(**env)
+    [window] = _windows(third)
+    assert window["cause"] == "restart_after_crash"
+    assert window["start"] <= sent_at < window["end"]  # the three callbacks fell in it
+    assert third.metric("gme_recording_blind_seconds_total", cause="restart_after_crash") > 0

@@ -19,8 +19,17 @@ T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
-    """The store could not be reached, or did not answer in time: nothing was changed that the
-    caller can count on. The message names the operation and the error type, never a URL."""
+    """The store could not be reached, or did not answer in time. The message names the
+    operation and the error type, never a URL.
+
+    ``maybe_applied``: the request may have reached the store, which may still apply it (a
+    timeout after it was sent: Redis runs a script it received whatever became of the client).
+    A write that failed so may have been recorded; a retry of it is safe (a duplicate changes
+    nothing). False only when the request surely never left (no connection)."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 @dataclass(slots=True)
@@ -44,6 +53,14 @@ class StoreStats:
     segments: int = 0
     checks_pending: int = 0
     """Segments held until their file is looked up in COS (claimed or not)."""
+    segments_vanished: int = 0
+    """Segments whose record vanished from a shared store behind the service's back (an
+    evicting Redis, a manual delete), found and taken out of the count by the sweep or an
+    eviction; always 0 in memory. Their share of the other tallies is lost with them."""
+    evicted_keys: int = 0
+    """Keys the shared store's Redis evicted since it started (``INFO stats``; any key of that
+    Redis, ours or not): growth means an evicting ``maxmemory-policy`` under memory pressure, a
+    store fault. Always 0 in memory."""
 
 
 @dataclass(frozen=True, slots=True)

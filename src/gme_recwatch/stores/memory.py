@@ -16,8 +16,8 @@ from ..clock import Clock, SystemClock
 from ..deadlines import DeadlineQueue
 from ..events import MODE_NAMES, Event, RecordMode
 from ..lifecycle import (
-    BLIND_MARKED,
     EVENT_LABEL,
+    EVICTED_FIRST,
     INF,
     SEEN_BIT,
     SEEN_COMPLETED,
@@ -37,6 +37,7 @@ from ..lifecycle import (
     Transition,
     apply_answer,
     apply_event,
+    blind_marks,
     can_mark,
     deadline_passed,
     derive_state,
@@ -68,7 +69,10 @@ class MemoryStore:
         self._table = SegmentTable()
         self._deadlines = DeadlineQueue()
         self._tallies = Tallies(cfg.max_apps)
-        # Capacity eviction order: uploaded segments first, oldest first; then the oldest of all.
+        # Capacity eviction order (lifecycle.EVICTED_FIRST): segments in the order they first
+        # reached an evicted-first state, then all in the order first heard of. An entry is the
+        # very key object of the slot it names: one left by an earlier segment with the same
+        # key (evicted or expired, then heard of anew) is passed over (`is`, not `==`).
         self._terminal_fifo: deque[str] = deque()
         self._creation_fifo: deque[str] = deque()
         # COS checks: keys whose check is pending, oldest first (stale entries are skipped when
@@ -235,7 +239,7 @@ class MemoryStore:
                 self._checks.append(key)
         if s.state != old:
             self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], old, s.state)
-            if s.state == State.UPLOADED:
+            if s.state in EVICTED_FIRST:
                 self._terminal_fifo.append(key)
             t.set_state(slot, s.state)
         if schedule:
@@ -292,8 +296,10 @@ class MemoryStore:
         """:meth:`mark_blind` without the coroutine. A scan, once per window."""
         t = self._table
         marked = 0
+        # Last heard from (the last new event, on the receive clock) in the window's wall time.
+        to_wall = self.clock.time() - self._now() - self.cfg.retention_seconds
         for key, slot in self._index.items():
-            if t.state(slot) in BLIND_MARKED:
+            if blind_marks(t.state(slot), t.expires[slot] + to_wall, end):
                 self._blind[key] = (start, end)
                 marked += 1
         return marked
@@ -337,6 +343,7 @@ class MemoryStore:
         t = self._table
         if slot is None or t.check(slot) is not Check.PENDING:
             return None
+        key = t.keys[slot]  # type: ignore[assignment]  # the stored copy (see _terminal_fifo)
         now = self._now()
         seen, lost, check = apply_answer(t.seen(slot), answer)
         if lost:
@@ -366,29 +373,35 @@ class MemoryStore:
         self._deadlines.clear(slot)
 
     def _evict_for_capacity(self) -> None:
-        """Make room for one segment: the oldest uploaded segment, else the oldest of all."""
+        """Make room for one segment, in the order of :data:`~gme_recwatch.lifecycle.EVICTED_FIRST`
+        (the Redis script's evict_one keeps the same)."""
         self._compact_fifos()
-        for fifo, terminal_only in ((self._terminal_fifo, True), (self._creation_fifo, False)):
+        for fifo, first_only in ((self._terminal_fifo, True), (self._creation_fifo, False)):
             while fifo:
                 key = fifo.popleft()
                 slot = self._index.get(key)
-                if slot is None:
-                    continue
-                if terminal_only and self._table.state(slot) != State.UPLOADED:
-                    continue
+                if slot is None or self._table.keys[slot] is not key:
+                    continue  # gone, or an earlier segment's entry
+                if first_only and self._table.state(slot) not in EVICTED_FIRST:
+                    continue  # left the state since: passed over
                 self._remove(slot, key, "capacity")
                 return
+
+    def _live_entries(self, fifo: deque[str]) -> deque[str]:
+        """``fifo`` without the entries eviction would pass over as gone, in its order, each
+        segment at its first place."""
+        t, index = self._table, self._index
+        live = (k for k in fifo if (s := index.get(k)) is not None and t.keys[s] is k)
+        return deque(dict.fromkeys(live))
 
     def _compact_fifos(self) -> None:
         # The FIFOs keep keys of removed segments until they reach the front; rebuild them when
         # stale entries dominate, so their size stays O(segments) (amortised O(1) per insert).
         limit = 2 * len(self._index) + 1024
         if len(self._creation_fifo) > limit:
-            self._creation_fifo = deque(self._index)
+            self._creation_fifo = self._live_entries(self._creation_fifo)
         if len(self._terminal_fifo) > limit:
-            self._terminal_fifo = deque(
-                k for k, s in self._index.items() if self._table.state(s) == State.UPLOADED
-            )
+            self._terminal_fifo = self._live_entries(self._terminal_fifo)
 
     # ------------------------------------------------------------ read side
 
@@ -563,7 +576,12 @@ class MemoryStore:
         self._deadlines = DeadlineQueue.load(snap.deadlines, snap.buckets)
         self._tallies.load(snap.tallies)
         self._tallies.max_apps = self.cfg.max_apps
-        self._terminal_fifo = deque(snap.terminal)
+        # The stored key objects (see _terminal_fifo); a key the snapshot holds twice keeps
+        # its first place.
+        keys = self._table.keys
+        self._terminal_fifo = deque(
+            dict.fromkeys(keys[self._index[k]] for k in snap.terminal if k in self._index)  # type: ignore[misc]
+        )
         self._creation_fifo = deque(self._index)
         if snap.file_names is not None:
             self._table.file_names = snap.file_names

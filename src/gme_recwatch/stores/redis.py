@@ -91,6 +91,13 @@ _FLAG_LOST_SHIFT: Final = 2
 _PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
+# maxmemory-policy values that never evict a key of ours: noeviction refuses writes when Redis is
+# full (a 503, retried by Tencent, and GmeRecwatchBackendDown); volatile-* evict only keys with a
+# TTL, and of ours only the COS lookup notes (ck:) have one -- the API then shows no lookup
+# detail, nothing more. allkeys-* would evict segments, tallies and the epoch marker at random.
+SAFE_POLICIES: Final = frozenset(
+    {"noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"}
+)
 MIN_VERSION: Final = 7
 SWEEP_BATCH: Final = 500
 # Callbacks written by one script call at most, and such calls in flight at once per replica. A
@@ -114,6 +121,8 @@ _FIXED_KEYS: Final = (
     "apps",
     "applist",
     "rooms",
+    "age",
+    "seq",
     *(f"ix:{int(s)}" for s in _PROBLEMS),
 )
 _REPLICA_KEYS: Final = ("hb", "stopped", "epoch", "t")
@@ -226,7 +235,10 @@ class RedisStore:
         try:
             return await self._script(keys=keys, args=[op, self.prefix, now, *self._cfg_args, *args])
         except _FAILURES as exc:
-            raise StoreUnavailable(f"{op}: {type(exc).__name__}") from exc
+            # Only a connection never made surely sent nothing; after a timeout or a connection
+            # lost mid-call, Redis may have run (or still run) the script.
+            never_sent = isinstance(exc, RedisConnectionError) and "connecting" in str(exc)
+            raise StoreUnavailable(f"{op}: {type(exc).__name__}", maybe_applied=not never_sent) from exc
 
     async def _run_replicas(self, op: str, *args: Any) -> Any:
         now = "" if self.clock is None else repr(self.clock.time())
@@ -303,7 +315,7 @@ class RedisStore:
             except StoreUnavailable as exc:
                 for _, done in batch:
                     if not done.done():  # each its own error: a 503 each, and Tencent retries each
-                        done.set_exception(StoreUnavailable(str(exc)))
+                        done.set_exception(StoreUnavailable(str(exc), maybe_applied=exc.maybe_applied))
                 continue
             except BaseException:  # cancelled at shutdown: no callback is left waiting
                 for _, done in batch + self._pending:
@@ -396,6 +408,15 @@ class RedisStore:
             compatible = _text(info.get("redis_version") or version)
             if int(compatible.split(".")[0]) < MIN_VERSION:
                 raise StoreUnavailable(f"{name} {version}: version {MIN_VERSION} or later is needed")
+            at = {"target_nodes": self.client.get_node_from_key(self.prefix + "t")} if self.cluster else {}
+            policy = _text((await self.client.info("memory", **at)).get("maxmemory_policy", "noeviction"))
+            if policy not in SAFE_POLICIES:
+                raise StoreUnavailable(
+                    f"maxmemory-policy {policy} evicts keys when Redis is full, segments included, "
+                    "and nobody hears of it: set maxmemory-policy noeviction (a full Redis then refuses "
+                    "writes: callbacks are answered 503, Tencent retries, GmeRecwatchBackendDown pages)"
+                )
+            aof = int((await self.client.info("persistence", **at)).get("aof_enabled", 0) or 0)
             for script in (_SCRIPT, _REPLICAS):
                 await self.client.script_load(script)
             segments = int(await self.client.hget(self.prefix + "t", "n") or 0)
@@ -409,18 +430,27 @@ class RedisStore:
         except _FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         where = f"cluster slot {self.client.keyslot(self.prefix + 't')}, " if self.cluster else ""
-        return f"{name} {version}, {where}prefix {self.prefix!r}, {segments} segments, " + (
+        described = f"{name} {version}, {where}prefix {self.prefix!r}, {segments} segments, " + (
             "epoch marker set" if marked else "never used (no epoch marker yet)"
         )
+        if not aof:  # a warning, on a line of its own: an RDB-only Redis may be what was chosen
+            described += (
+                "\nwarning: AOF is off (appendonly no): a Redis restart keeps at most its last RDB "
+                "snapshot, if any, and the segments since are lost (GmeRecwatchStoreReset); "
+                "set appendonly yes"
+            )
+        return described
 
     async def mark_blind(self, start: float, end: float) -> int:
-        # In pages of the deadline index, each one script: Redis is never held for long. (A
-        # segment that moves in the index meanwhile may be passed over or seen twice.)
-        marked, offset = 0, 0
+        # In pages of the order of first receipt, each one script: Redis is never held for
+        # long, and a segment's place in that order never changes, so none is passed over or
+        # seen twice while callbacks and sweeps go on; those heard from since the window ended
+        # are not marked (lifecycle.blind_marks), as a callback would have cleared the mark.
+        marked, after, upto = 0, "0", ""
         while True:
-            n, seen = await self._run("blind", repr(start), repr(end), offset, _SCAN_BATCH)
+            n, seen, last, upto_raw = await self._run("blind", repr(start), repr(end), after, _SCAN_BATCH, upto)
             marked += n
-            offset += seen
+            after, upto = _text(last), _text(upto_raw)
             if seen < _SCAN_BATCH:
                 return int(marked)
 
@@ -428,7 +458,8 @@ class RedisStore:
         return bool(await self._run("mark", key, repr(start), repr(end)))
 
     async def register_apps(self, biz_ids: list[int]) -> None:
-        await self._run("apps", *(str(b) for b in biz_ids))
+        # An app past MAX_APPS is "other", and counted as overflow, as the in-memory store does.
+        self._app_overflow += int(await self._run("apps", *(str(b) for b in biz_ids)))
 
     async def count(self) -> int:
         try:
@@ -449,6 +480,9 @@ class RedisStore:
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
                 oldest = await pipe.execute() if labels else []
+            # The evictions of the node that holds the store (an INFO has no key to route by).
+            at = {"target_nodes": self.client.get_node_from_key(p + "t")} if self.cluster else {}
+            info = await self.client.info("stats", **at)
         except _FAILURES as exc:
             raise StoreUnavailable(f"stats: {type(exc).__name__}") from exc
         t = {k.decode(): int(v) for k, v in tallies.items()}
@@ -479,6 +513,8 @@ class RedisStore:
             app_overflow=self._app_overflow,
             segments=t.get("n", 0),
             checks_pending=int(pending),
+            segments_vanished=t.get("vanished", 0),
+            evicted_keys=int(info.get("evicted_keys", 0)),
         )
 
     async def segments(

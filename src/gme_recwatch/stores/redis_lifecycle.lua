@@ -18,9 +18,15 @@
 --       is in the same slot (docs/design.md).
 --
 -- Keys (under the prefix):
---   s:<segment key>   the segment, packed (see unpack_seg/save); expires shortly after retention
+--   s:<segment key>   the segment, packed (see unpack_seg/save); no TTL: the sweep forgets it
+--                     when its retention runs out, with every tally (a key that vanished all
+--                     the same -- evicted, deleted by hand -- is counted by the sweep)
 --   due               zset: segment key -> when the sweep must next look at it
---   upl               zset: uploaded segments -> when they became uploaded (evicted first)
+--   seq               counter: the order of arrival the two eviction indexes below share
+--   age               zset: segment key -> its place in the order of first receipt
+--   upl               zset: segments that reached lifecycle.EVICTED_FIRST -> their place in the
+--                     order they first got there (evicted first; one that left the state keeps
+--                     its place until eviction passes it over, as the in-memory queue does)
 --   ix:<state>        zset: segments in a problem state -> first receive time (for the API)
 --   t                 hash: the shared gauges (n, st:<state>, a:<app>:<mode>, r:<app>,
 --                     s:<app>, m:<app>)
@@ -55,6 +61,8 @@ local CHECK_NONE, CHECK_PENDING, CHECK_CONFIRMED, CHECK_UNCONFIRMED = 0, 1, 2, 3
 local ACCEPTED, DUPLICATE, OUT_OF_ORDER, LATE = 0, 1, 2, 3
 -- lifecycle.BLIND_MARKED
 local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}
+-- lifecycle.EVICTED_FIRST
+local EVICTED_FIRST = {[UPLOADED] = true}
 -- lifecycle.PROBLEM_STATES
 local PROBLEM_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
 -- lifecycle.LIVE_RECORDING
@@ -66,8 +74,6 @@ local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true}
 -- shifted by 2).
 local FLAG_START_LOST, FLAG_CHECK_SHIFT, FLAG_LOST_SHIFT = 1, 1, 2
 local SEP = "\0"
--- A segment's key lives this much past its retention: the sweep normally removes it first.
-local KEY_GRACE = 3600
 
 local band, bor, bnot, lshift, rshift = bit.band, bit.bor, bit.bnot, bit.lshift, bit.rshift
 local CHECK_MASK = lshift(3, FLAG_CHECK_SHIFT)
@@ -165,6 +171,11 @@ local function after_blind(new, blind)
   return new
 end
 
+-- lifecycle.blind_marks
+local function blind_marks(state, last_heard, window_end)
+  return BLIND_MARKED[state] == true and last_heard <= window_end
+end
+
 -- lifecycle.is_expired
 local function is_expired(expires, now)
   return expires <= now
@@ -206,7 +217,8 @@ local RULES = {
   derive_state = derive_state, start_is_lost = start_is_lost, classify = classify,
   measure = measure, holds_for_check = holds_for_check, check_after_event = check_after_event,
   found_in_cos = found_in_cos, check_after_answer = check_after_answer,
-  after_blind = after_blind, can_mark = can_mark, is_expired = is_expired, apply_event = apply_event,
+  after_blind = after_blind, blind_marks = blind_marks, can_mark = can_mark, is_expired = is_expired,
+  apply_event = apply_event,
   settle = settle, apply_answer = apply_answer,
 }
 
@@ -226,8 +238,11 @@ end
 local function save(key, seg)
   redis.call("SET", P .. "s:" .. key,
     struct.pack(FORMAT, seg.seen, seg.state, seg.mode, seg.flags, seg.app, seg.ts_s, seg.ts_c,
-      seg.ts_u, seg.r_first, seg.r_complete, seg.expires) .. seg.file,
-    "PX", math.max(1, math.floor((seg.expires + KEY_GRACE - now) * 1000)))
+      seg.ts_u, seg.r_first, seg.r_complete, seg.expires) .. seg.file)  -- (SET drops a TTL)
+end
+
+local function next_seq()
+  return redis.call("INCR", P .. "seq")
 end
 
 local function check_of(seg) return rshift(band(seg.flags, CHECK_MASK), FLAG_CHECK_SHIFT) end
@@ -318,8 +333,7 @@ local function move(key, seg, old, new)
   elseif new == UPLOAD_MISSING then redis.call("HINCRBY", T, "m:" .. app, 1) end
   if old ~= nil and PROBLEM_STATES[old] then redis.call("ZREM", P .. "ix:" .. old, key) end
   if new ~= nil and PROBLEM_STATES[new] then redis.call("ZADD", P .. "ix:" .. new, seg.r_first, key) end
-  if old == UPLOADED then redis.call("ZREM", P .. "upl", key) end
-  if new == UPLOADED then redis.call("ZADD", P .. "upl", now, key) end
+  if new ~= nil and EVICTED_FIRST[new] then redis.call("ZADD", P .. "upl", "NX", next_seq(), key) end
 end
 
 -- The books of a settle (stores/memory.py MemoryStore._settle): lifecycle.settle, then its
@@ -350,24 +364,55 @@ local function remove(key, seg)
   redis.call("HDEL", P .. "bw", key)
   redis.call("DEL", P .. "s:" .. key)
   redis.call("ZREM", P .. "due", key)
+  redis.call("ZREM", P .. "age", key)
+  redis.call("ZREM", P .. "upl", key)
   redis.call("HINCRBY", P .. "t", "n", -1)
 end
 
--- Make room for one segment: the oldest uploaded one, else the one due soonest.
+-- A segment key that is gone though its indexes name it (evicted by an evicting maxmemory-policy,
+-- deleted by hand): out of every index and the count, and counted. Its share of the other
+-- tallies went with it; `serve --check --online` refuses a Redis that evicts.
+local function vanished(key)
+  if redis.call("ZREM", P .. "due", key) == 1 then  -- every segment tracked is in `due`
+    redis.call("HINCRBY", P .. "t", "n", -1)
+    redis.call("HINCRBY", P .. "t", "vanished", 1)
+  end
+  redis.call("ZREM", P .. "chk", key)
+  redis.call("HDEL", P .. "bw", key)
+  redis.call("ZREM", P .. "age", key)
+  redis.call("ZREM", P .. "upl", key)
+end
+
+-- Make room for one segment (lifecycle.EVICTED_FIRST): the first to reach an evicted-first state
+-- that is still in it, else the first heard of.
 local function evict_one()
-  for _, index in ipairs({"upl", "due"}) do
-    local victim = redis.call("ZRANGE", P .. index, 0, 0)[1]
-    if victim then
-      local raw = redis.call("GET", P .. "s:" .. victim)
-      if raw then
-        local seg = unpack_seg(raw)
+  while true do
+    local victim = redis.call("ZRANGE", P .. "upl", 0, 0)[1]
+    if not victim then break end
+    local raw = redis.call("GET", P .. "s:" .. victim)
+    if not raw then
+      vanished(victim)
+    else
+      local seg = unpack_seg(raw)
+      if EVICTED_FIRST[seg.state] then
         remove(victim, seg)
         return seg.state
       end
-      redis.call("ZREM", P .. index, victim)  -- a key that expired on its own
+      redis.call("ZREM", P .. "upl", victim)  -- left the state since: passed over
     end
   end
-  return -1
+  while true do
+    local victim = redis.call("ZRANGE", P .. "age", 0, 0)[1]
+    if not victim then return -1 end
+    local raw = redis.call("GET", P .. "s:" .. victim)
+    if not raw then
+      vanished(victim)
+    else
+      local seg = unpack_seg(raw)
+      remove(victim, seg)
+      return seg.state
+    end
+  end
 end
 
 -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
@@ -387,6 +432,7 @@ local function record(key, b, ts, mode, biz, file)
     seg = {seen = 0, state = -1, mode = mode, flags = 0, app = app, ts_s = 0, ts_c = 0, ts_u = 0,
            r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
     redis.call("HINCRBY", P .. "t", "n", 1)
+    redis.call("ZADD", P .. "age", next_seq(), key)
   end
   local blind = redis.call("HEXISTS", P .. "bw", key) == 1
   local result, seen, check, still_blind, r_complete, expires = apply_event(
@@ -439,7 +485,7 @@ if op == "sweep" then
   for _, key in ipairs(due) do
     local raw = redis.call("GET", P .. "s:" .. key)
     if not raw then
-      redis.call("ZREM", P .. "due", key)
+      vanished(key)
     else
       local seg = unpack_seg(raw)
       -- Settle first: a segment that became a problem before its retention ran out is
@@ -533,19 +579,29 @@ if op == "rule" then
 end
 
 if op == "blind" then
-  -- window start, end, offset, count: marks the live segments among `count` of the `due`
-  -- index from `offset` (the caller pages through it: one script never holds Redis long).
-  local window, offset, count = ARGV[11] .. " " .. ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
-  local keys = redis.call("ZRANGE", P .. "due", offset, offset + count - 1)
-  local marked = 0
-  for _, key in ipairs(keys) do
+  -- window start, end, after, count, upto: marks the segments lifecycle.blind_marks picks among
+  -- `count` of the `age` index after place `after`, up to place `upto` ("": the last place now,
+  -- returned). The caller pages through it (one script never holds Redis long); a segment's
+  -- place never changes, so no segment is passed over or seen twice while the index moves.
+  local w_end = tonumber(ARGV[12])
+  local window, after, count = ARGV[11] .. " " .. ARGV[12], ARGV[13], tonumber(ARGV[14])
+  local upto = ARGV[15]
+  if upto == "" then upto = redis.call("GET", P .. "seq") or "0" end
+  local page = redis.call("ZRANGEBYSCORE", P .. "age", "(" .. after, upto, "WITHSCORES", "LIMIT", 0, count)
+  local marked, last = 0, after
+  for i = 1, #page, 2 do
+    local key = page[i]
+    last = page[i + 1]
     local raw = redis.call("GET", P .. "s:" .. key)
-    if raw and BLIND_MARKED[unpack_seg(raw).state] then
-      redis.call("HSET", P .. "bw", key, window)
-      marked = marked + 1
+    if raw then
+      local seg = unpack_seg(raw)
+      if blind_marks(seg.state, seg.expires - RETENTION, w_end) then
+        redis.call("HSET", P .. "bw", key, window)
+        marked = marked + 1
+      end
     end
   end
-  return {marked, #keys}
+  return {marked, #page / 2, last, upto}
 end
 
 if op == "mark" then
@@ -558,8 +614,13 @@ if op == "mark" then
 end
 
 if op == "apps" then
-  for i = 11, #ARGV do app_index(ARGV[i]) end
-  return redis.call("LRANGE", P .. "applist", 0, -1)
+  -- BizIDs known in advance; how many of them overflowed into "other" (counted as a record does)
+  local overflow = 0
+  for i = 11, #ARGV do
+    local _, o = app_index(ARGV[i])
+    overflow = overflow + o
+  end
+  return overflow
 end
 
 return redis.error_reply("unknown op " .. tostring(op))
