@@ -68,12 +68,12 @@ def test_a_verified_callback_is_accepted_and_stored(run: Any) -> None:
     }
 
 
-def marks(service: Service) -> dict[str, float]:
+def marks(service: Service, cause: str = "signature") -> dict[str, float]:
     return {
         s.labels["result"]: s.value
         for fam in service.metrics.segment_marks.collect()
         for s in fam.samples
-        if s.name.endswith("_total")
+        if s.name.endswith("_total") and s.labels["cause"] == cause
     }
 
 
@@ -91,6 +91,32 @@ def test_a_refused_well_formed_callback_marks_the_live_segment_it_names(run: Any
     run(service.intake.handle(other, sign(other, "rotated"), "t"))
     assert run(service.store.count()) == 1  # a refused callback creates nothing
     assert marks(service) == {"marked": 1.0, "not_tracked": 1.0, "refused": 0.0}
+
+
+def test_a_verified_callback_a_bug_answers_500_marks_the_segment_it_names(run: Any) -> None:
+    """#26.2: a 5xx is a loss of ours. A bug between the verified event and its answer (here
+    the store's write of completions fails with an error that is no outage) is raised, so the
+    listener answers 500 and Tencent retries; the live segment is marked meanwhile, so if every
+    retry meets the bug its deadline makes it unverified, not a miss that pages."""
+
+    class CompletionsBreak(MemoryStore):  # a real store with one bug put in
+        async def record(self, ev: Any) -> Any:
+            if ev.event_type == 2:
+                raise RuntimeError("a bug")
+            return await super().record(ev)
+
+    settings = Settings(secret_key=SECRET).validate()
+    clock = FakeClock(wall=NOW)
+    service = Service(settings, clock=clock, store=CompletionsBreak(settings.lifecycle(), clock))
+    start = body(1)
+    run(service.intake.handle(start, sign(start, SECRET), "t"))
+    done = body(2)
+    with pytest.raises(RuntimeError):
+        run(service.intake.handle(done, sign(done, SECRET), "t"))
+    (seg,) = run(service.store.segments(limit=10))
+    assert seg.blind_window_start == NOW
+    assert marks(service, "server_error") == {"marked": 1.0, "not_tracked": 0.0, "refused": 0.0}
+    assert marks(service) == {"marked": 0.0, "not_tracked": 0.0, "refused": 0.0}
 
 
 def test_junk_and_unsigned_requests_mark_nothing(run: Any) -> None:

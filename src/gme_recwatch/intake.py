@@ -20,6 +20,7 @@ and answered as before (401).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -232,24 +233,27 @@ class Intake:
                 **({"unlogged_repeats": found.repeats} if found.repeats else {}),
             )
 
-    async def _mark_refused(self, ev: Event) -> None:
-        """A well-formed callback for a BizID we hold a key for failed verification: mark the
-        live segment it names as attributed to us (we refused its event; lifecycle.can_mark),
-        so its deadline makes it unverified (or looked up in COS), never a miss nor a page.
-        Nothing in the body is trusted beyond naming that one segment; marks are bounded by a
-        token bucket (rate and burst) and counted; a segment we do not track is left alone."""
+    async def _mark(self, ev: Event, cause: Literal["signature", "server_error"]) -> None:
+        """Mark the live segment ``ev`` names as attributed to us (lifecycle.can_mark), so its
+        deadline makes it unverified (or looked up in COS), never a miss nor a page: a
+        well-formed callback for a BizID we hold a key for that failed verification
+        (``signature``: we refused its event), or a verified one that a bug answered 500
+        (``server_error``: Tencent retries, but if every retry meets the bug, we lost it).
+        Nothing in an unverified body is trusted beyond naming that one segment; marks are
+        bounded by a token bucket (rate and burst) and counted; a segment we do not track is
+        left alone."""
         if ev.room_id == CANARY_ROOM_ID:
             return
         marks = self.metrics.segment_marks
         if not self._marks.try_take():
-            marks.labels("signature", "refused").inc()
+            marks.labels(cause, "refused").inc()
             return
         now = self.clock.time()
         try:
             marked = await self.store.mark_segment(key_of(ev), now, now)
         except StoreUnavailable:
             return  # the store's own outage is counted and marked by its blind window
-        marks.labels("signature", "marked" if marked else "not_tracked").inc()
+        marks.labels(cause, "marked" if marked else "not_tracked").inc()
 
     async def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Outcome:
         # Decoded first, trusted never: to pick the app's keys and to tell a sender from noise.
@@ -276,7 +280,7 @@ class Intake:
             if header is not None and exc.reason != "missing" and self.doctor is not None:
                 self._explain(body, header, ring, biz, remote)
             if exc.reason == "mismatch" and isinstance(parsed, Event):
-                await self._mark_refused(parsed)
+                await self._mark(parsed, "signature")
             return Unverified(exc.reason, event=parsed)
 
         now = self.clock.time()
@@ -319,7 +323,17 @@ class Intake:
             )
         if canary:
             return self._canary(ev, now, remote)
+        try:
+            return await self._record(ev, now, remote)
+        except Exception:
+            # A bug between the verified event and its answer: the listener answers 500 and
+            # Tencent retries; the segment is marked in case every retry meets the same bug.
+            with contextlib.suppress(Exception):
+                await self._mark(ev, "server_error")
+            raise
 
+    async def _record(self, ev: Event, now: float, remote: str) -> Outcome:
+        """Store a verified event and count what it did."""
         try:
             out = await self.store.record(ev)
         except StoreUnavailable as exc:

@@ -75,6 +75,9 @@ PROBLEM_STATES = ("stuck", "upload_missing")
 # answer to trust: a COS outage must never read as recordings missing), "unchecked" no bucket.
 CONFIRMED = ("true", "false", "unchecked")
 MARK_RESULTS = ("marked", "not_tracked", "refused")
+# What marks a segment one by one: a callback we refused (signature), or one we failed (a bug
+# answered 500: if every retry meets it, the event is lost by us, not by Tencent).
+MARK_CAUSES = ("signature", "server_error")
 LOST_EVENT_TYPES = ("completed", "uploaded")  # what a file found in COS proves happened
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
@@ -259,13 +262,15 @@ class Metrics:
         self.segment_marks = Counter(
             PREFIX + "segment_marks",
             "Segments attributed to an incident of ours one by one (a well-formed callback we "
-            "refused marks the segment it names), by cause and result: marked, not_tracked "
+            "refused, or a verified one we answered 500, marks the segment it names), by cause "
+            "and result: marked, not_tracked "
             "(no live segment of that name), refused (over the rate or count cap).",
             ["cause", "result"],
             registry=r,
         )
-        for result in MARK_RESULTS:
-            self.segment_marks.labels("signature", result)
+        for mark_cause in MARK_CAUSES:
+            for result in MARK_RESULTS:
+                self.segment_marks.labels(mark_cause, result)
         self.unverified = Counter(
             PREFIX + "unverified",
             "Segments this process's sweeps made unverified: live when a blind window opened, "
