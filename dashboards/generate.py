@@ -662,7 +662,7 @@ def overview() -> dict[str, object]:
             "reqps",
             [
                 (
-                    f"sum by (event_type, result) (rate(gme_recording_callbacks_total{{{SEL}}}"
+                    f"sum by (event_type, result) (rate(gme_recording_callbacks_total{{{APP}}}"
                     f"[$__rate_interval]))",
                     "{{event_type}} {{result}}",
                 )
@@ -674,7 +674,7 @@ def overview() -> dict[str, object]:
     )
     funnel = [
         (
-            f'sum(rate(gme_recording_callbacks_total{{{SEL}, event_type="{e}", '
+            f'sum(rate(gme_recording_callbacks_total{{{APP}, event_type="{e}", '
             f'result!~"duplicate|ignored"}}[$__rate_interval]))',
             e,
         )

@@ -28,10 +28,14 @@ import yaml
 
 from gme_recwatch import metrics as metrics_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rules as RULES
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "tests" / "scenarios.test.yaml"
 
 APP = "1400000000"
+APPS = (APP, "1400000001", "1400000002")  # apps of a multi-app release; APP alone by default
 BUCKET = "gme-records-1250000000"
 JOB = 'job="gme-recwatch", namespace="prod"'
 REPLICAS = 3
@@ -78,6 +82,11 @@ class Scenario:
     readiness_gate: bool = True  # unready pods get no traffic (the chart's readinessProbe)
     cos_forbidden: tuple[int, int] | None = None  # COS credentials expired: lookups 403
     old_key: tuple[int, int] | None = None  # the sender signs with a key we no longer hold
+    skew: tuple[int, int] | None = None  # the sender's clock is off: every callback stale (400)
+    cos: bool = True  # a COS bucket to confirm misses in (the chart's default has none)
+    apps: int = 1  # apps sharing the traffic evenly (segment number modulo apps)
+    app_silent: tuple[int, int] | None = None  # the last app sends nothing
+    replica_redis_down: tuple[int, int] | None = None  # the first replica alone loses Redis
     unsigned_per_second: Callable[[int], int] = lambda t: 0
     # Deterministic shares of segments, by segment number (out of 100), from a minute on.
     upload_callback_lost: tuple[int, int] = (0, 0)  # (from minute, per 100): file in COS
@@ -89,6 +98,13 @@ class Scenario:
     checks: dict[int, set[str]] = field(default_factory=dict)
     # The pages an on-call gets, after inhibition: alert -> minute it first pages.
     pages: dict[str, int] = field(default_factory=dict)
+    # The minutes in which something pages (after inhibition), first and last: at every checked
+    # minute inside, exactly the page of `pages`; outside, nothing pages. None: nothing ever.
+    paged: tuple[int, int] | None = None
+    # The minute the incident ends (None: a healthy stretch). A page may outlast it by its burn
+    # windows' reset (the 6x pair's 30-minute short window), never start after it.
+    ends: int | None = None
+    start: int = WARM_UP  # the minute the incident starts, for the docs' table
     # What the on-call reads first, for docs/alerting.md.
     read_first: str = ""
 
@@ -123,8 +139,9 @@ class Simulation:
         self.sc, self.n = sc, n
         self.pods: list[Pod] = [Pod(f"10.0.0.{i + 1}:8081", 0) for i in range(REPLICAS)]
         self.series: dict[str, list[float | str | None]] = {}
-        self.orphans = 0.0  # a shared tally: every replica on one Redis exports it
         self.turn = 0
+        self.live: list[dict[str, Any]] = []  # segments not yet uploaded or settled
+        self.last_pod = self.pods[0]
 
     # -- who answers ---------------------------------------------------------------------
 
@@ -140,6 +157,8 @@ class Simulation:
         live = [p for p in self.pods if self.up(p, t)]
         if _during(self.sc.redis_down, t) and self.sc.readiness_gate:
             return []
+        if _during(self.sc.replica_redis_down, t):
+            live = [p for p in live if p is not self.pods[0]]  # unready: out of rotation
         return live
 
     def pick(self, t: int) -> Pod | None:
@@ -161,10 +180,13 @@ class Simulation:
                     n("http_request_duration_seconds_bucket"), listener="callback", route="/callback", le=le
                 )
 
-    def deliver(self, t: int, event_type: str, result: str) -> bool:
-        """One callback from Tencent at minute t: True when it was verified and stored."""
+    def deliver(self, t: int, seg: dict[str, Any], event_type: str, result: str) -> bool:
+        """One callback from Tencent at minute t: True when it was verified and stored. A
+        well-formed callback we refused (signature, 5xx) marks its segment, if we track it:
+        the segment is attributed to our incident (lifecycle.after_blind, intake's mark)."""
         sc, n = self.sc, self.n
-        if _during(sc.silent, t):
+        app = seg["app"]
+        if _during(sc.silent, t) or (app == APPS[-1] and _during(sc.app_silent, t)):
             return False
         for _ in range(TRIES):
             pod = self.pick(t)
@@ -173,38 +195,57 @@ class Simulation:
             if _during(sc.old_key, t):
                 self.request(pod, "401")
                 pod.inc(n("signature_failures_total"), reason="mismatch")
+                if seg["seen"]:
+                    seg["marked"] = True
+                    pod.inc(n("segment_marks_total"), cause="signature", result="marked")
                 continue
             pod.set(n("last_callback_timestamp_seconds"), t * 60)
+            if _during(sc.skew, t):
+                self.request(pod, "400")
+                pod.inc(n("callbacks_invalid_total"), reason="stale")
+                return False  # Tencent does not resend a callback answered 400
             if _during(sc.redis_down, t):
                 self.request(pod, "503")
                 pod.inc(n("backend_errors_total"), operation="record")
                 continue
             if _during(sc.server_errors, t):
                 self.request(pod, "500")
+                if seg["seen"]:
+                    seg["marked"] = True
                 continue
             self.request(pod, "200")
-            pod.inc(n("callbacks_total"), event_type=event_type, result=result)
+            pod.inc(n("callbacks_total"), event_type=event_type, result=result, app_id=app)
+            seg["marked"] = False  # heard from again: paged as usual from here
+            self.last_pod = pod
             return True
         return False
 
-    def settle(self, t: int, state: str, in_cos: bool, lost: list[str]) -> None:
-        """A deadline passed: one replica looks the file up in COS and settles the segment."""
-        n = self.n
+    def settle(self, t: int, seg: dict[str, Any], state: str, lost: list[str]) -> None:
+        """A deadline passed: one replica looks the file up in COS and settles the segment.
+        A marked segment (attributed to an incident of ours) without a bucket becomes
+        unverified; found in COS it is reconciled without blaming Tencent."""
+        n, app, in_cos = self.n, seg["app"], seg["in_cos"]
         pod = next((p for p in self.pods if self.up(p, t)), None)
         if pod is None:
             return
-        if _during(self.sc.cos_forbidden, t):
+        if not self.sc.cos:
+            if seg["marked"]:
+                pod.inc(n("unverified_total"), app_id=app)
+            else:
+                pod.inc(n("problem_segments_total"), app_id=app, state=state, confirmed="unchecked")
+        elif _during(self.sc.cos_forbidden, t):
             pod.inc(n("reconcile_checks_total"), result="error")
             pod.inc(n("reconcile_errors_total"), bucket=BUCKET, reason="forbidden")
-            pod.inc(n("problem_segments_total"), app_id=APP, state=state, confirmed="false")
+            pod.inc(n("problem_segments_total"), app_id=app, state=state, confirmed="false")
         elif in_cos:
             pod.inc(n("reconcile_checks_total"), result="found")
             pod.inc(n("segments_reconciled_total"))
-            for event in lost:
-                pod.inc(n("callbacks_lost_total"), event_type=event)
+            if not seg["marked"]:
+                for event in lost:
+                    pod.inc(n("callbacks_lost_total"), event_type=event)
         else:
             pod.inc(n("reconcile_checks_total"), result="not_found")
-            pod.inc(n("problem_segments_total"), app_id=APP, state=state, confirmed="true")
+            pod.inc(n("problem_segments_total"), app_id=app, state=state, confirmed="true")
 
     # -- the run -------------------------------------------------------------------------
 
@@ -219,7 +260,15 @@ class Simulation:
             for i in range(sc.rate(t)):
                 number += 1
                 k = number % 100
-                seg: dict[str, Any] = {"seen": set(), "in_cos": True, "uploads": True, "lose_upload_cb": False}
+                seg: dict[str, Any] = {
+                    "seen": set(),
+                    "in_cos": True,
+                    "uploads": True,
+                    "lose_upload_cb": False,
+                    "marked": False,
+                    "app": APPS[number % sc.apps],
+                }
+                self.live.append(seg)
                 if t >= sc.really_missing[0] and k < sc.really_missing[1]:
                     seg["in_cos"] = seg["uploads"] = False
                 if t in sc.missing_at and i == 0:
@@ -246,10 +295,10 @@ class Simulation:
         seen = seg["seen"]
         in_order = {"started": set(), "completed": {"started"}, "uploaded": {"started", "completed"}}[event]
         result = "accepted" if in_order <= seen else "out_of_order"
-        if not self.deliver(t, event, result):
+        if not self.deliver(t, seg, event, result):
             return
         if event == "completed" and "started" not in seen:
-            self.orphans += 1
+            self.last_pod.inc(self.n("orphan_events_total"), event_type="completed")
         if event == "completed" and "uploaded" not in seen:
             deadlines[t + GRACE].append(seg)
         seen.add(event)
@@ -261,7 +310,7 @@ class Simulation:
         seg["settled"] = True
         state = "upload_missing" if "completed" in seen else "stuck"
         lost = [e for e in ("completed", "uploaded") if e not in seen]
-        self.settle(t, state, seg["in_cos"], lost)
+        self.settle(t, seg, state, lost)
 
     def background(self, t: int) -> None:
         """Scanners, the canary, Redis, every minute."""
@@ -292,12 +341,17 @@ class Simulation:
         if canary is not None:  # it skips the store: answered 200 even without Redis
             self.request(canary, "200")
             canary.set(n("canary_last_success_timestamp_seconds"), t * 60)
+        if sc.redis_down and t == sc.redis_down[1]:
+            # Redis answers again: the blind window marks every segment live then.
+            self.live = [s for s in self.live if "uploaded" not in s["seen"] and not s.get("settled")]
+            for seg in self.live:
+                seg["marked"] = True
         for pod in self.pods:
-            down = _during(sc.redis_down, t)
+            down = _during(sc.redis_down, t) or (pod is self.pods[0] and _during(sc.replica_redis_down, t))
             pod.set(n("backend_up"), 0 if down else 1)
             if down:
                 pod.inc(n("backend_errors_total"), operation="ping")
-                if t > sc.redis_down[0]:  # type: ignore[index]
+                if sc.redis_down and t > sc.redis_down[0]:
                     # Past the sender's minute of retries, callbacks sent now are lost.
                     pod.inc(n("blind_seconds_total"), 60, cause="store_unreachable")
 
@@ -331,7 +385,6 @@ class Simulation:
                 f"{n('process_start_time_seconds')}{{{JOB}, {inst}}}": pod.born * 60,
                 f'{n("build_info")}{{{JOB}, {inst}, version="0", python_version="3"}}': 1,
                 f"{n('canary_interval_seconds')}{{{JOB}, {inst}}}": 60,
-                f'{n("orphan_events_total")}{{{JOB}, {inst}, event_type="completed"}}': self.orphans,
             }
             for stamp in ("last_callback_timestamp_seconds", "canary_last_success_timestamp_seconds"):
                 values[f"{n(stamp)}{{{JOB}, {inst}}}"] = pod.gauges.get((n(stamp), ()), 0)
@@ -349,12 +402,17 @@ class Simulation:
             pod.inc(n("signature_failures_total"), 0, reason=reason)
         pod.inc(n("callbacks_invalid_total"), 0, reason="stale")
         pod.inc(n("segments_reconciled_total"), 0)
-        for e in ("started", "completed", "uploaded"):
-            for r in ("accepted", "out_of_order"):
-                pod.inc(n("callbacks_total"), 0, event_type=e, result=r)
-        for state in ("stuck", "upload_missing"):
-            for c in ("true", "false", "unchecked"):
-                pod.inc(n("problem_segments_total"), 0, app_id=APP, state=state, confirmed=c)
+        for app in APPS[: self.sc.apps]:
+            for e in ("started", "completed", "uploaded"):
+                for r in ("accepted", "out_of_order"):
+                    pod.inc(n("callbacks_total"), 0, event_type=e, result=r, app_id=app)
+            for state in ("stuck", "upload_missing"):
+                for c in ("true", "false", "unchecked"):
+                    pod.inc(n("problem_segments_total"), 0, app_id=app, state=state, confirmed=c)
+            pod.inc(n("unverified_total"), 0, app_id=app)
+        pod.inc(n("orphan_events_total"), 0, event_type="completed")
+        for e in ("completed", "uploaded"):
+            pod.inc(n("callbacks_lost_total"), 0, event_type=e)
         for r in ("found", "not_found", "error"):
             pod.inc(n("reconcile_checks_total"), 0, result=r)
         pod.inc(n("reconcile_errors_total"), 0, bucket=BUCKET, reason="forbidden")
@@ -451,9 +509,11 @@ SCENARIOS = [
         cos_forbidden=(T0, T0 + 60),
         checks={
             T0: set(),
-            T0 + 28: set(),
-            T0 + 29: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 23: set(),
+            T0 + 24: {"GmeRecwatchCosLookupsFailing"},
             T0 + 59: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 78: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 79: set(),
             T0 + 119: set(),
         },
         read_first="the alert's bucket and reason labels, then the check_error of the "
@@ -467,8 +527,10 @@ SCENARIOS = [
         upload_callback_lost=(0, 1),
         cos_forbidden=(T0, T0 + 180),
         checks={
-            T0 + 29: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 23: set(),
+            T0 + 24: {"GmeRecwatchCosLookupsFailing"},
             T0 + 179: {"GmeRecwatchCosLookupsFailing"},
+            T0 + 198: {"GmeRecwatchCosLookupsFailing"},
             T0 + 199: set(),
         },
         read_first="the alert's bucket and reason labels",
@@ -476,41 +538,50 @@ SCENARIOS = [
     Scenario(
         "Redis down 5 minutes, readiness gate on",
         "Pods go unready and the Ingress answers 503, outside our metrics. One page for the "
-        "release (BackendDown, not one per replica) within 2 minutes, held 10 minutes past the "
-        "outage so the failing canary and the blind window stay muted; the blind window is a "
-        "ticket afterwards; the callbacks lost to our outage never blame Tencent, even when "
-        "their segments' deadlines pass 6 hours later.",
+        "release (BackendDown, not one per replica) within 2 minutes, for as long as the "
+        "outage (no hold); the blind window is a ticket afterwards; the segments live then are "
+        "marked, so their deadlines 6 hours later page and ticket nobody. (Starts lost in the "
+        "outage come back as orphans: a CallbacksLost ticket, a known limit.)",
         T0 + 420,
         redis_down=(T0, T0 + 5),
         checks={
             T0: set(),
             T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 3: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
             T0 + 4: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchCanaryFailing"},
-            T0 + 14: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-            T0 + 15: {"GmeRecwatchBlind"},
-            T0 + 64: set(),
+            T0 + 5: {"GmeRecwatchBlind"},
+            T0 + 25: {"GmeRecwatchBlind"},
+            T0 + 26: {"GmeRecordingCallbacksLost", "GmeRecwatchBlind"},
+            T0 + 63: {"GmeRecordingCallbacksLost", "GmeRecwatchBlind"},
+            T0 + 64: {"GmeRecordingCallbacksLost"},
+            T0 + 72: {"GmeRecordingCallbacksLost"},
+            T0 + 73: set(),
             T0 + 419: set(),
         },
         pages={"GmeRecwatchBackendDown": T0 + 1},
+        paged=(T0 + 1, T0 + 4),
+        ends=T0 + 5,
         read_first="the backend_unreachable log lines and Redis itself",
     ),
     Scenario(
         "Redis down 5 minutes, no readiness gate",
-        "Every replica answers callbacks 503: one page, BackendDown (not the ingest burn "
-        "beside it), and nothing pages in the minutes after Redis answers again.",
+        "Every replica answers callbacks 503: one page, BackendDown (those answers are its, "
+        "not the ingest burn's), and nothing pages once Redis answers again.",
         T0 + 60,
         redis_down=(T0, T0 + 5),
         readiness_gate=False,
         checks={
             T0: set(),
             T0 + 1: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-            T0 + 3: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchIngestBudgetBurn"},
-            T0 + 8: {"GmeRecwatchBackendDown", "GmeRecwatchBlind", "GmeRecwatchIngestBudgetBurn"},
-            T0 + 10: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
-            T0 + 15: {"GmeRecwatchBlind"},
-            T0 + 59: {"GmeRecwatchBlind"},
+            T0 + 4: {"GmeRecwatchBackendDown", "GmeRecwatchBlind"},
+            T0 + 5: {"GmeRecwatchBlind"},
+            T0 + 25: {"GmeRecwatchBlind"},
+            T0 + 26: {"GmeRecordingCallbacksLost", "GmeRecwatchBlind"},
+            T0 + 59: {"GmeRecordingCallbacksLost", "GmeRecwatchBlind"},
         },
         pages={"GmeRecwatchBackendDown": T0 + 1},
+        paged=(T0 + 1, T0 + 4),
+        ends=T0 + 5,
         read_first="the backend_unreachable log lines and Redis itself",
     ),
     Scenario(
@@ -536,18 +607,37 @@ SCENARIOS = [
     Scenario(
         "key rotation, the sender on the old key for 10 minutes",
         "Every signed callback is rejected: one page naming the cause (SignatureFailureRatio) "
-        "within 5 minutes, the ingest burn beside it muted; the callbacks lost meanwhile never "
-        "blame Tencent afterwards.",
+        "within 5 minutes, held while the rejections are the ingest burn's errors, so the burn "
+        "stays muted to its end; the segments whose callbacks we refused are marked.",
         T0 + 60,
         old_key=(T0, T0 + 10),
         checks={
             T0 + 1: set(),
             T0 + 2: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
-            T0 + 13: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
-            T0 + 14: set(),
-            T0 + 59: set(),
+            T0 + 14: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 15: {
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 26: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 38: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 39: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 59: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
         },
         pages={"GmeRecordingSignatureFailureRatio": T0 + 2},
+        paged=(T0 + 2, T0 + 38),
+        ends=T0 + 10,
         read_first="the signature_hint log lines (which key or encoding would verify)",
     ),
     Scenario(
@@ -560,7 +650,8 @@ SCENARIOS = [
     Scenario(
         "2,000 unsigned requests a second, and every real callback answered 500 for 20 minutes",
         "The 401s do not dilute the ingest SLO: the ingest burn pages within 5 minutes and "
-        "stays firing for the 20 minutes; the callbacks we failed never blame Tencent.",
+        "holds for the 20 minutes and its slow pair's window after; the app's silence beside it "
+        "is muted.",
         T0 + 40,
         unsigned_per_second=lambda t: 2000,
         server_errors=(T0, T0 + 20),
@@ -568,29 +659,55 @@ SCENARIOS = [
             T0: set(),
             T0 + 2: set(),
             T0 + 3: {"GmeRecwatchIngestBudgetBurn"},
-            T0 + 23: {"GmeRecwatchIngestBudgetBurn"},
-            T0 + 24: set(),
-            T0 + 39: set(),
+            T0 + 10: {"GmeRecwatchIngestBudgetBurn"},
+            T0 + 11: {"GmeRecordingAppSilent", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 16: {
+                "GmeRecordingAppSilent",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 19: {
+                "GmeRecordingAppSilent",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 20: {"GmeRecwatchIngestBudgetBurn", "GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 35: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 39: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
         },
         pages={"GmeRecwatchIngestBudgetBurn": T0 + 3},
+        paged=(T0 + 3, T0 + 39),
+        ends=T0 + 20,
         read_first="the service's error log lines and the HTTP panels of the service dashboard",
     ),
     Scenario(
         "Tencent silent for 20 minutes in busy hours",
-        "With the canary passing: one page, CallbacksSilent, within 15 minutes, firing for as "
-        "long as the silence lasts (and 5 minutes more); the recordings made meanwhile are in "
-        "COS, so a ticket says Tencent lost their callbacks.",
+        "With the canary passing: one page, CallbacksSilent, within 15 minutes, firing exactly "
+        "as long as the silence lasts (the app's silence beside it muted); the recordings made "
+        "meanwhile are in COS, so a ticket says Tencent lost their callbacks.",
         T0 + 40,
         silent=(T0, T0 + 20),
         checks={
             T0 + 9: set(),
             T0 + 10: {"GmeRecordingCallbacksSilent"},
-            T0 + 20: {"GmeRecordingCallbacksSilent"},
-            T0 + 24: {"GmeRecordingCallbacksSilent"},
-            T0 + 25: set(),
+            T0 + 11: {"GmeRecordingAppSilent", "GmeRecordingCallbacksSilent"},
+            T0 + 19: {"GmeRecordingAppSilent", "GmeRecordingCallbacksSilent"},
+            T0 + 20: set(),
+            T0 + 28: set(),
+            T0 + 29: {"GmeRecordingCallbacksLost"},
             T0 + 39: {"GmeRecordingCallbacksLost"},
         },
         pages={"GmeRecordingCallbacksSilent": T0 + 10},
+        paged=(T0 + 10, T0 + 19),
+        ends=T0 + 20,
         read_first="the canary (passing: the path is fine), then the GME console and Tencent",
     ),
     Scenario(
@@ -614,6 +731,7 @@ SCENARIOS = [
             N0 + 75: set(),
             N0 + 119: set(),
         },
+        start=N0,
         read_first="the segments API (state=upload_missing)",
     ),
     Scenario(
@@ -622,6 +740,7 @@ SCENARIOS = [
         70,
         rate=lambda t: 0,
         checks={59: set(), 60: {"GmeRecordingCallbacksNeverReceived"}},
+        start=0,
         read_first="the callback URL in the GME console",
     ),
     Scenario(
@@ -635,6 +754,12 @@ SCENARIOS = [
             T0 + 25: {"GmeRecordingUploadsMissing"},
             T0 + 26: {"GmeRecordingUploadsMissing"},
             T0 + 27: {"GmeRecordingDeliveryBudgetBurn", "GmeRecordingUploadsMissing"},
+            T0 + 39: {"GmeRecordingDeliveryBudgetBurn", "GmeRecordingUploadsMissing"},
+            T0 + 40: {
+                "GmeRecordingDeliveryBudgetBurn",
+                "GmeRecordingDeliveryBudgetBurnSlow",
+                "GmeRecordingUploadsMissing",
+            },
             T0 + 59: {
                 "GmeRecordingDeliveryBudgetBurn",
                 "GmeRecordingDeliveryBudgetBurnSlow",
@@ -642,7 +767,207 @@ SCENARIOS = [
             },
         },
         pages={"GmeRecordingDeliveryBudgetBurn": T0 + 27},
+        paged=(T0 + 27, T0 + 59),
         read_first="the segments API (state=upload_missing), then the recording side",
+    ),
+    Scenario(
+        "key rotation with COS off, the sender on the old key for 10 minutes",
+        "One page naming the cause (SignatureFailureRatio) within 5 minutes and nothing after: "
+        "the segments whose callbacks we refused are marked and become unverified at their "
+        "deadlines, never an unconfirmed miss, never the delivery budget, at +17 minutes or 6 "
+        "hours later.",
+        T0 + 380,
+        old_key=(T0, T0 + 10),
+        cos=False,
+        ends=T0 + 10,
+        checks={
+            T0 + 1: set(),
+            T0 + 2: {"GmeRecordingSignatureFailureRatio", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 15: {
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 26: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 38: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingSignatureFailureRatio",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 39: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 77: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 78: {"GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 368: {"GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 369: set(),
+            T0 + 379: set(),
+        },
+        pages={"GmeRecordingSignatureFailureRatio": T0 + 2},
+        paged=(T0 + 2, T0 + 38),
+        read_first="the signature_hint log lines (which key or encoding would verify)",
+    ),
+    Scenario(
+        "Tencent silent for 20 minutes with COS off, and its 6-hour tail",
+        "One page (CallbacksSilent) while the silence lasts, none at its 6-hour tail: the "
+        "segments whose callbacks never came are unconfirmed misses, a ticket that says how to "
+        "confirm them, never the delivery budget.",
+        T0 + 380,
+        silent=(T0, T0 + 20),
+        cos=False,
+        ends=T0 + 20,
+        checks={
+            T0 + 9: set(),
+            T0 + 10: {"GmeRecordingCallbacksSilent"},
+            T0 + 11: {"GmeRecordingAppSilent", "GmeRecordingCallbacksSilent"},
+            T0 + 14: {"GmeRecordingAppSilent", "GmeRecordingCallbacksSilent", "GmeRecordingMissesUnconfirmed"},
+            T0 + 19: {"GmeRecordingAppSilent", "GmeRecordingCallbacksSilent", "GmeRecordingMissesUnconfirmed"},
+            T0 + 20: {"GmeRecordingMissesUnconfirmed"},
+            T0 + 35: {"GmeRecordingCallbacksLost", "GmeRecordingMissesUnconfirmed"},
+            T0 + 73: {"GmeRecordingCallbacksLost", "GmeRecordingMissesUnconfirmed"},
+            T0 + 74: {"GmeRecordingCallbacksLost"},
+            T0 + 87: {"GmeRecordingCallbacksLost"},
+            T0 + 88: set(),
+            T0 + 349: set(),
+            T0 + 350: {"GmeRecordingMissesUnconfirmed"},
+            T0 + 379: {"GmeRecordingMissesUnconfirmed"},
+        },
+        pages={"GmeRecordingCallbacksSilent": T0 + 10},
+        paged=(T0 + 10, T0 + 19),
+        read_first="the canary (passing: the path is fine), then the GME console and Tencent",
+    ),
+    Scenario(
+        "2% of upload callbacks lost routinely, COS off",
+        "Not one recording is known to be missing: no page; the unconfirmed misses are a "
+        "ticket naming the cure (a COS bucket).",
+        T0 + 120,
+        upload_callback_lost=(0, 2),
+        cos=False,
+        checks={
+            T0: {"GmeRecordingMissesUnconfirmed"},
+            T0 + 60: {"GmeRecordingMissesUnconfirmed"},
+            T0 + 119: {"GmeRecordingMissesUnconfirmed"},
+        },
+        read_first="the ticket: configure cos.bucket so misses are confirmed",
+    ),
+    Scenario(
+        "one app of three silent for two hours",
+        "The release total only falls by a third: the app's own silence pages within 15 "
+        "minutes naming the app, keeps paging while it lasts, and resolves when it sends again.",
+        T0 + 150,
+        apps=3,
+        app_silent=(T0, T0 + 120),
+        ends=T0 + 120,
+        checks={
+            T0 + 10: set(),
+            T0 + 11: {"GmeRecordingAppSilent"},
+            T0 + 60: {"GmeRecordingAppSilent"},
+            T0 + 119: {"GmeRecordingAppSilent"},
+            T0 + 120: set(),
+            T0 + 136: set(),
+            T0 + 137: {"GmeRecordingCallbacksLost"},
+            T0 + 149: {"GmeRecordingCallbacksLost"},
+        },
+        pages={"GmeRecordingAppSilent": T0 + 11},
+        paged=(T0 + 11, T0 + 119),
+        read_first="the alert's app_id, then that app's callback settings in the GME console",
+    ),
+    Scenario(
+        "one replica off Redis while 30% of recordings go missing",
+        "The readiness gate contains the replica: a ticket naming it, never the release page; "
+        "the real delivery incident beside it pages on time, muted by nothing.",
+        T0 + 60,
+        replica_redis_down=(T0, T0 + 60),
+        really_missing=(T0, 30),
+        checks={
+            T0 + 4: set(),
+            T0 + 5: {"GmeRecwatchReplicaBackendDown"},
+            T0 + 24: {"GmeRecwatchReplicaBackendDown"},
+            T0 + 25: {"GmeRecordingUploadsMissing", "GmeRecwatchReplicaBackendDown"},
+            T0 + 26: {"GmeRecordingUploadsMissing", "GmeRecwatchReplicaBackendDown"},
+            T0 + 27: {
+                "GmeRecordingDeliveryBudgetBurn",
+                "GmeRecordingUploadsMissing",
+                "GmeRecwatchReplicaBackendDown",
+            },
+            T0 + 40: {
+                "GmeRecordingDeliveryBudgetBurn",
+                "GmeRecordingDeliveryBudgetBurnSlow",
+                "GmeRecordingUploadsMissing",
+                "GmeRecwatchReplicaBackendDown",
+            },
+            T0 + 59: {
+                "GmeRecordingDeliveryBudgetBurn",
+                "GmeRecordingDeliveryBudgetBurnSlow",
+                "GmeRecordingUploadsMissing",
+                "GmeRecwatchReplicaBackendDown",
+            },
+        },
+        pages={"GmeRecordingDeliveryBudgetBurn": T0 + 27},
+        paged=(T0 + 27, T0 + 59),
+        read_first="the segments API (state=upload_missing), then the replica's Redis path",
+    ),
+    Scenario(
+        "sender clock skew with the replay window on, 20 minutes",
+        "Every callback is rejected as stale: one page, the ingest burn, with the stale ticket "
+        "naming the cause; no silence page (the sender is sending).",
+        T0 + 60,
+        skew=(T0, T0 + 20),
+        ends=T0 + 20,
+        checks={
+            T0 + 1: set(),
+            T0 + 2: {"GmeRecwatchIngestBudgetBurn"},
+            T0 + 5: {"GmeRecordingCallbacksStale", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 11: {"GmeRecordingAppSilent", "GmeRecordingCallbacksStale", "GmeRecwatchIngestBudgetBurn"},
+            T0 + 15: {
+                "GmeRecordingAppSilent",
+                "GmeRecordingCallbacksStale",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 19: {
+                "GmeRecordingAppSilent",
+                "GmeRecordingCallbacksStale",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 20: {
+                "GmeRecordingCallbacksStale",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 29: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingCallbacksStale",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 33: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecordingCallbacksStale",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 34: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 48: {
+                "GmeRecordingCallbacksLost",
+                "GmeRecwatchIngestBudgetBurn",
+                "GmeRecwatchIngestBudgetBurnSlow",
+            },
+            T0 + 49: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
+            T0 + 59: {"GmeRecordingCallbacksLost", "GmeRecwatchIngestBudgetBurnSlow"},
+        },
+        pages={"GmeRecwatchIngestBudgetBurn": T0 + 2},
+        paged=(T0 + 2, T0 + 48),
+        read_first="GmeRecordingCallbacksStale and the skew_seconds of the callback_rejected lines",
     ),
 ]
 
@@ -683,23 +1008,42 @@ HEADER = (
 def render() -> str:
     names = Names()
     doc = {
-        "rule_files": [
-            "../rules/gme-recwatch-recording-rules.yaml",
-            "../rules/gme-recwatch-slo-rules.yaml",
-            "../rules/gme-recwatch-alerts.yaml",
-        ],
-        "evaluation_interval": "1m",
-        "group_eval_order": [
-            "gme-recwatch.rules",
-            "gme-recwatch.slo",
-            "gme-recwatch.availability",
-            "gme-recwatch.callbacks",
-            "gme-recwatch.lifecycle",
-            "gme-recwatch.service",
-        ],
+        **RULES.promtool_file("1m"),
         "tests": [promtool_test(sc, names) for sc in SCENARIOS],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def paging_at(
+    sc: Scenario, inhibits: list[tuple[str, tuple[str, ...]]], critical: set[str]
+) -> dict[int, set[str]]:
+    """At each checked minute, the pages Alertmanager sends: firing, critical, not muted."""
+    out = {}
+    for minute, firing in sc.checks.items():
+        muted = {a for a in firing if any(src in firing and a in targets for src, targets in inhibits)}
+        out[minute] = (firing - muted) & critical
+    return out
+
+
+def incident_table(inhibits: list[tuple[str, tuple[str, ...]]], critical: set[str]) -> str:
+    """docs/alerting.md's incident table, from the scenarios: who is paged and when (minutes
+    from the start of the incident), the tickets left after inhibition."""
+    rows = [
+        "| incident | a good setup must | paged (after inhibition) | tickets | read first |",
+        "|---|---|---|---|---|",
+    ]
+    for sc in SCENARIOS:
+        sent = notified(sc, inhibits)
+        pages = ", ".join(
+            f"{a} +{m - sc.start}" + (f" (until +{sc.paged[1] - sc.start})" if sc.paged else "")
+            for a, m in sc.pages.items()
+        )
+        tickets = ", ".join(f"{a} +{m - sc.start}" for a, m in sent.items() if a not in critical)
+        must = sc.must
+        rows.append(
+            f"| {sc.name} | {must} | {pages or 'nobody'} | {tickets or 'none'} | {sc.read_first or '-'} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def notified(sc: Scenario, inhibits: list[tuple[str, tuple[str, ...]]]) -> dict[str, int]:

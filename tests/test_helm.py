@@ -798,7 +798,7 @@ def test_every_rule_is_narrowed_to_the_release_namespace_and_job(chart: helm.Cha
         for m in re.finditer(r"\b(gme_recording_\w+|process_\w+|up)\{([^}]*)\}", expr):
             assert m.group(2).startswith(selector), expr
     # No label-less duplicate: the absent branch names the release from the selector (#18).
-    assert _alert(groups, "GmeRecwatchAbsent")["expr"].endswith(f"absent_over_time(up{{{selector}}}[1h])")
+    assert _alert(groups, "GmeRecwatchAbsent")["expr"].endswith(f"absent_over_time(up{{{selector}}}[1d])")
     # A fixed job for the release follows into the rules.
     named = render(chart, {"prometheusRule": {"enabled": True}, "serviceMonitor": {"job": "rec-prod"}})
     assert 'job="rec-prod"' in _alert(_rule_groups(named), "GmeRecwatchDown")["expr"]
@@ -862,7 +862,7 @@ def test_slo_knobs_are_values_and_reach_the_rules(chart: helm.Chart) -> None:
             "prometheusRule": {
                 "enabled": True,
                 "slo": {"windows": {"pageLong": "2h"}, "ingest": {"objective": 0.995, "slowSeconds": "1.0"}},
-                "alerts": {"GmeRecwatchBackendDown": {"keep_firing_for": "20m"}},
+                "alerts": {"GmeRecwatchBackendDown": {"for": "3m"}},
             }
         },
     )
@@ -881,8 +881,9 @@ def test_slo_knobs_are_values_and_reach_the_rules(chart: helm.Chart) -> None:
     assert objective["expr"].endswith("+ 0.995")
     burn = _alert(groups, "GmeRecwatchIngestBudgetBurn")
     assert "> 14.4 * (1 - 0.995)" in burn["expr"]
-    assert _alert(groups, "GmeRecwatchBackendDown")["keep_firing_for"] == "20m"
-    assert _alert(groups, "GmeRecordingCallbacksSilent")["keep_firing_for"] == "5m"
+    assert _alert(groups, "GmeRecwatchBackendDown")["for"] == "3m"
+    # #31.4: no alert outlasts its cause.
+    assert not [r for g in groups for r in g["rules"] if "keep_firing_for" in r]
     with pytest.raises(helm.HelmValuesError, match="slowSeconds"):
         chart.render(
             {"prometheusRule": {"slo": {"ingest": {"slowSeconds": "3"}}}}, name=RELEASE, namespace=NAMESPACE

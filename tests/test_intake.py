@@ -63,8 +63,90 @@ def test_a_verified_callback_is_accepted_and_stored(run: Any) -> None:
     assert run(service.intake.handle(b, sign(b, SECRET), "t")) == Accepted(Result.ACCEPTED)
     assert run(service.store.count()) == 1
     assert counts(service) == {
-        "gme_recording_callbacks_total[('event_type', 'started'), ('result', 'accepted')]": 1.0
+        "gme_recording_callbacks_total"
+        "[('app_id', '1400000000'), ('event_type', 'started'), ('result', 'accepted')]": 1.0
     }
+
+
+def marks(service: Service, cause: str = "signature") -> dict[str, float]:
+    return {
+        s.labels["result"]: s.value
+        for fam in service.metrics.segment_marks.collect()
+        for s in fam.samples
+        if s.name.endswith("_total") and s.labels["cause"] == cause
+    }
+
+
+def test_a_refused_well_formed_callback_marks_the_live_segment_it_names(run: Any) -> None:
+    """#26.2: the sender on a wrong key -- its upload is refused, so the segment is attributed
+    to us (unverified at its deadline), not a miss. A name we do not track is left alone."""
+    service = make()
+    b = body(1)
+    run(service.intake.handle(b, sign(b, SECRET), "t"))
+    upload = body(3)
+    assert run(service.intake.handle(upload, sign(upload, "rotated"), "t")).reason == "mismatch"
+    (seg,) = run(service.store.segments(limit=10))
+    assert seg.blind_window_start == NOW
+    other = body(3, room="never-started")
+    run(service.intake.handle(other, sign(other, "rotated"), "t"))
+    assert run(service.store.count()) == 1  # a refused callback creates nothing
+    assert marks(service) == {"marked": 1.0, "not_tracked": 1.0, "refused": 0.0}
+
+
+def test_a_verified_callback_a_bug_answers_500_marks_the_segment_it_names(run: Any) -> None:
+    """#26.2: a 5xx is a loss of ours. A bug between the verified event and its answer (here
+    the store's write of completions fails with an error that is no outage) is raised, so the
+    listener answers 500 and Tencent retries; the live segment is marked meanwhile, so if every
+    retry meets the bug its deadline makes it unverified, not a miss that pages."""
+
+    class CompletionsBreak(MemoryStore):  # a real store with one bug put in
+        async def record(self, ev: Any) -> Any:
+            if ev.event_type == 2:
+                raise RuntimeError("a bug")
+            return await super().record(ev)
+
+    settings = Settings(secret_key=SECRET).validate()
+    clock = FakeClock(wall=NOW)
+    service = Service(settings, clock=clock, store=CompletionsBreak(settings.lifecycle(), clock))
+    start = body(1)
+    run(service.intake.handle(start, sign(start, SECRET), "t"))
+    done = body(2)
+    with pytest.raises(RuntimeError):
+        run(service.intake.handle(done, sign(done, SECRET), "t"))
+    (seg,) = run(service.store.segments(limit=10))
+    assert seg.blind_window_start == NOW
+    assert marks(service, "server_error") == {"marked": 1.0, "not_tracked": 0.0, "refused": 0.0}
+    assert marks(service) == {"marked": 0.0, "not_tracked": 0.0, "refused": 0.0}
+
+
+def test_junk_and_unsigned_requests_mark_nothing(run: Any) -> None:
+    service = make()
+    b = body(1)
+    run(service.intake.handle(b, sign(b, SECRET), "t"))
+    run(service.intake.handle(b"x", "abc", "t"))  # junk: not a callback
+    run(service.intake.handle(body(3), None, "t"))  # unsigned
+    (seg,) = run(service.store.segments(limit=10))
+    assert seg.blind_window_start is None
+    assert marks(service) == {"marked": 0.0, "not_tracked": 0.0, "refused": 0.0}
+
+
+def test_marks_are_bounded_by_their_burst_then_their_rate(run: Any) -> None:
+    """A forger who knows well-formed callbacks can mark at most `burst` segments at once and
+    `rate` a second after; every one over is refused and counted."""
+    service = make(rejection_marks_per_second=1.0, rejection_marks_burst=3)
+    for i in range(5):
+        b = body(1, room=f"r{i}")
+        run(service.intake.handle(b, sign(b, SECRET), "t"))
+    for i in range(5):
+        u = body(3, room=f"r{i}")
+        run(service.intake.handle(u, sign(u, "forged"), "t"))
+    assert marks(service) == {"marked": 3.0, "not_tracked": 0.0, "refused": 2.0}
+    marked = [s.room_id for s in run(service.store.segments(limit=10)) if s.blind_window_start is not None]
+    assert sorted(marked) == ["r0", "r1", "r2"]
+    service.clock.advance(1.0)  # type: ignore[attr-defined]
+    u = body(3, room="r3")
+    run(service.intake.handle(u, sign(u, "forged"), "t"))
+    assert marks(service)["marked"] == 4.0
 
 
 def test_a_second_delivery_is_accepted_as_a_duplicate(run: Any) -> None:
@@ -323,8 +405,10 @@ def test_a_503_for_a_write_redis_applied_late_says_so_and_its_retry_is_no_duplic
             assert m.get_sample_value("gme_recording_callbacks_unknown_outcome_total") == 1
             assert m.get_sample_value("gme_recording_callbacks_retried_after_unknown_outcome_total") == 1
             assert counts(service) == {
-                "gme_recording_callbacks_total[('event_type', 'started'), ('result', 'accepted')]": 1.0,
-                "gme_recording_callbacks_total[('event_type', 'uploaded'), ('result', 'accepted')]": 1.0,
+                "gme_recording_callbacks_total"
+                "[('app_id', '1400000000'), ('event_type', 'started'), ('result', 'accepted')]": 1.0,
+                "gme_recording_callbacks_total"
+                "[('app_id', '1400000000'), ('event_type', 'uploaded'), ('result', 'accepted')]": 1.0,
             }
             # A third copy is a duplicate Tencent sent: counted as one.
             again = loop.run_until_complete(service.intake.handle(b, header, "test"))

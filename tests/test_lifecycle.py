@@ -67,6 +67,7 @@ RULES = (
     "check_after_answer",
     "after_blind",
     "blind_marks",
+    "can_mark",
     "is_expired",
     "apply_event",
     "settle",
@@ -165,6 +166,10 @@ class LuaRules:
 
     def blind_marks(self, state: State, last_heard: float, window_end: float) -> bool:
         (marks,) = self._call("blind_marks", CFG, state, last_heard, window_end)
+        return _bool(marks)
+
+    def can_mark(self, state: State | None) -> bool:
+        (marks,) = self._call("can_mark", CFG, state)
         return _bool(marks)
 
     def is_expired(self, expires: float, now: float) -> bool:
@@ -480,6 +485,23 @@ def test_after_blind(rules: Any, new: State, blind: bool, cfg: Config, after: St
 )
 def test_blind_marks(rules: Any, state: State, last_heard: float, marks: bool) -> None:
     assert rules.blind_marks(state, last_heard, 100.0) is marks
+
+
+@pytest.mark.parametrize(
+    ("state", "marks"),
+    [
+        (None, False),  # never heard of: a refused callback creates nothing
+        (State.RECORDING, True),
+        (State.COMPLETED, True),
+        (State.UPLOADED, False),
+        (State.STUCK, False),
+        (State.UPLOAD_MISSING, False),
+        (State.UNVERIFIED, False),
+        (State.ORPHAN, False),
+    ],
+)
+def test_can_mark(rules: Any, state: State | None, marks: bool) -> None:
+    assert rules.can_mark(state) is marks
 
 
 def test_with_checks_a_deadline_holds_the_segment_and_marks_its_check_pending(rules: Any) -> None:

@@ -23,6 +23,7 @@ from gme_recwatch.signature import sign
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "metrics.prom"
 SECRET = "golden-secret"
+APP = "1400000000"
 NOW = 1_700_000_000
 
 
@@ -94,10 +95,12 @@ def test_exposition_of_a_fixed_scenario_matches_the_golden_file(request: pytest.
 
 
 def test_series_that_alerts_use_exist_at_zero_for_every_label_value() -> None:
-    text = generate_latest(Service(Settings(secret_key=SECRET)).metrics.registry).decode()
+    metrics = Service(Settings(secret_key=SECRET)).metrics
+    metrics.touch_app(APP)  # what every stats refresh does for each app the store knows
+    text = generate_latest(metrics.registry).decode()
     for e in EVENT_TYPES:
         for r in RESULTS:
-            assert f'gme_recording_callbacks_total{{event_type="{e}",result="{r}"}} 0.0' in text
+            assert f'gme_recording_callbacks_total{{app_id="{APP}",event_type="{e}",result="{r}"}} 0.0' in text
     for reason in INVALID_REASONS:
         assert f'gme_recording_callbacks_invalid_total{{reason="{reason}"}} 0.0' in text
     for mode in RECORD_MODES:

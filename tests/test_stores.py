@@ -34,6 +34,7 @@ from gme_recwatch.lifecycle import (
     Transition,
     classify,
     derive_state,
+    key_of,
 )
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import CheckNote, MemoryStore, SegmentView, StoreStats
@@ -1062,6 +1063,30 @@ def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
     assert s.by_state["unverified"] == 2
     assert [v.seq_no for v in store.segments(state="unverified")] == [0, 1]
     assert store.sweep() == []  # once
+    assert_consistent(store)
+
+
+def mark_one(t: SyncStore, seq: int = 0, room: str = "r1") -> bool:
+    return bool(t.run(t.inner.mark_segment(key_of(ev(1, seq=seq, room=room)), *W)))
+
+
+def test_a_refused_callback_marks_only_the_live_segment_it_names(store: SyncStore, clock: FakeClock) -> None:
+    """#26.2: a well-formed callback we refused marks the segment it names, and nothing else:
+    not a segment we never heard of (no state is created), not a settled one, not its
+    neighbours; the marked one becomes unverified at its deadline, the others page as usual."""
+    store.record(ev(1, seq=0))  # recording
+    store.record(ev(1, seq=1))  # recording, not named
+    for e in (1, 2, 3):
+        store.record(ev(e, seq=2))  # uploaded
+    assert mark_one(store, 0)
+    assert not mark_one(store, 2)  # settled: nothing to attribute
+    assert not mark_one(store, 9)  # never heard of: a forger cannot create state
+    assert len(store.segments(limit=1000)) == 3
+    assert (view(store, 0).blind_window_start, view(store, 0).blind_window_end) == W
+    assert view(store, 1).blind_window_start is None
+    clock.advance(101)
+    moved = sorted(store.sweep(), key=lambda t: t.seq_no)
+    assert [(t.seq_no, t.state) for t in moved] == [(0, "unverified"), (1, "stuck")]
     assert_consistent(store)
 
 

@@ -20,6 +20,7 @@ and answered as before (401).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -34,7 +35,7 @@ from .hints import SignatureDoctor
 from .lifecycle import Result, key_of
 from .logging import level_number
 from .metrics import Metrics
-from .ratelimit import LogSampler
+from .ratelimit import LogSampler, TokenBucket
 from .settings import Settings
 from .signature import FailureReason, Keyring, KeyringSource, SignatureError
 from .stores import Store, StoreUnavailable
@@ -123,6 +124,9 @@ class Intake:
         self._log_accepted = level_number(settings.accepted_log_level) >= level_number(settings.log_level)
         # Entering even a no-op span's context costs ~10 us a callback: skip it when off.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self._marks = TokenBucket(
+            settings.rejection_marks_per_second, settings.rejection_marks_burst, clock.monotonic
+        )
         # Told of every verified upload callback: the COS checker's proof that its endpoint sees.
         self.on_uploaded: Callable[[Event], None] | None = None
         # At most one line per rejection reason per interval, saying how many it left out.
@@ -229,6 +233,28 @@ class Intake:
                 **({"unlogged_repeats": found.repeats} if found.repeats else {}),
             )
 
+    async def _mark(self, ev: Event, cause: Literal["signature", "server_error"]) -> None:
+        """Mark the live segment ``ev`` names as attributed to us (lifecycle.can_mark), so its
+        deadline makes it unverified (or looked up in COS), never a miss nor a page: a
+        well-formed callback for a BizID we hold a key for that failed verification
+        (``signature``: we refused its event), or a verified one that a bug answered 500
+        (``server_error``: Tencent retries, but if every retry meets the bug, we lost it).
+        Nothing in an unverified body is trusted beyond naming that one segment; marks are
+        bounded by a token bucket (rate and burst) and counted; a segment we do not track is
+        left alone."""
+        if ev.room_id == CANARY_ROOM_ID:
+            return
+        marks = self.metrics.segment_marks
+        if not self._marks.try_take():
+            marks.labels(cause, "refused").inc()
+            return
+        now = self.clock.time()
+        try:
+            marked = await self.store.mark_segment(key_of(ev), now, now)
+        except StoreUnavailable:
+            return  # the store's own outage is counted and marked by its blind window
+        marks.labels(cause, "marked" if marked else "not_tracked").inc()
+
     async def _handle(self, body: bytes, header: str | None, remote: str, span: trace.Span) -> Outcome:
         # Decoded first, trusted never: to pick the app's keys and to tell a sender from noise.
         try:
@@ -253,6 +279,8 @@ class Intake:
             )
             if header is not None and exc.reason != "missing" and self.doctor is not None:
                 self._explain(body, header, ring, biz, remote)
+            if exc.reason == "mismatch" and isinstance(parsed, Event):
+                await self._mark(parsed, "signature")
             return Unverified(exc.reason, event=parsed)
 
         now = self.clock.time()
@@ -265,7 +293,7 @@ class Intake:
             self.metrics.last_callback.set(now)
 
         if isinstance(ev, UnknownEvent):
-            self.metrics.count_callback("unknown", Result.IGNORED)
+            self.metrics.count_callback("unknown", Result.IGNORED, "other")
             span.set_attribute("gme.event_type", ev.event_type)
             self.log.info(
                 "callback_unknown_event_type", event_type=ev.event_type, biz_id=ev.biz_id, remote=remote
@@ -295,7 +323,17 @@ class Intake:
             )
         if canary:
             return self._canary(ev, now, remote)
+        try:
+            return await self._record(ev, now, remote)
+        except Exception:
+            # A bug between the verified event and its answer: the listener answers 500 and
+            # Tencent retries; the segment is marked in case every retry meets the same bug.
+            with contextlib.suppress(Exception):
+                await self._mark(ev, "server_error")
+            raise
 
+    async def _record(self, ev: Event, now: float, remote: str) -> Outcome:
+        """Store a verified event and count what it did."""
         try:
             out = await self.store.record(ev)
         except StoreUnavailable as exc:
@@ -326,7 +364,7 @@ class Intake:
                 # sending twice. (On another replica it counts as a duplicate: see the docs.)
                 out.result = Result.ACCEPTED
                 m.callbacks_retried_after_unknown.inc()
-        m.count_callback(out.event_type, out.result)
+        m.count_callback(out.event_type, out.result, out.app_id)
         m.observe_callback_delay(out.event_type, now - ev.timestamp)
         if out.duration is not None:
             m.observe_duration(out.record_mode, out.duration)

@@ -380,6 +380,14 @@ def confirms(before: Check, after: Check) -> bool:
 BLIND_MARKED: Final = frozenset({State.RECORDING, State.COMPLETED})
 
 
+def can_mark(state: State | None) -> bool:
+    """Whether a segment in ``state`` (None: not tracked) may be marked as attributed to an
+    incident of ours, one by one (a well-formed callback for it that we refused): only a live
+    one, as a blind window marks them. A segment we never heard of gets no state from a
+    refused callback, and a settled one is past what a mark changes."""
+    return state is not None and state in BLIND_MARKED
+
+
 def blind_marks(state: State, last_heard: float, window_end: float) -> bool:
     """True when a blind window ending at ``window_end`` marks a segment in ``state`` that was
     last heard from (its last new event received) at ``last_heard``: it is live, and nothing

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator
-from typing import get_args
+from typing import Any, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -74,6 +74,10 @@ PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
 # answer to trust: a COS outage must never read as recordings missing), "unchecked" no bucket.
 CONFIRMED = ("true", "false", "unchecked")
+MARK_RESULTS = ("marked", "not_tracked", "refused")
+# What marks a segment one by one: a callback we refused (signature), or one we failed (a bug
+# answered 500: if every retry meets it, the event is lost by us, not by Tencent).
+MARK_CAUSES = ("signature", "server_error")
 LOST_EVENT_TYPES = ("completed", "uploaded")  # what a file found in COS proves happened
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
@@ -150,8 +154,9 @@ class Metrics:
         )
         self.callbacks = Counter(
             PREFIX + "callbacks",
-            "Verified callbacks, by event type and what the store made of them.",
-            ["event_type", "result"],
+            "Verified callbacks, by event type, what the store made of them and app (BizID, bounded "
+            'like every app_id: beyond max_apps, "other").',
+            ["event_type", "result", "app_id"],
             registry=r,
         )
         self.last_callback = Gauge(
@@ -254,6 +259,18 @@ class Metrics:
         )
         for cause in BLIND_CAUSES:
             self.blind_seconds.labels(cause)
+        self.segment_marks = Counter(
+            PREFIX + "segment_marks",
+            "Segments attributed to an incident of ours one by one (a well-formed callback we "
+            "refused, or a verified one we answered 500, marks the segment it names), by cause "
+            "and result: marked, not_tracked "
+            "(no live segment of that name), refused (over the rate or count cap).",
+            ["cause", "result"],
+            registry=r,
+        )
+        for mark_cause in MARK_CAUSES:
+            for result in MARK_RESULTS:
+                self.segment_marks.labels(mark_cause, result)
         self.unverified = Counter(
             PREFIX + "unverified",
             "Segments this process's sweeps made unverified: live when a blind window opened, "
@@ -374,9 +391,12 @@ class Metrics:
             self.connections_open.labels(listener)
             for refusal in CONNECTION_REFUSALS:
                 self.connections_refused.labels(listener, refusal)
-        self._callback_children = {
-            (e, res): self.callbacks.labels(e, res) for e in EVENT_TYPES for res in RESULTS
-        }
+        # Per app, created at zero by touch_app; "other" (the overflow, and event types we do
+        # not know) from the start, so the family has its zero series before any traffic.
+        self._callback_children: dict[tuple[str, str, str], Any] = {}
+        for e in EVENT_TYPES:
+            for res in RESULTS:
+                self._callback_child(e, res, "other")
         self._delay_children = {e: self.callback_delay.labels(e) for e in EVENT_TYPES}
         self._duration_children = {m: self.duration.labels(m) for m in RECORD_MODES}
         self._upload_children = {m: self.upload_delay.labels(m) for m in RECORD_MODES}
@@ -399,6 +419,9 @@ class Metrics:
     def touch_app(self, app_id: str) -> None:
         """Make an app's per-app counters exist, at zero, before its first event."""
         self.unverified.labels(app_id)
+        for e in EVENT_TYPES:
+            for res in RESULTS:
+                self._callback_child(e, res, app_id)
         for state in PROBLEM_STATES:
             for confirmed in CONFIRMED:
                 self.problem_segments.labels(app_id, state, confirmed)
@@ -413,8 +436,16 @@ class Metrics:
         label = "unchecked" if confirmed is None else ("true" if confirmed else "false")
         self.problem_segments.labels(app_id, state, label).inc()
 
-    def count_callback(self, event_type: str, result: str) -> None:
-        self._callback_children[(event_type, result)].inc()
+    def _callback_child(self, event_type: str, result: str, app_id: str) -> Any:
+        key = (event_type, result, app_id)
+        child = self._callback_children.get(key)
+        if child is None:
+            child = self._callback_children[key] = self.callbacks.labels(event_type, result, app_id)
+        return child
+
+    def count_callback(self, event_type: str, result: str, app_id: str) -> None:
+        """``app_id`` is the store's bounded label (lifecycle.Outcome.app_id), never a raw BizID."""
+        self._callback_child(event_type, result, app_id).inc()
 
     def observe_callback_delay(self, event_type: str, seconds: float) -> None:
         self._delay_children[event_type].observe(max(seconds, 0.0))

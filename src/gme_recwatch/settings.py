@@ -116,6 +116,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rule="must be >= 0 (0 turns it off)",
         ),
     ] = 2.0
+    rejection_marks_per_second: Annotated[
+        float,
+        Meta(gt=0),
+        _help(
+            "Most segments a second marked as attributed to us because we refused a well-formed "
+            "callback naming them (a wrong key): a forger who knows a segment's name can mark "
+            "only that segment, and no faster than this.",
+            rule="must be > 0",
+        ),
+    ] = 5.0
+    rejection_marks_burst: Annotated[
+        int,
+        Meta(ge=1),
+        _help(
+            "Most such marks in a row before the rate applies (the count cap); every mark over "
+            'either is refused and counted (`gme_recording_segment_marks_total{result="refused"}`).',
+            rule="must be >= 1",
+        ),
+    ] = 300
     max_body_bytes: Annotated[
         int,
         Meta(ge=1024, le=16 * 1024 * 1024),

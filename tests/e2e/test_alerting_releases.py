@@ -111,6 +111,10 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
             # zero first, so the increase is seen); only staging's SecretKey was rotated.
             for svc in (prod, staging):
                 assert svc.send(1, room="r-stuck", user="u").status_code == 200
+            # Staging's completion of its segment is refused (the key was rotated in the console):
+            # that one segment is attributed to us, before its deadline passes.
+            r = staging.post(callback_body(2, room="r-stuck", user="u"), secret="rotated-in-the-console")
+            assert r.status_code == 401
             prom.wait_for("count(gme_recording_stuck_total == 0) == 2")
             for i in range(30):
                 r = staging.post(callback_body(1, room=f"bad-{i}"), secret="rotated-in-the-console")
@@ -120,7 +124,7 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
             stuck = {
                 a["labels"]["namespace"]
                 for a in prom.alerts()
-                if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"
+                if a["labels"]["alertname"] == "GmeRecordingMissesUnconfirmed" and a["state"] == "firing"
             }
             deadline = time.monotonic() + 60
             while stuck != {"prod"} and time.monotonic() < deadline:
@@ -128,10 +132,11 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
                 stuck = {
                     a["labels"]["namespace"]
                     for a in prom.alerts()
-                    if a["labels"]["alertname"] == "GmeRecordingStuck" and a["state"] == "firing"
+                    if a["labels"]["alertname"] == "GmeRecordingMissesUnconfirmed" and a["state"] == "firing"
                 }
             # Staging's stuck segment follows from its own rotated key, a loss of our own making:
-            # its ticket stays quiet (for 7 hours); production's key is fine, its ticket fires.
+            # the refused completion marked that segment (unverified, no ticket); production's
+            # key is fine, its ticket fires. No release-wide quiet: only the segment it named.
             assert stuck == {"prod"}
             # Only staging's signature alerts: production's keys are fine.
             fired = {
@@ -141,10 +146,11 @@ def test_two_releases_alert_apart_and_never_inhibit_each_other(tmp_path: Path) -
             }
             assert {ns for _, ns in fired} == {"staging"}
             seen = _wait_am(
-                am, {("GmeRecordingSignatureFailureRatio", "staging"), ("GmeRecordingStuck", "prod")}
+                am,
+                {("GmeRecordingSignatureFailureRatio", "staging"), ("GmeRecordingMissesUnconfirmed", "prod")},
             )
             # Staging's cause mutes nothing of production's: its stuck segment is its own problem.
-            assert seen[("GmeRecordingStuck", "prod")] == []
+            assert seen[("GmeRecordingMissesUnconfirmed", "prod")] == []
             assert seen[("GmeRecordingSignatureFailureRatio", "staging")] == []
     finally:
         prod.stop()

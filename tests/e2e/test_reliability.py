@@ -451,8 +451,10 @@ def test_unwritable_snapshot_path_is_counted_logged_and_survived(
     svc = service_factory(
         GME_RECWATCH_STATE_FILE=str(blocker / "state.msgpack"), GME_RECWATCH_SNAPSHOT_INTERVAL_SECONDS="1"
     )
-    wait_for(lambda: svc.metric("gme_recording_snapshot_failures_total", operation="write") >= 1, timeout=5)
-    assert '"event": "snapshot_write_failed"' in svc.logs()
+    # The running mark fails first, at start (counted as a write too); then the snapshots.
+    assert '"event": "running_mark_write_failed"' in svc.logs()
+    wait_for(lambda: svc.metric("gme_recording_snapshot_failures_total", operation="write") >= 2, timeout=10)
+    wait_for(lambda: '"event": "snapshot_write_failed"' in svc.logs(), timeout=10)
     assert httpx.get(svc.admin_url + "/readyz", timeout=5).status_code == 200
     assert svc.send(1, room="still-working").status_code == 200
     assert svc.metric("gme_recording_tracked_segments") == 1

@@ -182,6 +182,13 @@ class Store(Protocol):
         :func:`gme_recwatch.lifecycle.after_blind`). Returns how many were marked."""
         ...
 
+    async def mark_segment(self, key: str, start: float, end: float) -> bool:
+        """Mark the one live segment ``key`` with the window ``start``..``end``, as
+        :meth:`mark_blind` marks them all (:func:`gme_recwatch.lifecycle.can_mark`): for a
+        well-formed callback of it that we refused. False when no live segment has that key:
+        a refused callback never creates one."""
+        ...
+
     async def count(self) -> int:
         """Segments tracked."""
         ...

@@ -42,6 +42,7 @@ from ..lifecycle import (
     apply_answer,
     apply_event,
     blind_marks,
+    can_mark,
     claimable,
     confirms,
     deadline_passed,
@@ -120,6 +121,13 @@ class MemoryStore:
 
     async def mark_blind(self, start: float, end: float) -> int:
         return self.mark_blind_now(start, end)
+
+    async def mark_segment(self, key: str, start: float, end: float) -> bool:
+        slot = self._index.get(key)
+        if slot is None or not can_mark(self._table.state(slot)):
+            return False
+        self._blind[key] = (start, end)
+        return True
 
     async def count(self) -> int:
         return len(self._index)

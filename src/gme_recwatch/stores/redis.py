@@ -470,6 +470,9 @@ class RedisStore:
             if seen < _SCAN_BATCH:
                 return int(marked)
 
+    async def mark_segment(self, key: str, start: float, end: float) -> bool:
+        return bool(await self._run("mark", key, repr(start), repr(end)))
+
     async def register_apps(self, biz_ids: list[int]) -> None:
         # An app past MAX_APPS is "other", and counted as overflow, as the in-memory store does.
         self._app_overflow += int(await self._run("apps", *(str(b) for b in biz_ids)))

@@ -161,6 +161,11 @@ local function check_after_answer(answer)
   return CHECK_UNCONFIRMED
 end
 
+-- lifecycle.can_mark
+local function can_mark(state)
+  return state ~= nil and BLIND_MARKED[state] == true
+end
+
 -- lifecycle.after_blind
 local function after_blind(new, blind)
   if blind and not CHECK_IN_COS and CHECKED_STATES[new] then return UNVERIFIED end
@@ -238,7 +243,8 @@ local RULES = {
   derive_state = derive_state, start_is_lost = start_is_lost, classify = classify,
   measure = measure, holds_for_check = holds_for_check, check_after_event = check_after_event,
   found_in_cos = found_in_cos, check_after_answer = check_after_answer,
-  after_blind = after_blind, blind_marks = blind_marks, is_expired = is_expired, apply_event = apply_event,
+  after_blind = after_blind, blind_marks = blind_marks, can_mark = can_mark, is_expired = is_expired,
+  apply_event = apply_event,
   settle = settle, apply_answer = apply_answer, claimable = claimable, retry_after = retry_after,
   confirms = confirms, deadline_passed = deadline_passed,
 }
@@ -638,6 +644,15 @@ if op == "blind" then
     end
   end
   return {marked, #page / 2, last, upto}
+end
+
+if op == "mark" then
+  -- key, window start, end: marks one live segment (lifecycle.can_mark); 1 if it was marked.
+  local key, window = ARGV[11], ARGV[12] .. " " .. ARGV[13]
+  local raw = redis.call("GET", P .. "s:" .. key)
+  if not (raw and can_mark(unpack_seg(raw).state)) then return 0 end
+  redis.call("HSET", P .. "bw", key, window)
+  return 1
 end
 
 if op == "apps" then
