@@ -675,6 +675,84 @@ class S3Server:
                 self.proc.wait(10)
 
 
+class FailingProxy:
+    """A plain HTTP proxy on a free loopback port in front of a server (moto's S3), for a COS
+    outage: while ``failing``, every request is answered ``status`` (503 SlowDown: COS
+    throttling) and counted in ``failed``; otherwise it is forwarded as it came, its Host header
+    kept (SigV4 signs it), and counted in ``forwarded``."""
+
+    def __init__(self, upstream: str, status: int = 503) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.upstream, self.status = upstream, status
+        self.failing = True
+        self.failed = self.forwarded = 0
+        self._lock = threading.Lock()
+        client = httpx.Client(timeout=10)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    failing = proxy.failing
+                    if failing:
+                        proxy.failed += 1
+                    else:
+                        proxy.forwarded += 1
+                if failing:
+                    error = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+                    self.send_response(proxy.status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(error)
+                    return
+                got = client.request(
+                    self.command, proxy.upstream + self.path, headers=list(self.headers.items()), content=body
+                )
+                self.send_response(got.status_code)
+                for name, value in got.headers.multi_items():
+                    if name.lower() not in (
+                        "transfer-encoding",
+                        "connection",
+                        "content-length",
+                        "server",
+                        "date",
+                    ):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", got.headers.get("content-length", str(len(got.content))))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(got.content)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._client = client
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(tmp_path_factory.mktemp("moto"))

@@ -72,6 +72,10 @@ RULES = (
     "apply_event",
     "settle",
     "apply_answer",
+    "claimable",
+    "retry_after",
+    "confirms",
+    "deadline_passed",
 )
 
 
@@ -224,6 +228,24 @@ class LuaRules:
     def apply_answer(self, seen: int, answer: str) -> tuple[int, int, Check]:
         new_seen, lost, chk = self._call("apply_answer", CFG, seen, answer)
         return int(new_seen), int(lost), Check(int(chk))
+
+    def claimable(self, check: Check) -> bool:
+        (ok,) = self._call("claimable", CFG, check)
+        return _bool(ok)
+
+    def retry_after(self, answer: str, waited: float, jitter: float, first: float, most: float) -> float:
+        (delay,) = self._call("retry_after", CFG, answer, waited, jitter, first, most)
+        return float(delay)
+
+    def confirms(self, before: Check, after: Check) -> bool:
+        (ok,) = self._call("confirms", CFG, before, after)
+        return _bool(ok)
+
+    def deadline_passed(
+        self, state: State, seen: int, r_first: float, r_complete: float, cfg: Config
+    ) -> tuple[str, float] | None:
+        out = self._call("deadline_passed", cfg, state, seen, r_first, r_complete)
+        return None if out[0] == "" else (out[0], float(out[1]))
 
 
 @pytest.fixture(scope="session")
@@ -705,3 +727,66 @@ def test_a_settled_segment_is_never_due_again_at_once(
     s = rules.settle(seen, r_first, r_complete, expires, old, check, False, blind, now, cfg)
     assert s.deadline > now or s.expired
     assert s.deadline == min(nxt, expires)
+
+
+# ------------------------------------------------------------------ retrying a failed lookup
+
+
+@pytest.mark.parametrize(
+    ("answer", "waited", "jitter", "delay"),
+    [
+        ("found", 500, 0.5, -1),  # an answer stands: never looked up again
+        ("not_found", 500, 0.5, -1),
+        ("error", 0, 1.0, 30),  # no answer: at least `first` as the bound
+        ("error", 10, 0.5, 15),  # the bound never below `first`
+        ("error", 45, 1.0, 45),  # then as long as already waited (so it grows with the outage)
+        ("error", 100, 0.25, 25),  # full jitter: a share of the bound
+        ("error", 899, 1.0, 899),
+        ("error", 5000, 1.0, 900),  # never above `most`
+        ("error", 5000, 0.0, 0),
+    ],
+)
+def test_a_lookup_without_an_answer_is_retried_with_a_jittered_wait_that_grows_to_a_cap(
+    rules: Any, answer: str, waited: float, jitter: float, delay: float
+) -> None:
+    assert rules.retry_after(answer, waited, jitter, 30, 900) == pytest.approx(delay)
+
+
+def test_the_bound_on_the_wait_at_most_doubles_per_retry_until_the_cap(rules: Any) -> None:
+    waited, bounds = 0.0, []
+    for _ in range(8):  # each retry at the end of its wait: the fastest the bound may grow
+        bound = rules.retry_after("error", waited, 1.0, 30, 900)
+        bounds.append(bound)
+        waited += bound
+    assert bounds == [30, 30, 60, 120, 240, 480, 900, 900]
+
+
+@pytest.mark.parametrize(
+    ("check", "ok"),
+    [(Check.NONE, False), (Check.PENDING, True), (Check.CONFIRMED, False), (Check.UNCONFIRMED, True)],
+)
+def test_a_pending_or_unconfirmed_check_is_claimable(rules: Any, check: Check, ok: bool) -> None:
+    assert rules.claimable(check) is ok
+
+
+@pytest.mark.parametrize(("before", "after"), [(b, a) for b in Check for a in Check])
+def test_only_a_confirmation_of_an_unconfirmed_problem_is_reported_anew(
+    rules: Any, before: Check, after: Check
+) -> None:
+    assert rules.confirms(before, after) is (before is Check.UNCONFIRMED and after is Check.CONFIRMED)
+
+
+@pytest.mark.parametrize(
+    ("state", "seen", "passed"),
+    [
+        (State.STUCK, S, ("max_recording_seconds", 105)),
+        (State.UPLOAD_MISSING, S | C, ("upload_grace_seconds", 70)),
+        (State.ORPHAN, C, ("reorder_window_seconds", 15)),
+        (State.RECORDING, S, None),
+        (State.UPLOADED, S | C | U, None),
+    ],
+)
+def test_the_deadline_a_problem_passed_is_named_with_its_time(
+    rules: Any, state: State, seen: int, passed: tuple[str, float] | None
+) -> None:
+    assert rules.deadline_passed(state, seen, 5, 20, CFG) == passed

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import MAX_SWEEP_ROUNDS, RedisServer, S3Server
+from conftest import MAX_SWEEP_ROUNDS, FailingProxy, RedisServer, S3Server
 from test_cos import Steered
 
 from gme_recwatch.admin import _out
@@ -293,6 +293,70 @@ def test_without_a_bucket_there_is_no_reconciler_and_no_lookup() -> None:
         )
         == 1
     )
+
+
+# ------------------------------------------------------------------------------- a COS outage
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_lookups_failed_in_an_outage_are_retried_until_cos_answers(
+    s3_server: S3Server, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """COS throttles every request (503) for a while, then recovers: the failed lookups stand
+    unconfirmed, are retried after their back-off, and end found (uploaded, never paged) or
+    confirmed missing."""
+    bucket = s3_server.bucket(unique_bucket(), {file_of(0): b"audio"})  # seq 1's file is absent
+    proxy = FailingProxy(s3_server.url)
+    clock = FakeClock()
+    settings = cos_settings(
+        proxy.url, bucket, s3_server.keys["reader"], cos_retry_min_seconds=1.0, cos_retry_max_seconds=2.0
+    )
+    store: Store | None = None
+    if backend == "redis":
+        url = request.getfixturevalue("redis_server").url
+        store = RedisStore.from_url(url, settings.lifecycle(), prefix=f"r{uuid.uuid4().hex[:8]}:", clock=clock)
+    service = make_service(settings, clock, store)
+    service.reconciler.checker._retry_backoff = 0.01  # type: ignore[union-attr]
+
+    async def go() -> list[Any]:
+        await service.start()
+        for seq in (0, 1):
+            await service.store.record(event(1, seq=seq))
+        clock.advance(101)
+        await settle(service)  # COS down: both stand, unconfirmed, and wait for their retry
+        down = [(v.state, v.confirmed) for v in await service.store.segments()]
+        await settle(service)
+        assert service.reconciler is not None and await service.reconciler.round() == 0  # not yet
+        proxy.failing = False
+        clock.advance(2.0)  # the longest wait allowed
+        await settle(service)
+        after = sorted((v.seq_no, v.state, v.confirmed) for v in await service.store.segments())
+        clock.advance(1000)
+        await settle(service)  # the answers stand: nothing is looked up again
+        await service.refresh_stats()
+        await service.stop()
+        return [down, after]
+
+    try:
+        down, after = asyncio.run(go())
+    finally:
+        proxy.stop()
+    assert down == [("stuck", False), ("stuck", False)]
+    assert after == [(0, "uploaded", None), (1, "stuck", True)]
+    assert counter(service, "gme_recording_reconcile_retries_total") == 2
+    assert counter(service, "gme_recording_reconcile_checks_total", result="error") == 2
+    assert counter(service, "gme_recording_reconcile_checks_total", result="found") == 1
+    assert counter(service, "gme_recording_reconcile_checks_total", result="not_found") == 1
+    assert counter(service, "gme_recording_segments_reconciled_total") == 1
+    assert counter(service, "gme_recording_stuck_recordings", app_id=str(BIZ)) == 1
+    problems = {
+        c: counter(service, "gme_recording_problem_segments_total", app_id=str(BIZ), state="stuck", confirmed=c)
+        for c in ("false", "true")
+    }
+    assert problems == {"false": 2, "true": 1}  # the page reads confirmed!="false": only seq 1
+    confirmed = [x for x in service.log.named("segment_stuck") if x["confirmed"]]
+    assert [x["seq_no"] for x in confirmed] == [1]
+    assert proxy.failed >= 2 and proxy.forwarded >= 2
 
 
 # ------------------------------------------------------------------------------- a slow server

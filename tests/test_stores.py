@@ -25,9 +25,11 @@ from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import (
     SEEN_BIT,
     STATE_NAMES,
+    Backoff,
     Claim,
     Config,
     Reconciled,
+    Retrying,
     State,
     Transition,
     classify,
@@ -673,8 +675,8 @@ def claim(t: SyncStore, limit: int = 100, lease: float = 60.0) -> list[Claim]:
     return list(t.run(t.inner.claim(limit, lease)))
 
 
-def resolve(t: SyncStore, key: str, answer: str) -> object:
-    return t.run(t.inner.resolve(key, answer))
+def resolve(t: SyncStore, key: str, answer: str, backoff: Backoff | None = None) -> object:
+    return t.run(t.inner.resolve(key, answer, backoff))
 
 
 def stuck_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
@@ -682,6 +684,17 @@ def stuck_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
     t = make(CHECKING, clock)
     t.record(fev(1))
     clock.advance(101)
+    t.sweep()
+    (c,) = claim(t)
+    return t, c
+
+
+def missing_and_claimed(make: Make, clock: FakeClock) -> tuple[SyncStore, Claim]:
+    """A store with checks on, and one completed segment past its upload grace, held and claimed."""
+    t = make(CHECKING, clock)
+    t.record(fev(1))
+    t.record(fev(2))
+    clock.advance(51)
     t.sweep()
     (c,) = claim(t)
     return t, c
@@ -729,12 +742,7 @@ def test_a_file_found_makes_the_segment_uploaded_and_names_the_lost_callbacks(
 
 
 def test_a_completed_segment_whose_file_is_found_lost_only_its_upload(make: Make, clock: FakeClock) -> None:
-    t = make(CHECKING, clock)
-    t.record(fev(1))
-    t.record(fev(2))
-    clock.advance(51)
-    t.sweep()
-    (c,) = claim(t)
+    t, c = missing_and_claimed(make, clock)
     assert c.pending == "upload_missing"
     r = resolve(t, c.key, "found")
     assert isinstance(r, Reconciled) and r.lost == ("uploaded",)
@@ -824,6 +832,97 @@ def test_without_checks_nothing_is_ever_claimed(store: SyncStore, clock: FakeClo
     assert (tr.state, tr.confirmed) == ("stuck", None)
     assert claim(store) == []
     assert view(store).confirmed is None
+
+
+# ------------------------------------------------------------------ retrying a failed lookup
+
+BACKOFF = Backoff(10.0, 40.0, 1.0)  # the bound as the wait: exact times to test
+
+
+def test_a_failed_lookup_is_retried_after_its_backoff_claimed_once_until_confirmed(
+    make: Make, clock: FakeClock
+) -> None:
+    t, c = stuck_and_claimed(make, clock)  # 1 s past its deadline
+    r = resolve(t, c.key, "error", BACKOFF)
+    assert isinstance(r, Transition)  # reported once, unconfirmed, with when it is retried
+    assert (r.state, r.confirmed, r.retry_in) == ("stuck", False, 10.0)
+    assert (view(t).state, view(t).confirmed) == ("stuck", False)
+    clock.advance(9.9)
+    assert claim(t) == []  # not before its time
+    clock.advance(0.2)
+    again = claim(t)
+    assert [(a.key, a.pending, a.file_name) for a in again] == [(c.key, "stuck", "rec/0.mp3")]
+    assert claim(t) == []  # claimed once
+    r = resolve(t, c.key, "error", BACKOFF)  # still no answer: 11.1 s waited, so 11.1 s more
+    assert isinstance(r, Retrying) and r.retry_in == pytest.approx(11.1)
+    assert (view(t).state, view(t).confirmed) == ("stuck", False)
+    clock.advance(11.2)
+    assert [a.key for a in claim(t)] == [c.key]
+    r = resolve(t, c.key, "not_found", BACKOFF)
+    assert isinstance(r, Transition)  # reported anew: confirmed now
+    assert (r.state, r.confirmed, r.retry_in) == ("stuck", True, None)
+    assert (view(t).state, view(t).confirmed) == ("stuck", True)
+    s = t.stats()
+    assert (s.stuck_total[str(BIZ)], s.stuck[str(BIZ)], s.checks_pending) == (1, 1, 0)  # one stuck
+    clock.advance(1000)
+    assert claim(t) == []  # the answer stands
+    assert_consistent(t)
+
+
+def test_a_retried_lookup_that_finds_the_file_makes_the_problem_uploaded(make: Make, clock: FakeClock) -> None:
+    t, c = missing_and_claimed(make, clock)
+    r = resolve(t, c.key, "error", BACKOFF)
+    assert isinstance(r, Transition) and (r.state, r.confirmed) == ("upload_missing", False)
+    assert t.stats().missing_uploads[str(BIZ)] == 1
+    clock.advance(10)
+    assert [a.key for a in claim(t)] == [c.key]
+    r = resolve(t, c.key, "found", BACKOFF)
+    assert isinstance(r, Reconciled) and r.lost == ("uploaded",)
+    assert (view(t).state, view(t).confirmed, view(t).lost_events) == ("uploaded", None, ["uploaded"])
+    s = t.stats()
+    assert (s.missing_uploads[str(BIZ)], s.missing_uploads_total[str(BIZ)]) == (0, 1)
+    clock.advance(100)
+    assert claim(t) == []
+    assert_consistent(t)
+
+
+def test_the_wait_between_retries_grows_to_its_cap(make: Make, clock: FakeClock) -> None:
+    t, c = stuck_and_claimed(make, clock)
+    waits = []
+    for _ in range(5):
+        r = resolve(t, c.key, "error", BACKOFF)
+        assert isinstance(r, Transition | Retrying) and r.retry_in is not None
+        waits.append(r.retry_in)
+        clock.advance(r.retry_in)
+        assert [a.key for a in claim(t)] == [c.key]
+    assert waits == pytest.approx([10, 11, 22, 40, 40])
+
+
+def test_a_callback_or_the_end_of_retention_ends_the_retries(make: Make, clock: FakeClock) -> None:
+    t = make(CHECKING, clock)
+    for seq in (0, 1):
+        t.record(fev(1, seq=seq))
+    clock.advance(101)
+    t.sweep()
+    for c in claim(t):
+        resolve(t, c.key, "error", BACKOFF)
+    assert t.record(fev(3, seq=0)).result == "late"  # its upload: an answer of its own
+    clock.advance(10)
+    claimed = claim(t)
+    assert [a.file_name for a in claimed] == ["rec/1.mp3"]
+    resolve(t, claimed[0].key, "error", BACKOFF)
+    clock.advance(CHECKING.retention_seconds)  # then forgotten by the sweep
+    t.sweep()
+    assert t.segments(room_id="r1", limit=10) == [] and claim(t) == []
+    assert_consistent(t)
+
+
+def test_a_failed_lookup_without_a_backoff_is_not_retried(make: Make, clock: FakeClock) -> None:
+    t, c = stuck_and_claimed(make, clock)
+    r = resolve(t, c.key, "error")  # no FileName: nothing to look up again
+    assert isinstance(r, Transition) and (r.confirmed, r.retry_in) == (False, None)
+    clock.advance(10_000)
+    assert claim(t) == []
 
 
 _EVENT = st.tuples(st.just("event"), st.sampled_from([1, 2, 3]), st.integers(0, 2))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_stores import CFG, DEFAULTS, TASK, assert_consistent, ev
 
 from gme_recwatch.clock import FakeClock
-from gme_recwatch.lifecycle import Config
+from gme_recwatch.lifecycle import Backoff, Config
 from gme_recwatch.stores import MemoryStore
 from gme_recwatch.stores import snapshot as snapshot_format
 
@@ -260,3 +260,22 @@ def test_a_pending_check_and_its_file_name_survive_a_snapshot(
     (v,) = t3.segments()
     assert (v.state, v.confirmed) == ("stuck", True)
     assert_consistent(t3)
+
+
+def test_a_lookup_waiting_for_its_retry_is_retried_at_once_after_a_restore(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    """The retry times die with the process: a restored unconfirmed segment is looked up again
+    at the first claim, not left unconfirmed for good."""
+    cfg = replace(CFG, check_in_cos=True)
+    t = tracked(loop, clock, cfg)
+    t.record(msgspec.structs.replace(ev(1, seq=0), file_name="rec/0.mp3"))
+    clock.advance(101)
+    t.sweep()
+    (c,) = t.inner.claim_now(10, 60)
+    t.inner.resolve_now(c.key, "error", Backoff(600, 900, 1.0))
+    assert t.inner.claim_now(10, 60) == []  # waiting for its retry, 600 s away
+    t2 = tracked(loop, clock, cfg)
+    t2.inner.restore(t.inner.snapshot())
+    assert [x.key for x in t2.inner.claim_now(10, 60)] == [c.key]
+    assert [(v.state, v.confirmed) for v in t2.segments()] == [("stuck", False)]

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
-from gme_recwatch.lifecycle import Config
+from gme_recwatch.lifecycle import Backoff, Config
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import MemoryStore, StoreUnavailable
 from gme_recwatch.stores.redis import RedisStore
@@ -171,7 +171,7 @@ def _step(p: Pair, op: tuple[Any, ...]) -> None:
         assert sorted(c.key for c in m) == sorted(c.key for c in r)
         for c in sorted(m, key=lambda c: c.key):
             answer = ANSWERS[(hash(c.key) + ANSWERS.index(op[1])) % 3]
-            m_res, r_res = p.both("resolve", c.key, answer)
+            m_res, r_res = p.both("resolve", c.key, answer, Backoff(10.0, 40.0, 0.37))  # failed: retried
             assert m_res == r_res
     elif kind == "apps":
         p.both("register_apps", op[1])

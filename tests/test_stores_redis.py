@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 from conftest import RedisClusterServers, RedisServer
 
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
-from gme_recwatch.lifecycle import Outcome, Result
+from gme_recwatch.lifecycle import Backoff, Outcome, Result
 from gme_recwatch.settings import Settings
 from gme_recwatch.stores import StoreUnavailable
 from gme_recwatch.stores import redis as redis_store
@@ -62,6 +63,29 @@ def test_three_replicas_sweeping_at_once_report_a_stuck_segment_exactly_once(red
         return [sum(found), sum(stuck_totals)]
 
     assert asyncio.run(go()) == [50, 50]  # summed over replicas: each deadline fired once
+
+
+def test_a_lookup_retried_is_claimed_by_one_replica_of_three(redis_server: RedisServer) -> None:
+    async def go() -> list[int]:
+        clock = FakeClock()
+        prefix = f"x{uuid.uuid4().hex[:8]}:"
+        cfg = replace(CFG, check_in_cos=True)
+        replicas = [RedisStore.from_url(redis_server.url, cfg, prefix=prefix, clock=clock) for _ in range(3)]
+        for seq in range(20):
+            await replicas[0].record(msgspec.structs.replace(ev(1, seq), file_name=f"f{seq}"))
+        clock.advance(101)
+        await replicas[0].sweep(100)
+        claimed = await replicas[1].claim(100, 60)
+        for c in claimed:
+            await replicas[1].resolve(c.key, "error", Backoff(10, 40, 1.0))
+        clock.advance(10.5)
+        rounds = await asyncio.gather(*(r.claim(3, 60) for _ in range(10) for r in replicas))
+        keys = [c.key for round in rounds for c in round]
+        for r in replicas:
+            await r.close()
+        return [len(claimed), len(keys), len(set(keys))]
+
+    assert asyncio.run(go()) == [20, 20, 20]  # every retry handed out, each to one replica
 
 
 def test_without_an_injected_clock_deadlines_run_on_redis_time(redis_server: RedisServer) -> None:

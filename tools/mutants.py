@@ -380,6 +380,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "local lost = band(SEEN_UPLOADED, bnot(seen))",
         "a file found does not complete the segment",
     ),
+    # ---- retrying a lookup that gave no answer (lifecycle.retry_after, lifecycle.claimable)
+    Mutant(
+        "py-retry-no-growth",
+        PY,
+        "bound = waited if waited > first else first",
+        "bound = first",
+        "the wait before a failed lookup is retried never grows",
+    ),
+    Mutant(
+        "lua-retry-no-growth",
+        LUA,
+        "local bound = waited > first and waited or first",
+        "local bound = first",
+        "the wait before a failed lookup is retried never grows",
+    ),
+    Mutant(
+        "py-retry-unclaimable",
+        PY,
+        "return check is Check.PENDING or check is Check.UNCONFIRMED",
+        "return check is Check.PENDING",
+        "a failed lookup is never claimed again",
+    ),
+    Mutant(
+        "lua-retry-unclaimable",
+        LUA,
+        "return check == CHECK_PENDING or check == CHECK_UNCONFIRMED",
+        "return check == CHECK_PENDING",
+        "a failed lookup is never claimed again",
+    ),
     # ---- tallies
     Mutant(
         "py-tally-stuck-decrement",

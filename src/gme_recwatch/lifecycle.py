@@ -197,6 +197,9 @@ class Transition:
     lookup failed; None without checks (and for orphans, which are never looked up)."""
     blind_window: tuple[float, float] | None = None
     """For an unverified segment: the blind window (start, end; Unix times) that caused it."""
+    retry_in: float | None = None
+    """With COS checks, for a lookup that gave no answer: seconds until its file is looked up
+    again (:func:`retry_after`); None when it is not."""
 
 
 # ------------------------------------------------------------------ checking files in COS
@@ -297,9 +300,64 @@ class Reconciled:
     lost: tuple[str, ...]
 
 
-# What a store makes of a lookup's answer: the segment was reconciled, entered its problem state,
-# or nothing (it moved on meanwhile -- a callback arrived -- or was forgotten).
-Resolution = Reconciled | Transition | None
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A segment whose lookup gave no answer again: still unconfirmed (already reported so),
+    looked up again in ``retry_in`` seconds."""
+
+    key: str
+    retry_in: float
+
+
+# What a store makes of a lookup's answer: the segment was reconciled, entered its problem state
+# (or its unconfirmed problem was confirmed), is to be looked up again, or nothing (it moved on
+# meanwhile -- a callback arrived -- or was forgotten).
+Resolution = Reconciled | Transition | Retrying | None
+
+
+# ------------------------------------------------------------------ retrying a lookup
+#
+# A lookup that gave no answer to trust (timeout, 5xx, throttling, 403) leaves the problem
+# standing, unconfirmed -- and the file is looked up again later, until an answer comes (found:
+# the segment becomes uploaded; not found: the problem is confirmed) or the segment is
+# forgotten. The retry time lives in the store, beside the pending checks, so the claim and its
+# lease hand each retry to one replica. The wait is exponential with full jitter: drawn
+# uniformly from [0, d], where d is the time already waited since the deadline passed, at least
+# ``first`` and at most ``most`` seconds -- each wait at most as long as all before it, so the
+# bound grows by a factor of 1 to 2 per lookup, 1.5 on average, until it reaches ``most`` (no
+# attempt counter to keep).
+
+
+class Backoff(NamedTuple):
+    """How a store schedules the next lookup after one that gave no answer."""
+
+    first: float
+    """The smallest bound on the wait (seconds)."""
+    most: float
+    """The largest (seconds)."""
+    jitter: float
+    """A uniform draw in [0, 1): the share of the bound to wait."""
+
+
+def claimable(check: Check) -> bool:
+    """A segment whose file is (still) to be looked up: held for its first lookup, or its last
+    lookup gave no answer."""
+    return check is Check.PENDING or check is Check.UNCONFIRMED
+
+
+def retry_after(answer: CheckAnswer, waited: float, jitter: float, first: float, most: float) -> float:
+    """Seconds until a file is looked up again after ``answer``, when ``waited`` seconds passed
+    since its segment's deadline; -1 when the answer stands (found, not found)."""
+    if answer != "error":
+        return -1.0
+    bound = waited if waited > first else first
+    return jitter * (bound if bound < most else most)
+
+
+def confirms(before: Check, after: Check) -> bool:
+    """True when an answer confirms a problem that stood unconfirmed: reported anew, confirmed
+    (it may page now)."""
+    return before is Check.UNCONFIRMED and after is Check.CONFIRMED
 
 
 # ------------------------------------------------------------------ blind windows

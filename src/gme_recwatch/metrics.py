@@ -365,6 +365,12 @@ class Metrics:
             ["bucket", "reason"],
             registry=r,
         )
+        self.reconcile_retries = Counter(
+            PREFIX + "reconcile_retries",
+            "Lookups that gave no answer and were scheduled to be tried again, with back-off and "
+            "jitter (the segment stays unconfirmed meanwhile; each retry is claimed by one replica).",
+            registry=r,
+        )
         self.segments_reconciled = Counter(
             PREFIX + "segments_reconciled",
             "Segments found uploaded in COS though a callback never arrived: made uploaded "

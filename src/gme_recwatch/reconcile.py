@@ -13,7 +13,11 @@ hands the answer back to the store, then counts and logs what it made of it:
   ``gme_recording_segments_reconciled_total``; no stuck or missing-upload count, gauge or page.
 * not found: ``segment_stuck`` / ``segment_upload_missing`` with ``confirmed=true``.
 * lookup failed: the same line with ``confirmed=false`` and why, and the error class counted in
-  ``gme_recording_reconcile_errors_total{bucket, reason}``.
+  ``gme_recording_reconcile_errors_total{bucket, reason}``; the store schedules the next
+  lookup (:func:`gme_recwatch.lifecycle.retry_after`: back-off with full jitter, the ``retry``
+  bounds), counted in ``gme_recording_reconcile_retries_total``, and the retry is claimed like
+  a first lookup, until it gets an answer (found: reconciled; not found: the problem reported
+  anew, confirmed) or the segment is forgotten.
 
 Every segment that enters a problem state is counted once, by the replica that settled it, in
 ``gme_recording_problem_segments_total{app_id, state, confirmed}`` (:func:`report_problem`): the
@@ -31,17 +35,19 @@ lease waiting for a turn, and COS sees no more than the checker's rate.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any, Final
 
 from .clock import Clock
 from .cos import CheckError, CheckResult, CosChecker, result_name
-from .lifecycle import CheckAnswer, Claim, Reconciled, State, Transition, split_key
+from .lifecycle import Backoff, CheckAnswer, Claim, Reconciled, Retrying, State, Transition, split_key
 from .metrics import Metrics, exemplar_labels
 from .stores import CheckNote, Store, StoreUnavailable
 
 # Problem states whose counters carry the last segment that entered them as an exemplar.
 EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
 CLAIMS_PER_LOOKUP_SLOT: Final = 4  # claims held per concurrent lookup: a short queue, never idle
+RETRY_SECONDS: Final = (30.0, 900.0)  # a failed lookup's wait bound: at least, at most (settings)
 
 
 def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock, **extra: Any) -> None:
@@ -88,6 +94,8 @@ class Reconciler:
         *,
         max_claims: int | None = None,
         lease: float | None = None,
+        retry: tuple[float, float] = RETRY_SECONDS,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.checker = checker
@@ -96,6 +104,8 @@ class Reconciler:
         self.clock = clock
         self.max_claims = max_claims or CLAIMS_PER_LOOKUP_SLOT * checker.config.max_concurrency
         self.lease = lease if lease is not None else lease_seconds(checker, self.max_claims)
+        self.retry = retry
+        self._rng = rng or random.Random()  # noqa: S311  # jitter, not a secret
         self._checking: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         c = checker.config
@@ -171,16 +181,22 @@ class Reconciler:
             answer: CheckAnswer = result_name(result)
             if isinstance(result, CheckError):
                 self.metrics.reconcile_errors.labels(result.bucket, result.reason).inc()
-        else:  # no callback carried a FileName: nothing to look up, nothing confirmed
-            answer = "error"
+            # No answer to trust: looked up again later (the store keeps when), until one comes.
+            backoff: Backoff | None = Backoff(*self.retry, self._rng.random())
+        else:  # no callback carried a FileName: nothing to look up, nothing confirmed, no retry
+            answer, backoff = "error", None
         try:
-            resolution = await self.store.resolve(claim.key, answer)
+            resolution = await self.store.resolve(claim.key, answer, backoff)
         except StoreUnavailable as exc:
             # The claim's lease runs out and the segment is looked up again.
             self.log.error("reconcile_resolve_failed", error=str(exc))
             return
         if resolution is None:
             return
+        if isinstance(resolution, Retrying) or (
+            isinstance(resolution, Transition) and resolution.retry_in is not None
+        ):
+            self.metrics.reconcile_retries.inc()
         why = _why(result, claim)
         try:  # for the API: where it was looked for, and why no answer could be trusted
             await self.store.note_check(
@@ -199,7 +215,11 @@ class Reconciler:
         if isinstance(resolution, Reconciled):
             self._reconciled(resolution, result)
         elif isinstance(resolution, Transition):
+            if resolution.retry_in is not None:
+                why["retry_in"] = round(resolution.retry_in, 3)
             report_problem(resolution, self.metrics, self.log, self.clock, **why)
+        else:  # still no answer: already reported unconfirmed; only the next lookup's time
+            self.log.debug("reconcile_retry_scheduled", retry_in=round(resolution.retry_in, 3), **why)
 
     def _reconciled(self, r: Reconciled, result: CheckResult | None) -> None:
         for event in r.lost:

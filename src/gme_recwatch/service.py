@@ -110,7 +110,12 @@ class Service:
             None
             if cos is None
             else Reconciler(
-                self.store, CosChecker(cos, metrics=self.metrics), self.metrics, self.log, self.clock
+                self.store,
+                CosChecker(cos, metrics=self.metrics),
+                self.metrics,
+                self.log,
+                self.clock,
+                retry=(settings.cos_retry_min_seconds, settings.cos_retry_max_seconds),
             )
         )
         if self.reconciler is not None:

@@ -402,6 +402,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds("Timeout of each COS request; a timed-out lookup is retried once, after a short back-off."),
     ] = 5.0
+    cos_retry_min_seconds: Annotated[
+        float,
+        _seconds(
+            "A lookup that gave no answer (timeout, 5xx, throttling, 403) is tried again, until an "
+            "answer comes or the segment is forgotten, after a random wait up to the time already "
+            "waited since its deadline, never bounded below this."
+        ),
+    ] = 30.0
+    cos_retry_max_seconds: Annotated[
+        float,
+        _seconds("The largest bound on the wait before a failed lookup is tried again (default 15 min)."),
+    ] = 900.0
     cos_evidence_seconds: Annotated[
         float,
         _seconds(
@@ -521,6 +533,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "sweep_interval_seconds",
             f"must be at most {env_name(shortest)}={getattr(self, shortest)}: the sweep applies the "
             "deadlines, so a slower one reports every problem late by up to its interval",
+        )
+        need(
+            self.cos_retry_max_seconds >= self.cos_retry_min_seconds,
+            "cos_retry_max_seconds",
+            f"must be at least GME_RECWATCH_COS_RETRY_MIN_SECONDS={self.cos_retry_min_seconds:g}: "
+            "it bounds the same wait from above",
         )
         need(
             self.max_segments >= MIN_SEGMENTS,

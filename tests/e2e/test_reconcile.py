@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from conftest import FailingProxy, S3Server
+
 from .conftest import RunningService
 
 # Room for a sender up to 7.8 s behind its plan (its longest planned interval is 35/200 s): the
@@ -36,23 +38,26 @@ def log_lines(svc: RunningService) -> list[dict[str, Any]]:
     return out
 
 
-def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files_are_paged(
-    service_factory: Any, s3_server: Any
-) -> None:
-    """Every segment that would have been paged was looked up first: those whose file is in the
-    bucket are reconciled (counted as lost callbacks, never paged), the rest are paged with
-    ``confirmed=true`` -- and which is which agrees with the bucket's contents."""
-    bucket = f"rec-e2e-{uuid.uuid4().hex[:8]}"
+def cos_service(
+    service_factory: Any, s3_server: S3Server, bucket: str, endpoint: str, **env: str
+) -> RunningService:
+    """The service looking its files up in ``bucket`` at ``endpoint`` (moto, or a proxy)."""
     reader_id, reader_key = s3_server.keys["reader"]
     svc: RunningService = service_factory(
         **DEADLINES,
         GME_RECWATCH_COS_BUCKET=bucket,
         GME_RECWATCH_COS_REGION=s3_server.REGION,
-        GME_RECWATCH_COS_ENDPOINT=s3_server.url,
+        GME_RECWATCH_COS_ENDPOINT=endpoint,
         TENCENTCLOUD_SECRET_ID=reader_id,
         TENCENTCLOUD_SECRET_KEY=reader_key,
         GME_RECWATCH_COS_KEY_TEMPLATE="recordings/{file_name}",
+        **env,
     )
+    return svc
+
+
+def simulate(svc: RunningService, s3_server: S3Server, bucket: str) -> dict[str, Any]:
+    """The simulated sender: callbacks to the service (a quarter lost), files to the bucket."""
     writer_id, writer_key = s3_server.keys["writer"]
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     env = {**os.environ, "TENCENTCLOUD_SECRET_ID": writer_id, "TENCENTCLOUD_SECRET_KEY": writer_key}
@@ -102,7 +107,20 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
+    summary: dict[str, Any] = json.loads(r.stdout)
+    assert summary["max_lateness_seconds"] < 7.8, "the sender fell too far behind its plan"
+    return summary
+
+
+def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files_are_paged(
+    service_factory: Any, s3_server: S3Server
+) -> None:
+    """Every segment that would have been paged was looked up first: those whose file is in the
+    bucket are reconciled (counted as lost callbacks, never paged), the rest are paged with
+    ``confirmed=true`` -- and which is which agrees with the bucket's contents."""
+    bucket = f"rec-e2e-{uuid.uuid4().hex[:8]}"
+    svc = cos_service(service_factory, s3_server, bucket, s3_server.url)
+    summary = simulate(svc, s3_server, bucket)
     in_bucket = set(s3_server.keys_of(bucket))
     assert summary["uploaded_files_without_callback"] > 0
 
@@ -139,9 +157,8 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
     # The API says the same.
     stuck = [s for state in ("stuck", "upload_missing") for s in svc_segments(svc, state)]
     assert stuck and all(s["confirmed"] is True for s in stuck)
-    assert reader_key not in svc.logs()
+    assert s3_server.keys["reader"][1] not in svc.logs()
     # The simulator expected exactly this of a service looking files up in its bucket.
-    assert summary["max_lateness_seconds"] < 7.8, "the sender fell too far behind its plan"
     assert summary["expected_reconciled"] == len(reconciled)
     ends = summary["expected_end_states"]
     assert (ends["stuck"], ends["upload_missing"]) == (
@@ -157,3 +174,79 @@ def svc_segments(svc: RunningService, state: str) -> list[dict[str, Any]]:
         svc.admin_url + "/api/v1/segments", params={"state": state, "limit": 1000}, timeout=5
     ).json()
     return list(got["segments"])
+
+
+def test_after_a_cos_outage_every_failed_lookup_is_retried_until_cos_answers(
+    service_factory: Any, s3_server: S3Server
+) -> None:
+    """COS throttles every lookup (503) while the segments fall due, then recovers: meanwhile
+    every problem stands unconfirmed (never paged, nothing reconciled); afterwards the retries
+    end each one as the bucket says -- uploaded if its file is there, confirmed missing if not."""
+    bucket = f"rec-e2e-{uuid.uuid4().hex[:8]}"
+    proxy = FailingProxy(s3_server.url)
+    try:
+        svc = cos_service(
+            service_factory,
+            s3_server,
+            bucket,
+            proxy.url,
+            GME_RECWATCH_COS_RETRY_MIN_SECONDS="1",
+            GME_RECWATCH_COS_RETRY_MAX_SECONDS="3",
+        )
+        summary = simulate(svc, s3_server, bucket)
+        ends = summary["expected_end_states"]
+        missing = ends["stuck"] + ends["upload_missing"]
+        looked_up = summary["expected_reconciled"] + missing
+        assert summary["expected_reconciled"] > 0 and missing > 0
+
+        def lines(event: str, **match: Any) -> list[dict[str, Any]]:
+            return [x for x in svc.log_events(event) if all(x.get(k) == v for k, v in match.items())]
+
+        def unconfirmed() -> list[dict[str, Any]]:
+            return [x for e in PROBLEMS for x in lines(e, confirmed=False)]
+
+        # The outage: every segment past its deadline stands unconfirmed, and waits for a retry.
+        deadline = time.monotonic() + 60
+        while len(unconfirmed()) < looked_up and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(unconfirmed()) == looked_up
+        assert lines("segment_reconciled") == []
+        assert [x for e in PROBLEMS for x in lines(e, confirmed=True)] == []
+        time.sleep(4)  # a few retries, failed too
+        retries_in_outage = svc.metric("gme_recording_reconcile_retries_total")
+        assert retries_in_outage > looked_up
+        assert svc.metric("gme_recording_reconcile_checks_total", result="error") >= retries_in_outage
+        assert svc.metric("gme_recording_problem_segments_total", confirmed="true") == 0  # no page
+
+        proxy.failing = False  # COS recovers
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (
+                len(lines("segment_reconciled")) == summary["expected_reconciled"]
+                and len([x for e in PROBLEMS for x in lines(e, confirmed=True)]) == missing
+            ):
+                break
+            time.sleep(0.5)
+        time.sleep(4)  # past the longest wait: nothing more may change
+        in_bucket = set(s3_server.keys_of(bucket))
+        reconciled = lines("segment_reconciled")
+        confirmed = [x for e in PROBLEMS for x in lines(e, confirmed=True)]
+        assert len(reconciled) == summary["expected_reconciled"]
+        assert {x["object_key"] for x in reconciled} <= in_bucket
+        assert len(confirmed) == missing
+        assert not {x["object_key"] for x in confirmed} & in_bucket
+        # Every unconfirmed one ended one way or the other, each once.
+        keys = [(x["room_id"], x["seq_no"]) for x in [*reconciled, *confirmed]]
+        assert sorted(keys) == sorted((x["room_id"], x["seq_no"]) for x in unconfirmed())
+        assert svc.metric("gme_recording_segments_reconciled_total") == len(reconciled)
+        assert svc.metric("gme_recording_problem_segments_total", confirmed="true") == missing
+        assert (
+            svc.metric("gme_recording_stuck_recordings") + svc.metric("gme_recording_uploads_missing")
+        ) == missing
+        assert svc.metric("gme_recording_reconcile_checks_total", result="found") == len(reconciled)
+        assert svc.metric("gme_recording_reconcile_checks_total", result="not_found") == missing
+        stuck = [s for state in ("stuck", "upload_missing") for s in svc_segments(svc, state)]
+        assert len(stuck) == missing and all(s["confirmed"] is True for s in stuck)
+        assert proxy.failed > 0 and proxy.forwarded >= looked_up
+    finally:
+        proxy.stop()

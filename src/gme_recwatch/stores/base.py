@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from ..events import Event
-from ..lifecycle import CheckAnswer, Claim, Outcome, Resolution, Transition
+from ..lifecycle import Backoff, CheckAnswer, Claim, Outcome, Resolution, Transition
 
 T = TypeVar("T")
 
@@ -165,11 +165,13 @@ class Store(Protocol):
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         """Up to ``limit`` segments whose check is pending and not claimed by anyone else, each
         claimed for ``lease`` seconds: a claim not resolved by then is handed out again (its
-        claimant died). Oldest first."""
+        claimant died). Oldest first; then the lookups to retry whose time has come."""
         ...
 
-    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
-        """Apply a lookup's answer to a claimed segment; None if it moved on meanwhile."""
+    async def resolve(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
+        """Apply a lookup's answer to a claimed segment; None if it moved on meanwhile. With a
+        ``backoff``, an answer that is no answer (error) schedules the next lookup
+        (:func:`~gme_recwatch.lifecycle.retry_after`): the segment is claimable again then."""
         ...
 
     async def stats(self) -> StoreStats: ...

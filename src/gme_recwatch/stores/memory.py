@@ -8,9 +8,11 @@ segments typed columns (:mod:`.columns`). State survives a restart through a sna
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..clock import Clock, SystemClock
 from ..deadlines import DeadlineQueue
@@ -24,6 +26,7 @@ from ..lifecycle import (
     SEEN_STARTED,
     SEEN_UPLOADED,
     SEP,
+    Backoff,
     Check,
     CheckAnswer,
     Claim,
@@ -32,6 +35,7 @@ from ..lifecycle import (
     Reconciled,
     Resolution,
     Result,
+    Retrying,
     Settled,
     State,
     Transition,
@@ -39,11 +43,14 @@ from ..lifecycle import (
     apply_event,
     blind_marks,
     can_mark,
+    claimable,
+    confirms,
     deadline_passed,
     derive_state,
     events_seen,
     key_of,
     measure,
+    retry_after,
     room_of,
     settle,
     split_key,
@@ -80,6 +87,10 @@ class MemoryStore:
         self._checks: deque[str] = deque()
         self._leases: dict[str, float] = {}
         self._pending_checks = 0
+        # Lookups that gave no answer, to retry (lifecycle.retry_after): key -> when, and a heap
+        # of (when, key) whose entries that no longer match are passed over.
+        self._retry_at: dict[str, float] = {}
+        self._retries: list[tuple[float, str]] = []
         self._restored_from: tuple[float, bool] | None = None
         # Segments live when a blind window opened and not heard from since -> that window.
         self._blind: dict[str, tuple[float, float]] = {}
@@ -105,8 +116,8 @@ class MemoryStore:
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         return self.claim_now(limit, lease)
 
-    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
-        return self.resolve_now(key, answer)
+    async def resolve(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
+        return self.resolve_now(key, answer, backoff)
 
     async def mark_blind(self, start: float, end: float) -> int:
         return self.mark_blind_now(start, end)
@@ -315,6 +326,8 @@ class MemoryStore:
         if old is check:
             return
         self._pending_checks += (check is Check.PENDING) - (old is Check.PENDING)
+        if old is Check.UNCONFIRMED:  # no longer waiting for a retry
+            self._retry_at.pop(t.keys[slot], None)  # type: ignore[arg-type]
         t.set_check(slot, check)
 
     def claim_now(self, limit: int, lease: float) -> list[Claim]:
@@ -324,24 +337,30 @@ class MemoryStore:
         for key in expired:  # their claimant never answered: hand them out again, first
             del self._leases[key]
             self._checks.appendleft(key)
+        while self._retries and self._retries[0][0] <= now:  # retries due, after the first looks
+            at, key = heapq.heappop(self._retries)
+            if self._retry_at.get(key) == at:
+                del self._retry_at[key]
+                self._checks.append(key)
         t = self._table
         out: list[Claim] = []
         while self._checks and len(out) < limit:
             key = self._checks.popleft()
             slot = self._index.get(key)
-            if slot is None or key in self._leases or t.check(slot) is not Check.PENDING:
+            if slot is None or key in self._leases or not claimable(t.check(slot)):
                 continue  # forgotten, already claimed, or moved on since it was queued
             self._leases[key] = now + lease
             pending, _ = derive_state(t.seen(slot), t.r_first[slot], t.r_complete[slot], now, self.cfg)
             out.append(Claim(key, pending.label, t.file_names[slot], self._tallies.labels[t.app(slot)]))
         return out
 
-    def resolve_now(self, key: str, answer: CheckAnswer) -> Resolution:
+    def resolve_now(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
         """:meth:`resolve` without the coroutine."""
         self._leases.pop(key, None)
         slot = self._index.get(key)
         t = self._table
-        if slot is None or t.check(slot) is not Check.PENDING:
+        before = Check.NONE if slot is None else t.check(slot)
+        if slot is None or not claimable(before):
             return None
         key = t.keys[slot]  # type: ignore[assignment]  # the stored copy (see _terminal_fifo)
         now = self._now()
@@ -351,8 +370,24 @@ class MemoryStore:
             t.set_lost(slot, lost)
         self._set_check(slot, check)
         s = self._settle(slot, key, t.state(slot), now)
+        retry = -1.0
+        if backoff is not None and s.check is Check.UNCONFIRMED:
+            passed = deadline_passed(s.state, t.seen(slot), t.r_first[slot], t.r_complete[slot], self.cfg)
+            waited = now - (now if passed is None else passed[1])
+            retry = retry_after(answer, waited, backoff.jitter, backoff.first, backoff.most)
+        self._retry_at.pop(key, None)
+        if retry >= 0:  # claimed again then
+            self._retry_at[key] = now + retry
+            heapq.heappush(self._retries, (now + retry, key))
+        if confirms(before, s.check):  # an unconfirmed problem, confirmed now
+            biz, room, user, task, seq = split_key(key)
+            app = self._tallies.labels[t.app(slot)]
+            return Transition(s.state.label, biz, room, user, task, seq, app, True)
         if answer != "found":
-            return self._transition(slot, key, s)
+            moved = self._transition(slot, key, s)
+            if moved is None:
+                return Retrying(key, retry) if retry >= 0 else None
+            return moved if retry < 0 else replace(moved, retry_in=retry)
         biz, room, user, task, seq = split_key(key)
         return Reconciled(
             biz, room, user, task, seq, self._tallies.labels[t.app(slot)], tuple(events_seen(lost))
@@ -366,6 +401,7 @@ class MemoryStore:
         self._tallies.move(t.app(slot), t.mode(slot), room_of(key), t.ts_start[slot], state, None)
         self._tallies.evictions[(reason, state.label)] += 1
         self._set_check(slot, Check.NONE)
+        self._retry_at.pop(key, None)
         self._blind.pop(key, None)
         self._check_notes.pop(key, None)
         del self._index[key]
@@ -623,4 +659,9 @@ class MemoryStore:
                 t.set_check(self._index[k], Check.NONE)
             pending = []
         self._checks = deque(k for _, k in pending)
+        # Lookups that gave no answer before the restart are retried at once (their retry
+        # times died with the process).
+        self._retry_at, self._retries = {}, []
+        if self.cfg.check_in_cos:
+            self._checks.extend(k for k, s in self._index.items() if t.check(s) is Check.UNCONFIRMED)
         self._pending_checks = len(pending)

@@ -51,6 +51,7 @@ from ..lifecycle import (
     SEEN_UPLOADED,
     SEP,
     STATE_NAMES,
+    Backoff,
     Check,
     CheckAnswer,
     Claim,
@@ -59,6 +60,7 @@ from ..lifecycle import (
     Reconciled,
     Resolution,
     Result,
+    Retrying,
     State,
     Transition,
     deadline_passed,
@@ -362,19 +364,33 @@ class RedisStore:
             for key, pending, file, label in claimed
         ]
 
-    async def resolve(self, key: str, answer: CheckAnswer) -> Resolution:
-        reply = await self._run("resolve", key, answer, segments=[key])
+    async def resolve(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
+        retry_args = ("", "", "") if backoff is None else backoff
+        reply = await self._run("resolve", key, answer, *retry_args, segments=[key])
         if reply[0] == -2:
             return None
-        entered, lost, check, orphaned, label = reply
+        entered, lost, check, orphaned, label, retry, confirmed = reply
         app = _text(label)
+        retry_in = float(retry)
         self._count(app, entered, orphaned, -1, "ttl")
         biz, room, user, task, seq = split_key(key)
         if answer == "found":
             return Reconciled(biz, room, user, task, seq, app, tuple(events_seen(lost)))
+        if confirmed >= 0:  # an unconfirmed problem, confirmed now (counted in its state once)
+            return Transition(STATE_NAMES[confirmed], biz, room, user, task, seq, app, True)
         if entered < 0:
-            return None
-        return Transition(STATE_NAMES[entered], biz, room, user, task, seq, app, Check(check).confirmed)
+            return Retrying(key, retry_in) if retry_in >= 0 else None
+        return Transition(
+            STATE_NAMES[entered],
+            biz,
+            room,
+            user,
+            task,
+            seq,
+            app,
+            Check(check).confirmed,
+            retry_in=retry_in if retry_in >= 0 else None,
+        )
 
     # ------------------------------------------------------------ the SharedStore interface
 

@@ -34,7 +34,8 @@
 --   sc:<app>, ss:<app> per app: recording starts per second (hash) and those seconds (zset)
 --   apps, applist     BizID -> label index; the labels in order ("other" once max_apps is hit)
 --   chk               zset: segments whose COS check is pending -> when they may be claimed
---                     (first receive time; once claimed, when the claim's lease runs out)
+--                     (first receive time; once claimed, when the claim's lease runs out; after
+--                     a lookup that gave no answer, when it is retried: lifecycle.retry_after)
 --   bw                hash: segments marked by a blind window -> "<start> <end>" (Unix times)
 -- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
 
@@ -212,6 +213,31 @@ local function apply_answer(seen, answer)
   return seen, 0, check_after_answer(answer)
 end
 
+-- lifecycle.claimable
+local function claimable(check)
+  return check == CHECK_PENDING or check == CHECK_UNCONFIRMED
+end
+
+-- lifecycle.retry_after
+local function retry_after(answer, waited, jitter, first, most)
+  if answer ~= "error" then return -1 end
+  local bound = waited > first and waited or first
+  return jitter * (bound < most and bound or most)
+end
+
+-- lifecycle.confirms
+local function confirms(before, after)
+  return before == CHECK_UNCONFIRMED and after == CHECK_CONFIRMED
+end
+
+-- lifecycle.deadline_passed: the deadline's name and time (nil for no problem state)
+local function deadline_passed(state, seen, r_first, r_complete)
+  if state == ORPHAN then return "reorder_window_seconds", r_first + WINDOW end
+  if not CHECKED_STATES[state] and state ~= UNVERIFIED then return nil end
+  if has(seen, SEEN_COMPLETED) then return "upload_grace_seconds", r_complete + GRACE end
+  return "max_recording_seconds", r_first + MAX_REC
+end
+
 -- What the "rule" op may run.
 local RULES = {
   derive_state = derive_state, start_is_lost = start_is_lost, classify = classify,
@@ -219,7 +245,8 @@ local RULES = {
   found_in_cos = found_in_cos, check_after_answer = check_after_answer,
   after_blind = after_blind, blind_marks = blind_marks, can_mark = can_mark, is_expired = is_expired,
   apply_event = apply_event,
-  settle = settle, apply_answer = apply_answer,
+  settle = settle, apply_answer = apply_answer, claimable = claimable, retry_after = retry_after,
+  confirms = confirms, deadline_passed = deadline_passed,
 }
 
 -- ------------------------------------------------------------------ the books (Redis)
@@ -253,7 +280,7 @@ local function set_check(key, seg, check)
   seg.flags = bor(band(seg.flags, bnot(CHECK_MASK)), lshift(check, FLAG_CHECK_SHIFT))
   if check == CHECK_PENDING then
     redis.call("ZADD", P .. "chk", seg.r_first, key)  -- oldest first
-  elseif old == CHECK_PENDING then
+  elseif claimable(old) then  -- (an unconfirmed one waiting for its retry, too)
     redis.call("ZREM", P .. "chk", key)
   end
 end
@@ -529,7 +556,9 @@ if op == "claim" then
 end
 
 if op == "resolve" then
-  -- key, answer ("found", "not_found", "error")
+  -- key, answer ("found", "not_found", "error"), then the lifecycle.Backoff (first, most,
+  -- jitter; all "" for an answer never retried). Returns the retry's delay as a string (a
+  -- float reply would be truncated), "-1" for none.
   local key, answer = ARGV[11], ARGV[12]
   local raw = redis.call("GET", P .. "s:" .. key)
   if not raw then
@@ -537,7 +566,8 @@ if op == "resolve" then
     return {-2}
   end
   local seg = unpack_seg(raw)
-  if check_of(seg) ~= CHECK_PENDING then return {-2} end
+  local before = check_of(seg)
+  if not claimable(before) then return {-2} end
   local seen, lost, check = apply_answer(seg.seen, answer)
   if lost ~= 0 then
     seg.seen = seen
@@ -545,8 +575,20 @@ if op == "resolve" then
   end
   set_check(key, seg, check)
   local entered, orphaned = settle_segment(key, seg, seg.state)
+  local retry = -1
+  if ARGV[13] ~= "" and check_of(seg) == CHECK_UNCONFIRMED then
+    local _, passed = deadline_passed(seg.state, seg.seen, seg.r_first, seg.r_complete)
+    retry = retry_after(answer, now - (passed or now), tonumber(ARGV[15]), tonumber(ARGV[13]),
+      tonumber(ARGV[14]))
+  end
+  if retry >= 0 then
+    redis.call("ZADD", P .. "chk", now + retry, key)  -- claimed again then, by one replica
+  else
+    redis.call("ZREM", P .. "chk", key)
+  end
+  local confirmed = confirms(before, check_of(seg)) and seg.state or -1  -- reported anew
   save(key, seg)
-  return {entered, lost, check_of(seg), orphaned, app_label(seg.app)}
+  return {entered, lost, check_of(seg), orphaned, app_label(seg.app), string.format("%.17g", retry), confirmed}
 end
 
 if op == "rule" then
