@@ -231,6 +231,7 @@ XDIST_MODULE_GROUPS = (
     "tests/e2e/test_prometheus_replicas.py",
     "tests/e2e/test_prometheus_e2e.py",
     "tests/test_helm.py",
+    "tests/test_stores_parity.py",
 )
 
 

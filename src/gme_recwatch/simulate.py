@@ -54,6 +54,7 @@ from .settings import key_template_problem
 from .signature import parse_secret_list, sign
 
 Copy = Literal["original", "duplicate", "bad_signature"]
+FORGED_SUFFIX: Final = "-forged"  # the room of a wrong-signature copy: a segment nobody tracks
 Fate = Literal["normal", "never_complete", "never_upload"]
 EVENT_TYPES: Final = (STARTED, COMPLETED, UPLOADED)
 END_STATES: Final = tuple(s.label for s in lifecycle.END_STATES)
@@ -190,7 +191,11 @@ class Plan:
         s = self.segments[send.segment]
         return encode_callback(
             biz_id=self.config.biz_id,
-            room_id=s.room_id,
+            # A wrong-signature copy names a room nobody records (FORGED_SUFFIX): a forger's copy.
+            # A refused callback that names a live segment marks it as ours to explain (it ends
+            # unverified, not stuck or missing its upload), which the plan's expectation does not
+            # model; the service's tests of marks send theirs by hand.
+            room_id=s.room_id + FORGED_SUFFIX if send.copy == "bad_signature" else s.room_id,
             user_id=s.user_id,
             task_id=s.task_id,
             seq_no=s.seq_no,
@@ -705,7 +710,7 @@ _FLAGS: Final = {  # SimConfig field -> help, in --help order
     "drop_fraction": "fraction of events never sent",
     "never_complete_fraction": "fraction of segments that never complete (stuck)",
     "never_upload_fraction": "fraction of segments that never upload (upload_missing)",
-    "bad_signature_fraction": "extra wrong-signature requests, as a fraction of events",
+    "bad_signature_fraction": "extra wrong-signature requests, naming rooms nobody records (per event)",
     "biz_id": "BizID of every callback",
     "seed": "seed of the plan (same seed, same plan)",
 }
