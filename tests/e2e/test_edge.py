@@ -254,28 +254,41 @@ def test_a_start_without_redis_stays_up_503s_and_becomes_ready_by_itself(tmp_pat
 
 
 def test_a_start_on_a_loading_redis_waits_unready_then_becomes_ready(tmp_path: Path) -> None:
-    """A real redis-server loading its RDB answers LOADING (BusyLoadingError) until it is done:
-    an RDB of 20k keys, each delayed by ``key-load-delay``."""
+    """A real redis-server loading its RDB answers LOADING (BusyLoadingError) until it is done.
+
+    The load is made long on purpose and its premise observed, not assumed: 2,000 keys of 1 KiB
+    (uncompressed, so Redis processes events after every key and answers LOADING at once), each
+    delayed 8 ms by ``key-load-delay`` (about 16 s of loading, mostly asleep, so a busy machine
+    barely stretches it). Redis itself is asked (INFO persistence ``loading:1``) before and
+    after the service's 503s, so those 503s are proven to be answers to a loading store."""
     binary = require_tool("redis-server")
     data = tmp_path / "rdb"
     seed = RedisServer(data)
     import redis as redis_sync
 
+    keys, value_bytes, delay_us = 2000, 1100, 8000
     client = redis_sync.Redis(port=seed.port)
-    client.eval("for i=1,20000 do redis.call('set','k'..i,i) end", 0)
+    client.config_set("rdbcompression", "no")
+    client.eval(f"for i=1,{keys} do redis.call('set','k'..i,string.rep('v',{value_bytes})) end", 0)
     client.save()
+    client.close()
     seed.stop()
     port = free_port()
     loading = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
-         "--key-load-delay", "300", "--loading-process-events-interval-bytes", "1024"],
+         "--key-load-delay", str(delay_us), "--loading-process-events-interval-bytes", "1024"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    probe = redis_sync.Redis(port=port, socket_timeout=2)
+
+    def still_loading() -> bool:
+        return bool(probe.info("persistence")["loading"])
+
     try:
         deadline = time.monotonic() + 5
         while True:
             try:
-                redis_sync.Redis(port=port).get("k1")
+                probe.ping()
             except redis_sync.BusyLoadingError:
                 break
             except redis_sync.ConnectionError:
@@ -284,14 +297,24 @@ def test_a_start_on_a_loading_redis_waits_unready_then_becomes_ready(tmp_path: P
             time.sleep(0.02)
         svc = _start_unready(tmp_path, f"redis://127.0.0.1:{port}/0")
         try:
+            assert still_loading(), "the RDB loaded before the service's first check"
             assert httpx.get(svc.admin_url + "/readyz", timeout=2).status_code == 503
-            assert svc.send(1).status_code == 503
+            r = svc.send(1)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert still_loading(), "the RDB loaded during the check: its 503s prove nothing"
             assert "Traceback" not in svc.logs()
-            _wait_ready(svc, 60)
+            deadline = time.monotonic() + 60  # ~16 s here, ~35 s beside two CPU hogs
+            while still_loading():
+                assert time.monotonic() < deadline, "redis-server still loading after 60 s"
+                time.sleep(0.2)
+            assert probe.strlen(f"k{keys}") == value_bytes  # the whole RDB, its last key too
+            _wait_ready(svc, 15)
+            assert httpx.get(svc.admin_url + "/readyz", timeout=2).status_code == 200
             assert svc.send(1, room="loaded").status_code == 200
         finally:
             svc.stop()
     finally:
+        probe.close()
         loading.terminate()
         loading.wait(10)
 
