@@ -162,7 +162,12 @@ def test_drill_down_api_and_logs_name_the_affected_segments(
     stack: tuple[RunningService, PrometheusServer],
 ) -> None:
     svc, prom = stack
+    # The ticket fires on the first unconfirmed miss, r-stuck's (sent 1.5 s before r-missing, so
+    # past its deadline first); r-missing may still be `completed`, within its upload grace.
+    # Wait for both problems to be counted before asking the API about them.
     prom.wait_for_alert("GmeRecordingMissesUnconfirmed", timeout=60)
+    prom.wait_for('gme_recording_problem_segments_total{state="upload_missing", confirmed="unchecked"} > 0')
+    prom.wait_for('gme_recording_problem_segments_total{state="stuck", confirmed="unchecked"} > 0')
     stuck = httpx.get(f"{svc.admin_url}/api/v1/segments", params={"state": "stuck", "app_id": APP})
     assert stuck.status_code == 200 and "r-stuck" in stuck.text
     missing = httpx.get(f"{svc.admin_url}/api/v1/rooms/{APP}/r-missing")

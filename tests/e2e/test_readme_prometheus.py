@@ -1,6 +1,7 @@
 """The README's "See it in Prometheus": its configuration (scrape interval, the shipped rule
 files, the job) with a real Prometheus beside `make run`'s service, then the README's simulator:
-the demo's stuck and missing-upload alerts fire."""
+the alert the README names for the demo's stuck and missing uploads fires. Without a COS bucket
+they are unconfirmed misses (#31): a ticket, and the pages of confirmed misses stay quiet."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from .prometheus import PrometheusServer
 def readme_prometheus_config() -> dict[str, object]:
     (block,) = [b for b in blocks(README, "yaml") if "rule_files" in b and "scrape_configs" in b]
     return dict(yaml.safe_load(block))
+
+
+def readme_prometheus_alerts() -> tuple[str, list[str]]:
+    """The alert the README says fires after its simulator, and the ones it says page only with
+    a bucket."""
+    text = " ".join(README.split("shows\n`", 1)[1].split("runs these steps")[0].split())
+    fires = text.split("`", 1)[0]
+    with_bucket = text.split("page instead, as ", 1)[1]
+    return fires, [w for w in with_bucket.split("`")[1::2] if w.startswith("Gme")]
 
 
 def test_the_readme_prometheus_steps_show_the_demo_alerts_firing(
@@ -66,8 +76,16 @@ def test_the_readme_prometheus_steps_show_the_demo_alerts_firing(
         assert r.returncode == 0, r.stderr
         ends = json.loads(r.stdout)["expected_end_states"]
         assert ends["stuck"] > 0 and ends["upload_missing"] > 0, ends
-        stuck = prom.wait_for_alert("GmeRecordingStuck", timeout=150, labels={"app_id": "1400000000"})
-        missing = prom.wait_for_alert("GmeRecordingUploadsMissing", timeout=60, labels={"app_id": "1400000000"})
-        print(f"both alerts firing {time.monotonic() - started:.0f} s after the simulator's start")
-        for alert in (stuck, missing):
-            assert alert["annotations"]["runbook_url"].endswith(alert["labels"]["alertname"].lower())
+        fires, paging_with_a_bucket = readme_prometheus_alerts()
+        assert (fires, paging_with_a_bucket) == (
+            "GmeRecordingMissesUnconfirmed",
+            ["GmeRecordingStuck", "GmeRecordingUploadsMissing"],
+        )
+        # The demo's deadlines pass within half a minute of its end, then a scrape and an
+        # evaluation (15 s each): bounded well under the test's 120 s.
+        alert = prom.wait_for_alert(fires, timeout=60, labels={"app_id": "1400000000"})
+        print(f"{fires} firing {time.monotonic() - started:.0f} s after the simulator's start")
+        assert alert["annotations"]["runbook_url"].endswith(fires.lower())
+        assert float(alert["value"]) > 0
+        firing = {a["labels"]["alertname"] for a in prom.alerts() if a["state"] == "firing"}
+        assert not firing & set(paging_with_a_bucket), firing
