@@ -67,6 +67,7 @@ RULES = (
     "check_after_answer",
     "after_blind",
     "blind_marks",
+    "start_blind_marks",
     "can_mark",
     "is_expired",
     "apply_event",
@@ -160,9 +161,21 @@ class LuaRules:
         (code,) = self._call("check_after_answer", CFG, answer)
         return Check(int(code))
 
-    def after_blind(self, new: State, blind: bool, cfg: Config) -> State:
-        (code,) = self._call("after_blind", cfg, new, blind)
+    def after_blind(self, new: State, blind: bool, cfg: Config, start_blind: bool = False) -> State:
+        (code,) = self._call("after_blind", cfg, new, blind, start_blind)
         return State(int(code))
+
+    def start_blind_marks(
+        self,
+        seen: int,
+        state: State | None,
+        first_heard: float,
+        window_start: float,
+        window_end: float,
+        cfg: Config,
+    ) -> bool:
+        (marks,) = self._call("start_blind_marks", cfg, seen, state, first_heard, window_start, window_end)
+        return _bool(marks)
 
     def blind_marks(self, state: State, last_heard: float, window_end: float) -> bool:
         (marks,) = self._call("blind_marks", CFG, state, last_heard, window_end)
@@ -212,9 +225,10 @@ class LuaRules:
         blind: bool,
         now: float,
         cfg: Config,
+        start_blind: bool = False,
     ) -> Settled:
         state, deadline, chk, lost, entered, expired = self._call(
-            "settle", cfg, seen, r_first, r_complete, expires, old, check, start_lost, blind, now
+            "settle", cfg, seen, r_first, r_complete, expires, old, check, start_lost, blind, now, start_blind
         )
         return Settled(
             State(int(state)),
@@ -242,9 +256,16 @@ class LuaRules:
         return _bool(ok)
 
     def deadline_passed(
-        self, state: State, seen: int, r_first: float, r_complete: float, cfg: Config
+        self,
+        state: State,
+        seen: int,
+        r_first: float,
+        r_complete: float,
+        cfg: Config,
+        start_blind: bool = False,
+        now: float = INF,
     ) -> tuple[str, float] | None:
-        out = self._call("deadline_passed", cfg, state, seen, r_first, r_complete)
+        out = self._call("deadline_passed", cfg, state, seen, r_first, r_complete, start_blind, now)
         return None if out[0] == "" else (out[0], float(out[1]))
 
 
@@ -485,6 +506,61 @@ def test_after_blind(rules: Any, new: State, blind: bool, cfg: Config, after: St
 )
 def test_blind_marks(rules: Any, state: State, last_heard: float, marks: bool) -> None:
     assert rules.blind_marks(state, last_heard, 100.0) is marks
+
+
+@pytest.mark.parametrize(
+    ("new", "blind", "start_blind", "cfg", "after"),
+    [
+        (State.ORPHAN, False, True, CFG, State.UNVERIFIED),  # its start may have been ours to lose
+        (State.ORPHAN, False, True, ON, State.UNVERIFIED),  # COS says nothing about a start
+        (State.ORPHAN, False, False, CFG, State.ORPHAN),
+        (State.UPLOAD_MISSING, False, True, CFG, State.UPLOAD_MISSING),  # the upload is missing all the same
+        (State.STUCK, False, True, CFG, State.STUCK),
+        (State.UPLOADED, False, True, CFG, State.UPLOADED),
+        (State.COMPLETED, False, True, CFG, State.COMPLETED),
+    ],
+)
+def test_after_blind_makes_an_orphan_whose_start_may_be_ours_unverified(
+    rules: Any, new: State, blind: bool, start_blind: bool, cfg: Config, after: State
+) -> None:
+    assert rules.after_blind(new, blind, cfg, start_blind) is after
+
+
+# Window 1000..1010; CFG: longest recording 100 + upload grace 50, reorder window 10.
+@pytest.mark.parametrize(
+    ("seen", "state", "first_heard", "marks"),
+    [
+        (C, None, 1020.0, True),  # created after the window by a completion: its start may be in it
+        (U, None, 1150.0, True),  # first heard 150 s after it: recording + grace reach back to 1000
+        (C, None, 1160.0 + EPS, False),  # a start more than recording + grace before: not in the window
+        (S, None, 1020.0, False),  # created by its start: no start is missing
+        (C | S, State.COMPLETED, 1020.0, False),
+        (C, State.COMPLETED, 990.0 - EPS, False),  # its reorder window ended before the window opened
+        (C, State.COMPLETED, 990.0, True),  # its start could still have come in the window
+        (U, State.UPLOADED, 1005.0, True),
+        (C, State.UPLOAD_MISSING, 1005.0, True),
+        (C, State.ORPHAN, 1005.0, False),  # reported already: a mark changes nothing
+    ],
+)
+def test_start_blind_marks(rules: Any, seen: int, state: State | None, first_heard: float, marks: bool) -> None:
+    assert rules.start_blind_marks(seen, state, first_heard, 1000.0, 1010.0, CFG) is marks
+
+
+def test_a_start_that_may_be_ours_is_never_counted_lost_and_the_segment_ends_unverified(rules: Any) -> None:
+    # An upload whose start never came: past its reorder window it is an orphan, unless its start
+    # may have gone into a blind window of ours.
+    plain = rules.settle(U, 0.0, 0.0, 1000.0, State.UPLOADED, Check.NONE, False, False, 10.0, CFG)
+    assert (plain.state, plain.start_lost, plain.entered) == (State.ORPHAN, True, State.ORPHAN)
+    ours = rules.settle(U, 0.0, 0.0, 1000.0, State.UPLOADED, Check.NONE, False, False, 10.0, CFG, True)
+    assert (ours.state, ours.start_lost, ours.entered) == (State.UNVERIFIED, False, State.UNVERIFIED)
+    # A completion alone: unverified once its window ends, then its upload missing (a problem).
+    c = rules.settle(C, 0.0, 0.0, 1000.0, State.COMPLETED, Check.NONE, False, False, 10.0, CFG, True)
+    assert (c.state, c.start_lost, c.entered, c.deadline) == (State.UNVERIFIED, False, State.UNVERIFIED, 50.0)
+    m = rules.settle(C, 0.0, 0.0, 1000.0, State.UNVERIFIED, Check.NONE, False, False, 50.0, CFG, True)
+    assert (m.state, m.start_lost, m.entered) == (State.UPLOAD_MISSING, False, State.UPLOAD_MISSING)
+    # A late start makes the mark moot: paged as any segment.
+    s = rules.settle(S | C, 0.0, 0.0, 1000.0, State.UNVERIFIED, Check.NONE, False, False, 20.0, CFG, True)
+    assert (s.state, s.entered) == (State.COMPLETED, None)
 
 
 @pytest.mark.parametrize(
@@ -790,3 +866,20 @@ def test_the_deadline_a_problem_passed_is_named_with_its_time(
     rules: Any, state: State, seen: int, passed: tuple[str, float] | None
 ) -> None:
     assert rules.deadline_passed(state, seen, 5, 20, CFG) == passed
+
+
+@pytest.mark.parametrize(
+    ("seen", "now", "passed", "unmarked"),
+    [
+        # An upload without its start, which may be ours: the reorder window made it unverified.
+        (U, 30.0, ("reorder_window_seconds", 15), ("max_recording_seconds", 105)),
+        (C, 30.0, ("reorder_window_seconds", 15), ("upload_grace_seconds", 70)),  # within its grace
+        (C, 70.0, ("upload_grace_seconds", 70), ("upload_grace_seconds", 70)),  # a live mark's, past it
+        (S | C, 70.0, ("upload_grace_seconds", 70), ("upload_grace_seconds", 70)),
+    ],
+)
+def test_an_unverified_segment_whose_start_may_be_ours_names_the_reorder_window(
+    rules: Any, seen: int, now: float, passed: tuple[str, float], unmarked: tuple[str, float]
+) -> None:
+    assert rules.deadline_passed(State.UNVERIFIED, seen, 5, 20, CFG, True, now) == passed
+    assert rules.deadline_passed(State.UNVERIFIED, seen, 5, 20, CFG, False, now) == unmarked

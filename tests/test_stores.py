@@ -1066,6 +1066,57 @@ def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
     assert_consistent(store)
 
 
+def test_after_a_store_reset_a_segment_that_may_have_lost_its_start_is_unverified_not_an_orphan(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    """#27.3: Redis came back empty (or a crash lost what was acknowledged): the completions and
+    uploads of the recordings in progress arrive at a store that never heard their start. They
+    end unverified -- ours to explain -- never orphans, and no start is counted lost; a
+    segment first heard of longer after the window than any recording lasts is an orphan as
+    before, and a late start makes the mark moot."""
+    store.record(ev(3, seq=7))  # reached the emptied store before the reset was found
+    window = (clock.time() - 30, clock.time())
+    assert int(store.run(store.inner.mark_blind(*window))) == 0  # none live: the count is of live ones
+    store.record(ev(2, seq=0))  # completed after the reset: its start may have been in the window
+    store.record(ev(3, seq=1))  # uploaded after it
+    store.record(ev(1, seq=2))  # a start after it: nothing is missing
+    store.record(ev(2, seq=2))
+    store.record(ev(2, seq=3))
+    store.record(ev(1, seq=3))  # its start came after all (late, within the reorder window)
+    clock.advance(11)
+    moved = sorted(store.sweep(), key=lambda t: t.seq_no)
+    assert [(t.seq_no, t.state, t.blind_window) for t in moved] == [
+        (0, "unverified", window),
+        (1, "unverified", window),
+        (7, "unverified", window),
+    ]
+    s = store.stats()
+    assert s.orphan_events == {"completed": 0, "uploaded": 0}
+    assert (s.by_state["orphan"], s.by_state["unverified"]) == (0, 3)
+    v = view(store, 0)
+    assert (v.state, v.deadline, v.blind_window_start, v.blind_window_end) == (
+        "unverified",
+        "reorder_window_seconds",
+        *window,
+    )
+    assert v.state_since == pytest.approx(v.first_received_at + CFG.reorder_window_seconds)
+    # Its upload is still missing at the end of the grace: that is a problem of its own.
+    clock.advance(40)
+    assert sorted((t.seq_no, t.state) for t in store.sweep()) == [
+        (0, "upload_missing"),
+        (2, "upload_missing"),
+        (3, "upload_missing"),
+    ]
+    assert store.stats().orphan_events == {"completed": 0, "uploaded": 0}
+    # Longer after the window than a recording and its upload grace: Tencent's to explain again.
+    clock.advance(CFG.max_recording_seconds + CFG.upload_grace_seconds)
+    store.record(ev(2, seq=8))
+    clock.advance(11)
+    assert [(t.seq_no, t.state) for t in store.sweep()] == [(8, "orphan")]
+    assert store.stats().orphan_events == {"completed": 1, "uploaded": 0}
+    assert_consistent(store)
+
+
 def mark_one(t: SyncStore, seq: int = 0, room: str = "r1") -> bool:
     return bool(t.run(t.inner.mark_segment(key_of(ev(1, seq=seq, room=room)), *W)))
 

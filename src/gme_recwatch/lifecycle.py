@@ -408,11 +408,49 @@ def blind_marks(state: State, last_heard: float, window_end: float) -> bool:
 EVICTED_FIRST: Final = frozenset({State.UPLOADED})
 
 
-def after_blind(new: State, blind: bool, cfg: Config) -> State:
-    """The state a segment enters instead of ``new`` when it is marked blind (``blind``)."""
+def after_blind(new: State, blind: bool, cfg: Config, start_blind: bool = False) -> State:
+    """The state a segment enters instead of ``new`` when it is marked blind (``blind``), or
+    its start may have been lost in a blind window of ours (``start_blind``: see
+    :func:`start_blind_marks`)."""
     if blind and not cfg.check_in_cos and new in CHECKED_STATES:
         return State.UNVERIFIED
+    if start_blind and new == State.ORPHAN:
+        return State.UNVERIFIED
     return new
+
+
+# ------------------------------------------------------------------ starts we may have lost
+#
+# A blind window also swallows *starts*: after a store reset (Redis back empty), a crash that
+# lost acknowledged callbacks, or every replica down, the completions and uploads of recordings
+# that were in progress arrive at a store that never heard their start. Left alone, each would
+# become an orphan when its reorder window runs out -- which reads as Tencent losing start
+# callbacks, and is counted and alerted as that. So a segment that has seen no start, whose start
+# may have been sent during a blind window, is marked *start-blind*: if the start never comes it
+# is ``unverified`` (ours to explain), never ``orphan``, and its start is not counted lost.
+#
+# Unlike a live segment's blind mark, later callbacks do not clear this one: a completion or an
+# upload arriving after the window says nothing about a start sent during it. A start arriving
+# makes it moot (the segment is no orphan then).
+#
+# A store applies the rule twice: to the segments it holds when a window is detected (the
+# completions that reached the emptied store before the reset was found), and to every segment
+# created later whose first event is not a start, against the latest window it knows.
+
+
+def start_blind_marks(
+    seen: int, state: State | None, first_heard: float, window_start: float, window_end: float, cfg: Config
+) -> bool:
+    """True when the blind window ``window_start``..``window_end`` may hold the start of a
+    segment that has seen ``seen``, is in ``state`` (None: being created) and was first heard
+    from at ``first_heard`` (all Unix times): no start seen, not already reported as an orphan,
+    and the window overlaps the span in which its start was sent -- from the longest recording
+    plus its upload grace before we first heard of it (its first event may be its upload) to the
+    end of its reorder window."""
+    if seen & SEEN_STARTED or state == State.ORPHAN:
+        return False
+    earliest = first_heard - cfg.max_recording_seconds - cfg.upload_grace_seconds
+    return window_end >= earliest and window_start <= first_heard + cfg.reorder_window_seconds
 
 
 # ------------------------------------------------------------------ composition
@@ -497,16 +535,18 @@ def settle(
     blind: bool,
     now: float,
     cfg: Config,
+    start_blind: bool = False,
 ) -> Settled:
     """A segment in ``old`` (None: new), settled at ``now``, after an event or at a deadline.
 
     In this order: the state the events and the time say (:func:`derive_state`); unverified
-    instead of a problem for a segment marked blind (:func:`after_blind`); the start counted
-    lost once the reorder window ran out (:func:`start_is_lost`); held where it is while its
-    file is to be looked up (:func:`holds_for_check`)."""
+    instead of a problem for a segment marked blind, or instead of an orphan for one whose
+    start may be ours (``start_blind``; :func:`after_blind`); the start counted lost once the
+    reorder window ran out (:func:`start_is_lost`), unless it may be ours; held where it is
+    while its file is to be looked up (:func:`holds_for_check`)."""
     new, next_change = derive_state(seen, r_first, r_complete, now, cfg)
-    new = after_blind(new, blind, cfg)
-    start_lost = start_lost or start_is_lost(seen, r_first, now, cfg)
+    new = after_blind(new, blind, cfg, start_blind)
+    start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg))
     if old is not None and holds_for_check(old, new, check, cfg):
         check, new = Check.PENDING, old
     entered = new if new != old and (new in PROBLEM_STATES or new == State.UNVERIFIED) else None
@@ -556,12 +596,22 @@ Deadline = Literal["max_recording_seconds", "upload_grace_seconds", "reorder_win
 
 
 def deadline_passed(
-    state: State, seen: int, r_first: float, r_complete: float, cfg: Config
+    state: State,
+    seen: int,
+    r_first: float,
+    r_complete: float,
+    cfg: Config,
+    start_blind: bool = False,
+    now: float = INF,
 ) -> tuple[Deadline, float] | None:
     """For a segment in a problem state (or unverified): which deadline passed, and when (on
     the store's receive clock), from the same stored times :func:`derive_state` reads. None
-    for a segment in no problem state."""
-    if state == State.ORPHAN:
+    for a segment in no problem state. ``start_blind`` and ``now`` tell an unverified segment
+    that would be an orphan (:func:`after_blind`) from one that would be a problem."""
+    orphan = state == State.UNVERIFIED and start_blind and not seen & SEEN_STARTED
+    if orphan and not seen & SEEN_UPLOADED and now >= r_complete + cfg.upload_grace_seconds:
+        orphan = False  # its upload is missing as well: that is the deadline that made it
+    if state == State.ORPHAN or orphan:
         return "reorder_window_seconds", r_first + cfg.reorder_window_seconds
     if state not in CHECKED_STATES and state != State.UNVERIFIED:
         return None

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -233,5 +234,54 @@ def test_redis_restarted_empty_under_two_replicas_is_one_reset_one_error_and_a_b
         for r in replicas:
             assert r.metric("gme_recording_tracked_segments", state="recording") == 1
             assert httpx.get(r.admin_url + "/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_after_redis_came_back_empty_recordings_in_progress_end_unverified_not_orphans(
+    service_factory: object, tmp_path: Path
+) -> None:
+    """#27.3: recordings in progress when a redis-server without persistence restarts complete
+    and upload afterwards, against a store that lost their starts. They end ``unverified`` with
+    the reset's blind window, not ``orphan``: no start is counted lost (so neither the orphan
+    alert nor Tencent's loss figure moves), and the API says which deadline and which window."""
+    server = RedisServer(tmp_path / "redis")  # no AOF, no RDB: a restart empties it
+    try:
+        env = redis_env(
+            server,
+            GME_RECWATCH_MAX_RECORDING_SECONDS="3600",
+            GME_RECWATCH_UPLOAD_GRACE_SECONDS="3600",
+            GME_RECWATCH_REORDER_WINDOW_SECONDS="3",
+            GME_RECWATCH_REDIS_TIMEOUT_SECONDS="0.5",
+        )
+        svc: RunningService = service_factory(**env)  # type: ignore[operator]
+        for seq in range(4):
+            assert svc.send(1, seq=seq).status_code == 200
+        time.sleep(2)  # the replica has looked at the marker since
+        server.kill()
+        server.start()
+        deadline = time.monotonic() + 20
+        while svc.metric("gme_recording_store_resets_total") < 1:
+            assert time.monotonic() < deadline, "the replica never noticed that Redis came back empty"
+            time.sleep(0.2)
+        for seq in range(4):  # the recordings go on: completions and uploads, no start
+            for event in (2, 3) if seq % 2 else (2,):
+                deadline = time.monotonic() + 10
+                while (status := svc.send(event, seq=seq).status_code) != 200:  # 503 until it rejoins
+                    assert status == 503 and time.monotonic() < deadline, status
+                    time.sleep(0.2)
+        deadline = time.monotonic() + 30  # the reorder window, and sweeps on a loaded machine
+        while svc.metric("gme_recording_tracked_segments", state="unverified") < 4:
+            assert time.monotonic() < deadline, svc.metrics_text()
+            time.sleep(0.3)
+        assert svc.metric("gme_recording_tracked_segments", state="orphan") == 0
+        assert svc.metric("gme_recording_orphan_events_total") == 0
+        page = httpx.get(svc.admin_url + "/api/v1/segments", params={"state": "unverified"}, timeout=5).json()
+        (reset,) = svc.log_events("blind_window")
+        assert len(page["segments"]) == 4
+        for seg in page["segments"]:
+            assert seg["deadline"] == "reorder_window_seconds"
+            shown = [datetime.fromisoformat(seg[f"blind_window_{k}"]).timestamp() for k in ("start", "end")]
+            assert shown == pytest.approx([reset["start"], reset["end"]], abs=1)  # shown to the second
     finally:
         server.stop()

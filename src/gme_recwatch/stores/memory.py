@@ -54,6 +54,7 @@ from ..lifecycle import (
     room_of,
     settle,
     split_key,
+    start_blind_marks,
 )
 from . import snapshot as snapshot_format
 from .base import CheckNote, SegmentPage, SegmentView, StoreStats, Sweep, page_of
@@ -94,6 +95,11 @@ class MemoryStore:
         self._restored_from: tuple[float, bool] | None = None
         # Segments live when a blind window opened and not heard from since -> that window.
         self._blind: dict[str, tuple[float, float]] = {}
+        # Segments whose start may have been lost in a blind window of ours -> that window
+        # (lifecycle.start_blind_marks; a callback does not clear it), and the latest window
+        # marked, which every segment created later without a start is held against.
+        self._start_blind: dict[str, tuple[float, float]] = {}
+        self._latest_blind: tuple[float, float] | None = None
         # What the last COS lookup of a segment said (read side only: for the API); dropped
         # with the segment, shown only while the lookup's answer stands.
         self._check_notes: dict[str, CheckNote] = {}
@@ -181,6 +187,9 @@ class MemoryStore:
             mode = RecordMode.of(ev.record_mode)
             slot = self._insert(key, app, mode, now)
             old: State | None = None
+            latest = self._latest_blind
+            if latest is not None and start_blind_marks(bit, None, self.clock.time(), *latest, self.cfg):
+                self._start_blind[key] = latest
         else:
             key = t.keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
             app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
@@ -239,6 +248,7 @@ class MemoryStore:
             window is not None,
             now,
             self.cfg,
+            key in self._start_blind if self._start_blind else False,
         )
         if s.start_lost and not marked:
             t.mark_start_lost(slot)
@@ -262,7 +272,7 @@ class MemoryStore:
         if s.entered is None:
             return None
         biz, room, user, task, seq = split_key(key)
-        window = self._blind.get(key) if s.entered == State.UNVERIFIED else None
+        window = self._blind.get(key) or self._start_blind.get(key) if s.entered == State.UNVERIFIED else None
         return Transition(
             s.entered.label,
             biz,
@@ -307,12 +317,18 @@ class MemoryStore:
         """:meth:`mark_blind` without the coroutine. A scan, once per window."""
         t = self._table
         marked = 0
-        # Last heard from (the last new event, on the receive clock) in the window's wall time.
-        to_wall = self.clock.time() - self._now() - self.cfg.retention_seconds
+        if self._latest_blind is None or self._latest_blind[1] < end:
+            self._latest_blind = (start, end)  # segments created from now on are held against it
+        # Receive-clock times in the window's wall time; last heard from is the last new event.
+        mono_to_wall = self.clock.time() - self._now()
+        to_wall = mono_to_wall - self.cfg.retention_seconds
         for key, slot in self._index.items():
-            if blind_marks(t.state(slot), t.expires[slot] + to_wall, end):
+            state = t.state(slot)
+            if blind_marks(state, t.expires[slot] + to_wall, end):
                 self._blind[key] = (start, end)
                 marked += 1
+            if start_blind_marks(t.seen(slot), state, t.r_first[slot] + mono_to_wall, start, end, self.cfg):
+                self._start_blind[key] = (start, end)
         return marked
 
     def has_due(self) -> bool:
@@ -403,6 +419,7 @@ class MemoryStore:
         self._set_check(slot, Check.NONE)
         self._retry_at.pop(key, None)
         self._blind.pop(key, None)
+        self._start_blind.pop(key, None)
         self._check_notes.pop(key, None)
         del self._index[key]
         t.release(slot)
@@ -457,10 +474,13 @@ class MemoryStore:
             return wall_now - (mono_now - mono)
 
         deadline = self._deadlines.get(slot)
-        window = self._blind.get(key)
+        start_window = self._start_blind.get(key)
+        window = self._blind.get(key) or (start_window if not seen & SEEN_STARTED else None)
         confirmed = t.check(slot).confirmed
         note = self._check_notes.get(key) if confirmed is not None or lost else None
-        passed = deadline_passed(state, seen, t.r_first[slot], t.r_complete[slot], self.cfg)
+        passed = deadline_passed(
+            state, seen, t.r_first[slot], t.r_complete[slot], self.cfg, start_window is not None, mono_now
+        )
         return SegmentView(
             biz_id=biz,
             room_id=room,
@@ -571,6 +591,8 @@ class MemoryStore:
             file_names=list(t.file_names) if self.cfg.check_in_cos else None,
             clean=clean,
             blind=dict(self._blind) or None,
+            start_blind=dict(self._start_blind) or None,
+            latest_blind=self._latest_blind,
         )
 
         def encode() -> bytes:
@@ -622,6 +644,8 @@ class MemoryStore:
         if snap.file_names is not None:
             self._table.file_names = snap.file_names
         self._blind = {k: w for k, w in (snap.blind or {}).items() if k in self._index}
+        self._start_blind = {k: w for k, w in (snap.start_blind or {}).items() if k in self._index}
+        self._latest_blind = snap.latest_blind
         self._requeue_checks()
         while len(self._index) > self.cfg.max_segments:  # the capacity was lowered since
             self._evict_for_capacity()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import time
 import uuid
 from collections.abc import Sequence
 from importlib import resources
@@ -45,6 +46,7 @@ from ..clock import Clock
 from ..events import MODE_NAMES, Event, RecordMode
 from ..lifecycle import (
     EVENT_LABEL,
+    INF,
     SEEN_BIT,
     SEEN_COMPLETED,
     SEEN_STARTED,
@@ -120,6 +122,8 @@ _FIXED_KEYS: Final = (
     "upl",
     "chk",
     "bw",
+    "sb",
+    "lbw",
     "apps",
     "applist",
     "rooms",
@@ -555,6 +559,7 @@ class RedisStore:
         """Matching segments, oldest first. Problem states come from their index; any other
         query scans (SCAN, never KEYS), narrowed to one room when a room is given."""
         p = self.prefix
+        now = time.time() if self.clock is None else self.clock.time()  # Redis TIME's, near enough
         try:
             labels = [_text(x) for x in await self.client.lrange(p + "applist", 0, -1)]
             if state is not None and state in {s.label for s in _PROBLEMS}:
@@ -588,6 +593,7 @@ class RedisStore:
             keys = [k for _, k, _ in chosen]
             due = await self._deadlines(keys)
             windows = dict(zip(keys, await self.client.hmget(p + "bw", keys), strict=True)) if keys else {}
+            starts = dict(zip(keys, await self.client.hmget(p + "sb", keys), strict=True)) if keys else {}
             notes = (
                 dict(zip(keys, await self.client.mget([p + "ck:" + k for k in keys]), strict=True))
                 if keys
@@ -597,7 +603,16 @@ class RedisStore:
             raise StoreUnavailable(f"segments: {type(exc).__name__}") from exc
         return SegmentPage(
             [
-                _view(k, seg, due.get(k), self.cfg, _window(windows.get(k)), _note(notes.get(k)))
+                _view(
+                    k,
+                    seg,
+                    due.get(k),
+                    self.cfg,
+                    _window(windows.get(k)),
+                    _note(notes.get(k)),
+                    _window(starts.get(k)),
+                    now,
+                )
                 for _, k, seg in chosen
             ],
             total,
@@ -670,13 +685,16 @@ def _view(
     cfg: Config,
     window: tuple[float, float] | None = None,
     note: CheckNote | None = None,
+    start_window: tuple[float, float] | None = None,
+    now: float = INF,
 ) -> SegmentView:
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
     lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
     confirmed = Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed
     note = note if confirmed is not None or lost else None  # only while its answer stands
-    passed = deadline_passed(State(state), seen, r_first, r_complete, cfg)
+    passed = deadline_passed(State(state), seen, r_first, r_complete, cfg, start_window is not None, now)
+    window = window or (start_window if not seen & SEEN_STARTED else None)
     return SegmentView(
         biz_id=biz,
         room_id=room,

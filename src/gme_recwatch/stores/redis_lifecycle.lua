@@ -37,6 +37,10 @@
 --                     (first receive time; once claimed, when the claim's lease runs out; after
 --                     a lookup that gave no answer, when it is retried: lifecycle.retry_after)
 --   bw                hash: segments marked by a blind window -> "<start> <end>" (Unix times)
+--   sb                hash: segments whose start may be lost in a blind window of ours
+--                     (lifecycle.start_blind_marks) -> "<start> <end>"; never cleared by a callback
+--   lbw               the latest blind window marked ("<start> <end>"): a segment created later
+--                     whose first event is not a start is held against it
 -- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
 
 local op, P = ARGV[1], ARGV[2]
@@ -167,9 +171,17 @@ local function can_mark(state)
 end
 
 -- lifecycle.after_blind
-local function after_blind(new, blind)
+local function after_blind(new, blind, start_blind)
   if blind and not CHECK_IN_COS and CHECKED_STATES[new] then return UNVERIFIED end
+  if start_blind and new == ORPHAN then return UNVERIFIED end
   return new
+end
+
+-- lifecycle.start_blind_marks (state nil: being created)
+local function start_blind_marks(seen, state, first_heard, window_start, window_end)
+  if has(seen, SEEN_STARTED) or state == ORPHAN then return false end
+  local earliest = first_heard - MAX_REC - GRACE
+  return window_end >= earliest and window_start <= first_heard + WINDOW
 end
 
 -- lifecycle.blind_marks
@@ -191,10 +203,10 @@ local function apply_event(seen, b, state, check, blind, r_complete, expires, no
 end
 
 -- lifecycle.settle: state, deadline, check, start_lost, entered (nil: none), expired
-local function settle(seen, r_first, r_complete, expires, old, check, start_lost, blind, now)
+local function settle(seen, r_first, r_complete, expires, old, check, start_lost, blind, now, start_blind)
   local new, next_change = derive_state(seen, r_first, r_complete, now)
-  new = after_blind(new, blind)
-  start_lost = start_lost or start_is_lost(seen, r_first, now)
+  new = after_blind(new, blind, start_blind)
+  start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now))
   if old ~= nil and holds_for_check(old, new, check) then
     check, new = CHECK_PENDING, old
   end
@@ -231,8 +243,12 @@ local function confirms(before, after)
 end
 
 -- lifecycle.deadline_passed: the deadline's name and time (nil for no problem state)
-local function deadline_passed(state, seen, r_first, r_complete)
-  if state == ORPHAN then return "reorder_window_seconds", r_first + WINDOW end
+local function deadline_passed(state, seen, r_first, r_complete, start_blind, now)
+  local orphan = state == UNVERIFIED and start_blind and not has(seen, SEEN_STARTED)
+  if orphan and not has(seen, SEEN_UPLOADED) and (now or INF) >= r_complete + GRACE then
+    orphan = false  -- its upload is missing as well: that is the deadline that made it
+  end
+  if state == ORPHAN or orphan then return "reorder_window_seconds", r_first + WINDOW end
   if not CHECKED_STATES[state] and state ~= UNVERIFIED then return nil end
   if has(seen, SEEN_COMPLETED) then return "upload_grace_seconds", r_complete + GRACE end
   return "max_recording_seconds", r_first + MAX_REC
@@ -243,7 +259,7 @@ local RULES = {
   derive_state = derive_state, start_is_lost = start_is_lost, classify = classify,
   measure = measure, holds_for_check = holds_for_check, check_after_event = check_after_event,
   found_in_cos = found_in_cos, check_after_answer = check_after_answer,
-  after_blind = after_blind, blind_marks = blind_marks, can_mark = can_mark, is_expired = is_expired,
+  after_blind = after_blind, blind_marks = blind_marks, start_blind_marks = start_blind_marks, can_mark = can_mark, is_expired = is_expired,
   apply_event = apply_event,
   settle = settle, apply_answer = apply_answer, claimable = claimable, retry_after = retry_after,
   confirms = confirms, deadline_passed = deadline_passed,
@@ -369,8 +385,9 @@ end
 local function settle_segment(key, seg, old)
   local marked = band(seg.flags, FLAG_START_LOST) ~= 0
   local blind = redis.call("HEXISTS", P .. "bw", key) == 1
+  local start_blind = not has(seg.seen, SEEN_STARTED) and redis.call("HEXISTS", P .. "sb", key) == 1
   local new, deadline, check, start_lost, entered, expired = settle(
-    seg.seen, seg.r_first, seg.r_complete, seg.expires, old, check_of(seg), marked, blind, now)
+    seg.seen, seg.r_first, seg.r_complete, seg.expires, old, check_of(seg), marked, blind, now, start_blind)
   local orphaned = ""
   if start_lost and not marked then
     seg.flags = bor(seg.flags, FLAG_START_LOST)
@@ -389,6 +406,7 @@ local function remove(key, seg)
   move(key, seg, seg.state, nil)
   redis.call("ZREM", P .. "chk", key)
   redis.call("HDEL", P .. "bw", key)
+  redis.call("HDEL", P .. "sb", key)
   redis.call("DEL", P .. "s:" .. key)
   redis.call("ZREM", P .. "due", key)
   redis.call("ZREM", P .. "age", key)
@@ -406,6 +424,7 @@ local function vanished(key)
   end
   redis.call("ZREM", P .. "chk", key)
   redis.call("HDEL", P .. "bw", key)
+  redis.call("HDEL", P .. "sb", key)
   redis.call("ZREM", P .. "age", key)
   redis.call("ZREM", P .. "upl", key)
 end
@@ -460,6 +479,15 @@ local function record(key, b, ts, mode, biz, file)
            r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
     redis.call("HINCRBY", P .. "t", "n", 1)
     redis.call("ZADD", P .. "age", next_seq(), key)
+    if b ~= SEEN_STARTED then  -- its start may have gone into the latest blind window
+      local latest = redis.call("GET", P .. "lbw")
+      if latest then
+        local w_start, w_end = string.match(latest, "(%S+) (%S+)")
+        if start_blind_marks(b, nil, now, tonumber(w_start), tonumber(w_end)) then
+          redis.call("HSET", P .. "sb", key, latest)
+        end
+      end
+    end
   end
   local blind = redis.call("HEXISTS", P .. "bw", key) == 1
   local result, seen, check, still_blind, r_complete, expires = apply_event(
@@ -518,6 +546,8 @@ if op == "sweep" then
       -- Settle first: a segment that became a problem before its retention ran out is
       -- reported (and evicted) in that state, even if the sweep fell behind.
       local entered, orphaned, expired = settle_segment(key, seg, seg.state)
+      local window = entered == UNVERIFIED
+        and (redis.call("HGET", P .. "bw", key) or redis.call("HGET", P .. "sb", key)) or ""
       local evicted = -1
       if expired then
         evicted = seg.state
@@ -526,7 +556,6 @@ if op == "sweep" then
         save(key, seg)
       end
       if entered ~= -1 or orphaned ~= "" or evicted ~= -1 then
-        local window = entered == UNVERIFIED and redis.call("HGET", P .. "bw", key) or ""
         out[#out + 1] = {key, entered, orphaned, evicted, app_label(seg.app), window}
       end
     end
@@ -629,6 +658,11 @@ if op == "blind" then
   local window, after, count = ARGV[11] .. " " .. ARGV[12], ARGV[13], tonumber(ARGV[14])
   local upto = ARGV[15]
   if upto == "" then upto = redis.call("GET", P .. "seq") or "0" end
+  local w_start = tonumber(ARGV[11])
+  local latest = redis.call("GET", P .. "lbw")
+  if not latest or tonumber(string.match(latest, "%S+ (%S+)")) < w_end then
+    redis.call("SET", P .. "lbw", window)  -- segments created from now on are held against it
+  end
   local page = redis.call("ZRANGEBYSCORE", P .. "age", "(" .. after, upto, "WITHSCORES", "LIMIT", 0, count)
   local marked, last = 0, after
   for i = 1, #page, 2 do
@@ -640,6 +674,9 @@ if op == "blind" then
       if blind_marks(seg.state, seg.expires - RETENTION, w_end) then
         redis.call("HSET", P .. "bw", key, window)
         marked = marked + 1
+      end
+      if start_blind_marks(seg.seen, seg.state, seg.r_first, w_start, w_end) then
+        redis.call("HSET", P .. "sb", key, window)
       end
     end
   end

@@ -63,6 +63,8 @@ class SnapshotV3(_SnapshotV2):
     file_names: list[str] | None = None  # per slot, with COS checks on; older ones lack it
     clean: bool = False  # written by a clean stop (the final snapshot); older ones lack it
     blind: dict[str, tuple[float, float]] | None = None  # segments marked blind -> the window
+    start_blind: dict[str, tuple[float, float]] | None = None  # starts that may be ours -> the window
+    latest_blind: tuple[float, float] | None = None  # the latest blind window marked
 
 
 @dataclass(slots=True)
