@@ -77,6 +77,10 @@ RULES = (
     "retry_after",
     "confirms",
     "deadline_passed",
+    "first_heard",
+    "stream_of",
+    "revealed",
+    "tail_due",
 )
 
 
@@ -113,13 +117,7 @@ class LuaRules:
             "rule",
             "rule-test:",
             "0",
-            cfg.max_recording_seconds,
-            cfg.upload_grace_seconds,
-            cfg.reorder_window_seconds,
-            cfg.retention_seconds,
-            cfg.max_segments,
-            cfg.max_apps,
-            int(cfg.check_in_cos),
+            *redis_store.cfg_args(cfg),
             name,
             *(_arg(a) for a in args),
         ]
@@ -254,6 +252,24 @@ class LuaRules:
     def confirms(self, before: Check, after: Check) -> bool:
         (ok,) = self._call("confirms", CFG, before, after)
         return _bool(ok)
+
+    def first_heard(self, seen: int, r_first: float, now: float) -> float:
+        (t,) = self._call("first_heard", CFG, seen, r_first, now)
+        return float(t)
+
+    def stream_of(self, key: str) -> str:
+        (stream,) = self._call("stream_of", CFG, key)
+        return stream
+
+    def revealed(
+        self, next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config
+    ) -> tuple[int, int]:
+        low, high = self._call("revealed", cfg, next_seq, seq_no, tracking_since, now)
+        return int(low), int(high)
+
+    def tail_due(self, now: float, cfg: Config) -> float:
+        (t,) = self._call("tail_due", cfg, now)
+        return float(t)
 
     def deadline_passed(
         self,
@@ -722,6 +738,8 @@ def test_state_and_mode_names_are_the_label_values() -> None:
         "upload_missing",
         "orphan",
         "unverified",
+        "expected",
+        "unannounced",
     )
     assert [s.label for s in State] == list(STATE_NAMES)
     assert [RecordMode.of(m).label for m in (0, 1, 2, -1, 7)] == [
@@ -883,3 +901,84 @@ def test_an_unverified_segment_whose_start_may_be_ours_names_the_reorder_window(
 ) -> None:
     assert rules.deadline_passed(State.UNVERIFIED, seen, 5, 20, CFG, True, now) == passed
     assert rules.deadline_passed(State.UNVERIFIED, seen, 5, 20, CFG, False, now) == unmarked
+
+
+# ------------------------------------------------------------------ segments never announced (#28)
+
+
+@pytest.mark.parametrize(
+    ("seen", "now", "state", "deadline"),
+    [
+        (0, 0.0, State.EXPECTED, 10.0),  # revealed: its own callbacks may still come
+        (0, 10 - EPS, State.EXPECTED, 10.0),
+        (0, 10.0, State.UNANNOUNCED, INF),  # none came by the end of the reorder window
+        (0, 500.0, State.UNANNOUNCED, INF),
+    ],
+)
+def test_a_segment_that_has_seen_nothing_is_expected_then_unannounced(
+    rules: Any, seen: int, now: float, state: State, deadline: float
+) -> None:
+    assert rules.derive_state(seen, 0.0, 0.0, now, CFG) == (state, deadline)
+
+
+def test_an_unannounced_segment_is_a_problem_held_for_a_lookup_with_checks_and_found_loses_everything(
+    rules: Any,
+) -> None:
+    s = rules.settle(0, 0.0, 0.0, 1000.0, State.EXPECTED, Check.NONE, False, False, 10.0, CFG)
+    assert (s.state, s.entered, s.start_lost) == (State.UNANNOUNCED, State.UNANNOUNCED, False)
+    held = rules.settle(0, 0.0, 0.0, 1000.0, State.EXPECTED, Check.NONE, False, False, 10.0, ON)
+    assert (held.state, held.check, held.entered) == (State.EXPECTED, Check.PENDING, None)
+    assert rules.found_in_cos(0) == (S | C | U, S | C | U)
+    assert rules.found_in_cos(C) == (C | U, U)  # a start not seen is an orphan's, not found here
+    assert rules.classify(0, C, State.EXPECTED) is Result.ACCEPTED
+    assert rules.classify(0, C, State.UNANNOUNCED) is Result.LATE
+    assert rules.deadline_passed(State.UNANNOUNCED, 0, 5, 5, CFG) == ("reorder_window_seconds", 15)
+
+
+@pytest.mark.parametrize(
+    ("blind_start", "cfg", "state"),
+    [
+        (True, CFG, State.UNVERIFIED),  # its callbacks may have gone into a window of ours
+        (True, ON, State.UNANNOUNCED),  # COS tells (held for the lookup before this)
+        (False, CFG, State.UNANNOUNCED),
+    ],
+)
+def test_an_unannounced_segment_whose_callbacks_may_be_ours_is_unverified_without_cos(
+    rules: Any, blind_start: bool, cfg: Config, state: State
+) -> None:
+    assert rules.after_blind(State.UNANNOUNCED, False, cfg, blind_start) is state
+
+
+def test_a_segment_first_heard_of_now_runs_its_deadlines_from_now(rules: Any) -> None:
+    assert rules.first_heard(0, 5.0, 30.0) == 30.0
+    assert rules.first_heard(C, 5.0, 30.0) == 5.0
+
+
+def test_a_stream_is_the_key_without_its_seqno(rules: Any) -> None:
+    # (Not a real BizID first: the test-only "rule" op would read a key that begins with digits
+    # as a number, as Lua's tonumber stops at the NUL; the script itself never converts keys.)
+    key = lifecycle.SEP.join(("app", "r_1", "u_1", "446946705284000000", "12"))
+    assert rules.stream_of(key) == lifecycle.SEP.join(("app", "r_1", "u_1", "446946705284000000"))
+
+
+@pytest.mark.parametrize(
+    ("next_seq", "seq_no", "since", "now", "gap"),
+    [
+        (3, 5, 0.0, 0.0, (3, 5)),  # 3 and 4 revealed
+        (5, 5, 0.0, 0.0, (5, 5)),  # the next one: nothing
+        (7, 5, 0.0, 0.0, (7, 5)),  # an earlier one, late: nothing (an empty range)
+        (1, 1000, 0.0, 0.0, (1000 - lifecycle.MAX_GAP, 1000)),  # bounded
+        (-1, 3, 0.0, 300.0, (0, 3)),  # a new stream, tracked since before its first could start
+        (-1, 3, 0.0, 300.0 - EPS, (3, 3)),  # ... or not: nothing below it is called missing
+        (-1, 0, 0.0, 0.0, (0, 0)),
+    ],
+)
+def test_a_callback_reveals_the_seqnos_below_it_that_its_stream_never_announced(
+    rules: Any, next_seq: int, seq_no: int, since: float, now: float, gap: tuple[int, int]
+) -> None:
+    assert rules.revealed(next_seq, seq_no, since, now, CFG) == gap
+
+
+def test_a_stream_is_listed_once_quiet_only_with_checks(rules: Any) -> None:
+    assert rules.tail_due(100.0, replace(ON, tail_quiet_seconds=60)) == 160.0
+    assert rules.tail_due(100.0, CFG) == INF

@@ -20,6 +20,7 @@ from conftest import SyncStore
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gme_recwatch import lifecycle
 from gme_recwatch.clock import FakeClock
 from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import (
@@ -399,7 +400,8 @@ def test_segments_api_filters_and_orders_oldest_first(store: SyncStore, clock: F
 
 def test_pages_walk_every_match_once_oldest_first_with_the_total(store: SyncStore, clock: FakeClock) -> None:
     for seq in range(7):
-        store.record(ev(1, seq=seq, room="a" if seq % 3 else "b"))
+        # A stream each (its own user): no SeqNo below it is revealed as a gap.
+        store.record(ev(1, seq=seq, room="a" if seq % 3 else "b", user=f"u{seq}"))
         clock.advance(0.5 if seq % 2 else 0)  # two segments share a receive time: key decides
     seen: list[int] = []
     after = None
@@ -633,7 +635,8 @@ def test_every_state_is_reachable_in_the_property_space(make: Make) -> None:
     for events in itertools.product([1, 2, 3], repeat=2):
         for check_at in (7.0, 30.0, 75.0, 500.0):
             seen.add(_deliver(make, list(events), [0.0, 0.0], check_at)[0])
-    assert seen >= set(STATE_NAMES) - {"unverified"}
+    # (unverified needs a blind window, expected and unannounced a later SeqNo: see their tests)
+    assert seen >= set(STATE_NAMES) - {"unverified", "expected", "unannounced"}
 
 
 def test_budgeted_sweep_works_in_rounds_and_loses_nothing(make: Make, clock: FakeClock) -> None:
@@ -1001,10 +1004,10 @@ def test_checks_interleaved_with_callbacks_keep_every_tally_true(make: Make) -> 
                     resolve(t, claimed.pop(0).key, a)  # type: ignore[arg-type]
                 stats, views = assert_consistent(t)
                 assert stats.checks_pending <= sum(
-                    v.state in ("recording", "completed", "orphan") for v in views
+                    v.state in ("recording", "completed", "orphan", "expected") for v in views
                 )
                 for v in views:
-                    if v.state in ("stuck", "upload_missing"):
+                    if v.state in ("stuck", "upload_missing", "unannounced"):
                         assert v.confirmed is not None  # paged only after a lookup answered
                         reached += 1
         paged.append(reached)
@@ -1050,13 +1053,13 @@ def test_a_marked_segment_whose_deadline_passes_is_unverified_not_paged(
     store.record(ev(1, seq=1))
     store.record(ev(2, seq=1))
     mark_blind(store)
-    store.record(ev(1, seq=3))  # started after the window: paged as usual
+    store.record(ev(1, seq=2))  # started after the window: paged as usual
     clock.advance(101)
     moved = sorted(store.sweep(), key=lambda t: t.seq_no)
     assert [(t.seq_no, t.state, t.blind_window) for t in moved] == [
         (0, "unverified", W),
         (1, "unverified", W),
-        (3, "stuck", None),
+        (2, "stuck", None),
     ]
     s = store.stats()
     assert (s.stuck[str(BIZ)], s.stuck_total[str(BIZ)], s.missing_uploads[str(BIZ)]) == (1, 1, 0)
@@ -1172,3 +1175,206 @@ def test_with_checks_a_marked_segment_is_looked_up_in_cos(make: Make, clock: Fak
     r = resolve(t, c.key, "not_found")
     assert isinstance(r, Transition)
     assert (r.state, r.confirmed) == ("stuck", True)
+
+
+# ------------------------------------------------------------------ segments never announced (#28)
+
+
+def test_a_later_seqno_reveals_a_segment_that_got_no_callback_and_it_ends_unannounced(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    """#28.1: SeqNo 0 and 2 of a stream are heard, 1 never: it is tracked as expected from then,
+    and once its reorder window ends with no callback of its own it is unannounced (a problem,
+    reported once, unconfirmed without COS), in the API with the deadline that made it."""
+    for e in (1, 2, 3):
+        store.record(ev(e, seq=0))
+    clock.advance(5)
+    store.record(ev(1, seq=2))
+    assert state_of(store, 1) == "expected"
+    assert view(store, 1).events_seen == []
+    assert view(store, 1).first_received_at == pytest.approx(clock.time())
+    clock.advance(CFG.reorder_window_seconds)
+    (moved,) = store.sweep()
+    assert (moved.seq_no, moved.state, moved.confirmed) == (1, "unannounced", None)
+    v = view(store, 1)
+    assert (v.state, v.deadline, v.events_seen, v.lost_events) == (
+        "unannounced",
+        "reorder_window_seconds",
+        [],
+        [],
+    )
+    assert store.stats().by_state["unannounced"] == 1
+    assert store.sweep() == []  # once
+    # Another stream (another user of the task) is its own: nothing revealed there.
+    store.record(ev(1, seq=3, user="u2"))
+    assert [v.seq_no for v in store.segments(room_id="r1") if v.user_id == "u2"] == [3]
+    assert_consistent(store)
+
+
+def test_a_revealed_segment_whose_callback_comes_within_the_window_is_an_ordinary_one(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    store.record(ev(1, seq=0))
+    store.record(ev(1, seq=2))
+    clock.advance(CFG.reorder_window_seconds - 1)
+    assert store.record(ev(2, seq=1)).result.value == "accepted"  # not late: nothing was declared
+    v = view(store, 1)
+    assert (v.state, v.first_received_at) == ("completed", pytest.approx(clock.time()))
+    clock.advance(CFG.reorder_window_seconds)  # its start window runs from its first callback
+    assert [(t.seq_no, t.state) for t in store.sweep()] == [(1, "orphan")]
+    assert_consistent(store)
+
+
+def test_a_callback_of_an_unannounced_segment_is_late_and_settles_it_anew(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    store.record(ev(1, seq=0))
+    store.record(ev(1, seq=2))
+    clock.advance(CFG.reorder_window_seconds)
+    store.sweep()
+    assert store.record(ev(1, seq=1)).result.value == "late"
+    assert state_of(store, 1) == "recording"
+    assert_consistent(store)
+
+
+def test_a_stream_first_heard_mid_task_reveals_nothing_below_it_until_tracking_covers_it(
+    make: Make, clock: FakeClock
+) -> None:
+    """A service deployed (or a store emptied) in the middle of a recording never calls missing
+    what it could not have heard: SeqNos below a stream's first are revealed only when the store
+    has been tracking since before the first of them could have started."""
+    t = make(CFG, clock)
+    t.record(ev(1, seq=3))
+    assert [v.seq_no for v in t.segments()] == [3]
+    clock.advance(3 * CFG.max_recording_seconds)
+    t.record(ev(1, seq=2, room="r2"))  # a new stream, long enough after the store began
+    assert sorted(v.seq_no for v in t.segments(room_id="r2")) == [0, 1, 2]
+    assert_consistent(t)
+
+
+def test_one_callback_reveals_at_most_max_gap_segments(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, seq=0))
+    store.record(ev(1, seq=1_000_000))
+    seqs = sorted(v.seq_no for v in store.segments(limit=10_000))
+    assert seqs == [0, *range(1_000_000 - lifecycle.MAX_GAP, 1_000_001)]
+    assert_consistent(store)
+
+
+def test_with_checks_an_unannounced_segment_is_looked_up_by_its_stream_and_found_loses_every_callback(
+    make: Make, clock: FakeClock
+) -> None:
+    """#28.2: held for a lookup like a stuck segment; the claim names the latest file of its
+    stream and that file's SeqNo. Found: uploaded, every callback lost, no problem."""
+    t = make(CHECKING, clock)
+    for e in (1, 2, 3):
+        t.record(fev(e, seq=0))
+    t.record(fev(1, seq=2))
+    clock.advance(CFG.reorder_window_seconds)
+    assert t.sweep() == []  # held, not reported
+    assert state_of(t, 1) == "expected"
+    (c,) = claim(t)
+    assert (c.pending, c.file_name, c.anchor_seq) == ("unannounced", "rec/2.mp3", 2)
+    r = resolve(t, c.key, "found")
+    assert isinstance(r, Reconciled)
+    assert (r.seq_no, r.lost) == (1, ("started", "completed", "uploaded"))
+    v = view(t, 1)
+    assert (v.state, v.events_seen, v.lost_events, v.started_at) == (
+        "uploaded",
+        [],
+        ["started", "completed", "uploaded"],
+        None,
+    )
+    assert t.stats().orphan_events == {"completed": 0, "uploaded": 0}
+    assert_consistent(t)
+
+
+def test_with_checks_an_unannounced_segment_not_found_is_a_confirmed_missing_recording(
+    make: Make, clock: FakeClock
+) -> None:
+    t = make(CHECKING, clock)
+    t.record(fev(1, seq=0))
+    t.record(fev(1, seq=2))
+    clock.advance(CFG.reorder_window_seconds)
+    t.sweep()
+    (c,) = claim(t)
+    r = resolve(t, c.key, "not_found")
+    assert isinstance(r, Transition)
+    assert (r.seq_no, r.state, r.confirmed) == (1, "unannounced", True)
+    assert view(t, 1).confirmed is True
+    assert_consistent(t)
+
+
+def test_a_quiet_stream_is_listed_once_and_the_files_no_callback_announced_are_adopted(
+    make: Make, clock: FakeClock
+) -> None:
+    """#28.3: a gap never reveals a lost last segment. A stream quiet for tail_quiet_seconds is
+    claimed once for a listing; the files found of SeqNos no callback announced become uploaded
+    segments, every callback lost; one a callback announced meanwhile is left alone."""
+    cfg = replace(CHECKING, tail_quiet_seconds=60)
+    t = make(cfg, clock)
+    for e in (1, 2, 3):
+        t.record(fev(e, seq=0))
+    t.record(fev(1, seq=0, room="r2"))
+    assert t.run(t.inner.claim_tails(10, 30)) == []  # not quiet yet
+    clock.advance(61)
+    t.sweep()
+    tails = sorted(t.run(t.inner.claim_tails(10, 30)), key=lambda c: c.stream)
+    assert [(c.next_seq, c.file_name, c.anchor_seq, c.record_mode) for c in tails] == [
+        (1, "rec/0.mp3", 0, 1),
+        (1, "rec/0.mp3", 0, 1),
+    ]
+    assert t.run(t.inner.claim_tails(10, 30)) == []  # claimed: once
+    tail = tails[0]
+    made = t.run(t.inner.adopt(tail.stream, [(0, "rec/0.mp3"), (1, "rec/1.mp3"), (2, "rec/2.mp3")]))
+    assert [(r.seq_no, r.lost) for r in made] == [
+        (1, ("started", "completed", "uploaded")),
+        (2, ("started", "completed", "uploaded")),
+    ]
+    assert [(v.seq_no, v.state) for v in sorted(t.segments(room_id="r1"), key=lambda v: v.seq_no)] == [
+        (0, "uploaded"),
+        (1, "uploaded"),
+        (2, "uploaded"),
+    ]
+    # A listing that failed is tried again after its delay, by one claimant.
+    assert t.run(t.inner.adopt(tails[1].stream, [], 20.0)) == []
+    assert t.run(t.inner.claim_tails(10, 30)) == []
+    clock.advance(21)
+    assert [c.stream for c in t.run(t.inner.claim_tails(10, 30))] == [tails[1].stream]
+    assert t.run(t.inner.adopt(tails[1].stream, [])) == []  # listed: nothing no callback announced
+    # Heard from again: armed again, listed again once quiet.
+    t.record(fev(1, seq=3))
+    clock.advance(61)
+    t.sweep()
+    assert [c.next_seq for c in t.run(t.inner.claim_tails(10, 30))] == [4]
+    assert_consistent(t)
+
+
+def test_without_checks_no_stream_is_ever_listed(store: SyncStore, clock: FakeClock) -> None:
+    store.record(ev(1, seq=0))
+    clock.advance(10 * CFG.retention_seconds)
+    store.sweep()
+    assert store.run(store.inner.claim_tails(10, 30)) == []
+
+
+def test_an_app_without_start_callbacks_has_no_orphans_and_no_start_counted_lost(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    """#28.5: Tencent's custom recording pushes only completion status. An app configured so
+    completes and uploads without orphans; another app still has them."""
+    store.run(store.inner.register_apps([BIZ, BIZ + 1], frozenset({BIZ})))
+    store.record(ev(2, seq=0))
+    store.record(ev(3, seq=0))
+    store.record(ev(2, seq=1))
+    store.record(ev(2, seq=0, biz=BIZ + 1, room="r9"))
+    clock.advance(CFG.reorder_window_seconds + 1)
+    moved = store.sweep()
+    assert [(t.biz_id, t.state) for t in moved] == [(BIZ + 1, "orphan")]
+    assert state_of(store, 0) == "uploaded"
+    assert state_of(store, 1) == "completed"
+    assert store.stats().orphan_events == {"completed": 1, "uploaded": 0}
+    clock.advance(CFG.upload_grace_seconds)
+    assert sorted((t.biz_id, t.seq_no, t.state) for t in store.sweep()) == [
+        (BIZ, 1, "upload_missing"),
+        (BIZ + 1, 0, "upload_missing"),
+    ]
+    assert_consistent(store)

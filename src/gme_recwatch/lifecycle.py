@@ -41,6 +41,8 @@ class State(IntEnum):
     UPLOAD_MISSING = 4  # completed, no upload within the upload grace
     ORPHAN = 5  # completed or uploaded, and the start never came within the reorder window
     UNVERIFIED = 6  # would be stuck or upload_missing, but its callback may have been lost blind
+    EXPECTED = 7  # a later SeqNo of its stream was heard; none of its own yet (reorder window)
+    UNANNOUNCED = 8  # no callback at all by the end of the reorder window, and its file not found
 
     @property
     def label(self) -> str:
@@ -57,7 +59,7 @@ else:  # for the API's schema: the state names, from the one definition above
 # Segments that count as recording (a stuck one may well still be recording).
 LIVE_RECORDING: Final = frozenset({State.RECORDING, State.STUCK})
 # States a segment enters on a deadline: an event arriving in one of them is `late`.
-PROBLEM_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING, State.ORPHAN})
+PROBLEM_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING, State.ORPHAN, State.UNANNOUNCED})
 
 
 class Result(StrEnum):
@@ -72,7 +74,7 @@ class Result(StrEnum):
 
 RESULTS: Final[tuple[str, ...]] = tuple(r.value for r in Result)
 # Where a segment ends when nothing more arrives: the simulator predicts these.
-END_STATES: Final = (State.UPLOADED, State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
+END_STATES: Final = (State.UPLOADED, State.STUCK, State.UPLOAD_MISSING, State.ORPHAN, State.UNANNOUNCED)
 # (UNVERIFIED is one too, but only after a blind window, which the simulator never makes.)
 
 # Events seen, as bits of one small int.
@@ -105,18 +107,28 @@ class Config:
     max_apps: int
     check_in_cos: bool = False
     """Look a file up in COS before calling its segment stuck or its upload missing."""
+    tail_quiet_seconds: float = 900.0
+    """With COS checks: how long a recording stream stays quiet after its last completion before
+    its folder is listed once for files no callback announced (:func:`tail_due`)."""
 
 
-def derive_state(seen: int, r_first: float, r_complete: float, now: float, cfg: Config) -> tuple[State, float]:
+def derive_state(
+    seen: int, r_first: float, r_complete: float, now: float, cfg: Config, expects_start: bool = True
+) -> tuple[State, float]:
     """(state, when the segment must next be looked at) from the events seen and when we
     received them: when its state changes by itself, or its start counts as lost; ``INF`` when
     only an event can change it. That time is always after ``now``: a deadline left in the past
     would make every sweep find it due again (and spin).
 
     ``r_first`` is when we received the segment's first event (which is the start whenever only
-    the start has been seen), ``r_complete`` when we received the completion.
+    the start has been seen; for a segment that has seen none, when a later SeqNo of its stream
+    revealed it), ``r_complete`` when we received the completion. ``expects_start`` is False
+    for an app whose starts are never sent (:func:`expects_start`): no start is waited for.
     """
-    if seen & SEEN_STARTED:
+    if not seen:  # revealed by a later SeqNo: its own callbacks may still be on their way
+        window = r_first + cfg.reorder_window_seconds
+        return (State.EXPECTED, window) if now < window else (State.UNANNOUNCED, INF)
+    if seen & SEEN_STARTED or not expects_start:
         if seen & SEEN_UPLOADED:
             return State.UPLOADED, INF
         if not seen & SEEN_COMPLETED:
@@ -138,10 +150,29 @@ def derive_state(seen: int, r_first: float, r_complete: float, now: float, cfg: 
     return State.ORPHAN, d
 
 
-def start_is_lost(seen: int, r_first: float, now: float, cfg: Config) -> bool:
+def start_is_lost(seen: int, r_first: float, now: float, cfg: Config, expects_start: bool = True) -> bool:
     """True once the reorder window has run out with no start seen: the start counts as lost
-    (``gme_recording_orphan_events_total``), once per segment."""
-    return not seen & SEEN_STARTED and now >= r_first + cfg.reorder_window_seconds
+    (``gme_recording_orphan_events_total``), once per segment. Never for a segment that has
+    seen nothing (an unannounced one's lost callbacks are counted when its file is found) nor
+    for an app whose starts are never sent."""
+    return (
+        expects_start and seen != 0 and not seen & SEEN_STARTED and now >= r_first + cfg.reorder_window_seconds
+    )
+
+
+def expects_start(biz_id: int, apps_without_start: frozenset[int]) -> bool:
+    """Whether segments of app ``biz_id`` wait for a start callback. Tencent's custom-recording
+    mode pushes only completion status: an app configured so
+    (``GME_RECWATCH_APPS_WITHOUT_START_CALLBACKS``) has no orphans and no start counted lost.
+    A setting, not a guess: an app whose every start Tencent loses looks the same, and that is
+    what orphans are there to show."""
+    return biz_id not in apps_without_start
+
+
+def first_heard(seen: int, r_first: float, now: float) -> float:
+    """When a segment was first heard of, after an event received ``now``: a segment that had
+    seen nothing (revealed by a later SeqNo) is heard of now, and its deadlines run from now."""
+    return now if not seen else r_first
 
 
 def classify(seen: int, bit: int, state: State | None) -> Result:
@@ -220,7 +251,7 @@ class Transition:
 # lookup's answer standing: it says nothing about the file.
 
 # States a deadline may only enter after a look in COS.
-CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING})
+CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING, State.UNANNOUNCED})
 
 
 class Check(IntEnum):
@@ -265,8 +296,11 @@ def check_after_event(check: Check, bit: int) -> Check:
 def found_in_cos(seen: int) -> tuple[int, int]:
     """The events seen once a file is found in COS (it was completed and uploaded), and those
     whose callback never arrived, lost by the sender (as ``seen`` bits: see
-    :func:`events_seen`)."""
+    :func:`events_seen`). A segment that had seen nothing (unannounced) lost its start too; one
+    that had seen something counts a missing start as an orphan's, at its reorder window."""
     lost = (SEEN_COMPLETED | SEEN_UPLOADED) & ~seen
+    if not seen:
+        lost |= SEEN_STARTED
     return seen | lost, lost
 
 
@@ -283,6 +317,24 @@ class Claim:
     key: str
     pending: str
     file_name: str
+    app_id: str
+    anchor_seq: int = -1
+    """For an unannounced segment (``pending`` unannounced): its own file name is unknown, and
+    ``file_name`` is the latest file of its stream heard of by callback, of SeqNo
+    ``anchor_seq`` -- its folder, and where the segment falls beside it; -1 otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class TailClaim:
+    """A recording stream quiet for ``tail_quiet_seconds``: its folder is to be listed once for
+    files of SeqNo ``next_seq`` and above that no callback announced (see :func:`tail_due`)."""
+
+    stream: str
+    record_mode: int
+    next_seq: int
+    file_name: str
+    """The latest file of the stream heard of by callback ("" if none carried one)."""
+    anchor_seq: int
     app_id: str
 
 
@@ -416,6 +468,8 @@ def after_blind(new: State, blind: bool, cfg: Config, start_blind: bool = False)
         return State.UNVERIFIED
     if start_blind and new == State.ORPHAN:
         return State.UNVERIFIED
+    if start_blind and new == State.UNANNOUNCED and not cfg.check_in_cos:
+        return State.UNVERIFIED  # its callbacks may have gone into the window: COS would tell
     return new
 
 
@@ -536,6 +590,7 @@ def settle(
     now: float,
     cfg: Config,
     start_blind: bool = False,
+    expects_start: bool = True,
 ) -> Settled:
     """A segment in ``old`` (None: new), settled at ``now``, after an event or at a deadline.
 
@@ -544,9 +599,9 @@ def settle(
     start may be ours (``start_blind``; :func:`after_blind`); the start counted lost once the
     reorder window ran out (:func:`start_is_lost`), unless it may be ours; held where it is
     while its file is to be looked up (:func:`holds_for_check`)."""
-    new, next_change = derive_state(seen, r_first, r_complete, now, cfg)
+    new, next_change = derive_state(seen, r_first, r_complete, now, cfg, expects_start)
     new = after_blind(new, blind, cfg, start_blind)
-    start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg))
+    start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg, expects_start))
     if old is not None and holds_for_check(old, new, check, cfg):
         check, new = Check.PENDING, old
     entered = new if new != old and (new in PROBLEM_STATES or new == State.UNVERIFIED) else None
@@ -562,6 +617,60 @@ def apply_answer(seen: int, answer: CheckAnswer) -> tuple[int, int, Check]:
         seen, lost = found_in_cos(seen)
         return seen, lost, check_after_answer(answer)
     return seen, 0, check_after_answer(answer)
+
+
+# ------------------------------------------------------------------ segments never announced
+#
+# Tencent numbers the segments of a recording stream 0, 1, 2... (``Detail.SeqNo``; a new one
+# every 2 h, on each microphone toggle in single-stream mode, after the task restarts itself).
+# A callback of SeqNo n says segments 0..n-1 exist. One that never got a callback of its own is
+# tracked from when a later one arrives: the store creates it having seen nothing, ``expected``
+# (:func:`derive_state`), its reorder window running from then. If none of its own callbacks
+# comes by the end of it, it is ``unannounced``: with COS checks it is held for a lookup like
+# stuck and upload_missing (its file name is unknown, so the lookup lists its stream's folder):
+# found means Tencent lost every callback of it (all three counted lost, the segment uploaded,
+# no page); not found means a recording is missing (confirmed, in the delivery SLO). Without a
+# bucket it is unannounced, unconfirmed (a ticket, as every miss nobody can confirm).
+#
+# A gap never reveals a stream's lost *last* segment: when a stream has been quiet for
+# ``tail_quiet_seconds`` since its last callback, its folder is listed once (:func:`tail_due`)
+# and the files no callback announced are adopted as found.
+#
+# The stream is (BizID, RoomID, UserID, TaskID) -- RecordMode rides along, the same on every
+# callback of a task. SeqNo counts per recorded file, and in single-stream mode each user of a
+# task records a file of its own; should real traffic show SeqNo counting per task across its
+# users, :func:`stream_of` is the one place to change (and the Lua twin's ``stream_of``).
+
+MAX_GAP: Final = 64
+"""SeqNos one callback may reveal at most: a sender that jumps by a million creates 64
+segments, not a million."""
+
+
+def stream_of(key: str) -> str:
+    """The recording stream of a segment key (:func:`make_key`): everything but its SeqNo."""
+    return key[: key.rindex(SEP)]
+
+
+def revealed(next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config) -> tuple[int, int]:
+    """The SeqNos, as a range ``(low, high)``, that a callback of ``seq_no`` reveals may never
+    have been announced: from the stream's next expected SeqNo (``next_seq``; -1 for a stream
+    not heard of yet) up to ``seq_no``, at most :data:`MAX_GAP`; the store creates those it
+    does not hold. For a stream heard of for the first time, the SeqNos below count only when
+    the store has been tracking (since ``tracking_since``) since before the first of them could
+    have started -- each segment lasts at most ``max_recording_seconds`` -- so a service
+    deployed, or a store emptied, in the middle of a recording never calls missing what it
+    could not have heard."""
+    if next_seq < 0:
+        low = 0 if tracking_since + seq_no * cfg.max_recording_seconds <= now else seq_no
+    else:
+        low = next_seq
+    return (low if low > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no
+
+
+def tail_due(now: float, cfg: Config) -> float:
+    """When a stream heard from ``now`` is to have its folder listed for a last segment no
+    callback announced, unless it is heard from again first; ``INF`` without COS checks."""
+    return now + cfg.tail_quiet_seconds if cfg.check_in_cos else INF
 
 
 # ------------------------------------------------------------------ segment identity
@@ -611,7 +720,7 @@ def deadline_passed(
     orphan = state == State.UNVERIFIED and start_blind and not seen & SEEN_STARTED
     if orphan and not seen & SEEN_UPLOADED and now >= r_complete + cfg.upload_grace_seconds:
         orphan = False  # its upload is missing as well: that is the deadline that made it
-    if state == State.ORPHAN or orphan:
+    if state in (State.ORPHAN, State.UNANNOUNCED) or orphan or (state == State.UNVERIFIED and not seen):
         return "reorder_window_seconds", r_first + cfg.reorder_window_seconds
     if state not in CHECKED_STATES and state != State.UNVERIFIED:
         return None

@@ -201,7 +201,7 @@ class Service:
         """Give the keyring's apps their labels in the store; a store that does not answer gets
         them when it does (:meth:`check_store`)."""
         try:
-            await self.store.register_apps(self.keys.current.app_ids())
+            await self.store.register_apps(self.keys.current.app_ids(), self.settings.without_start)
         except StoreUnavailable as exc:
             self._store_answered(False, "ping", exc)
             return
@@ -260,7 +260,7 @@ class Service:
             # The reset took our heartbeat and the apps' labels with it: give them back now, so
             # a replica starting meanwhile does not take us for gone.
             await store.heartbeat(self.replica)
-            await self.store.register_apps(self.keys.current.app_ids())
+            await self.store.register_apps(self.keys.current.app_ids(), self.settings.without_start)
             await self.mark_blind()
 
     def start_background(self) -> None:
@@ -454,5 +454,5 @@ class Service:
         if changed:
             self.metrics.keyring_reloads.labels("success").inc()
             self.metrics.keyring_keys.set(len(self.keys.current))
-            await self.store.register_apps(self.keys.current.app_ids())
+            await self.store.register_apps(self.keys.current.app_ids(), self.settings.without_start)
             self.log.info("keyring_reloaded", keys=len(self.keys.current), apps=self.keys.current.app_ids())

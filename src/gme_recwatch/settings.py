@@ -414,6 +414,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _seconds("The largest bound on the wait before a failed lookup is tried again (default 15 min)."),
     ] = 900.0
+    cos_tail_quiet_seconds: Annotated[
+        float,
+        _seconds(
+            "With a bucket: how long a recording stream (a task's file) stays quiet after its last "
+            "callback before its COS folder is listed once for a last segment no callback "
+            "announced (Tencent lost every callback of it). Each listing is one or two requests."
+        ),
+    ] = 900.0
+    apps_without_start_callbacks: Annotated[
+        str,
+        _help(
+            "BizIDs (comma-separated) of apps Tencent sends no start callback for (custom "
+            "recording pushes only completion status): their segments wait for no start, so none "
+            "is an orphan and no start is counted lost. A setting, not a guess: an app whose every "
+            "start is lost looks the same, and that is what orphans are there to show.",
+            rule="must be BizIDs (integers), comma-separated",
+        ),
+    ] = ""
     cos_evidence_seconds: Annotated[
         float,
         _seconds(
@@ -541,6 +559,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "it bounds the same wait from above",
         )
         need(
+            all(x.isdigit() for x in self.apps_without_start_callbacks.replace(" ", "").split(",") if x),
+            "apps_without_start_callbacks",
+            _BY_NAME["apps_without_start_callbacks"].metadata["rule"],
+        )
+        need(
             self.max_segments >= MIN_SEGMENTS,
             "max_segments",
             f"must be at least {MIN_SEGMENTS}: below it, capacity eviction forgets live segments "
@@ -563,7 +586,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_segments=self.max_segments,
             max_apps=self.max_apps,
             check_in_cos=self.cos_enabled,
+            tail_quiet_seconds=self.cos_tail_quiet_seconds,
         )
+
+    @property
+    def without_start(self) -> frozenset[int]:
+        """:attr:`apps_without_start_callbacks`, as BizIDs."""
+        return frozenset(int(x) for x in self.apps_without_start_callbacks.replace(" ", "").split(",") if x)
 
     def has_keys(self) -> bool:
         from .signature import parse_secret_list

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from ..events import Event
-from ..lifecycle import Backoff, CheckAnswer, Claim, Outcome, Resolution, Transition
+from ..lifecycle import Backoff, CheckAnswer, Claim, Outcome, Reconciled, Resolution, TailClaim, Transition
 
 T = TypeVar("T")
 
@@ -193,8 +193,24 @@ class Store(Protocol):
         """Segments tracked."""
         ...
 
-    async def register_apps(self, biz_ids: list[int]) -> None:
-        """Give apps known in advance (from the keyring) their label, so their series exist."""
+    async def register_apps(self, biz_ids: list[int], without_start: frozenset[int] = frozenset()) -> None:
+        """Give apps known in advance (from the keyring) their label, so their series exist; and
+        name the apps whose start callbacks are never sent (:func:`~gme_recwatch.lifecycle.expects_start`)."""
+        ...
+
+    async def claim_tails(self, limit: int, lease: float) -> list[TailClaim]:
+        """Up to ``limit`` recording streams quiet long enough for their folder to be listed once
+        for a last segment no callback announced (:func:`~gme_recwatch.lifecycle.tail_due`), each
+        claimed for ``lease`` seconds (by one replica, as :meth:`claim` does)."""
+        ...
+
+    async def adopt(
+        self, stream: str, files: list[tuple[int, str]], retry_in: float | None = None
+    ) -> list[Reconciled]:
+        """The answer to a claimed tail listing: ``files`` (SeqNo, file name) of ``stream`` that
+        no callback announced become segments found in COS, every callback of theirs lost;
+        those a callback announced meanwhile are left alone. With ``retry_in`` the listing gave
+        no answer: it is claimable again that many seconds from now."""
         ...
 
     async def segments(

@@ -22,7 +22,7 @@ from array import array
 from typing import Final
 
 from ..events import RecordMode
-from ..lifecycle import Check, State
+from ..lifecycle import SEEN_STARTED, Check, State
 
 # Layout of `meta`: bits 0-2 events seen, 3-5 state, 6-7 record mode, 8 start lost, 9+ app.
 _SEEN_MASK: Final = 0b111
@@ -38,6 +38,10 @@ _CHECK_MASK: Final = 0b11 << _CHECK_SHIFT
 _LOST_SHIFT: Final = 57  # the `seen` bits of completed (2) and uploaded (4) land on 58 and 59
 _LOST_MASK: Final = 0b110 << _LOST_SHIFT
 _APP_MASK: Final = (1 << (_CHECK_SHIFT - _APP_SHIFT)) - 1
+# Above them, clear in snapshots written before unannounced segments: the state's fourth bit
+# (states 8 and up), and a start found lost (an unannounced segment whose file was found).
+_STATE_HIGH: Final = 1 << 60
+_LOST_START: Final = 1 << 61
 _CHECKS: Final = tuple(Check)
 _STATES: Final = tuple(State)
 _MODES: Final = tuple(RecordMode)
@@ -130,10 +134,12 @@ class SegmentTable:
         self.meta[slot] = (self.meta[slot] & ~_SEEN_MASK) | seen
 
     def state(self, slot: int) -> State:
-        return _STATES[(self.meta[slot] & _STATE_MASK) >> _STATE_SHIFT]
+        m = self.meta[slot]
+        return _STATES[((m & _STATE_MASK) >> _STATE_SHIFT) | (8 if m & _STATE_HIGH else 0)]
 
     def set_state(self, slot: int, state: State) -> None:
-        self.meta[slot] = (self.meta[slot] & ~_STATE_MASK) | (state << _STATE_SHIFT)
+        m = self.meta[slot] & ~(_STATE_MASK | _STATE_HIGH)
+        self.meta[slot] = m | ((state & 7) << _STATE_SHIFT) | (_STATE_HIGH if state & 8 else 0)
 
     def mode(self, slot: int) -> RecordMode:
         return _MODES[(self.meta[slot] & _MODE_MASK) >> _MODE_SHIFT]
@@ -149,10 +155,13 @@ class SegmentTable:
 
     def lost(self, slot: int) -> int:
         """The events (as `seen` bits) whose callbacks were lost: found in COS instead."""
-        return (self.meta[slot] & _LOST_MASK) >> _LOST_SHIFT
+        m = self.meta[slot]
+        return ((m & _LOST_MASK) >> _LOST_SHIFT) | (SEEN_STARTED if m & _LOST_START else 0)
 
     def set_lost(self, slot: int, lost: int) -> None:
-        self.meta[slot] = (self.meta[slot] & ~_LOST_MASK) | (lost << _LOST_SHIFT)
+        m = self.meta[slot] & ~(_LOST_MASK | _LOST_START)
+        start = _LOST_START if lost & SEEN_STARTED else 0
+        self.meta[slot] = m | ((lost & ~SEEN_STARTED) << _LOST_SHIFT) | start
 
     def start_lost(self, slot: int) -> bool:
         return bool(self.meta[slot] & _START_LOST)
@@ -164,7 +173,7 @@ class SegmentTable:
         """Take the events seen, the start-lost mark, the check and the lost events of a
         snapshot's ``meta``; the state is derived anew, and the app and mode are the ones
         :meth:`allocate` was given."""
-        kept = _SEEN_MASK | _START_LOST | _CHECK_MASK | _LOST_MASK
+        kept = _SEEN_MASK | _START_LOST | _CHECK_MASK | _LOST_MASK | _LOST_START
         self.meta[slot] = (self.meta[slot] & ~kept) | (meta & kept)
 
     @staticmethod

@@ -38,6 +38,7 @@ from ..lifecycle import (
     Retrying,
     Settled,
     State,
+    TailClaim,
     Transition,
     apply_answer,
     apply_event,
@@ -48,17 +49,23 @@ from ..lifecycle import (
     deadline_passed,
     derive_state,
     events_seen,
+    expects_start,
+    first_heard,
+    found_in_cos,
     key_of,
     measure,
     retry_after,
+    revealed,
     room_of,
     settle,
     split_key,
     start_blind_marks,
+    stream_of,
 )
 from . import snapshot as snapshot_format
 from .base import CheckNote, SegmentPage, SegmentView, StoreStats, Sweep, page_of
 from .columns import COLUMNS, SegmentTable
+from .streams import Streams
 from .tallies import Tallies
 
 
@@ -103,6 +110,13 @@ class MemoryStore:
         # What the last COS lookup of a segment said (read side only: for the API); dropped
         # with the segment, shown only while the lookup's answer stands.
         self._check_notes: dict[str, CheckNote] = {}
+        # Recording streams (lifecycle, "segments never announced"), and since when this store
+        # has been tracking: its first callback (on the receive clock; a restore keeps the
+        # snapshot's), as the Redis script's `since`.
+        self._streams = Streams(cfg)
+        self._since: float | None = None
+        # Apps whose starts are never sent (lifecycle.expects_start): BizIDs, from the settings.
+        self._without_start: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self._index)
@@ -138,9 +152,18 @@ class MemoryStore:
     async def count(self) -> int:
         return len(self._index)
 
-    async def register_apps(self, biz_ids: list[int]) -> None:
+    async def register_apps(self, biz_ids: list[int], without_start: frozenset[int] = frozenset()) -> None:
         for biz_id in biz_ids:
             self._tallies.app(biz_id)
+        self._without_start = without_start
+
+    async def claim_tails(self, limit: int, lease: float) -> list[TailClaim]:
+        return self.claim_tails_now(limit, lease)
+
+    async def adopt(
+        self, stream: str, files: list[tuple[int, str]], retry_in: float | None = None
+    ) -> list[Reconciled]:
+        return self.adopt_now(stream, files, retry_in)
 
     async def segments(
         self,
@@ -187,12 +210,14 @@ class MemoryStore:
             mode = RecordMode.of(ev.record_mode)
             slot = self._insert(key, app, mode, now)
             old: State | None = None
-            latest = self._latest_blind
-            if latest is not None and start_blind_marks(bit, None, self.clock.time(), *latest, self.cfg):
-                self._start_blind[key] = latest
         else:
             key = t.keys[slot]  # type: ignore[assignment]  # the stored copy: no second string kept
             app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
+        if not t.seen(slot):  # heard of for the first time: new, or revealed by a later SeqNo
+            t.r_first[slot] = first_heard(0, t.r_first[slot], now)
+            latest = self._latest_blind
+            if latest is not None and start_blind_marks(bit, None, self.clock.time(), *latest, self.cfg):
+                self._start_blind[key] = latest
         blind = key in self._blind if self._blind else False
         check = t.check(slot)
         a = apply_event(
@@ -221,7 +246,27 @@ class MemoryStore:
         t.r_complete[slot] = a.r_complete
         t.expires[slot] = a.expires
         self._settle(slot, key, old, now)
+        self._heard(key, ev, app, mode, now)
         return out
+
+    def _heard(self, key: str, ev: Event, app: int, mode: RecordMode, now: float) -> None:
+        """The stream of ``key`` heard from: the SeqNos below ``ev``'s that it reveals and that
+        this store does not hold are expected from now (lifecycle.revealed)."""
+        stream = stream_of(key)
+        rec = self._streams.get(stream)
+        if self._since is None:
+            self._since = now
+        low, high = revealed(-1 if rec is None else rec.next_seq, ev.seq_no, self._since, now, self.cfg)
+        self._streams.heard(stream, ev.seq_no, mode, app, ev.file_name if self.cfg.check_in_cos else "", now)
+        for seq in range(low, high):
+            gap = f"{stream}{SEP}{seq}"
+            if gap in self._index:
+                continue
+            slot = self._insert(gap, app, mode, now)
+            latest = self._latest_blind
+            if latest is not None and start_blind_marks(0, None, self.clock.time(), *latest, self.cfg):
+                self._start_blind[gap] = latest
+            self._settle(slot, gap, None, now)
 
     def _insert(self, key: str, app: int, mode: RecordMode, now: float) -> int:
         if len(self._index) >= self.cfg.max_segments:
@@ -249,6 +294,7 @@ class MemoryStore:
             now,
             self.cfg,
             key in self._start_blind if self._start_blind else False,
+            expects_start(int(key[: key.index(SEP)]), self._without_start) if self._without_start else True,
         )
         if s.start_lost and not marked:
             t.mark_start_lost(slot)
@@ -297,6 +343,7 @@ class MemoryStore:
         now = self._now()
         out: list[Transition] = []
         t = self._table
+        self._streams.sweep(now)
         for slot in self._deadlines.pop_due(now, budget):
             key = t.keys[slot]
             if key is None:
@@ -367,7 +414,47 @@ class MemoryStore:
                 continue  # forgotten, already claimed, or moved on since it was queued
             self._leases[key] = now + lease
             pending, _ = derive_state(t.seen(slot), t.r_first[slot], t.r_complete[slot], now, self.cfg)
-            out.append(Claim(key, pending.label, t.file_names[slot], self._tallies.labels[t.app(slot)]))
+            file_name, anchor = t.file_names[slot], -1
+            if not t.seen(slot):  # unannounced: its stream's latest file says where to look
+                rec = self._streams.get(stream_of(key))
+                file_name, anchor = ("", -1) if rec is None else (rec.hint, rec.hint_seq)
+            out.append(Claim(key, pending.label, file_name, self._tallies.labels[t.app(slot)], anchor))
+        return out
+
+    def claim_tails_now(self, limit: int, lease: float) -> list[TailClaim]:
+        """:meth:`claim_tails` without the coroutine."""
+        labels = self._tallies.labels
+        return [
+            TailClaim(stream, rec.mode, rec.next_seq, rec.hint, rec.hint_seq, labels[rec.app])
+            for stream, rec in self._streams.claim(limit, lease, self._now())
+        ]
+
+    def adopt_now(
+        self, stream: str, files: list[tuple[int, str]], retry_in: float | None = None
+    ) -> list[Reconciled]:
+        """:meth:`adopt` without the coroutine."""
+        now = self._now()
+        rec = self._streams.listed(stream, None if retry_in is None else now + retry_in)
+        if rec is None or retry_in is not None:
+            return []
+        out: list[Reconciled] = []
+        t = self._table
+        for seq, file_name in files:
+            key = f"{stream}{SEP}{seq}"
+            if seq < rec.next_seq or key in self._index:
+                continue  # announced since, or revealed (and looked up) as a gap
+            slot = self._insert(key, rec.app, RecordMode(rec.mode), now)
+            seen, lost = found_in_cos(0)
+            t.set_seen(slot, seen)
+            t.set_lost(slot, lost)
+            if self.cfg.check_in_cos:
+                t.file_names[slot] = file_name
+            self._settle(slot, key, None, now)
+            rec.next_seq = max(rec.next_seq, seq + 1)
+            biz, room, user, task, _ = split_key(key)
+            out.append(
+                Reconciled(biz, room, user, task, seq, self._tallies.labels[rec.app], tuple(events_seen(lost)))
+            )
         return out
 
     def resolve_now(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
@@ -491,7 +578,7 @@ class MemoryStore:
             state=state.label,
             record_mode=MODE_NAMES[t.mode(slot)],
             events_seen=events_seen(seen & ~lost),
-            started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED else None,
+            started_at=float(t.ts_start[slot]) if seen & SEEN_STARTED and not lost & SEEN_STARTED else None,
             completed_at=(
                 float(t.ts_complete[slot]) if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None
             ),
@@ -593,6 +680,8 @@ class MemoryStore:
             blind=dict(self._blind) or None,
             start_blind=dict(self._start_blind) or None,
             latest_blind=self._latest_blind,
+            streams=self._streams.dump() or None,
+            since=self._since,
         )
 
         def encode() -> bytes:
@@ -646,6 +735,10 @@ class MemoryStore:
         self._blind = {k: w for k, w in (snap.blind or {}).items() if k in self._index}
         self._start_blind = {k: w for k, w in (snap.start_blind or {}).items() if k in self._index}
         self._latest_blind = snap.latest_blind
+        self._streams.load(snap.streams or {})
+        # Older snapshots did not say: from the restore on, never calling missing what we were
+        # not tracking then.
+        self._since = snap.since if snap.since is not None or not self._index else self._now()
         self._requeue_checks()
         while len(self._index) > self.cfg.max_segments:  # the capacity was lowered since
             self._evict_for_capacity()

@@ -64,6 +64,7 @@ from ..lifecycle import (
     Result,
     Retrying,
     State,
+    TailClaim,
     Transition,
     deadline_passed,
     events_seen,
@@ -87,12 +88,14 @@ _REPLICAS: Final = resources.files(__package__).joinpath("redis_replicas.lua").r
 _RESULTS: Final = (Result.ACCEPTED, Result.DUPLICATE, Result.OUT_OF_ORDER, Result.LATE)
 _FORMAT: Final = struct.Struct("<BbBBHdddddd")
 # The script's seg.flags: bit 0 the start-lost mark, then the COS check (2 bits), then the
-# events found lost (the `seen` bits of completed and uploaded). tests/test_lifecycle.py holds
+# events found lost (the `seen` bits of completed and uploaded), and bit 5 a start found lost
+# (an unannounced segment's). tests/test_lifecycle.py holds
 # the script's constants to these.
 _FLAG_START_LOST: Final = 1
 _FLAG_CHECK_SHIFT: Final = 1
 _FLAG_LOST_SHIFT: Final = 2
-_PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN)
+_FLAG_LOST_START: Final = 32
+_PROBLEMS: Final = (State.STUCK, State.UPLOAD_MISSING, State.ORPHAN, State.UNANNOUNCED)
 _SCAN_BATCH: Final = 1000
 MAX_CONNECTIONS: Final = 32
 # maxmemory-policy values that never evict a key of ours: noeviction refuses writes when Redis is
@@ -124,6 +127,11 @@ _FIXED_KEYS: Final = (
     "bw",
     "sb",
     "lbw",
+    "sr",
+    "sdue",
+    "tails",
+    "since",
+    "ns",
     "apps",
     "applist",
     "rooms",
@@ -133,6 +141,20 @@ _FIXED_KEYS: Final = (
 )
 _REPLICA_KEYS: Final = ("hb", "stopped", "epoch", "t")
 _Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+def cfg_args(cfg: Config) -> list[Any]:
+    """The configuration as the lifecycle script reads it from ARGV[4..10]. The last one says
+    both whether files are looked up in COS and the tail's quiet time: "0" without checks."""
+    return [
+        cfg.max_recording_seconds,
+        cfg.upload_grace_seconds,
+        cfg.reorder_window_seconds,
+        cfg.retention_seconds,
+        cfg.max_segments,
+        cfg.max_apps,
+        repr(float(cfg.tail_quiet_seconds)) if cfg.check_in_cos else "0",
+    ]
 
 
 def _text(value: Any) -> str:
@@ -180,15 +202,7 @@ class RedisStore:
         self._pending: list[_Pending] = []
         self._flights: set[asyncio.Task[None]] = set()  # kept so that they are not collected
         self._flying = 0  # flights not yet past their last look at _pending
-        self._cfg_args = [
-            cfg.max_recording_seconds,
-            cfg.upload_grace_seconds,
-            cfg.reorder_window_seconds,
-            cfg.retention_seconds,
-            cfg.max_segments,
-            cfg.max_apps,
-            int(cfg.check_in_cos),
-        ]
+        self._cfg_args = cfg_args(cfg)
         # Counters of what this replica did (see the module doc), by app label.
         self._stuck_total: dict[str, int] = {}
         self._missing_total: dict[str, int] = {}
@@ -333,15 +347,18 @@ class RedisStore:
                 if not done.done():  # its caller may have gone (a client that hung up)
                     done.set_result(reply)
 
-    def _count(self, app: str, entered: int, orphaned: bytes | str, evicted: int, reason: str) -> None:
+    def _count(
+        self, app: str, entered: int, orphaned: bytes | str, evicted: int | list[int], reason: str
+    ) -> None:
         if entered == State.STUCK:
             self._stuck_total[app] = self._stuck_total.get(app, 0) + 1
         elif entered == State.UPLOAD_MISSING:
             self._missing_total[app] = self._missing_total.get(app, 0) + 1
         if orphaned:
             self._orphan_events[orphaned.decode() if isinstance(orphaned, bytes) else orphaned] += 1
-        if evicted >= 0:
-            self._evictions[(reason, STATE_NAMES[evicted])] += 1
+        for state in evicted if isinstance(evicted, list) else (evicted,):
+            if state >= 0:
+                self._evictions[(reason, STATE_NAMES[state])] += 1
 
     async def sweep(self, budget: int) -> Sweep:
         # A script holds Redis while it runs: rounds of SWEEP_BATCH keep every replica's
@@ -364,8 +381,32 @@ class RedisStore:
         # Atomic in the script: with several replicas, each segment is claimed by one of them.
         claimed = await self._run("claim", limit, lease)
         return [
-            Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label))
-            for key, pending, file, label in claimed
+            Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label), int(anchor))
+            for key, pending, file, label, anchor in claimed
+        ]
+
+    async def claim_tails(self, limit: int, lease: float) -> list[TailClaim]:
+        claimed = await self._run("tails", limit, lease)
+        return [
+            TailClaim(_text(stream), int(mode), int(nxt), _text(file), int(anchor), _text(label))
+            for stream, mode, nxt, file, anchor, label in claimed
+        ]
+
+    async def adopt(
+        self, stream: str, files: list[tuple[int, str]], retry_in: float | None = None
+    ) -> list[Reconciled]:
+        if retry_in is not None:
+            await self._run("adopt", stream, repr(retry_in))
+            return []
+        reply = await self._run("adopt", stream, "", *(x for seq, name in files for x in (seq, name)))
+        if not reply:
+            return []
+        made, evicted, label = reply
+        self._count("", -1, "", list(evicted), "capacity")
+        biz, room, user, task = split_key(stream + SEP + "0")[:4]
+        return [
+            Reconciled(biz, room, user, task, int(seq), _text(label), tuple(events_seen(lost)))
+            for seq, lost in made
         ]
 
     async def resolve(self, key: str, answer: CheckAnswer, backoff: Backoff | None = None) -> Resolution:
@@ -477,9 +518,10 @@ class RedisStore:
     async def mark_segment(self, key: str, start: float, end: float) -> bool:
         return bool(await self._run("mark", key, repr(start), repr(end)))
 
-    async def register_apps(self, biz_ids: list[int]) -> None:
+    async def register_apps(self, biz_ids: list[int], without_start: frozenset[int] = frozenset()) -> None:
         # An app past MAX_APPS is "other", and counted as overflow, as the in-memory store does.
         self._app_overflow += int(await self._run("apps", *(str(b) for b in biz_ids)))
+        await self._run("nostart", *(str(b) for b in sorted(without_start)))
 
     async def count(self) -> int:
         try:
@@ -691,6 +733,8 @@ def _view(
     seen, state, mode, flags, _app, ts_s, ts_c, ts_u, r_first, r_complete, expires, label = seg
     biz, room, user, task, seq = split_key(key)
     lost = (flags >> _FLAG_LOST_SHIFT) & (SEEN_COMPLETED | SEEN_UPLOADED)
+    if flags & _FLAG_LOST_START:
+        lost |= SEEN_STARTED
     confirmed = Check((flags >> _FLAG_CHECK_SHIFT) & 3).confirmed
     note = note if confirmed is not None or lost else None  # only while its answer stands
     passed = deadline_passed(State(state), seen, r_first, r_complete, cfg, start_window is not None, now)
@@ -705,7 +749,7 @@ def _view(
         state=STATE_NAMES[state],
         record_mode=MODE_NAMES[mode],
         events_seen=events_seen(seen & ~lost),
-        started_at=ts_s if seen & SEEN_STARTED else None,
+        started_at=ts_s if seen & SEEN_STARTED and not lost & SEEN_STARTED else None,
         completed_at=ts_c if seen & SEEN_COMPLETED and not lost & SEEN_COMPLETED else None,
         uploaded_at=ts_u if seen & SEEN_UPLOADED and not lost & SEEN_UPLOADED else None,
         first_received_at=r_first,

@@ -10,7 +10,7 @@
 --
 -- ARGV: op, prefix, now (or "" for Redis TIME: the one clock every replica agrees on),
 --       max_recording, upload_grace, reorder_window, retention, max_segments, max_apps,
---       check_in_cos (1 or 0), then the op's own arguments.
+--       check_in_cos with the tail's quiet time (see below), then the op's own arguments.
 -- KEYS: the keys below that have fixed names, and the segments the op is given (stores/redis.py
 --       _FIXED_KEYS), so a cluster node or proxy routes the call by them and refuses it, before
 --       it writes anything, while a slot migration splits them. The prefix carries a hash tag
@@ -41,6 +41,12 @@
 --                     (lifecycle.start_blind_marks) -> "<start> <end>"; never cleared by a callback
 --   lbw               the latest blind window marked ("<start> <end>"): a segment created later
 --                     whose first event is not a start is held against it
+--   sr                hash: recording stream (lifecycle.stream_of) -> "<next SeqNo> <mode> <app>
+--                     <last heard> <tail due> <SeqNo of the file> <latest file named>"
+--   sdue              zset: stream -> when the sweep must next look at it (its tail, or expiry)
+--   tails             zset: streams due for a folder listing -> when they may be claimed
+--   since             when this store began tracking (lifecycle.revealed); gone with a reset
+--   ns                hash: BizIDs whose start callbacks are never sent (lifecycle.expects_start)
 -- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
 
 local op, P = ARGV[1], ARGV[2]
@@ -53,13 +59,16 @@ else
 end
 local MAX_REC, GRACE, WINDOW, RETENTION = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAX_SEGMENTS, MAX_APPS = tonumber(ARGV[8]), tonumber(ARGV[9])
-local CHECK_IN_COS = ARGV[10] == "1"
+-- ARGV[10]: "0" without COS checks, else the tail's quiet time (stores/redis.py cfg_args)
+local CHECK_IN_COS = ARGV[10] ~= "0"
+local TAIL_QUIET = tonumber(ARGV[10])
 
 local INF = math.huge
 -- lifecycle.SEEN_STARTED, SEEN_COMPLETED, SEEN_UPLOADED
 local SEEN_STARTED, SEEN_COMPLETED, SEEN_UPLOADED = 1, 2, 4
 -- lifecycle.State
 local RECORDING, COMPLETED, UPLOADED, STUCK, UPLOAD_MISSING, ORPHAN, UNVERIFIED = 0, 1, 2, 3, 4, 5, 6
+local EXPECTED, UNANNOUNCED = 7, 8
 -- lifecycle.Check
 local CHECK_NONE, CHECK_PENDING, CHECK_CONFIRMED, CHECK_UNCONFIRMED = 0, 1, 2, 3
 -- lifecycle.Result, in the order of stores/redis.py _RESULTS
@@ -69,15 +78,17 @@ local BLIND_MARKED = {[RECORDING] = true, [COMPLETED] = true}
 -- lifecycle.EVICTED_FIRST
 local EVICTED_FIRST = {[UPLOADED] = true}
 -- lifecycle.PROBLEM_STATES
-local PROBLEM_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true}
+local PROBLEM_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [ORPHAN] = true, [UNANNOUNCED] = true}
 -- lifecycle.LIVE_RECORDING
 local LIVE_RECORDING = {[RECORDING] = true, [STUCK] = true}
 -- lifecycle.CHECKED_STATES
-local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true}
+local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [UNANNOUNCED] = true}
+-- lifecycle.MAX_GAP
+local MAX_GAP = 64
 -- seg.flags (stores/redis.py _FLAG_*): bit 0 the start-lost mark, bits 1-2 the COS check
 -- (lifecycle.Check), bits 3-4 the events found lost (the `seen` bits of completed and uploaded,
--- shifted by 2).
-local FLAG_START_LOST, FLAG_CHECK_SHIFT, FLAG_LOST_SHIFT = 1, 1, 2
+-- shifted by 2), bit 5 a start found lost (an unannounced segment whose file was found).
+local FLAG_START_LOST, FLAG_CHECK_SHIFT, FLAG_LOST_SHIFT, FLAG_LOST_START = 1, 1, 2, 32
 local SEP = "\0"
 
 local band, bor, bnot, lshift, rshift = bit.band, bit.bor, bit.bnot, bit.lshift, bit.rshift
@@ -88,9 +99,14 @@ local function has(seen, b) return band(seen, b) ~= 0 end
 
 -- ------------------------------------------------------------------ the rules (pure)
 
--- lifecycle.derive_state
-local function derive_state(seen, r_first, r_complete, now)
-  if has(seen, SEEN_STARTED) then
+-- lifecycle.derive_state (expects_start nil: true)
+local function derive_state(seen, r_first, r_complete, now, expects_start)
+  if seen == 0 then
+    local window = r_first + WINDOW
+    if now < window then return EXPECTED, window end
+    return UNANNOUNCED, INF
+  end
+  if has(seen, SEEN_STARTED) or expects_start == false then
     if has(seen, SEEN_UPLOADED) then return UPLOADED, INF end
     if not has(seen, SEEN_COMPLETED) then
       local d = r_first + MAX_REC
@@ -115,9 +131,15 @@ local function derive_state(seen, r_first, r_complete, now)
   return ORPHAN, d
 end
 
--- lifecycle.start_is_lost
-local function start_is_lost(seen, r_first, now)
-  return not has(seen, SEEN_STARTED) and now >= r_first + WINDOW
+-- lifecycle.start_is_lost (expects_start nil: true)
+local function start_is_lost(seen, r_first, now, expects_start)
+  return expects_start ~= false and seen ~= 0 and not has(seen, SEEN_STARTED) and now >= r_first + WINDOW
+end
+
+-- lifecycle.first_heard
+local function first_heard(seen, r_first, now)
+  if seen == 0 then return now end
+  return r_first
 end
 
 -- lifecycle.classify
@@ -155,6 +177,7 @@ end
 -- lifecycle.found_in_cos
 local function found_in_cos(seen)
   local lost = band(bor(SEEN_COMPLETED, SEEN_UPLOADED), bnot(seen))
+  if seen == 0 then lost = bor(lost, SEEN_STARTED) end
   return bor(seen, lost), lost
 end
 
@@ -174,6 +197,7 @@ end
 local function after_blind(new, blind, start_blind)
   if blind and not CHECK_IN_COS and CHECKED_STATES[new] then return UNVERIFIED end
   if start_blind and new == ORPHAN then return UNVERIFIED end
+  if start_blind and new == UNANNOUNCED and not CHECK_IN_COS then return UNVERIFIED end
   return new
 end
 
@@ -203,10 +227,11 @@ local function apply_event(seen, b, state, check, blind, r_complete, expires, no
 end
 
 -- lifecycle.settle: state, deadline, check, start_lost, entered (nil: none), expired
-local function settle(seen, r_first, r_complete, expires, old, check, start_lost, blind, now, start_blind)
-  local new, next_change = derive_state(seen, r_first, r_complete, now)
+local function settle(seen, r_first, r_complete, expires, old, check, start_lost, blind, now, start_blind,
+                      expects_start)
+  local new, next_change = derive_state(seen, r_first, r_complete, now, expects_start)
   new = after_blind(new, blind, start_blind)
-  start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now))
+  start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, expects_start))
   if old ~= nil and holds_for_check(old, new, check) then
     check, new = CHECK_PENDING, old
   end
@@ -248,10 +273,35 @@ local function deadline_passed(state, seen, r_first, r_complete, start_blind, no
   if orphan and not has(seen, SEEN_UPLOADED) and (now or INF) >= r_complete + GRACE then
     orphan = false  -- its upload is missing as well: that is the deadline that made it
   end
-  if state == ORPHAN or orphan then return "reorder_window_seconds", r_first + WINDOW end
+  if state == ORPHAN or state == UNANNOUNCED or orphan or (state == UNVERIFIED and seen == 0) then
+    return "reorder_window_seconds", r_first + WINDOW
+  end
   if not CHECKED_STATES[state] and state ~= UNVERIFIED then return nil end
   if has(seen, SEEN_COMPLETED) then return "upload_grace_seconds", r_complete + GRACE end
   return "max_recording_seconds", r_first + MAX_REC
+end
+
+-- lifecycle.stream_of
+local function stream_of(key)
+  return string.match(key, "^(.*)%z")  -- (%z: a NUL, lifecycle.SEP, in a Lua 5.1 pattern)
+end
+
+-- lifecycle.revealed
+local function revealed(next_seq, seq_no, tracking_since, now)
+  local low
+  if next_seq < 0 then
+    if tracking_since + seq_no * MAX_REC <= now then low = 0 else low = seq_no end
+  else
+    low = next_seq
+  end
+  if low > seq_no - MAX_GAP then return low, seq_no end
+  return seq_no - MAX_GAP, seq_no
+end
+
+-- lifecycle.tail_due
+local function tail_due(now)
+  if CHECK_IN_COS then return now + TAIL_QUIET end
+  return INF
 end
 
 -- What the "rule" op may run.
@@ -262,7 +312,8 @@ local RULES = {
   after_blind = after_blind, blind_marks = blind_marks, start_blind_marks = start_blind_marks, can_mark = can_mark, is_expired = is_expired,
   apply_event = apply_event,
   settle = settle, apply_answer = apply_answer, claimable = claimable, retry_after = retry_after,
-  confirms = confirms, deadline_passed = deadline_passed,
+  confirms = confirms, deadline_passed = deadline_passed, first_heard = first_heard,
+  stream_of = stream_of, revealed = revealed, tail_due = tail_due,
 }
 
 -- ------------------------------------------------------------------ the books (Redis)
@@ -386,8 +437,10 @@ local function settle_segment(key, seg, old)
   local marked = band(seg.flags, FLAG_START_LOST) ~= 0
   local blind = redis.call("HEXISTS", P .. "bw", key) == 1
   local start_blind = not has(seg.seen, SEEN_STARTED) and redis.call("HEXISTS", P .. "sb", key) == 1
+  local expects_start = redis.call("HEXISTS", P .. "ns", string.match(key, "^(%d+)")) == 0
   local new, deadline, check, start_lost, entered, expired = settle(
-    seg.seen, seg.r_first, seg.r_complete, seg.expires, old, check_of(seg), marked, blind, now, start_blind)
+    seg.seen, seg.r_first, seg.r_complete, seg.expires, old, check_of(seg), marked, blind, now, start_blind,
+    expects_start)
   local orphaned = ""
   if start_lost and not marked then
     seg.flags = bor(seg.flags, FLAG_START_LOST)
@@ -461,33 +514,88 @@ local function evict_one()
   end
 end
 
+-- A new segment, having seen nothing yet, counted and placed in the order of first receipt
+-- (making room for it first); the states of those evicted for it are appended to `evicted`.
+local function insert(key, mode, app, evicted)
+  if tonumber(redis.call("HGET", P .. "t", "n") or "0") >= MAX_SEGMENTS then
+    evicted[#evicted + 1] = evict_one()
+  end
+  redis.call("HINCRBY", P .. "t", "n", 1)
+  redis.call("ZADD", P .. "age", next_seq(), key)
+  return {seen = 0, state = -1, mode = mode, flags = 0, app = app, ts_s = 0, ts_c = 0, ts_u = 0,
+          r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
+end
+
+-- A segment heard of for the first time by a callback of bit `b` (0: revealed by a later SeqNo):
+-- its start may have gone into the latest blind window (lifecycle.start_blind_marks).
+local function held_against_latest_window(key, b)
+  local latest = redis.call("GET", P .. "lbw")
+  if latest then
+    local w_start, w_end = string.match(latest, "(%S+) (%S+)")
+    if start_blind_marks(b, nil, now, tonumber(w_start), tonumber(w_end)) then
+      redis.call("HSET", P .. "sb", key, latest)
+    end
+  end
+end
+
+local function unpack_stream(raw)
+  local nxt, mode, app, last, tail, hint_seq, hint = string.match(raw, "^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (.*)$")
+  return {next_seq = tonumber(nxt), mode = tonumber(mode), app = tonumber(app), last = tonumber(last),
+          tail = tonumber(tail), hint_seq = tonumber(hint_seq), hint = hint}
+end
+
+local function save_stream(stream, rec)
+  redis.call("HSET", P .. "sr", stream, string.format("%d %d %d %.17g %.17g %d ", rec.next_seq, rec.mode,
+    rec.app, rec.last, rec.tail, rec.hint_seq) .. rec.hint)
+  local expiry = rec.last + RETENTION
+  redis.call("ZADD", P .. "sdue", rec.tail < expiry and rec.tail or expiry, stream)
+end
+
+-- The stream of `key` heard from (stores/memory.py MemoryStore._heard, stores/streams.py): the
+-- SeqNos below `seq` it reveals (lifecycle.revealed) that no segment holds are expected from now.
+local function heard(key, seq, mode, app, file, evicted)
+  local stream = stream_of(key)
+  local raw = redis.call("HGET", P .. "sr", stream)
+  local rec
+  if raw then rec = unpack_stream(raw) end
+  redis.call("SET", P .. "since", string.format("%.17g", now), "NX")
+  local since = tonumber(redis.call("GET", P .. "since"))
+  local low, high = revealed(rec and rec.next_seq or -1, seq, since, now)
+  if rec then
+    if seq + 1 > rec.next_seq then rec.next_seq = seq + 1 end
+    rec.last, rec.tail = now, tail_due(now)
+  else
+    rec = {next_seq = seq + 1, mode = mode, app = app, last = now, tail = tail_due(now), hint_seq = -1, hint = ""}
+  end
+  if file ~= "" and seq >= rec.hint_seq then rec.hint, rec.hint_seq = file, seq end
+  save_stream(stream, rec)
+  for n = low, high - 1 do
+    local gap = stream .. SEP .. n
+    if redis.call("EXISTS", P .. "s:" .. gap) == 0 then
+      local seg = insert(gap, mode, app, evicted)
+      held_against_latest_window(gap, 0)
+      settle_segment(gap, seg, nil)
+      save(gap, seg)
+    end
+  end
+end
+
 -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
 local function record(key, b, ts, mode, biz, file)
   local raw = redis.call("GET", P .. "s:" .. key)
   local seg, old
-  local evicted, overflow = -1, 0
+  local evicted, overflow = {}, 0
   if raw then
     seg = unpack_seg(raw)
     old = seg.state
   else
-    if tonumber(redis.call("HGET", P .. "t", "n") or "0") >= MAX_SEGMENTS then
-      evicted = evict_one()
-    end
     local app
     app, overflow = app_index(biz)
-    seg = {seen = 0, state = -1, mode = mode, flags = 0, app = app, ts_s = 0, ts_c = 0, ts_u = 0,
-           r_first = now, r_complete = now, expires = now + RETENTION, file = ""}
-    redis.call("HINCRBY", P .. "t", "n", 1)
-    redis.call("ZADD", P .. "age", next_seq(), key)
-    if b ~= SEEN_STARTED then  -- its start may have gone into the latest blind window
-      local latest = redis.call("GET", P .. "lbw")
-      if latest then
-        local w_start, w_end = string.match(latest, "(%S+) (%S+)")
-        if start_blind_marks(b, nil, now, tonumber(w_start), tonumber(w_end)) then
-          redis.call("HSET", P .. "sb", key, latest)
-        end
-      end
-    end
+    seg = insert(key, mode, app, evicted)
+  end
+  if seg.seen == 0 then  -- heard of for the first time: new, or revealed by a later SeqNo
+    seg.r_first = first_heard(0, seg.r_first, now)
+    held_against_latest_window(key, b)
   end
   local blind = redis.call("HEXISTS", P .. "bw", key) == 1
   local result, seen, check, still_blind, r_complete, expires = apply_event(
@@ -496,6 +604,7 @@ local function record(key, b, ts, mode, biz, file)
   if result == DUPLICATE then
     return {result, label, seg.mode, false, false, -1, "", evicted, overflow}
   end
+  local seq = tonumber(string.match(key, "%z(%d+)$"))
   if blind and not still_blind then
     redis.call("HDEL", P .. "bw", key)  -- heard from again: paged as usual from here
   end
@@ -512,6 +621,7 @@ local function record(key, b, ts, mode, biz, file)
   local duration, upload_delay = measure(seg.seen, b, seg.ts_s, seg.ts_c, seg.ts_u)
   local entered, orphaned = settle_segment(key, seg, old)
   save(key, seg)
+  heard(key, seq, seg.mode, seg.app, CHECK_IN_COS and file or "", evicted)
   -- Integers survive the trip back to the client (durations are whole seconds); nil does not.
   return {result, label, seg.mode, duration or false, upload_delay or false, entered, orphaned,
           evicted, overflow}
@@ -535,6 +645,27 @@ end
 
 if op == "sweep" then
   local budget = tonumber(ARGV[11])
+  -- Streams first (stores/streams.py Streams.sweep): forgotten after their retention, their
+  -- tails queued for a listing once quiet.
+  for _, stream in ipairs(redis.call("ZRANGEBYSCORE", P .. "sdue", "-inf", now, "LIMIT", 0, budget)) do
+    local raw = redis.call("HGET", P .. "sr", stream)
+    if not raw then
+      redis.call("ZREM", P .. "sdue", stream)
+    else
+      local rec = unpack_stream(raw)
+      if rec.last + RETENTION <= now then
+        redis.call("HDEL", P .. "sr", stream)
+        redis.call("ZREM", P .. "sdue", stream)
+        redis.call("ZREM", P .. "tails", stream)
+      else
+        if rec.tail <= now then
+          rec.tail = INF  -- listed once; a callback arms it again
+          redis.call("ZADD", P .. "tails", now, stream)
+        end
+        save_stream(stream, rec)
+      end
+    end
+  end
   local due = redis.call("ZRANGEBYSCORE", P .. "due", "-inf", now, "LIMIT", 0, budget)
   local out = {}
   for _, key in ipairs(due) do
@@ -578,10 +709,82 @@ if op == "claim" then
       local seg = unpack_seg(raw)
       redis.call("ZADD", P .. "chk", now + lease, key)
       local pending = derive_state(seg.seen, seg.r_first, seg.r_complete, now)
-      out[#out + 1] = {key, pending, seg.file, app_label(seg.app)}
+      local file, anchor = seg.file, -1
+      if seg.seen == 0 then  -- unannounced: its stream's latest file says where to look
+        local rec = redis.call("HGET", P .. "sr", stream_of(key))
+        if rec then
+          rec = unpack_stream(rec)
+          file, anchor = rec.hint, rec.hint_seq
+        else
+          file = ""
+        end
+      end
+      out[#out + 1] = {key, pending, file, app_label(seg.app), anchor}
     end
   end
   return out
+end
+
+if op == "tails" then
+  -- limit, lease seconds: streams due for a folder listing, each claimed by one replica (a claim
+  -- not answered within its lease is handed out again); each as its stream, record mode, next
+  -- SeqNo, latest file, its SeqNo and app label.
+  local limit, lease = tonumber(ARGV[11]), tonumber(ARGV[12])
+  local out = {}
+  for _, stream in ipairs(redis.call("ZRANGEBYSCORE", P .. "tails", "-inf", now, "LIMIT", 0, limit)) do
+    local raw = redis.call("HGET", P .. "sr", stream)
+    if not raw then
+      redis.call("ZREM", P .. "tails", stream)
+    else
+      local rec = unpack_stream(raw)
+      redis.call("ZADD", P .. "tails", now + lease, stream)
+      out[#out + 1] = {stream, rec.mode, rec.next_seq, rec.hint, rec.hint_seq, app_label(rec.app)}
+    end
+  end
+  return out
+end
+
+if op == "adopt" then
+  -- stream, retry ("" when the listing answered: then pairs of SeqNo and file name follow): the
+  -- files of a stream's tail that no callback announced become segments found in COS, every
+  -- callback of theirs lost (lifecycle.found_in_cos). A listing that failed is claimable again
+  -- after `retry` seconds. Returns, per segment made, its SeqNo and the events lost.
+  local stream, retry = ARGV[11], ARGV[12]
+  if redis.call("ZSCORE", P .. "tails", stream) == false then return {} end  -- not claimed
+  local raw = redis.call("HGET", P .. "sr", stream)
+  if retry ~= "" then
+    if raw then redis.call("ZADD", P .. "tails", now + tonumber(retry), stream) end
+    return {}
+  end
+  redis.call("ZREM", P .. "tails", stream)
+  if not raw then return {} end
+  local rec = unpack_stream(raw)
+  local out, evicted = {}, {}
+  for i = 13, #ARGV, 2 do
+    local seq = tonumber(ARGV[i])
+    local key = stream .. SEP .. seq
+    if seq >= rec.next_seq and redis.call("EXISTS", P .. "s:" .. key) == 0 then
+      local seg = insert(key, rec.mode, rec.app, evicted)
+      local seen, lost = found_in_cos(0)
+      seg.seen = seen
+      seg.flags = bor(seg.flags, lshift(band(lost, bor(SEEN_COMPLETED, SEEN_UPLOADED)), FLAG_LOST_SHIFT),
+        FLAG_LOST_START)
+      if CHECK_IN_COS then seg.file = ARGV[i + 1] end
+      settle_segment(key, seg, nil)
+      save(key, seg)
+      if seq + 1 > rec.next_seq then rec.next_seq = seq + 1 end
+      out[#out + 1] = {seq, lost}
+    end
+  end
+  save_stream(stream, rec)
+  return {out, evicted, app_label(rec.app)}
+end
+
+if op == "nostart" then
+  -- BizIDs whose start callbacks are never sent (lifecycle.expects_start): replaces the set.
+  redis.call("DEL", P .. "ns")
+  for i = 11, #ARGV do redis.call("HSET", P .. "ns", ARGV[i], "1") end
+  return #ARGV - 10
 end
 
 if op == "resolve" then
@@ -600,7 +803,9 @@ if op == "resolve" then
   local seen, lost, check = apply_answer(seg.seen, answer)
   if lost ~= 0 then
     seg.seen = seen
-    seg.flags = bor(band(seg.flags, bnot(LOST_MASK)), lshift(lost, FLAG_LOST_SHIFT))
+    seg.flags = bor(band(seg.flags, bnot(bor(LOST_MASK, FLAG_LOST_START))),
+      lshift(band(lost, bor(SEEN_COMPLETED, SEEN_UPLOADED)), FLAG_LOST_SHIFT))
+    if has(lost, SEEN_STARTED) then seg.flags = bor(seg.flags, FLAG_LOST_START) end
   end
   set_check(key, seg, check)
   local entered, orphaned = settle_segment(key, seg, seg.state)

@@ -27,7 +27,7 @@ from typing import Final
 
 import msgspec
 
-from ..lifecycle import split_key
+from ..lifecycle import State, split_key
 from .columns import COLUMNS, SegmentTable
 from .tallies import TallyState
 
@@ -65,6 +65,9 @@ class SnapshotV3(_SnapshotV2):
     blind: dict[str, tuple[float, float]] | None = None  # segments marked blind -> the window
     start_blind: dict[str, tuple[float, float]] | None = None  # starts that may be ours -> the window
     latest_blind: tuple[float, float] | None = None  # the latest blind window marked
+    # Recording streams: stream -> (next SeqNo, mode, app, last heard, tail due, file, its SeqNo)
+    streams: dict[str, tuple[int, int, int, float, float, str, int]] | None = None
+    since: float | None = None  # tracking since (receive clock); older ones lack it
 
 
 @dataclass(slots=True)
@@ -147,7 +150,7 @@ def _check_v3(snap: SnapshotV3, n: int) -> None:
         t.completed_total,
         t.starts,
     )
-    if any(len(col) != apps for col in per_app) or not 6 <= len(t.by_state) <= 7:
+    if any(len(col) != apps for col in per_app) or not 6 <= len(t.by_state) <= len(State):
         raise ValueError("snapshot tallies do not match its apps")
     meta = array("q", snap.meta)
     top = max(meta) if meta else 0

@@ -1,0 +1,140 @@
+"""The recording streams the in-memory store knows (:mod:`gme_recwatch.lifecycle`, "segments
+never announced"): per stream, the next SeqNo it expects, when it was last heard from, when its
+folder is due to be listed for a last segment no callback announced, and the latest file a
+callback named (where its folder is). The Redis script keeps the same in its ``sr`` hash.
+
+Few heap entries per stream: a callback moves a stream's due time later (its expiry, its tail),
+which needs no entry -- one that comes due early is pushed again at the stream's real due time --
+and earlier only when its tail was listed since (the entry then waits for its expiry), which
+pushes one. So the heap stays O(streams), never O(callbacks).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+from ..lifecycle import INF, Config, tail_due
+
+# What a snapshot keeps of a stream: next SeqNo, record mode, app index, last heard, tail due,
+# the latest file named, its SeqNo.
+StreamState = tuple[int, int, int, float, float, str, int]
+
+
+@dataclass(slots=True)
+class Stream:
+    next_seq: int
+    mode: int
+    app: int
+    last_heard: float
+    """On the store's receive clock, as every time here."""
+    tail_at: float
+    """When its folder is to be listed (INF: not due: no COS checks, or listed since)."""
+    hint: str = ""
+    hint_seq: int = -1
+    queued: float = INF
+    """When the earliest entry of the heap that names it comes due (INF: none does)."""
+
+    def due(self, retention: float) -> float:
+        expiry = self.last_heard + retention
+        return self.tail_at if self.tail_at < expiry else expiry
+
+
+class Streams:
+    """The streams of one in-memory store, their deadlines and their tail listings."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.by_key: dict[str, Stream] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._tails: deque[str] = deque()  # due to be listed, oldest first
+        self._leases: dict[str, float] = {}  # claimed: when the claim runs out
+        self._retries: list[tuple[float, str]] = []  # listings that failed: when to try again
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def get(self, stream: str) -> Stream | None:
+        return self.by_key.get(stream)
+
+    def heard(self, stream: str, seq_no: int, mode: int, app: int, file_name: str, now: float) -> Stream:
+        """A callback of ``stream`` with ``seq_no``, received ``now``: it expects the next SeqNo
+        after it, is due for a tail listing ``tail_quiet_seconds`` from now, and remembers the
+        latest file named."""
+        rec = self.by_key.get(stream)
+        if rec is None:
+            rec = self.by_key[stream] = Stream(seq_no + 1, mode, app, now, tail_due(now, self.cfg))
+        else:
+            rec.next_seq = max(rec.next_seq, seq_no + 1)
+            rec.last_heard = now
+            rec.tail_at = tail_due(now, self.cfg)
+        if file_name and seq_no >= rec.hint_seq:
+            rec.hint, rec.hint_seq = file_name, seq_no
+        self._queue(stream, rec)
+        return rec
+
+    def _queue(self, stream: str, rec: Stream) -> None:
+        due = rec.due(self.cfg.retention_seconds)
+        if due < rec.queued:
+            rec.queued = due
+            heapq.heappush(self._heap, (due, stream))
+
+    def sweep(self, now: float) -> None:
+        """Forget the streams whose retention ran out; queue the tails that came due."""
+        retention = self.cfg.retention_seconds
+        while self._heap and self._heap[0][0] <= now:
+            at, stream = heapq.heappop(self._heap)
+            rec = self.by_key.get(stream)
+            if rec is None or at != rec.queued:
+                continue  # forgotten, or an entry superseded by an earlier one
+            rec.queued = INF
+            if rec.last_heard + retention <= now:
+                del self.by_key[stream]
+                self._leases.pop(stream, None)
+                continue
+            if rec.tail_at <= now:
+                rec.tail_at = INF  # listed once; a callback arms it again
+                self._tails.append(stream)
+            self._queue(stream, rec)
+
+    def claim(self, limit: int, lease: float, now: float) -> list[tuple[str, Stream]]:
+        """Up to ``limit`` streams due for a listing, each claimed for ``lease`` seconds."""
+        for stream in [s for s, until in self._leases.items() if until <= now]:
+            del self._leases[stream]  # its claimant never answered: hand it out again
+            self._tails.appendleft(stream)
+        while self._retries and self._retries[0][0] <= now:
+            self._tails.append(heapq.heappop(self._retries)[1])
+        out: list[tuple[str, Stream]] = []
+        while self._tails and len(out) < limit:
+            stream = self._tails.popleft()
+            rec = self.by_key.get(stream)
+            if rec is None or stream in self._leases:
+                continue
+            self._leases[stream] = now + lease
+            out.append((stream, rec))
+        return out
+
+    def listed(self, stream: str, retry_at: float | None) -> Stream | None:
+        """A claimed listing is done (``retry_at`` None) or failed, to be tried again then."""
+        if self._leases.pop(stream, None) is None:
+            return None
+        rec = self.by_key.get(stream)
+        if rec is not None and retry_at is not None:
+            heapq.heappush(self._retries, (retry_at, stream))
+        return rec
+
+    def pending_tails(self) -> int:
+        return len(self._tails) + len(self._leases) + len(self._retries)
+
+    def dump(self) -> dict[str, StreamState]:
+        return {
+            k: (r.next_seq, r.mode, r.app, r.last_heard, r.tail_at, r.hint, r.hint_seq)
+            for k, r in self.by_key.items()
+        }
+
+    def load(self, state: dict[str, StreamState]) -> None:
+        self.by_key = {k: Stream(*v) for k, v in state.items()}
+        self._heap = []
+        for stream, rec in self.by_key.items():
+            self._queue(stream, rec)
