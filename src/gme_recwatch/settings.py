@@ -422,6 +422,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "if it is not found either the miss stays unconfirmed."
         ),
     ] = 60.0
+    cos_list_max_pages: Annotated[
+        int,
+        Meta(ge=1, le=100),
+        _help(
+            "Most pages (of 1000 keys) read when a recording stream's COS folder is listed to find "
+            "segments no callback announced; a folder with more is an error (`too_many_files`), "
+            "never a guess.",
+            rule="must be 1..100",
+        ),
+    ] = 5
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
