@@ -1080,6 +1080,8 @@ A, B, C, D = (rf(None, T0 + 60 * i) for i in range(4))  # segments 0..3 of a tas
         ((rf(None, T0, task=TASK + 1),), 0, D, 3, "not_found", None),
         # two kinds of file for the task: two files per segment, maybe
         ((A, B, C, rf(None, T0 + 1, kind="mix"), D), 0, D, 3, "ambiguous", None),
+        # ...even when the count happens to fit: segment 1 missing, segment 0 in two kinds
+        ((A, rf(None, T0 + 1, kind="mix"), C), 1, C, 2, "ambiguous", None),
         # SeqNo in the names: matched by it
         ((rf(0, T0), rf(2, T0 + 60)), 2, None, -1, "found", rf(2, T0 + 60)),
         ((rf(0, T0), rf(2, T0 + 60)), 1, None, -1, "not_found", None),
@@ -1104,7 +1106,10 @@ def test_locate_refuses_files_that_started_in_the_same_second() -> None:
     twin = replace(B, name=B.name.replace(".mp3", ".mp3x"), key="k")  # not a name Tencent writes
     assert locate(listing_of(A, B, twin, D), TASK, 0, D.name, 3).result == "ambiguous"
     same_as_anchor = replace(A, started=D.started, name="z")
-    assert locate(listing_of(same_as_anchor, B, C, D), TASK, 1, D.name, 3).result == "ambiguous"
+    # Four files for three earlier segments once the one in the anchor's second is counted:
+    # which of them is not a segment is unknown.
+    assert locate(listing_of(A, B, C, same_as_anchor, D), TASK, 1, D.name, 3).result == "ambiguous"
+    assert tail(listing_of(A, B, same_as_anchor, D), TASK, 2, D.name) is None
 
 
 @pytest.mark.parametrize(

@@ -890,9 +890,7 @@ def parse_file_name(
     never split on ``_``: RoomID and UserID may contain underscores. The file part is
     ``{YYYY-MM-DD-HH-MM-SS}_{TaskID}_{kind}.{ext}`` or ``..._{TaskID}_{SeqNo}_{kind}.{ext}``,
     with a real date. Which task it belongs to is the caller's to check (``task_id``)."""
-    folder, sep, file_part = name.rpartition("/")
-    if not sep:
-        return None
+    folder, _, file_part = name.rpartition("/")  # no "/": folder "", which is no stream's
     layout = dict(stream_folders(biz_id=biz_id, room_id=room_id, user_id=user_id, record_mode=record_mode)).get(
         folder
     )
