@@ -29,7 +29,14 @@ answer a bare 404 (a HEAD has no body to tell them apart). So the first 404 from
 followed by a HEAD on the bucket itself; a bucket that does not exist (a typo in the setting)
 makes every lookup an error, never a confirmed "missing", and so does a key without leave to
 HEAD the bucket (``cos:HeadBucket``). Answers are remembered for :data:`BUCKET_TTL` seconds.
-The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s).
+The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s), and
+``cos:GetBucket`` to list a stream's folder.
+
+**Segments no callback named** have no FileName to HEAD: :meth:`CosChecker.list_stream` lists
+the folder of their recording stream, under the same limits, and the pure functions at the end of
+this module read the names (:func:`parse_file_name`) and match them to SeqNos (:func:`locate`,
+:func:`tail`), answering "ambiguous" rather than guessing (docs/reconciliation.md, "Listing a
+stream's folder").
 
 **A 404 confirms only what an endpoint that can see says.** An endpoint that answers 404 to
 everything (a misrouted private endpoint, a gateway failing closed) would otherwise confirm
@@ -658,8 +665,9 @@ class CosChecker:
         ``hint``, a FileName a callback of the same stream carried, names THE folder (one
         prefix); without it the folders Tencent documents for ``record_mode`` are tried (see
         :func:`stream_folders`), stopping at the first that holds a file of the task. Each
-        folder costs at most ``list_max_pages`` requests of :data:`LIST_PAGE_KEYS` keys, under
-        the same concurrency, rate, timeout and one retry as a HEAD; a folder with more keys is
+        folder costs at most ``list_max_pages`` pages of :data:`LIST_PAGE_KEYS` keys (each page
+        retried once, like a HEAD), under the same concurrency, rate and timeout as a HEAD; a
+        folder with more keys is
         an error ``too_many_files``, never a partial answer. A listing in which no key at all
         was seen proves nothing by itself (an endpoint that sees nothing lists nothing): it
         needs the same evidence as a 404 (a file found recently, or the witness found now),

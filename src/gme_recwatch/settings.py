@@ -377,7 +377,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _help(
             "SecretId of a Tencent Cloud API key (CAM, not the GME permission key) allowed to HEAD "
-            "objects in the bucket(s); never logged. Without one, lookups are anonymous.",
+            "objects in the bucket(s) and list them; never logged. Without one, lookups are anonymous.",
             secret=True,
             env="TENCENTCLOUD_SECRET_ID",
         ),
