@@ -1018,7 +1018,7 @@ def test_unknown_names_are_counted_for_the_app(s3_server: S3Server) -> None:
     assert metrics.registry.get_sample_value(name, {"app_id": str(BIZ)}) == 3
 
 
-def test_listing_keeps_to_the_rate_and_shares_the_limits_with_lookups(steered: Steered) -> None:
+def test_listings_share_the_concurrency_limit_with_lookups(steered: Steered) -> None:
     steered.delay = 0.05
     config = steered_config(steered, max_concurrency=2, requests_per_second=1000)
 
@@ -1031,7 +1031,23 @@ def test_listing_keeps_to_the_rate_and_shares_the_limits_with_lookups(steered: S
             )
 
     asyncio.run(go())
+    assert sum("list-type=2" in path for path in steered.paths) == 6
+    assert 12 <= len(steered.paths) <= 13  # and the witness, unless a lookup found a file first
     assert steered.max_in_flight == 2
+
+
+def test_a_listing_with_keys_is_evidence_for_the_next_404(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {f"{BIZ}_100_999/{STAMP}_{TASK}_audio.mp3": b"x"})
+
+    async def go() -> tuple[Any, Any]:
+        async with CosChecker(moto_config(s3_server, bucket)) as checker:  # no witness
+            before = await checker.check(BIZ, "gone.mp3")
+            await checker.list_stream(BIZ, **stream())
+            return before, await checker.check(BIZ, "gone.mp3")
+
+    before, after = asyncio.run(go())
+    assert isinstance(before, CheckError) and before.reason == "unproven"
+    assert after == NotFound(bucket, "gone.mp3")
 
 
 # ------------------------------------------------------------------------------- locate and tail
@@ -1155,7 +1171,8 @@ def test_locate_never_returns_a_wrong_file(
     noise = [rf(None, T0 + t, task=TASK + 1 + k) for k, t in enumerate(others)]
     listing = listing_of(*files.values(), *noise)
     anchor_seq = anchor_at if anchor_at < len(present) else -1
-    anchor_name = files[anchor_seq].name if anchor_seq in files else ""
+    # The anchor's FileName is known from its callback, whether or not its file is there.
+    anchor_name = rf(anchor_seq if numbered else None, starts[anchor_seq]).name if anchor_seq >= 0 else ""
     got = locate(listing, TASK, seq, anchor_name, anchor_seq)
     if got.result == "found":
         assert got.file == files[seq]

@@ -486,10 +486,12 @@ class CosChecker:
             seq_no=seq_no,
         )
 
-    async def _prove_sight(self, result: NotFound, what: str = "object not found") -> CheckResult:
+    async def _prove_sight(
+        self, result: NotFound, what: str = "object not found", spent: list[int] | None = None
+    ) -> CheckResult:
         """``result`` if the endpoint has recently been seen finding a file in the bucket (or
         finds the witness now), else an error that says why the 404 (or the empty listing:
-        ``what``) proves nothing."""
+        ``what``) proves nothing. A request made for the witness is added to ``spent``."""
         bucket = result.bucket
         async with self._sight_locks.setdefault(bucket, asyncio.Lock()):
             seen = self._seen_at.get(bucket)
@@ -506,6 +508,8 @@ class CosChecker:
                     404,
                 )
             got = await self._head_object(bucket, witness)
+            if spent is not None:
+                spent.append(1)
             if isinstance(got, Found):
                 self._seen_at[bucket] = self._clock.monotonic()
                 return result
@@ -742,9 +746,9 @@ class CosChecker:
         if seen:
             self._seen_at[bucket] = self._clock.monotonic()
         else:
-            before_requests = self.requests
-            proven = await self._prove_sight(NotFound(bucket, listed[-1]), "the folder lists empty")
-            requests += self.requests - before_requests
+            spent: list[int] = []
+            proven = await self._prove_sight(NotFound(bucket, listed[-1]), "the folder lists empty", spent)
+            requests += len(spent)
             if isinstance(proven, CheckError):
                 return proven
         return Listing(
