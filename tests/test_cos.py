@@ -44,6 +44,7 @@ from gme_recwatch.cos import (
 )
 from gme_recwatch.metrics import RECONCILE_RESULTS, Metrics
 from gme_recwatch.settings import Settings
+from gme_recwatch.simulate import SimConfig, make_plan
 
 BIZ = 1400000000
 FILE = "1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3"
@@ -761,6 +762,19 @@ def test_any_other_name_is_an_unknown_layout(name: str, mode: int) -> None:
     assert parse_file_name(name, **ids(mode=mode)) is None
 
 
+def test_every_name_the_simulator_writes_is_read_with_its_seq_no() -> None:
+    plan = make_plan(SimConfig(rooms=30, segments_per_task=3, mixed_fraction=0.5, seed=7))
+    modes = set()
+    for s in plan.segments:
+        got = parse_file_name(
+            s.file_name, biz_id=BIZ, room_id=s.room_id, user_id=s.user_id, record_mode=s.record_mode
+        )
+        assert got is not None, s.file_name
+        assert (got.task_id, got.seq_no) == (s.task_id, s.seq_no)
+        modes.add((s.record_mode, got.folder_layout))
+    assert modes == {(0, "single"), (1, "mixed")}
+
+
 def test_ids_with_underscores_are_matched_whole_never_split() -> None:
     """A folder is compared whole with the folders of the ids asked about: splitting it on "_"
     could not tell room "room_1" of user "user_2" from room "room" of user "1_user_2"."""
@@ -868,19 +882,22 @@ class _AnyWhy(str):
 ANY_WHY = _AnyWhy("any reason")
 
 
-@pytest.mark.parametrize("layout", ["mixed", "mixed_with_user"])
+@pytest.mark.parametrize(
+    ("layout", "room", "user"),
+    [("mixed", "1_2_3", "u_9"), ("mixed_with_user", "1_2_3", "u_9"), ("mixed_with_user", "房间 1", "玩家+%2F")],
+)
 def test_a_mixed_stream_is_found_in_the_room_s_folder_or_else_the_user_s(
-    s3_server: S3Server, layout: str
+    s3_server: S3Server, layout: str, room: str, user: str
 ) -> None:
-    folder = f"{BIZ}_1_2_3" if layout == "mixed" else f"{BIZ}_1_2_3_u_9"
+    folder = f"{BIZ}_{room}" if layout == "mixed" else f"{BIZ}_{room}_{user}"
     names = segment_names(folder, TASK, [0, 1, 2], numbered=True, kind="mix")
     bucket = s3_server.bucket(unique_bucket(), {n: b"x" for n in names.values()})
     (listing,), requests = listed(
-        moto_config(s3_server, bucket), stream(room="1_2_3", user="u_9", mode=1), witness=names[0]
+        moto_config(s3_server, bucket), stream(room=room, user=user, mode=1), witness=names[0]
     )
     assert isinstance(listing, Listing)
     assert [f.folder_layout for f in listing.files] == [layout] * 3
-    expected = (f"{BIZ}_1_2_3/",) if layout == "mixed" else (f"{BIZ}_1_2_3/", f"{BIZ}_1_2_3_u_9/")
+    expected = (f"{BIZ}_{room}/",) if layout == "mixed" else (f"{BIZ}_{room}/", f"{BIZ}_{room}_{user}/")
     assert listing.prefixes == expected
     assert requests == len(expected)  # the room's folder is listed first, the user's only if need be
     for seq in (0, 1, 2):

@@ -671,8 +671,8 @@ class CosChecker:
         :func:`stream_folders`), stopping at the first that holds a file of the task. Each
         folder costs at most ``list_max_pages`` pages of :data:`LIST_PAGE_KEYS` keys (each page
         retried once, like a HEAD), under the same concurrency, rate and timeout as a HEAD; a
-        folder with more keys is
-        an error ``too_many_files``, never a partial answer. A listing in which no key at all
+        folder with more keys is an error ``too_many_files``, never a partial answer. A
+        listing in which no key at all
         was seen proves nothing by itself (an endpoint that sees nothing lists nothing): it
         needs the same evidence as a 404 (a file found recently, or the witness found now),
         else it is an error ``unproven`` or ``blind``. Counted in
