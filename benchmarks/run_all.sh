@@ -23,3 +23,5 @@ $PY benchmarks/ingest_backends.py --rounds "${ROUNDS:-3}" --duration "${DURATION
 $PY benchmarks/redis_store.py
 echo "== 6. per-callback cost of the intake pipeline (explains 1.)"
 (cd benchmarks && ../$PY intake_cost.py)
+echo "== 11. listing a recording stream's COS folder (moto: requests are COS's, times are not)"
+(cd benchmarks && ../$PY listing.py)

@@ -9,12 +9,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import S3Server
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gme_recwatch import logging as gme_logging
 from gme_recwatch.cos import (
@@ -25,15 +28,23 @@ from gme_recwatch.cos import (
     CosConfigError,
     Credentials,
     Found,
+    Listing,
+    Located,
     NotFound,
+    RecordedFile,
+    listing_frame,
     load_credentials,
+    locate,
     object_key,
     parse_buckets_file,
     parse_credentials_file,
+    parse_file_name,
     result_name,
+    tail,
 )
 from gme_recwatch.metrics import RECONCILE_RESULTS, Metrics
 from gme_recwatch.settings import Settings
+from gme_recwatch.simulate import SimConfig, make_plan
 
 BIZ = 1400000000
 FILE = "1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3"
@@ -188,6 +199,14 @@ def test_forbidden_is_an_error_and_is_not_retried(s3_server: S3Server, user: str
 # ------------------------------------------------------------------------------- a server we steer
 
 
+EMPTY_LISTING = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>gme-records-1250000000</Name>'
+    b"<Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>"
+    b"</ListBucketResult>"
+)
+
+
 class Steered:
     """A real HTTP server on a loopback port whose answers the test decides: a delay, and a
     status per request (a list consumed in order; the last one repeats). It records every
@@ -196,6 +215,7 @@ class Steered:
     def __init__(self) -> None:
         self.delay = 0.0
         self.statuses = [200]
+        self.listing = EMPTY_LISTING
         self.starts: list[float] = []
         self.paths: list[str] = []
         self.in_flight = 0
@@ -207,6 +227,12 @@ class Steered:
             protocol_version = "HTTP/1.1"
 
             def do_HEAD(self) -> None:
+                self._answer(b"")
+
+            def do_GET(self) -> None:  # a listing: ``steered.listing`` when the status is 200
+                self._answer(steered.listing)
+
+            def _answer(self, body: bytes) -> None:
                 with steered._lock:
                     steered.starts.append(time.monotonic())
                     steered.paths.append(self.path)
@@ -216,6 +242,13 @@ class Steered:
                 try:
                     time.sleep(steered.delay)
                     self.send_response(status)
+                    if self.command == "GET":
+                        body = body if status == 200 else b""
+                        self.send_header("Content-Type", "application/xml")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
                     self.send_header("Content-Length", "7")
                     self.send_header("Last-Modified", "Thu, 09 Feb 2023 16:16:45 GMT")
                     self.end_headers()
@@ -659,3 +692,510 @@ def test_a_file_found_is_evidence_enough_for_the_next_404(s3_server: S3Server) -
     bucket = s3_server.bucket(unique_bucket(), {"other.mp3": b"x"})
     found, missing = check(moto_config(s3_server, bucket), (BIZ, "other.mp3"), (BIZ, FILE))
     assert isinstance(found, Found) and missing == NotFound(bucket, FILE)
+
+
+# ------------------------------------------------------------------------------- a stream's folder
+
+TASK = 446946705284000000
+STAMP = "2023-02-09-16-16-45"  # the sample's, 1675959405 read as UTC
+STAMP_AT = 1675959405
+
+
+def ids(room: str = "100", user: str = "999", mode: int = 1) -> dict[str, Any]:
+    return {"biz_id": BIZ, "room_id": room, "user_id": user, "record_mode": mode}
+
+
+def stamp(t: int) -> str:
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(t))
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "layout", "seq", "kind"),
+    [
+        # Tencent's sample callback: a mixed task, in a folder that names the user.
+        (FILE, 1, "mixed_with_user", None, "audio"),
+        # The documented mixed folder, the room's.
+        (f"{BIZ}_100/{STAMP}_{TASK}_mix.mp3", 1, "mixed", None, "mix"),
+        # The documented single-stream folder, the user's; with our simulator's SeqNo.
+        (f"{BIZ}_100_999/{STAMP}_{TASK}_3_audio.mp3", 0, "single", 3, "audio"),
+        (f"{BIZ}_100/{STAMP}_{TASK}_0_mix.m4a", 1, "mixed", 0, "mix"),
+    ],
+    ids=["sample", "mixed", "single-with-seq", "mixed-with-seq"],
+)
+def test_each_layout_is_parsed(name: str, mode: int, layout: str, seq: int | None, kind: str) -> None:
+    got = parse_file_name(name, **ids(mode=mode))
+    assert got is not None
+    assert (got.name, got.key, got.folder_layout, got.started, got.task_id, got.seq_no, got.kind) == (
+        name,
+        name,
+        layout,
+        STAMP_AT,
+        TASK,
+        seq,
+        kind,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        (f"{BIZ}_100/{STAMP}_{TASK}_audio.mp3", 0),  # a room's folder for a single stream
+        (f"{BIZ}_100_998/{STAMP}_{TASK}_audio.mp3", 0),  # another user's
+        (f"{BIZ}_1000_999/{STAMP}_{TASK}_audio.mp3", 0),  # another room's
+        (f"{BIZ + 1}_100_999/{STAMP}_{TASK}_audio.mp3", 0),  # another app's
+        (f"{STAMP}_{TASK}_audio.mp3", 0),  # no folder
+        (f"x/{BIZ}_100_999/{STAMP}_{TASK}_audio.mp3", 0),  # a folder deeper
+        (f"{BIZ}_100_999/2023-02-30-16-16-45_{TASK}_audio.mp3", 0),  # no such day
+        (f"{BIZ}_100_999/2023-02-09-24-16-45_{TASK}_audio.mp3", 0),  # no such hour
+        (f"{BIZ}_100_999/2023-02-09-16-16-45_{TASK}_audio", 0),  # no extension
+        (f"{BIZ}_100_999/2023-02-09-16-16-45_{TASK}.mp3", 0),  # no kind
+        (f"{BIZ}_100_999/2023-02-09-16-16-45_{TASK}_1_2_audio.mp3", 0),  # two numbers
+        (
+            f"{BIZ}_100_999/2023-02-09-16-16-45_\uff14\uff14\uff16_audio.mp3",
+            0,
+        ),  # full-width digits, which int() takes
+        (f"{BIZ}_100_999/2023-02-09-16-16-45_{TASK}_audio.mp3.tmp", 0),
+        (f"{BIZ}_100_999/{STAMP}_{TASK}_audio.mp3", 2),  # no such RecordMode
+    ],
+)
+def test_any_other_name_is_an_unknown_layout(name: str, mode: int) -> None:
+    assert parse_file_name(name, **ids(mode=mode)) is None
+
+
+def test_every_name_the_simulator_writes_is_read_with_its_seq_no() -> None:
+    plan = make_plan(SimConfig(rooms=30, segments_per_task=3, mixed_fraction=0.5, seed=7))
+    modes = set()
+    for s in plan.segments:
+        got = parse_file_name(
+            s.file_name, biz_id=BIZ, room_id=s.room_id, user_id=s.user_id, record_mode=s.record_mode
+        )
+        assert got is not None, s.file_name
+        assert (got.task_id, got.seq_no) == (s.task_id, s.seq_no)
+        modes.add((s.record_mode, got.folder_layout))
+    assert modes == {(0, "single"), (1, "mixed")}
+
+
+def test_ids_with_underscores_are_matched_whole_never_split() -> None:
+    """A folder is compared whole with the folders of the ids asked about: splitting it on "_"
+    could not tell room "room_1" of user "user_2" from room "room" of user "1_user_2"."""
+    name = f"{BIZ}_room_1_user_2/{STAMP}_{TASK}_audio.mp3"
+    got = parse_file_name(name, **ids(room="room_1", user="user_2", mode=0))
+    assert got is not None and got.folder_layout == "single"
+    assert parse_file_name(name, **ids(room="room_1", user="user", mode=0)) is None
+    assert parse_file_name(name, **ids(room="room", user="user_2", mode=0)) is None
+    mixed = parse_file_name(name, **ids(room="room_1", user="user_2", mode=1))
+    assert mixed is not None and mixed.folder_layout == "mixed_with_user"
+    # The same folder is a mixed room's own when the room is "room_1_user_2": two streams can
+    # share a folder's name, and only the TaskID tells their files apart (list_stream does).
+    room = parse_file_name(name, **ids(room="room_1_user_2", user="x", mode=1))
+    assert room is not None and room.folder_layout == "mixed"
+
+
+def test_the_stamp_is_read_as_utc_and_orders_files() -> None:
+    a = parse_file_name(f"{BIZ}_100_999/2023-12-31-23-59-59_1_audio.mp3", **ids(mode=0))
+    b = parse_file_name(f"{BIZ}_100_999/2024-01-01-00-00-00_1_audio.mp3", **ids(mode=0))
+    assert a is not None and b is not None
+    assert (a.started, b.started) == (1704067199, 1704067200)
+
+
+@pytest.mark.parametrize(
+    ("template", "frame"),
+    [
+        ("{file_name}", ("", "")),
+        ("recordings/{biz_id}/{file_name}", (f"recordings/{BIZ}/", "")),
+        ("{room_id}/{user_id}/{task_id}/{file_name}.bak", (f"r_1/u/{TASK}/", ".bak")),
+        ("{{x}}/{file_name}", ("{x}/", "")),
+        ("{seq_no}/{file_name}", None),
+        ("{file_name}/{seq_no}", None),
+        ("{file_name}{file_name}", None),
+    ],
+)
+def test_the_template_s_prefix_and_suffix_frame_the_file_name(template: str, frame: Any) -> None:
+    assert listing_frame(template, biz_id=BIZ, room_id="r_1", user_id="u", task_id=TASK) == frame
+
+
+def listed(
+    config: CosConfig,
+    *streams: dict[str, Any],
+    metrics: Metrics | None = None,
+    witness: str | None = None,
+    **kw: Any,
+) -> tuple[list[Any], int]:
+    """List each stream's folder; ``streams``: list_stream's keyword arguments plus biz_id."""
+
+    async def go() -> tuple[list[Any], int]:
+        async with CosChecker(config, metrics=metrics, **kw) as checker:
+            if witness is not None:
+                checker.witness(BIZ, witness, room_id="r", user_id="u", task_id=1, seq_no=0)
+            got = [await checker.list_stream(s.pop("biz_id", BIZ), **s) for s in streams]
+            return got, checker.requests
+
+    return asyncio.run(go())
+
+
+def stream(
+    room: str = "100", user: str = "999", mode: int = 0, task: int = TASK, hint: str = ""
+) -> dict[str, Any]:
+    return {"room_id": room, "user_id": user, "record_mode": mode, "task_id": task, "hint": hint}
+
+
+def segment_names(
+    folder: str, task: int, seqs: list[int], *, numbered: bool, kind: str = "audio"
+) -> dict[int, str]:
+    base = 1_700_000_000
+    return {
+        seq: f"{folder}/{stamp(base + 60 * seq)}_{task}" + (f"_{seq}" if numbered else "") + f"_{kind}.mp3"
+        for seq in seqs
+    }
+
+
+def test_a_single_stream_folder_lists_the_task_s_files_in_order_among_others(s3_server: S3Server) -> None:
+    """The user's folder holds this task's segments 0, 1, 3, another task of the same stream,
+    another user's files beside it, names of no known layout and a sub-folder."""
+    folder = f"{BIZ}_100_999"
+    mine = segment_names(folder, TASK, [3, 0, 1], numbered=False)
+    objects = {name: b"x" for name in mine.values()}
+    objects |= {n: b"x" for n in segment_names(folder, TASK + 1, [0, 1], numbered=False).values()}
+    objects |= {n: b"x" for n in segment_names(f"{BIZ}_100_9999", TASK, [2], numbered=False).values()}
+    objects |= {f"{folder}/notes.txt": b"x", f"{folder}/deeper/a.mp3": b"x", f"{folder}/deeper/b.mp3": b"x"}
+    bucket = s3_server.bucket(unique_bucket(), objects)
+    metrics = Metrics()
+    (listing,), requests = listed(moto_config(s3_server, bucket), stream(), metrics=metrics)
+    assert isinstance(listing, Listing)
+    assert [f.name for f in listing.files] == [mine[0], mine[1], mine[3]]
+    assert all(f.folder_layout == "single" and f.task_id == TASK for f in listing.files)
+    assert listing.prefixes == (f"{folder}/",)
+    assert (listing.unknown, listing.other_tasks) == (2, 2)  # notes.txt, deeper/ (one entry)
+    assert listing.requests == requests == 1
+    assert counted(metrics) == {"found": 1}
+    assert locate(listing, TASK, 1, mine[3], 3) == Located("ambiguous", why=ANY_WHY)
+    assert locate(listing, TASK, 1, mine[1], 1).file == listing.files[1]
+
+
+class _AnyWhy(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_WHY = _AnyWhy("any reason")
+
+
+@pytest.mark.parametrize(
+    ("layout", "room", "user"),
+    [("mixed", "1_2_3", "u_9"), ("mixed_with_user", "1_2_3", "u_9"), ("mixed_with_user", "房间 1", "玩家+%2F")],
+)
+def test_a_mixed_stream_is_found_in_the_room_s_folder_or_else_the_user_s(
+    s3_server: S3Server, layout: str, room: str, user: str
+) -> None:
+    folder = f"{BIZ}_{room}" if layout == "mixed" else f"{BIZ}_{room}_{user}"
+    names = segment_names(folder, TASK, [0, 1, 2], numbered=True, kind="mix")
+    bucket = s3_server.bucket(unique_bucket(), {n: b"x" for n in names.values()})
+    (listing,), requests = listed(
+        moto_config(s3_server, bucket), stream(room=room, user=user, mode=1), witness=names[0]
+    )
+    assert isinstance(listing, Listing)
+    assert [f.folder_layout for f in listing.files] == [layout] * 3
+    expected = (f"{BIZ}_{room}/",) if layout == "mixed" else (f"{BIZ}_{room}/", f"{BIZ}_{room}_{user}/")
+    assert listing.prefixes == expected
+    assert requests == len(expected)  # the room's folder is listed first, the user's only if need be
+    for seq in (0, 1, 2):
+        assert locate(listing, TASK, seq).file == listing.files[seq]
+        assert locate(listing, TASK, seq).file.name == names[seq]  # type: ignore[union-attr]
+    assert locate(listing, TASK, 3).result == "not_found"
+
+
+def test_a_hint_names_the_one_folder_to_list(s3_server: S3Server) -> None:
+    folder = f"{BIZ}_100_999"  # the sample's layout for a mixed task
+    names = segment_names(folder, TASK, [0, 2], numbered=False)
+    bucket = s3_server.bucket(unique_bucket(), {n: b"x" for n in names.values()})
+    (listing,), requests = listed(moto_config(s3_server, bucket), stream(mode=1, hint=names[2]))
+    assert isinstance(listing, Listing)
+    assert listing.prefixes == (f"{folder}/",) and requests == 1  # never the room's folder
+    assert [f.name for f in listing.files] == [names[0], names[2]]
+    assert locate(listing, TASK, 1, names[2], 2).result == "ambiguous"  # 1 of 2 earlier files there
+
+
+def test_the_key_template_s_prefix_is_listed_and_stripped(s3_server: S3Server) -> None:
+    names = segment_names(f"{BIZ}_100_999", TASK, [0, 1], numbered=False)
+    bucket = s3_server.bucket(
+        unique_bucket(), {f"recordings/{BIZ}/{n}": b"x" for n in names.values()} | {f"{BIZ}_100_999/x": b"x"}
+    )
+    config = moto_config(s3_server, bucket, key_template="recordings/{biz_id}/{file_name}")
+    (listing,), _ = listed(config, stream())
+    assert isinstance(listing, Listing)
+    assert listing.prefixes == (f"recordings/{BIZ}/{BIZ}_100_999/",)
+    assert [(f.name, f.key) for f in listing.files] == [(n, f"recordings/{BIZ}/{n}") for n in names.values()]
+    assert locate(listing, TASK, 0, names[1], 1).file == listing.files[0]
+
+
+def test_a_template_whose_folder_depends_on_the_seq_no_cannot_be_listed(s3_server: S3Server) -> None:
+    config = moto_config(s3_server, unique_bucket(), key_template="{seq_no}/{file_name}")
+    metrics = Metrics()
+    (result,), requests = listed(config, stream(), metrics=metrics)
+    assert isinstance(result, CheckError) and result.reason == "unlistable"
+    assert requests == 0 and counted(metrics) == {"error": 1}
+
+
+@pytest.mark.parametrize(("files", "pages"), [(30, 3), (31, 3)])
+def test_pages_are_bounded_and_a_larger_folder_is_an_error_not_a_guess(
+    s3_server: S3Server, files: int, pages: int
+) -> None:
+    """Ten keys a page, three pages at most: 30 files fit, 31 do not."""
+    folder = f"{BIZ}_100_999"
+    names = segment_names(folder, TASK, list(range(files)), numbered=True)
+    bucket = s3_server.bucket(unique_bucket(), {n: b"x" for n in names.values()})
+    config = moto_config(s3_server, bucket, list_max_pages=3)
+    (result,), requests = listed(config, stream(), list_page_keys=10)
+    assert requests == pages
+    if files <= 30:
+        assert isinstance(result, Listing) and len(result.files) == files and result.requests == pages
+    else:
+        assert isinstance(result, CheckError) and result.reason == "too_many_files"
+        assert "more than 30 keys" in result.detail and "GME_RECWATCH_COS_LIST_MAX_PAGES=3" in result.detail
+
+
+@pytest.mark.parametrize("user", ["objects_only", "nobody"])
+def test_a_key_without_leave_to_list_is_forbidden_at_once(s3_server: S3Server, user: str) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {FILE: b"x"})
+    metrics = Metrics()
+    (result,), requests = listed(moto_config(s3_server, bucket, user=user), stream(mode=1), metrics=metrics)
+    assert isinstance(result, CheckError)
+    assert (result.reason, result.status, result.attempts, requests) == ("forbidden", 403, 1, 1)
+    assert "cos:GetBucket" in result.detail
+    assert counted(metrics) == {"error": 1}
+
+
+def test_listing_a_missing_bucket_is_an_error(s3_server: S3Server) -> None:
+    (result,), requests = listed(moto_config(s3_server, unique_bucket("no-such")), stream())
+    assert isinstance(result, CheckError) and result.reason == "no_such_bucket"
+    assert requests == 1
+
+
+def test_an_app_without_a_bucket_lists_nothing(s3_server: S3Server) -> None:
+    (result,), requests = listed(moto_config(s3_server, ""), stream())
+    assert isinstance(result, CheckError) and result.reason == "no_bucket" and requests == 0
+
+
+def test_an_empty_folder_needs_evidence_that_the_endpoint_sees(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {"witness.mp3": b"w"})
+    metrics = Metrics()
+    (unproven,), _ = listed(moto_config(s3_server, bucket), stream(), metrics=metrics)
+    assert isinstance(unproven, CheckError) and unproven.reason == "unproven"
+    assert "the folder lists empty" in unproven.detail
+    (empty,), requests = listed(
+        moto_config(s3_server, bucket), stream(), metrics=metrics, witness="witness.mp3"
+    )
+    assert isinstance(empty, Listing) and empty.files == () and empty.requests == requests == 2
+    assert locate(empty, TASK, 0).result == "not_found" and tail(empty, TASK, 0) == []
+    assert counted(metrics) == {"error": 1, "not_found": 1}
+
+
+def test_an_empty_listing_from_an_endpoint_that_sees_nothing_confirms_nothing(steered: Steered) -> None:
+    """A gateway that answers every listing empty and every HEAD 404: the witness is not found
+    either, so the empty folder is an error ``blind``, not a task without files."""
+    steered.statuses = [200, 404]  # the listing, then the witness's HEAD (and so on)
+    (result,), requests = listed(steered_config(steered), stream(), witness="witness.mp3")
+    assert isinstance(result, CheckError) and result.reason == "blind"
+    assert requests == 2
+
+
+def test_a_listing_that_fails_with_a_5xx_is_retried_once(steered: Steered) -> None:
+    steered.statuses = [503, 200]
+    folder = f"{BIZ}_100_999"
+    name = f"{folder}/{STAMP}_{TASK}_audio.mp3"
+    steered.listing = EMPTY_LISTING.replace(
+        b"<KeyCount>0</KeyCount>",
+        f"<KeyCount>1</KeyCount><Contents><Key>{name}</Key><Size>1</Size></Contents>".encode(),
+    )
+    (result,), requests = listed(steered_config(steered), stream(), retry_backoff=0.01)
+    assert isinstance(result, Listing) and [f.name for f in result.files] == [name]
+    assert requests == result.requests == 2
+    assert "list-type=2" in steered.paths[0] and "prefix=1400000000_100_999%2F" in steered.paths[0]
+    steered.statuses = [503]
+    (failed,), _ = listed(steered_config(steered), stream(), retry_backoff=0.01)
+    assert isinstance(failed, CheckError) and (failed.reason, failed.attempts) == ("server_error", 2)
+
+
+def test_unknown_names_are_counted_for_the_app(s3_server: S3Server) -> None:
+    folder = f"{BIZ}_100_999"
+    bucket = s3_server.bucket(
+        unique_bucket(),
+        {f"{folder}/{i}.wav": b"x" for i in range(3)} | {f"{folder}/{STAMP}_{TASK}_audio.mp3": b"x"},
+    )
+    (listing,), _ = listed(moto_config(s3_server, bucket), stream())
+    assert isinstance(listing, Listing) and listing.unknown == 3 and len(listing.files) == 1
+    metrics = Metrics()
+    metrics.touch_app(str(BIZ))
+    name = "gme_recording_cos_unknown_file_names_total"
+    assert metrics.registry.get_sample_value(name, {"app_id": str(BIZ)}) == 0
+    metrics.count_unknown_names(str(BIZ), listing.unknown)
+    metrics.count_unknown_names(str(BIZ), 0)
+    assert metrics.registry.get_sample_value(name, {"app_id": str(BIZ)}) == 3
+
+
+def test_listings_share_the_concurrency_limit_with_lookups(steered: Steered) -> None:
+    steered.delay = 0.05
+    config = steered_config(steered, max_concurrency=2, requests_per_second=1000)
+
+    async def go() -> None:
+        async with CosChecker(config) as checker:
+            checker.witness(BIZ, "w.mp3", room_id="r", user_id="u", task_id=1, seq_no=0)
+            await asyncio.gather(
+                *(checker.list_stream(BIZ, **stream(task=i)) for i in range(6)),
+                *(checker.check(BIZ, f"{i}.mp3") for i in range(6)),
+            )
+
+    asyncio.run(go())
+    assert sum("list-type=2" in path for path in steered.paths) == 6
+    assert 12 <= len(steered.paths) <= 13  # and the witness, unless a lookup found a file first
+    assert steered.max_in_flight == 2
+
+
+def test_a_listing_with_keys_is_evidence_for_the_next_404(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(unique_bucket(), {f"{BIZ}_100_999/{STAMP}_{TASK}_audio.mp3": b"x"})
+
+    async def go() -> tuple[Any, Any]:
+        async with CosChecker(moto_config(s3_server, bucket)) as checker:  # no witness
+            before = await checker.check(BIZ, "gone.mp3")
+            await checker.list_stream(BIZ, **stream())
+            return before, await checker.check(BIZ, "gone.mp3")
+
+    before, after = asyncio.run(go())
+    assert isinstance(before, CheckError) and before.reason == "unproven"
+    assert after == NotFound(bucket, "gone.mp3")
+
+
+# ------------------------------------------------------------------------------- locate and tail
+
+
+def rf(seq: int | None, started: int, task: int = TASK, kind: str = "audio", ext: str = "mp3") -> RecordedFile:
+    numbered = f"_{seq}" if seq is not None else ""
+    name = f"{BIZ}_100_999/{stamp(started)}_{task}{numbered}_{kind}.{ext}"
+    got = parse_file_name(name, **ids(mode=0))
+    assert got is not None
+    return got
+
+
+def listing_of(*files: RecordedFile) -> Listing:
+    return Listing("b", ("p/",), TASK, tuple(sorted(files, key=lambda f: (f.started, f.name))))
+
+
+T0 = 1_700_000_000
+A, B, C, D = (rf(None, T0 + 60 * i) for i in range(4))  # segments 0..3 of a task, no SeqNo in names
+
+
+@pytest.mark.parametrize(
+    ("files", "seq", "anchor", "anchor_seq", "result", "file"),
+    [
+        # the anchor (seq 3) sits at position 3: every earlier segment is there
+        ((A, B, C, D), 0, D, 3, "found", A),
+        ((A, B, C, D), 2, D, 3, "found", C),
+        ((A, B, C, D), 3, D, 3, "found", D),
+        # nothing before the anchor: every earlier segment is missing
+        ((D,), 0, D, 3, "not_found", None),
+        ((D,), 2, D, 3, "not_found", None),
+        # some missing, which unknown: never a guess
+        ((A, C, D), 0, D, 3, "ambiguous", None),
+        ((B, D), 1, D, 3, "ambiguous", None),
+        # more files before the anchor than segments
+        ((A, B, C, D), 0, D, 2, "ambiguous", None),
+        # after the anchor nothing can be told from position
+        ((A, B, C, D), 3, B, 1, "ambiguous", None),
+        # the anchor is not listed
+        ((A, B, C), 0, D, 3, "ambiguous", None),
+        ((A, B, C), 3, D, 3, "not_found", None),
+        # no anchor, names without SeqNo
+        ((A, B, C, D), 0, None, -1, "ambiguous", None),
+        # no file of the task at all
+        ((), 0, None, -1, "not_found", None),
+        ((rf(None, T0, task=TASK + 1),), 0, D, 3, "not_found", None),
+        # two kinds of file for the task: two files per segment, maybe
+        ((A, B, C, rf(None, T0 + 1, kind="mix"), D), 0, D, 3, "ambiguous", None),
+        # ...even when the count happens to fit: segment 1 missing, segment 0 in two kinds
+        ((A, rf(None, T0 + 1, kind="mix"), C), 1, C, 2, "ambiguous", None),
+        # SeqNo in the names: matched by it
+        ((rf(0, T0), rf(2, T0 + 60)), 2, None, -1, "found", rf(2, T0 + 60)),
+        ((rf(0, T0), rf(2, T0 + 60)), 1, None, -1, "not_found", None),
+        ((rf(0, T0), rf(0, T0 + 60)), 0, None, -1, "ambiguous", None),
+        ((rf(0, T0), B), 0, None, -1, "ambiguous", None),  # some numbered, some not
+    ],
+)
+def test_locate(
+    files: tuple[RecordedFile, ...],
+    seq: int,
+    anchor: RecordedFile | None,
+    anchor_seq: int,
+    result: str,
+    file: RecordedFile | None,
+) -> None:
+    got = locate(listing_of(*files), TASK, seq, anchor.name if anchor else "", anchor_seq)
+    assert (got.result, got.file) == (result, file)
+    assert got.why
+
+
+def test_locate_refuses_files_that_started_in_the_same_second() -> None:
+    twin = replace(B, name=B.name.replace(".mp3", ".mp3x"), key="k")  # not a name Tencent writes
+    assert locate(listing_of(A, B, twin, D), TASK, 0, D.name, 3).result == "ambiguous"
+    same_as_anchor = replace(A, started=D.started, name="z")
+    # Four files for three earlier segments once the one in the anchor's second is counted:
+    # which of them is not a segment is unknown.
+    assert locate(listing_of(A, B, C, same_as_anchor, D), TASK, 1, D.name, 3).result == "ambiguous"
+    assert tail(listing_of(A, B, same_as_anchor, D), TASK, 2, D.name) is None
+
+
+@pytest.mark.parametrize(
+    ("files", "last_seq", "last", "expected"),
+    [
+        ((A, B, C, D), 1, B, [(2, C), (3, D)]),
+        ((A, B), 1, B, []),
+        ((), 1, B, []),
+        ((B, C, D), 1, B, None),  # segment 0's file is missing: B is not at position 1
+        ((A, B, C, D), 1, None, None),  # no anchor, no SeqNo in names
+        ((A, C, D), 1, B, None),  # the anchor is not listed
+        ((rf(0, T0), rf(3, T0 + 1), rf(5, T0 + 2)), 0, None, [(3, rf(3, T0 + 1)), (5, rf(5, T0 + 2))]),
+        ((rf(0, T0), rf(3, T0 + 1), rf(3, T0 + 2)), 0, None, None),
+    ],
+)
+def test_tail(files: tuple[RecordedFile, ...], last_seq: int, last: RecordedFile | None, expected: Any) -> None:
+    assert tail(listing_of(*files), TASK, last_seq, last.name if last else "") == expected
+
+
+def test_tail_cannot_see_a_gap_after_the_last_announced_segment() -> None:
+    """The documented limit: without SeqNo in names, a missing segment 2 makes segment 3's file
+    look like segment 2's. locate never does this; tail's SeqNos are as good as that rule."""
+    assert tail(listing_of(A, B, D), TASK, 1, B.name) == [(2, D)]
+    assert locate(listing_of(A, B, D), TASK, 2, B.name, 1).result == "ambiguous"
+
+
+@settings(max_examples=300)
+@given(
+    present=st.lists(st.booleans(), min_size=1, max_size=10),
+    gaps=st.lists(st.integers(min_value=1, max_value=3600), min_size=10, max_size=10),
+    numbered=st.booleans(),
+    anchor_at=st.integers(min_value=0, max_value=9),
+    others=st.lists(st.integers(min_value=0, max_value=40_000), max_size=4),
+    seq=st.integers(min_value=0, max_value=11),
+)
+def test_locate_never_returns_a_wrong_file(
+    present: list[bool], gaps: list[int], numbered: bool, anchor_at: int, others: list[int], seq: int
+) -> None:
+    """Segments 0..n-1 of a task, some files missing, among other tasks' files: whatever is
+    asked, ``found`` is that segment's file, and ``not_found`` is a segment without one."""
+    starts = [T0 + sum(gaps[: i + 1]) for i in range(len(present))]
+    files = {i: rf(i if numbered else None, starts[i]) for i, there in enumerate(present) if there}
+    noise = [rf(None, T0 + t, task=TASK + 1 + k) for k, t in enumerate(others)]
+    listing = listing_of(*files.values(), *noise)
+    anchor_seq = anchor_at if anchor_at < len(present) else -1
+    # The anchor's FileName is known from its callback, whether or not its file is there.
+    anchor_name = rf(anchor_seq if numbered else None, starts[anchor_seq]).name if anchor_seq >= 0 else ""
+    got = locate(listing, TASK, seq, anchor_name, anchor_seq)
+    if got.result == "found":
+        assert got.file == files[seq]
+    elif got.result == "not_found":
+        assert seq not in files
+    later = tail(listing, TASK, anchor_seq, anchor_name)
+    if later is not None and all(present[anchor_seq + 1 :] if anchor_seq >= 0 else present):
+        # With no gap after the last announced segment, tail's SeqNos are exact too.
+        assert later == sorted((i, f) for i, f in files.items() if i > anchor_seq)

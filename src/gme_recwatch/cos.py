@@ -29,7 +29,14 @@ answer a bare 404 (a HEAD has no body to tell them apart). So the first 404 from
 followed by a HEAD on the bucket itself; a bucket that does not exist (a typo in the setting)
 makes every lookup an error, never a confirmed "missing", and so does a key without leave to
 HEAD the bucket (``cos:HeadBucket``). Answers are remembered for :data:`BUCKET_TTL` seconds.
-The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s).
+The API key therefore needs ``cos:HeadObject`` and ``cos:HeadBucket`` on the bucket(s), and
+``cos:GetBucket`` to list a stream's folder.
+
+**Segments no callback named** have no FileName to HEAD: :meth:`CosChecker.list_stream` lists
+the folder of their recording stream, under the same limits, and the pure functions at the end of
+this module read the names (:func:`parse_file_name`) and match them to SeqNos (:func:`locate`,
+:func:`tail`), answering "ambiguous" rather than guessing (docs/reconciliation.md, "Listing a
+stream's folder").
 
 **A 404 confirms only what an endpoint that can see says.** An endpoint that answers 404 to
 everything (a misrouted private endpoint, a gateway failing closed) would otherwise confirm
@@ -55,9 +62,13 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import functools
 import random
+import re
+import string
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
@@ -84,12 +95,16 @@ ErrorReason = Literal[
     "no_bucket",
     "blind",
     "unproven",
+    "too_many_files",
+    "unlistable",
 ]
 ERROR_REASONS: Final[tuple[str, ...]] = get_args(ErrorReason)
 _RETRIED: Final = frozenset({"timeout", "connection", "server_error"})
 RETRY_BACKOFF: Final = 0.5  # seconds before the one retry, times 1..1.5 so retries spread out
 BUCKET_TTL: Final = 300.0  # seconds a bucket's existence is taken as known
 EVIDENCE_SECONDS: Final = 60.0  # seconds a found file proves that an endpoint's 404s mean missing
+LIST_MAX_PAGES: Final = 5  # pages read per listed folder, at most; more is an error
+LIST_PAGE_KEYS: Final = 1000  # keys per ListObjects page: the most COS and S3 return
 
 
 # ------------------------------------------------------------------------------- results
@@ -247,6 +262,7 @@ class CosConfig:
     requests_per_second: float = 20.0
     timeout: float = 5.0
     evidence_seconds: float = EVIDENCE_SECONDS
+    list_max_pages: int = LIST_MAX_PAGES
 
     def __post_init__(self) -> None:
         problem = key_template_problem(self.key_template)
@@ -289,6 +305,7 @@ class CosConfig:
             requests_per_second=settings.cos_requests_per_second,
             timeout=settings.cos_timeout_seconds,
             evidence_seconds=settings.cos_evidence_seconds,
+            list_max_pages=settings.cos_list_max_pages,
         )
 
 
@@ -371,6 +388,7 @@ class CosChecker:
         retry_backoff: float = RETRY_BACKOFF,
         bucket_ttl: float = BUCKET_TTL,
         client: S3Client | None = None,
+        list_page_keys: int = LIST_PAGE_KEYS,
     ) -> None:
         self.config = config
         self._metrics = metrics
@@ -378,6 +396,7 @@ class CosChecker:
         self._sleep = sleep
         self._retry_backoff = retry_backoff
         self._bucket_ttl = bucket_ttl
+        self._page_keys = list_page_keys  # smaller only in tests, to fill pages cheaply
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._bucket = TokenBucket(config.requests_per_second, 1, self._clock.monotonic)
         self._pace = asyncio.Lock()
@@ -467,9 +486,12 @@ class CosChecker:
             seq_no=seq_no,
         )
 
-    async def _prove_sight(self, result: NotFound) -> CheckResult:
+    async def _prove_sight(
+        self, result: NotFound, what: str = "object not found", spent: list[int] | None = None
+    ) -> CheckResult:
         """``result`` if the endpoint has recently been seen finding a file in the bucket (or
-        finds the witness now), else an error that says why the 404 proves nothing."""
+        finds the witness now), else an error that says why the 404 (or the empty listing:
+        ``what``) proves nothing. A request made for the witness is added to ``spent``."""
         bucket = result.bucket
         async with self._sight_locks.setdefault(bucket, asyncio.Lock()):
             seen = self._seen_at.get(bucket)
@@ -481,23 +503,25 @@ class CosChecker:
                     "unproven",
                     bucket,
                     result.key,
-                    "object not found, but no file has been seen in this bucket through "
+                    f"{what}, but no file has been seen in this bucket through "
                     f"{self.config.endpoint_url} recently (no upload callback yet to check against)",
                     404,
                 )
             got = await self._head_object(bucket, witness)
+            if spent is not None:
+                spent.append(1)
             if isinstance(got, Found):
                 self._seen_at[bucket] = self._clock.monotonic()
                 return result
             if isinstance(got, CheckError):
                 return CheckError(
-                    got.reason, bucket, result.key, f"object not found; the sight check failed: {got.detail}"
+                    got.reason, bucket, result.key, f"{what}; the sight check failed: {got.detail}"
                 )
             return CheckError(
                 "blind",
                 bucket,
                 result.key,
-                f"object not found, and neither is the latest file whose upload callback was received: "
+                f"{what}, and neither is the latest file whose upload callback was received: "
                 f"{self.config.endpoint_url} does not see files that exist (a misrouted endpoint, a "
                 "gateway failing closed)",
                 404,
@@ -627,6 +651,172 @@ class CosChecker:
             )
         return result
 
+    # --------------------------------------------------------------------------- listing
+
+    async def list_stream(
+        self,
+        biz_id: int,
+        *,
+        room_id: str,
+        user_id: str,
+        record_mode: int,
+        task_id: int,
+        hint: str = "",
+    ) -> Listing | CheckError:
+        """The files of one recording task in its stream's COS folder, found by listing it:
+        for segments no callback announced, whose FileName is therefore unknown.
+
+        ``hint``, a FileName a callback of the same stream carried, names THE folder (one
+        prefix); without it the folders Tencent documents for ``record_mode`` are tried (see
+        :func:`stream_folders`), stopping at the first that holds a file of the task. Each
+        folder costs at most ``list_max_pages`` pages of :data:`LIST_PAGE_KEYS` keys (each page
+        retried once, like a HEAD), under the same concurrency, rate and timeout as a HEAD; a
+        folder with more keys is an error ``too_many_files``, never a partial answer. A
+        listing in which no key at all
+        was seen proves nothing by itself (an endpoint that sees nothing lists nothing): it
+        needs the same evidence as a 404 (a file found recently, or the witness found now),
+        else it is an error ``unproven`` or ``blind``. Counted in
+        ``gme_recording_reconcile_checks_total`` as one lookup: ``found`` when the task has a
+        file, ``not_found`` when it has none, ``error``.
+        """
+        result = await self._list_stream(biz_id, room_id, user_id, record_mode, task_id, hint)
+        if self._metrics is not None:
+            name = "error" if isinstance(result, CheckError) else "found" if result.files else "not_found"
+            self._metrics.reconcile_checks.labels(name).inc()
+        return result
+
+    async def _list_stream(
+        self, biz_id: int, room_id: str, user_id: str, record_mode: int, task_id: int, hint: str
+    ) -> Listing | CheckError:
+        bucket = self.config.bucket_for(biz_id)
+        if not bucket:
+            return CheckError("no_bucket", "", "", f"no COS bucket is configured for BizID {biz_id}")
+        frame = listing_frame(
+            self.config.key_template, biz_id=biz_id, room_id=room_id, user_id=user_id, task_id=task_id
+        )
+        if frame is None:
+            return CheckError(
+                "unlistable",
+                bucket,
+                "",
+                "the key template puts {seq_no} (or {file_name} twice) in the key: a segment whose "
+                "SeqNo is unknown has no folder to list",
+            )
+        before, after = frame
+        parse = functools.partial(
+            parse_file_name, biz_id=biz_id, room_id=room_id, user_id=user_id, record_mode=record_mode
+        )
+        known = parse(hint) if hint else None
+        if known is not None:
+            folders: tuple[str, ...] = (known.name.rpartition("/")[0],)
+        else:
+            folders = tuple(
+                folder
+                for folder, _ in stream_folders(
+                    biz_id=biz_id, room_id=room_id, user_id=user_id, record_mode=record_mode
+                )
+            )
+        if not folders:
+            return CheckError("unlistable", bucket, "", f"RecordMode {record_mode} has no documented folder")
+        files: list[RecordedFile] = []
+        listed: list[str] = []
+        unknown = others = seen = requests = 0
+        for folder in folders:
+            prefix = before + folder + "/"
+            listed.append(prefix)
+            keys = await self._list_prefix(bucket, prefix)
+            if isinstance(keys, CheckError):
+                return keys
+            names, requests = keys[0], requests + keys[1]
+            seen += len(names)
+            for key in names:
+                if after and not key.endswith(after):
+                    unknown += 1
+                    continue
+                name = key[len(before) : len(key) - len(after)]
+                got = parse(name, key=key)
+                if got is None:
+                    unknown += 1
+                elif got.task_id != task_id:
+                    others += 1
+                else:
+                    files.append(got)
+            if files:
+                break  # one task writes one folder: the next layout has nothing of it
+        if seen:
+            self._seen_at[bucket] = self._clock.monotonic()
+        else:
+            spent: list[int] = []
+            proven = await self._prove_sight(NotFound(bucket, listed[-1]), "the folder lists empty", spent)
+            requests += len(spent)
+            if isinstance(proven, CheckError):
+                return proven
+        return Listing(
+            bucket=bucket,
+            prefixes=tuple(listed),
+            task_id=task_id,
+            files=tuple(sorted(files, key=_file_order)),
+            unknown=unknown,
+            other_tasks=others,
+            requests=requests,
+        )
+
+    async def _list_prefix(self, bucket: str, prefix: str) -> tuple[list[str], int] | CheckError:
+        """Every key (and sub-folder, as its prefix) right under ``prefix``, and the requests it
+        took; at most ``list_max_pages`` pages, each retried once like a HEAD."""
+        client = self._require_client()
+        names: list[str] = []
+        token = ""
+        requests = 0
+        for _ in range(self.config.list_max_pages):
+            kw: dict[str, Any] = {
+                "Bucket": bucket,
+                "Prefix": prefix,
+                # Sub-folders come back as one entry each, so a deep tree cannot eat the pages.
+                "Delimiter": "/",
+                "MaxKeys": self._page_keys,
+            }
+            if token:
+                kw["ContinuationToken"] = token
+            page = functools.partial(client.list_objects_v2, **kw)
+            got: Any = None
+            for attempt in (1, 2):
+                requests += 1
+                got = await self._request(page, bucket, prefix)
+                if not (isinstance(got, CheckError) and got.reason in _RETRIED) or attempt == 2:
+                    break
+                await self._sleep(self._retry_backoff * (1 + self._jitter.random() / 2))
+            if isinstance(got, _Missing):
+                # A listing never answers 404 for a folder, only for a bucket (NoSuchBucket).
+                return CheckError(
+                    "no_such_bucket",
+                    bucket,
+                    prefix,
+                    f"bucket {bucket!r} does not exist at {self.config.endpoint_url}",
+                    404,
+                )
+            if isinstance(got, CheckError):
+                detail = got.detail
+                if got.reason == "forbidden":
+                    detail += ": the key needs cos:GetBucket (ListObjects) on the bucket to list a folder"
+                return CheckError(got.reason, bucket, prefix, detail, got.status, attempts=attempt)
+            names += [o["Key"] for o in got.get("Contents", [])]
+            names += [p["Prefix"] for p in got.get("CommonPrefixes", [])]
+            if not got.get("IsTruncated"):
+                return names, requests
+            token = got.get("NextContinuationToken", "")
+            if not token:
+                return CheckError(
+                    "unexpected_status", bucket, prefix, "a truncated listing came without a continuation token"
+                )
+        return CheckError(
+            "too_many_files",
+            bucket,
+            prefix,
+            f"more than {self.config.list_max_pages * self._page_keys} keys under {prefix!r} "
+            f"(GME_RECWATCH_COS_LIST_MAX_PAGES={self.config.list_max_pages} pages of {self._page_keys})",
+        )
+
     async def bucket_problem(self, bucket: str) -> str | None:
         """What stops lookups in ``bucket`` (it does not exist, the key may not HEAD it, no
         answer), or None when it answers: for ``serve --check --online``."""
@@ -643,3 +833,289 @@ class CosChecker:
         if self._client is None:
             raise RuntimeError("CosChecker.open() was not called")
         return self._client
+
+
+# ------------------------------------------------------------------------------- a stream's folder
+#
+# A segment that no callback announced has no FileName: it can only be found by listing the
+# folder its stream's files go to, and telling its file from the others by name. What follows is
+# pure (no I/O): the layouts a name may have, and the rules that match a listed file to a SeqNo.
+
+FolderLayout = Literal["single", "mixed", "mixed_with_user"]
+"""``single``: ``{BizID}_{RoomID}_{UserID}/`` for a single stream (RecordMode 0), as Tencent
+documents it. ``mixed``: ``{BizID}_{RoomID}/`` for a mixed stream (RecordMode 1), as documented.
+``mixed_with_user``: ``{BizID}_{RoomID}_{UserID}/`` for a mixed stream, as the sample callback
+on Tencent's page has it (``1400000000_100_999/...`` with ``"RecordMode": 1``)."""
+FOLDER_LAYOUTS: Final[tuple[str, ...]] = get_args(FolderLayout)
+
+# The file part: `{stamp}_{TaskID}_{kind}.{ext}` (Tencent's sample) or
+# `{stamp}_{TaskID}_{SeqNo}_{kind}.{ext}` (our simulator). ASCII digits only: `\d` would take
+# any Unicode digit, which int() accepts and no name Tencent writes contains.
+_FILE_PART: Final = re.compile(
+    r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})"
+    r"_([0-9]{1,20})(?:_([0-9]{1,9}))?_([a-z]{1,16})\.([a-z0-9]{1,8})\Z"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFile:
+    """A listed file whose name has a known layout."""
+
+    name: str
+    """The FileName, as a callback carries it: ``{folder}/{file}``."""
+    key: str
+    """The object key: the name inside the key template."""
+    folder_layout: FolderLayout
+    started: int
+    """Unix seconds of the name's stamp, read as UTC. Only for ordering a task's files: the
+    sample on Tencent's page stamps 16:16:45 a recording whose callback says 08:16:45 UTC
+    (Beijing time), so the stamp is not comparable with callback Timestamps."""
+    task_id: int
+    seq_no: int | None
+    """The SeqNo when the name carries one (``{stamp}_{task}_{seq}_{kind}``), else None."""
+    kind: str
+    """``audio``, ``mix``: the word before the extension."""
+    extension: str
+
+
+def stream_folders(
+    *, biz_id: int, room_id: str, user_id: str, record_mode: int
+) -> tuple[tuple[str, FolderLayout], ...]:
+    """The folders a stream's files may be in, in the order to try them: for a single stream
+    (RecordMode 0) the user's; for a mixed one (1) the room's, then the user's (the sample's)."""
+    room = f"{biz_id}_{room_id}"
+    user = f"{room}_{user_id}"
+    if record_mode == 0:
+        return ((user, "single"),)
+    if record_mode == 1:
+        return ((room, "mixed"), (user, "mixed_with_user"))
+    return ()
+
+
+def parse_file_name(
+    name: str, *, biz_id: int, room_id: str, user_id: str, record_mode: int, key: str = ""
+) -> RecordedFile | None:
+    """``name`` (a FileName: the object key without what the key template adds) as a
+    :class:`RecordedFile` of this stream, or None when it has no known layout.
+
+    The folder is compared whole with the folders :func:`stream_folders` names for these ids,
+    never split on ``_``: RoomID and UserID may contain underscores. The file part is
+    ``{YYYY-MM-DD-HH-MM-SS}_{TaskID}_{kind}.{ext}`` or ``..._{TaskID}_{SeqNo}_{kind}.{ext}``,
+    with a real date. Which task it belongs to is the caller's to check (``task_id``)."""
+    folder, _, file_part = name.rpartition("/")  # no "/": folder "", which is no stream's
+    layout = dict(stream_folders(biz_id=biz_id, room_id=room_id, user_id=user_id, record_mode=record_mode)).get(
+        folder
+    )
+    match = _FILE_PART.match(file_part)
+    if layout is None or match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        started = int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
+    except ValueError:  # 2023-02-30, hour 24: not a stamp
+        return None
+    task, seq, kind, extension = match.groups()[6:]
+    return RecordedFile(
+        name=name,
+        key=key or name,
+        folder_layout=layout,
+        started=started,
+        task_id=int(task),
+        seq_no=int(seq) if seq is not None else None,
+        kind=kind,
+        extension=extension,
+    )
+
+
+def listing_frame(
+    template: str, *, biz_id: int, room_id: str, user_id: str, task_id: int
+) -> tuple[str, str] | None:
+    """What the key template puts before and after ``{file_name}`` for this stream, or None
+    when that depends on the SeqNo (``{seq_no}`` outside ``{file_name}``) or ``{file_name}``
+    is there twice: then no one folder holds a stream's files."""
+    values = {"biz_id": str(biz_id), "room_id": room_id, "user_id": user_id, "task_id": str(task_id)}
+    parts: tuple[list[str], list[str]] = ([], [])
+    names = 0
+    for literal, field_name, _, _ in string.Formatter().parse(template):
+        parts[min(names, 1)].append(literal)
+        if field_name is None:
+            continue
+        if field_name == "file_name":
+            names += 1
+        elif field_name in values:
+            parts[min(names, 1)].append(values[field_name])
+        else:
+            return None
+    if names != 1:
+        return None
+    return "".join(parts[0]), "".join(parts[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What a stream's folder holds of one task, as :meth:`CosChecker.list_stream` found it.
+
+    Only ever a complete listing: a folder too large to read within the page bound, or an
+    empty answer from an endpoint not proven to see, is a :class:`CheckError` instead."""
+
+    bucket: str
+    prefixes: tuple[str, ...]
+    """The prefixes listed, in order (the last one is where the task's files were, if any)."""
+    task_id: int
+    files: tuple[RecordedFile, ...]
+    """The task's files, sorted by (started, SeqNo, name)."""
+    unknown: int = 0
+    """Keys in the folder(s) whose name has no known layout (counted, never guessed at):
+    ``metrics.count_unknown_names``."""
+    other_tasks: int = 0
+    """Files of the stream's other tasks (and of a room whose id ends like this user's)."""
+    requests: int = 0
+    """Requests this listing cost: pages, their retries, and a sight check if one was needed."""
+
+
+def _file_order(f: RecordedFile) -> tuple[int, int, str]:
+    return f.started, -1 if f.seq_no is None else f.seq_no, f.name
+
+
+LocateResult = Literal["found", "not_found", "ambiguous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a segment's file is in a :class:`Listing`: ``found`` (``file``), ``not_found``, or
+    ``ambiguous`` (the listing cannot tell: ``why`` says how; nothing is guessed)."""
+
+    result: LocateResult
+    file: RecordedFile | None = None
+    why: str = ""
+
+
+def _task_files(listing: Listing, task_id: int) -> list[RecordedFile]:
+    return sorted((f for f in listing.files if f.task_id == task_id), key=_file_order)
+
+
+def _positional_problem(files: list[RecordedFile]) -> str:
+    """Why a task's files without SeqNo in their names cannot be counted in start order: ""
+    when they can."""
+    if any(f.seq_no is not None for f in files):
+        return "some of the task's names carry a SeqNo and some do not"
+    if len({(f.kind, f.extension) for f in files}) > 1:
+        return "the task has files of more than one kind or extension: a segment may have two"
+    return ""
+
+
+def locate(listing: Listing, task_id: int, seq_no: int, anchor_name: str = "", anchor_seq: int = -1) -> Located:
+    """Which listed file is segment ``seq_no`` of task ``task_id``. The rules, in order:
+
+    1. The task has no file in the listing: ``not_found`` (whatever the SeqNo).
+    2. Every name of the task carries a SeqNo: the one file with that SeqNo is ``found``;
+       none is ``not_found``; two are ``ambiguous``.
+    3. Otherwise files are told apart only by their start stamp, on the rule that a segment
+       starts after every segment of a lower SeqNo. That needs an anchor: ``anchor_name``, the
+       FileName a callback gave segment ``anchor_seq`` of the same task. Its position ``p``
+       among the task's files (how many started before it) says:
+
+       - ``seq_no == anchor_seq``: the anchor itself, ``found`` if listed, else ``not_found``;
+       - the anchor is not listed, or another file started in the same second: ``ambiguous``;
+       - ``seq_no > anchor_seq``: ``ambiguous`` (a missing file after the anchor cannot be told
+         from a later one; :func:`tail` says what lies after it, on its own terms);
+       - ``p == 0``: nothing started before the anchor, so every earlier segment is
+         ``not_found``;
+       - ``p == anchor_seq`` and the files before it started in distinct seconds: every earlier
+         segment is there, in order: file ``seq_no`` is ``found``;
+       - ``0 < p < anchor_seq`` (some earlier segments are missing, which ones is unknown) or
+         ``p > anchor_seq`` (more files than segments): ``ambiguous``.
+    4. No anchor and names without SeqNo: ``ambiguous``.
+
+    ``found`` is therefore never a wrong file as long as segments start in SeqNo order and a
+    task writes one kind of file per segment (tests/test_cos.py checks it over random gaps).
+    """
+    if seq_no < 0:
+        raise ValueError("seq_no must be >= 0")
+    files = _task_files(listing, task_id)
+    if not files:
+        return Located("not_found", why="the folder holds no file of the task")
+    if all(f.seq_no is not None for f in files):
+        same = [f for f in files if f.seq_no == seq_no]
+        if len(same) == 1:
+            return Located("found", same[0], "by the SeqNo in its name")
+        if not same:
+            return Located("not_found", why="no name of the task carries that SeqNo")
+        return Located("ambiguous", why=f"{len(same)} files of the task carry that SeqNo")
+    problem = _positional_problem(files)
+    if problem:
+        return Located("ambiguous", why=problem)
+    if not anchor_name or anchor_seq < 0:
+        return Located(
+            "ambiguous", why="names carry no SeqNo and no file of a known SeqNo was given to count from"
+        )
+    anchors = [f for f in files if f.name == anchor_name]
+    if seq_no == anchor_seq:
+        if anchors:
+            return Located("found", anchors[0], "the anchor itself")
+        return Located("not_found", why="the anchor's own file is not in the folder")
+    if not anchors:
+        return Located("ambiguous", why="the anchor's file is not in the folder: nothing to count from")
+    anchor = anchors[0]
+    if any(f.started == anchor.started for f in files if f is not anchor):
+        return Located("ambiguous", why="another file of the task started in the same second as the anchor")
+    if seq_no > anchor_seq:
+        return Located("ambiguous", why="after the anchor a missing file cannot be told from a later one")
+    earlier = [f for f in files if f.started < anchor.started]
+    p = len(earlier)
+    if p == 0:
+        return Located("not_found", why="no file of the task started before the anchor")
+    if p != anchor_seq:
+        return Located(
+            "ambiguous",
+            why=f"{p} files started before the anchor of SeqNo {anchor_seq}: "
+            + (
+                "some earlier segments are missing, which ones is unknown"
+                if p < anchor_seq
+                else "more files than segments"
+            ),
+        )
+    if len({f.started for f in earlier}) != p:
+        return Located("ambiguous", why="two earlier files started in the same second")
+    return Located("found", earlier[seq_no], "every earlier segment is there: by start order")
+
+
+def tail(
+    listing: Listing, task_id: int, last_seq: int, last_name: str = ""
+) -> list[tuple[int, RecordedFile]] | None:
+    """The task's files after its last announced segment ``last_seq`` (whose FileName is
+    ``last_name``), as (SeqNo, file) in order; None when the listing cannot tell.
+
+    - No file of the task: ``[]``.
+    - Names carry a SeqNo: the files whose SeqNo is above ``last_seq`` (None if two share one).
+    - Otherwise only when the last announced segment's file is listed at position
+      ``last_seq`` (every earlier segment has its file: the task's files are numbered
+      without a gap up to it), with no other file in its second and the later files in
+      distinct seconds: the k-th file after it is SeqNo ``last_seq + k``.
+
+    The last rule assumes no segment after ``last_seq`` lacks its file: a gap there cannot be
+    seen without SeqNo in names (a missing ``last_seq + 1`` makes the next file look like it).
+    A later callback's FileName always wins over the SeqNo given here.
+    """
+    files = _task_files(listing, task_id)
+    if not files:
+        return []
+    if all(f.seq_no is not None for f in files):
+        later = [f for f in files if f.seq_no is not None and f.seq_no > last_seq]
+        if len({f.seq_no for f in later}) != len(later):
+            return None
+        return sorted(((f.seq_no, f) for f in later if f.seq_no is not None), key=lambda pair: pair[0])
+    if _positional_problem(files) or not last_name or last_seq < 0:
+        return None
+    anchors = [f for f in files if f.name == last_name]
+    if not anchors:
+        return None
+    anchor = anchors[0]
+    if any(f.started == anchor.started for f in files if f is not anchor):
+        return None
+    if sum(1 for f in files if f.started < anchor.started) != last_seq:
+        return None
+    after = [f for f in files if f.started > anchor.started]
+    if len({f.started for f in after}) != len(after):
+        return None
+    return [(last_seq + 1 + k, f) for k, f in enumerate(after)]

@@ -69,6 +69,8 @@ RECONCILE_ERRORS = (
     "no_bucket",
     "blind",
     "unproven",
+    "too_many_files",
+    "unlistable",
 )
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
@@ -377,6 +379,14 @@ class Metrics:
             "instead of stuck or upload_missing.",
             registry=r,
         )
+        self.cos_unknown_file_names = Counter(
+            PREFIX + "cos_unknown_file_names",
+            "Keys found listing a recording stream's COS folder (to find segments no callback "
+            "announced) whose name has no known layout, by app: counted, never matched to a "
+            "segment. Growth means Tencent's naming changed or something else writes there.",
+            ["app_id"],
+            registry=r,
+        )
         # Series that alerts and dashboards use exist from the first scrape, at zero, so
         # rate() and increase() see the first event instead of a series appearing at 1.
         for reason in SIGNATURE_FAILURE_REASONS:
@@ -419,6 +429,7 @@ class Metrics:
     def touch_app(self, app_id: str) -> None:
         """Make an app's per-app counters exist, at zero, before its first event."""
         self.unverified.labels(app_id)
+        self.cos_unknown_file_names.labels(app_id)
         for e in EVENT_TYPES:
             for res in RESULTS:
                 self._callback_child(e, res, app_id)
@@ -431,6 +442,12 @@ class Metrics:
         for bucket in buckets:
             for reason in RECONCILE_ERRORS:
                 self.reconcile_errors.labels(bucket, reason)
+
+    def count_unknown_names(self, app_id: str, n: int) -> None:
+        """``n`` keys of a listed stream folder had no known layout (``cos.Listing.unknown``);
+        ``app_id`` is the store's bounded label, never a raw BizID."""
+        if n > 0:
+            self.cos_unknown_file_names.labels(app_id).inc(n)
 
     def count_problem(self, app_id: str, state: str, confirmed: bool | None) -> None:
         label = "unchecked" if confirmed is None else ("true" if confirmed else "false")

@@ -377,7 +377,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _help(
             "SecretId of a Tencent Cloud API key (CAM, not the GME permission key) allowed to HEAD "
-            "objects in the bucket(s); never logged. Without one, lookups are anonymous.",
+            "objects in the bucket(s) and list them; never logged. Without one, lookups are anonymous.",
             secret=True,
             env="TENCENTCLOUD_SECRET_ID",
         ),
@@ -440,6 +440,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "if it is not found either the miss stays unconfirmed."
         ),
     ] = 60.0
+    cos_list_max_pages: Annotated[
+        int,
+        Meta(ge=1, le=100),
+        _help(
+            "Most pages (of 1000 keys) read when a recording stream's COS folder is listed to find "
+            "segments no callback announced; a folder with more is an error (`too_many_files`), "
+            "never a guess.",
+            rule="must be 1..100",
+        ),
+    ] = 5
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs (rich, in console mode, shows locals).
