@@ -262,9 +262,9 @@ class LuaRules:
         return stream
 
     def revealed(
-        self, next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config
+        self, low_seq: int, next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config
     ) -> tuple[int, int]:
-        low, high = self._call("revealed", cfg, next_seq, seq_no, tracking_since, now)
+        low, high = self._call("revealed", cfg, low_seq, next_seq, seq_no, tracking_since, now)
         return int(low), int(high)
 
     def tail_due(self, now: float, cfg: Config) -> float:
@@ -962,21 +962,24 @@ def test_a_stream_is_the_key_without_its_seqno(rules: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("next_seq", "seq_no", "since", "now", "gap"),
+    ("low_seq", "next_seq", "seq_no", "since", "now", "gap"),
     [
-        (3, 5, 0.0, 0.0, (3, 5)),  # 3 and 4 revealed
-        (5, 5, 0.0, 0.0, (5, 5)),  # the next one: nothing
-        (7, 5, 0.0, 0.0, (7, 5)),  # an earlier one, late: nothing (an empty range)
-        (1, 1000, 0.0, 0.0, (1000 - lifecycle.MAX_GAP, 1000)),  # bounded
-        (-1, 3, 0.0, 300.0, (0, 3)),  # a new stream, tracked since before its first could start
-        (-1, 3, 0.0, 300.0 - EPS, (3, 3)),  # ... or not: nothing below it is called missing
-        (-1, 0, 0.0, 0.0, (0, 0)),
+        (0, 3, 5, 0.0, 0.0, (3, 5)),  # 3 and 4 revealed
+        (0, 5, 5, 0.0, 0.0, (5, 5)),  # the next one: nothing
+        (0, 7, 5, 0.0, 0.0, (5, 5)),  # accounted for already (revealed, or late): nothing
+        (4, 7, 1, 0.0, 0.0, (2, 4)),  # below the lowest heard (late arrival): 2 and 3 revealed
+        (4, 7, 3, 0.0, 0.0, (4, 4)),
+        (0, 1, 1000, 0.0, 0.0, (1000 - lifecycle.MAX_GAP, 1000)),  # bounded, above
+        (1000, 1001, 0, 0.0, 0.0, (1, 1 + lifecycle.MAX_GAP)),  # and below
+        (-1, -1, 3, 0.0, 300.0, (0, 3)),  # a new stream, tracked since before its first could start
+        (-1, -1, 3, 0.0, 300.0 - EPS, (3, 3)),  # ... or not: nothing below it is called missing
+        (-1, -1, 0, 0.0, 0.0, (0, 0)),
     ],
 )
-def test_a_callback_reveals_the_seqnos_below_it_that_its_stream_never_announced(
-    rules: Any, next_seq: int, seq_no: int, since: float, now: float, gap: tuple[int, int]
+def test_a_callback_reveals_the_seqnos_its_stream_never_announced(
+    rules: Any, low_seq: int, next_seq: int, seq_no: int, since: float, now: float, gap: tuple[int, int]
 ) -> None:
-    assert rules.revealed(next_seq, seq_no, since, now, CFG) == gap
+    assert rules.revealed(low_seq, next_seq, seq_no, since, now, CFG) == gap
 
 
 def test_a_stream_is_listed_once_quiet_only_with_checks(rules: Any) -> None:

@@ -1077,7 +1077,7 @@ def test_after_a_store_reset_a_segment_that_may_have_lost_its_start_is_unverifie
     end unverified -- ours to explain -- never orphans, and no start is counted lost; a
     segment first heard of longer after the window than any recording lasts is an orphan as
     before, and a late start makes the mark moot."""
-    store.record(ev(3, seq=7))  # reached the emptied store before the reset was found
+    store.record(ev(3, seq=7, user="u7"))  # reached the emptied store before the reset was found
     window = (clock.time() - 30, clock.time())
     assert int(store.run(store.inner.mark_blind(*window))) == 0  # none live: the count is of live ones
     store.record(ev(2, seq=0))  # completed after the reset: its start may have been in the window
@@ -1113,7 +1113,7 @@ def test_after_a_store_reset_a_segment_that_may_have_lost_its_start_is_unverifie
     assert store.stats().orphan_events == {"completed": 0, "uploaded": 0}
     # Longer after the window than a recording and its upload grace: Tencent's to explain again.
     clock.advance(CFG.max_recording_seconds + CFG.upload_grace_seconds)
-    store.record(ev(2, seq=8))
+    store.record(ev(2, seq=8, user="u8"))
     clock.advance(11)
     assert [(t.seq_no, t.state) for t in store.sweep()] == [(8, "orphan")]
     assert store.stats().orphan_events == {"completed": 1, "uploaded": 0}

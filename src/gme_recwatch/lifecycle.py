@@ -651,20 +651,26 @@ def stream_of(key: str) -> str:
     return key[: key.rindex(SEP)]
 
 
-def revealed(next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config) -> tuple[int, int]:
+def revealed(
+    low_seq: int, next_seq: int, seq_no: int, tracking_since: float, now: float, cfg: Config
+) -> tuple[int, int]:
     """The SeqNos, as a range ``(low, high)``, that a callback of ``seq_no`` reveals may never
-    have been announced: from the stream's next expected SeqNo (``next_seq``; -1 for a stream
-    not heard of yet) up to ``seq_no``, at most :data:`MAX_GAP`; the store creates those it
-    does not hold. For a stream heard of for the first time, the SeqNos below count only when
-    the store has been tracking (since ``tracking_since``) since before the first of them could
-    have started -- each segment lasts at most ``max_recording_seconds`` -- so a service
-    deployed, or a store emptied, in the middle of a recording never calls missing what it
-    could not have heard."""
+    have been announced, in a stream whose SeqNos ``low_seq`` up to ``next_seq`` (excluded) are
+    accounted for (``next_seq`` -1: a stream not heard of yet): those between it and them --
+    above them up to it, or below them down to just above it -- at most :data:`MAX_GAP`. The
+    store creates those it does not hold, and accounts for the range and ``seq_no``. For a
+    stream heard of for the first time, the SeqNos below it count only when the store has been
+    tracking (since ``tracking_since``) since before the first of them could have started --
+    each segment lasts at most ``max_recording_seconds`` -- so a service deployed, or a store
+    emptied, in the middle of a recording never calls missing what it could not have heard."""
     if next_seq < 0:
         low = 0 if tracking_since + seq_no * cfg.max_recording_seconds <= now else seq_no
-    else:
-        low = next_seq
-    return (low if low > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no
+        return (low if low > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no
+    if seq_no >= next_seq:
+        return (next_seq if next_seq > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no
+    if seq_no < low_seq:
+        return seq_no + 1, (low_seq if low_seq < seq_no + 1 + MAX_GAP else seq_no + 1 + MAX_GAP)
+    return seq_no, seq_no
 
 
 def tail_due(now: float, cfg: Config) -> float:

@@ -256,8 +256,16 @@ class MemoryStore:
         rec = self._streams.get(stream)
         if self._since is None:
             self._since = now
-        low, high = revealed(-1 if rec is None else rec.next_seq, ev.seq_no, self._since, now, self.cfg)
-        self._streams.heard(stream, ev.seq_no, mode, app, ev.file_name if self.cfg.check_in_cos else "", now)
+        low, high = revealed(
+            -1 if rec is None else rec.low_seq,
+            -1 if rec is None else rec.next_seq,
+            ev.seq_no,
+            self._since,
+            now,
+            self.cfg,
+        )
+        file_name = ev.file_name if self.cfg.check_in_cos else ""
+        self._streams.heard(stream, ev.seq_no, low, mode, app, file_name, now)
         for seq in range(low, high):
             gap = f"{stream}{SEP}{seq}"
             if gap in self._index:

@@ -41,7 +41,7 @@
 --                     (lifecycle.start_blind_marks) -> "<start> <end>"; never cleared by a callback
 --   lbw               the latest blind window marked ("<start> <end>"): a segment created later
 --                     whose first event is not a start is held against it
---   sr                hash: recording stream (lifecycle.stream_of) -> "<next SeqNo> <mode> <app>
+--   sr                hash: recording stream (lifecycle.stream_of) -> "<lowest SeqNo> <next SeqNo> <mode> <app>
 --                     <last heard> <tail due> <SeqNo of the file> <latest file named>"
 --   sdue              zset: stream -> when the sweep must next look at it (its tail, or expiry)
 --   tails             zset: streams due for a folder listing -> when they may be claimed
@@ -287,15 +287,22 @@ local function stream_of(key)
 end
 
 -- lifecycle.revealed
-local function revealed(next_seq, seq_no, tracking_since, now)
-  local low
+local function revealed(low_seq, next_seq, seq_no, tracking_since, now)
   if next_seq < 0 then
-    if tracking_since + seq_no * MAX_REC <= now then low = 0 else low = seq_no end
-  else
-    low = next_seq
+    local low = seq_no
+    if tracking_since + seq_no * MAX_REC <= now then low = 0 end
+    if low > seq_no - MAX_GAP then return low, seq_no end
+    return seq_no - MAX_GAP, seq_no
   end
-  if low > seq_no - MAX_GAP then return low, seq_no end
-  return seq_no - MAX_GAP, seq_no
+  if seq_no >= next_seq then
+    if next_seq > seq_no - MAX_GAP then return next_seq, seq_no end
+    return seq_no - MAX_GAP, seq_no
+  end
+  if seq_no < low_seq then
+    if low_seq < seq_no + 1 + MAX_GAP then return seq_no + 1, low_seq end
+    return seq_no + 1, seq_no + 1 + MAX_GAP
+  end
+  return seq_no, seq_no
 end
 
 -- lifecycle.tail_due
@@ -539,14 +546,15 @@ local function held_against_latest_window(key, b)
 end
 
 local function unpack_stream(raw)
-  local nxt, mode, app, last, tail, hint_seq, hint = string.match(raw, "^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (.*)$")
-  return {next_seq = tonumber(nxt), mode = tonumber(mode), app = tonumber(app), last = tonumber(last),
-          tail = tonumber(tail), hint_seq = tonumber(hint_seq), hint = hint}
+  local low, nxt, mode, app, last, tail, hint_seq, hint =
+    string.match(raw, "^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (.*)$")
+  return {low_seq = tonumber(low), next_seq = tonumber(nxt), mode = tonumber(mode), app = tonumber(app),
+          last = tonumber(last), tail = tonumber(tail), hint_seq = tonumber(hint_seq), hint = hint}
 end
 
 local function save_stream(stream, rec)
-  redis.call("HSET", P .. "sr", stream, string.format("%d %d %d %.17g %.17g %d ", rec.next_seq, rec.mode,
-    rec.app, rec.last, rec.tail, rec.hint_seq) .. rec.hint)
+  redis.call("HSET", P .. "sr", stream, string.format("%d %d %d %d %.17g %.17g %d ", rec.low_seq, rec.next_seq,
+    rec.mode, rec.app, rec.last, rec.tail, rec.hint_seq) .. rec.hint)
   local expiry = rec.last + RETENTION
   redis.call("ZADD", P .. "sdue", rec.tail < expiry and rec.tail or expiry, stream)
 end
@@ -560,12 +568,15 @@ local function heard(key, seq, mode, app, file, evicted)
   if raw then rec = unpack_stream(raw) end
   redis.call("SET", P .. "since", string.format("%.17g", now), "NX")
   local since = tonumber(redis.call("GET", P .. "since"))
-  local low, high = revealed(rec and rec.next_seq or -1, seq, since, now)
+  local low, high = revealed(rec and rec.low_seq or -1, rec and rec.next_seq or -1, seq, since, now)
   if rec then
     if seq + 1 > rec.next_seq then rec.next_seq = seq + 1 end
+    if low < rec.low_seq then rec.low_seq = low end
+    if seq < rec.low_seq then rec.low_seq = seq end
     rec.last, rec.tail = now, tail_due(now)
   else
-    rec = {next_seq = seq + 1, mode = mode, app = app, last = now, tail = tail_due(now), hint_seq = -1, hint = ""}
+    rec = {low_seq = low, next_seq = seq + 1, mode = mode, app = app, last = now, tail = tail_due(now),
+           hint_seq = -1, hint = ""}
   end
   if file ~= "" and seq >= rec.hint_seq then rec.hint, rec.hint_seq = file, seq end
   save_stream(stream, rec)

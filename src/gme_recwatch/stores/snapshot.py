@@ -65,8 +65,9 @@ class SnapshotV3(_SnapshotV2):
     blind: dict[str, tuple[float, float]] | None = None  # segments marked blind -> the window
     start_blind: dict[str, tuple[float, float]] | None = None  # starts that may be ours -> the window
     latest_blind: tuple[float, float] | None = None  # the latest blind window marked
-    # Recording streams: stream -> (next SeqNo, mode, app, last heard, tail due, file, its SeqNo)
-    streams: dict[str, tuple[int, int, int, float, float, str, int]] | None = None
+    # Recording streams: stream -> (next SeqNo, mode, app, last heard, tail due, file, its SeqNo,
+    # lowest SeqNo)
+    streams: dict[str, tuple[int, int, int, float, float, str, int, int]] | None = None
     since: float | None = None  # tracking since (receive clock); older ones lack it
 
 

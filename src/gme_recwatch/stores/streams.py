@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from ..lifecycle import INF, Config, tail_due
 
 # What a snapshot keeps of a stream: next SeqNo, record mode, app index, last heard, tail due,
-# the latest file named, its SeqNo.
-StreamState = tuple[int, int, int, float, float, str, int]
+# the latest file named, its SeqNo, the lowest SeqNo accounted for.
+StreamState = tuple[int, int, int, float, float, str, int, int]
 
 
 @dataclass(slots=True)
 class Stream:
     next_seq: int
+    """SeqNos from ``low_seq`` up to this one (excluded) are accounted for (lifecycle.revealed)."""
     mode: int
     app: int
     last_heard: float
@@ -33,6 +34,7 @@ class Stream:
     """When its folder is to be listed (INF: not due: no COS checks, or listed since)."""
     hint: str = ""
     hint_seq: int = -1
+    low_seq: int = 0
     queued: float = INF
     """When the earliest entry of the heap that names it comes due (INF: none does)."""
 
@@ -58,14 +60,17 @@ class Streams:
     def get(self, stream: str) -> Stream | None:
         return self.by_key.get(stream)
 
-    def heard(self, stream: str, seq_no: int, mode: int, app: int, file_name: str, now: float) -> Stream:
-        """A callback of ``stream`` with ``seq_no``, received ``now``: it expects the next SeqNo
-        after it, is due for a tail listing ``tail_quiet_seconds`` from now, and remembers the
-        latest file named."""
+    def heard(
+        self, stream: str, seq_no: int, low: int, mode: int, app: int, file_name: str, now: float
+    ) -> Stream:
+        """A callback of ``stream`` with ``seq_no``, received ``now``, that revealed SeqNos from
+        ``low``: SeqNos from the lowest of those up to it are accounted for, it is due for a
+        tail listing ``tail_quiet_seconds`` from now, and it remembers the latest file named."""
         rec = self.by_key.get(stream)
         if rec is None:
-            rec = self.by_key[stream] = Stream(seq_no + 1, mode, app, now, tail_due(now, self.cfg))
+            rec = self.by_key[stream] = Stream(seq_no + 1, mode, app, now, tail_due(now, self.cfg), low_seq=low)
         else:
+            rec.low_seq = min(rec.low_seq, low, seq_no)
             rec.next_seq = max(rec.next_seq, seq_no + 1)
             rec.last_heard = now
             rec.tail_at = tail_due(now, self.cfg)
@@ -129,7 +134,7 @@ class Streams:
 
     def dump(self) -> dict[str, StreamState]:
         return {
-            k: (r.next_seq, r.mode, r.app, r.last_heard, r.tail_at, r.hint, r.hint_seq)
+            k: (r.next_seq, r.mode, r.app, r.last_heard, r.tail_at, r.hint, r.hint_seq, r.low_seq)
             for k, r in self.by_key.items()
         }
 
