@@ -145,7 +145,13 @@ def test_summary_end_states_follow_the_lifecycle_rules() -> None:
         }
     )  # 5: never heard of
     s = summarise(plan, delivered, Counter({UPLOADED: 2}), sent=set(delivered))
-    assert s.expected_end_states == {"uploaded": 1, "stuck": 0 + 1, "upload_missing": 2, "orphan": 1}
+    assert s.expected_end_states == {
+        "uploaded": 1,
+        "stuck": 0 + 1,
+        "upload_missing": 2,
+        "orphan": 1,
+        "unannounced": 0,
+    }
     assert (s.untracked_segments, s.orphan_segments, s.completed_segments) == (1, 2, 4)
     assert s.events["completed"].delivered == 4 and s.events["completed"].duplicates == 1
     assert s.bad_signature_requests == 2 and s.events["uploaded"].bad_signature == 2
@@ -156,6 +162,7 @@ def test_summary_end_states_follow_the_lifecycle_rules() -> None:
         "stuck": [(seg[1].room_id, seg[1].seq_no)],
         "upload_missing": [(seg[2].room_id, seg[2].seq_no), (seg[4].room_id, seg[4].seq_no)],
         "orphan": [(seg[3].room_id, seg[3].seq_no)],
+        "unannounced": [],
     }
     assert s.expected_segments["stuck"][0]["task_id"] == str(seg[1].task_id)
     assert "expected_segments" not in s.to_json()  # the summary stays a summary
@@ -177,11 +184,26 @@ def test_with_a_bucket_a_segment_whose_file_is_there_is_expected_reconciled() ->
         }
     )
     alone = summarise(plan, delivered, Counter(), sent=set(delivered))
-    assert alone.expected_end_states == {"uploaded": 0, "stuck": 1, "upload_missing": 3, "orphan": 0}
+    assert alone.expected_end_states == {
+        "uploaded": 0,
+        "stuck": 1,
+        "upload_missing": 3,
+        "orphan": 0,
+        "unannounced": 0,
+    }
     assert alone.expected_reconciled == 0
+    assert alone.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
     cos = summarise(plan, delivered, Counter(), sent=set(delivered), in_bucket={0, 1, 2})
-    assert cos.expected_end_states == {"uploaded": 2, "stuck": 0, "upload_missing": 1, "orphan": 1}
+    assert cos.expected_end_states == {
+        "uploaded": 2,
+        "stuck": 0,
+        "upload_missing": 1,
+        "orphan": 1,
+        "unannounced": 0,
+    }
     assert cos.expected_reconciled == 3
+    # A found file marks the events not seen as lost, a start never (lifecycle.found_in_cos).
+    assert cos.expected_lost_callbacks == {"started": 0, "completed": 1, "uploaded": 3}
     assert [x["room_id"] for x in cos.expected_segments["upload_missing"]] == [plan.segments[3].room_id]
     assert [x["room_id"] for x in cos.expected_segments["orphan"]] == [plan.segments[2].room_id]
 
@@ -363,7 +385,9 @@ def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:
 
     s = asyncio.run(go())
     assert all(c.undelivered == 1 and c.delivered == 0 for c in s.events.values())
-    assert s.expected_end_states == dict.fromkeys(("uploaded", "stuck", "upload_missing", "orphan"), 0)
+    assert s.expected_end_states == dict.fromkeys(
+        ("uploaded", "stuck", "upload_missing", "orphan", "unannounced"), 0
+    )
 
 
 def test_corpus_lines_are_signature_tab_body_and_verify(tmp_path: Path) -> None:
