@@ -24,7 +24,13 @@ COS: at a time between the segment's completion and its "uploaded" callback, whe
 that callback then gets through. Segments that never complete or never upload leave no file.
 So a bucket and the service can be compared end to end: a file whose callback was lost is
 there, a file that never uploaded is not (``files_uploaded``,
-``uploaded_files_without_callback`` in the summary).
+``uploaded_files_without_callback`` in the summary). A file is named in its stream's folder and
+stamped with its segment's start, so a folder's names sort in SeqNo order (``--file-layout``).
+
+Silent segments (``--silent-fraction``, #28) send no callback at all while their files still
+land: the service can know of one only from its stream's other SeqNos (a gap) or by listing the
+stream's folder (the tail), and :func:`summarise` expects what it then makes of each
+(unannounced, or uploaded with its three callbacks lost; docs/simulator.md has the table).
 
 Corpus format (``--write-corpus``), for load tools: one request per line,
 ``<Signature>\\t<body>\\n``. A compact JSON body never contains a tab or a newline, so a line
