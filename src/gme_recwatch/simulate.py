@@ -166,8 +166,9 @@ class SimConfig:
             if not (0 <= room < self.rooms and 0 <= user < self.users_per_room):
                 raise ValueError(f"silent segment {(room, user, seq)}: no such room or user")
             if not 1 <= seq < self.segments_per_task:
-                # SeqNo 0 is never silent: the service cannot know of a stream before its first
-                # callback, so a silent SeqNo 0 is nothing it could be expected to find.
+                # SeqNo 0 is never silent: it would lie below the first SeqNo the service hears,
+                # where what it finds depends on how long it has tracked the stream, which the
+                # expectation cannot say (docs/simulator.md).
                 raise ValueError(f"silent segment {(room, user, seq)}: SeqNo must be 1..segments_per_task-1")
         return self
 
