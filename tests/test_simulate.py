@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -12,13 +13,17 @@ import pytest
 from gme_recwatch import cli, events, signature
 from gme_recwatch.events import COMPLETED, STARTED, UPLOADED
 from gme_recwatch.simulate import (
+    Plan,
     SenderConfig,
     SimConfig,
     Summary,
     make_plan,
     run,
+    silence_report,
+    silence_text,
     summarise,
     write_corpus,
+    write_expected,
 )
 
 SECRET = "sim-secret"
@@ -145,7 +150,13 @@ def test_summary_end_states_follow_the_lifecycle_rules() -> None:
         }
     )  # 5: never heard of
     s = summarise(plan, delivered, Counter({UPLOADED: 2}), sent=set(delivered))
-    assert s.expected_end_states == {"uploaded": 1, "stuck": 0 + 1, "upload_missing": 2, "orphan": 1}
+    assert s.expected_end_states == {
+        "uploaded": 1,
+        "stuck": 0 + 1,
+        "upload_missing": 2,
+        "orphan": 1,
+        "unannounced": 0,
+    }
     assert (s.untracked_segments, s.orphan_segments, s.completed_segments) == (1, 2, 4)
     assert s.events["completed"].delivered == 4 and s.events["completed"].duplicates == 1
     assert s.bad_signature_requests == 2 and s.events["uploaded"].bad_signature == 2
@@ -156,6 +167,7 @@ def test_summary_end_states_follow_the_lifecycle_rules() -> None:
         "stuck": [(seg[1].room_id, seg[1].seq_no)],
         "upload_missing": [(seg[2].room_id, seg[2].seq_no), (seg[4].room_id, seg[4].seq_no)],
         "orphan": [(seg[3].room_id, seg[3].seq_no)],
+        "unannounced": [],
     }
     assert s.expected_segments["stuck"][0]["task_id"] == str(seg[1].task_id)
     assert "expected_segments" not in s.to_json()  # the summary stays a summary
@@ -177,11 +189,26 @@ def test_with_a_bucket_a_segment_whose_file_is_there_is_expected_reconciled() ->
         }
     )
     alone = summarise(plan, delivered, Counter(), sent=set(delivered))
-    assert alone.expected_end_states == {"uploaded": 0, "stuck": 1, "upload_missing": 3, "orphan": 0}
+    assert alone.expected_end_states == {
+        "uploaded": 0,
+        "stuck": 1,
+        "upload_missing": 3,
+        "orphan": 0,
+        "unannounced": 0,
+    }
     assert alone.expected_reconciled == 0
+    assert alone.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
     cos = summarise(plan, delivered, Counter(), sent=set(delivered), in_bucket={0, 1, 2})
-    assert cos.expected_end_states == {"uploaded": 2, "stuck": 0, "upload_missing": 1, "orphan": 1}
+    assert cos.expected_end_states == {
+        "uploaded": 2,
+        "stuck": 0,
+        "upload_missing": 1,
+        "orphan": 1,
+        "unannounced": 0,
+    }
     assert cos.expected_reconciled == 3
+    # A found file marks the events not seen as lost, a start never (lifecycle.found_in_cos).
+    assert cos.expected_lost_callbacks == {"started": 0, "completed": 1, "uploaded": 3}
     assert [x["room_id"] for x in cos.expected_segments["upload_missing"]] == [plan.segments[3].room_id]
     assert [x["room_id"] for x in cos.expected_segments["orphan"]] == [plan.segments[2].room_id]
 
@@ -363,7 +390,9 @@ def test_sender_gives_up_after_its_retry_budget_and_reports_the_loss() -> None:
 
     s = asyncio.run(go())
     assert all(c.undelivered == 1 and c.delivered == 0 for c in s.events.values())
-    assert s.expected_end_states == dict.fromkeys(("uploaded", "stuck", "upload_missing", "orphan"), 0)
+    assert s.expected_end_states == dict.fromkeys(
+        ("uploaded", "stuck", "upload_missing", "orphan", "unannounced"), 0
+    )
 
 
 def test_corpus_lines_are_signature_tab_body_and_verify(tmp_path: Path) -> None:
@@ -545,3 +574,417 @@ def test_a_bucket_that_refuses_writes_counts_upload_errors(s3_server: object) ->
     summary = asyncio.run(go())
     assert (summary.files_uploaded, summary.upload_errors) == (0, len(plan.uploads))
     assert s3_server.keys_of(bucket) == []
+
+
+# --------------------------------------------------------------------------- silent segments (#28)
+
+
+def _all_delivered(plan: Plan) -> Counter[tuple[int, int]]:
+    """Every request the plan sends answered 200 once: what a clean wire gets across."""
+    return Counter({(x.segment, x.event_type): 1 for x in plan.sends if x.copy == "original"})
+
+
+def _stream_plan(*silent: int, segments: int = 4, **kw: float | str) -> Plan:
+    """One room, one user, one stream of ``segments`` segments, the SeqNos ``silent`` silent."""
+    return make_plan(
+        _quick(
+            rooms=1,
+            users_per_room=1,
+            segments_per_task=segments,
+            mixed_fraction=0.0,
+            silent=tuple((0, 0, seq) for seq in silent),  # type: ignore[arg-type]
+            **kw,
+        )
+    )
+
+
+def test_silent_segments_send_nothing_never_seq_0_and_still_leave_their_files() -> None:
+    plan = make_plan(
+        SimConfig(
+            rooms=400,
+            users_per_room=2,
+            segments_per_task=3,
+            silent_fraction=0.3,
+            never_complete_fraction=0.1,
+            never_upload_fraction=0.1,
+            bad_signature_fraction=0.1,
+            duplicate_fraction=0.2,
+            seed=7,
+        )
+    )
+    eligible = [i for i, s in enumerate(plan.segments) if s.seq_no >= 1]
+    assert within(len(plan.silent) / len(eligible), 0.3)
+    assert all(plan.segments[i].seq_no >= 1 for i in plan.silent)
+    # No request of any kind names a silent segment (forged copies included).
+    assert not {x.segment for x in plan.sends} & plan.silent
+    # Every event that happened is dropped, so the summary counts them as never sent.
+    assert {(seg, et) for seg, et in plan.generated if seg in plan.silent} <= plan.dropped
+    # The file lands as the fate says, silence or not.
+    uploading = {seg for _, seg in plan.uploads}
+    fates = Counter(plan.segments[i].fate for i in plan.silent)
+    assert fates["normal"] and fates["never_complete"] and fates["never_upload"]
+    for i in plan.silent:
+        assert (i in uploading) is (plan.segments[i].fate == "normal")
+
+
+def test_a_plan_with_silence_is_the_plan_without_it_but_for_the_silent_callbacks() -> None:
+    quiet = SimConfig(rooms=100, segments_per_task=3, silent_fraction=0.2, seed=5)
+    loud = make_plan(SimConfig(rooms=100, segments_per_task=3, seed=5))
+    plan = make_plan(quiet)
+    assert plan.silent and not loud.silent
+    assert plan.segments == loud.segments and plan.uploads == loud.uploads
+    assert plan.sends == [x for x in loud.sends if x.segment not in plan.silent]
+    assert plan.generated == loud.generated
+    # Nothing of a silent segment arrives, so none of it arrives out of order either.
+    assert _stream_plan(1, 2, reorder_fraction=1.0).reordered == 2
+
+
+def test_without_silence_a_seeds_plan_is_the_one_it_was_before_silence_existed() -> None:
+    """The e2e tests chose seeds for their plans' problems (the README demo's seed 0 has stuck,
+    upload_missing and orphan segments): drawing silence from the plan's own generator would
+    have changed every plan. The digest is that of the plan before silent segments existed."""
+    import hashlib
+
+    cfg = SimConfig(
+        rooms=20,
+        time_scale=100,
+        drop_fraction=0.02,
+        never_upload_fraction=0.05,
+        never_complete_fraction=0.03,
+        bad_signature_fraction=0.01,
+        seed=0,
+    )
+    plan = make_plan(cfg)
+    text = repr([(round(s.at, 6), s.segment, s.event_type, s.copy) for s in plan.sends])
+    text += repr([s.fate for s in plan.segments])
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "e92b429ec0345226"
+
+
+def test_silence_is_the_same_for_a_seed_and_another_for_another_seed() -> None:
+    cfg = SimConfig(rooms=100, segments_per_task=3, silent_fraction=0.2, seed=8)
+    a, b = make_plan(cfg), make_plan(cfg)
+    assert a.silent == b.silent and a.sends == b.sends and a.dropped == b.dropped
+    c = make_plan(SimConfig(rooms=100, segments_per_task=3, silent_fraction=0.2, seed=9))
+    # Same indices, other rooms; the indices themselves differ too.
+    assert c.silent != a.silent
+
+
+def test_chosen_silent_segments_are_exactly_those_named_including_a_tasks_last() -> None:
+    plan = make_plan(
+        SimConfig(
+            rooms=3, users_per_room=2, segments_per_task=3, mixed_fraction=0.0, silent=((1, 1, 2), (2, 0, 1))
+        )
+    )
+    named = {(s.room_id, s.user_id, s.seq_no) for i, s in enumerate(plan.segments) if i in plan.silent}
+    seed = plan.config.seed
+    assert named == {
+        (f"sim{seed}-room1", f"sim{seed}-user1-1", 2),
+        (f"sim{seed}-room2", f"sim{seed}-user2-0", 1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("silent", "words"),
+    [
+        (((0, 0, 0),), "SeqNo must be"),  # SeqNo 0 is never silent
+        (((0, 0, 3),), "SeqNo must be"),
+        (((2, 0, 1),), "no such room"),
+        (((0, 2, 1),), "no such room or user"),
+    ],
+)
+def test_silent_segments_that_cannot_be_silenced_are_refused(
+    silent: tuple[tuple[int, int, int], ...], words: str
+) -> None:
+    with pytest.raises(ValueError, match=words):
+        make_plan(SimConfig(rooms=2, users_per_room=2, segments_per_task=3, silent=silent))
+
+
+def test_a_mixed_tasks_other_users_are_no_stream_to_silence() -> None:
+    with pytest.raises(ValueError, match="do not exist"):
+        make_plan(
+            SimConfig(rooms=1, users_per_room=2, segments_per_task=2, mixed_fraction=1.0, silent=((0, 1, 1),))
+        )
+    plan = make_plan(
+        SimConfig(rooms=1, users_per_room=2, segments_per_task=2, mixed_fraction=1.0, silent=((0, 0, 1),))
+    )
+    assert plan.silent == {1}
+
+
+def test_a_silent_middle_segment_is_unannounced_without_a_bucket() -> None:
+    plan = _stream_plan(1)
+    s = summarise(plan, _all_delivered(plan), Counter())
+    assert s.expected_end_states["unannounced"] == s.expected_unannounced == 1
+    assert s.expected_end_states["uploaded"] == 3 and s.untracked_segments == 0
+    assert s.expected_segments["unannounced"] == [plan.identity(1)]
+    assert s.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
+    assert s.silences == [(plan.identity(1), "unannounced")]
+    assert s.silent_segments == 1
+
+
+def test_a_silent_middle_segment_whose_file_is_in_the_bucket_ends_uploaded_with_three_callbacks_lost() -> None:
+    plan = _stream_plan(1)
+    in_bucket = {seg for _, seg in plan.uploads}
+    assert 1 in in_bucket
+    s = summarise(plan, _all_delivered(plan), Counter(), in_bucket=in_bucket)
+    assert s.expected_end_states["uploaded"] == 4 and s.expected_end_states["unannounced"] == 0
+    assert (s.expected_unannounced_found, s.expected_tail_found, s.expected_reconciled) == (1, 0, 0)
+    assert s.expected_lost_callbacks == {"started": 1, "completed": 1, "uploaded": 1}
+    assert s.silences == [(plan.identity(1), "found")]
+
+
+def test_a_silent_middle_segment_with_no_file_in_the_bucket_is_unannounced_confirmed() -> None:
+    plan = _stream_plan(1, never_upload_fraction=1.0)  # nothing uploads: an empty folder
+    assert not plan.uploads
+    s = summarise(plan, _all_delivered(plan), Counter(), in_bucket=set())
+    assert s.expected_unannounced == 1 and s.expected_segments["unannounced"] == [plan.identity(1)]
+    assert s.expected_end_states["upload_missing"] == 3  # the others, by their callbacks
+    assert s.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
+    assert "confirmed" in silence_text("unannounced", bucket=True)
+    assert "unconfirmed" in silence_text("unannounced", bucket=False)
+
+
+def test_a_silent_last_segment_is_found_only_by_listing_the_bucket() -> None:
+    plan = _stream_plan(3)
+    delivered = _all_delivered(plan)
+    alone = summarise(plan, delivered, Counter())
+    assert alone.untracked_segments == 1 and alone.expected_unannounced == 0
+    assert alone.expected_end_states["uploaded"] == 3
+    assert alone.silences == [(plan.identity(3), "tail")]
+    empty = summarise(plan, delivered, Counter(), in_bucket={0, 1, 2})  # its file is not there
+    assert empty.untracked_segments == 1 and empty.expected_unannounced == 0
+    assert empty.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
+    listed = summarise(plan, delivered, Counter(), in_bucket={0, 1, 2, 3})
+    assert listed.untracked_segments == 0 and listed.expected_end_states["uploaded"] == 4
+    assert (listed.expected_tail_found, listed.expected_unannounced_found) == (1, 0)
+    assert listed.expected_lost_callbacks == {"started": 1, "completed": 1, "uploaded": 1}
+    assert listed.silences == [(plan.identity(3), "tail_found")]
+
+
+def test_a_silent_segment_below_the_first_delivered_seq_stays_untracked_even_with_its_file() -> None:
+    plan = _stream_plan(1)
+    # SeqNo 0's callbacks all lost on the wire: the service first hears of the stream at SeqNo 2.
+    delivered = Counter({k: n for k, n in _all_delivered(plan).items() if k[0] != 0})
+    s = summarise(plan, delivered, Counter(), in_bucket={0, 1, 2, 3})
+    assert s.untracked_segments == 2 and s.expected_end_states["uploaded"] == 2
+    assert s.expected_unannounced == s.expected_unannounced_found == s.expected_tail_found == 0
+    assert s.expected_lost_callbacks == {"started": 0, "completed": 0, "uploaded": 0}
+    assert s.silences == [(plan.identity(1), "below")]
+
+
+def test_a_segment_whose_callbacks_were_all_lost_by_chance_is_a_gap_like_a_silent_one() -> None:
+    """The service cannot tell a planned silence from three unlucky drops: the rules apply to
+    every segment of which nothing arrived, and only the plan's silent ones are named."""
+    plan = _stream_plan()
+    delivered = Counter({k: n for k, n in _all_delivered(plan).items() if k[0] != 2})
+    s = summarise(plan, delivered, Counter())
+    assert s.expected_segments["unannounced"] == [plan.identity(2)] and s.silences == []
+
+
+def test_silent_segments_of_streams_the_service_never_heard_of_stay_untracked() -> None:
+    plan = _stream_plan(1, 2)
+    s = summarise(plan, Counter(), Counter(), in_bucket={0, 1, 2, 3})
+    assert s.untracked_segments == 4 and sum(s.expected_end_states.values()) == 0
+    assert {silence for _, silence in s.silences} == {"unheard_stream"}
+
+
+def test_the_expectation_file_lists_the_unannounced_segments(tmp_path: Path) -> None:
+    plan = _stream_plan(2)
+    path = tmp_path / "expected.json"
+    write_expected(summarise(plan, _all_delivered(plan), Counter()), str(path))
+    expected = json.loads(path.read_text())
+    assert expected["unannounced"] == [plan.identity(2)]
+    assert set(expected) == {"stuck", "upload_missing", "orphan", "unannounced"}
+
+
+def test_the_summary_json_has_the_new_expectations_and_not_the_per_segment_lists() -> None:
+    plan = _stream_plan(1)
+    out = json.loads(summarise(plan, _all_delivered(plan), Counter(), in_bucket={0, 1, 2, 3}).to_json())
+    assert out["expected_unannounced_found"] == 1 and out["silent_segments"] == 1
+    assert out["expected_lost_callbacks"] == {"started": 1, "completed": 1, "uploaded": 1}
+    assert out["expected_end_states"]["unannounced"] == 0
+    assert "silences" not in out and "expected_segments" not in out
+
+
+def test_the_silence_report_names_each_silent_segment_and_its_fate() -> None:
+    plan = _stream_plan(1, 3)
+    s = summarise(plan, _all_delivered(plan), Counter())
+    lines = silence_report(s, bucket=False)
+    assert "2 segments sent no callback at all" in lines[0] and "unannounced 1" in lines[0]
+    assert lines[1].endswith(silence_text("unannounced", False)) and "seq 1" in lines[1]
+    assert lines[2].endswith(silence_text("tail", False)) and "seq 3" in lines[2]
+    assert f"room {plan.segments[1].room_id} user {plan.segments[1].user_id}" in lines[1]
+    assert silence_report(s, bucket=False, most=1)[-1] == "  ... and 1 more"
+    assert silence_report(summarise(_stream_plan(), Counter(), Counter()), bucket=True) == []
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def _streams(plan: Plan) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for s in plan.segments:  # in SeqNo order within a stream
+        out.setdefault((s.room_id, s.user_id), []).append(s.file_name)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["seq", "spec"])
+@pytest.mark.parametrize("duration", [0.0, 300.0])
+def test_a_streams_file_names_are_distinct_and_sort_in_seq_order(layout: str, duration: float) -> None:
+    """Zero-length segments too (the tests' quick plans): a stamp is at least a second after
+    its predecessor's, or twelve segments would sort 0, 1, 10, 11, 2... or, in the spec layout,
+    share one name."""
+    plan = make_plan(
+        _quick(
+            rooms=6,
+            users_per_room=2,
+            segments_per_task=12,
+            mixed_fraction=0.5,
+            duration_min=duration,
+            duration_max=duration,
+            file_layout=layout,  # type: ignore[arg-type]
+        )
+    )
+    assert {s.record_mode for s in plan.segments} == {0, 1}
+    for names in _streams(plan).values():
+        assert len(set(names)) == len(names) == 12
+        assert sorted(names) == names
+        assert len({n.rsplit("/", 1)[0] for n in names}) == 1  # one folder per stream
+
+
+def test_a_file_is_stamped_with_its_segments_start() -> None:
+    import time
+
+    plan = make_plan(SimConfig(rooms=20, segments_per_task=3, reorder_fraction=0.0, drop_fraction=0.0, seed=2))
+    starts = {x.segment: x.at for x in plan.sends if x.event_type == STARTED and x.copy == "original"}
+    for seg, at in starts.items():
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(int(1_700_000_000 + at)))
+        assert plan.segments[seg].file_name.split("/")[1].startswith(stamp + "_")
+
+
+def test_the_spec_layout_is_tencents_sample_without_the_seq() -> None:
+    import re
+
+    seq = make_plan(SimConfig(rooms=30, segments_per_task=2, mixed_fraction=0.5, seed=4))
+    spec = make_plan(SimConfig(rooms=30, segments_per_task=2, mixed_fraction=0.5, seed=4, file_layout="spec"))
+    biz = spec.config.biz_id
+    for a, b in zip(seq.segments, spec.segments, strict=True):
+        folder = f"{biz}_{b.room_id}_{b.user_id}" if b.record_mode == 0 else f"{biz}_{b.room_id}"
+        # like 1400000000_100_999/2023-02-09-16-16-45_446946705284000000_audio.mp3
+        assert re.fullmatch(rf"{folder}/\d{{4}}(-\d\d){{5}}_{b.task_id}_audio\.mp3", b.file_name), b.file_name
+        kind = "audio" if a.record_mode == 0 else "mix"
+        assert a.file_name == b.file_name.replace("_audio.mp3", f"_{a.seq_no}_{kind}.mp3")
+
+
+# --------------------------------------------------------------------------- the flags
+
+
+def test_cli_flags_choose_silence_and_the_file_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gme_recwatch.simulate import config_from_args
+
+    parser = cli.build_parser()
+    default = config_from_args(parser.parse_args(["simulate"]))
+    assert (default.silent_fraction, default.file_layout) == (0.0, "seq")
+    args = parser.parse_args(["simulate", "--silent-fraction", "0.25", "--file-layout", "spec", "--seed", "3"])
+    cfg = config_from_args(args)
+    assert (cfg.silent_fraction, cfg.file_layout) == (0.25, "spec")
+    # The corpus leaves the silent segments' requests out.
+    out = tmp_path / "c.tsv"
+    argv = ["simulate", "--secret", SECRET, "--rooms", "20", "--segments-per-task", "3", "--seed", "3"]
+    assert cli.main([*argv, "--silent-fraction", "0.5", "--write-corpus", str(out)]) == 0
+    plan = make_plan(SimConfig(rooms=20, segments_per_task=3, seed=3, silent_fraction=0.5))
+    assert plan.silent and out.read_bytes().count(b"\n") == len(plan.sends)
+    assert len(plan.sends) < len(make_plan(SimConfig(rooms=20, segments_per_task=3, seed=3)).sends)
+    capsys.readouterr()
+    assert cli.main(["simulate", "--secret", SECRET, "--silent-fraction", "1.5"]) == 2
+    assert "silent_fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["simulate", "--file-layout", "flat"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="file_layout"):  # not only the flag refuses it
+        make_plan(SimConfig(file_layout="flat"))  # type: ignore[arg-type]
+
+
+def test_the_command_names_the_silent_segments_and_what_to_expect_of_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real command against a real (if minimal) HTTP listener that answers 200."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def _ok(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"code":0}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _ok
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    expected = tmp_path / "expected.json"
+    try:
+        rc = cli.main(
+            [
+                "simulate",
+                "--url",
+                f"http://127.0.0.1:{server.server_port}/callback",
+                "--secret",
+                SECRET,
+                "--rooms",
+                "4",
+                "--users-per-room",
+                "1",
+                "--segments-per-task",
+                "3",
+                "--mixed-fraction",
+                "0",
+                "--spread",
+                "0",
+                "--duration-min",
+                "1",
+                "--duration-max",
+                "1",
+                "--upload-delay-max",
+                "1",
+                "--time-scale",
+                "1000",
+                "--drop-fraction",
+                "0",
+                "--silent-fraction",
+                "0.5",
+                "--seed",
+                "6",
+                "--quiet",
+                "--expected-file",
+                str(expected),
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    plan = make_plan(
+        SimConfig(rooms=4, users_per_room=1, segments_per_task=3, mixed_fraction=0, silent_fraction=0.5, seed=6)
+    )
+    middle = [i for i in plan.silent if plan.segments[i].seq_no == 1 and i + 1 not in plan.silent]
+    last = [i for i in plan.silent if plan.segments[i].seq_no == 2]
+    assert middle and last  # this seed has both kinds
+    assert f"{len(plan.silent)} segments sent no callback at all" in out.err
+    for i in middle:
+        s = plan.segments[i]
+        assert f"room {s.room_id} user {s.user_id} task {s.task_id} seq 1: unannounced, unconfirmed" in out.err
+    for i in last:
+        s = plan.segments[i]
+        assert f"room {s.room_id} user {s.user_id} task {s.task_id} seq 2: untracked" in out.err
+    assert f"unannounced {len(middle)};" in out.err
+    assert json.loads(out.out)["expected_unannounced"] == len(middle)
+    assert len(json.loads(expected.read_text())["unannounced"]) == len(middle)

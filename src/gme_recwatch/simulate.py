@@ -24,7 +24,13 @@ COS: at a time between the segment's completion and its "uploaded" callback, whe
 that callback then gets through. Segments that never complete or never upload leave no file.
 So a bucket and the service can be compared end to end: a file whose callback was lost is
 there, a file that never uploaded is not (``files_uploaded``,
-``uploaded_files_without_callback`` in the summary).
+``uploaded_files_without_callback`` in the summary). A file is named in its stream's folder and
+stamped with its segment's start, so a folder's names sort in SeqNo order (``--file-layout``).
+
+Silent segments (``--silent-fraction``, #28) send no callback at all while their files still
+land: the service can know of one only from its stream's other SeqNos (a gap) or by listing the
+stream's folder (the tail), and :func:`summarise` expects what it then makes of each
+(unannounced, or uploaded with its three callbacks lost; docs/simulator.md has the table).
 
 Corpus format (``--write-corpus``), for load tools: one request per line,
 ``<Signature>\\t<body>\\n``. A compact JSON body never contains a tab or a newline, so a line
@@ -56,8 +62,16 @@ from .signature import parse_secret_list, sign
 Copy = Literal["original", "duplicate", "bad_signature"]
 FORGED_SUFFIX: Final = "-forged"  # the room of a wrong-signature copy: a segment nobody tracks
 Fate = Literal["normal", "never_complete", "never_upload"]
+FileLayout = Literal["seq", "spec"]
+FILE_LAYOUTS: Final[tuple[FileLayout, ...]] = ("seq", "spec")
 EVENT_TYPES: Final = (STARTED, COMPLETED, UPLOADED)
-END_STATES: Final = tuple(s.label for s in lifecycle.END_STATES)
+_EVENT_LABELS: Final = tuple(EVENT_NAMES[et] for et in EVENT_TYPES)
+_LIFECYCLE_END_STATES: Final = tuple(s.label for s in lifecycle.END_STATES)
+# "unannounced" (#28: a segment of which Tencent sent no callback at all, found missing from its
+# stream's SeqNos) is appended here until lifecycle has State.UNANNOUNCED among its END_STATES;
+# the guard keeps it listed once whichever lands first.
+END_STATES: Final = _LIFECYCLE_END_STATES + (() if "unannounced" in _LIFECYCLE_END_STATES else ("unannounced",))
+_EPOCH: Final = 1_700_000_000  # the wall-clock second that simulated time 0 stands for in file names
 _FIRST_TASK_ID: Final = 446946705284000000  # above 2**53, like Tencent's
 
 
@@ -103,6 +117,16 @@ class SimConfig:
     """Fraction of segments that complete and never upload (expected upload_missing)."""
     bad_signature_fraction: float = 0.005
     """Extra requests, as a fraction of events, that copy an event with a wrong signature."""
+    silent_fraction: float = 0.0
+    """Fraction of segments with SeqNo >= 1 of which the sender loses every callback; their
+    files still land in the bucket as their fate says (never SeqNo 0: see docs/simulator.md)."""
+    silent: tuple[tuple[int, int, int], ...] = ()
+    """Further silent segments by (room index, user index, SeqNo >= 1), for tests; a mixed
+    task's one stream is user index 0."""
+    file_layout: FileLayout = "seq"
+    """File names: ``seq`` = ``{stamp}_{task}_{seq}_{kind}.mp3``, ``spec`` = Tencent's sample,
+    ``{stamp}_{task}_audio.mp3``; either way in the stream's folder, stamped with the segment's
+    start, so that a folder's names sort in SeqNo order."""
     biz_id: int = 1400000000
     """BizID (AppID) of every callback."""
     seed: int = 0
@@ -118,6 +142,7 @@ class SimConfig:
             "never_complete_fraction",
             "never_upload_fraction",
             "bad_signature_fraction",
+            "silent_fraction",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1")
@@ -135,6 +160,16 @@ class SimConfig:
             raise ValueError("need 0 <= upload_delay_min <= upload_delay_max")
         if min(self.spread, self.reorder_delay, self.duplicate_delay) < 0:
             raise ValueError("spread and delays must be >= 0")
+        if self.file_layout not in FILE_LAYOUTS:
+            raise ValueError(f"file_layout must be one of {', '.join(FILE_LAYOUTS)}")
+        for room, user, seq in self.silent:
+            if not (0 <= room < self.rooms and 0 <= user < self.users_per_room):
+                raise ValueError(f"silent segment {(room, user, seq)}: no such room or user")
+            if not 1 <= seq < self.segments_per_task:
+                # SeqNo 0 is never silent: it would lie below the first SeqNo the service hears,
+                # where what it finds depends on how long it has tracked the stream, which the
+                # expectation cannot say (docs/simulator.md).
+                raise ValueError(f"silent segment {(room, user, seq)}: SeqNo must be 1..segments_per_task-1")
         return self
 
 
@@ -175,6 +210,9 @@ class Plan:
     uploads: list[tuple[float, int]] = field(default_factory=list)
     """(simulated time, segment) of every file that reaches the bucket, ordered by time:
     segments that upload, whether their "uploaded" callback is then sent or not."""
+    silent: set[int] = field(default_factory=set)
+    """Segments of which the sender sends no callback at all (``silent_fraction``, ``silent``);
+    all their events are in ``dropped``."""
 
     def identity(self, seg: int) -> dict[str, str | int]:
         """A segment's key as the service's API shows it (ids as strings)."""
@@ -215,6 +253,11 @@ def make_plan(cfg: SimConfig) -> Plan:
     generated: set[tuple[int, int]] = set()
     dropped: set[tuple[int, int]] = set()
     uploads: list[tuple[float, int]] = []
+    silent: set[int] = set()
+    chosen = set(cfg.silent)
+    # Silence has its own generator, so that a plan with silent segments is the plan without
+    # them but for those segments' callbacks (same segments, times, drops and files).
+    hush = random.Random(f"silent-{cfg.seed}")  # noqa: S311 - a reproducible plan, not a secret
     reordered = 0
     for r in range(cfg.rooms):
         room_id = f"sim{cfg.seed}-room{r}"
@@ -222,10 +265,13 @@ def make_plan(cfg: SimConfig) -> Plan:
         mode = 1 if rng.random() < cfg.mixed_fraction else 0
         users = [f"sim{cfg.seed}-user{r}-{u}" for u in range(cfg.users_per_room)]
         task_start = rng.uniform(0, cfg.spread)
-        stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(1_700_000_000 + task_start))
-        for user in users if mode == 0 else users[:1]:
+        for u, user in enumerate(users if mode == 0 else users[:1]):
             t = task_start + rng.uniform(0, 1.0)  # users join a moment apart
+            last_stamp = -1
             for seq in range(cfg.segments_per_task):
+                drawn = seq >= 1 and hush.random() < cfg.silent_fraction
+                is_silent = drawn or (r, u, seq) in chosen
+                chosen.discard((r, u, seq))
                 x = rng.random()
                 fate: Fate = (
                     "never_complete"
@@ -235,13 +281,16 @@ def make_plan(cfg: SimConfig) -> Plan:
                     else "normal"
                 )
                 base = f"{cfg.biz_id}_{room_id}_{user}" if mode == 0 else f"{cfg.biz_id}_{room_id}"
-                kind = "audio" if mode == 0 else "mix"
+                # Stamped with the segment's own start, a second after its predecessor's at least
+                # (zero-length test segments), so a stream's names are distinct and sort by SeqNo.
+                last_stamp = max(int(_EPOCH + t), last_stamp + 1)
+                stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(last_stamp))
+                if cfg.file_layout == "spec":
+                    name = f"{base}/{stamp}_{task_id}_audio.mp3"
+                else:
+                    name = f"{base}/{stamp}_{task_id}_{seq}_{'audio' if mode == 0 else 'mix'}.mp3"
                 seg = len(segments)
-                segments.append(
-                    Segment(
-                        room_id, user, task_id, seq, mode, f"{base}/{stamp}_{task_id}_{seq}_{kind}.mp3", fate
-                    )
-                )
+                segments.append(Segment(room_id, user, task_id, seq, mode, name, fate))
                 duration = rng.uniform(cfg.duration_min, cfg.duration_max)
                 times = {
                     STARTED: t,
@@ -267,22 +316,56 @@ def make_plan(cfg: SimConfig) -> Plan:
                 if len(sent) >= 2 and rng.random() < cfg.reorder_fraction:
                     i = rng.randrange(len(sent) - 1)
                     times[sent[i]] = times[sent[i + 1]] + rng.uniform(0.001, max(cfg.reorder_delay, 0.001))
-                    reordered += 1
+                    reordered += not is_silent
+                requests = []
                 for et in sent:
-                    sends.append(Send(times[et], seg, et))
+                    requests.append(Send(times[et], seg, et))
                     if rng.random() < cfg.duplicate_fraction:
-                        sends.append(
+                        requests.append(
                             Send(times[et] + rng.uniform(0, cfg.duplicate_delay), seg, et, "duplicate")
                         )
                 for et in happen:
                     if rng.random() < cfg.bad_signature_fraction:
-                        sends.append(Send(times[et] + rng.uniform(0, 1.0), seg, et, "bad_signature"))
+                        requests.append(Send(times[et] + rng.uniform(0, 1.0), seg, et, "bad_signature"))
+                if is_silent:
+                    # Every callback lost, forged copies included (a copy of nothing sent); the
+                    # draws above were still made, to leave the rest of the plan as it was.
+                    silent.add(seg)
+                    dropped.update((seg, et) for et in happen)
+                else:
+                    sends.extend(requests)
+    if chosen:
+        raise ValueError(f"silent segments {sorted(chosen)} do not exist (a mixed task has user index 0 only)")
     sends.sort(key=lambda s: s.at)
     uploads.sort()
-    return Plan(cfg, segments, sends, generated, dropped, reordered, uploads)
+    return Plan(cfg, segments, sends, generated, dropped, reordered, uploads, silent)
 
 
 # ----------------------------------------------------------------------------- summary
+
+Silence = Literal["unannounced", "found", "tail_found", "tail", "below", "unheard_stream"]
+"""What the service makes of a segment none of whose callbacks arrived (:func:`summarise`)."""
+
+
+def silence_text(silence: Silence, bucket: bool) -> str:
+    """What the service should make of a silent segment, and why, in a sentence."""
+    return {
+        "unannounced": "unannounced, "
+        + (
+            "confirmed: a later SeqNo of its stream arrived and its folder has no file for it"
+            if bucket
+            else "unconfirmed: a later SeqNo of its stream arrived, and no bucket says whether the file exists"
+        ),
+        "found": "uploaded: a later SeqNo of its stream arrived and its file is in the stream's folder; "
+        "started, completed and uploaded counted lost",
+        "tail_found": "uploaded: no later SeqNo arrived, but listing its stream's folder once the stream "
+        "went quiet finds its file; started, completed and uploaded counted lost",
+        "tail": "untracked: no later SeqNo of its stream arrived and "
+        + ("its folder has no file for it" if bucket else "there is no bucket to list")
+        + ": nobody can know of it",
+        "below": "untracked: below the first SeqNo its stream delivered",
+        "unheard_stream": "untracked: no callback of its stream arrived at all",
+    }[silence]
 
 
 @dataclass(slots=True)
@@ -342,14 +425,35 @@ class Summary:
     is in the bucket: a service that looks files up there (``GME_RECWATCH_COS_BUCKET``) finds
     them and counts the lost callbacks instead (``expected_end_states`` already says so)."""
 
+    silent_segments: int = 0
+    """Segments the plan made silent (``silent_fraction``): the sender sent none of their
+    callbacks."""
+    expected_unannounced: int = 0
+    """Segments expected to end unannounced: no callback of theirs arrived, but one of a later
+    SeqNo of their stream did (a gap), and no file was found for them (confirmed missing with
+    a bucket, unconfirmed without)."""
+    expected_unannounced_found: int = 0
+    """Gaps (as above) whose file the bucket holds: expected uploaded, all three callbacks lost."""
+    expected_tail_found: int = 0
+    """Segments with no callback and no later delivered SeqNo in their stream (a task's last
+    segment, say) whose file the bucket holds: found by listing the stream's folder once the
+    stream went quiet, expected uploaded, all three callbacks lost."""
+    expected_lost_callbacks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_EVENT_LABELS, 0))
+    """By event type, what ``gme_recording_callbacks_lost_total`` should total: the callbacks of
+    segments found in the bucket that never arrived (completed and uploaded for a segment the
+    service tracked, all three for a silent one); all zeros without a bucket."""
+
     expected_segments: dict[str, list[dict[str, str | int]]] = field(default_factory=dict)
     """The segments behind each problem count of ``expected_end_states`` (stuck,
-    upload_missing, orphan), by their key, so each can be looked up in the service; not in
-    the printed summary (see :func:`write_expected`)."""
+    upload_missing, orphan, unannounced), by their key, so each can be looked up in the
+    service; not in the printed summary (see :func:`write_expected`)."""
+    silences: list[tuple[dict[str, str | int], Silence]] = field(default_factory=list)
+    """Each of the plan's silent segments by its key, and what the service should make of it
+    (:func:`silence_text`); not in the printed summary (the command prints it on stderr)."""
 
     def to_json(self) -> str:
         out = asdict(self)
-        del out["expected_segments"]
+        del out["expected_segments"], out["silences"]
         return json.dumps(out, indent=2, sort_keys=True)
 
 
@@ -369,6 +473,15 @@ def summarise(
     or missing its upload; a file found there completes and uploads the segment
     (:func:`gme_recwatch.lifecycle.found_in_cos`), so it ends uploaded (orphan without its
     start) and counts in ``expected_reconciled``.
+
+    A segment none of whose callbacks arrived is placed within its recording stream (BizID,
+    RoomID, UserID, TaskID, RecordMode) by the SeqNos that did arrive:
+
+    * between the lowest and the highest (a gap the service sees when the later one arrives):
+      uploaded if its file is in the bucket (all three callbacks lost), else unannounced;
+    * above the highest (the stream's tail): uploaded if its file is in the bucket, found by
+      listing the stream's folder once the stream went quiet; else untracked;
+    * below the lowest, or in a stream of which nothing arrived: untracked.
     """
     counts = {EVENT_NAMES[et]: EventCounts() for et in EVENT_TYPES}
     for _, et in plan.generated:
@@ -392,22 +505,42 @@ def summarise(
 
     ends = dict.fromkeys(END_STATES, 0)
     problems: dict[str, list[dict[str, str | int]]] = {state: [] for state in END_STATES if state != "uploaded"}
-    untracked = orphans = completed = reconciled = 0
+    lost = dict.fromkeys(_EVENT_LABELS, 0)
+    silences: list[tuple[dict[str, str | int], Silence]] = []
+    untracked = orphans = completed = reconciled = gaps_found = tails_found = 0
     found = in_bucket or set()
+    heard = [any(delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES) for seg in range(len(plan.segments))]
+    span = _heard_span(plan, heard)
     for seg in range(len(plan.segments)):
         s, c, u = (delivered.get((seg, et), 0) > 0 for et in EVENT_TYPES)
         completed += c
-        if not (s or c or u):
-            untracked += 1
-            continue
-        if seg in found and not u:  # looked up at its deadline, and there
-            c = u = True
-            reconciled += 1
-        if s:
-            end = "uploaded" if u else "upload_missing" if c else "stuck"
+        if not heard[seg]:
+            silence = _silence(plan.segments[seg], span, seg in found)
+            if seg in plan.silent:
+                silences.append((plan.identity(seg), silence))
+            if silence in ("found", "tail_found"):
+                end = "uploaded"
+                gaps_found += silence == "found"
+                tails_found += silence == "tail_found"
+                for label in _EVENT_LABELS:
+                    lost[label] += 1
+            elif silence == "unannounced":
+                end = "unannounced"
+            else:
+                untracked += 1
+                continue
         else:
-            orphans += 1
-            end = "orphan" if u else "upload_missing"
+            if seg in found and not u:  # looked up at its deadline, and there
+                if not c:
+                    lost[EVENT_NAMES[COMPLETED]] += 1
+                lost[EVENT_NAMES[UPLOADED]] += 1
+                c = u = True
+                reconciled += 1
+            if s:
+                end = "uploaded" if u else "upload_missing" if c else "stuck"
+            else:
+                orphans += 1
+                end = "orphan" if u else "upload_missing"
         ends[end] += 1
         if end in problems:
             problems[end].append(plan.identity(seg))
@@ -423,7 +556,47 @@ def summarise(
         reordered_segments=plan.reordered,
         expected_segments=problems,
         expected_reconciled=reconciled,
+        silent_segments=len(plan.silent),
+        expected_unannounced=ends["unannounced"],
+        expected_unannounced_found=gaps_found,
+        expected_tail_found=tails_found,
+        expected_lost_callbacks=lost,
+        silences=silences,
     )
+
+
+_Stream = tuple[str, str, int, int]
+
+
+def _stream(s: Segment) -> _Stream:
+    """A segment's recording stream: the service's key without the SeqNo (BizID is the plan's)."""
+    return (s.room_id, s.user_id, s.task_id, s.record_mode)
+
+
+def _heard_span(plan: Plan, heard: list[bool]) -> dict[_Stream, tuple[int, int]]:
+    """Per stream the lowest and the highest SeqNo of which a callback arrived; streams of
+    which nothing arrived are not in it."""
+    span: dict[_Stream, tuple[int, int]] = {}
+    for seg, s in enumerate(plan.segments):
+        if heard[seg]:
+            key = _stream(s)
+            low, high = span.get(key, (s.seq_no, s.seq_no))
+            span[key] = (min(low, s.seq_no), max(high, s.seq_no))
+    return span
+
+
+def _silence(s: Segment, span: dict[_Stream, tuple[int, int]], file_there: bool) -> Silence:
+    """Where a segment with no callback lies in its stream, and so what the service makes of it."""
+    if _stream(s) not in span:
+        return "unheard_stream"
+    low, high = span[_stream(s)]
+    if s.seq_no < low:
+        # Below the first SeqNo heard the service looks only once it has tracked the stream long
+        # enough to tell a missing segment from one recorded before it started watching.
+        return "below"
+    if s.seq_no < high:
+        return "found" if file_there else "unannounced"
+    return "tail_found" if file_there else "tail"
 
 
 def write_expected(summary: Summary, path: str) -> None:
@@ -711,6 +884,10 @@ _FLAGS: Final = {  # SimConfig field -> help, in --help order
     "never_complete_fraction": "fraction of segments that never complete (stuck)",
     "never_upload_fraction": "fraction of segments that never upload (upload_missing)",
     "bad_signature_fraction": "extra wrong-signature requests, naming rooms nobody records (per event)",
+    "silent_fraction": "fraction of segments (SeqNo >= 1) that send no callback at all; their files "
+    "still land in the bucket (the service should find them unannounced or in the bucket)",
+    "file_layout": "file names: seq = {stamp}_{task}_{seq}_{kind}.mp3, spec = Tencent's sample "
+    "{stamp}_{task}_audio.mp3 (no SeqNo; a stream's names sort in SeqNo order either way)",
     "biz_id": "BizID of every callback",
     "seed": "seed of the plan (same seed, same plan)",
 }
@@ -741,6 +918,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             dest=name,
             type=type(default),
             default=default,
+            choices=FILE_LAYOUTS if name == "file_layout" else None,
             help=f"{help_text} [default {default}]",
         )
     p.add_argument("--timeout", type=float, default=5.0, help="response timeout, s [default 5]")
@@ -755,8 +933,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--expected-file",
         default="simulate-expected.json",
         metavar="FILE",
-        help="where to write the segments expected to end stuck, upload_missing or "
-        "orphan, to check one by one [default simulate-expected.json]; "
+        help="where to write the segments expected to end stuck, upload_missing, "
+        "orphan or unannounced, to check one by one [default simulate-expected.json]; "
         "'' = do not write it",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -898,9 +1076,11 @@ def main(args: argparse.Namespace) -> int:
         )
         say(
             f"expected once the deadlines pass{cos}: stuck {ends['stuck']}, upload_missing "
-            f"{ends['upload_missing']}, orphan {ends['orphan']}; their keys are in "
-            f"{os.path.abspath(args.expected_file)}"
+            f"{ends['upload_missing']}, orphan {ends['orphan']}, unannounced {ends['unannounced']}; "
+            f"their keys are in {os.path.abspath(args.expected_file)}"
         )
+    for line in silence_report(summary, bucket=target is not None):
+        say(line)
     lost = sum(c.undelivered for c in summary.events.values())
     if lost:
         say(
@@ -911,6 +1091,28 @@ def main(args: argparse.Namespace) -> int:
     if summary.upload_errors:
         say(f"{summary.upload_errors} files could not be written to the bucket")
     return 1 if lost or summary.upload_errors else 0
+
+
+def silence_report(summary: Summary, bucket: bool, most: int = 20) -> list[str]:
+    """Lines naming the plan's silent segments (at most ``most``) and what the service should
+    make of each; none without silent segments."""
+    if not summary.silences:
+        return []
+    lost = ", ".join(f"{et} {n}" for et, n in summary.expected_lost_callbacks.items())
+    lines = [
+        f"{len(summary.silences)} segments sent no callback at all (--silent-fraction): "
+        f"expected unannounced {summary.expected_unannounced}, found in the bucket "
+        f"{summary.expected_unannounced_found} (gaps) + {summary.expected_tail_found} (tails); "
+        f"callbacks counted lost: {lost}"
+    ]
+    for key, silence in summary.silences[:most]:
+        lines.append(
+            f"  room {key['room_id']} user {key['user_id']} task {key['task_id']} seq {key['seq_no']}: "
+            + silence_text(silence, bucket)
+        )
+    if len(summary.silences) > most:
+        lines.append(f"  ... and {len(summary.silences) - most} more")
+    return lines
 
 
 def unreachable(url: str, timeout: float) -> str | None:
