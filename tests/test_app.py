@@ -383,7 +383,7 @@ def test_a_bad_state_is_a_400_naming_the_valid_states_and_no_python_internals(h:
         "error": "http",
         "message": "invalid parameter for /api/v1/segments",
         "detail": "state: must be one of recording, completed, uploaded, stuck, upload_missing, "
-        "orphan, unverified; limit: Expected `int` >= 1",
+        "orphan, unverified, expected, unannounced; limit: Expected `int` >= 1",
     }
     assert "ParamType" not in r.text and "state_filter" not in r.text
 

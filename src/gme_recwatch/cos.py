@@ -97,6 +97,7 @@ ErrorReason = Literal[
     "unproven",
     "too_many_files",
     "unlistable",
+    "ambiguous",
 ]
 ERROR_REASONS: Final[tuple[str, ...]] = get_args(ErrorReason)
 _RETRIED: Final = frozenset({"timeout", "connection", "server_error"})
@@ -662,6 +663,7 @@ class CosChecker:
         record_mode: int,
         task_id: int,
         hint: str = "",
+        count: bool = True,
     ) -> Listing | CheckError:
         """The files of one recording task in its stream's COS folder, found by listing it:
         for segments no callback announced, whose FileName is therefore unknown.
@@ -677,10 +679,11 @@ class CosChecker:
         needs the same evidence as a 404 (a file found recently, or the witness found now),
         else it is an error ``unproven`` or ``blind``. Counted in
         ``gme_recording_reconcile_checks_total`` as one lookup: ``found`` when the task has a
-        file, ``not_found`` when it has none, ``error``.
+        file, ``not_found`` when it has none, ``error`` (unless ``count`` is False: a quiet
+        stream's listing is counted in ``gme_recording_tail_listings_total`` instead).
         """
         result = await self._list_stream(biz_id, room_id, user_id, record_mode, task_id, hint)
-        if self._metrics is not None:
+        if self._metrics is not None and count:
             name = "error" if isinstance(result, CheckError) else "found" if result.files else "not_found"
             self._metrics.reconcile_checks.labels(name).inc()
         return result

@@ -322,6 +322,8 @@ class Claim:
     """For an unannounced segment (``pending`` unannounced): its own file name is unknown, and
     ``file_name`` is the latest file of its stream heard of by callback, of SeqNo
     ``anchor_seq`` -- its folder, and where the segment falls beside it; -1 otherwise."""
+    record_mode: int = -1
+    """The segment's RecordMode (its stream's folder layout depends on it)."""
 
 
 @dataclass(frozen=True, slots=True)

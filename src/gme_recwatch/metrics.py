@@ -71,6 +71,7 @@ RECONCILE_ERRORS = (
     "unproven",
     "too_many_files",
     "unlistable",
+    "ambiguous",
 )
 PROBLEM_STATES = ("stuck", "upload_missing")
 # Whether COS confirmed a problem: "true" looked up and absent, "false" the lookup failed (no
@@ -80,7 +81,10 @@ MARK_RESULTS = ("marked", "not_tracked", "refused")
 # What marks a segment one by one: a callback we refused (signature), or one we failed (a bug
 # answered 500: if every retry meets it, the event is lost by us, not by Tencent).
 MARK_CAUSES = ("signature", "server_error")
-LOST_EVENT_TYPES = ("completed", "uploaded")  # what a file found in COS proves happened
+# What a file found in COS proves happened (started too, for a segment no callback announced).
+LOST_EVENT_TYPES = ("started", "completed", "uploaded")
+UNANNOUNCED_RESULTS = ("found", "tail_found", "missing", "unconfirmed")
+TAIL_RESULTS = ("found", "nothing", "error")
 
 # Bucket edges chosen for GME: recordings last minutes to hours, uploads to COS take
 # seconds to minutes, and callbacks normally arrive within a second or two.
@@ -347,8 +351,28 @@ class Metrics:
         self.callbacks_lost = Counter(
             PREFIX + "callbacks_lost",
             "Callbacks the sender never delivered, found out because the segment's file was in "
-            "COS when its deadline passed, by event type (completed, uploaded).",
+            "COS when its deadline passed, by event type (started: of a segment no callback "
+            "announced; completed, uploaded). Starts lost by segments whose completion or upload "
+            "came are gme_recording_orphan_events_total.",
             ["event_type"],
+            registry=r,
+        )
+        self.unannounced = Counter(
+            PREFIX + "unannounced_segments",
+            "Segments no callback announced -- revealed by a later SeqNo of their stream, or "
+            "found by listing a quiet stream's COS folder -- by app and what became of them: "
+            "found (in COS: Tencent lost every callback of it), tail_found (the stream's last, "
+            "found by the listing), missing (not in COS: a recording is missing; in the delivery "
+            "SLO), unconfirmed (no bucket, or no answer to trust). Counted by the replica that "
+            "settled each, so replicas sum.",
+            ["app_id", "result"],
+            registry=r,
+        )
+        self.tail_listings = Counter(
+            PREFIX + "tail_listings",
+            "Folder listings of recording streams quiet for GME_RECWATCH_COS_TAIL_QUIET_SECONDS, "
+            "by result: found (files no callback announced), nothing, error (tried again later).",
+            ["result"],
             registry=r,
         )
         self.problem_segments = Counter(
@@ -422,6 +446,8 @@ class Metrics:
             self.reconcile_checks.labels(result)
         for event in LOST_EVENT_TYPES:
             self.callbacks_lost.labels(event)
+        for result in TAIL_RESULTS:
+            self.tail_listings.labels(result)
         # The store's gauges and counters, last: read from its tallies at scrape time.
         self.store = StoreCollector()
         self.registry.register(self.store)
@@ -429,6 +455,8 @@ class Metrics:
     def touch_app(self, app_id: str) -> None:
         """Make an app's per-app counters exist, at zero, before its first event."""
         self.unverified.labels(app_id)
+        for result in UNANNOUNCED_RESULTS:
+            self.unannounced.labels(app_id, result)
         self.cos_unknown_file_names.labels(app_id)
         for e in EVENT_TYPES:
             for res in RESULTS:

@@ -39,13 +39,25 @@ import random
 from typing import Any, Final
 
 from .clock import Clock
-from .cos import CheckError, CheckResult, CosChecker, result_name
-from .lifecycle import Backoff, CheckAnswer, Claim, Reconciled, Retrying, State, Transition, split_key
+from .cos import CheckError, CheckResult, CosChecker, Found, Listing, NotFound, locate, result_name, tail
+from .lifecycle import (
+    SEP,
+    Backoff,
+    CheckAnswer,
+    Claim,
+    Reconciled,
+    Retrying,
+    State,
+    TailClaim,
+    Transition,
+    split_key,
+)
 from .metrics import Metrics, exemplar_labels
 from .stores import CheckNote, Store, StoreUnavailable
 
 # Problem states whose counters carry the last segment that entered them as an exemplar.
-EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})
+EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, State.UNANNOUNCED.label})
+UNANNOUNCED: Final = State.UNANNOUNCED.label
 CLAIMS_PER_LOOKUP_SLOT: Final = 4  # claims held per concurrent lookup: a short queue, never idle
 RETRY_SECONDS: Final = (30.0, 900.0)  # a failed lookup's wait bound: at least, at most (settings)
 
@@ -57,6 +69,8 @@ def report_problem(t: Transition, metrics: Metrics, log: Any, clock: Clock, **ex
         metrics.store.note(
             t.state, t.app_id, exemplar_labels(t.room_id, t.user_id, t.task_id, t.seq_no), 1, clock.time()
         )
+    if t.state == UNANNOUNCED:
+        metrics.unannounced.labels(t.app_id, "missing" if t.confirmed else "unconfirmed").inc()
     if t.confirmed is not None:
         extra["confirmed"] = t.confirmed
     log.warning(
@@ -148,7 +162,13 @@ class Reconciler:
             task = asyncio.create_task(self._check(claim))
             self._checking.add(task)
             task.add_done_callback(self._done)
-        return len(claims)
+        room -= len(claims)
+        tails = await self.store.claim_tails(room, self.lease) if room > 0 else []
+        for tail_claim in tails:
+            task = asyncio.create_task(self._list_tail(tail_claim))
+            self._checking.add(task)
+            task.add_done_callback(self._done)
+        return len(claims) + len(tails)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._checking.discard(task)
@@ -174,15 +194,21 @@ class Reconciler:
     async def _check(self, claim: Claim) -> None:
         biz, room, user, task, seq = split_key(claim.key)
         result: CheckResult | None = None
-        if claim.file_name:
-            result = await self.checker.check(
-                biz, claim.file_name, room_id=room, user_id=user, task_id=task, seq_no=seq
-            )
+        if claim.pending == UNANNOUNCED:  # no file name of its own: its stream's folder is listed
+            result = await self._locate(claim)
             answer: CheckAnswer = result_name(result)
             if isinstance(result, CheckError):
                 self.metrics.reconcile_errors.labels(result.bucket, result.reason).inc()
-            # No answer to trust: looked up again later (the store keeps when), until one comes.
             backoff: Backoff | None = Backoff(*self.retry, self._rng.random())
+        elif claim.file_name:
+            result = await self.checker.check(
+                biz, claim.file_name, room_id=room, user_id=user, task_id=task, seq_no=seq
+            )
+            answer = result_name(result)
+            if isinstance(result, CheckError):
+                self.metrics.reconcile_errors.labels(result.bucket, result.reason).inc()
+            # No answer to trust: looked up again later (the store keeps when), until one comes.
+            backoff = Backoff(*self.retry, self._rng.random())
         else:  # no callback carried a FileName: nothing to look up, nothing confirmed, no retry
             answer, backoff = "error", None
         try:
@@ -213,7 +239,9 @@ class Reconciler:
         except StoreUnavailable as exc:  # the answer stands; only the API's detail is missing
             self.log.error("reconcile_note_failed", error=str(exc))
         if isinstance(resolution, Reconciled):
-            self._reconciled(resolution, result)
+            if claim.pending == UNANNOUNCED:
+                self.metrics.unannounced.labels(resolution.app_id, "found").inc()
+            self._reconciled(resolution, result, unannounced=claim.pending == UNANNOUNCED)
         elif isinstance(resolution, Transition):
             if resolution.retry_in is not None:
                 why["retry_in"] = round(resolution.retry_in, 3)
@@ -221,11 +249,80 @@ class Reconciler:
         else:  # still no answer: already reported unconfirmed; only the next lookup's time
             self.log.debug("reconcile_retry_scheduled", retry_in=round(resolution.retry_in, 3), **why)
 
-    def _reconciled(self, r: Reconciled, result: CheckResult | None) -> None:
+    async def _locate(self, claim: Claim) -> CheckResult:
+        """Look an unannounced segment up by listing its stream's folder (:func:`cos.locate`):
+        found, not found, or an error (the listing failed, or cannot tell: ``ambiguous``)."""
+        biz, room, user, task, seq = split_key(claim.key)
+        listing = await self.checker.list_stream(
+            biz, room_id=room, user_id=user, record_mode=claim.record_mode, task_id=task, hint=claim.file_name
+        )
+        if isinstance(listing, CheckError):
+            return listing
+        self.metrics.count_unknown_names(claim.app_id, listing.unknown)
+        where = _folder(listing)
+        located = locate(listing, task, seq, claim.file_name, claim.anchor_seq)
+        if located.result == "found" and located.file is not None:
+            return Found(listing.bucket, located.file.key)
+        if located.result == "not_found":
+            return NotFound(listing.bucket, where)
+        return CheckError("ambiguous", listing.bucket, where, located.why)
+
+    async def _list_tail(self, claim: TailClaim) -> None:
+        """List a quiet stream's folder once (:func:`cos.tail`) and hand the files of SeqNos no
+        callback announced to the store, which adopts them as found; a listing that gives no
+        answer is tried again after the back-off."""
+        biz, room, user, task, _ = split_key(claim.stream + SEP + "0")
+        listing = await self.checker.list_stream(
+            biz,
+            room_id=room,
+            user_id=user,
+            record_mode=claim.record_mode,
+            task_id=task,
+            hint=claim.file_name,
+            count=False,
+        )
+        files: list[tuple[int, str]] | None = None
+        why = ""
+        if isinstance(listing, CheckError):
+            self.metrics.reconcile_errors.labels(listing.bucket, listing.reason).inc()
+            why = listing.reason
+        else:
+            self.metrics.count_unknown_names(claim.app_id, listing.unknown)
+            found = tail(
+                listing,
+                task,
+                claim.next_seq - 1,
+                claim.file_name if claim.anchor_seq == claim.next_seq - 1 else "",
+            )
+            if found is None:
+                why = "ambiguous"
+            else:
+                files = [(seq, f.name) for seq, f in found]
+        try:
+            if files is None:
+                retry = Backoff(*self.retry, self._rng.random())
+                await self.store.adopt(claim.stream, [], retry.jitter * retry.most)
+                self.metrics.tail_listings.labels("error").inc()
+                self.log.warning(
+                    "tail_listing_failed", stream_task=str(task), room_id=room, user_id=user, reason=why
+                )
+                return
+            made = await self.store.adopt(claim.stream, files)
+        except StoreUnavailable as exc:  # its claim runs out and the stream is listed again
+            self.log.error("reconcile_resolve_failed", error=str(exc))
+            return
+        self.metrics.tail_listings.labels("found" if made else "nothing").inc()
+        for r in made:
+            self.metrics.unannounced.labels(r.app_id, "tail_found").inc()
+            self._reconciled(r, None, unannounced=True)
+
+    def _reconciled(self, r: Reconciled, result: CheckResult | None, *, unannounced: bool = False) -> None:
         for event in r.lost:
             self.metrics.callbacks_lost.labels(event).inc()
         self.metrics.segments_reconciled.inc()
-        where = {} if result is None else {"bucket": result.bucket, "object_key": result.key}
+        where: dict[str, Any] = {} if result is None else {"bucket": result.bucket, "object_key": result.key}
+        if unannounced:
+            where["unannounced"] = True
         self.log.info(
             "segment_reconciled",
             app_id=r.app_id,
@@ -237,6 +334,11 @@ class Reconciler:
             lost_callbacks=list(r.lost),
             **where,
         )
+
+
+def _folder(listing: Listing) -> str:
+    """Where a listing looked: its last prefix (where the task's files were, if anywhere)."""
+    return listing.prefixes[-1] if listing.prefixes else ""
 
 
 def _why(result: CheckResult | None, claim: Claim) -> dict[str, Any]:

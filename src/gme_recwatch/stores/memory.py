@@ -426,7 +426,8 @@ class MemoryStore:
             if not t.seen(slot):  # unannounced: its stream's latest file says where to look
                 rec = self._streams.get(stream_of(key))
                 file_name, anchor = ("", -1) if rec is None else (rec.hint, rec.hint_seq)
-            out.append(Claim(key, pending.label, file_name, self._tallies.labels[t.app(slot)], anchor))
+            app = self._tallies.labels[t.app(slot)]
+            out.append(Claim(key, pending.label, file_name, app, anchor, int(t.mode(slot))))
         return out
 
     def claim_tails_now(self, limit: int, lease: float) -> list[TailClaim]:

@@ -381,8 +381,8 @@ class RedisStore:
         # Atomic in the script: with several replicas, each segment is claimed by one of them.
         claimed = await self._run("claim", limit, lease)
         return [
-            Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label), int(anchor))
-            for key, pending, file, label, anchor in claimed
+            Claim(_text(key), STATE_NAMES[pending], _text(file), _text(label), int(anchor), int(mode))
+            for key, pending, file, label, anchor, mode in claimed
         ]
 
     async def claim_tails(self, limit: int, lease: float) -> list[TailClaim]:

@@ -730,7 +730,7 @@ if op == "claim" then
           file = ""
         end
       end
-      out[#out + 1] = {key, pending, file, app_label(seg.app), anchor}
+      out[#out + 1] = {key, pending, file, app_label(seg.app), anchor, seg.mode}
     end
   end
   return out
