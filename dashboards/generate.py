@@ -933,6 +933,47 @@ def overview() -> dict[str, object]:
         12,
         8,
     )
+    job_sel = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job"'
+    lay.add(
+        timeseries(
+            "Tencent's delivery: callbacks never delivered",
+            "Share of Tencent's callbacks over the last hour that never arrived, by event type: "
+            "found lost when the file was in COS (a segment no callback announced lost all "
+            "three), and starts of segments whose completion or upload came (orphans), against "
+            "those delivered (recording rule job_event:gme_recording_callbacks_lost:ratio1h; "
+            "GmeRecordingCallbacksLost tickets it). The release's figure: its job is the unit.",
+            "percentunit",
+            [
+                (
+                    f"max by (event_type) (job_event:gme_recording_callbacks_lost:ratio1h{{{job_sel}}})",
+                    "{{event_type}} lost",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Segments no callback announced",
+            "Segments revealed by a later SeqNo of their stream (or found by listing a quiet "
+            "stream's COS folder) that got no callback at all, per interval, by what became of "
+            "them: found and tail_found (in COS: Tencent lost every callback), missing (not in "
+            "COS: a recording is missing, in the delivery SLO), unconfirmed (no bucket or no "
+            "answer). Links: the release's unannounced segments in the API.",
+            "short",
+            [
+                (
+                    f"sum by (result) (increase(gme_recording_unannounced_segments_total{{{SEL}}}"
+                    f"[$__rate_interval]))",
+                    "{{result}}",
+                )
+            ],
+            links=segments_links("unannounced", per_app=False),
+        ),
+        12,
+        8,
+    )
 
     lay.row("Delays and durations")
     lay.add(

@@ -286,6 +286,31 @@ def groups() -> list[Group]:
                 "job_app:gme_recording_callbacks:rate1h",
                 "sum by ($BY, app_id) (rate(gme_recording_callbacks_total{$S}[1h]))",
             ),
+            # Tencent's delivery as a figure (#28.4): callbacks it never delivered over the hour, by
+            # event type -- found lost when the file was in COS (for a segment no callback
+            # announced, all three), and starts of segments whose completion or upload came
+            # (orphans) -- beside those it delivered, and their share.
+            Record(
+                "job_event:gme_recording_callbacks_lost:increase1h",
+                "(\n"
+                "  sum by ($BY, event_type) (increase(gme_recording_callbacks_lost_total{$S}[1h]))\n"
+                "  + on ($BY, event_type)\n"
+                '  label_replace(sum by ($BY) (increase(gme_recording_orphan_events_total{$S}[1h])), "event_type", '
+                '"started", "", "")\n'
+                ")\n"
+                "or sum by ($BY, event_type) (increase(gme_recording_callbacks_lost_total{$S}[1h]))",
+            ),
+            Record(
+                "job_event:gme_recording_callbacks_delivered:increase1h",
+                "sum by ($BY, event_type) (increase(gme_recording_callbacks_total{$S, "
+                'result=~"accepted|out_of_order|late"}[1h]))',
+            ),
+            Record(
+                "job_event:gme_recording_callbacks_lost:ratio1h",
+                "job_event:gme_recording_callbacks_lost:increase1h\n"
+                "/ (job_event:gme_recording_callbacks_lost:increase1h\n"
+                "  + on ($BY, event_type) job_event:gme_recording_callbacks_delivered:increase1h > 0)",
+            ),
         ],
     )
     # The SLIs at every window the burn alerts and the dashboard read, and the budget left.
@@ -601,8 +626,9 @@ def groups() -> list[Group]:
                 burning("delivery", "page"),
                 "GME recordings are going missing fast enough to spend the delivery error budget within days.",
                 "{{ $value | humanizePercentage }} of the segments of job {{ $labels.job }} "
-                "(namespace {{ $labels.namespace }}) settled are stuck or missing their upload, "
-                "confirmed absent from COS: over 14.4 times the budget's rate over 1h and 5m, or 6 "
+                "(namespace {{ $labels.namespace }}) settled are stuck, missing their upload or "
+                "never announced, confirmed absent from COS: over 14.4 times the budget's rate over "
+                "1h and 5m, or 6 "
                 "times over 6h and 30m. Unconfirmed misses and segments attributed to an incident "
                 "of our own (unverified) never count.",
                 BURNS["page"][0],
@@ -642,7 +668,9 @@ def groups() -> list[Group]:
                 "found in COS by a lookup after a deadline (completed/uploaded never arrived), or "
                 "completed without their start. No recording is lost; anything fed by the callbacks "
                 "(your own pipeline) missed them. Segments attributed to an incident of ours "
-                "(rejected callbacks, store outages, blind windows) are not counted.",
+                "(rejected callbacks, store outages, blind windows) are not counted. Tencent's "
+                "figure by event type: job_event:gme_recording_callbacks_lost:ratio1h; the runbook "
+                "says what to send Tencent.",
                 "warning",
                 "15m",
                 {"ratio": 0.02, "min_lifecycles": 50},

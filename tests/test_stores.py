@@ -1378,3 +1378,20 @@ def test_an_app_without_start_callbacks_has_no_orphans_and_no_start_counted_lost
         (BIZ + 1, 0, "upload_missing"),
     ]
     assert_consistent(store)
+
+
+def test_a_stream_forgotten_at_capacity_is_not_taken_for_a_new_one_when_it_comes_back(
+    make: Make, clock: FakeClock
+) -> None:
+    """Streams are bounded by the capacity too (a flood of tasks must not grow memory): the one
+    heard from longest ago is forgotten, and tracking counts as begun anew, so when it comes back
+    its earlier SeqNos (heard, then forgotten) are not revealed as never announced."""
+    t = make(replace(CFG, max_segments=3), clock)
+    t.record(ev(1, seq=0, room="first"))
+    clock.advance(10 * CFG.max_recording_seconds)  # tracking long enough to reveal below a new stream
+    for room in ("a", "b", "c"):
+        t.record(ev(1, seq=0, room=room))  # the third forgets the stream of room "first"
+    t.record(ev(1, seq=2, room="first"))
+    assert [v.state for v in t.segments(room_id="first")] == ["recording"]
+    assert t.stats().by_state["expected"] == 0
+    assert_consistent(t)

@@ -269,15 +269,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "py-start-lost",
         PY,
-        "return not seen & SEEN_STARTED and now >=",
-        "return now >=",
+        "and not seen & SEEN_STARTED and now >= r_first",
+        "and now >= r_first",
         "a segment whose start came counts its start lost",
     ),
     Mutant(
         "lua-start-lost",
         LUA,
-        "return not has(seen, SEEN_STARTED) and now >=",
-        "return now >=",
+        "and not has(seen, SEEN_STARTED) and now >=",
+        "and now >=",
         "a segment whose start came counts its start lost",
     ),
     Mutant(
@@ -491,15 +491,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "py-start-blind-counted",
         PY,
-        "start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg))",
-        "start_lost = start_lost or start_is_lost(seen, r_first, now, cfg)",
+        "start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg, expects_start))",
+        "start_lost = start_lost or start_is_lost(seen, r_first, now, cfg, expects_start)",
         "a start that may be ours is counted as lost by Tencent",
     ),
     Mutant(
         "lua-start-blind-counted",
         LUA,
-        "start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now))",
-        "start_lost = start_lost or start_is_lost(seen, r_first, now)",
+        "start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, expects_start))",
+        "start_lost = start_lost or start_is_lost(seen, r_first, now, expects_start)",
         "a start that may be ours is counted as lost by Tencent",
     ),
     Mutant(
@@ -517,7 +517,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a segment first heard of by its upload is not held against a window its start fell in",
     ),
     Mutant(
-        "books-start-blind-created-later",
+        "books-py-start-blind-created-later",
         "src/gme_recwatch/stores/memory.py",
         "                self._start_blind[key] = latest\n",
         "                pass\n",
@@ -530,6 +530,95 @@ MUTANTS: tuple[Mutant, ...] = (
         'redis.call("HSET", P .. "sb", key, latest)',
         "local _ = latest",
         "a segment created after the reset was found is not held against its window",
+        STORES,
+    ),
+    # ---- segments never announced (#28: lifecycle.revealed, derive_state, found_in_cos)
+    Mutant(
+        "py-expected-window",
+        PY,
+        "return (State.EXPECTED, window) if now < window",
+        "return (State.EXPECTED, window) if now <= window",
+        "an unannounced segment waits past its reorder window",
+    ),
+    Mutant(
+        "lua-expected-window",
+        LUA,
+        "if now < window then return EXPECTED, window end",
+        "if now <= window then return EXPECTED, window end",
+        "an unannounced segment waits past its reorder window",
+    ),
+    Mutant(
+        "py-unannounced-checked",
+        PY,
+        "CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING, State.UNANNOUNCED})",
+        "CHECKED_STATES: Final = frozenset({State.STUCK, State.UPLOAD_MISSING})",
+        "an unannounced segment is reported missing without looking in COS",
+    ),
+    Mutant(
+        "lua-unannounced-checked",
+        LUA,
+        "local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true, [UNANNOUNCED] = true}",
+        "local CHECKED_STATES = {[STUCK] = true, [UPLOAD_MISSING] = true}",
+        "an unannounced segment is reported missing without looking in COS",
+    ),
+    Mutant(
+        "py-unannounced-start-lost",
+        PY,
+        "    if not seen:\n        lost |= SEEN_STARTED",
+        "    if False:\n        lost |= SEEN_STARTED",
+        "an unannounced segment found in COS does not count its start lost",
+    ),
+    Mutant(
+        "lua-unannounced-start-lost",
+        LUA,
+        "if seen == 0 then lost = bor(lost, SEEN_STARTED) end",
+        "if false then lost = bor(lost, SEEN_STARTED) end",
+        "an unannounced segment found in COS does not count its start lost",
+    ),
+    Mutant(
+        "py-revealed-tracking",
+        PY,
+        "low = 0 if tracking_since + seq_no * cfg.max_recording_seconds <= now else seq_no",
+        "low = 0",
+        "a service deployed mid-task calls the SeqNos before it missing",
+    ),
+    Mutant(
+        "lua-revealed-tracking",
+        LUA,
+        "if tracking_since + seq_no * MAX_REC <= now then low = 0 end",
+        "low = 0",
+        "a service deployed mid-task calls the SeqNos before it missing",
+    ),
+    Mutant(
+        "py-revealed-below",
+        PY,
+        "    if seq_no < low_seq:",
+        "    if seq_no < low_seq - 1:",
+        "a late lower SeqNo does not reveal the one just above it",
+    ),
+    Mutant(
+        "lua-revealed-below",
+        LUA,
+        "  if seq_no < low_seq then",
+        "  if seq_no < low_seq - 1 then",
+        "a late lower SeqNo does not reveal the one just above it",
+    ),
+    Mutant(
+        "books-py-streams-forgotten",
+        "src/gme_recwatch/stores/memory.py",
+        "        if forgot:  # a stream forgotten may come back: not to be taken for a new one\n"
+        "            self._since = now",
+        "        if forgot:  # a stream forgotten may come back: not to be taken for a new one\n"
+        "            pass",
+        "a stream forgotten at capacity comes back as a new one and its SeqNos below are called missing",
+        ("tests/test_stores.py",),
+    ),
+    Mutant(
+        "books-lua-streams-forgotten",
+        LUA,
+        '    redis.call("SET", P .. "since", string.format("%.17g", now))\n  end\n  redis.call("ZADD", P .. "slru"',
+        '  end\n  redis.call("ZADD", P .. "slru"',
+        "a stream forgotten at capacity comes back as a new one and its SeqNos below are called missing",
         STORES,
     ),
     # ---- the bookkeeping around the rules (#27.8): each pinned by a test
@@ -568,7 +657,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "books-reset-apps",
         "src/gme_recwatch/service.py",
-        "            await self.store.register_apps(self.keys.current.app_ids())\n"
+        "            await self.store.register_apps(self.keys.current.app_ids(), self.settings.without_start)\n"
         "            await self.mark_blind()",
         "            await self.mark_blind()",
         "after a store reset the keyring's apps have no labels until their next callback",
@@ -593,8 +682,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "books-delivery-error-states",
         "src/gme_recwatch/reconcile.py",
-        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label})",
-        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, "
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, State.UNANNOUNCED.label})",
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, State.UNANNOUNCED.label, "
         "State.ORPHAN.label})",
         "an orphan (a lost start) counts as a delivery error of the SLO",
         ("tests/test_reconcile.py",),

@@ -265,7 +265,9 @@ class MemoryStore:
             self.cfg,
         )
         file_name = ev.file_name if self.cfg.check_in_cos else ""
-        self._streams.heard(stream, ev.seq_no, low, mode, app, file_name, now)
+        _, forgot = self._streams.heard(stream, ev.seq_no, low, mode, app, file_name, now)
+        if forgot:  # a stream forgotten may come back: not to be taken for a new one
+            self._since = now
         for seq in range(low, high):
             gap = f"{stream}{SEP}{seq}"
             if gap in self._index:

@@ -130,6 +130,7 @@ _FIXED_KEYS: Final = (
     "sr",
     "sdue",
     "tails",
+    "slru",
     "since",
     "ns",
     "apps",

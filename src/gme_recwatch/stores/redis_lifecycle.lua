@@ -45,6 +45,7 @@
 --                     <last heard> <tail due> <SeqNo of the file> <latest file named>"
 --   sdue              zset: stream -> when the sweep must next look at it (its tail, or expiry)
 --   tails             zset: streams due for a folder listing -> when they may be claimed
+--   slru              zset: stream -> its place in the order last heard from (the shared `seq`)
 --   since             when this store began tracking (lifecycle.revealed); gone with a reset
 --   ns                hash: BizIDs whose start callbacks are never sent (lifecycle.expects_start)
 -- (The replicas' heartbeats and the store's epoch marker are redis_replicas.lua's.)
@@ -569,6 +570,19 @@ local function heard(key, seq, mode, app, file, evicted)
   redis.call("SET", P .. "since", string.format("%.17g", now), "NX")
   local since = tonumber(redis.call("GET", P .. "since"))
   local low, high = revealed(rec and rec.low_seq or -1, rec and rec.next_seq or -1, seq, since, now)
+  if not rec and redis.call("HLEN", P .. "sr") >= MAX_SEGMENTS then
+    -- At most MAX_SEGMENTS streams (stores/streams.py): the one heard from longest ago goes, and
+    -- tracking counts as begun anew (a forgotten stream is not taken for a new one).
+    local oldest = redis.call("ZRANGE", P .. "slru", 0, 0)[1]
+    if oldest then
+      redis.call("HDEL", P .. "sr", oldest)
+      redis.call("ZREM", P .. "sdue", oldest)
+      redis.call("ZREM", P .. "tails", oldest)
+      redis.call("ZREM", P .. "slru", oldest)
+    end
+    redis.call("SET", P .. "since", string.format("%.17g", now))
+  end
+  redis.call("ZADD", P .. "slru", next_seq(), stream)
   if rec then
     if seq + 1 > rec.next_seq then rec.next_seq = seq + 1 end
     if low < rec.low_seq then rec.low_seq = low end
@@ -668,6 +682,7 @@ if op == "sweep" then
         redis.call("HDEL", P .. "sr", stream)
         redis.call("ZREM", P .. "sdue", stream)
         redis.call("ZREM", P .. "tails", stream)
+        redis.call("ZREM", P .. "slru", stream)
       else
         if rec.tail <= now then
           rec.tail = INF  -- listed once; a callback arms it again

@@ -7,6 +7,11 @@ Few heap entries per stream: a callback moves a stream's due time later (its exp
 which needs no entry -- one that comes due early is pushed again at the stream's real due time --
 and earlier only when its tail was listed since (the entry then waits for its expiry), which
 pushes one. So the heap stays O(streams), never O(callbacks).
+
+At most ``max_segments`` streams are kept (a flood of distinct tasks must not grow memory past the
+store's capacity): the one heard from longest ago goes first, and the store then counts its
+tracking as begun anew (lifecycle.revealed: a stream it forgot is not taken for a new one whose
+earlier SeqNos it could have heard). ``by_key`` is in the order last heard from.
 """
 
 from __future__ import annotations
@@ -62,13 +67,20 @@ class Streams:
 
     def heard(
         self, stream: str, seq_no: int, low: int, mode: int, app: int, file_name: str, now: float
-    ) -> Stream:
+    ) -> tuple[Stream, bool]:
         """A callback of ``stream`` with ``seq_no``, received ``now``, that revealed SeqNos from
         ``low``: SeqNos from the lowest of those up to it are accounted for, it is due for a
-        tail listing ``tail_quiet_seconds`` from now, and it remembers the latest file named."""
-        rec = self.by_key.get(stream)
+        tail listing ``tail_quiet_seconds`` from now, and it remembers the latest file named.
+        Also True when another stream was forgotten to make room for it."""
+        rec = self.by_key.pop(stream, None)
+        evicted = False
         if rec is None:
-            rec = self.by_key[stream] = Stream(seq_no + 1, mode, app, now, tail_due(now, self.cfg), low_seq=low)
+            if len(self.by_key) >= self.cfg.max_segments:
+                oldest = next(iter(self.by_key))
+                del self.by_key[oldest]
+                self._leases.pop(oldest, None)
+                evicted = True
+            rec = Stream(seq_no + 1, mode, app, now, tail_due(now, self.cfg), low_seq=low)
         else:
             rec.low_seq = min(rec.low_seq, low, seq_no)
             rec.next_seq = max(rec.next_seq, seq_no + 1)
@@ -76,8 +88,9 @@ class Streams:
             rec.tail_at = tail_due(now, self.cfg)
         if file_name and seq_no >= rec.hint_seq:
             rec.hint, rec.hint_seq = file_name, seq_no
+        self.by_key[stream] = rec  # last heard from: at the end
         self._queue(stream, rec)
-        return rec
+        return rec, evicted
 
     def _queue(self, stream: str, rec: Stream) -> None:
         due = rec.due(self.cfg.retention_seconds)
