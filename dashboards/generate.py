@@ -933,22 +933,26 @@ def overview() -> dict[str, object]:
         12,
         8,
     )
-    job_sel = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job"'
+    lost_by_type = f"sum by (event_type) (increase(gme_recording_callbacks_lost_total{{{SEL}}}[1h]))"
+    lost_1h = (
+        f"(({lost_by_type} + on (event_type) label_replace(sum (increase("
+        f'gme_recording_orphan_events_total{{{SEL}}}[1h])), "event_type", "started", "", ""))'
+        f" or {lost_by_type})"
+    )
+    delivered_1h = (
+        f"sum by (event_type) (increase(gme_recording_callbacks_total{{{SEL}, "
+        f'result=~"accepted|out_of_order|late"}}[1h]))'
+    )
     lay.add(
         timeseries(
             "Tencent's delivery: callbacks never delivered",
             "Share of Tencent's callbacks over the last hour that never arrived, by event type: "
             "found lost when the file was in COS (a segment no callback announced lost all "
             "three), and starts of segments whose completion or upload came (orphans), against "
-            "those delivered (recording rule job_event:gme_recording_callbacks_lost:ratio1h; "
-            "GmeRecordingCallbacksLost tickets it). The release's figure: its job is the unit.",
+            "those delivered; the recording rule job_event:gme_recording_callbacks_lost:ratio1h "
+            "is the release's same figure, and GmeRecordingCallbacksLost tickets it.",
             "percentunit",
-            [
-                (
-                    f"max by (event_type) (job_event:gme_recording_callbacks_lost:ratio1h{{{job_sel}}})",
-                    "{{event_type}} lost",
-                )
-            ],
+            [(f"{lost_1h} / ({lost_1h} + on (event_type) {delivered_1h} > 0)", "{{event_type}} lost")],
         ),
         12,
         8,
@@ -960,16 +964,16 @@ def overview() -> dict[str, object]:
             "stream's COS folder) that got no callback at all, per interval, by what became of "
             "them: found and tail_found (in COS: Tencent lost every callback), missing (not in "
             "COS: a recording is missing, in the delivery SLO), unconfirmed (no bucket or no "
-            "answer). Links: the release's unannounced segments in the API.",
+            "answer), by app. Links: that app's unannounced segments in the API.",
             "short",
             [
                 (
-                    f"sum by (result) (increase(gme_recording_unannounced_segments_total{{{SEL}}}"
-                    f"[$__rate_interval]))",
-                    "{{result}}",
+                    f"sum by (namespace, app_id, result) (increase("
+                    f"gme_recording_unannounced_segments_total{{{APP}}}[$__rate_interval]))",
+                    "{{app_id}} {{result}}",
                 )
             ],
-            links=segments_links("unannounced", per_app=False),
+            links=segments_links("unannounced"),
         ),
         12,
         8,

@@ -295,8 +295,8 @@ def groups() -> list[Group]:
                 "(\n"
                 "  sum by ($BY, event_type) (increase(gme_recording_callbacks_lost_total{$S}[1h]))\n"
                 "  + on ($BY, event_type)\n"
-                '  label_replace(sum by ($BY) (increase(gme_recording_orphan_events_total{$S}[1h])), "event_type", '
-                '"started", "", "")\n'
+                "  label_replace(sum by ($BY) (increase(gme_recording_orphan_events_total{$S}[1h])),\n"
+                '    "event_type", "started", "", "")\n'
                 ")\n"
                 "or sum by ($BY, event_type) (increase(gme_recording_callbacks_lost_total{$S}[1h]))",
             ),

@@ -993,4 +993,4 @@ def api_linked_panels() -> dict[str, list[dict[str, Any]]]:
 
 
 def test_every_problem_state_has_an_api_link() -> None:
-    assert set(api_linked_panels()) == {"stuck", "upload_missing", "orphan", "unverified"}
+    assert set(api_linked_panels()) == {"stuck", "upload_missing", "orphan", "unverified", "unannounced"}

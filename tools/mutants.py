@@ -491,7 +491,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "py-start-blind-counted",
         PY,
-        "start_lost = start_lost or (not start_blind and start_is_lost(seen, r_first, now, cfg, expects_start))",
+        "start_lost = start_lost or (not start_blind and "
+        "start_is_lost(seen, r_first, now, cfg, expects_start))",
         "start_lost = start_lost or start_is_lost(seen, r_first, now, cfg, expects_start)",
         "a start that may be ours is counted as lost by Tencent",
     ),
@@ -616,7 +617,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "books-lua-streams-forgotten",
         LUA,
-        '    redis.call("SET", P .. "since", string.format("%.17g", now))\n  end\n  redis.call("ZADD", P .. "slru"',
+        '    redis.call("SET", P .. "since", string.format("%.17g", now))\n'
+        '  end\n  redis.call("ZADD", P .. "slru"',
         '  end\n  redis.call("ZADD", P .. "slru"',
         "a stream forgotten at capacity comes back as a new one and its SeqNos below are called missing",
         STORES,
@@ -682,9 +684,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "books-delivery-error-states",
         "src/gme_recwatch/reconcile.py",
-        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, State.UNANNOUNCED.label})",
-        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, State.UNANNOUNCED.label, "
-        "State.ORPHAN.label})",
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, "
+        "State.UNANNOUNCED.label})",
+        "EXEMPLAR_STATES: Final = frozenset({State.STUCK.label, State.UPLOAD_MISSING.label, "
+        "State.UNANNOUNCED.label, State.ORPHAN.label})",
         "an orphan (a lost start) counts as a delivery error of the SLO",
         ("tests/test_reconcile.py",),
     ),
