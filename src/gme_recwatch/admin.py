@@ -119,9 +119,18 @@ def _reason(v: SegmentView, settings: Settings) -> str | None:
     if v.deadline is None:
         return None
     seconds = getattr(settings, v.deadline)
-    text = _WAITED_FOR[v.deadline].format(d=human_duration(seconds)) + f" ({env_name(v.deadline)}={seconds:g})"
+    waited = _WAITED_FOR[v.deadline]
+    if not v.events_seen and not v.lost_events:  # revealed by a later SeqNo: no callback at all
+        waited = "no callback at all within {d} of a later SeqNo of its stream"
+    elif v.deadline == "reorder_window_seconds" and v.state == State.UNVERIFIED.label:
+        waited += "; it may have been sent in a blind window of ours"
+    text = waited.format(d=human_duration(seconds)) + f" ({env_name(v.deadline)}={seconds:g})"
     if v.state == State.UNVERIFIED.label:
-        text += "; it was live when a blind window opened, so it is not paged"
+        text += (
+            ", so it is not paged"
+            if "blind window" in waited
+            else "; it was live when a blind window opened, so it is not paged"
+        )
     if v.confirmed is True:
         text += "; its file is not in COS"
     elif v.confirmed is False:

@@ -126,6 +126,8 @@ def test_segments_no_callback_announced_are_found_in_cos_or_confirmed_missing(
         True,
         "reorder_window_seconds",
     )
+    assert missing["reason"].startswith("no callback at all within 8 s of a later SeqNo of its stream")
+    assert missing["reason"].endswith("its file is not in COS")
     tail = state_of(svc, rooms["tail"], 1)
     assert (tail["state"], tail["lost_events"]) == ("uploaded", ["started", "completed", "uploaded"])
 
