@@ -139,6 +139,8 @@ def _start_service(
     """Start it and wait until ``probe`` answers 200 (/healthz for a service meant to be up but
     not ready)."""
     port, admin = free_port(), free_port()
+    while admin == port:  # each socket is closed before the next: the kernel may hand out one twice
+        admin = free_port()
     full_env = {
         **os.environ,
         "GME_RECWATCH_SECRET_KEY": SECRET,

@@ -28,7 +28,7 @@ from .test_simulator import (
     total,
 )
 
-STATES = ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan")
+STATES = ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan", "expected", "unannounced")
 
 
 def redis_env(server: RedisServer, **extra: str) -> dict[str, str]:

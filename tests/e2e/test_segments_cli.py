@@ -25,7 +25,8 @@ def segments(*args: str) -> subprocess.CompletedProcess[str]:
 def stuck_service(service_factory: object, n: int) -> RunningService:
     svc: RunningService = service_factory(GME_RECWATCH_MAX_RECORDING_SECONDS="1")  # type: ignore[operator]
     for seq in range(n):
-        assert svc.send(1, room=f"room-{seq % 2}", seq=seq).status_code == 200
+        # A stream each (its own user): no SeqNo is revealed as never announced.
+        assert svc.send(1, room=f"room-{seq % 2}", user=f"u{seq}", seq=seq).status_code == 200
     deadline = time.monotonic() + 15
     while svc.metric("gme_recording_tracked_segments", state="stuck") < n:
         assert time.monotonic() < deadline, svc.logs()

@@ -27,7 +27,7 @@ DEADLINES = {
 DISORDERLY = SimConfig(
     rooms=40,
     users_per_room=3,
-    segments_per_task=2,
+    segments_per_task=3,
     mixed_fraction=0.3,
     rate=400,
     spread=150,
@@ -44,6 +44,7 @@ DISORDERLY = SimConfig(
     never_complete_fraction=0.08,
     never_upload_fraction=0.08,
     bad_signature_fraction=0.05,
+    silent_fraction=0.05,  # every callback lost: revealed by a later SeqNo, unannounced (#28)
     seed=7,
 )
 
@@ -95,7 +96,7 @@ def expected_metrics(s: Summary) -> dict[str, float]:
         want[f"distinct {et}"] = c.delivered
         want[f"duplicate {et}"] = c.duplicates
     want["signature mismatch"] = s.bad_signature_requests
-    for state in ("recording", "completed"):
+    for state in ("recording", "completed", "expected"):
         want[f"tracked {state}"] = 0
     for state, n in s.expected_end_states.items():
         want[f"tracked {state}"] = n
@@ -116,7 +117,16 @@ def observed_metrics(svc: RunningService) -> dict[str, float]:
         )
         got[f"duplicate {et}"] = total(m, "gme_recording_callbacks_total", event_type=et, result="duplicate")
     got["signature mismatch"] = total(m, "gme_recording_signature_failures_total", reason="mismatch")
-    for state in ("recording", "completed", "uploaded", "stuck", "upload_missing", "orphan"):
+    for state in (
+        "recording",
+        "completed",
+        "uploaded",
+        "stuck",
+        "upload_missing",
+        "orphan",
+        "expected",
+        "unannounced",
+    ):
         got[f"tracked {state}"] = total(m, "gme_recording_tracked_segments", state=state)
     got["stuck_total"] = total(m, "gme_recording_stuck_total")
     got["missing_uploads_total"] = total(m, "gme_recording_missing_uploads_total")
