@@ -56,8 +56,9 @@ def cos_service(
     return svc
 
 
-def simulate(svc: RunningService, s3_server: S3Server, bucket: str) -> dict[str, Any]:
-    """The simulated sender: callbacks to the service (a quarter lost), files to the bucket."""
+def simulate(svc: RunningService, s3_server: S3Server, bucket: str, *extra: str) -> dict[str, Any]:
+    """The simulated sender: callbacks to the service (a quarter lost), files to the bucket;
+    ``extra`` flags last (they win)."""
     writer_id, writer_key = s3_server.keys["writer"]
     exe = str(Path(sys.executable).with_name("gme-recwatch"))
     env = {**os.environ, "TENCENTCLOUD_SECRET_ID": writer_id, "TENCENTCLOUD_SECRET_KEY": writer_key}
@@ -100,6 +101,7 @@ def simulate(svc: RunningService, s3_server: S3Server, bucket: str) -> dict[str,
             "recordings/{file_name}",
             "--expected-file",
             "",
+            *extra,
         ],
         env=env,
         capture_output=True,
@@ -124,11 +126,17 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
     in_bucket = set(s3_server.keys_of(bucket))
     assert summary["uploaded_files_without_callback"] > 0
 
-    # Past every deadline (10 s) and a few lookup rounds, nothing waits for a lookup any more.
+    # Past every deadline (10 s) and a few lookup rounds, nothing waits for a lookup any more and
+    # every problem the simulator expects has been reported (a moment with nothing pending may
+    # fall between the missing uploads' lookups and the stuck segments' deadlines).
+    ends = summary["expected_end_states"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if svc.metric("gme_recording_reconcile_pending") == 0 and any(
-            line.get("event") == "segment_reconciled" for line in log_lines(svc)
+        reported = svc.metric("gme_recording_stuck_total") + svc.metric("gme_recording_missing_uploads_total")
+        if (
+            svc.metric("gme_recording_reconcile_pending") == 0
+            and reported >= ends["stuck"] + ends["upload_missing"]
+            and svc.metric("gme_recording_segments_reconciled_total") >= summary["expected_reconciled"]
         ):
             time.sleep(1.5)  # one more sweep: nothing new may be held after this
             if svc.metric("gme_recording_reconcile_pending") == 0:
@@ -160,7 +168,6 @@ def test_files_whose_callbacks_were_lost_are_found_in_cos_and_only_missing_files
     assert s3_server.keys["reader"][1] not in svc.logs()
     # The simulator expected exactly this of a service looking files up in its bucket.
     assert summary["expected_reconciled"] == len(reconciled)
-    ends = summary["expected_end_states"]
     assert (ends["stuck"], ends["upload_missing"]) == (
         svc.metric("gme_recording_stuck_total"),
         svc.metric("gme_recording_missing_uploads_total"),

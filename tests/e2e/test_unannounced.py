@@ -22,7 +22,7 @@ from conftest import S3Server
 from gme_recwatch.events import encode_callback
 
 from .conftest import BIZ_ID, RunningService
-from .test_reconcile import cos_service, log_lines
+from .test_reconcile import cos_service, log_lines, simulate
 
 TASK = 446946705284000123
 OTHER_APP = BIZ_ID + 1
@@ -154,3 +154,38 @@ def test_segments_no_callback_announced_are_found_in_cos_or_confirmed_missing(
     assert [s["state"] for s in segments(svc, room_id=rooms["nostart"])] == ["uploaded", "uploaded"]
     assert svc.metric("gme_recording_orphan_events_total") == 0
     assert svc.metric("gme_recording_tracked_segments", state="orphan") == 0
+
+
+def test_the_simulated_sender_s_silent_segments_end_as_its_expectation_says(
+    service_factory: Any, s3_server: S3Server
+) -> None:
+    """`gme-recwatch simulate --silent-fraction` loses every callback of some segments (a task's
+    last among them) and still writes their files: the service, looking in the same bucket,
+    finds in COS exactly the gaps and tails the simulator expects, and confirms the others
+    missing."""
+    bucket = f"silent-{uuid.uuid4().hex[:8]}"
+    svc = cos_service(
+        service_factory, s3_server, bucket, s3_server.url, GME_RECWATCH_COS_TAIL_QUIET_SECONDS="3"
+    )
+    summary = simulate(
+        svc, s3_server, bucket, "--segments-per-task", "4", "--silent-fraction", "0.3", "--drop-fraction", "0"
+    )
+    assert summary["silent_segments"] > 0
+    assert summary["expected_unannounced_found"] > 0 and summary["expected_tail_found"] > 0
+    app = str(BIZ_ID)
+    want = {
+        "found": summary["expected_unannounced_found"],
+        "tail_found": summary["expected_tail_found"],
+        "missing": summary["expected_unannounced"],
+    }
+    deadline = time.monotonic() + 60  # the reorder window (8 s), the tails' quiet (3 s), lookups
+    got: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        got = {r: svc.metric("gme_recording_unannounced_segments_total", app_id=app, result=r) for r in want}
+        if got == want:
+            break
+        time.sleep(0.5)
+    assert got == want
+    assert svc.metric("gme_recording_tracked_segments", state="unannounced") == summary["expected_unannounced"]
+    for event, n in summary["expected_lost_callbacks"].items():
+        assert svc.metric("gme_recording_callbacks_lost_total", event_type=event) == n, event
