@@ -537,8 +537,7 @@ class RedisStore:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(p + "t")
                 pipe.lrange(p + "applist", 0, -1)
-                pipe.zcard(p + "chk")
-                tallies, labels_raw, pending = await pipe.execute()
+                tallies, labels_raw = await pipe.execute()
                 labels = [x.decode() for x in labels_raw]
                 for idx in range(len(labels)):
                     pipe.zrange(p + f"ss:{idx}", 0, 0, withscores=True)
@@ -575,7 +574,8 @@ class RedisStore:
             capacity=self.cfg.max_segments,
             app_overflow=self._app_overflow,
             segments=t.get("n", 0),
-            checks_pending=int(pending),
+            # Held for a lookup (the script's `pend`); `chk` also holds the lookups to retry.
+            checks_pending=t.get("pend", 0),
             segments_vanished=t.get("vanished", 0),
             evicted_keys=int(info.get("evicted_keys", 0)),
         )

@@ -28,7 +28,7 @@
 --                     order they first got there (evicted first; one that left the state keeps
 --                     its place until eviction passes it over, as the in-memory queue does)
 --   ix:<state>        zset: segments in a problem state -> first receive time (for the API)
---   t                 hash: the shared gauges (n, st:<state>, a:<app>:<mode>, r:<app>,
+--   t                 hash: the shared gauges (n, pend: checks held, st:<state>, a:<app>:<mode>, r:<app>,
 --                     s:<app>, m:<app>)
 --   rooms             hash: room -> its segments recording
 --   sc:<app>, ss:<app> per app: recording starts per second (hash) and those seconds (zset)
@@ -353,6 +353,9 @@ local function set_check(key, seg, check)
   local old = check_of(seg)
   if old == check then return end
   seg.flags = bor(band(seg.flags, bnot(CHECK_MASK)), lshift(check, FLAG_CHECK_SHIFT))
+  -- The held ones, counted as the in-memory store counts them (`chk` holds retries too).
+  if old == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", -1) end
+  if check == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", 1) end
   if check == CHECK_PENDING then
     redis.call("ZADD", P .. "chk", seg.r_first, key)  -- oldest first
   elseif claimable(old) then  -- (an unconfirmed one waiting for its retry, too)
@@ -465,6 +468,7 @@ end
 
 local function remove(key, seg)
   move(key, seg, seg.state, nil)
+  if check_of(seg) == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", -1) end
   redis.call("ZREM", P .. "chk", key)
   redis.call("HDEL", P .. "bw", key)
   redis.call("HDEL", P .. "sb", key)
