@@ -640,7 +640,7 @@ def test_a_plan_with_silence_is_the_plan_without_it_but_for_the_silent_callbacks
 
 
 def test_without_silence_a_seeds_plan_is_the_one_it_was_before_silence_existed() -> None:
-    """The e2e tests chose seeds for their plans' problems (the README demo's seed 0 has stuck,
+    """The e2e tests chose seeds for their plans' problems (the README demo had seed 0: stuck,
     upload_missing and orphan segments): drawing silence from the plan's own generator would
     have changed every plan. The digest is that of the plan before silent segments existed."""
     import hashlib
