@@ -564,6 +564,20 @@ local function save_stream(stream, rec)
   redis.call("ZADD", P .. "sdue", rec.tail < expiry and rec.tail or expiry, stream)
 end
 
+-- A stream out of every index (its retention ran out, or room was made for another).
+local function forget_stream(stream)
+  redis.call("HDEL", P .. "sr", stream)
+  for _, index in ipairs({"sdue", "tails", "slru"}) do redis.call("ZREM", P .. index, stream) end
+end
+
+-- The record of a stream an index names; nil, and out of that index, if it is gone.
+local function stream_in(index, stream)
+  local raw = redis.call("HGET", P .. "sr", stream)
+  if raw then return unpack_stream(raw) end
+  redis.call("ZREM", P .. index, stream)
+  return nil
+end
+
 -- The stream of `key` heard from (stores/memory.py MemoryStore._heard, stores/streams.py): the
 -- SeqNos below `seq` it reveals (lifecycle.revealed) that no segment holds are expected from now.
 local function heard(key, seq, mode, app, file, evicted)
@@ -578,12 +592,7 @@ local function heard(key, seq, mode, app, file, evicted)
     -- At most MAX_SEGMENTS streams (stores/streams.py): the one heard from longest ago goes, and
     -- tracking counts as begun anew (a forgotten stream is not taken for a new one).
     local oldest = redis.call("ZRANGE", P .. "slru", 0, 0)[1]
-    if oldest then
-      redis.call("HDEL", P .. "sr", oldest)
-      redis.call("ZREM", P .. "sdue", oldest)
-      redis.call("ZREM", P .. "tails", oldest)
-      redis.call("ZREM", P .. "slru", oldest)
-    end
+    if oldest then forget_stream(oldest) end
     redis.call("SET", P .. "since", string.format("%.17g", now))
   end
   redis.call("ZADD", P .. "slru", next_seq(), stream)
@@ -677,16 +686,10 @@ if op == "sweep" then
   -- Streams first (stores/streams.py Streams.sweep): forgotten after their retention, their
   -- tails queued for a listing once quiet.
   for _, stream in ipairs(redis.call("ZRANGEBYSCORE", P .. "sdue", "-inf", now, "LIMIT", 0, budget)) do
-    local raw = redis.call("HGET", P .. "sr", stream)
-    if not raw then
-      redis.call("ZREM", P .. "sdue", stream)
-    else
-      local rec = unpack_stream(raw)
+    local rec = stream_in("sdue", stream)
+    if rec then
       if rec.last + RETENTION <= now then
-        redis.call("HDEL", P .. "sr", stream)
-        redis.call("ZREM", P .. "sdue", stream)
-        redis.call("ZREM", P .. "tails", stream)
-        redis.call("ZREM", P .. "slru", stream)
+        forget_stream(stream)
       else
         if rec.tail <= now then
           rec.tail = INF  -- listed once; a callback arms it again
@@ -762,11 +765,8 @@ if op == "tails" then
   local limit, lease = tonumber(ARGV[11]), tonumber(ARGV[12])
   local out = {}
   for _, stream in ipairs(redis.call("ZRANGEBYSCORE", P .. "tails", "-inf", now, "LIMIT", 0, limit)) do
-    local raw = redis.call("HGET", P .. "sr", stream)
-    if not raw then
-      redis.call("ZREM", P .. "tails", stream)
-    else
-      local rec = unpack_stream(raw)
+    local rec = stream_in("tails", stream)
+    if rec then
       redis.call("ZADD", P .. "tails", now + lease, stream)
       out[#out + 1] = {stream, rec.mode, rec.next_seq, rec.hint, rec.hint_seq, app_label(rec.app)}
     end
