@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gme_recwatch.events import (
     COMPLETED,
     MAX_ID_LENGTH,
+    MAX_SEQ_NO,
     MAX_TIMESTAMP,
     STARTED,
     UPLOADED,
@@ -290,9 +291,16 @@ def test_overlong_id_is_malformed(field: str) -> None:
 
 
 def test_largest_int64_ids_are_accepted() -> None:
-    ev = decode(_body(BizID=I64_MAX, TaskID=I64_MAX, Detail={"SeqNo": I64_MAX}))
+    ev = decode(_body(BizID=I64_MAX, TaskID=I64_MAX, Detail={"SeqNo": MAX_SEQ_NO}))
     assert isinstance(ev, Event)
-    assert (ev.biz_id, ev.task_id, ev.seq_no) == (I64_MAX,) * 3
+    assert (ev.biz_id, ev.task_id, ev.seq_no) == (I64_MAX, I64_MAX, MAX_SEQ_NO)
+
+
+def test_a_seqno_beyond_what_the_redis_script_holds_exactly_is_malformed() -> None:
+    """The Redis script's numbers are doubles: a SeqNo above 2**53 - 1 would name another
+    segment's key there (and be written 1e+14 in a key); no real task has that many segments."""
+    assert "SeqNo" in _malformed(_body(Detail={"SeqNo": MAX_SEQ_NO + 1}))
+    assert "SeqNo" in _malformed(_body(Detail={"SeqNo": I64_MAX}))
 
 
 def test_timestamp_is_accepted_up_to_the_year_9999_and_malformed_beyond() -> None:
@@ -469,7 +477,7 @@ int64s = st.integers(min_value=0, max_value=I64_MAX)
     room_id=ids,
     user_id=ids,
     task_id=int64s,
-    seq_no=int64s,
+    seq_no=st.integers(0, MAX_SEQ_NO),
     event_type=st.sampled_from([STARTED, COMPLETED, UPLOADED]),
     record_mode=st.integers(min_value=-(2**63), max_value=I64_MAX),
     timestamp=st.integers(min_value=0, max_value=MAX_TIMESTAMP),

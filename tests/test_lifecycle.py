@@ -971,8 +971,10 @@ def test_a_stream_is_the_key_without_its_seqno(rules: Any) -> None:
         (4, 7, 3, 0.0, 0.0, (4, 4)),
         (0, 1, 1000, 0.0, 0.0, (1000 - lifecycle.MAX_GAP, 1000)),  # bounded, above
         (1000, 1001, 0, 0.0, 0.0, (1, 1 + lifecycle.MAX_GAP)),  # and below
-        (-1, -1, 3, 0.0, 300.0, (0, 3)),  # a new stream, tracked since before its first could start
-        (-1, -1, 3, 0.0, 300.0 - EPS, (3, 3)),  # ... or not: nothing below it is called missing
+        # A new stream, tracked since before its first could start (3 segments of at most 100 s,
+        # and this callback an upload up to the 50 s grace later) ...
+        (-1, -1, 3, 0.0, 350.0, (0, 3)),
+        (-1, -1, 3, 0.0, 350.0 - EPS, (3, 3)),  # ... or not: nothing below it is called missing
         (-1, -1, 0, 0.0, 0.0, (0, 0)),
     ],
 )

@@ -1395,3 +1395,42 @@ def test_a_stream_forgotten_at_capacity_is_not_taken_for_a_new_one_when_it_comes
     assert [v.state for v in t.segments(room_id="first")] == ["recording"]
     assert t.stats().by_state["expected"] == 0
     assert_consistent(t)
+
+
+def test_large_seqnos_reveal_the_same_segments_in_both_stores(store: SyncStore) -> None:
+    """Review finding: Lua's `..` writes 100000000000001 as 1e+14, so the Redis store keyed the
+    segments a large SeqNo reveals wrongly (and could not split the key back). Keys are now
+    formatted as integers, and SeqNo is bounded where the script's doubles are exact."""
+    base = 10**14
+    store.record(ev(1, seq=base))
+    store.record(ev(1, seq=base + 3))
+    assert sorted((v.seq_no, v.state) for v in store.segments()) == [
+        (base, "recording"),
+        (base + 1, "expected"),
+        (base + 2, "expected"),
+        (base + 3, "recording"),
+    ]
+    assert_consistent(store)
+
+
+def test_a_tail_listing_that_skips_a_seqno_reveals_it(make: Make, clock: FakeClock) -> None:
+    """Review finding: a quiet stream's listing finds SeqNo 3's file but none of SeqNo 2: a file
+    of SeqNo n says 0..n-1 exist, so 2 is expected (and unannounced at its window's end) rather
+    than skipped for good."""
+    cfg = replace(CHECKING, tail_quiet_seconds=60)
+    t = make(cfg, clock)
+    for e in (1, 2, 3):
+        t.record(fev(e, seq=0))
+        t.record(fev(e, seq=1))
+    clock.advance(61)
+    t.sweep()
+    (tail,) = t.run(t.inner.claim_tails(10, 30))
+    made = t.run(t.inner.adopt(tail.stream, [(3, "rec/3.mp3")]))
+    assert [r.seq_no for r in made] == [3]
+    assert sorted((v.seq_no, v.state) for v in t.segments()) == [
+        (0, "uploaded"),
+        (1, "uploaded"),
+        (2, "expected"),
+        (3, "uploaded"),
+    ]
+    assert_consistent(t)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from test_stores import CFG, DEFAULTS, TASK, assert_consistent, ev
 
 from gme_recwatch.clock import FakeClock
+from gme_recwatch.events import Event
 from gme_recwatch.lifecycle import Backoff, Config
 from gme_recwatch.stores import MemoryStore
 from gme_recwatch.stores import snapshot as snapshot_format
@@ -283,3 +284,30 @@ def test_a_lookup_waiting_for_its_retry_is_retried_at_once_after_a_restore(
     t2.inner.restore(t.inner.snapshot())
     assert [x.key for x in t2.inner.claim_now(10, 60)] == [c.key]
     assert [(v.state, v.confirmed) for v in t2.segments()] == [("stuck", False)]
+
+
+def test_a_tail_listing_queued_or_claimed_survives_a_restore(loop: asyncio.AbstractEventLoop) -> None:
+    """Review finding: a stream queued for its listing (its tail armed no more) was written to
+    the snapshot as not due, so after a restart its lost last segment was never looked for."""
+    clock = FakeClock()
+    cfg = replace(DEFAULTS, check_in_cos=True, tail_quiet_seconds=100, max_recording_seconds=1000)
+    t = tracked(loop, clock, cfg)
+    t.record(Event(1400000000, "r1", "u1", 7, 0, 1, 1, 1_700_000_000, "f0.mp3"))
+    clock.advance(150)
+    t.sweep()
+    assert len(t.run(t.inner.claim_tails(10, 30))) == 1  # claimed, then the process dies
+    t2 = tracked(loop, FakeClock(mono=5.0, wall=clock.wall), cfg)
+    t2.inner.restore(t.inner.snapshot())
+    t2.sweep()
+    assert [c.next_seq for c in t2.run(t2.inner.claim_tails(10, 30))] == [1]
+
+
+def test_the_stream_heap_stays_bounded_by_the_capacity(loop: asyncio.AbstractEventLoop) -> None:
+    """Review finding: streams forgotten at capacity left their heap entries for the retention."""
+    clock = FakeClock()
+    t = tracked(loop, clock, replace(DEFAULTS, max_segments=100))
+    for task in range(5000):
+        t.record(Event(1400000000, "r1", "u1", task, 0, 1, 1, 1_700_000_000))
+    streams = t.inner._streams
+    assert len(streams) <= 100
+    assert len(streams._heap) <= 2 * len(streams) + 1024

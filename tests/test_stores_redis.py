@@ -381,3 +381,28 @@ def test_a_callback_arriving_as_the_last_call_in_flight_ends_is_still_written(
         return n
 
     assert asyncio.run(asyncio.wait_for(go(), 10)) == 5
+
+
+def test_held_checks_are_counted_right_on_a_store_written_before_the_tally(redis_server: RedisServer) -> None:
+    """Review finding: checks_pending is a tally the script keeps (`pend`); a store written by an
+    earlier version has held checks and no tally, and would count below zero once they resolve.
+    The script counts the held ones once, first."""
+
+    async def go() -> tuple[int, int, int]:
+        clock, prefix = FakeClock(), f"v{uuid.uuid4().hex[:8]}:"
+        cfg = replace(CFG, check_in_cos=True)
+        store = RedisStore.from_url(redis_server.url, cfg, prefix=prefix, clock=clock)
+        for seq in range(3):
+            await store.record(Event(1400000000, "room", f"user{seq}", 7, 0, 1, 1, 1_700_000_000, "f.mp3"))
+        clock.advance(CFG.max_recording_seconds + 1)
+        await store.sweep(100)
+        held = (await store.stats()).checks_pending
+        await store.client.hdel(store.prefix + "t", "pend")  # as an earlier version left it
+        (claim, *_) = await store.claim(10, 60)
+        await store.resolve(claim.key, "not_found")
+        after = (await store.stats()).checks_pending
+        tally = int(await store.client.hget(store.prefix + "t", "pend"))
+        await store.close()
+        return held, after, tally
+
+    assert asyncio.run(go()) == (3, 2, 2)

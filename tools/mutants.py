@@ -579,14 +579,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "py-revealed-tracking",
         PY,
-        "low = 0 if tracking_since + seq_no * cfg.max_recording_seconds <= now else seq_no",
+        "low = 0 if tracking_since + seq_no * cfg.max_recording_seconds + cfg.upload_grace_seconds <= now else seq_no",
         "low = 0",
         "a service deployed mid-task calls the SeqNos before it missing",
     ),
     Mutant(
         "lua-revealed-tracking",
         LUA,
-        "if tracking_since + seq_no * MAX_REC <= now then low = 0 end",
+        "if tracking_since + seq_no * MAX_REC + GRACE <= now then low = 0 end",
         "low = 0",
         "a service deployed mid-task calls the SeqNos before it missing",
     ),

@@ -60,8 +60,14 @@ class MalformedCallback(ValueError):
     """The body is not a well-formed callback; the message says which field and why."""
 
 
+# A SeqNo the Redis script holds exactly (its numbers are doubles): far beyond any real segment
+# count (one a few seconds for a century is under 2**31).
+MAX_SEQ_NO: Final = 2**53 - 1
+_SeqNo = Annotated[int, Meta(ge=0, le=MAX_SEQ_NO)]
+
+
 class _Detail(Struct):
-    SeqNo: _Count
+    SeqNo: _SeqNo
     FileName: Annotated[str, Meta(max_length=4096)] = ""
 
 

@@ -666,7 +666,11 @@ def revealed(
     each segment lasts at most ``max_recording_seconds`` -- so a service deployed, or a store
     emptied, in the middle of a recording never calls missing what it could not have heard."""
     if next_seq < 0:
-        low = 0 if tracking_since + seq_no * cfg.max_recording_seconds <= now else seq_no
+        low = (
+            0
+            if tracking_since + seq_no * cfg.max_recording_seconds + cfg.upload_grace_seconds <= now
+            else seq_no
+        )
         return (low if low > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no
     if seq_no >= next_seq:
         return (next_seq if next_seq > seq_no - MAX_GAP else seq_no - MAX_GAP), seq_no

@@ -254,23 +254,34 @@ class Reconciler:
         found, not found, or an error (the listing failed, or cannot tell: ``ambiguous``)."""
         biz, room, user, task, seq = split_key(claim.key)
         listing = await self.checker.list_stream(
-            biz, room_id=room, user_id=user, record_mode=claim.record_mode, task_id=task, hint=claim.file_name
+            biz,
+            room_id=room,
+            user_id=user,
+            record_mode=claim.record_mode,
+            task_id=task,
+            hint=claim.file_name,
+            count=False,  # counted below, by what the listing says of this segment
         )
+        result: CheckResult
         if isinstance(listing, CheckError):
-            return listing
-        self.metrics.count_unknown_names(claim.app_id, listing.unknown)
-        where = _folder(listing)
-        located = locate(listing, task, seq, claim.file_name, claim.anchor_seq)
-        if located.result == "found" and located.file is not None:
-            return Found(listing.bucket, located.file.key)
-        if located.result == "not_found":
-            return NotFound(listing.bucket, where)
-        return CheckError("ambiguous", listing.bucket, where, located.why)
+            result = listing
+        else:
+            self.metrics.count_unknown_names(claim.app_id, listing.unknown)
+            where = _folder(listing)
+            located = locate(listing, task, seq, claim.file_name, claim.anchor_seq)
+            if located.result == "found" and located.file is not None:
+                result = Found(listing.bucket, located.file.key)
+            elif located.result == "not_found":
+                result = NotFound(listing.bucket, where)
+            else:
+                result = CheckError("ambiguous", listing.bucket, where, located.why)
+        self.metrics.reconcile_checks.labels(result_name(result)).inc()
+        return result
 
     async def _list_tail(self, claim: TailClaim) -> None:
         """List a quiet stream's folder once (:func:`cos.tail`) and hand the files of SeqNos no
         callback announced to the store, which adopts them as found; a listing that gives no
-        answer is tried again after the back-off."""
+        answer (an error: not an ambiguous one) is tried again after the back-off."""
         biz, room, user, task, _ = split_key(claim.stream + SEP + "0")
         listing = await self.checker.list_stream(
             biz,
@@ -294,10 +305,11 @@ class Reconciler:
                 claim.next_seq - 1,
                 claim.file_name if claim.anchor_seq == claim.next_seq - 1 else "",
             )
+            # A listing that cannot tell stays so until a callback changes the stream (and arms
+            # its tail again): done, not retried every back-off until the stream expires.
+            files = [] if found is None else [(seq, f.name) for seq, f in found]
             if found is None:
-                why = "ambiguous"
-            else:
-                files = [(seq, f.name) for seq, f in found]
+                self.log.info("tail_listing_ambiguous", task_id=str(task), room_id=room, user_id=user)
         try:
             if files is None:
                 retry = Backoff(*self.retry, self._rng.random())

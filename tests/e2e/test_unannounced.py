@@ -142,6 +142,10 @@ def test_segments_no_callback_announced_are_found_in_cos_or_confirmed_missing(
     assert svc.metric("gme_recording_problem_segments_total", state="unannounced", confirmed="true") == 1
     assert svc.metric("gme_recording_stuck_total") == 0
     assert svc.metric("gme_recording_tail_listings_total", result="found") == 1
+    # Each unannounced lookup is one check, counted by what it said of that segment (a listing
+    # that holds files of the task is not "found" for a segment whose file is not among them).
+    assert svc.metric("gme_recording_reconcile_checks_total", result="found") == 1
+    assert svc.metric("gme_recording_reconcile_checks_total", result="not_found") == 1
     lines = log_lines(svc)
     reconciled = [x for x in lines if x.get("event") == "segment_reconciled"]
     assert sorted((x["room_id"], x["seq_no"], x.get("unannounced")) for x in reconciled) == sorted(

@@ -21,6 +21,7 @@ from ..lifecycle import (
     EVENT_LABEL,
     EVICTED_FIRST,
     INF,
+    MAX_GAP,
     SEEN_BIT,
     SEEN_COMPLETED,
     SEEN_STARTED,
@@ -268,7 +269,12 @@ class MemoryStore:
         _, forgot = self._streams.heard(stream, ev.seq_no, low, mode, app, file_name, now)
         if forgot:  # a stream forgotten may come back: not to be taken for a new one
             self._since = now
-        for seq in range(low, high):
+        self._expect(stream, range(low, high), app, mode, now)
+
+    def _expect(self, stream: str, seqs: range, app: int, mode: RecordMode, now: float) -> None:
+        """The SeqNos ``seqs`` of ``stream`` that this store does not hold: segments that have
+        seen nothing, expected from ``now`` (the Lua twin is `expect`)."""
+        for seq in seqs:
             gap = f"{stream}{SEP}{seq}"
             if gap in self._index:
                 continue
@@ -450,10 +456,13 @@ class MemoryStore:
             return []
         out: list[Reconciled] = []
         t = self._table
-        for seq, file_name in files:
+        for seq, file_name in sorted(files):
             key = f"{stream}{SEP}{seq}"
             if seq < rec.next_seq or key in self._index:
                 continue  # announced since, or revealed (and looked up) as a gap
+            # A file of SeqNo n says 0..n-1 exist: those between with no file are expected too.
+            low = rec.next_seq if rec.next_seq > seq - MAX_GAP else seq - MAX_GAP
+            self._expect(stream, range(low, seq), rec.app, RecordMode(rec.mode), now)
             slot = self._insert(key, rec.app, RecordMode(rec.mode), now)
             seen, lost = found_in_cos(0)
             t.set_seen(slot, seen)

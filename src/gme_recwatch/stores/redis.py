@@ -399,7 +399,7 @@ class RedisStore:
         if retry_in is not None:
             await self._run("adopt", stream, repr(retry_in))
             return []
-        reply = await self._run("adopt", stream, "", *(x for seq, name in files for x in (seq, name)))
+        reply = await self._run("adopt", stream, "", *(x for seq, name in sorted(files) for x in (seq, name)))
         if not reply:
             return []
         made, evicted, label = reply

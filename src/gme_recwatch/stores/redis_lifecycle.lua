@@ -291,7 +291,7 @@ end
 local function revealed(low_seq, next_seq, seq_no, tracking_since, now)
   if next_seq < 0 then
     local low = seq_no
-    if tracking_since + seq_no * MAX_REC <= now then low = 0 end
+    if tracking_since + seq_no * MAX_REC + GRACE <= now then low = 0 end
     if low > seq_no - MAX_GAP then return low, seq_no end
     return seq_no - MAX_GAP, seq_no
   end
@@ -349,13 +349,27 @@ end
 
 local function check_of(seg) return rshift(band(seg.flags, CHECK_MASK), FLAG_CHECK_SHIFT) end
 
+-- The checks held (PENDING), counted as the in-memory store counts them (`chk` holds the lookups
+-- to retry too). A store written before this tally counts its held ones once, first.
+local function count_pending(delta)
+  local T = P .. "t"
+  if redis.call("HEXISTS", T, "pend") == 0 then
+    local n = 0
+    for _, key in ipairs(redis.call("ZRANGE", P .. "chk", 0, -1)) do
+      local raw = redis.call("GET", P .. "s:" .. key)
+      if raw and check_of(unpack_seg(raw)) == CHECK_PENDING then n = n + 1 end
+    end
+    redis.call("HSET", T, "pend", n)
+  end
+  redis.call("HINCRBY", T, "pend", delta)
+end
+
 local function set_check(key, seg, check)
   local old = check_of(seg)
   if old == check then return end
   seg.flags = bor(band(seg.flags, bnot(CHECK_MASK)), lshift(check, FLAG_CHECK_SHIFT))
-  -- The held ones, counted as the in-memory store counts them (`chk` holds retries too).
-  if old == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", -1) end
-  if check == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", 1) end
+  if old == CHECK_PENDING then count_pending(-1) end
+  if check == CHECK_PENDING then count_pending(1) end
   if check == CHECK_PENDING then
     redis.call("ZADD", P .. "chk", seg.r_first, key)  -- oldest first
   elseif claimable(old) then  -- (an unconfirmed one waiting for its retry, too)
@@ -468,7 +482,7 @@ end
 
 local function remove(key, seg)
   move(key, seg, seg.state, nil)
-  if check_of(seg) == CHECK_PENDING then redis.call("HINCRBY", P .. "t", "pend", -1) end
+  if check_of(seg) == CHECK_PENDING then count_pending(-1) end
   redis.call("ZREM", P .. "chk", key)
   redis.call("HDEL", P .. "bw", key)
   redis.call("HDEL", P .. "sb", key)
@@ -578,6 +592,20 @@ local function stream_in(index, stream)
   return nil
 end
 
+-- The SeqNos low..high-1 of `stream` no segment holds: segments that have seen nothing, expected
+-- from now (stores/memory.py MemoryStore._expect).
+local function expect(stream, low, high, mode, app, evicted)
+  for n = low, high - 1 do
+    local gap = stream .. SEP .. string.format("%d", n)  -- (`..` would write 1e+14)
+    if redis.call("EXISTS", P .. "s:" .. gap) == 0 then
+      local seg = insert(gap, mode, app, evicted)
+      held_against_latest_window(gap, 0)
+      settle_segment(gap, seg, nil)
+      save(gap, seg)
+    end
+  end
+end
+
 -- The stream of `key` heard from (stores/memory.py MemoryStore._heard, stores/streams.py): the
 -- SeqNos below `seq` it reveals (lifecycle.revealed) that no segment holds are expected from now.
 local function heard(key, seq, mode, app, file, evicted)
@@ -607,15 +635,7 @@ local function heard(key, seq, mode, app, file, evicted)
   end
   if file ~= "" and seq >= rec.hint_seq then rec.hint, rec.hint_seq = file, seq end
   save_stream(stream, rec)
-  for n = low, high - 1 do
-    local gap = stream .. SEP .. n
-    if redis.call("EXISTS", P .. "s:" .. gap) == 0 then
-      local seg = insert(gap, mode, app, evicted)
-      held_against_latest_window(gap, 0)
-      settle_segment(gap, seg, nil)
-      save(gap, seg)
-    end
-  end
+  expect(stream, low, high, mode, app, evicted)
 end
 
 -- key, event bit, sender Timestamp, record mode (0, 1, 2), BizID, FileName
@@ -790,10 +810,14 @@ if op == "adopt" then
   if not raw then return {} end
   local rec = unpack_stream(raw)
   local out, evicted = {}, {}
-  for i = 13, #ARGV, 2 do
+  for i = 13, #ARGV, 2 do  -- (in SeqNo order: stores/redis.py sorts them)
     local seq = tonumber(ARGV[i])
-    local key = stream .. SEP .. seq
+    local key = stream .. SEP .. string.format("%d", seq)
     if seq >= rec.next_seq and redis.call("EXISTS", P .. "s:" .. key) == 0 then
+      -- A file of SeqNo n says 0..n-1 exist: those between with no file are expected too.
+      local low = rec.next_seq
+      if low <= seq - MAX_GAP then low = seq - MAX_GAP end
+      expect(stream, low, seq, rec.mode, rec.app, evicted)
       local seg = insert(key, rec.mode, rec.app, evicted)
       local seen, lost = found_in_cos(0)
       seg.seen = seen

@@ -97,6 +97,17 @@ class Streams:
         if due < rec.queued:
             rec.queued = due
             heapq.heappush(self._heap, (due, stream))
+            if len(self._heap) > 2 * len(self.by_key) + 1024:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The heap without the entries of streams forgotten (at capacity) or superseded: one an
+        entry, so it stays O(streams) whatever the flood of tasks."""
+        self._heap = []
+        for stream, rec in self.by_key.items():
+            rec.queued = rec.due(self.cfg.retention_seconds)
+            self._heap.append((rec.queued, stream))
+        heapq.heapify(self._heap)
 
     def sweep(self, now: float) -> None:
         """Forget the streams whose retention ran out; queue the tails that came due."""
@@ -146,8 +157,22 @@ class Streams:
         return len(self._tails) + len(self._leases) + len(self._retries)
 
     def dump(self) -> dict[str, StreamState]:
+        """The streams as a snapshot keeps them. A listing queued, claimed or waiting for its
+        retry is written as due (when its quiet time ended): a restore lists it again, as it
+        looks up the segments whose checks were pending, rather than never."""
+        listing = {*self._tails, *self._leases, *(stream for _, stream in self._retries)}
+        quiet = self.cfg.tail_quiet_seconds
         return {
-            k: (r.next_seq, r.mode, r.app, r.last_heard, r.tail_at, r.hint, r.hint_seq, r.low_seq)
+            k: (
+                r.next_seq,
+                r.mode,
+                r.app,
+                r.last_heard,
+                r.last_heard + quiet if k in listing else r.tail_at,
+                r.hint,
+                r.hint_seq,
+                r.low_seq,
+            )
             for k, r in self.by_key.items()
         }
 
