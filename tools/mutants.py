@@ -579,8 +579,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "py-revealed-tracking",
         PY,
-        "low = 0 if tracking_since + seq_no * cfg.max_recording_seconds + cfg.upload_grace_seconds <= now else seq_no",
-        "low = 0",
+        "if tracking_since + seq_no * cfg.max_recording_seconds + cfg.upload_grace_seconds <= now",
+        "if True",
         "a service deployed mid-task calls the SeqNos before it missing",
     ),
     Mutant(
