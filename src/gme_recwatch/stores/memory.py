@@ -216,9 +216,7 @@ class MemoryStore:
             app, mode, old = t.app(slot), t.mode(slot), t.state(slot)
         if not t.seen(slot):  # heard of for the first time: new, or revealed by a later SeqNo
             t.r_first[slot] = first_heard(0, t.r_first[slot], now)
-            latest = self._latest_blind
-            if latest is not None and start_blind_marks(bit, None, self.clock.time(), *latest, self.cfg):
-                self._start_blind[key] = latest
+            self._held_against_latest_window(key, bit)
         blind = key in self._blind if self._blind else False
         check = t.check(slot)
         a = apply_event(
@@ -279,10 +277,16 @@ class MemoryStore:
             if gap in self._index:
                 continue
             slot = self._insert(gap, app, mode, now)
-            latest = self._latest_blind
-            if latest is not None and start_blind_marks(0, None, self.clock.time(), *latest, self.cfg):
-                self._start_blind[gap] = latest
+            self._held_against_latest_window(gap, 0)
             self._settle(slot, gap, None, now)
+
+    def _held_against_latest_window(self, key: str, bit: int) -> None:
+        """A segment heard of for the first time by an event with ``bit`` (0: revealed by a later
+        SeqNo): its start may have gone into the latest blind window
+        (lifecycle.start_blind_marks; the Lua twin is held_against_latest_window)."""
+        latest = self._latest_blind
+        if latest is not None and start_blind_marks(bit, None, self.clock.time(), *latest, self.cfg):
+            self._start_blind[key] = latest
 
     def _insert(self, key: str, app: int, mode: RecordMode, now: float) -> int:
         if len(self._index) >= self.cfg.max_segments:
