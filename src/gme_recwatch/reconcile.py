@@ -51,6 +51,7 @@ from .lifecycle import (
     TailClaim,
     Transition,
     split_key,
+    stream_of,
 )
 from .metrics import Metrics, exemplar_labels
 from .stores import CheckNote, Store, StoreUnavailable
@@ -252,16 +253,9 @@ class Reconciler:
     async def _locate(self, claim: Claim) -> CheckResult:
         """Look an unannounced segment up by listing its stream's folder (:func:`cos.locate`):
         found, not found, or an error (the listing failed, or cannot tell: ``ambiguous``)."""
-        biz, room, user, task, seq = split_key(claim.key)
-        listing = await self.checker.list_stream(
-            biz,
-            room_id=room,
-            user_id=user,
-            record_mode=claim.record_mode,
-            task_id=task,
-            hint=claim.file_name,
-            count=False,  # counted below, by what the listing says of this segment
-        )
+        task, seq = split_key(claim.key)[3:]
+        # Counted below, by what the listing says of this segment.
+        listing = await self._list(stream_of(claim.key), claim.record_mode, claim.file_name)
         result: CheckResult
         if isinstance(listing, CheckError):
             result = listing
@@ -278,20 +272,20 @@ class Reconciler:
         self.metrics.reconcile_checks.labels(result_name(result)).inc()
         return result
 
+    async def _list(self, stream: str, record_mode: int, hint: str) -> Listing | CheckError:
+        """A recording stream's COS folder, listed (:meth:`cos.CosChecker.list_stream`); not
+        counted as a lookup: the caller counts what it made of it."""
+        biz, room, user, task, _ = split_key(stream + SEP + "0")
+        return await self.checker.list_stream(
+            biz, room_id=room, user_id=user, record_mode=record_mode, task_id=task, hint=hint, count=False
+        )
+
     async def _list_tail(self, claim: TailClaim) -> None:
         """List a quiet stream's folder once (:func:`cos.tail`) and hand the files of SeqNos no
         callback announced to the store, which adopts them as found; a listing that gives no
         answer (an error: not an ambiguous one) is tried again after the back-off."""
-        biz, room, user, task, _ = split_key(claim.stream + SEP + "0")
-        listing = await self.checker.list_stream(
-            biz,
-            room_id=room,
-            user_id=user,
-            record_mode=claim.record_mode,
-            task_id=task,
-            hint=claim.file_name,
-            count=False,
-        )
+        _, room, user, task, _ = split_key(claim.stream + SEP + "0")
+        listing = await self._list(claim.stream, claim.record_mode, claim.file_name)
         files: list[tuple[int, str]] | None = None
         why = ""
         if isinstance(listing, CheckError):
