@@ -119,18 +119,19 @@ def _reason(v: SegmentView, settings: Settings) -> str | None:
     if v.deadline is None:
         return None
     seconds = getattr(settings, v.deadline)
-    waited = _WAITED_FOR[v.deadline]
-    if not v.events_seen and not v.lost_events:  # revealed by a later SeqNo: no callback at all
-        waited = "no callback at all within {d} of a later SeqNo of its stream"
-    elif v.deadline == "reorder_window_seconds" and v.state == State.UNVERIFIED.label:
-        waited += "; it may have been sent in a blind window of ours"
+    revealed = not v.events_seen and not v.lost_events  # by a later SeqNo: no callback at all
+    waited = (
+        "no callback at all within {d} of a later SeqNo of its stream" if revealed else _WAITED_FOR[v.deadline]
+    )
     text = waited.format(d=human_duration(seconds)) + f" ({env_name(v.deadline)}={seconds:g})"
-    if v.state == State.UNVERIFIED.label:
-        text += (
-            ", so it is not paged"
-            if "blind window" in waited
-            else "; it was live when a blind window opened, so it is not paged"
-        )
+    if v.state == State.UNVERIFIED.label:  # which blind window of ours may hold what it missed
+        if revealed:
+            text += "; its callbacks may have been sent in a blind window of ours"
+        elif v.deadline == "reorder_window_seconds":
+            text += "; its start may have been sent in a blind window of ours"
+        else:
+            text += "; it was live when a blind window opened"
+        text += ", so it is not paged"
     if v.confirmed is True:
         text += "; its file is not in COS"
     elif v.confirmed is False:
