@@ -520,8 +520,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "books-py-start-blind-created-later",
         "src/gme_recwatch/stores/memory.py",
-        "                self._start_blind[key] = latest\n",
-        "                pass\n",
+        "            self._start_blind[key] = latest\n",
+        "            pass\n",
         "a segment created after the reset was found is not held against its window",
         ("tests/test_stores.py",),
     ),
